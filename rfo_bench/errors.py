@@ -1,0 +1,58 @@
+"""The one error type for bad user input, shared by every package of the toolkit.
+
+A :class:`UserInputError` is raised wherever a file, a field or a value given by the user is wrong.
+The command-line entry points print it as one line and exit with code 2 (see
+:mod:`rfo_bench.cli_support`); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Any
+
+_MISSING = object()
+
+
+class UserInputError(ValueError):
+    """Bad input from the user: a file, a field in it, or a value.
+
+    Args:
+        message: what is wrong and what was expected.
+        file: the file (or directory) the problem is in, if any.
+        field: the field, column, key or option that is wrong, if any.
+        value: the offending value, if useful to show.
+
+    The string form is ``"<file>: <field>: <message> (got <value>)"`` with absent parts left out,
+    so it always fits on one line.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | PathLike[str] | None = None,
+        field: str | None = None,
+        value: Any = _MISSING,
+    ) -> None:
+        self.message = message
+        self.file = None if file is None else str(file)
+        self.field = field
+        self.value = value
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        parts = [p for p in (self.file, self.field) if p]
+        text = self.message
+        if self.value is not _MISSING:
+            shown = repr(self.value)
+            if len(shown) > 120:
+                shown = shown[:117] + "..."
+            text = f"{text} (got {shown})"
+        line = ": ".join([*parts, text])
+        return " ".join(line.split())
+
+
+def require(condition: bool, message: str, **where: Any) -> None:
+    """Raise :class:`UserInputError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise UserInputError(message, **where)
