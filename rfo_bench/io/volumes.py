@@ -42,6 +42,21 @@ class Volume:
         return tuple(n * s for n, s in zip(self.hu.shape, self.spacing_mm))  # type: ignore[return-value]
 
 
+def _raw_nifti_zooms(file: Path) -> tuple[float, ...] | None:
+    """Voxel spacing as stored in a NIfTI-1/2 header, before nibabel's automatic fixes."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    for header_class in (nib.Nifti1Header, nib.Nifti2Header):
+        try:
+            with ImageOpener(str(file)) as handle:
+                header = header_class.from_fileobj(handle, check=False)
+        except Exception:
+            continue
+        return tuple(float(z) for z in header.get_zooms()[:3])
+    return None
+
+
 def read_volume(path: str | os.PathLike[str]) -> Volume:
     """Read a NIfTI CT (``.nii`` / ``.nii.gz``) as Hounsfield units in RAS+ order.
 
@@ -53,6 +68,10 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
     file = Path(path)
     if not file.exists():
         raise UserInputError("CT volume does not exist", file=file)
+    raw_zooms = _raw_nifti_zooms(file)
+    if raw_zooms is not None and not all(np.isfinite(z) and z > 0 for z in raw_zooms):
+        # nibabel silently replaces zero pixdim by 1 mm on load; a CT without spacing must be refused.
+        raise UserInputError("CT has no valid voxel spacing", file=file, field="pixdim", value=raw_zooms)
     try:
         image = nib.load(str(file))
     except Exception as err:  # nibabel raises ImageFileError, EOFError, zlib errors ...

@@ -1,0 +1,133 @@
+"""The shared image reader: PNG/JPEG 8/16-bit, DICOM (rescale, window, MONOCHROME1, spacing), errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from rfo_bench.errors import UserInputError
+from rfo_bench.io.images import DEFAULT_PIXEL_SPACING_MM, read_image, write_png16
+
+H, W = 17, 11  # non-square on purpose: catches height/width swaps
+
+
+def test_png8_gray(tmp_path: Path) -> None:
+    values = (np.arange(H * W) % 256).astype(np.uint8).reshape(H, W)
+    Image.fromarray(values).save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    assert image.pixels.shape == (H, W) and image.pixels.dtype == np.float32
+    assert image.bits_stored == 8
+    np.testing.assert_allclose(image.pixels, values / 255.0, atol=1e-7)
+
+
+def test_png16_round_trip_is_exact(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 65536, size=(H, W), dtype=np.uint16)
+    write_png16(tmp_path / "b.png", values / 65535.0)
+    image = read_image(tmp_path / "b.png")
+    assert image.bits_stored == 16
+    np.testing.assert_array_equal(np.round(image.pixels.astype(np.float64) * 65535).astype(np.uint16), values)
+
+
+def test_rgb_png_becomes_luma(tmp_path: Path) -> None:
+    rgb = np.zeros((H, W, 3), dtype=np.uint8)
+    rgb[..., 0] = 255
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    assert read_image(tmp_path / "c.png").pixels == pytest.approx(np.full((H, W), 0.299), abs=1e-6)
+    assert read_image(tmp_path / "c.png", as_gray=False).pixels.shape == (H, W, 3)
+
+
+def test_jpeg(tmp_path: Path) -> None:
+    Image.fromarray(np.full((H, W), 128, dtype=np.uint8)).save(tmp_path / "d.jpg", quality=95)
+    assert read_image(tmp_path / "d.jpg").pixels.mean() == pytest.approx(128 / 255, abs=0.01)
+
+
+def test_truncated_png_non_image_and_directory_are_user_errors(tmp_path: Path) -> None:
+    write_png16(tmp_path / "full.png", np.linspace(0, 1, H * W).reshape(H, W))
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "notes.png").write_text("hello")
+    for name in ("cut.png", "notes.png", "missing.png"):
+        with pytest.raises(UserInputError, match=name):
+            read_image(tmp_path / name)
+    with pytest.raises(UserInputError, match="directory"):
+        read_image(tmp_path)
+
+
+def _dicom(path: Path, pixels: np.ndarray, **attrs) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.PatientID = "PAT-0001"
+    ds.PatientName = "Doe^Jane"
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    if pixels is not None:
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel = 1
+        ds.BitsAllocated = 16
+        ds.HighBit = ds.BitsStored - 1
+        ds.PixelRepresentation = 0
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_dicom_rescale_monochrome1_and_spacing(tmp_path: Path) -> None:
+    stored = np.zeros((H, W), dtype=np.uint16)
+    stored[0, 0] = 4095  # the highest 12-bit value
+    stored[5, 3] = 1024
+    path = _dicom(
+        tmp_path / "m1.dcm", stored, BitsStored=12, PhotometricInterpretation="MONOCHROME1",
+        RescaleSlope=2.0, RescaleIntercept=-100.0, PixelSpacing=[0.15, 0.16],
+    )
+    image = read_image(path)
+    assert image.pixels.shape == (H, W)
+    # modality LUT range is [-100, 8090]; value v maps to (2*v-100+100)/8190; MONOCHROME1 inverts it.
+    assert image.pixels[0, 0] == pytest.approx(0.0, abs=1e-6)
+    assert image.pixels[5, 3] == pytest.approx(1.0 - 2048 / 8190, abs=1e-6)
+    assert image.pixels[1, 1] == pytest.approx(1.0, abs=1e-6)
+    assert image.pixel_spacing_mm == (0.15, 0.16) and not image.spacing_is_default
+    assert image.photometric == "MONOCHROME1" and image.bits_stored == 12
+
+
+def test_dicom_window_applied_and_patient_tags_never_returned(tmp_path: Path) -> None:
+    stored = np.tile(np.arange(W, dtype=np.uint16) * 100, (H, 1))  # 0 .. 1000 along columns
+    path = _dicom(
+        tmp_path / "w.dcm", stored, BitsStored=16, PhotometricInterpretation="MONOCHROME2",
+        WindowCenter=500, WindowWidth=401,
+    )
+    image = read_image(path)
+    assert image.pixels[0, 0] == 0.0 and image.pixels[0, -1] == 1.0
+    assert image.pixels[0, 5] == pytest.approx(0.5, abs=0.01)  # value 500 sits at the window centre
+    assert image.patient_key is not None and "PAT-0001" not in image.patient_key
+    assert "Doe" not in repr(image) and "PAT-0001" not in repr(image)
+
+
+def test_dicom_missing_spacing_uses_documented_default(tmp_path: Path, caplog) -> None:
+    path = _dicom(tmp_path / "s.dcm", np.ones((H, W)), BitsStored=8, PhotometricInterpretation="MONOCHROME2",
+                  PixelSpacing=[0.0, 0.0])
+    with caplog.at_level(logging.WARNING):
+        image = read_image(path)
+    assert image.pixel_spacing_mm == (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM)
+    assert image.spacing_is_default
+    assert any("PixelSpacing" in rec.message for rec in caplog.records)
+
+
+def test_dicom_without_pixel_data_is_user_error(tmp_path: Path) -> None:
+    path = _dicom(tmp_path / "nopix.dcm", None, BitsStored=8)
+    assert pydicom.dcmread(path).get("PixelData") is None
+    with pytest.raises(UserInputError, match="PixelData"):
+        read_image(path)
