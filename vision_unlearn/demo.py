@@ -1,36 +1,188 @@
 """The main job behind ``vision-unlearn demo`` / ``make demo``.
 
-Stage 1 reads the embedded real data (or the files given) and writes previews and a manifest.
+The demo is a list of stages. Each stage writes into its own folder under the run directory and
+finishes by writing ``stage.json`` (its summary) atomically; a re-run skips every stage that has
+its ``stage.json`` unless ``force`` is set, so an interrupted demo resumes where it stopped. A
+stage is first written into ``<name>.partial/`` and renamed when complete, so a half-written stage
+is never mistaken for a finished one. The report (``report.html``, ``report.md``) is rebuilt from
+the saved summaries alone (:func:`build_report`).
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rfo_bench.errors import UserInputError
+from rfo_bench.html_report import Figure, Section, Table, render_html, render_markdown
+from rfo_bench.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
+
+STAGE_FILE = "stage.json"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of one demo run (recorded in ``run.json``).
+
+    Attributes:
+        out_dir: run directory.
+        fast: smaller data and shorter schedules (used by tests).
+        force: re-run stages that already finished.
+        seed: the one seed every stage derives its randomness from.
+        radiograph: chest radiograph background (PNG/JPEG/DICOM); ``None`` = embedded.
+        ct: chest CT background (NIfTI); ``None`` = embedded.
+    """
+
+    out_dir: str
+    fast: bool = False
+    force: bool = False
+    seed: int = 0
+    radiograph: str | None = None
+    ct: str | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the demo: ``run`` fills a folder and returns a JSON summary; ``section`` turns
+    the saved summary into a report section."""
+
+    name: str
+    title: str
+    run: Callable[[DemoConfig, Path, dict[str, dict[str, Any]]], dict[str, Any]]
+    section: Callable[[dict[str, Any], Path], Section]
 
 
 def check_writable_dir(out_dir: Path) -> None:
     """Create ``out_dir`` or fail with a clear error if it cannot be written."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
     except OSError as err:
-        raise UserInputError(f"cannot create the output directory: {err.strerror}", file=out_dir) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UserInputError("output directory is not writable", file=out_dir)
+        reason = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        raise UserInputError(f"output directory is not writable: {reason}", file=out_dir) from None
 
 
-def run_demo(
-    out_dir: Path, radiograph: str | os.PathLike[str] | None = None, ct: str | os.PathLike[str] | None = None
-) -> dict[str, Any]:
-    """Run the demo into ``out_dir`` and return its manifest."""
+def _stage_data(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from synth.embedded import write_embedded_previews
 
+    manifest = write_embedded_previews(stage_dir, radiograph=config.radiograph, ct=config.ct)
+    return {
+        "radiograph": manifest["radiograph"],
+        "ct": manifest["ct"],
+        "figures": ["radiograph_preview.png", "ct_pa_projection.png", "ct_axial_mid.png"],
+    }
+
+
+def _section_data(summary: dict[str, Any], stage_dir: Path) -> Section:
+    rg, ct = summary["radiograph"], summary["ct"]
+    table = Table(
+        header=["background", "file", "shape", "spacing (mm)", "notes"],
+        rows=[
+            ["radiograph", rg["file"], " × ".join(map(str, rg["shape"])),
+             " × ".join(f"{s:g}" for s in rg["pixel_spacing_mm"]),
+             f"{rg['bits_stored']}-bit {rg['photometric']}" + (", spacing assumed" if rg["spacing_is_default"] else "")],
+            ["CT", ct["file"], " × ".join(map(str, ct["shape"])), " × ".join(f"{s:g}" for s in ct["spacing_mm"]),
+             f"HU {ct['hu_range'][0]:g} … {ct['hu_range'][1]:g}"],
+        ],
+        caption="Real backgrounds used by every later stage",
+    )
+    captions = {
+        "radiograph_preview.png": "Real PA chest radiograph (bright = dense)",
+        "ct_pa_projection.png": "PA water-equivalent projection of the real chest CT (head up, patient right on the left)",
+        "ct_axial_mid.png": "Mid axial CT slice (anterior up)",
+    }
+    figures = [Figure(stage_dir / name, captions.get(name, "")) for name in summary["figures"]]
+    return Section("Real data", tables=[table], figures=figures)
+
+
+STAGES: list[Stage] = [
+    Stage("data", "Read the real backgrounds", _stage_data, _section_data),
+]
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def load_stage_summaries(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Summaries of the finished stages of a run directory, in stage order."""
+    done: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        path = out_dir / stage.name / STAGE_FILE
+        if path.is_file():
+            try:
+                done[stage.name] = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise UserInputError(f"corrupt stage summary: {err.msg}", file=path) from None
+    return done
+
+
+def build_report(out_dir: Path) -> dict[str, Path]:
+    """Rebuild ``report.html`` and ``report.md`` of a run directory from its saved summaries."""
+    out_dir = Path(out_dir)
+    done = load_stage_summaries(out_dir)
+    if not done:
+        raise UserInputError("no finished demo stage found; run `vision-unlearn demo` first", file=out_dir)
+    sections = [stage.section(done[stage.name], out_dir / stage.name) for stage in STAGES if stage.name in done]
+    missing = [stage.name for stage in STAGES if stage.name not in done]
+    subtitle = "Stages finished: " + ", ".join(done)
+    if missing:
+        subtitle += "; not yet run: " + ", ".join(missing)
+    title = "Retained-foreign-object detection: synthesis, evaluation and unlearning"
+    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    atomic_write_bytes(html_path, render_html(title, sections, subtitle).encode("utf-8"))
+    atomic_write_bytes(md_path, render_markdown(title, sections, base_dir=out_dir).encode("utf-8"))
+    return {"html": html_path, "markdown": md_path}
+
+
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Run (or resume) every stage into ``config.out_dir`` and build the report.
+
+    Returns:
+        ``{"stages": {name: "ran"|"skipped"}, "report": {...}, "seconds": {...}}``.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(config.out_dir)
     check_writable_dir(out_dir)
-    logger.info("reading the backgrounds and writing previews to %s", out_dir)
-    return write_embedded_previews(out_dir / "data", radiograph=radiograph, ct=ct)
+    _write_json(out_dir / "run.json", {"config": asdict(config), "stages": [s.name for s in STAGES]})
+    done = {} if config.force else load_stage_summaries(out_dir)
+    status: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for stage in tqdm(STAGES, desc="demo", unit="stage"):
+        if stage.name in done:
+            status[stage.name] = "skipped"
+            logger.info("stage %s already finished; skipping (use --force to re-run)", stage.name)
+            continue
+        final_dir, partial_dir = out_dir / stage.name, out_dir / f"{stage.name}.partial"
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        partial_dir.mkdir(parents=True)
+        logger.info("stage %s: %s", stage.name, stage.title)
+        start = time.perf_counter()
+        try:
+            summary = stage.run(config, partial_dir, done)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+                raise UserInputError(f"cannot write stage {stage.name!r}: {err.strerror}", file=partial_dir) from None
+            raise
+        seconds[stage.name] = round(time.perf_counter() - start, 3)
+        summary = {**summary, "seconds": seconds[stage.name]}
+        _write_json(partial_dir / STAGE_FILE, summary)
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(partial_dir, final_dir)
+        done[stage.name] = summary
+        status[stage.name] = "ran"
+    report = build_report(out_dir)
+    return {"stages": status, "seconds": seconds, "report": {k: str(v) for k, v in report.items()}}

@@ -1,0 +1,45 @@
+"""The ``demo`` and ``report`` sub-commands of ``vision-unlearn``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rfo_bench.cli_support import add_command
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from vision_unlearn.demo import DemoConfig, run_demo
+
+    config = DemoConfig(
+        out_dir=str(args.out), fast=args.fast, force=args.force, seed=args.seed,
+        radiograph=args.radiograph, ct=args.ct,
+    )
+    result = run_demo(config)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from vision_unlearn.demo import build_report
+
+    paths = build_report(Path(args.run_dir))
+    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``demo`` and ``report`` to the ``vision-unlearn`` parser."""
+    demo = add_command(
+        sub, "demo", _cmd_demo,
+        "run the main job on the embedded real data: synthesise, train, evaluate, unlearn, report",
+    )
+    demo.add_argument("--out", default="runs/demo", help="run directory")
+    demo.add_argument("--fast", action="store_true", help="smaller data and shorter schedules")
+    demo.add_argument("--force", action="store_true", help="re-run stages that already finished")
+    demo.add_argument("--seed", type=int, default=0, help="seed of every stage")
+    demo.add_argument("--radiograph", default=None, help="chest radiograph (PNG/JPEG/DICOM); default: embedded")
+    demo.add_argument("--ct", default=None, help="chest CT (NIfTI); default: embedded")
+    report = add_command(sub, "report", _cmd_report, "rebuild report.html / report.md of a demo run directory")
+    report.add_argument("run_dir", help="run directory written by `vision-unlearn demo`")
