@@ -1,0 +1,100 @@
+"""The demo runner (resume, --force, unwritable output) and the self-contained report."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rfo_bench.errors import UserInputError
+from rfo_bench.html_report import Figure, Section, Table, render_html
+from rfo_bench.io.images import write_png8
+from vision_unlearn import demo as demo_module
+from vision_unlearn.demo import DemoConfig, Stage, build_report, run_demo
+
+
+def _fake_stages(calls: list[str], fail_on: str | None = None):
+    def make(name: str, value: float):
+        def run(config, stage_dir: Path, done):
+            calls.append(name)
+            if name == fail_on:
+                (stage_dir / "half-written.bin").write_bytes(b"x")
+                raise KeyboardInterrupt
+            write_png8(stage_dir / "plot.png", np.linspace(0, 1, 17 * 11).reshape(17, 11))
+            return {"value": value, "upstream": sorted(done)}
+
+        def section(summary, stage_dir: Path) -> Section:
+            table = Table(["stage", "value"], [[name, summary["value"]]], digits=4)
+            return Section(name, tables=[table], figures=[Figure(stage_dir / "plot.png", f"{name} plot")])
+
+        return Stage(name, name, run, section)
+
+    return [make("first", 0.12345), make("second", 2.5), make("third", 7.0)]
+
+
+def test_interrupted_run_resumes_and_force_reruns(tmp_path: Path, monkeypatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(demo_module, "STAGES", _fake_stages(calls, fail_on="second"))
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(DemoConfig(out_dir=str(tmp_path)))
+    assert (tmp_path / "first" / "stage.json").is_file()
+    assert not (tmp_path / "second").exists() and (tmp_path / "second.partial").exists()
+
+    calls.clear()
+    monkeypatch.setattr(demo_module, "STAGES", _fake_stages(calls))
+    result = run_demo(DemoConfig(out_dir=str(tmp_path)))
+    assert calls == ["second", "third"]
+    assert result["stages"] == {"first": "skipped", "second": "ran", "third": "ran"}
+    assert not (tmp_path / "second.partial").exists()
+    assert json.loads((tmp_path / "third" / "stage.json").read_text())["upstream"] == ["first", "second"]
+
+    calls.clear()
+    run_demo(DemoConfig(out_dir=str(tmp_path), force=True))
+    assert calls == ["first", "second", "third"]
+
+
+def test_report_numbers_equal_saved_json_and_assets_are_embedded(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(demo_module, "STAGES", _fake_stages([]))
+    run_demo(DemoConfig(out_dir=str(tmp_path)))
+    page = (tmp_path / "report.html").read_text()
+    for name in ("first", "second", "third"):
+        saved = json.loads((tmp_path / name / "stage.json").read_text())["value"]
+        assert f"<td>{name}</td><td>{saved:.4f}</td>" in page
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 3
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
+    assert not re.search(r'(src|href)="(http|//|file:)', page)
+    (tmp_path / "report.html").unlink()
+    build_report(tmp_path)  # `vision-unlearn report RUN_DIR` rebuilds the same page from the saved files
+    assert (tmp_path / "report.html").read_text() == page
+
+
+def test_missing_figure_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="missing"):
+        render_html("t", [Section("s", figures=[Figure(tmp_path / "nope.png")])])
+
+
+def test_unwritable_or_full_output_gives_clear_error(tmp_path: Path, monkeypatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(UserInputError, match="not writable"):
+        run_demo(DemoConfig(out_dir=str(blocker / "run")))
+
+    def full_disk(config, stage_dir, done):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(demo_module, "STAGES", [Stage("s", "s", full_disk, lambda s, d: Section("s"))])
+    with pytest.raises(UserInputError, match="No space left"):
+        run_demo(DemoConfig(out_dir=str(tmp_path / "run")))
+
+
+def test_report_without_any_stage_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="no finished demo stage"):
+        build_report(tmp_path)
