@@ -1,0 +1,133 @@
+"""Audit records: content, absence of raw identifiers, atomic writing, verification and tampering."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from rfo_bench.errors import UserInputError
+from vision_unlearn.audit import (
+    SCHEMA_VERSION,
+    hash_id,
+    make_audit_record,
+    read_audit_record,
+    summarise_forgotten,
+    verify_audit_record,
+    write_audit_record,
+)
+
+SAMPLES = ["patient-JDOE-001/img_07.png", "patient-JDOE-001/img_08.png", "patient-MROE-77/img_01.png"]
+PATIENTS = ["MRN-0042", "MRN-0042", "MRN-1337"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    epochs: int = 2
+    lr: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+
+
+def _checkpoints(tmp_path: Path) -> tuple[Path, Path]:
+    before, after = tmp_path / "original.pt", tmp_path / "unlearned.pt"
+    before.write_bytes(b"weights before")
+    after.write_bytes(b"weights after")
+    return before, after
+
+
+def _record(tmp_path: Path, **forgotten_kw):
+    before, after = _checkpoints(tmp_path)
+    kw = {"salt": "fixed-salt"} | forgotten_kw
+    forgotten = summarise_forgotten("patient", "MRN-0042,MRN-1337", SAMPLES, PATIENTS, **kw)
+    return make_audit_record(
+        forgotten=forgotten, method="ofmu", config=_Config(), seed=3,
+        metrics={"UA": 12.5, "RA": 99.0, "TA": 97.25, "MIA": float("nan")},
+        checkpoint_before=before, checkpoint_after=after, timings_s={"unlearn": 1.5},
+        dataset="digits", created_utc=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+    )
+
+
+def test_hash_is_salted_sha256() -> None:
+    assert hash_id("s1", "abc") == hashlib.sha256(b"abc:s1").hexdigest()
+    assert hash_id("s1", "abc") != hash_id("s1", "abd")
+
+
+def test_forgotten_summary_counts_and_digests() -> None:
+    summary = summarise_forgotten("patient", "MRN-0042", SAMPLES, PATIENTS, salt="k")
+    assert summary.sample_count == 3 and summary.patient_count == 2
+    assert summary.request_value is None  # a patient id is never kept verbatim
+    assert summary.sample_id_sha256 == tuple(sorted(hash_id(s, "k") for s in SAMPLES))
+    reordered = summarise_forgotten("patient", "x", SAMPLES[::-1], PATIENTS, salt="k")
+    assert reordered.set_sha256 == summary.set_sha256
+    assert summarise_forgotten("class", "needle", SAMPLES, PATIENTS, salt="k").request_value == "needle"
+    fresh = [summarise_forgotten("ids", None, SAMPLES, PATIENTS) for _ in range(2)]
+    assert fresh[0].id_salt != fresh[1].id_salt and len(fresh[0].id_salt) == 32
+    with pytest.raises(UserInputError, match="empty"):
+        summarise_forgotten("ids", None, [], [])
+
+
+def test_record_round_trip_without_raw_identifiers(tmp_path: Path) -> None:
+    record = _record(tmp_path)
+    path = write_audit_record(tmp_path / "audit" / "run.json", record)
+    text = path.read_text()
+    for raw in [*SAMPLES, *PATIENTS, "JDOE", "MROE"]:
+        assert raw not in text
+    payload = json.loads(text)
+    assert payload["schema_version"] == SCHEMA_VERSION
+    assert payload["created_utc"] == "2026-01-02T03:04:05+00:00"
+    assert payload["config"] == {"epochs": 2, "lr": 0.01, "betas": [0.9, 0.99]}
+    assert payload["metrics"]["MIA"] is None  # non-finite values become null, never invalid JSON
+    assert payload["checkpoint_before_sha256"] == hashlib.sha256(b"weights before").hexdigest()
+    assert payload["checkpoint_after_sha256"] == hashlib.sha256(b"weights after").hexdigest()
+    assert payload["checkpoint_after_name"] == "unlearned.pt"
+    assert {"python", "torch", "numpy"} <= set(payload["versions"])
+    assert [p.name for p in path.parent.iterdir()] == ["run.json"]  # no temporary file left behind
+    assert read_audit_record(path) == record
+
+
+def test_verify_detects_other_checkpoints_edits_and_missing_ids(tmp_path: Path) -> None:
+    record = _record(tmp_path)
+    path = write_audit_record(tmp_path / "run.json", record)
+    result = verify_audit_record(path, tmp_path / "unlearned.pt", sample_ids=SAMPLES[:1], patient_ids=["MRN-1337"])
+    assert result.ok and result.ids_found == 2 and result.ids_checked == 2
+    # the original model is not the unlearned one
+    assert not verify_audit_record(path, tmp_path / "original.pt").checkpoint_matches
+    # an id that was not forgotten is reported missing
+    assert not verify_audit_record(path, tmp_path / "unlearned.pt", sample_ids=["someone-else.png"]).ok
+    # any edit of the record breaks its digest
+    payload = json.loads(path.read_text())
+    payload["metrics"]["UA"] = 99.0
+    path.write_text(json.dumps(payload))
+    assert not verify_audit_record(path, tmp_path / "unlearned.pt").record_intact
+
+
+def test_secret_salt_is_not_stored(tmp_path: Path) -> None:
+    record = _record(tmp_path, salt="hospital-secret", store_salt=False)
+    path = write_audit_record(tmp_path / "run.json", record)
+    assert "hospital-secret" not in path.read_text()
+    with pytest.raises(UserInputError, match="salt"):
+        verify_audit_record(path, tmp_path / "unlearned.pt", patient_ids=["MRN-0042"])
+    assert verify_audit_record(path, tmp_path / "unlearned.pt", patient_ids=["MRN-0042"],
+                               salt="hospital-secret").ok
+
+
+def test_errors_name_file_and_field(tmp_path: Path) -> None:
+    forgotten = summarise_forgotten("class", "3", ["a"], ["p"])
+    with pytest.raises(UserInputError) as info:
+        make_audit_record(forgotten=forgotten, method="ofmu", config={}, seed=0, metrics={},
+                          checkpoint_before=tmp_path / "nope.pt", checkpoint_after=tmp_path / "nope.pt")
+    assert info.value.field == "checkpoint_before"
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(UserInputError, match="not valid JSON"):
+        read_audit_record(tmp_path / "broken.json")
+    (tmp_path / "partial.json").write_text(json.dumps({"method": "ofmu"}))
+    with pytest.raises(UserInputError, match="lacks fields"):
+        read_audit_record(tmp_path / "partial.json")
+    with pytest.raises(UserInputError, match="does not exist"):
+        read_audit_record(tmp_path / "absent.json")
+    with pytest.raises(UserInputError, match="request file"):
+        summarise_forgotten("ids", None, ["a"], ["p"], request_file=tmp_path / "ids.txt")
