@@ -1,0 +1,254 @@
+"""COCO json <-> :class:`~rfo_bench.io.records.DetectionDataset` (the hub format).
+
+Reading keeps what the evaluator and the converters need: images (``id``, ``file_name``, ``width``,
+``height`` and the optional ``patient_id``), annotations (``bbox`` in ``[x, y, w, h]``, a single-part
+``segmentation`` polygon, the optional ``area``) and categories (``supercategory`` ``critical`` /
+``non_critical`` sets the critical flag). Two extra keys round-trip the RFO shapes COCO cannot say:
+``annotations[].rfo_shape`` (``box`` / ``ellipse`` / ``polygon``) and ``images[].rfo_positive`` (an
+image-level label without boxes). Crowd annotations (``iscrowd: 1``) are refused: RFOs are countable.
+
+Structural problems (not json, a missing key, a malformed entry) raise :class:`UserInputError`
+naming the file and the entry, unless a ``problems`` list is given, in which case malformed entries
+are skipped and described there (used by ``rfo-bench validate`` to report everything in one pass).
+Semantic checks (duplicate ids, unknown categories, boxes outside the image) live in
+:mod:`rfo_bench.validate`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from rfo_bench.errors import UserInputError
+from rfo_bench.io.records import (
+    Category,
+    DetectionDataset,
+    ImageRecord,
+    RFOObject,
+    category_from_name,
+    polygon_bbox,
+)
+from rfo_bench.utils import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+ELLIPSE_VERTICES = 32
+"""Vertices of the polygon written as the COCO ``segmentation`` of an ellipse."""
+
+
+def _fail(problems: list[str] | None, message: str, file: Path, entry: str, value: Any = None) -> None:
+    err = UserInputError(message, file=file, field=entry, value=value)
+    if problems is None:
+        raise err
+    problems.append(str(err))
+
+
+def _number_list(value: Any) -> list[float] | None:
+    if not isinstance(value, (list, tuple)):
+        return None
+    out: list[float] = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        out.append(float(v))
+    return out
+
+
+def _int_id(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def load_json(path: str | os.PathLike[str]) -> Any:
+    """Read a json file with errors naming the file and the line."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserInputError("file does not exist", file=file)
+    try:
+        with open(file, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise UserInputError(f"not valid json: {err.msg} at line {err.lineno} column {err.colno}", file=file) from None
+    except UnicodeDecodeError:
+        raise UserInputError("not a UTF-8 text file", file=file) from None
+
+
+def read_coco(
+    path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, *, problems: list[str] | None = None
+) -> DetectionDataset:
+    """Read a COCO detection json.
+
+    Args:
+        path: the json file.
+        root: directory the ``file_name`` entries are relative to; default the json's directory.
+        problems: when given, malformed entries are skipped and described here instead of raising.
+
+    Raises:
+        UserInputError: not json, missing ``images`` / ``annotations`` / ``categories``, or a malformed
+            entry (when ``problems`` is None).
+    """
+    file = Path(path)
+    data = load_json(file)
+    return coco_dict_to_dataset(data, file, Path(root) if root is not None else file.parent, problems=problems)
+
+
+def coco_dict_to_dataset(
+    data: Any, file: Path, root: Path, *, problems: list[str] | None = None
+) -> DetectionDataset:
+    """Convert a parsed COCO dict (see :func:`read_coco`)."""
+    if not isinstance(data, dict):
+        raise UserInputError("expected a COCO json object with images, annotations and categories", file=file)
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise UserInputError(f"COCO json has no `{key}` list", file=file, field=key)
+        if not isinstance(data[key], list):
+            raise UserInputError(f"`{key}` must be a list", file=file, field=key, value=type(data[key]).__name__)
+
+    categories: list[Category] = []
+    for i, entry in enumerate(data["categories"]):
+        cid = _int_id(entry.get("id")) if isinstance(entry, dict) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if cid is None or not isinstance(name, str):
+            _fail(problems, "category needs an integer `id` and a string `name`", file, f"categories[{i}]", entry)
+            continue
+        categories.append(category_from_name(cid, name, entry.get("supercategory")))
+
+    objects: dict[int, list[RFOObject]] = {}
+    for i, ann in enumerate(data["annotations"]):
+        where = f"annotations[{i}]"
+        if not isinstance(ann, dict):
+            _fail(problems, "annotation must be an object", file, where, ann)
+            continue
+        image_id, category_id = _int_id(ann.get("image_id")), _int_id(ann.get("category_id"))
+        if image_id is None or category_id is None:
+            _fail(problems, "annotation needs integer `image_id` and `category_id`", file, where,
+                  {k: ann.get(k) for k in ("image_id", "category_id")})
+            continue
+        if ann.get("iscrowd", 0):
+            _fail(problems, "crowd annotations (iscrowd=1) are not supported for RFOs", file, where, ann.get("id"))
+            continue
+        bbox = _number_list(ann.get("bbox"))
+        if bbox is None or len(bbox) != 4 or not all(math.isfinite(v) for v in bbox):
+            _fail(problems, "`bbox` must be 4 finite numbers [x, y, width, height]", file, where, ann.get("bbox"))
+            continue
+        x, y, w, h = bbox
+        shape = ann.get("rfo_shape", "box")
+        polygon: tuple[float, ...] = ()
+        segmentation = ann.get("segmentation")
+        if isinstance(segmentation, list) and segmentation:
+            parts = [_number_list(p) for p in segmentation]
+            if len(parts) == 1 and parts[0] is not None and len(parts[0]) >= 6 and len(parts[0]) % 2 == 0:
+                polygon = tuple(parts[0])
+                if shape == "box" and "rfo_shape" not in ann:
+                    shape = "polygon"
+            elif "rfo_shape" not in ann:
+                logger.debug("%s: %s: multi-part or RLE segmentation kept as its box", file, where)
+        if shape not in ("box", "ellipse", "polygon"):
+            _fail(problems, "`rfo_shape` must be box, ellipse or polygon", file, where, shape)
+            continue
+        if shape == "polygon" and not polygon:
+            _fail(problems, "`rfo_shape` polygon needs a single-part `segmentation` polygon", file, where)
+            continue
+        area = ann.get("area")
+        ann_id = _int_id(ann.get("id"))
+        obj = RFOObject(
+            bbox_xyxy=(x, y, x + w, y + h), category_id=category_id, shape=shape,
+            polygon_xy=polygon if shape == "polygon" else (), annotation_id=ann_id,
+            source_area=float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) else None,
+        )
+        objects.setdefault(image_id, []).append(obj)
+
+    images: list[ImageRecord] = []
+    for i, entry in enumerate(data["images"]):
+        where = f"images[{i}]"
+        if not isinstance(entry, dict):
+            _fail(problems, "image entry must be an object", file, where, entry)
+            continue
+        image_id, name = _int_id(entry.get("id")), entry.get("file_name")
+        if image_id is None or not isinstance(name, str) or not name:
+            _fail(problems, "image needs an integer `id` and a `file_name`", file, where,
+                  {k: entry.get(k) for k in ("id", "file_name")})
+            continue
+        width, height = _int_id(entry.get("width")), _int_id(entry.get("height"))
+        patient = entry.get("patient_id")
+        positive = entry.get("rfo_positive")
+        images.append(ImageRecord(
+            file_name=name.replace("\\", "/"), image_id=image_id, width=width or None, height=height or None,
+            patient_id=None if patient is None else str(patient),
+            objects=tuple(objects.pop(image_id, ())), positive=positive if isinstance(positive, bool) else None,
+        ))
+    for image_id, orphans in objects.items():
+        _fail(problems, f"{len(orphans)} annotation(s) refer to an image id that is not in `images`", file,
+              "annotations.image_id", image_id)
+    return DetectionDataset(root=root, images=tuple(images), categories=tuple(categories), source=str(file))
+
+
+def _ellipse_polygon(bbox_xyxy: tuple[float, float, float, float], vertices: int = ELLIPSE_VERTICES) -> list[float]:
+    x1, y1, x2, y2 = bbox_xyxy
+    cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
+    out: list[float] = []
+    for k in range(vertices):
+        angle = 2 * math.pi * k / vertices
+        out += [cx + rx * math.cos(angle), cy + ry * math.sin(angle)]
+    return out
+
+
+def object_to_coco(obj: RFOObject, image_id: int, annotation_id: int) -> dict[str, Any]:
+    """One COCO annotation dict for ``obj`` (``bbox`` xywh, ``area``, polygon ``segmentation``)."""
+    x1, y1, x2, y2 = obj.bbox_xyxy
+    entry: dict[str, Any] = {
+        "id": annotation_id, "image_id": image_id, "category_id": obj.category_id,
+        "bbox": [x1, y1, x2 - x1, y2 - y1], "area": obj.area, "iscrowd": 0, "rfo_shape": obj.shape,
+    }
+    if obj.shape == "polygon":
+        entry["segmentation"] = [list(obj.polygon_xy)]
+    elif obj.shape == "ellipse":
+        entry["segmentation"] = [_ellipse_polygon(obj.bbox_xyxy)]
+    else:
+        entry["segmentation"] = [[x1, y1, x2, y1, x2, y2, x1, y2]]
+    return entry
+
+
+def dataset_to_coco_dict(dataset: DetectionDataset, *, renumber_annotations: bool = True) -> dict[str, Any]:
+    """The COCO dict of a dataset. Annotation ids are renumbered from 1 unless told otherwise
+    (pycocotools treats an annotation id of 0 as "unmatched")."""
+    images, annotations = [], []
+    next_id = 1
+    for record in dataset.images:
+        entry: dict[str, Any] = {
+            "id": record.image_id, "file_name": record.file_name,
+            "width": record.width or 0, "height": record.height or 0,
+        }
+        if record.patient_id is not None:
+            entry["patient_id"] = record.patient_id
+        if record.positive is not None:
+            entry["rfo_positive"] = record.positive
+        images.append(entry)
+        for obj in record.objects:
+            ann_id = next_id if renumber_annotations or obj.annotation_id is None else obj.annotation_id
+            annotations.append(object_to_coco(obj, record.image_id, ann_id))
+            next_id += 1
+    categories = [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in dataset.categories]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def write_coco(dataset: DetectionDataset, path: str | os.PathLike[str]) -> Path:
+    """Write ``dataset`` as COCO json (atomically). Paths stay relative to ``dataset.root``."""
+    target = Path(path)
+    text = json.dumps(dataset_to_coco_dict(dataset), indent=1)
+    atomic_write_bytes(target, text.encode("utf-8"))
+    return target
+
+
+def polygon_object(points_xy: list[float], category_id: int, annotation_id: int | None = None) -> RFOObject:
+    """A polygon :class:`RFOObject` with its bounding box."""
+    return RFOObject(polygon_bbox(points_xy), category_id, "polygon", tuple(points_xy), annotation_id)
