@@ -47,11 +47,14 @@ class ModelAdapter(Protocol):
     """One model family behind the interface every method uses.
 
     Attributes:
-        model: the wrapped ``torch.nn.Module`` (the loop moves it, wraps it for DDP, saves it).
+        model: the wrapped ``torch.nn.Module`` (the loop moves it and saves it).
+        module: the module :meth:`loss` calls: ``model`` itself, or the loop's
+            ``DistributedDataParallel`` wrapper of it under ``torchrun``.
         num_classes: number of output classes (classifiers) or object categories (detectors).
     """
 
     model: nn.Module
+    module: nn.Module
     num_classes: int
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
@@ -146,6 +149,9 @@ class StepState:
         device: device the model and batches live on.
         generator: the run's random generator for method randomness (random labels, ...); its state
             is checkpointed so a resumed run draws the same numbers.
+        all_reduce_mean: averages a list of tensors in place across processes (a no-op in a single
+            process); methods that own their step use it on gradients they apply themselves.
+        world_size: number of processes (1 without ``torchrun``).
     """
 
     step: int
@@ -154,6 +160,8 @@ class StepState:
     lr: float
     device: torch.device
     generator: torch.Generator
+    all_reduce_mean: Callable[[list[Tensor]], None] = field(default=lambda tensors: None)
+    world_size: int = 1
 
 
 @runtime_checkable
@@ -193,7 +201,13 @@ class Unlearner(Protocol):
 
     def owned_step(self, adapter: ModelAdapter, forget: Batch | None, retain: Batch | None,
                    state: StepState) -> StepOutput:
-        """A full step with its own parameter updates (only called when ``owns_step``)."""
+        """A step that computes its own gradients (only called when ``owns_step``).
+
+        The method may move the parameters itself (e.g. OFMU's inner steps); it must leave the
+        gradient of its final (outer) update in each trainable parameter's ``.grad``, averaged across
+        processes with ``state.all_reduce_mean``. The loop then clips, checks for non-finite values
+        and takes the optimizer step, so schedules, checkpoints and logging stay in one place.
+        """
         ...
 
     def state_dict(self) -> dict[str, Any]:

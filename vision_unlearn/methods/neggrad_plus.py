@@ -1,0 +1,46 @@
+"""NegGrad+: gradient descent on the retain set and ascent on the forget set, weighted.
+
+Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023 (arXiv 2302.09880), Sec. 5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vision_unlearn.methods._base import BaseUnlearner
+from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutput, StepState
+from vision_unlearn.registry import register_unlearner
+
+
+@dataclass(frozen=True)
+class NegGradPlusConfig(MethodConfig):
+    """Attributes:
+    alpha: weight of the retain loss; ``1 − alpha`` weighs the negated forget loss.
+    """
+
+    epochs: int = 3
+    lr: float = 0.01
+    alpha: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+
+
+@register_unlearner("neggrad_plus")
+class NegGradPlus(BaseUnlearner):
+    """``min_θ α·L_retain(θ) − (1 − α)·L_forget(θ)``."""
+
+    config_class = NegGradPlusConfig
+    epoch_over = "forget"
+    needs = frozenset({"forget", "retain"})
+
+    def compute_loss(self, adapter: ModelAdapter, forget: Batch | None, retain: Batch | None,
+                     state: StepState) -> StepOutput:
+        assert forget is not None and retain is not None
+        cfg: NegGradPlusConfig = self.config  # type: ignore[assignment]
+        retain_loss = adapter.loss(retain)["loss"]
+        forget_loss = adapter.loss(forget)["loss"]
+        loss = cfg.alpha * retain_loss - (1.0 - cfg.alpha) * forget_loss
+        return StepOutput(loss=loss, logs={"retain_ce": float(retain_loss.detach()),
+                                           "forget_ce": float(forget_loss.detach())})
