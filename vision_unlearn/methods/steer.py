@@ -1,0 +1,198 @@
+"""``steer``: training-free test-time erasure by gated activation steering.
+
+Vision counterpart of MLLMEraser (test-time unlearning of multimodal LLMs by input-aware activation
+steering, 2025). :meth:`Steer.setup` fits, from the original model, an erasure subspace (forget
+activations vs the activations of "unknown" inputs), a closed-form ridge gate calibrated on retain
+inputs, and hooks them on one block (see :mod:`vision_unlearn.steering`). The run takes **zero
+optimizer steps** (``epochs = 0``): the weights never change, and :meth:`Steer.disable` /
+:meth:`Steer.remove` give back the original model exactly. The state is saved alone with
+:meth:`Steer.save` and re-applied with :meth:`Steer.from_file`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from rfo_bench.errors import UserInputError
+from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutput, StepState
+from vision_unlearn.registry import register_unlearner
+from vision_unlearn.steering import (
+    ActivationSteerer,
+    SteeringFit,
+    SteeringState,
+    default_layer,
+    fit_steering,
+    load_steering,
+    make_unknown_images,
+    save_steering,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SteerConfig(MethodConfig):
+    """Settings of ``steer`` (the optimisation fields of :class:`MethodConfig` are unused).
+
+    Attributes:
+        epochs: must stay 0: steering trains nothing.
+        layer: block to hook (``layer3``, ``stages.2``, ``blocks.4``); ``"auto"`` picks the
+            second-to-last feature stage of a timm model.
+        strength: ``lambda`` (1 = move gated activations fully onto the target within the subspace).
+        rank: erasure directions ``k``; 0 = the whole activation space.
+        ridge: ridge penalty of the gate detector.
+        false_gate_rate: share of retain inputs allowed to open the gate.
+        gate_full_quantile: forget-score quantile at which the gate is fully open.
+        target: the "unknown" inputs defining the target activation: ``noise``, ``blank`` or ``mixed``.
+        target_count: how many unknown inputs to draw.
+        target_seed: seed of the unknown inputs.
+        max_retain: at most this many retain inputs (evenly spaced) calibrate the gate; 0 = all.
+    """
+
+    epochs: int = 0
+    layer: str = "auto"
+    strength: float = 1.0
+    rank: int = 0
+    ridge: float = 1.0
+    false_gate_rate: float = 0.01
+    gate_full_quantile: float = 0.1
+    target: Literal["noise", "blank", "mixed"] = "mixed"
+    target_count: int = 256
+    target_seed: int = 0
+    max_retain: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.epochs != 0:
+            raise UserInputError("steer takes no training steps; leave epochs at 0", field="epochs",
+                                 value=self.epochs)
+        if self.target_count < 1:
+            raise UserInputError("target_count must be >= 1", field="target_count", value=self.target_count)
+        if self.max_retain < 0:
+            raise UserInputError("max_retain must be >= 0", field="max_retain", value=self.max_retain)
+        self.fit_settings()
+
+    def fit_settings(self) -> SteeringFit:
+        return SteeringFit(rank=self.rank, ridge=self.ridge, false_gate_rate=self.false_gate_rate,
+                           gate_full_quantile=self.gate_full_quantile)
+
+
+def _evenly_spaced(n: int, limit: int) -> torch.Tensor:
+    if limit == 0 or n <= limit:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, limit).round().long().unique()
+
+
+@register_unlearner("steer")
+class Steer:
+    """Gated activation steering on one block; zero training steps."""
+
+    name: ClassVar[str] = "steer"
+    config_class: ClassVar[type[MethodConfig]] = SteerConfig
+    epoch_over: ClassVar[Literal["forget", "retain"]] = "forget"
+    needs: ClassVar[frozenset[str]] = frozenset({"forget", "retain"})
+    owns_step: ClassVar[bool] = False
+    from_scratch: ClassVar[bool] = False
+
+    def __init__(self, config: SteerConfig) -> None:
+        self.config = config
+        self.steerer: ActivationSteerer | None = None
+        self._model: torch.nn.Module | None = None
+
+    # --- fitting ------------------------------------------------------------------------------
+    def setup(self, adapter: ModelAdapter, forget: Batch, retain: Batch, device: torch.device) -> None:
+        """Fit the steering state on the original model and hook it (see the module docstring).
+
+        Raises:
+            UserInputError: an empty forget or retain set, or an unknown layer name.
+        """
+        if forget is None or int(forget["images"].shape[0]) == 0:
+            raise UserInputError("cannot fit steering on an empty forget set", field="forget")
+        if retain is None or int(retain["images"].shape[0]) == 0:
+            raise UserInputError("steering needs retain inputs to calibrate its gate", field="retain")
+        model = adapter.model
+        layer = default_layer(model) if self.config.layer == "auto" else self.config.layer
+        retain_images = retain["images"][_evenly_spaced(int(retain["images"].shape[0]), self.config.max_retain)
+                                         .to(retain["images"].device)]
+        target = make_unknown_images(forget["images"][:1].cpu(), self.config.target_count, self.config.target,
+                                     self.config.target_seed).to(forget["images"].device)
+        state = fit_steering(model, layer, forget["images"], retain_images, target, self.config.fit_settings(),
+                             strength=self.config.strength, batch_size=max(self.config.batch_size, 256))
+        self._attach(model, state)
+
+    def _attach(self, model: torch.nn.Module, state: SteeringState) -> None:
+        if self.steerer is not None:
+            self.steerer.remove()
+        self.steerer = ActivationSteerer(state).attach(model)
+        self._model = model
+
+    # --- the loop's interface (never called with epochs = 0) ----------------------------------
+    def compute_loss(self, adapter: ModelAdapter, forget: Batch | None, retain: Batch | None,
+                     state: StepState) -> StepOutput:
+        raise RuntimeError("steer takes no training steps (epochs must be 0)")
+
+    def before_optimizer_step(self, adapter: ModelAdapter, state: StepState) -> None:
+        return None
+
+    def owned_step(self, adapter: ModelAdapter, forget: Batch | None, retain: Batch | None,
+                   state: StepState) -> StepOutput:
+        raise RuntimeError("steer takes no training steps (epochs must be 0)")
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.steerer is None:
+            return {}
+        return {"tensors": self.steerer.state.tensors(), "scalars": self.steerer.state.scalars()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not state:
+            return
+        loaded = SteeringState.from_parts(dict(state["tensors"]), dict(state["scalars"]))
+        if self._model is not None:
+            self._attach(self._model, loaded)
+        else:
+            self.steerer = ActivationSteerer(loaded)
+
+    # --- switching ----------------------------------------------------------------------------
+    def _require_steerer(self) -> ActivationSteerer:
+        if self.steerer is None:
+            raise RuntimeError("steer is not fitted: run it (setup) or load a steering file first")
+        return self.steerer
+
+    def enable(self) -> None:
+        """Switch the erasure on."""
+        self._require_steerer().enable()
+
+    def disable(self) -> None:
+        """Switch the erasure off: the model answers exactly as the original."""
+        self._require_steerer().disable()
+
+    def remove(self) -> None:
+        """Unregister the hook from the model."""
+        self._require_steerer().remove()
+
+    def save(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> Path:
+        """Save the steering state alone (``.safetensors``, a few kB) with this config."""
+        info = {"method": "steer", "config": asdict(self.config), **dict(extra or {})}
+        return save_steering(path, self._require_steerer().state, info)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], adapter: ModelAdapter | None = None) -> Steer:
+        """Rebuild from :meth:`save`; attach to ``adapter.model`` when given.
+
+        Raises:
+            UserInputError: unreadable file, or a model without the saved layer.
+        """
+        state, extra = load_steering(path)
+        saved = {k: v for k, v in dict(extra.get("config") or {}).items() if k in SteerConfig.__dataclass_fields__}
+        method = cls(SteerConfig(**saved) if saved else SteerConfig(layer=state.layer))
+        if adapter is not None:
+            method._attach(adapter.model, state)
+        else:
+            method.steerer = ActivationSteerer(state)
+        return method
