@@ -1,0 +1,269 @@
+"""Exact cone-beam path lengths through closed triangle meshes, and Beer–Lambert transmission.
+
+Method (rasterised signed depths). For a closed, consistently outward-oriented mesh, the length of a
+ray inside the solid is ``Σ_exits t - Σ_entries t`` over the ray's intersections with the surface,
+where ``t`` is the distance from the source. A triangle is an exit where its outward normal points
+along the ray (``n·d > 0``). Each triangle is therefore rasterised once on the detector grid (the
+perspective image of a triangle is a triangle), and at every covered (sub-)pixel centre it adds
+``sign(n·d) · t`` with ``t = (n·(a - s)) / (n·d) · |d|`` from its plane equation. The sum is exact for
+every ray (to float64 rounding), needs no ray/triangle parity bookkeeping, and costs
+``O(covered pixels x depth complexity)``; only the object's footprint box is visited.
+
+Coverage uses edge functions evaluated once per *undirected* edge (vertex order canonicalised) with a
+simulation-of-simplicity tie-break for centres exactly on an edge or a vertex, so every ray is counted
+by exactly one triangle of each surface layer it crosses — no double counting on shared edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rfo_bench.errors import UserInputError
+from synth.physics.geometry import Detector, Pose
+from synth.physics.materials import linear_attenuation_per_mm
+from synth.physics.spectra import Spectrum
+
+_MAX_CANDIDATES = 2_000_000
+
+
+@dataclass(frozen=True)
+class ROI:
+    """A rectangle of detector pixels: rows ``[row0, row0 + rows)``, cols ``[col0, col0 + cols)``."""
+
+    row0: int
+    col0: int
+    rows: int
+    cols: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.row0, self.row0 + self.rows), slice(self.col0, self.col0 + self.cols)
+
+    def union(self, other: ROI) -> ROI:
+        r0, c0 = min(self.row0, other.row0), min(self.col0, other.col0)
+        r1 = max(self.row0 + self.rows, other.row0 + other.rows)
+        c1 = max(self.col0 + self.cols, other.col0 + other.cols)
+        return ROI(r0, c0, r1 - r0, c1 - c0)
+
+    def padded(self, pad: int, detector: Detector) -> ROI:
+        r0, c0 = max(self.row0 - pad, 0), max(self.col0 - pad, 0)
+        r1 = min(self.row0 + self.rows + pad, detector.rows)
+        c1 = min(self.col0 + self.cols + pad, detector.cols)
+        return ROI(r0, c0, r1 - r0, c1 - c0)
+
+
+def footprint_roi(vertices_mm: np.ndarray, detector: Detector, pad: int = 1) -> ROI | None:
+    """Pixel box holding the projection of ``vertices_mm`` (clipped to the detector); ``None`` if off it."""
+    rc = detector.project(vertices_mm)
+    r0 = max(int(np.floor(rc[:, 0].min())) - pad, 0)
+    c0 = max(int(np.floor(rc[:, 1].min())) - pad, 0)
+    r1 = min(int(np.ceil(rc[:, 0].max())) + pad + 1, detector.rows)
+    c1 = min(int(np.ceil(rc[:, 1].max())) + pad + 1, detector.cols)
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return ROI(r0, c0, r1 - r0, c1 - c0)
+
+
+@dataclass(frozen=True)
+class PathLengths:
+    """Path lengths through one solid over a detector ROI.
+
+    Attributes:
+        lengths_mm: ``(roi.rows * s, roi.cols * s)`` chord length of each (sub-)pixel ray, mm.
+        roi: the detector pixels covered.
+        supersample: ``s``, sub-rays per pixel along each axis.
+        mean_depth_mm: same shape, mean distance from the source of the ray's segments inside the
+            solid (NaN where the length is 0); only when requested.
+    """
+
+    lengths_mm: np.ndarray
+    roi: ROI
+    supersample: int
+    mean_depth_mm: np.ndarray | None = None
+
+
+def path_lengths(
+    vertices_mm: np.ndarray,
+    faces: np.ndarray,
+    detector: Detector,
+    roi: ROI | None = None,
+    supersample: int = 1,
+    with_depth: bool = False,
+) -> PathLengths | None:
+    """Cone-beam chord lengths through a closed, outward-oriented triangle mesh.
+
+    Args:
+        vertices_mm: ``(V, 3)`` vertices in the object frame (pose already applied).
+        faces: ``(F, 3)`` vertex indices, counter-clockwise seen from outside.
+        detector: the geometry.
+        roi: the pixels to compute; default the mesh's footprint box.
+        supersample: sub-rays per pixel along each axis (pixel-area integration for thin wires).
+        with_depth: also return the mean depth of the segments along each ray.
+
+    Returns:
+        :class:`PathLengths`, or ``None`` when the mesh projects outside the detector.
+    """
+    v = np.asarray(vertices_mm, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    s = int(supersample)
+    if s < 1:
+        raise ValueError("supersample must be >= 1")
+    if roi is None:
+        roi = footprint_roi(v, detector)
+        if roi is None:
+            return None
+    sid = detector.source_to_detector_mm
+    q = v - detector.source_mm  # relative to the source
+    if np.any(q[:, 2] <= 1e-9):
+        raise UserInputError("object extends behind the X-ray source", field="pose")
+    # Sub-pixel coordinates: sub-pixel k of the ROI has centre index k (0-based) on the fine grid.
+    scale = sid / q[:, 2] / detector.pixel_mm
+    col_fine = (q[:, 0] * scale + (detector.cols - 1) / 2.0 - roi.col0 + 0.5) * s - 0.5
+    row_fine = (q[:, 1] * scale + (detector.rows - 1) / 2.0 - roi.row0 + 0.5) * s - 0.5
+    height, width = roi.rows * s, roi.cols * s
+
+    a, b, c = q[f[:, 0]], q[f[:, 1]], q[f[:, 2]]
+    normal = np.cross(b - a, c - a)
+    offset = np.abs(np.einsum("ij,ij->i", normal, a))  # |n·(a - source)|
+    x = col_fine[f]
+    y = row_fine[f]
+    area2 = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
+    lo_c = np.maximum(np.ceil(x.min(axis=1)), 0).astype(np.int64)
+    hi_c = np.minimum(np.floor(x.max(axis=1)), width - 1).astype(np.int64)
+    lo_r = np.maximum(np.ceil(y.min(axis=1)), 0).astype(np.int64)
+    hi_r = np.minimum(np.floor(y.max(axis=1)), height - 1).astype(np.int64)
+    box_w = np.clip(hi_c - lo_c + 1, 0, None)
+    box_h = np.clip(hi_r - lo_r + 1, 0, None)
+    keep = np.flatnonzero((box_w > 0) & (box_h > 0) & (area2 != 0) & (offset > 0))
+
+    acc_inv = np.zeros(height * width)
+    acc_sq = np.zeros(height * width) if with_depth else None
+    counts = box_w[keep] * box_h[keep]
+    # Fine-grid pixel centres in detector-plane mm (relative to the principal point).
+    u0 = ((roi.col0 - 0.5) + 0.5 / s - (detector.cols - 1) / 2.0) * detector.pixel_mm
+    v0 = ((roi.row0 - 0.5) + 0.5 / s - (detector.rows - 1) / 2.0) * detector.pixel_mm
+    step = detector.pixel_mm / s
+    start = 0
+    while start < keep.size:
+        stop = start + 1
+        total = counts[start]
+        while stop < keep.size and total + counts[stop] <= _MAX_CANDIDATES:
+            total += counts[stop]
+            stop += 1
+        _rasterise_chunk(
+            keep[start:stop], counts[start:stop], f, x, y, area2, lo_c, lo_r, box_w, normal, offset,
+            u0, v0, step, sid, width, acc_inv, acc_sq,
+        )
+        start = stop
+
+    cols_mm = u0 + step * np.arange(width)
+    rows_mm = v0 + step * np.arange(height)
+    ray_norm = np.sqrt(rows_mm[:, None] ** 2 + cols_mm[None, :] ** 2 + sid**2)
+    lengths = acc_inv.reshape(height, width) * ray_norm
+    # Round-off makes empty rays tiny +/- values; lengths are non-negative by construction.
+    lengths = np.where(lengths > 1e-9, lengths, 0.0)
+    depth = None
+    if with_depth and acc_sq is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            depth = np.where(lengths > 0, ray_norm * acc_sq.reshape(height, width) / (2 * acc_inv.reshape(height, width)),
+                             np.nan)
+    return PathLengths(lengths, roi, s, depth)
+
+
+def _rasterise_chunk(
+    tri: np.ndarray, counts: np.ndarray, f: np.ndarray, x: np.ndarray, y: np.ndarray, area2: np.ndarray,
+    lo_c: np.ndarray, lo_r: np.ndarray, box_w: np.ndarray, normal: np.ndarray, offset: np.ndarray,
+    u0: float, v0: float, step: float, sid: float, width: int, acc_inv: np.ndarray, acc_sq: np.ndarray | None,
+) -> None:
+    idx = np.repeat(tri, counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    local = np.arange(idx.size) - first
+    w = box_w[idx]
+    px = lo_c[idx] + local % w
+    py = lo_r[idx] + local // w
+    orient = np.sign(area2[idx])
+    inside = np.ones(idx.size, dtype=bool)
+    for i, j in ((0, 1), (1, 2), (2, 0)):
+        vi, vj = f[idx, i], f[idx, j]
+        forward = vi < vj  # canonical direction: from the lower to the higher vertex index
+        ia = np.where(forward, i, j)
+        ib = np.where(forward, j, i)
+        xa, ya = x[idx, ia], y[idx, ia]
+        xb, yb = x[idx, ib], y[idx, ib]
+        edge = (xb - xa) * (py - ya) - (yb - ya) * (px - xa)
+        # Simulation of simplicity: the centre is nudged by (eps, eps^2).
+        tie = np.where(yb != ya, -(yb - ya), xb - xa)
+        value = np.where(edge != 0, edge, tie)
+        inside &= (value * np.where(forward, 1.0, -1.0) * orient) > 0
+    idx, px, py = idx[inside], px[inside], py[inside]
+    n = normal[idx]
+    n_dot_d = n[:, 0] * (u0 + step * px) + n[:, 1] * (v0 + step * py) + n[:, 2] * sid
+    lam = offset[idx] / n_dot_d  # signed: + exit, - entry; |lam| = t / |d|
+    pixel = py * width + px
+    acc_inv += np.bincount(pixel, weights=lam, minlength=acc_inv.size)
+    if acc_sq is not None:
+        acc_sq += np.bincount(pixel, weights=np.sign(lam) * lam * lam, minlength=acc_sq.size)
+
+
+def _as_mesh_arrays(mesh) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(mesh, "vertices") and hasattr(mesh, "faces"):
+        return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
+    if isinstance(mesh, tuple) and len(mesh) == 2:
+        return np.asarray(mesh[0], dtype=np.float64), np.asarray(mesh[1], dtype=np.int64)
+    raise TypeError("mesh must be a trimesh.Trimesh or a (vertices, faces) tuple")
+
+
+def render_transmission(
+    mesh,
+    material: str,
+    density_g_cm3: float | None,
+    energy_kev: float | Spectrum,
+    detector: Detector,
+    pose: Pose | None = None,
+    supersample: int = 1,
+) -> np.ndarray:
+    """Noise-free, scatter-free primary transmission ``I/I0`` of one object alone, over the whole detector.
+
+    Args:
+        mesh: a closed ``trimesh.Trimesh`` (or ``(vertices, faces)``), coordinates in mm in the object frame.
+        material: registered material name (:func:`synth.physics.materials.list_materials`).
+        density_g_cm3: density; ``None`` for the material's nominal density.
+        energy_kev: a photon energy in keV (monoenergetic) or a :class:`Spectrum` (energy-integrating
+            detector: weights ``E·φ(E)``).
+        detector: the cone-beam geometry.
+        pose: rigid transform applied to the mesh first; default identity.
+        supersample: sub-rays per pixel along each axis (1 = exactly the pixel-centre ray).
+
+    Returns:
+        ``(rows, cols)`` float64 transmission in ``(0, 1]``.
+    """
+    from synth.physics.objects.meshes import validate_mesh
+
+    vertices, faces = _as_mesh_arrays(mesh)
+    vertices, faces = validate_mesh(vertices, faces, source="mesh")
+    if pose is not None:
+        vertices = pose.apply(vertices)
+    out = np.ones(detector.shape)
+    result = path_lengths(vertices, faces, detector, supersample=supersample)
+    if result is None:
+        return out
+    if isinstance(energy_kev, Spectrum):
+        energies, weights = energy_kev.energies_kev, energy_kev.integrating_weights()
+    else:
+        energies, weights = np.atleast_1d(float(energy_kev)), np.ones(1)
+    mu = linear_attenuation_per_mm(material, energies, density_g_cm3)
+    transmission = np.zeros_like(result.lengths_mm)
+    for mu_k, w_k in zip(mu, weights):
+        transmission += w_k * np.exp(-mu_k * result.lengths_mm)
+    out[result.roi.slices] = block_mean(transmission, supersample)
+    return out
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor x factor`` blocks: ``(H*f, W*f) -> (H, W)``."""
+    if factor == 1:
+        return image
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    return image.reshape(h, factor, w, factor).mean(axis=(1, 3))
