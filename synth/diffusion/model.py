@@ -1,0 +1,257 @@
+"""The mask- and class-conditioned inpainting UNet and its checkpoint directory.
+
+The network is a :class:`diffusers.UNet2DModel` with three input channels and one output channel::
+
+    input  = [x_t, region, background * (1 - region)]     (N, 3, S, S), values in [-1, 1]
+    output = predicted noise epsilon                       (N, 1, S, S)
+
+and a class embedding (``class_embed_type=None`` with ``num_class_embeds``: a learned lookup table)
+whose index is the RFO category id (1..10, :mod:`rfo_bench.categories`); index 0 is the "null"
+class used for classifier-free guidance (Ho & Salimans, 2022, arXiv:2207.12598). During training the
+context channels (region + background) are also dropped at random, so the same weights serve as an
+unconditional prior for RePaint-style inpainting (Lugmayr et al., CVPR 2022, arXiv:2201.09865).
+
+A checkpoint directory (``CKPT_DIR``) holds::
+
+    unet/                  EMA weights, diffusers ``save_pretrained`` format
+    scheduler/             the training noise schedule (DDPMScheduler config)
+    rfo_diffusion.json     model/patch/training configuration, classes, pixel spacing, step
+    mask_bank.npz          tight object masks per class seen in training (shapes for sampling)
+    training_state.pt      raw weights, optimizer, EMA state, step (for resuming)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rfo_bench.categories import CATEGORY_BY_ID, RFO_CATEGORIES
+from rfo_bench.errors import UserInputError
+from rfo_bench.utils import atomic_write_bytes
+from synth.diffusion.patches import PatchSpec
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import UNet2DModel
+
+logger = logging.getLogger(__name__)
+
+NULL_CLASS = 0
+"""Class-embedding index meaning "no class" (classifier-free guidance)."""
+NUM_CLASS_EMBEDS = max(c.id for c in RFO_CATEGORIES) + 1
+META_FILE = "rfo_diffusion.json"
+MASK_BANK_FILE = "mask_bank.npz"
+STATE_FILE = "training_state.pt"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and noise schedule of the inpainting UNet.
+
+    Attributes:
+        block_out_channels: channels per resolution level (each a multiple of ``norm_groups``).
+        layers_per_block: ResNet layers per level.
+        attention_levels: how many of the lowest-resolution levels use self-attention.
+        norm_groups: GroupNorm groups.
+        num_train_timesteps: diffusion steps of the training schedule.
+        beta_schedule: diffusers beta schedule name (``squaredcos_cap_v2`` = cosine, Nichol & Dhariwal 2021).
+    """
+
+    block_out_channels: tuple[int, ...] = (32, 64, 64, 128)
+    layers_per_block: int = 1
+    attention_levels: int = 1
+    norm_groups: int = 16
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+
+    def __post_init__(self) -> None:
+        if not self.block_out_channels or any(c % self.norm_groups for c in self.block_out_channels):
+            raise UserInputError(f"every block width must be a multiple of norm_groups={self.norm_groups}",
+                                 field="block_out_channels", value=self.block_out_channels)
+        if not 0 <= self.attention_levels <= len(self.block_out_channels):
+            raise UserInputError("attention_levels must be between 0 and the number of levels",
+                                 field="attention_levels", value=self.attention_levels)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if "block_out_channels" in kwargs:
+            kwargs["block_out_channels"] = tuple(kwargs["block_out_channels"])
+        return cls(**kwargs)
+
+
+TINY_MODEL = ModelConfig(block_out_channels=(16, 32), layers_per_block=1, attention_levels=0, norm_groups=8,
+                         num_train_timesteps=100)
+"""A model small enough for unit tests (a few thousand parameters per level)."""
+
+
+def build_unet(config: ModelConfig, size_px: int) -> UNet2DModel:
+    """A fresh (randomly initialised) inpainting UNet for ``size_px`` patches."""
+    from diffusers import UNet2DModel
+
+    levels = len(config.block_out_channels)
+    if size_px % (2 ** (levels - 1)):
+        raise UserInputError(f"patch size must be divisible by 2**(levels-1) = {2 ** (levels - 1)}",
+                             field="size", value=size_px)
+    attn = [i >= levels - config.attention_levels for i in range(levels)]
+    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn)
+    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn))
+    return UNet2DModel(
+        sample_size=size_px,
+        in_channels=3,
+        out_channels=1,
+        block_out_channels=tuple(config.block_out_channels),
+        layers_per_block=config.layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=config.norm_groups,
+        attention_head_dim=8,
+        class_embed_type=None,
+        num_class_embeds=NUM_CLASS_EMBEDS,
+    )
+
+
+def build_train_scheduler(config: ModelConfig):
+    """The DDPM training schedule (also the base every sampler is derived from)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
+                         prediction_type="epsilon", clip_sample=False)
+
+
+def model_input(noisy: torch.Tensor, region: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Stack the UNet input channels.
+
+    Args:
+        noisy: ``(N, 1, S, S)`` current sample ``x_t``.
+        region: ``(N, 1, S, S)`` 1 inside the region to inpaint, 0 elsewhere (all 0 = no context).
+        background: ``(N, 1, S, S)`` the patch in ``[-1, 1]``; its region pixels are zeroed here.
+
+    Returns:
+        ``(N, 3, S, S)``.
+    """
+    import torch
+
+    return torch.cat([noisy, region, background * (1.0 - region)], dim=1)
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What ``rfo_diffusion.json`` records about a checkpoint."""
+
+    model: ModelConfig
+    patch: PatchSpec
+    category_ids: tuple[int, ...]
+    spacing_mm: float
+    step: int
+    train: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": asdict(self.model),
+            "patch": asdict(self.patch),
+            "categories": [{"id": cid, "name": CATEGORY_BY_ID[cid].name} for cid in self.category_ids],
+            "spacing_mm": self.spacing_mm,
+            "step": self.step,
+            "train": self.train,
+        }
+
+
+def read_checkpoint_info(ckpt_dir: str | Path) -> CheckpointInfo:
+    """Read and validate a checkpoint directory's metadata.
+
+    Raises:
+        UserInputError: the directory is missing, is not a diffusers model directory (no
+            ``unet/config.json``), or lacks/has a corrupt ``rfo_diffusion.json``.
+    """
+    root = Path(ckpt_dir)
+    if not root.is_dir():
+        raise UserInputError("checkpoint directory does not exist", file=root)
+    if not (root / "unet" / "config.json").exists():
+        hint = " (it looks like a Stable Diffusion pipeline: use --pretrained)" if (
+            root / "model_index.json").exists() else ""
+        raise UserInputError(f"not a diffusers model directory: expected unet/config.json{hint}", file=root)
+    meta_path = root / META_FILE
+    if not meta_path.exists():
+        raise UserInputError(f"not an rfo-synth diffusion checkpoint: {META_FILE} is missing", file=root)
+    try:
+        meta = json.loads(meta_path.read_text())
+        category_ids = tuple(int(c["id"]) for c in meta["categories"])
+        info = CheckpointInfo(
+            model=ModelConfig.from_dict(meta["model"]),
+            patch=PatchSpec(**meta["patch"]),
+            category_ids=category_ids,
+            spacing_mm=float(meta["spacing_mm"]),
+            step=int(meta["step"]),
+            train=dict(meta.get("train", {})),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise UserInputError(f"corrupt checkpoint metadata: {err}", file=meta_path) from None
+    unknown = [cid for cid in category_ids if cid not in CATEGORY_BY_ID]
+    if unknown:
+        raise UserInputError("unknown category ids in checkpoint", file=meta_path, field="categories", value=unknown)
+    return info
+
+
+def write_checkpoint_info(ckpt_dir: Path, info: CheckpointInfo) -> None:
+    atomic_write_bytes(ckpt_dir / META_FILE, (json.dumps(info.to_json(), indent=2) + "\n").encode())
+
+
+def save_mask_bank(ckpt_dir: Path, bank: dict[int, list[np.ndarray]]) -> None:
+    """Store the tight object masks per class as ``mask_bank.npz`` (keys ``c{id}_{k}``)."""
+    arrays = {f"c{cid}_{k}": m.astype(bool) for cid, masks in bank.items() for k, m in enumerate(masks)}
+    tmp = ckpt_dir / f".{MASK_BANK_FILE}.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(ckpt_dir / MASK_BANK_FILE)
+
+
+def load_mask_bank(ckpt_dir: str | Path) -> dict[int, list[np.ndarray]]:
+    """Inverse of :func:`save_mask_bank`."""
+    path = Path(ckpt_dir) / MASK_BANK_FILE
+    if not path.exists():
+        raise UserInputError("checkpoint has no mask bank; sample with explicit masks (--requests)", file=path)
+    bank: dict[int, list[np.ndarray]] = {}
+    with np.load(path) as data:
+        keys = sorted(data.files, key=lambda k: (int(k[1:].split("_")[0]), int(k.split("_")[1])))
+        for key in keys:
+            cid = int(key[1:].split("_")[0])
+            bank.setdefault(cid, []).append(data[key].astype(bool))
+    return bank
+
+
+def load_unet(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> UNet2DModel:
+    """Load the EMA UNet of a checkpoint (local files only) in eval mode."""
+    from diffusers import UNet2DModel
+
+    from rfo_bench.offline import prepare_offline
+
+    prepare_offline()
+    root = Path(ckpt_dir)
+    read_checkpoint_info(root)
+    try:
+        unet = UNet2DModel.from_pretrained(root, subfolder="unet", local_files_only=True, low_cpu_mem_usage=False)
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"cannot load the UNet weights: {err}", file=root / "unet") from None
+    return unet.to(device).eval()
+
+
+def load_train_scheduler(ckpt_dir: str | Path):
+    """The checkpoint's training DDPM schedule."""
+    from diffusers import DDPMScheduler
+
+    root = Path(ckpt_dir)
+    try:
+        return DDPMScheduler.from_pretrained(root, subfolder="scheduler", local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"cannot load the noise schedule: {err}", file=root / "scheduler") from None
