@@ -1,0 +1,170 @@
+"""Typed training configuration for the detector baselines and the named recipe presets.
+
+A :class:`Recipe` holds everything that defines *how* a detector is trained (optimiser, schedule,
+image size, augmentation); a :class:`TrainConfig` adds *what* is trained (model, backbone, seed,
+device, optional local weights). Both are frozen; CLI flags and YAML entries only ever override
+fields through :func:`recipe_with_overrides` so every run records one complete, reproducible
+configuration in its output directory.
+
+Presets:
+
+* ``paper`` - the Hopkins RFOs Bench torchvision recipe: SGD, lr 0.005, momentum 0.9, weight decay
+  5e-4, step learning-rate decay (x0.1). Epochs, image size and step interval are our choices for a
+  full-size run (the step comes at 2/3 of training).
+* ``cpu-tiny`` - the same optimiser family at small images and few epochs, sized so that a benchmark
+  finishes in minutes on two CPU cores. It is a smoke-scale preset, not a converged baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from rfo_bench.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a detector is trained.
+
+    Attributes:
+        name: preset name the recipe came from (kept when fields are overridden).
+        epochs: passes over the training set.
+        imgsz: longest image side in pixels after resizing (aspect ratio kept).
+        batch_size: images per optimiser step.
+        lr: initial learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay.
+        lr_step_epochs: the learning rate is multiplied by ``lr_gamma`` every this many epochs.
+        lr_gamma: step decay factor.
+        warmup_iters: linear learning-rate warm-up over the first iterations (0 = none).
+        grad_clip_norm: clip the global gradient norm (0 = no clipping).
+        hflip_p: probability of a horizontal flip (chest anatomy is nearly symmetric; RFOs are not
+            lateralised).
+        intensity_jitter: magnitude of brightness/contrast jitter in ``[0, 1]`` units (0 = off).
+        fpn_channels: feature-pyramid width of the torchvision detectors.
+        score_threshold: detections below this score are dropped at prediction (low, so that AP and
+            FROC see the whole operating curve).
+        max_detections: detections kept per image.
+    """
+
+    name: str
+    epochs: int
+    imgsz: int
+    batch_size: int
+    lr: float = 0.005
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_step_epochs: int = 8
+    lr_gamma: float = 0.1
+    warmup_iters: int = 100
+    grad_clip_norm: float = 10.0
+    hflip_p: float = 0.5
+    intensity_jitter: float = 0.1
+    fpn_channels: int = 256
+    score_threshold: float = 0.001
+    max_detections: int = 100
+
+    def __post_init__(self) -> None:
+        positive_ints = ("epochs", "imgsz", "batch_size", "lr_step_epochs", "fpn_channels", "max_detections")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserInputError("must be a positive integer", field=name, value=value)
+        if self.imgsz < 32:
+            raise UserInputError("image size must be at least 32 px", field="imgsz", value=self.imgsz)
+        for name in ("lr", "weight_decay", "momentum", "lr_gamma", "hflip_p", "intensity_jitter",
+                     "score_threshold", "grad_clip_norm"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise UserInputError("must be a non-negative number", field=name, value=value)
+        if self.lr <= 0:
+            raise UserInputError("learning rate must be positive", field="lr", value=self.lr)
+        for name in ("hflip_p", "intensity_jitter", "score_threshold", "momentum"):
+            if getattr(self, name) > 1:
+                raise UserInputError("must be in [0, 1]", field=name, value=getattr(self, name))
+        if not isinstance(self.warmup_iters, int) or self.warmup_iters < 0:
+            raise UserInputError("must be a non-negative integer", field="warmup_iters", value=self.warmup_iters)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe(name="paper", epochs=24, imgsz=1024, batch_size=4, lr=0.005, momentum=0.9,
+                    weight_decay=5e-4, lr_step_epochs=16, lr_gamma=0.1, warmup_iters=500),
+    "cpu-tiny": Recipe(name="cpu-tiny", epochs=6, imgsz=160, batch_size=4, lr=0.01, momentum=0.9,
+                       weight_decay=5e-4, lr_step_epochs=5, lr_gamma=0.1, warmup_iters=20, fpn_channels=64,
+                       max_detections=50),
+}
+"""The named recipe presets (``rfo-bench train --recipe NAME``)."""
+
+
+def get_recipe(name: str) -> Recipe:
+    """The preset called ``name`` (``UserInputError`` listing the presets when unknown)."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise UserInputError(
+            "unknown recipe; expected one of: " + ", ".join(sorted(RECIPES)), field="recipe", value=name
+        ) from None
+
+
+def recipe_with_overrides(base: Recipe | str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """``base`` (a preset name or recipe) with some fields replaced; ``None`` values are ignored.
+
+    Raises:
+        UserInputError: an override names no recipe field, or gives an invalid value.
+    """
+    recipe = get_recipe(base) if isinstance(base, str) else base
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    known = {f.name for f in fields(Recipe)} - {"name"}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise UserInputError(
+            "unknown recipe field(s) " + ", ".join(unknown) + "; known: " + ", ".join(sorted(known)),
+            field="recipe", value=unknown,
+        )
+    float_fields = {f.name for f in fields(Recipe) if f.type in ("float", float)}
+    cleaned = {k: (float(v) if k in float_fields and isinstance(v, int) and not isinstance(v, bool) else v)
+               for k, v in given.items()}
+    return replace(recipe, **cleaned)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What is trained, on which device, from which seed.
+
+    Attributes:
+        model: registered detector name (see :func:`rfo_bench.detectors.list_detectors`).
+        recipe: the training recipe.
+        seed: seed for weights initialisation, augmentation and data order.
+        backbone: ``timm`` model name for the torchvision detectors (``features_only`` capable);
+            ignored by the Ultralytics models, whose architecture is fixed by their yaml.
+        weights: optional local file: a timm backbone checkpoint (torchvision family) or an
+            Ultralytics ``.pt`` (YOLO family). Nothing is ever downloaded.
+        device: torch device string (``cpu``, ``cuda``, ``cuda:1``).
+    """
+
+    model: str
+    recipe: Recipe
+    seed: int = 0
+    backbone: str = "resnet18"
+    weights: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise UserInputError("seed must be a non-negative integer", field="seed", value=self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["recipe"] = self.recipe.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict` (used to reload a trained detector's record)."""
+        recipe_data = dict(data["recipe"])
+        recipe = Recipe(**recipe_data)
+        return cls(**{**data, "recipe": recipe})
