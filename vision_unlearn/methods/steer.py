@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from rfo_bench.errors import UserInputError
+from vision_unlearn.methods._base import BaseUnlearner
 from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutput, StepState
 from vision_unlearn.registry import register_unlearner
 from vision_unlearn.steering import (
@@ -90,18 +91,16 @@ def _evenly_spaced(n: int, limit: int) -> torch.Tensor:
 
 
 @register_unlearner("steer")
-class Steer:
+class Steer(BaseUnlearner):
     """Gated activation steering on one block; zero training steps."""
 
-    name: ClassVar[str] = "steer"
     config_class: ClassVar[type[MethodConfig]] = SteerConfig
-    epoch_over: ClassVar[Literal["forget", "retain"]] = "forget"
-    needs: ClassVar[frozenset[str]] = frozenset({"forget", "retain"})
-    owns_step: ClassVar[bool] = False
-    from_scratch: ClassVar[bool] = False
+    epoch_over = "forget"
+    needs = frozenset({"forget", "retain"})
 
-    def __init__(self, config: SteerConfig) -> None:
-        self.config = config
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__(config)
+        self.config: SteerConfig = config  # type: ignore[assignment]
         self.steerer: ActivationSteerer | None = None
         self._model: torch.nn.Module | None = None
 
@@ -136,9 +135,6 @@ class Steer:
     def compute_loss(self, adapter: ModelAdapter, forget: Batch | None, retain: Batch | None,
                      state: StepState) -> StepOutput:
         raise RuntimeError("steer takes no training steps (epochs must be 0)")
-
-    def before_optimizer_step(self, adapter: ModelAdapter, state: StepState) -> None:
-        return None
 
     def owned_step(self, adapter: ModelAdapter, forget: Batch | None, retain: Batch | None,
                    state: StepState) -> StepOutput:
