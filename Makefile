@@ -37,11 +37,11 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check vision_unlearn rfo_bench synth tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check vision_unlearn rfo_bench synth tests benchmarks
+	$(BIN)/ruff check .
 
 demo: $(STAMP)
 	$(BIN)/vision-unlearn demo --out $(DEMO_OUT)
