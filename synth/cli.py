@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         "describe the embedded real backgrounds (chest radiograph and chest CT) and write previews",
     )
     cmd.add_argument("--out", default="runs/embedded", help="output directory")
+    from synth.diffusion.commands import register as register_diffusion
+    register_diffusion(sub)
     return parser
 
 

@@ -1,0 +1,208 @@
+"""``rfo-synth diffusion train | sample | eval``: the command group of the diffusion generator.
+
+Flags are turned into the frozen configs of :mod:`synth.diffusion.train`, :mod:`.sample`,
+:mod:`.pipelines` and :mod:`.qc` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rfo_bench.cli_support import add_command
+from rfo_bench.errors import UserInputError
+
+PRESETS = ("cpu", "tiny", "base")
+
+
+def model_preset(name: str, channels: str | None = None):
+    """The model configuration of a preset (``cpu``: minutes on a laptop; ``base``: for a GPU)."""
+    from synth.diffusion.model import TINY_MODEL, ModelConfig
+
+    if name == "tiny":
+        config = TINY_MODEL
+    elif name == "base":
+        config = ModelConfig(block_out_channels=(64, 128, 128, 256), layers_per_block=2, attention_levels=2,
+                             norm_groups=32)
+    elif name == "cpu":
+        config = ModelConfig()
+    else:
+        raise UserInputError(f"unknown preset; expected one of {PRESETS}", field="--preset", value=name)
+    if channels:
+        try:
+            widths = tuple(int(v) for v in channels.split(","))
+        except ValueError:
+            raise UserInputError("expected comma-separated integers", field="--channels", value=channels) from None
+        config = ModelConfig(**{**config.__dict__, "block_out_channels": widths})
+    return config
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from synth.diffusion.patches import PatchSpec
+    from synth.diffusion.train import TrainConfig, train
+
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                         save_every=args.save_every, seed=args.seed, class_drop_prob=args.class_drop,
+                         context_drop_prob=args.context_drop, ema_decay=args.ema_decay)
+    spec = PatchSpec(size_px=args.size, context=args.context, mask_margin_px=args.margin)
+    result = train(args.data, args.out, config, model_preset(args.preset, args.channels), spec, device=args.device)
+    print(json.dumps({"checkpoint": str(result.ckpt_dir), "step": result.step, "resumed_from": result.resumed_from,
+                      "last_loss": result.last_loss, "seconds": round(result.seconds, 1),
+                      "patches": result.num_patches}, indent=2))
+    return 0
+
+
+def _qc_scorer(args: argparse.Namespace):
+    if not args.qc_checkpoint:
+        return None
+    from synth.diffusion.qc import ClassifierScorer, TimmModelSpec, TimmNetwork
+
+    spec = TimmModelSpec(name=args.qc_model, checkpoint=args.qc_checkpoint)
+    return ClassifierScorer(TimmNetwork(spec, need_classifier=True, device=args.device))
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    if args.pretrained:
+        from synth.diffusion.pipelines import PretrainedConfig, sample_pretrained
+
+        config = PretrainedConfig(task=args.task, steps=args.steps or 30, guidance_scale=args.guidance or 7.5,
+                                  resolution=args.resolution, template=args.prompt,
+                                  negative_prompt=args.negative_prompt, box_px=args.box_px)
+        manifest = sample_pretrained(args.pretrained, args.backgrounds, args.out, n=args.n, seed=args.seed,
+                                     config=config, classes=classes, device=args.device)
+    else:
+        from synth.diffusion.sample import SamplerConfig, sample_dataset
+
+        config = SamplerConfig(scheduler=args.scheduler, steps=args.steps or 50,
+                               guidance_scale=2.0 if args.guidance is None else args.guidance, mode=args.mode,
+                               resample=args.resample, eta=args.eta)
+        manifest = sample_dataset(args.ckpt, args.backgrounds, args.out, n=args.n, seed=args.seed, config=config,
+                                  classes=classes, objects_per_image=args.objects_per_image,
+                                  requests_file=args.requests, scorer=_qc_scorer(args),
+                                  threshold=args.qc_threshold, max_tries=args.max_tries, device=args.device)
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+def _patches(data: str, spec) -> tuple[Any, Any]:
+    import numpy as np
+
+    from synth.diffusion.patches import load_coco_patches
+
+    patch_set = load_coco_patches(data, spec)
+    return (np.stack([p.image for p in patch_set.patches]),
+            np.array([p.category_id for p in patch_set.patches], dtype=np.int64))
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from synth.diffusion.patches import PatchSpec
+    from synth.diffusion.qc import ClassifierScorer, TimmModelSpec, TimmNetwork, evaluate_sets
+
+    if args.ckpt:
+        from synth.diffusion.model import read_checkpoint_info
+
+        spec = read_checkpoint_info(args.ckpt).patch
+    else:
+        spec = PatchSpec(size_px=args.size, context=args.context)
+    extractor = TimmNetwork(TimmModelSpec(name=args.extractor, checkpoint=args.extractor_checkpoint,
+                                          random_init=args.random_init, input_size=args.input_size),
+                            device=args.device)
+    scorer = None
+    if args.qc_checkpoint:
+        scorer = ClassifierScorer(TimmNetwork(TimmModelSpec(name=args.qc_model, checkpoint=args.qc_checkpoint),
+                                              need_classifier=True, device=args.device))
+    real, real_cls = _patches(args.real, spec)
+    gen, gen_cls = _patches(args.generated, spec)
+    report = evaluate_sets(real, gen, extractor, real_classes=real_cls, generated_classes=gen_cls, scorer=scorer,
+                           threshold=args.qc_threshold, kid_subset_size=args.kid_subset_size)
+    report.update({"real": str(Path(args.real).resolve()), "generated": str(Path(args.generated).resolve()),
+                   "patch": spec.__dict__})
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _add_qc_flags(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--qc-checkpoint", help="local timm classifier checkpoint used as the QC filter")
+    cmd.add_argument("--qc-model", help="timm architecture of the QC classifier (default: read from the checkpoint)")
+    cmd.add_argument("--qc-threshold", type=float, default=0.5, help="minimum P(requested class) to accept")
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``diffusion`` command group (``train``, ``sample``, ``eval``) to a CLI."""
+    group = subparsers.add_parser(
+        "diffusion", help="mask- and class-conditioned inpainting diffusion (train, sample, eval)",
+        description="Train a diffusion model that inpaints RFOs of a chosen class into a given mask, sample "
+                    "labelled radiographs with it (or with a local Stable Diffusion / RoentGen), evaluate FID/KID.",
+    )
+    actions = group.add_subparsers(dest="diffusion_command", metavar="ACTION", required=True)
+
+    cmd = add_command(actions, "train", _cmd_train, "train (or resume) the inpainting model on a COCO dataset")
+    cmd.add_argument("--data", required=True, help="COCO dataset directory (annotations.json + images/)")
+    cmd.add_argument("--out", required=True, help="checkpoint directory (resumed when it holds a training state)")
+    cmd.add_argument("--preset", default="cpu", choices=PRESETS, help="model size")
+    cmd.add_argument("--channels", help="override the block widths, e.g. 32,64,64,128")
+    cmd.add_argument("--steps", type=int, default=2000, help="total optimisation steps")
+    cmd.add_argument("--batch-size", type=int, default=16)
+    cmd.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
+    cmd.add_argument("--size", type=int, default=64, help="patch size in pixels")
+    cmd.add_argument("--context", type=float, default=1.6, help="crop side / object size")
+    cmd.add_argument("--margin", type=int, default=3, help="inpainting margin around the object (patch px)")
+    cmd.add_argument("--class-drop", type=float, default=0.1, help="classifier-free guidance class dropout")
+    cmd.add_argument("--context-drop", type=float, default=0.1, help="dropout of the mask/background channels")
+    cmd.add_argument("--ema-decay", type=float, default=0.999)
+    cmd.add_argument("--save-every", type=int, default=250)
+    cmd.add_argument("--seed", type=int, default=0)
+    cmd.add_argument("--device", default="cpu")
+
+    cmd = add_command(actions, "sample", _cmd_sample,
+                      "inpaint RFOs into backgrounds and write a COCO dataset (the physics generator's layout)")
+    source = cmd.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="checkpoint directory from `rfo-synth diffusion train`")
+    source.add_argument("--pretrained", help="local diffusers Stable Diffusion / RoentGen directory")
+    cmd.add_argument("--backgrounds", required=True, help="image file, directory of images, or `embedded`")
+    cmd.add_argument("--out", required=True, help="output directory")
+    cmd.add_argument("--n", type=int, default=8, help="number of images")
+    cmd.add_argument("--seed", type=int, default=0)
+    cmd.add_argument("--classes", help="comma-separated class names (default: every trained class)")
+    cmd.add_argument("--objects-per-image", type=int, default=1)
+    cmd.add_argument("--requests", help='JSON list of {"background", "category", "bbox" | "mask"} requests')
+    cmd.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm", "ddpm"))
+    cmd.add_argument("--steps", type=int, help="denoising steps (default 50; 30 for --pretrained)")
+    cmd.add_argument("--guidance", type=float, help="guidance scale (default 2.0; 7.5 for --pretrained)")
+    cmd.add_argument("--mode", default="conditional", choices=("conditional", "repaint"))
+    cmd.add_argument("--resample", type=int, default=1, help="RePaint resampling per step")
+    cmd.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    cmd.add_argument("--max-tries", type=int, default=3, help="QC attempts per object")
+    _add_qc_flags(cmd)
+    cmd.add_argument("--task", default="inpaint", choices=("inpaint", "text2img"), help="with --pretrained")
+    cmd.add_argument("--prompt", default="chest radiograph, {object} in the {location}",
+                     help="prompt template with {object}, {location}, {cls} (with --pretrained)")
+    cmd.add_argument("--negative-prompt", help="with --pretrained")
+    cmd.add_argument("--resolution", type=int, default=512, help="pipeline resolution (with --pretrained)")
+    cmd.add_argument("--box-px", type=int, default=120, help="object box size (with --pretrained)")
+    cmd.add_argument("--device", default="cpu")
+
+    cmd = add_command(actions, "eval", _cmd_eval,
+                      "FID / KID of generated vs real object crops on a named extractor, plus QC acceptance")
+    cmd.add_argument("--real", required=True, help="COCO dataset of real (held-out) images")
+    cmd.add_argument("--generated", required=True, help="COCO dataset written by `sample`")
+    cmd.add_argument("--extractor", help="timm architecture of the feature extractor (or read from checkpoint)")
+    cmd.add_argument("--extractor-checkpoint", help="local timm checkpoint of the extractor")
+    cmd.add_argument("--random-init", action="store_true",
+                     help="allow a randomly initialised extractor (smoke tests; numbers not comparable)")
+    cmd.add_argument("--input-size", type=int, help="extractor input size (default: checkpoint's or 64)")
+    cmd.add_argument("--ckpt", help="take the patch geometry from this diffusion checkpoint")
+    cmd.add_argument("--size", type=int, default=64, help="patch size when no --ckpt")
+    cmd.add_argument("--context", type=float, default=1.6, help="crop side / object size when no --ckpt")
+    cmd.add_argument("--kid-subset-size", type=int, default=1000)
+    _add_qc_flags(cmd)
+    cmd.add_argument("--out", help="write the report JSON here")
+    cmd.add_argument("--device", default="cpu")
+    return group
