@@ -117,3 +117,55 @@ def test_bad_results_name_the_field(tmp_path: Path) -> None:
 def test_pipes_in_names_are_escaped() -> None:
     text = render_results_markdown({"methods": {"a|b": {"TA": 1.0}}})
     assert "| a\\|b | **1.00** |" in text
+
+
+def _benchmark_results() -> dict:
+    def summary(ua: float, ta: float, mia: float, ratio: float | None, **extra: float) -> dict:
+        out = {"UA": _m(ua), "RA": _m(99.0), "TA": _m(ta), "MIA": _m(mia), "avg_gap": _m(0.0), **extra}
+        if ratio is not None:
+            out["seconds_ratio_to_retrain"] = _m(ratio)
+        return out
+
+    def scenario(classwise: bool) -> dict:
+        extra = {"TA_remaining": _m(97.0)} if classwise else {}
+        return {
+            "n_forget": 120, "n_retain": 1100,
+            "methods": {
+                "retrain": {"config": {"epochs": 30}, "summary": summary(100.0, 90.0, 100.0, 1.0, **extra)},
+                "original": {"summary": summary(0.0, 97.0, 2.0, None, **extra)},
+                "ofmu": {"config": {"beta": 0.5}, "summary": summary(99.0, 89.0, 97.0, 0.05, **extra,
+                                                                    LiRA_auc=_m(0.52))},
+            },
+            "sweep": {"ofmu": {"grid": {"beta": [0.0, 0.5]}, "selection_seed": 1000}},
+        }
+
+    return {"spec": {"dataset": "digits", "model": {"name": "test_resnet"}, "seeds": [0, 1, 2], "sweep": True},
+            "command": "vision-unlearn benchmark --dataset digits", "scenarios": {
+                "class:3": scenario(True), "random:0.1": scenario(False)}}
+
+
+def test_benchmark_layout_renders_one_section_and_panel_per_scenario(tmp_path: Path) -> None:
+    results = _benchmark_results()
+    text = render_results_markdown(results)
+    assert text.startswith("# Unlearning benchmark: digits, model test_resnet")
+    assert "## forget class:3 (120 forget / 1100 retain samples)" in text
+    assert "## forget random:0.1 (120 forget / 1100 retain samples)" in text
+    assert "Command: `vision-unlearn benchmark --dataset digits`" in text
+    original = [line for line in text.splitlines() if line.startswith("| original (before unlearning)")]
+    assert len(original) == 2 and all("**" not in line for line in original)  # a reference, never marked
+    assert "| ofmu | **99.00 ± 0.00 (1.00)** |" in text
+    # LiRA AUC without a retrain value: shown, no gap, not marked; retrain shows a dash
+    assert "| 0.520 ± 0.000 |" in text and "| LiRA AUC |" in text
+    assert "| 100.00 ± 0.00 | — | 0.00 ± 0.00 | 1.000 ± 0.000 |" in text
+    assert "- **ofmu**: beta=0.5 — chosen by lowest Avg.Gap from beta ∈ [0.0, 0.5] on selection seed 1000" in text
+    single = write_report(RESULTS, tmp_path / "one")["plot"]
+    double = write_report(results, tmp_path / "two")["plot"]
+    with Image.open(single) as one, Image.open(double) as two:
+        assert two.size[0] > 1.8 * one.size[0]  # two panels side by side
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert load_results(tmp_path / "results.json")["command"] == results["command"]
+    broken = _benchmark_results()
+    del broken["scenarios"]["class:3"]["methods"]["ofmu"]["summary"]
+    with pytest.raises(UserInputError) as info:
+        render_results_markdown(broken)
+    assert info.value.field == "scenarios.class:3.methods.ofmu.summary"
