@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         "read one image (PNG/JPEG/DICOM) with the shared reader and print its properties",
     )
     cmd.add_argument("image", help="image file")
+    from rfo_bench.detectors.commands import register as register_detectors
+
+    register_detectors(sub)
     return parser
 
 
