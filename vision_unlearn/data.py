@@ -27,7 +27,6 @@ CSV with a ``split`` column keeps the split it states.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import pickle
@@ -506,41 +505,59 @@ def _boxes_overlap(box_xyxy: tuple[float, float, float, float], boxes_xyxy: list
     return any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in boxes_xyxy)
 
 
+def _coco_image_path(dataset: Any, file_name: str, annotations_file: Path) -> Path:
+    """An image of a COCO dataset: ``file_name`` relative to the dataset root or to its ``images/`` folder."""
+    from rfo_bench.io.records import resolve_inside
+
+    for base in (dataset.root, dataset.root / "images"):
+        candidate = resolve_inside(base, file_name, source=str(annotations_file))
+        if candidate.is_file():
+            return candidate
+    raise UserInputError("image listed in annotations.json does not exist (looked in DIR and DIR/images)",
+                         file=annotations_file, field="images.file_name", value=file_name)
+
+
 def _load_rfo_patches(
     directory: Path, size: tuple[int, int] | None, in_chans: int, seed: int
 ) -> ClassificationData:
-    """One patch per annotated object (labelled by category) plus one background patch per image."""
+    """One patch per annotated object (labelled by category) plus one background patch per image.
+
+    The COCO file is read with the shared :func:`rfo_bench.io.coco.read_coco`. Classes are
+    ``"none"`` (background, label 0) followed by the categories that have at least one object, in
+    category-id order. An object patch is a square of side ``RFO_PATCH_CONTEXT * max(w, h)`` (at least
+    :data:`RFO_MIN_PATCH_PX`) around the box centre, zero-padded at the image border; the background
+    patch of an image is a seeded random square of the median object-patch side that overlaps no box
+    (images where none fits after 100 draws get none). Patches are resized to ``size``
+    (default :data:`DEFAULT_RFO_PATCH_SIZE`).
+    """
+    from rfo_bench.io.coco import read_coco
+
     annotations_file = directory / "annotations.json"
     if not annotations_file.is_file():
         raise UserInputError("COCO annotations not found (expected DIR/annotations.json and DIR/images/)",
                              file=annotations_file)
-    try:
-        coco = json.loads(annotations_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserInputError(f"cannot read COCO annotations: {err}", file=annotations_file) from None
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(coco.get(key), list):
-            raise UserInputError("COCO file lacks a list", file=annotations_file, field=key)
-    categories = sorted(coco["categories"], key=lambda c: int(c["id"]))
-    used_ids = {int(a["category_id"]) for a in coco["annotations"]}
-    unused = [c["name"] for c in categories if int(c["id"]) not in used_ids]
-    if unused:
-        logger.info("%s: categories without objects are left out of the patch classes: %s",
-                    annotations_file, ", ".join(unused))
-    kept = [c for c in categories if int(c["id"]) in used_ids]
-    unknown = used_ids - {int(c["id"]) for c in categories}
+    dataset = read_coco(annotations_file)
+    if not dataset.images:
+        raise UserInputError("COCO file lists no images", file=annotations_file, field="images")
+    objects = [obj for record in dataset.images for obj in record.objects]
+    used_ids = {obj.category_id for obj in objects}
+    categories = sorted(dataset.categories, key=lambda c: c.id)
+    unknown = used_ids - {c.id for c in categories}
     if unknown:
         raise UserInputError("annotations use category ids missing from 'categories'", file=annotations_file,
                              field="category_id", value=sorted(unknown))
-    if not coco["images"]:
-        raise UserInputError("COCO file lists no images", file=annotations_file, field="images")
-    class_names = [RFO_BACKGROUND_CLASS, *[str(c["name"]) for c in kept]]
-    label_of = {int(c["id"]): i + 1 for i, c in enumerate(kept)}
-    by_image: dict[int, list[dict[str, Any]]] = {}
-    for ann in coco["annotations"]:
-        by_image.setdefault(int(ann["image_id"]), []).append(ann)
-    sides = [max(RFO_MIN_PATCH_PX, int(round(RFO_PATCH_CONTEXT * max(a["bbox"][2], a["bbox"][3]))))
-             for a in coco["annotations"]]
+    unused = [c.name for c in categories if c.id not in used_ids]
+    if unused:
+        logger.info("%s: categories without objects are left out of the patch classes: %s",
+                    annotations_file, ", ".join(unused))
+    kept = [c for c in categories if c.id in used_ids]
+    class_names = [RFO_BACKGROUND_CLASS, *[c.name for c in kept]]
+    label_of = {c.id: i + 1 for i, c in enumerate(kept)}
+
+    def patch_side(width: float, height: float) -> int:
+        return max(RFO_MIN_PATCH_PX, int(round(RFO_PATCH_CONTEXT * max(width, height))))
+
+    sides = [patch_side(obj.width, obj.height) for obj in objects]
     background_side = int(np.median(sides)) if sides else 4 * RFO_MIN_PATCH_PX
     out_size = size or (DEFAULT_RFO_PATCH_SIZE, DEFAULT_RFO_PATCH_SIZE)
     rng = np.random.default_rng(seed)
@@ -557,38 +574,28 @@ def _load_rfo_patches(
         ids.append(sample_id)
         patients.append(patient)
 
-    for image in sorted(coco["images"], key=lambda im: int(im["id"])):
-        image_id = int(image["id"])
-        file = directory / "images" / str(image["file_name"])
-        if not file.is_file():
-            file = directory / str(image["file_name"])
-        if not file.is_file():
-            raise UserInputError("image listed in annotations.json does not exist", file=annotations_file,
-                                 field="file_name", value=str(image["file_name"]))
-        pixels = _read_pixels(file, in_chans)
-        patient = str(image.get("patient_id") or f"image-{image_id}")
-        objects = sorted(by_image.get(image_id, []), key=lambda a: int(a["id"]))
+    for record in sorted(dataset.images, key=lambda r: r.image_id):
+        pixels = _read_pixels(_coco_image_path(dataset, record.file_name, annotations_file), in_chans)
+        patient = record.patient_id or f"image-{record.image_id}"
         boxes = []
-        for ann in objects:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            boxes.append((x, y, x + w, y + h))
-            side = max(RFO_MIN_PATCH_PX, int(round(RFO_PATCH_CONTEXT * max(w, h))))
-            add(_crop_square(pixels, x + w / 2, y + h / 2, side), label_of[int(ann["category_id"])],
-                f"image{image_id}-ann{int(ann['id'])}", patient)
+        for number, obj in enumerate(record.objects):
+            x0, y0, x1, y1 = obj.bbox_xyxy
+            boxes.append((x0, y0, x1, y1))
+            name = f"ann{obj.annotation_id}" if obj.annotation_id is not None else f"obj{number}"
+            add(_crop_square(pixels, (x0 + x1) / 2, (y0 + y1) / 2, patch_side(obj.width, obj.height)),
+                label_of[obj.category_id], f"image{record.image_id}-{name}", patient)
         height, width = pixels.shape[:2]
         side = min(background_side, height, width)
         for _ in range(100):
-            x0 = int(rng.integers(0, width - side + 1))
-            y0 = int(rng.integers(0, height - side + 1))
-            if not _boxes_overlap((x0, y0, x0 + side, y0 + side), boxes):
-                add(_crop_square(pixels, x0 + side / 2, y0 + side / 2, side), 0, f"image{image_id}-bg0", patient)
+            bx = int(rng.integers(0, width - side + 1))
+            by = int(rng.integers(0, height - side + 1))
+            if not _boxes_overlap((bx, by, bx + side, by + side), boxes):
+                add(_crop_square(pixels, bx + side / 2, by + side / 2, side), 0, f"image{record.image_id}-bg0",
+                    patient)
                 break
         else:
-            logger.debug("image %d: no object-free background patch found", image_id)
-    if not patches:
-        raise UserInputError("no patches could be cut", file=annotations_file)
-    counts = np.bincount(np.asarray(labels), minlength=len(class_names))
-    if counts[0] == 0:
+            logger.debug("image %d: no object-free background patch found", record.image_id)
+    if not any(label == 0 for label in labels):
         raise UserInputError("no object-free background patch could be cut from any image",
                              file=annotations_file, field=RFO_BACKGROUND_CLASS)
     images = torch.stack(patches)

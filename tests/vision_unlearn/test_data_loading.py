@@ -230,7 +230,9 @@ def _write_coco(directory: Path) -> None:
         pixels = np.full((60, 90), 0.2)
         pixels[10:20, 10:30] = 0.9  # a "needle" at x 10..30, y 10..20
         write_png16(directory / "images" / f"{image_id}.png", pixels)
-        images.append({"id": image_id, "file_name": f"{image_id}.png", "width": 90, "height": 60,
+        # both conventions of the code base: relative to DIR/images/ and relative to DIR
+        name = f"{image_id}.png" if image_id % 2 else f"images/{image_id}.png"
+        images.append({"id": image_id, "file_name": name, "width": 90, "height": 60,
                        "patient_id": f"pat{(image_id - 1) // 2}"})
         annotations.append({"id": ann_id, "image_id": image_id, "category_id": 3, "bbox": [10, 10, 20, 10],
                             "area": 200, "iscrowd": 0})
@@ -266,9 +268,14 @@ def test_rfo_patches_from_coco(tmp_path: Path) -> None:
     assert float(bg.max()) < 0.3
 
 
-def test_rfo_patches_missing_annotations(tmp_path: Path) -> None:
+def test_rfo_patches_missing_annotations_or_images(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="annotations.json"):
         load_classification_data(f"rfo-patches:{tmp_path}")
+    _write_coco(tmp_path / "coco")
+    (tmp_path / "coco" / "images" / "3.png").unlink()
+    with pytest.raises(UserInputError, match="does not exist") as info:
+        load_classification_data(f"rfo-patches:{tmp_path / 'coco'}")
+    assert info.value.field == "images.file_name" and info.value.value == "3.png"
 
 
 @pytest.mark.parametrize("spec", ["mnist", "folder:", "digits:x", "imagenet:/data"])
