@@ -110,10 +110,12 @@ class MatchTable:
         det_image: ``(N,)`` image index.
         det_rank: ``(N,)`` rank of the detection within its image and category (0 = best score).
         det_score: ``(N,)`` score.
+        det_source: ``(N,)`` row of the detection in the :class:`CocoArrays` detection arrays.
         matched: ``(A, T, N)`` bool, the detection is matched to a ground truth at area range ``a``,
             IoU threshold ``t``.
         ignored: ``(A, T, N)`` bool, COCO's ``dtIgnore`` (matched to an ignored ground truth, or
             unmatched and outside the area range).
+        matched_gt: ``(A, T, N)`` int, row in the ground-truth arrays the detection is matched to, or -1.
         gt_count: ``(A, K, I)`` int, number of non-ignored ground truths per area range, category, image.
         num_images: I.
         iou_thresholds: ``(T,)``.
@@ -123,8 +125,10 @@ class MatchTable:
     det_image: np.ndarray
     det_rank: np.ndarray
     det_score: np.ndarray
+    det_source: np.ndarray
     matched: np.ndarray
     ignored: np.ndarray
+    matched_gt: np.ndarray
     gt_count: np.ndarray
     num_images: int
     iou_thresholds: np.ndarray
@@ -207,6 +211,7 @@ def match_detections(
     det_area = data.dt_xywh[det_idx, 2] * data.dt_xywh[det_idx, 3]
     matched = np.zeros((num_a, num_t, n_det), dtype=bool)
     matched_ignored = np.zeros((num_a, num_t, n_det), dtype=bool)
+    matched_gt = -np.ones((num_a, num_t, n_det), dtype=np.int64)
 
     # Ground truths per pair, in file order.
     pair_gt = data.gt_category * num_i + data.gt_image
@@ -224,13 +229,13 @@ def match_detections(
             members = pairs[bucket_key == key]
             _match_bucket(
                 members, det_start, det_num, gt_start[where_gt[members]], gt_num[where_gt[members]], gt_order,
-                det_idx, data, gt_in, thr, matched, matched_ignored,
+                det_idx, data, gt_in, thr, matched, matched_ignored, matched_gt,
             )
     outside = (det_area[None, :] < lo[:, None]) | (det_area[None, :] > hi[:, None])  # (A, N)
     ignored = matched_ignored | (~matched & outside[:, None, :])
     return MatchTable(
         det_category=det_pair // num_i if num_i else det_pair, det_image=det_pair % num_i if num_i else det_pair,
-        det_rank=det_rank, det_score=data.dt_score[det_idx], matched=matched, ignored=ignored,
+        det_rank=det_rank, det_score=data.dt_score[det_idx], det_source=det_idx, matched=matched, ignored=ignored, matched_gt=matched_gt,
         gt_count=gt_count, num_images=num_i, iou_thresholds=np.asarray(iou_thresholds, dtype=np.float64),
     )
 
@@ -238,7 +243,7 @@ def match_detections(
 def _match_bucket(
     members: np.ndarray, det_start: np.ndarray, det_num: np.ndarray, g_start: np.ndarray, g_num: np.ndarray,
     gt_order: np.ndarray, det_idx: np.ndarray, data: CocoArrays, gt_in: np.ndarray, thr: np.ndarray,
-    matched: np.ndarray, matched_ignored: np.ndarray,
+    matched: np.ndarray, matched_ignored: np.ndarray, matched_gt: np.ndarray,
 ) -> None:
     """Match one bucket of (image, category) pairs padded to the same (D, G)."""
     p = members.size
@@ -268,6 +273,8 @@ def _match_bucket(
         valid = d_valid[:, d]
         matched[:, :, pos[valid]] = hit[:, :, rows[valid]]
         matched_ignored[:, :, pos[valid]] = (hit & ~any_n)[:, :, rows[valid]]
+        gt_row = np.where(hit, g_rows[rows[None, None, :], chosen], -1)
+        matched_gt[:, :, pos[valid]] = gt_row[:, :, rows[valid]]
 
 
 def _interpolated_precision(tp: np.ndarray, fp: np.ndarray, num_gt: float) -> tuple[np.ndarray, np.ndarray]:

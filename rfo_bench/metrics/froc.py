@@ -1,0 +1,264 @@
+"""FROC as computed by the object-CXR challenge script (JF Healthcare), also used by RFO Bench.
+
+Protocol (the reference ``froc.py`` of object-CXR, in the form RFO Bench publishes it):
+
+1. Every prediction is a point ``(x, y)`` with a probability (for box detectors: the box centre).
+2. All predictions of all images are sorted by descending probability (a stable sort, so ties keep
+   file order).
+3. Walking down that list, a point inside any annotation of its image (box, ellipse inscribed in
+   ``x1 y1 x2 y2``, or polygon) is *not* a false positive; every annotation it lies in that was not hit
+   before counts one hit (a point inside an already hit annotation is neither hit nor false positive).
+   Any other point is a false positive.
+4. After each prediction, if ``false_positives / num_images`` has reached the next threshold of
+   ``(0.125, 0.25, 0.5, 1, 2, 4, 8)``, the sensitivity ``hits / num_objects`` is recorded for it.
+   ``num_images`` counts every ground-truth image, negatives included.
+5. The FROC score is the mean of the seven sensitivities.
+
+Oddities of the reference, reproduced by ``variant="reference"`` (the default, so that numbers compare
+with published ones) and fixed by ``variant="corrected"``:
+
+* **One threshold per prediction.** The script tests only the *next* threshold after each prediction.
+  When one false positive crosses several thresholds at once (e.g. 8 images: the first false positive
+  is already 0.125 FP/image, the second one 0.25 ...; or few images and high thresholds), the later
+  thresholds are recorded at the following predictions, with whatever hits those added. The corrected
+  variant records every threshold crossed at the prediction that crossed it.
+* **Padding.** Thresholds never reached (the detector made too few false positives) are filled with
+  the *last recorded* sensitivity, ignoring hits made after it. The corrected variant uses the
+  sensitivity after all predictions (more false positives could only add hits). When no threshold at
+  all is reached the script crashes (``froc[-1]`` on an empty list); here both variants then use the
+  final sensitivity and :attr:`FrocResult.reference_undefined` is set.
+* A prediction inside two overlapping annotations hits both; predictions for images absent from the
+  ground truth count as false positives in the script (the loaders here refuse them instead); a
+  degenerate ellipse (zero axis) divides by zero in the script.
+* Polygons use ``skimage.measure.points_in_poly`` in the script and :class:`matplotlib.path.Path` here;
+  the two may disagree only for points exactly on a polygon edge.
+
+Hopkins RFO Bench annotations (``<ID>_<type>_<shape>``) are mapped to the same shapes (rectangle = box,
+polygon = polygon) before the protocol applies; it is class-agnostic, like the reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+FPS_THRESHOLDS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""False positives per image at which sensitivity is read (object-CXR / RFO Bench)."""
+VARIANTS = ("reference", "corrected")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An annotation as the FROC protocol sees it.
+
+    Attributes:
+        kind: ``box``, ``ellipse`` or ``polygon``.
+        coords: ``(x1, y1, x2, y2)`` for box / ellipse, ``(x1, y1, ..., xn, yn)`` for a polygon (px).
+    """
+
+    kind: str
+    coords: tuple[float, ...]
+
+
+def points_inside(shape: Shape, points_xy: np.ndarray) -> np.ndarray:
+    """Which of ``points_xy (N, 2)`` lie inside ``shape`` (box and ellipse boundaries count as inside)."""
+    pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    x, y = pts[:, 0], pts[:, 1]
+    if shape.kind == "box":
+        x1, y1, x2, y2 = shape.coords
+        return (x1 <= x) & (x <= x2) & (y1 <= y) & (y <= y2)
+    if shape.kind == "ellipse":
+        x1, y1, x2, y2 = shape.coords
+        cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
+        if rx == 0 or ry == 0:
+            return np.zeros(len(pts), dtype=bool)
+        return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1
+    if shape.kind == "polygon":
+        from matplotlib.path import Path
+
+        vertices = np.asarray(shape.coords, dtype=np.float64).reshape(-1, 2)
+        return Path(vertices).contains_points(pts)
+    raise ValueError(f"unknown shape kind {shape.kind!r}; expected box, ellipse or polygon")
+
+
+@dataclass(frozen=True)
+class FrocEvents:
+    """The per-prediction outcome of the protocol, in the global sorted order.
+
+    Each image's outcomes depend only on its own predictions, so resampling images re-weights these
+    events without recomputing them (see :func:`froc_curve`).
+
+    Attributes:
+        order: ``(P,)`` indices of the input predictions in processing order.
+        image: ``(P,)`` image index of each processed prediction.
+        hits: ``(P,)`` number of annotations newly hit by the prediction.
+        false_positive: ``(P,)`` bool.
+        objects_per_image: ``(I,)`` number of annotations per image.
+    """
+
+    order: np.ndarray
+    image: np.ndarray
+    hits: np.ndarray
+    false_positive: np.ndarray
+    objects_per_image: np.ndarray
+
+
+def froc_events(
+    pred_image: np.ndarray, pred_score: np.ndarray, pred_xy: np.ndarray, shapes: Sequence[Sequence[Shape]]
+) -> FrocEvents:
+    """Classify every prediction as hit / inside an already-hit annotation / false positive.
+
+    Args:
+        pred_image: ``(P,)`` image index of each prediction (into ``shapes``), in file order.
+        pred_score: ``(P,)`` probabilities.
+        pred_xy: ``(P, 2)`` points in px.
+        shapes: per image, its annotations (empty for negatives); ``len(shapes)`` = number of images.
+    """
+    pred_image = np.asarray(pred_image, dtype=np.int64)
+    pred_score = np.asarray(pred_score, dtype=np.float64)
+    pred_xy = np.asarray(pred_xy, dtype=np.float64).reshape(-1, 2)
+    order = np.argsort(-pred_score, kind="stable")
+    image = pred_image[order]
+    hits = np.zeros(order.size, dtype=np.int64)
+    false_positive = np.ones(order.size, dtype=bool)
+    by_image = np.argsort(image, kind="stable")
+    bounds = np.searchsorted(image[by_image], np.arange(len(shapes) + 1))
+    for i, image_shapes in enumerate(shapes):
+        positions = by_image[bounds[i]:bounds[i + 1]]  # this image's predictions, in processing order
+        if not image_shapes or positions.size == 0:
+            continue
+        points = pred_xy[order[positions]]
+        inside = np.stack([points_inside(s, points) for s in image_shapes], axis=1)  # (n, objects)
+        false_positive[positions] = ~inside.any(axis=1)
+        # an annotation is hit by the first prediction inside it
+        first = np.where(inside.any(axis=0), np.argmax(inside, axis=0), -1)
+        np.add.at(hits, positions[first[first >= 0]], 1)
+    objects = np.array([len(s) for s in shapes], dtype=np.int64)
+    return FrocEvents(order, image, hits, false_positive, objects)
+
+
+@dataclass(frozen=True)
+class FrocResult:
+    """FROC result.
+
+    Attributes:
+        fps_per_image: the thresholds.
+        sensitivity: sensitivity at each threshold.
+        score: mean sensitivity (the FROC score).
+        variant: ``reference`` or ``corrected``.
+        reference_undefined: True when the reference script would have crashed (no threshold reached).
+        curve_fps: ``(P + 1,)`` false positives per image after each prediction (for plotting), from 0.
+        curve_sensitivity: ``(P + 1,)`` sensitivity after each prediction, from 0.
+    """
+
+    fps_per_image: tuple[float, ...]
+    sensitivity: tuple[float, ...]
+    score: float
+    variant: str
+    reference_undefined: bool
+    curve_fps: np.ndarray
+    curve_sensitivity: np.ndarray
+
+
+def _needed_false_positives(thresholds: np.ndarray, num_images: float) -> np.ndarray:
+    """Smallest integer FP count ``m`` with ``m / num_images >= t`` (float64, as the script compares)."""
+    m = np.maximum(np.ceil(thresholds * num_images), 1.0)
+    for _ in range(2):
+        lower = np.maximum(m - 1, 1.0)
+        m = np.where((lower < m) & (lower / num_images >= thresholds), lower, m)
+    for _ in range(2):
+        m = np.where(m / num_images < thresholds, m + 1, m)
+    return m.astype(np.int64)
+
+
+def froc_curve(
+    events: FrocEvents,
+    image_weights: np.ndarray | None = None,
+    *,
+    fps_thresholds: Sequence[float] = FPS_THRESHOLDS,
+    variant: str = "reference",
+) -> FrocResult:
+    """Sensitivities at the FP-per-image thresholds, optionally with integer image weights (bootstrap).
+
+    A weight ``w`` stands for ``w`` copies of an image; the copies' predictions are consecutive in the
+    sorted list (they tie), which the closed form below evaluates without expanding them.
+
+    Args:
+        events: from :func:`froc_events`.
+        image_weights: ``(I,)`` non-negative integers; None = every image once.
+        fps_thresholds: increasing thresholds.
+        variant: ``reference`` (the object-CXR script, default) or ``corrected`` (see module docstring).
+
+    Returns:
+        The :class:`FrocResult`; sensitivities are NaN when there is no annotation.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown FROC variant {variant!r}; expected one of {VARIANTS}")
+    thresholds = np.asarray(fps_thresholds, dtype=np.float64)
+    num_t = thresholds.size
+    w_img = np.ones(events.objects_per_image.size, np.int64) if image_weights is None else np.asarray(image_weights)
+    num_images = float(w_img.sum())
+    num_objects = float(np.dot(w_img, events.objects_per_image))
+    w = w_img[events.image].astype(np.int64)
+    steps = np.cumsum(w)  # S_j: last expanded step of prediction j
+    fp_cum = np.cumsum(w * events.false_positive)
+    hit_cum = np.cumsum(w * events.hits)
+    total_steps = int(steps[-1]) if steps.size else 0
+    prev_steps = np.r_[0, steps[:-1]] if steps.size else steps
+    prev_fp = np.r_[0, fp_cum[:-1]] if steps.size else fp_cum
+    prev_hit = np.r_[0, hit_cum[:-1]] if steps.size else hit_cum
+
+    def hits_at(step: int) -> float:
+        j = int(np.searchsorted(steps, step, side="left"))
+        return float(prev_hit[j] + (step - prev_steps[j]) * events.hits[j])
+
+    final_hits = float(hit_cum[-1]) if steps.size else 0.0
+    needed = _needed_false_positives(thresholds, num_images) if num_images > 0 else np.full(num_t, 1 << 62)
+    total_fp = int(fp_cum[-1]) if steps.size else 0
+    first_step = np.full(num_t, total_steps + 1, dtype=np.int64)  # beyond the end = never reached
+    for i in range(num_t):
+        if needed[i] <= total_fp:
+            j = int(np.searchsorted(fp_cum, needed[i], side="left"))
+            first_step[i] = int(prev_steps[j] + (needed[i] - prev_fp[j]))
+    recorded: list[float | None] = []
+    if variant == "reference":
+        last_step = 0
+        for i in range(num_t):
+            step = max(int(first_step[i]), last_step + 1)
+            if step > total_steps:
+                break
+            recorded.append(hits_at(step))
+            last_step = step
+        undefined = not recorded
+        fill = recorded[-1] if recorded else final_hits
+        hit_values = recorded + [fill] * (num_t - len(recorded))
+    else:
+        undefined = bool(first_step[0] > total_steps)
+        hit_values = [hits_at(int(s)) if s <= total_steps else final_hits for s in first_step]
+    if undefined:
+        logger.debug("no FP/image threshold reached: the reference script would fail; using final sensitivity")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sensitivity = np.asarray(hit_values, dtype=np.float64) / num_objects if num_objects > 0 else \
+            np.full(num_t, np.nan)
+    curve_fps = np.r_[0.0, fp_cum / num_images] if num_images > 0 else np.zeros(1)
+    curve_sens = np.r_[0.0, hit_cum / num_objects] if num_objects > 0 else np.zeros(steps.size + 1)
+    return FrocResult(
+        fps_per_image=tuple(float(t) for t in thresholds), sensitivity=tuple(float(s) for s in sensitivity),
+        score=float(np.mean(sensitivity)), variant=variant, reference_undefined=undefined,
+        curve_fps=curve_fps, curve_sensitivity=curve_sens,
+    )
+
+
+def froc_score_replicates(
+    events: FrocEvents, counts: np.ndarray, *, fps_thresholds: Sequence[float] = FPS_THRESHOLDS,
+    variant: str = "reference",
+) -> np.ndarray:
+    """FROC score for each bootstrap replicate; ``counts (B, I)`` image multiplicities -> ``(B,)``."""
+    return np.array([
+        froc_curve(events, c, fps_thresholds=fps_thresholds, variant=variant).score for c in counts
+    ])

@@ -1,0 +1,245 @@
+"""Detector outputs: COCO results json, and the Hopkins / object-CXR localization and classification CSVs.
+
+* COCO results: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`` (a dict with an
+  ``annotations`` list is accepted too). Boxes give COCO metrics; their centres are the FROC points.
+* Localization CSV: ``image_path,prediction`` with ``prob x y`` points separated by ``;`` (FROC only).
+* Classification CSV: ``image_path,prediction`` with one probability per image (AUROC).
+
+Every entry is checked against the ground truth: an unknown image, an unknown category, a NaN or
+infinite score, a negative or non-finite box each raise one :class:`UserInputError` naming the file
+and the entry. CSV image paths are matched to the ground truth's ``file_name`` exactly, then after
+normalising (``./``, backslashes), then by unique base name.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from rfo_bench.errors import UserInputError
+from rfo_bench.io.coco import load_json
+from rfo_bench.io.records import DetectionDataset
+from rfo_bench.io.rfo_csv import _has_header, read_text_rows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Predictions aligned to a ground-truth dataset (indices into ``gt.images``).
+
+    Attributes:
+        image_index: ``(P,)`` image index of each prediction, in file order.
+        score: ``(P,)`` confidence.
+        points_xy: ``(P, 2)`` FROC points (box centres, or the CSV points) in px.
+        boxes_xywh: ``(P, 4)`` boxes ``[x, y, w, h]``, or None for point predictions.
+        category_id: ``(P,)`` category ids, or None for point predictions.
+        image_scores: ``(I,)`` classification scores from a classification CSV, or None.
+        source: the file(s) read.
+    """
+
+    image_index: np.ndarray
+    score: np.ndarray
+    points_xy: np.ndarray
+    boxes_xywh: np.ndarray | None = None
+    category_id: np.ndarray | None = None
+    image_scores: np.ndarray | None = None
+    source: str = ""
+
+    @property
+    def has_boxes(self) -> bool:
+        return self.boxes_xywh is not None
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+    def to_coco_results(self, gt: DetectionDataset) -> list[dict[str, Any]]:
+        """The COCO results list (``image_id`` from ``gt``); requires boxes."""
+        if self.boxes_xywh is None or self.category_id is None:
+            raise UserInputError("point predictions have no boxes for COCO metrics", file=self.source or None)
+        ids = [r.image_id for r in gt.images]
+        return [
+            {"image_id": ids[i], "category_id": int(c), "bbox": [float(v) for v in b], "score": float(s)}
+            for i, c, b, s in zip(self.image_index, self.category_id, self.boxes_xywh, self.score)
+        ]
+
+
+class ImageMatcher:
+    """Finds a ground-truth image index from an id or a path written by a detector."""
+
+    def __init__(self, gt: DetectionDataset) -> None:
+        self.by_id = {r.image_id: i for i, r in enumerate(gt.images)}
+        self.by_name = {_normalise(r.file_name): i for i, r in enumerate(gt.images)}
+        base: dict[str, list[int]] = {}
+        for i, r in enumerate(gt.images):
+            base.setdefault(PurePosixPath(_normalise(r.file_name)).name, []).append(i)
+        self.by_base = base
+
+    def from_path(self, name: str) -> int | None:
+        key = _normalise(name)
+        if key in self.by_name:
+            return self.by_name[key]
+        matches = self.by_base.get(PurePosixPath(key).name, [])
+        return matches[0] if len(matches) == 1 else None
+
+
+def _normalise(name: str) -> str:
+    text = name.strip().replace("\\", "/")
+    while text.startswith("./"):
+        text = text[2:]
+    return text
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_coco_results(path: str | os.PathLike[str], gt: DetectionDataset) -> Predictions:
+    """Read a COCO results json and check every entry against ``gt``.
+
+    Raises:
+        UserInputError: not a list, or an entry with an unknown image id or category, a non-finite
+            score, or a box that is not 4 finite numbers with non-negative width and height.
+    """
+    file = Path(path)
+    data = load_json(file)
+    if isinstance(data, dict) and isinstance(data.get("annotations"), list):
+        data = data["annotations"]
+    if not isinstance(data, list):
+        raise UserInputError(
+            "expected a COCO results list [{image_id, category_id, bbox, score}, ...]", file=file,
+            value=type(data).__name__,
+        )
+    matcher = ImageMatcher(gt)
+    known_categories = {c.id for c in gt.categories}
+    n = len(data)
+    image_index = np.empty(n, dtype=np.int64)
+    score = np.empty(n)
+    boxes = np.empty((n, 4))
+    category = np.empty(n, dtype=np.int64)
+    for k, entry in enumerate(data):
+        where = f"[{k}]"
+        if not isinstance(entry, dict):
+            raise UserInputError("result entry must be an object", file=file, field=where, value=entry)
+        missing = [key for key in ("image_id", "category_id", "bbox", "score") if key not in entry]
+        if missing:
+            raise UserInputError("result entry lacks " + ", ".join(missing), file=file, field=where)
+        image = matcher.by_id.get(entry["image_id"]) if not isinstance(entry["image_id"], bool) else None
+        if image is None:
+            raise UserInputError("prediction for an image id that is not in the ground truth", file=file,
+                                 field=f"{where}.image_id", value=entry["image_id"])
+        if entry["category_id"] not in known_categories or isinstance(entry["category_id"], bool):
+            raise UserInputError(
+                "unknown category id; the ground truth has " + ", ".join(str(c) for c in sorted(known_categories)),
+                file=file, field=f"{where}.category_id", value=entry["category_id"],
+            )
+        if not _finite_number(entry["score"]):
+            raise UserInputError("score must be a finite number", file=file, field=f"{where}.score",
+                                 value=entry["score"])
+        bbox = entry["bbox"]
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_finite_number(v) for v in bbox):
+            raise UserInputError("bbox must be 4 finite numbers [x, y, width, height]", file=file,
+                                 field=f"{where}.bbox", value=bbox)
+        if bbox[2] < 0 or bbox[3] < 0:
+            raise UserInputError("bbox has a negative width or height", file=file, field=f"{where}.bbox", value=bbox)
+        image_index[k], score[k], boxes[k], category[k] = image, entry["score"], bbox, entry["category_id"]
+    points = boxes[:, :2] + boxes[:, 2:] / 2.0
+    return Predictions(image_index, score, points, boxes, category, None, str(file))
+
+
+def _csv_rows(file: Path) -> list[tuple[int, list[str]]]:
+    rows = read_text_rows(file)
+    start = 1 if rows and (_has_header(rows[0]) or (rows[0] and rows[0][-1].strip().lower() == "prediction")) else 0
+    return [(i + 1, r) for i, r in enumerate(rows) if i >= start and r and any(c.strip() for c in r)]
+
+
+def read_localization_csv(path: str | os.PathLike[str], gt: DetectionDataset) -> Predictions:
+    """Read a Hopkins / object-CXR localization CSV (``image_path,prob x y;prob x y``).
+
+    Raises:
+        UserInputError: a malformed line, an unknown image, or a non-finite number (naming the line).
+    """
+    file = Path(path)
+    matcher = ImageMatcher(gt)
+    images: list[int] = []
+    values: list[tuple[float, float, float]] = []
+    for line, row in _csv_rows(file):
+        if len(row) != 2:
+            raise UserInputError("expected 2 columns image_path,prediction", file=file, field=f"line {line}",
+                                 value=",".join(row))
+        image = matcher.from_path(row[0])
+        if image is None:
+            raise UserInputError("prediction for an image that is not in the ground truth", file=file,
+                                 field=f"line {line}", value=row[0])
+        cell = row[1].strip()
+        for k, item in enumerate(cell.split(";") if cell else []):
+            parts = item.split()
+            try:
+                triple = tuple(float(p) for p in parts)
+            except ValueError:
+                triple = ()
+            if len(triple) != 3 or not all(math.isfinite(v) for v in triple):
+                raise UserInputError("each prediction must be 3 finite numbers `prob x y`", file=file,
+                                     field=f"line {line} prediction {k + 1}", value=item)
+            images.append(image)
+            values.append(triple)  # type: ignore[arg-type]
+    arr = np.asarray(values, dtype=np.float64).reshape(-1, 3)
+    return Predictions(np.asarray(images, dtype=np.int64), arr[:, 0], arr[:, 1:3].copy(), source=str(file))
+
+
+def read_classification_csv(path: str | os.PathLike[str], gt: DetectionDataset) -> np.ndarray:
+    """Read a classification CSV (``image_path,prob``) into ``(I,)`` scores aligned to ``gt``.
+
+    Raises:
+        UserInputError: malformed line, unknown image, non-finite probability, duplicate or missing image.
+    """
+    file = Path(path)
+    matcher = ImageMatcher(gt)
+    scores = np.full(len(gt.images), np.nan)
+    for line, row in _csv_rows(file):
+        if len(row) != 2:
+            raise UserInputError("expected 2 columns image_path,prediction", file=file, field=f"line {line}",
+                                 value=",".join(row))
+        image = matcher.from_path(row[0])
+        if image is None:
+            raise UserInputError("prediction for an image that is not in the ground truth", file=file,
+                                 field=f"line {line}", value=row[0])
+        try:
+            value = float(row[1])
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value):
+            raise UserInputError("probability must be a finite number", file=file, field=f"line {line}",
+                                 value=row[1])
+        if not np.isnan(scores[image]):
+            raise UserInputError("image listed twice", file=file, field=f"line {line}", value=row[0])
+        scores[image] = value
+    missing = np.flatnonzero(np.isnan(scores))
+    if missing.size:
+        raise UserInputError(f"{missing.size} ground-truth image(s) have no classification score", file=file,
+                             field="image_path", value=gt.images[int(missing[0])].file_name)
+    return scores
+
+
+def read_predictions(
+    path: str | os.PathLike[str], gt: DetectionDataset, classification: str | os.PathLike[str] | None = None
+) -> Predictions:
+    """Read box (``.json``) or point (``.csv``) predictions, plus optional classification scores."""
+    file = Path(path)
+    if file.suffix.lower() == ".json":
+        preds = read_coco_results(file, gt)
+    elif file.suffix.lower() in (".csv", ".txt"):
+        preds = read_localization_csv(file, gt)
+    else:
+        raise UserInputError("predictions must be a COCO results .json or a localization .csv", file=file)
+    if classification is None:
+        return preds
+    scores = read_classification_csv(classification, gt)
+    return Predictions(preds.image_index, preds.score, preds.points_xy, preds.boxes_xywh, preds.category_id,
+                       scores, f"{preds.source}+{classification}")
