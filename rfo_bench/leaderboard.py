@@ -511,16 +511,47 @@ class RunMetrics:
     froc_sensitivity: tuple[float, ...]
 
 
-def evaluate_run(test_json: Path, predictions_dir: Path, *, bootstrap: int, seed: int) -> RunMetrics:
-    """Evaluate one run's predictions with the toolkit's evaluator (:mod:`rfo_bench.evaluate`)."""
-    from rfo_bench.evaluate import evaluate  # the one evaluator; see rfo-bench eval
+def evaluate_run(test_json: Path, predictions_dir: Path, *, bootstrap: int, seed: int,
+                 report_dir: Path | None = None) -> RunMetrics:
+    """Evaluate one run with the toolkit's evaluator (what ``rfo-bench eval`` computes).
 
-    report = evaluate(test_json, predictions_dir, bootstrap=bootstrap, seed=seed)
-    return _metrics_from_report(report)
+    Box metrics come from ``predictions.json``; AUROC from ``classification.csv`` against the
+    "critical RFO present" image label. The full evaluation report is written to ``report_dir``.
+    """
+    from rfo_bench.detectors.predict import CLASSIFICATION_CSV, PREDICTIONS_JSON
+    from rfo_bench.evaluate import EvalConfig, evaluate_detailed, write_report
+    from rfo_bench.io.formats import read_dataset
+    from rfo_bench.predictions import read_predictions
+
+    gt = read_dataset(test_json)
+    predictions = read_predictions(predictions_dir / PREDICTIONS_JSON, gt,
+                                   classification=predictions_dir / CLASSIFICATION_CSV)
+    evaluation = evaluate_detailed(gt, predictions, EvalConfig(bootstrap=bootstrap, seed=seed,
+                                                               auroc_positive="critical"))
+    if report_dir is not None:
+        write_report(evaluation, report_dir, gt, predictions, plots=False)
+    return metrics_from_report(evaluation.report)
 
 
-def _metrics_from_report(report: dict[str, Any]) -> RunMetrics:
-    raise NotImplementedError
+def metrics_from_report(report: dict[str, Any]) -> RunMetrics:
+    """The leaderboard's view of an evaluation report (undefined values, COCO's -1 included, become NaN)."""
+    nan = float("nan")
+
+    def number(value: Any) -> float:
+        return nan if value is None or value < 0 else float(value)
+
+    coco = report.get("coco") or {}
+    froc = report.get("froc") or {}
+    values = {"AP50": number(coco.get("AP50")), "AP": number(coco.get("AP")), "FROC": number(froc.get("score")),
+              "AUROC": number(report.get("auroc"))}
+    ci = report.get("ci95") or {}
+    intervals = {}
+    for metric, key in (("AP50", "AP50"), ("AP", "AP"), ("FROC", "froc"), ("AUROC", "auroc")):
+        pair = ci.get(key)
+        intervals[metric] = (number(pair[0]), number(pair[1])) if pair else (nan, nan)
+    return RunMetrics(values=values, intervals=intervals,
+                      froc_fp_per_image=tuple(float(f) for f in froc.get("fps_per_image", ())),
+                      froc_sensitivity=tuple(number(v) for v in froc.get("sensitivity", ())))
 
 
 def _slug(text: str) -> str:
@@ -562,7 +593,8 @@ def _run_one(
     detector = load_detector(trained.run_dir)
     predictions = predict_dataset(detector, test, progress=progress)
     write_predictions(predictions, detector.categories, run_dir / "predictions")
-    metrics = evaluate_run(Path(test.source), run_dir / "predictions", bootstrap=config.bootstrap, seed=seed)
+    metrics = evaluate_run(Path(test.source), run_dir / "predictions", bootstrap=config.bootstrap, seed=seed,
+                           report_dir=run_dir / "eval")
     outcome = RunOutcome(model=entry.display, arm=arm, seed=seed, run_dir=str(run_dir),
                          train_seconds=trained.train_seconds, train_images=trained.record["train_images"],
                          metrics=metrics)
