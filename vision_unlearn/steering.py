@@ -58,12 +58,17 @@ class SteeringFit:
         ridge: ridge penalty of the gate detector (on standardised features, ``> 0``).
         false_gate_rate: share of retain calibration inputs allowed to open the gate (``[0, 1)``).
         gate_full_quantile: forget-score quantile at which the gate is fully open (``[0, 1]``).
+        target_response: ``"unknown"``: the target is the mean activation of the unknown inputs;
+            ``"abstain"``: that mean moved to the nearest point where the linear classifier gives
+            equal logits (:func:`abstain_prototype`), so erased inputs get a uniform prediction.
+            Needs a block whose pooled output is the classifier input (``layer4``, ``norm``).
     """
 
     rank: int = 0
     ridge: float = 1.0
     false_gate_rate: float = 0.01
     gate_full_quantile: float = 0.1
+    target_response: Literal["unknown", "abstain"] = "unknown"
 
     def __post_init__(self) -> None:
         if self.rank < 0:
@@ -76,6 +81,9 @@ class SteeringFit:
         if not 0.0 <= self.gate_full_quantile <= 1.0:
             raise UserInputError("gate_full_quantile must lie in [0, 1]", field="gate_full_quantile",
                                  value=self.gate_full_quantile)
+        if self.target_response not in ("unknown", "abstain"):
+            raise UserInputError("target_response must be 'unknown' or 'abstain'", field="target_response",
+                                 value=self.target_response)
 
 
 @dataclass(frozen=True)
@@ -268,6 +276,45 @@ def steer_activations(activations: Tensor, state: SteeringState) -> tuple[Tensor
     return out, gate
 
 
+def abstain_prototype(head_weight: Tensor, head_bias: Tensor | None, point: Tensor) -> Tensor:
+    """The feature vector closest to ``point`` at which a linear head gives *equal* logits.
+
+    Solves ``min ||p - point||`` subject to ``C (W p + b) = 0`` with ``C = I - 11^T / K`` (all
+    logits equal, i.e. a uniform softmax: the head abstains), in closed form with the pseudo-inverse:
+    ``p = point - A^+ (A point + C b)``, ``A = C W``.
+
+    Args:
+        head_weight: ``[K, D]`` weights of the linear classifier.
+        head_bias: ``[K]`` bias or ``None``.
+        point: ``[D]`` the feature vector to move (e.g. the mean feature of unknown inputs).
+
+    Returns:
+        ``[D]``; exact when ``D >= K - 1`` and ``W`` has full row rank after centring.
+    """
+    k = head_weight.shape[0]
+    weight = head_weight.double()
+    centring = torch.eye(k, dtype=torch.float64) - 1.0 / k
+    a = centring @ weight
+    residual = a @ point.double()
+    if head_bias is not None:
+        residual = residual + centring @ head_bias.double()
+    return (point.double() - torch.linalg.pinv(a) @ residual).to(point.dtype)
+
+
+def linear_head(model: nn.Module) -> nn.Linear:
+    """The model's classifier as an ``nn.Linear`` (timm ``get_classifier()``).
+
+    Raises:
+        UserInputError: the model has no linear classifier head.
+    """
+    getter = getattr(model, "get_classifier", None)
+    head = getter() if callable(getter) else None
+    if not isinstance(head, nn.Linear):
+        raise UserInputError("an 'abstain' target needs a model whose classifier is one linear layer "
+                             "(timm get_classifier())", field="target_response", value=type(head).__name__)
+    return head
+
+
 # --------------------------------------------------------------------------------------------- model access
 def hookable_layer_names(model: nn.Module) -> list[str]:
     """Names of the blocks a user would hook: top-level children and the items of top-level
@@ -372,6 +419,39 @@ def make_unknown_images(like: Tensor, count: int, kind: UnknownKind, seed: int) 
     return torch.cat([noise[:half], blank[half:]])
 
 
+@torch.no_grad()
+def check_feeds_head(model: nn.Module, layer: str, head: nn.Module, images: Tensor) -> None:
+    """Check that the pooled output of ``layer`` is the input of ``head`` (on ``images``).
+
+    Raises:
+        UserInputError: it is not (another block must be chosen for an ``abstain`` target).
+    """
+    captured: dict[str, Tensor] = {}
+
+    def block_hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        if isinstance(output, Tensor):
+            captured["block"] = pool_activations(output).float()
+
+    def head_hook(_module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        captured["head"] = inputs[0].float()
+
+    handles = [resolve_layer(model, layer).register_forward_hook(block_hook), head.register_forward_pre_hook(head_hook)]
+    was_training = model.training
+    model.eval()
+    try:
+        model(images.to(_device_of(model)))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    block, head_input = captured.get("block"), captured.get("head")
+    if block is None or head_input is None or block.shape != head_input.shape or \
+            not torch.allclose(block, head_input, rtol=1e-4, atol=1e-5):
+        raise UserInputError("an 'abstain' target needs the block whose pooled output feeds the classifier "
+                             "(e.g. layer4 of a ResNet, norm of a ViT with average pooling)", field="layer",
+                             value=layer)
+
+
 def fit_steering(model: nn.Module, layer: str, forget_images: Tensor, retain_images: Tensor, target_images: Tensor,
                  fit: SteeringFit | None = None, strength: float = 1.0, batch_size: int = 256) -> SteeringState:
     """Fit a steering state for block ``layer`` of ``model`` (no parameter is changed).
@@ -399,6 +479,11 @@ def fit_steering(model: nn.Module, layer: str, forget_images: Tensor, retain_ima
     retain_features = collect_pooled_activations(model, layer, retain_images, batch_size)
     target_features = collect_pooled_activations(model, layer, target_images, batch_size)
     target_mean = target_features.mean(dim=0)
+    if fit.target_response == "abstain":
+        head = linear_head(model)
+        check_feeds_head(model, layer, head, target_images[:4])
+        target_mean = abstain_prototype(head.weight.detach().cpu(), None if head.bias is None
+                                        else head.bias.detach().cpu(), target_mean)
     basis = fit_erasure_basis(forget_features, target_mean, fit.rank)
     mean, scale, weight, bias = fit_ridge_detector(forget_features, retain_features, fit.ridge)
     partial = SteeringState(layer=layer, strength=float(strength), basis=basis, target_mean=target_mean,

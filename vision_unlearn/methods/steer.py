@@ -52,6 +52,8 @@ class SteerConfig(MethodConfig):
         false_gate_rate: share of retain inputs allowed to open the gate.
         gate_full_quantile: forget-score quantile at which the gate is fully open.
         target: the "unknown" inputs defining the target activation: ``noise``, ``blank`` or ``mixed``.
+        target_response: ``unknown`` (the unknown inputs' mean activation) or ``abstain`` (that mean
+            moved to where the linear head gives equal logits; needs the block feeding the head).
         target_count: how many unknown inputs to draw.
         target_seed: seed of the unknown inputs.
         max_retain: at most this many retain inputs (evenly spaced) calibrate the gate; 0 = all.
@@ -65,6 +67,7 @@ class SteerConfig(MethodConfig):
     false_gate_rate: float = 0.01
     gate_full_quantile: float = 0.1
     target: Literal["noise", "blank", "mixed"] = "mixed"
+    target_response: Literal["unknown", "abstain"] = "unknown"
     target_count: int = 256
     target_seed: int = 0
     max_retain: int = 4096
@@ -81,7 +84,7 @@ class SteerConfig(MethodConfig):
 
     def fit_settings(self) -> SteeringFit:
         return SteeringFit(rank=self.rank, ridge=self.ridge, false_gate_rate=self.false_gate_rate,
-                           gate_full_quantile=self.gate_full_quantile)
+                           gate_full_quantile=self.gate_full_quantile, target_response=self.target_response)
 
 
 def _evenly_spaced(n: int, limit: int) -> torch.Tensor:
