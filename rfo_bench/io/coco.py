@@ -36,6 +36,8 @@ from rfo_bench.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
+ROOT_KEY = "rfo_image_root"
+"""Top-level key naming the image root when the images do not lie below the json's directory."""
 ELLIPSE_VERTICES = 32
 """Vertices of the polygon written as the COCO ``segmentation`` of an ellipse."""
 
@@ -89,7 +91,8 @@ def read_coco(
 
     Args:
         path: the json file.
-        root: directory the ``file_name`` entries are relative to; default the json's directory.
+        root: directory the ``file_name`` entries are relative to; default the file's ``rfo_image_root``
+            entry if any, else the json's directory.
         problems: when given, malformed entries are skipped and described here instead of raising.
 
     Raises:
@@ -98,7 +101,10 @@ def read_coco(
     """
     file = Path(path)
     data = load_json(file)
-    return coco_dict_to_dataset(data, file, Path(root) if root is not None else file.parent, problems=problems)
+    if root is None:
+        stated = data.get(ROOT_KEY) if isinstance(data, dict) else None
+        root = Path(stated) if isinstance(stated, str) and stated else file.parent
+    return coco_dict_to_dataset(data, file, Path(root), problems=problems)
 
 
 def coco_dict_to_dataset(
@@ -242,9 +248,24 @@ def dataset_to_coco_dict(dataset: DetectionDataset, *, renumber_annotations: boo
 
 
 def write_coco(dataset: DetectionDataset, path: str | os.PathLike[str]) -> Path:
-    """Write ``dataset`` as COCO json (atomically). Paths stay relative to ``dataset.root``."""
+    """Write ``dataset`` as COCO json (atomically).
+
+    Image paths are written relative to the json's directory when the images lie below it; otherwise
+    they stay relative to ``dataset.root`` and the file records that root as ``rfo_image_root``
+    (which :func:`read_coco` uses when no root is given).
+    """
     target = Path(path)
-    text = json.dumps(dataset_to_coco_dict(dataset), indent=1)
+    base = target.parent.resolve()
+    data_root: str | None = None
+    if dataset.root != base:
+        try:
+            dataset = dataset.rebased(base)
+        except UserInputError:
+            data_root = str(dataset.root)
+    content = dataset_to_coco_dict(dataset)
+    if data_root is not None:
+        content = {ROOT_KEY: data_root, **content}
+    text = json.dumps(content, indent=1)
     atomic_write_bytes(target, text.encode("utf-8"))
     return target
 

@@ -199,6 +199,16 @@ class DetectionDataset:
         """A copy holding ``images`` (same root, categories and source)."""
         return replace(self, images=tuple(images))
 
+    def rebased(self, new_root: str | os.PathLike[str]) -> DetectionDataset:
+        """The same dataset with ``file_name`` entries relative to ``new_root``.
+
+        Raises:
+            UserInputError: an image is not below ``new_root``.
+        """
+        base = Path(new_root).resolve()
+        records = [replace(r, file_name=relative_name(base, self.resolve(r), source=self.source)) for r in self.images]
+        return DetectionDataset(base, tuple(records), self.categories, self.source)
+
     def image_by_id(self) -> dict[int, ImageRecord]:
         return {r.image_id: r for r in self.images}
 
@@ -206,15 +216,18 @@ class DetectionDataset:
 def resolve_inside(root: Path, name: str, *, source: str | None = None) -> Path:
     """``root / name`` resolved, or :class:`UserInputError` when it escapes ``root``.
 
-    Absolute names, ``..`` components that climb out, and symbolic links pointing outside are refused.
+    Absolute names and ``..`` components that climb out are refused. The check is on the path as
+    written (normalised, symbolic links not followed): a link the dataset owner placed inside the root,
+    as the YOLO layout's image links, is allowed.
     """
     if not name or os.path.isabs(name) or PurePosixPath(name).is_absolute() or ":" in PurePosixPath(name).parts[0]:
         raise UserInputError(
             "image path must be relative to the dataset root", file=source or None, field="file_name", value=name
         )
-    target = (root / name).resolve()
+    base = Path(os.path.abspath(root))
+    target = Path(os.path.normpath(base / name))
     try:
-        target.relative_to(root.resolve())
+        target.relative_to(base)
     except ValueError:
         raise UserInputError(
             f"image path escapes the dataset root {root}; refused", file=source or None, field="file_name", value=name
@@ -225,7 +238,7 @@ def resolve_inside(root: Path, name: str, *, source: str | None = None) -> Path:
 def relative_name(root: Path, path: Path, *, source: str | None = None) -> str:
     """POSIX path of ``path`` relative to ``root`` (refusing paths outside it)."""
     try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        return Path(os.path.normpath(os.path.abspath(path))).relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
         raise UserInputError(
             f"image is outside the dataset root {root}", file=source or None, field="file_name", value=str(path)

@@ -226,9 +226,17 @@ def write_rfo_csv(
     """Write ``dataset`` as an ``image_path,annotation`` CSV in the given convention.
 
     Hopkins has no ellipse (written as a 32-vertex polygon) and object-CXR has no class (dropped).
+    Image paths are written relative to the CSV's directory when the images lie below it.
     """
     if convention not in ("hopkins", "object_cxr"):
         raise UserInputError("CSV convention must be hopkins or object_cxr", value=convention)
+    base = Path(path).parent.resolve()
+    if dataset.root != base:
+        try:
+            dataset = dataset.rebased(base)
+        except UserInputError:
+            logger.warning("images are not below %s: paths stay relative to %s (pass that root when reading)",
+                           base, dataset.root)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["image_path", "annotation"] + (["patient_id"] if include_patient else []))

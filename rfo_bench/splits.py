@@ -1,0 +1,116 @@
+"""Patient-level, stratified, seeded splits and k-fold cross-validation.
+
+A patient never spans two splits. Patients are stratified by their most severe image stratum
+(``critical`` > ``non_critical`` > ``none``, see :meth:`DetectionDataset.stratum`), so that each split
+keeps the dataset's mix of critical, non-critical and negative studies (the Hopkins RFO Bench split is
+70/10/20). Images without a patient id are their own patient (a warning tells how many).
+
+Ratio splits allocate the patients of each stratum by largest remainder after a seeded shuffle; k-fold
+uses scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from rfo_bench.errors import UserInputError
+from rfo_bench.io.records import STRATA, DetectionDataset
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
+
+
+def patient_groups(dataset: DetectionDataset) -> tuple[np.ndarray, list[str]]:
+    """``(I,)`` patient index per image and the patient keys (``image:<id>`` when unknown)."""
+    keys = [r.patient_id if r.patient_id is not None else f"image:{r.image_id}" for r in dataset.images]
+    missing = sum(r.patient_id is None for r in dataset.images)
+    if missing:
+        logger.warning("%d of %d images have no patient id and are treated as their own patient",
+                       missing, len(dataset.images))
+    unique, index = np.unique(np.array(keys, dtype=object).astype(str), return_inverse=True)
+    return index.astype(np.int64), [str(u) for u in unique]
+
+
+def patient_strata(dataset: DetectionDataset, groups: np.ndarray, num_patients: int) -> np.ndarray:
+    """``(P,)`` stratum index (0 critical, 1 non-critical, 2 none) of each patient: its most severe image."""
+    strata = np.full(num_patients, len(STRATA) - 1, dtype=np.int64)
+    for record, g in zip(dataset.images, groups):
+        strata[g] = min(strata[g], STRATA.index(dataset.stratum(record)))
+    return strata
+
+
+def _largest_remainder(total: int, fractions: Sequence[float]) -> list[int]:
+    raw = np.asarray(fractions, dtype=np.float64) * total
+    counts = np.floor(raw).astype(int)
+    order = np.argsort(-(raw - counts), kind="stable")
+    for k in order[: total - counts.sum()]:
+        counts[k] += 1
+    return counts.tolist()
+
+
+def split_dataset(
+    dataset: DetectionDataset, fractions: dict[str, float] | None = None, *, seed: int = 0
+) -> dict[str, list[int]]:
+    """Patient-level stratified split.
+
+    Args:
+        dataset: the dataset.
+        fractions: split name -> fraction (summing to 1); default 70/10/20 train/val/test.
+        seed: shuffle seed.
+
+    Returns:
+        Split name -> image ids (dataset order).
+    """
+    fractions = dict(fractions or DEFAULT_FRACTIONS)
+    values = list(fractions.values())
+    if not values or any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
+        raise UserInputError("split fractions must be non-negative and sum to 1", field="fractions", value=fractions)
+    groups, keys = patient_groups(dataset)
+    strata = patient_strata(dataset, groups, len(keys))
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(keys), dtype=np.int64)
+    for s in range(len(STRATA)):
+        members = np.flatnonzero(strata == s)
+        rng.shuffle(members)
+        start = 0
+        for k, n in enumerate(_largest_remainder(members.size, values)):
+            assignment[members[start:start + n]] = k
+            start += n
+    names = list(fractions)
+    out: dict[str, list[int]] = {name: [] for name in names}
+    for record, g in zip(dataset.images, groups):
+        out[names[assignment[g]]].append(record.image_id)
+    return out
+
+
+def kfold_splits(dataset: DetectionDataset, folds: int, *, seed: int = 0) -> list[dict[str, list[int]]]:
+    """Patient-level stratified k-fold: ``folds`` dicts ``{"train": ids, "test": ids}``."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups, keys = patient_groups(dataset)
+    if folds < 2 or folds > len(keys):
+        raise UserInputError(f"k-fold needs 2 <= k <= number of patients ({len(keys)})", field="folds", value=folds)
+    strata = patient_strata(dataset, groups, len(keys))[groups]
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    ids = np.array([r.image_id for r in dataset.images])
+    out = []
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        for train, test in splitter.split(np.zeros(len(ids)), strata, groups):
+            out.append({"train": ids[train].tolist(), "test": ids[test].tolist()})
+    return out
+
+
+def split_summary(dataset: DetectionDataset, split: dict[str, list[int]]) -> dict[str, dict[str, int]]:
+    """Images per stratum in each split (for logs and the split manifest)."""
+    by_id = dataset.image_by_id()
+    return {
+        name: {s: sum(dataset.stratum(by_id[i]) == s for i in ids) for s in STRATA} | {"images": len(ids)}
+        for name, ids in split.items()
+    }
