@@ -240,6 +240,38 @@ def summarise_forgotten(
     )
 
 
+def forgotten_from_split(
+    split: Any,
+    train: Any,
+    *,
+    salt: str | None = None,
+    store_salt: bool = True,
+    root: str | os.PathLike[str] | None = None,
+) -> ForgottenData:
+    """:func:`summarise_forgotten` for a resolved forget request.
+
+    Args:
+        split: a :class:`vision_unlearn.forget.ForgetSplit`.
+        train: the :class:`vision_unlearn.data.ClassificationData` the split indexes.
+        salt, store_salt: see :func:`summarise_forgotten`.
+        root: directory a relative id-file path of the request is resolved against.
+    """
+    rows = [int(i) for i in split.forget_indices]
+    request = split.request
+    value: str | None = request.value
+    if request.kind == "class" and split.forgotten_classes:
+        value = ",".join(train.class_names[c] for c in split.forgotten_classes)
+    request_file = None
+    if request.kind in ("ids", "patients"):
+        request_file = Path(request.value)
+        if root is not None and not request_file.is_absolute():
+            request_file = Path(root) / request_file
+    return summarise_forgotten(
+        request.kind, value, [train.sample_ids[i] for i in rows], [train.patient_ids[i] for i in rows],
+        salt=salt, store_salt=store_salt, request_file=request_file,
+    )
+
+
 def make_audit_record(
     *,
     forgotten: ForgottenData,

@@ -131,3 +131,32 @@ def test_errors_name_file_and_field(tmp_path: Path) -> None:
         read_audit_record(tmp_path / "absent.json")
     with pytest.raises(UserInputError, match="request file"):
         summarise_forgotten("ids", None, ["a"], ["p"], request_file=tmp_path / "ids.txt")
+
+
+def test_record_from_a_resolved_forget_request(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    from vision_unlearn.audit import forgotten_from_split
+    from vision_unlearn.data import ClassificationData
+    from vision_unlearn.forget import resolve_forget
+
+    train = ClassificationData(
+        images=torch.zeros(6, 1, 17, 11), labels=torch.tensor([0, 1, 2, 0, 1, 2]),
+        sample_ids=[f"img{i}.png" for i in range(6)], patient_ids=["MRN-1", "MRN-1", "MRN-2", "MRN-2", "MRN-3", "MRN-3"],
+        class_names=["sponge", "needle", "blade"],
+    )
+    by_class = forgotten_from_split(resolve_forget("class:needle", train.labels.numpy(), train.sample_ids,
+                                                   train.patient_ids, train.class_names), train, salt="s")
+    assert by_class.request_value == "needle" and by_class.sample_count == 2 and by_class.patient_count == 2
+    assert by_class.sample_id_sha256 == tuple(sorted(hash_id(f"img{i}.png", "s") for i in (1, 4)))
+    (tmp_path / "ids.txt").write_text("img0.png\nimg5.png\n")
+    by_ids = forgotten_from_split(resolve_forget("ids:ids.txt", train.labels.numpy(), train.sample_ids,
+                                                 train.patient_ids, train.class_names, root=tmp_path),
+                                  train, salt="s", root=tmp_path)
+    assert by_ids.request_value is None
+    assert by_ids.request_file_sha256 == hashlib.sha256(b"img0.png\nimg5.png\n").hexdigest()
+    assert by_ids.patient_id_sha256 == tuple(sorted(hash_id(p, "s") for p in ("MRN-1", "MRN-3")))
+    by_patient = forgotten_from_split(resolve_forget("patient:MRN-2", np.asarray(train.labels), train.sample_ids,
+                                                     train.patient_ids, train.class_names), train, salt="s")
+    assert by_patient.request_value is None and by_patient.sample_count == 2
