@@ -215,7 +215,9 @@ def train(
     images, regions, classes = _stack(patch_set)
     category_ids = tuple(sorted(set(classes.tolist())))
 
-    unet = build_unet(model_config, patch_spec.size_px).to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # the initial weights depend on the seed only
+        unet = build_unet(model_config, patch_spec.size_px).to(device)
     scheduler = build_train_scheduler(model_config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.0)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)

@@ -78,3 +78,17 @@ def write_tiny_coco(root: Path, n_images: int = 4, seed: int = 0) -> Path:
 @pytest.fixture
 def tiny_coco(tmp_path: Path) -> Path:
     return write_tiny_coco(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny model trained for 4 steps (checkpoints at 2 and 4) on a tiny dataset: ``(data, ckpt)``."""
+    from synth.diffusion.model import TINY_MODEL
+    from synth.diffusion.patches import PatchSpec
+    from synth.diffusion.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    data = write_tiny_coco(root / "data")
+    config = TrainConfig(steps=4, batch_size=4, save_every=2, warmup_steps=1)
+    train(data, root / "ckpt", config, TINY_MODEL, PatchSpec(size_px=32), progress=False)
+    return data, root / "ckpt"
