@@ -200,7 +200,12 @@ def grouped_stratified_split(
     unique_groups, group_of = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
     if unique_groups.shape[0] == n:
         stratify = labels if present.min() >= 2 else None
-        train, test = train_test_split(np.arange(n), test_size=test_fraction, random_state=seed, stratify=stratify)
+        try:
+            train, test = train_test_split(np.arange(n), test_size=test_fraction, random_state=seed,
+                                           stratify=stratify)
+        except ValueError as err:  # e.g. fewer test samples than classes
+            raise UserInputError(f"cannot split {n} samples of {present.size} classes: {err}",
+                                 field="test_fraction", value=test_fraction) from None
         return np.sort(train).astype(np.int64), np.sort(test).astype(np.int64)
     num_classes = int(labels.max()) + 1
     per_group = np.zeros((unique_groups.shape[0], num_classes), dtype=np.int64)
@@ -290,7 +295,13 @@ def _split(
     train, test = grouped_stratified_split(
         data.labels.numpy(), data.patient_ids, test_fraction=test_fraction, seed=seed
     )
-    return {"train": data.subset(train), "test": data.subset(test)}
+    out = {"train": data.subset(train), "test": data.subset(test)}
+    for name, part in out.items():
+        missing = [data.class_names[c] for c in np.flatnonzero(part.class_counts() == 0)]
+        if missing:
+            logger.warning("the %s split has no samples of class(es) %s (patients are not split across "
+                           "train and test)", name, ", ".join(missing))
+    return out
 
 
 def _stack_loaded(pixels: list[np.ndarray], files: list[Path], size: tuple[int, int] | None) -> torch.Tensor:

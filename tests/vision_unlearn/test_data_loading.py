@@ -106,6 +106,9 @@ def test_grouped_split_by_hand() -> None:
     assert len(test) == 6 and int(np.sum(np.array([0] * 10 + [1] * 10)[test])) == 3
     with pytest.raises(UserInputError, match="test_fraction"):
         grouped_stratified_split(labels, groups, test_fraction=1.0, seed=0)
+    # 10 classes x 2 samples with a 10 % test share: 2 test samples cannot hold 10 classes
+    with pytest.raises(UserInputError, match="cannot split 20 samples of 10 classes"):
+        grouped_stratified_split(np.repeat(np.arange(10), 2), [str(i) for i in range(20)], test_fraction=0.1, seed=0)
 
 
 def _write_folder(root: Path) -> None:

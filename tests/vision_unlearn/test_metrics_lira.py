@@ -54,6 +54,17 @@ def test_offline_lira_is_one_sided() -> None:
     assert scores.tolist() == pytest.approx([math.log(0.5), math.log(0.975)], abs=1e-6)
 
 
+def test_global_fallback_for_examples_without_shadows() -> None:
+    # example 1 has no OUT value; the fallback uses all OUT values {-1, 1}: mean 0, std 1 (ddof 0)
+    shadow_out = np.array([[-1.0, 1.0], [np.nan, np.nan]])
+    with pytest.raises(ValueError, match="fallback_to_global"):
+        lira_scores(np.array([0.0, 0.0]), None, shadow_out)
+    scores = lira_scores(np.array([0.0, 1.959964]), None, shadow_out, fallback_to_global=True)
+    assert scores.tolist() == pytest.approx([math.log(0.5), math.log(0.975)], abs=1e-6)
+    with pytest.raises(ValueError, match="no OUT shadow value"):
+        lira_scores(np.array([0.0]), None, np.array([[np.nan]]), fallback_to_global=True)
+
+
 def test_lira_input_errors() -> None:
     with pytest.raises(ValueError, match="no OUT shadow value"):
         lira_scores(np.array([0.0]), None, np.array([[np.nan, np.nan]]))

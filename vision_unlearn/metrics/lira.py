@@ -48,26 +48,37 @@ def logit_scaled_confidence(logits: Any, labels: Any) -> np.ndarray:
     return own - rest
 
 
-def _gaussian_fit(values: np.ndarray, fixed_variance: bool, min_std: float, side: str) -> tuple[np.ndarray, np.ndarray]:
+def _gaussian_fit(
+    values: np.ndarray, fixed_variance: bool, min_std: float, side: str, fallback_to_global: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-example mean ``[N]`` and standard deviation ``[N]`` of ``[N, K]`` values with NaN gaps."""
     finite = np.isfinite(values)
     counts = finite.sum(axis=1)
-    if np.any(counts == 0):
-        missing = int(np.flatnonzero(counts == 0)[0])
-        raise ValueError(f"example {missing} has no {side} shadow value")
+    empty = counts == 0
+    if np.any(empty) and (not fallback_to_global or np.all(empty)):
+        missing = int(np.flatnonzero(empty)[0])
+        raise ValueError(f"example {missing} has no {side} shadow value ({int(empty.sum())} examples lack one); "
+                         f"train more shadow models or pass fallback_to_global=True")
     filled = np.where(finite, values, 0.0)
-    mean = filled.sum(axis=1) / counts
+    mean = np.zeros(values.shape[0])
+    mean[~empty] = filled[~empty].sum(axis=1) / counts[~empty]
     squared = np.where(finite, (values - mean[:, None]) ** 2, 0.0)
     if fixed_variance:
-        degrees = int((counts - 1).sum())
+        degrees = int((counts[~empty] - 1).sum())
         if degrees < 1:
             raise ValueError(f"a variance needs at least two {side} shadow values for some example")
         std = np.full(values.shape[0], np.sqrt(squared.sum() / counts.sum()))
     else:
-        if np.any(counts < 2):
+        if np.any(counts[~empty] < 2):
             raise ValueError(f"per-example variances need at least two {side} shadow values per example; "
                              f"use fixed_variance=True")
-        std = np.sqrt(squared.sum(axis=1) / counts)
+        std = np.zeros(values.shape[0])
+        std[~empty] = np.sqrt(squared[~empty].sum(axis=1) / counts[~empty])
+    if np.any(empty):
+        # population-level Gaussian of all examples' shadow values (the paper's "global" attack)
+        pooled = values[finite]
+        mean[empty] = pooled.mean()
+        std[empty] = pooled.std()
     return mean, np.maximum(std, min_std)
 
 
@@ -78,6 +89,7 @@ def lira_scores(
     *,
     fixed_variance: bool = True,
     min_std: float = 1e-6,
+    fallback_to_global: bool = False,
 ) -> np.ndarray:
     """LiRA membership score ``float64 [N]`` of each example (higher = more likely a member).
 
@@ -88,6 +100,9 @@ def lira_scores(
         shadow_out: ``[N, K_out]`` confidences of OUT shadow models (NaN where a shadow did train on it).
         fixed_variance: one pooled variance per side instead of one per example.
         min_std: floor of the standard deviations (avoids division by zero for identical shadows).
+        fallback_to_global: an example without any shadow value on a side (likely with few shadows:
+            a random-half split leaves it out of all ``S`` shadows with probability ``2**-S``) gets the
+            Gaussian of all examples' values on that side instead of raising.
     """
     from scipy.stats import norm
 
@@ -99,7 +114,7 @@ def lira_scores(
         raise ValueError(f"shadow_out must be [N, K] with N = {t.shape[0]}, got shape {out_values.shape}")
     if not np.all(np.isfinite(t)):
         raise ValueError("target confidences contain NaN or inf")
-    mu_out, s_out = _gaussian_fit(out_values, fixed_variance, min_std, "OUT")
+    mu_out, s_out = _gaussian_fit(out_values, fixed_variance, min_std, "OUT", fallback_to_global)
     if shadow_in is None:
         return norm.logcdf(t, loc=mu_out, scale=s_out)
     in_values = as_numpy(shadow_in, dtype=np.float64, name="shadow_in")
@@ -107,7 +122,7 @@ def lira_scores(
         in_values = in_values[:, None]
     if in_values.ndim != 2 or in_values.shape[0] != t.shape[0]:
         raise ValueError(f"shadow_in must be [N, K] with N = {t.shape[0]}, got shape {in_values.shape}")
-    mu_in, s_in = _gaussian_fit(in_values, fixed_variance, min_std, "IN")
+    mu_in, s_in = _gaussian_fit(in_values, fixed_variance, min_std, "IN", fallback_to_global)
     return norm.logpdf(t, loc=mu_in, scale=s_in) - norm.logpdf(t, loc=mu_out, scale=s_out)
 
 
