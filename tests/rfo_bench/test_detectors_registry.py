@@ -1,0 +1,74 @@
+"""Detector registry, recipes and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rfo_bench.detectors import RECIPES, TrainConfig, get_detector, list_detectors, recipe_with_overrides
+from rfo_bench.detectors.config import Recipe
+from rfo_bench.detectors.loop import lr_factor
+from rfo_bench.detectors.registry import register_detector
+from rfo_bench.errors import UserInputError
+
+
+def test_every_baseline_is_registered_with_its_family() -> None:
+    assert list_detectors("torchvision") == ["fasterrcnn", "fcos", "retinanet"]
+    assert list_detectors("ultralytics") == ["yolo11n", "yolo11s", "yolov8n", "yolov8s"]
+    assert get_detector("yolo11s").builder() == "yolo11s.yaml"
+
+
+def test_unknown_model_lists_the_known_ones() -> None:
+    with pytest.raises(UserInputError, match="fasterrcnn") as info:
+        get_detector("detr")
+    assert info.value.field == "model" and info.value.value == "detr"
+
+
+def test_duplicate_registration_raises() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_detector("fcos", family="torchvision", description="again")(lambda n, c: None)
+    with pytest.raises(ValueError, match="family"):
+        register_detector("x", family="mmdet", description="")
+
+
+def test_paper_recipe_is_the_published_optimiser() -> None:
+    paper = RECIPES["paper"]
+    assert (paper.lr, paper.momentum, paper.weight_decay, paper.lr_gamma) == (0.005, 0.9, 5e-4, 0.1)
+    assert RECIPES["cpu-tiny"].imgsz <= 256 and RECIPES["cpu-tiny"].epochs <= 10
+
+
+def test_overrides_replace_fields_and_reject_unknown_or_invalid() -> None:
+    recipe = recipe_with_overrides("paper", {"epochs": 2, "imgsz": None, "lr": 1})
+    assert recipe.epochs == 2 and recipe.imgsz == RECIPES["paper"].imgsz and recipe.name == "paper"
+    assert isinstance(recipe.lr, float) and recipe.lr == 1.0
+    with pytest.raises(UserInputError, match="unknown recipe field"):
+        recipe_with_overrides("paper", {"epoch": 2})
+    with pytest.raises(UserInputError, match="positive integer"):
+        recipe_with_overrides("paper", {"epochs": 0})
+    with pytest.raises(UserInputError, match="unknown recipe"):
+        recipe_with_overrides("fast", {})
+    with pytest.raises(UserInputError, match="seed"):
+        TrainConfig(model="fcos", recipe=RECIPES["paper"], seed=-1)
+
+
+def test_train_config_round_trips_through_json_dict() -> None:
+    config = TrainConfig(model="fcos", recipe=recipe_with_overrides("cpu-tiny", {"epochs": 3}), seed=7,
+                         backbone="test_resnet")
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("iteration", "expected"),
+    [
+        (0, 1 / 4),      # warm-up: (0 + 1) / 4
+        (2, 3 / 4),
+        (3, 1.0),        # warm-up done, epoch 0
+        (9, 1.0),        # epoch 1 (10 iterations per epoch): before the first step
+        (20, 0.1),       # epoch 2 = lr_step_epochs -> x0.1
+        (45, 0.01),      # epoch 4 -> x0.01
+    ],
+)
+def test_lr_factor_hand_computed(iteration: int, expected: float) -> None:
+    recipe = Recipe(name="t", epochs=6, imgsz=64, batch_size=2, lr_step_epochs=2, lr_gamma=0.1, warmup_iters=4)
+    assert math.isclose(lr_factor(iteration, iters_per_epoch=10, recipe=recipe), expected, rel_tol=1e-12)
