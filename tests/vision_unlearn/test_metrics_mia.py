@@ -81,3 +81,17 @@ def test_member_subset_is_seeded_and_test_sized() -> None:
     assert mia_efficacy(*args, seed=1) == mia_efficacy(*args, seed=1)
     values = {mia_efficacy(*args, seed=s) for s in range(6)}
     assert len(values) > 1  # different member subsets give different attacks
+
+
+def test_first_members_reproduce_the_reference_selection() -> None:
+    # "first" uses retain rows 0-1 (as many as the test set): confident (0.99, 0.98) members against
+    # unconfident non-members, so the confident forget row is a member and the other is not -> 50 %.
+    # Rows 2-5 are unconfident; had they been used, the members would look like the non-members.
+    retain = _two_class_probs([0.99, 0.98, 0.2, 0.25, 0.1, 0.3])
+    test = _two_class_probs([0.1, 0.3])
+    forget = _two_class_probs([0.99, 0.15])
+    zeros = np.zeros
+    first = mia_efficacy(retain, zeros(6, int), test, zeros(2, int), forget, zeros(2, int), member_selection="first")
+    assert first == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="member_selection"):
+        mia_efficacy(retain, zeros(6, int), test, zeros(2, int), forget, zeros(2, int), member_selection="last")

@@ -11,7 +11,8 @@ reused by SalUn, Fan et al., ICLR 2024):
    successful forgetting, about the retrain model's value for a faithful method.
 
 Differences from the reference script, on purpose: the member subset is drawn at random (seeded)
-instead of taking the first ``len(test)`` retain samples, and ``m_entropy`` is the modified entropy as
+by default instead of taking the first ``len(test)`` retain samples (``member_selection="first"``
+reproduces the script), and ``m_entropy`` is the modified entropy as
 defined by Song & Mittal (USENIX Security 2021) — the reference script's version indexes all rows with
 the label vector and takes ``log p`` where ``log(1 - p)`` is meant.
 """
@@ -134,6 +135,7 @@ def mia_efficacy(
     *,
     variant: str = "confidence",
     member_count: int | None = None,
+    member_selection: str = "random",
     seed: int = 0,
     c: float = 3.0,
     gamma: str | float = "auto",
@@ -146,6 +148,8 @@ def mia_efficacy(
         forget_probs, forget_labels: ``[F, K]`` and ``[F]`` on the forget set (the targets).
         variant: feature variant, see :func:`mia_features`.
         member_count: number of retain samples used as members; default ``min(T, R)``.
+        member_selection: ``"random"`` (a seeded draw) or ``"first"`` (the first ``member_count``
+            retain rows, exactly as the reference script's ``Subset(retain, range(len(test)))``).
         seed: seed of the member subset draw.
         c, gamma: SVC parameters.
 
@@ -165,7 +169,12 @@ def mia_efficacy(
     count = min(test_p.shape[0], retain_p.shape[0]) if member_count is None else int(member_count)
     if not 1 <= count <= retain_p.shape[0]:
         raise ValueError(f"member_count must lie in [1, {retain_p.shape[0]}], got {count}")
-    chosen = np.sort(np.random.default_rng(seed).choice(retain_p.shape[0], size=count, replace=False))
+    if member_selection == "random":
+        chosen = np.sort(np.random.default_rng(seed).choice(retain_p.shape[0], size=count, replace=False))
+    elif member_selection == "first":
+        chosen = np.arange(count)
+    else:
+        raise ValueError(f"member_selection must be 'random' or 'first', got {member_selection!r}")
     is_member = svc_membership_attack(
         mia_features(retain_p[chosen], retain_y[chosen], variant),
         mia_features(test_p, test_y, variant),

@@ -27,6 +27,7 @@ def unlearning_metrics(
     *,
     forget_classes: Iterable[int] | None = None,
     mia_variant: str = "confidence",
+    mia_member_selection: str = "random",
     seed: int = 0,
 ) -> dict[str, float]:
     """UA, RA, TA, MIA (and, for class-wise forgetting, TA on the remaining / forgotten classes).
@@ -37,6 +38,7 @@ def unlearning_metrics(
         forget_classes: the forgotten classes of a class-wise request; adds ``TA_remaining`` (test
             accuracy on the other classes) and ``TA_forgotten`` (on the forgotten ones, if present).
         mia_variant: feature variant of the MIA (see :mod:`vision_unlearn.metrics.mia`).
+        mia_member_selection: ``"random"`` or ``"first"`` retain rows as MIA members.
         seed: seed of the MIA member subset.
 
     Returns:
@@ -48,7 +50,8 @@ def unlearning_metrics(
         "TA": accuracy(test_logits, test_labels, name="test set"),
         "MIA": mia_efficacy(
             softmax(retain_logits), retain_labels, softmax(test_logits), test_labels,
-            softmax(forget_logits), forget_labels, variant=mia_variant, seed=seed,
+            softmax(forget_logits), forget_labels, variant=mia_variant,
+            member_selection=mia_member_selection, seed=seed,
         ),
     }
     if forget_classes is not None:
