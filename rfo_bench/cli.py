@@ -7,6 +7,9 @@ Sub-commands::
     rfo-bench convert SRC --to coco|csv|yolo --out PATH [--csv-convention hopkins|object_cxr] [--split-file S]
     rfo-bench split DATA --out DIR [--fractions 0.7,0.1,0.2 | --kfold K] [--seed N]
     rfo-bench eval --gt GT --pred PRED [--cls CLS.csv] --out DIR [--bootstrap 1000] [--froc-variant reference]
+
+The detector sub-commands (``train``, ``predict``, ``benchmark``) are registered by
+:func:`rfo_bench.detectors.commands.register`.
 """
 
 from __future__ import annotations
@@ -218,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="image label for AUROC: any RFO, or critical RFOs only")
     cmd.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     cmd.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+    from rfo_bench.detectors.commands import register as register_detectors
+
+    register_detectors(sub)
     return parser
 
 
