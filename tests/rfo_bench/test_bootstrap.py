@@ -31,7 +31,7 @@ def test_replicate_equals_pycocotools_on_duplicated_images(coco_problem, seed):
     # build the resampled data set explicitly: copy c of image i gets a new id
     images, anns, dets = [], [], []
     for i, image in enumerate(gt["images"]):
-        for c in range(counts[i]):
+        for _copy in range(counts[i]):
             new_id = len(images) + 1
             images.append({**image, "id": new_id})
             anns += [{**a, "id": len(anns) + 1 + k, "image_id": new_id}

@@ -1,0 +1,148 @@
+"""The evaluator end to end, its inputs, and the rfo-bench validate/convert/split/eval commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rfo_bench.cli import main
+from rfo_bench.errors import UserInputError
+from rfo_bench.evaluate import EvalConfig, evaluate
+from rfo_bench.io.coco import read_coco
+from rfo_bench.io.images import write_png16
+from rfo_bench.metrics import coco_eval as ce
+from rfo_bench.predictions import read_coco_results, read_localization_csv, read_predictions
+
+REQUIRED_COCO = {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}
+
+
+@pytest.fixture
+def small_set(tmp_path):
+    """12 images of 17x11 px (6 patients); objects on 8 of them, sponge (critical) or chain (non-critical)."""
+    rng = np.random.default_rng(0)
+    images, anns, preds = [], [], []
+    for i in range(12):
+        write_png16(tmp_path / f"im{i}.png", rng.random((11, 17)))
+        images.append({"id": i + 1, "file_name": f"im{i}.png", "width": 17, "height": 11, "patient_id": f"p{i // 2}"})
+        if i % 3:
+            cat = 1 if i % 2 else 7
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cat, "bbox": [2, 1, 6, 5],
+                         "area": 30, "iscrowd": 0})
+            preds.append({"image_id": i + 1, "category_id": cat, "bbox": [2.5, 1, 6, 5], "score": float(rng.random())})
+        preds.append({"image_id": i + 1, "category_id": 1, "bbox": [12, 6, 3, 3], "score": float(rng.random() * 0.5)})
+    gt = {"images": images, "annotations": anns, "categories": [
+        {"id": 1, "name": "sponge", "supercategory": "critical"}, {"id": 7, "name": "chain", "supercategory": "non_critical"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(preds))
+    return tmp_path, gt, preds
+
+
+def test_evaluate_report_matches_components(small_set):
+    root, gt_dict, preds = small_set
+    gt = read_coco(root / "gt.json")
+    report = evaluate(gt, read_predictions(root / "pred.json", gt), EvalConfig(bootstrap=200, seed=1))
+    reference = ce.reference_coco_eval(gt_dict, preds, "pycocotools")
+    assert set(report["coco"]) == REQUIRED_COCO
+    assert report["coco"] == reference.stats
+    assert set(report["per_category"]) == {"sponge", "chain"}
+    assert set(report["strata"]) == {"critical", "non_critical"}
+    assert report["froc"]["fps_per_image"] == [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
+    assert len(report["froc"]["sensitivity"]) == 7
+    assert report["froc"]["score"] == pytest.approx(np.mean(report["froc"]["sensitivity"]))
+    assert report["bootstrap"]["unit"] == "patient"
+    for key in ("AP50", "AP", "froc", "auroc"):
+        low, high = report["ci95"][key]
+        assert low <= high
+    assert report["ci95"]["AP50"][0] <= report["coco"]["AP50"] <= report["ci95"]["AP50"][1]
+    # same seed, same intervals
+    again = evaluate(gt, read_predictions(root / "pred.json", gt), EvalConfig(bootstrap=200, seed=1))
+    assert again["ci95"] == report["ci95"]
+
+
+def test_backends_give_the_same_report(small_set):
+    root, _, _ = small_set
+    gt = read_coco(root / "gt.json")
+    preds = read_predictions(root / "pred.json", gt)
+    native = evaluate(gt, preds, EvalConfig(bootstrap=0))
+    fast = evaluate(gt, preds, EvalConfig(bootstrap=0, coco_backend="faster_coco_eval"))
+    np.testing.assert_allclose(list(native["coco"].values()), list(fast["coco"].values()), atol=1e-12)
+
+
+def _bad(root, text, name="pred.json"):
+    (root / name).write_text(text)
+    return root / name
+
+
+def test_prediction_errors_name_file_and_entry(small_set):
+    root, _, _ = small_set
+    gt = read_coco(root / "gt.json")
+    cases = [
+        ('[{"image_id": 99, "category_id": 1, "bbox": [1, 1, 2, 2], "score": 0.5}]', r"\[0\].image_id: prediction for an image id"),
+        ('[{"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], "score": NaN}]', r"\[0\].score: score must be a finite"),
+        ('[{"image_id": 1, "category_id": 1, "bbox": [1, 1, -2, 2], "score": 0.5}]', r"\[0\].bbox: bbox has a negative"),
+        ('[{"image_id": 1, "category_id": 5, "bbox": [1, 1, 2, 2], "score": 0.5}]', r"\[0\].category_id: unknown category"),
+    ]
+    for text, message in cases:
+        with pytest.raises(UserInputError, match="pred.json: " + message):
+            read_coco_results(_bad(root, text), gt)
+    path = _bad(root, "image_name,prediction\nim1.png,0.5 3 4;0.2 3\n", "loc.csv")
+    with pytest.raises(UserInputError, match=r"loc.csv: line 2 prediction 2: each prediction must be 3"):
+        read_localization_csv(path, gt)
+
+
+def test_localization_csv_gives_froc_without_coco(small_set):
+    root, _, _ = small_set
+    gt = read_coco(root / "gt.json")
+    lines = ["image_name,prediction"] + [f"im{i}.png,0.9 5 3" for i in range(12)]
+    (root / "loc.csv").write_text("\n".join(lines) + "\n")
+    (root / "cls.csv").write_text("image_name,prediction\n" + "\n".join(f"im{i}.png,{i / 12}" for i in range(12)) + "\n")
+    preds = read_predictions(root / "loc.csv", gt, classification=root / "cls.csv")
+    report = evaluate(gt, preds, EvalConfig(bootstrap=50))
+    assert report["coco"] is None and report["auroc_image_score"] == "classification_csv"
+    # all points (5, 3) tie at 0.9, so file order decides; images 0, 3, 6, 9 are negatives (FPs), the
+    # others hit their box [2, 1, 8, 6]. 2 FPs (0.167/img) after im3: 0.125 -> 2/8 hits; 3 FPs after im6:
+    # 0.25 -> 4/8; 0.5 FP/img is never reached: the reference repeats 0.5, the corrected variant uses 8/8.
+    assert report["froc"]["sensitivity"] == [0.25, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    corrected = evaluate(gt, preds, EvalConfig(bootstrap=0, froc_variant="corrected"))
+    assert corrected["froc"]["sensitivity"] == [0.25, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    # AUROC from the classification CSV (score i / 12): negatives below each positive 1,2,4,5,7,8,10,11 are
+    # 1,1,2,2,3,3,4,4 = 20 of 8 x 4 pairs
+    assert report["auroc"] == pytest.approx(20 / 32)
+
+
+def test_cli_eval_writes_report_and_plots(small_set, capsys):
+    root, _, _ = small_set
+    out = root / "out"
+    assert main(["eval", "--gt", str(root / "gt.json"), "--pred", str(root / "pred.json"), "--out", str(out),
+                 "--bootstrap", "100"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["coco"]) == REQUIRED_COCO and "ci95" in report and "auroc" in report
+    for name in ("report.md", "froc.png", "pr_curves.png", "errors.png"):
+        assert (out / name).stat().st_size > 0
+    assert "| AP50 |" in (out / "report.md").read_text()
+
+
+def test_cli_bad_input_is_one_line_exit_2(small_set, capsys):
+    root, _, _ = small_set
+    _bad(root, '[{"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], "score": NaN}]')
+    code = main(["eval", "--gt", str(root / "gt.json"), "--pred", str(root / "pred.json"), "--out", str(root / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "pred.json" in err[0] and "[0].score" in err[0]
+    (root / "nogt.json").write_text('{"annotations": [], "categories": []}')
+    code = main(["validate", str(root / "nogt.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no `images` list" in err[0]
+
+
+def test_cli_convert_and_split(small_set, capsys):
+    root, _, _ = small_set
+    assert main(["convert", str(root / "gt.json"), "--to", "csv", "--out", str(root / "gt.csv")]) == 0
+    assert main(["validate", str(root / "gt.csv")]) == 0
+    assert main(["split", str(root / "gt.json"), "--out", str(root / "splits"), "--seed", "3"]) == 0
+    manifest = json.loads((root / "splits" / "splits.json").read_text())
+    ids = sum(manifest["splits"].values(), [])
+    assert sorted(ids) == list(range(1, 13))
+    train = read_coco(root / "splits" / "train.json")
+    assert all(train.resolve(r).is_file() for r in train.images)
