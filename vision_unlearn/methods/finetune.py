@@ -18,7 +18,7 @@ class FinetuneConfig(MethodConfig):
     """Fine-tuning settings: a few epochs at a moderate learning rate."""
 
     epochs: int = 3
-    lr: float = 0.02
+    lr: float = 0.05
 
 
 @register_unlearner("finetune")

@@ -17,8 +17,9 @@ from vision_unlearn.registry import register_unlearner
 class GradAscentConfig(MethodConfig):
     """Gradient-ascent settings; the cross-entropy is unbounded, so keep ``lr`` and ``epochs`` small."""
 
-    epochs: int = 3
+    epochs: int = 5
     lr: float = 1e-3
+    batch_size: int = 32
 
 
 @register_unlearner("grad_ascent")

@@ -22,7 +22,7 @@ class L1SparseConfig(MethodConfig):
     """
 
     epochs: int = 3
-    lr: float = 0.02
+    lr: float = 0.05
     gamma: float = 5e-5
 
 

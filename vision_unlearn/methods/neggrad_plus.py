@@ -18,8 +18,9 @@ class NegGradPlusConfig(MethodConfig):
     alpha: weight of the retain loss; ``1 − alpha`` weighs the negated forget loss.
     """
 
-    epochs: int = 3
+    epochs: int = 10
     lr: float = 0.01
+    batch_size: int = 32
     alpha: float = 0.9
 
     def __post_init__(self) -> None:

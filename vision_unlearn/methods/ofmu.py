@@ -49,8 +49,12 @@ lower-level solution. Evaluating the outer gradient at :math:`\theta_T` but appl
 
 **Variants** (``hessian``):
 
-* ``"exact"``: :math:`\nabla\Phi_b` by autograd through the cosine (its gradient needs
-  :math:`H_f a + H_r b` products) and the penalty gradient by one more backward pass.
+* ``"exact"``: the inner direction :math:`\nabla\Phi_b` by autograd through the cosine (its
+  gradient needs the products :math:`H_f a + H_r b`), and the exact penalty gradient
+  :math:`2 H \nabla\tilde\Phi` by double backward, where :math:`\nabla\tilde\Phi` is
+  :math:`\nabla\Phi_b` with the cosine's gradient in the first-order surrogate form below
+  (differentiating the exact cosine gradient again needs third derivatives, which batch-norm
+  layers do not have). For :math:`\beta = 0` this is exactly the paper's penalty gradient.
 * ``"none"`` (registered separately as ``ofmu_first_order``): no second derivatives anywhere. The
   inner direction uses the first-order decorrelation surrogate
   :math:`d = \nabla\ell_f - \beta\, c\, \lVert\nabla\ell_f\rVert\, \widehat{\nabla L_r}` with
@@ -97,11 +101,12 @@ class OfmuConfig(MethodConfig):
         penalty_grad_clip: max norm of the penalty gradient ``2ρ_k H∇Φ`` (0 disables).
     """
 
-    epochs: int = 2
+    epochs: int = 5
     lr: float = 0.01
+    batch_size: int = 32
     inner_steps: int = 1
-    inner_lr: float = 0.05
-    beta: float = 0.5
+    inner_lr: float = 0.5
+    beta: float = 0.1
     rho0: float = 0.01
     rho_growth: float = 1.05
     rho_max: float = 1.0
@@ -157,8 +162,9 @@ def _grads(value: Tensor, params: list[Tensor], create_graph: bool) -> list[Tens
 
 
 def phi_gradient(adapter: ModelAdapter, params: list[Tensor], forget: Batch, retain: Batch | None,
-                 config: OfmuConfig, create_graph: bool) -> tuple[list[Tensor], dict[str, float]]:
-    """``∇Φ_b(θ)`` at the current parameters (exact or first-order surrogate per ``config.hessian``).
+                 config: OfmuConfig, create_graph: bool, cosine: str | None = None
+                 ) -> tuple[list[Tensor], dict[str, float]]:
+    """``∇Φ_b(θ)`` at the current parameters.
 
     Args:
         adapter: the model.
@@ -167,37 +173,44 @@ def phi_gradient(adapter: ModelAdapter, params: list[Tensor], forget: Batch, ret
         retain: retain batch (needed when ``beta > 0``).
         config: the method config.
         create_graph: keep the graph so that the result can be differentiated again (penalty).
+        cosine: how the gradient of the cosine term is formed: ``"exact"`` (autograd through the
+            cosine, which needs Hessian-vector products) or ``"surrogate"`` (the first-order
+            decorrelation ``−β c ‖∇ℓ_f‖ ∇L_r/‖∇L_r‖``, built from first derivatives only);
+            default ``"exact"`` when ``config.hessian == "exact"``.
 
     Returns:
         ``(gradient list, logs)`` with ``forget_objective`` and ``cos`` in the logs.
     """
+    cosine = cosine or ("exact" if config.hessian == "exact" else "surrogate")
     out_f = adapter.loss(forget)
     ell_f = forget_objective(out_f["logits"], forget["labels"], config.forget_objective, config.forget_floor_prob)
     logs = {"forget_objective": float(ell_f.detach())}
     if config.beta == 0.0 or retain is None:
         return _grads(ell_f, params, create_graph), logs
     retain_loss = adapter.loss(retain)["loss"]
-    if config.hessian == "exact":
-        g_f = _grads(ell_f, params, create_graph=True)
-        g_r = _grads(retain_loss, params, create_graph=True)
-        cos = flat_cosine(g_f, g_r)
-        phi = ell_f - config.beta * cos
-        logs["cos"] = float(cos.detach())
-        return _grads(phi, params, create_graph), logs
-    g_f = _grads(ell_f, params, create_graph=False)
-    g_r = _grads(retain_loss, params, create_graph=False)
+    keep = create_graph or cosine == "exact"
+    g_f = _grads(ell_f, params, create_graph=keep)
+    g_r = _grads(retain_loss, params, create_graph=keep)
     cos = flat_cosine(g_f, g_r)
+    logs["cos"] = float(cos.detach())
+    if cosine == "exact":
+        phi = ell_f - config.beta * cos
+        return _grads(phi, params, create_graph), logs
     norm_f = torch.sqrt(sum(g.pow(2).sum() for g in g_f) + _EPS)
     norm_r = torch.sqrt(sum(g.pow(2).sum() for g in g_r) + _EPS)
     scale = config.beta * cos * norm_f / norm_r
-    logs["cos"] = float(cos)
     return [gf - scale * gr for gf, gr in zip(g_f, g_r)], logs
 
 
 def penalty_value_and_gradient(adapter: ModelAdapter, params: list[Tensor], forget: Batch, retain: Batch | None,
                                config: OfmuConfig) -> tuple[Tensor, list[Tensor]]:
-    """``P(θ) = ‖∇Φ_b(θ)‖²`` and its exact gradient ``2 H_Φ ∇Φ_b`` by double backward."""
-    grad_phi, _ = phi_gradient(adapter, params, forget, retain, config, create_graph=True)
+    """``P(θ) = ‖∇Φ̃(θ)‖²`` and its exact gradient ``2 H_Φ̃ ∇Φ̃`` by double backward.
+
+    ``∇Φ̃`` is ``∇Φ_b`` with the cosine's gradient in its first-order form (``cosine="surrogate"``):
+    differentiating the exact cosine gradient once more would need third derivatives, which
+    batch-norm layers do not provide. With ``beta = 0`` the penalty is exactly the paper's.
+    """
+    grad_phi, _ = phi_gradient(adapter, params, forget, retain, config, create_graph=True, cosine="surrogate")
     penalty = sum(g.pow(2).sum() for g in grad_phi)
     return penalty.detach(), _grads(penalty, params, create_graph=False)
 

@@ -23,8 +23,9 @@ class RandomLabelConfig(MethodConfig):
     retain_weight: weight of the retain cross-entropy added to the relabelled forget loss.
     """
 
-    epochs: int = 3
+    epochs: int = 10
     lr: float = 0.01
+    batch_size: int = 32
     retain_weight: float = 1.0
 
 

@@ -28,8 +28,9 @@ class SalUnConfig(MethodConfig):
     retain_weight: weight of the retain cross-entropy.
     """
 
-    epochs: int = 3
+    epochs: int = 10
     lr: float = 0.01
+    batch_size: int = 32
     mask_ratio: float = 0.5
     retain_weight: float = 1.0
 

@@ -28,12 +28,13 @@ class ScrubConfig(MethodConfig):
     max_epochs: epochs during which max-steps (forget KL ascent) are taken.
     """
 
-    epochs: int = 4
-    lr: float = 0.01
+    epochs: int = 10
+    lr: float = 0.02
+    batch_size: int = 32
     alpha: float = 1.0
     gamma: float = 1.0
     temperature: float = 4.0
-    max_epochs: int = 2
+    max_epochs: int = 5
 
 
 @register_unlearner("scrub")
