@@ -215,8 +215,9 @@ class TorchvisionDetector:
         scale_x, scale_y = width / resized.shape[1], height / resized.shape[0]
         with torch.inference_mode():
             out = self.model([torch.from_numpy(np.ascontiguousarray(resized))[None].to(self.device)])[0]
-        boxes = out["boxes"].cpu().numpy().astype(np.float32) * np.array([scale_x, scale_y, scale_x, scale_y],
-                                                                        dtype=np.float32)
-        labels = out["labels"].cpu().numpy()
-        ids = np.array([self.categories.category_id(int(k)) for k in labels], dtype=np.int64)
-        return Detections(boxes, out["scores"].cpu().numpy().astype(np.float32), ids)
+        # RetinaNet / FCOS score index 0 too (torchvision keeps it as an untrained background slot); drop it
+        keep = out["labels"] > 0
+        boxes = out["boxes"][keep].cpu().numpy().astype(np.float32)
+        boxes *= np.array([scale_x, scale_y, scale_x, scale_y], dtype=np.float32)
+        ids = np.array([self.categories.category_id(int(k)) for k in out["labels"][keep]], dtype=np.int64)
+        return Detections(boxes, out["scores"][keep].cpu().numpy().astype(np.float32), ids)

@@ -182,6 +182,9 @@ def build_fcos(num_classes: int, config: TrainConfig) -> nn.Module:
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
     _check_classes(num_classes)
+    if config.recipe.fpn_channels % 32:
+        raise UserInputError("FCOS heads use GroupNorm(32): fpn_channels must be a multiple of 32",
+                             field="fpn_channels", value=config.recipe.fpn_channels)
     backbone, strides = _p6p7_backbone(config)
     anchors = AnchorGenerator(sizes=tuple((s,) for s in strides), aspect_ratios=((1.0,),) * len(strides))
     return FCOS(
