@@ -304,15 +304,18 @@ def _split(
     return out
 
 
-def _stack_loaded(pixels: list[np.ndarray], files: list[Path], size: tuple[int, int] | None) -> torch.Tensor:
-    """Stack read images (``(H, W)`` or ``(H, W, 3)``) into ``[N, C, H, W]``, resizing each if asked."""
+def _stack_loaded(
+    pixels: list[np.ndarray], files: list[Path], size: tuple[int, int] | None, in_chans: int
+) -> torch.Tensor:
+    """Stack read images (``(H, W)`` or ``(H, W, 3)``) into ``[N, in_chans, H, W]``, resizing each if asked."""
     tensors = []
     for array, file in zip(pixels, files, strict=True):
         t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
         t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+        t = _to_channels(t.unsqueeze(0), in_chans)
         if size is not None:
-            t = _resize(t.unsqueeze(0), size)[0]
-        tensors.append((t, file))
+            t = _resize(t, size)
+        tensors.append((t[0], file))
     shapes = {tuple(t.shape) for t, _ in tensors}
     if len(shapes) > 1:
         first = tuple(tensors[0][0].shape)
@@ -376,7 +379,7 @@ def _load_folder(directory: Path, size: tuple[int, int] | None, in_chans: int) -
         sample_id = file.relative_to(directory).as_posix()
         ids.append(sample_id)
         patients.append(loaded.patient_key or sample_id)
-    images = _stack_loaded(pixels, files, size)
+    images = _stack_loaded(pixels, files, size, in_chans)
     return _finish(images, np.asarray(labels), ids, patients, [d.name for d in class_dirs],
                    image_size=None, in_chans=in_chans)
 
@@ -424,7 +427,7 @@ def _load_csv(
             raise UserInputError(f"image on line {line} does not exist", file=file, field="image_path",
                                  value=str(path))
     pixels = [_read_pixels(p, in_chans) for p in paths]
-    images = _stack_loaded(pixels, paths, size)
+    images = _stack_loaded(pixels, paths, size, in_chans)
     ids = [row["image_path"] for row in rows]
     has_patient = "patient_id" in fields
     patients = [(row["patient_id"] or row["image_path"]) if has_patient else row["image_path"] for row in rows]

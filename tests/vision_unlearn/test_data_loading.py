@@ -131,6 +131,22 @@ def test_folder_spec(tmp_path: Path) -> None:
     assert both.tolist() == [4, 5]
 
 
+def test_folder_mixing_gray_and_rgb_files(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "set")
+    rgb = np.zeros((17, 11, 3))
+    rgb[..., 0] = 1.0  # pure red
+    write_png8(tmp_path / "set" / "sponge" / "rgb.png", rgb)
+    color = load_classification_data(f"folder:{tmp_path / 'set'}", in_chans=3, test_fraction=0.4)
+    gray = load_classification_data(f"folder:{tmp_path / 'set'}", in_chans=1, test_fraction=0.4)
+    for part in (color, gray):
+        data = part["train"] if "sponge/rgb.png" in part["train"].sample_ids else part["test"]
+        image = data.images[data.sample_ids.index("sponge/rgb.png")]
+        if part is color:
+            assert image.shape == (3, 17, 11) and float(image[0].min()) == 1.0 and float(image[1].max()) == 0.0
+        else:
+            assert image.shape == (1, 17, 11) and torch.allclose(image, torch.full_like(image, 0.299), atol=1e-3)
+
+
 def test_folder_empty_class_names_the_directory(tmp_path: Path) -> None:
     _write_folder(tmp_path / "set")
     (tmp_path / "set" / "blade").mkdir()
