@@ -307,3 +307,38 @@ def test_unknown_or_incomplete_spec(spec: str) -> None:
 def test_bad_channels() -> None:
     with pytest.raises(UserInputError, match="in_chans"):
         load_classification_data("digits", in_chans=2)
+
+
+def _write_dicom(path: Path, pixels: np.ndarray, patient: str) -> None:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # computed radiography
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.PhotometricInterpretation = "CR", patient, "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 12, 11, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_folder_of_dicoms_groups_by_pseudonymous_patient(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for patient in ("MRN-001", "MRN-002", "MRN-003", "MRN-004"):
+        for label in ("needle", "none"):
+            (tmp_path / "set" / label).mkdir(parents=True, exist_ok=True)
+            _write_dicom(tmp_path / "set" / label / f"{patient}.dcm", rng.integers(0, 4096, (17, 11)), patient)
+    splits = load_classification_data(f"folder:{tmp_path / 'set'}", test_fraction=0.5, seed=0)
+    train, test = splits["train"], splits["test"]
+    patients = train.patient_ids + test.patient_ids
+    ids = train.sample_ids + test.sample_ids
+    assert len(set(patients)) == 4
+    assert not any(p.startswith("MRN") for p in patients)  # a pseudonym, never the DICOM PatientID
+    key = dict(zip(ids, patients))
+    assert key["needle/MRN-002.dcm"] == key["none/MRN-002.dcm"] != key["none/MRN-003.dcm"]
+    assert set(train.patient_ids).isdisjoint(test.patient_ids)
+    assert len(test) == 4 and test.class_counts().tolist() == [2, 2]
