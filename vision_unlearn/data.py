@@ -195,6 +195,8 @@ def grouped_stratified_split(
                              value=test_fraction)
     if len(groups) != n:
         raise ValueError(f"{len(groups)} groups for {n} labels")
+    if n < 2:
+        raise UserInputError("at least two samples are needed for a train/test split", field="dataset", value=n)
     counts = np.bincount(labels)
     present = counts[counts > 0]
     unique_groups, group_of = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
