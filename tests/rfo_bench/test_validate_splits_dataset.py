@@ -1,0 +1,124 @@
+"""Validator (every problem in one pass), patient-level splits, and the torch Dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rfo_bench.dataset import RFOTorchDataset, bbox_safe_compose, detection_collate
+from rfo_bench.errors import UserInputError
+from rfo_bench.io.images import write_png16
+from rfo_bench.io.records import Category, DetectionDataset, ImageRecord, RFOObject
+from rfo_bench.splits import kfold_splits, split_dataset
+from rfo_bench.validate import check_dataset, require_valid_annotations
+
+
+def test_validate_reports_every_problem_in_one_pass(tmp_path):
+    write_png16(tmp_path / "ok.png", np.zeros((11, 17)))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    data = {
+        "images": [
+            {"id": 1, "file_name": "ok.png", "width": 17, "height": 11},
+            {"id": 1, "file_name": "missing.png", "width": 17, "height": 11},
+            {"id": 3, "file_name": "../outside.png", "width": 17, "height": 11},
+            {"id": 4, "file_name": "broken.png", "width": 17, "height": 11},
+            {"id": 5, "file_name": "ok.png", "width": 30, "height": 11},
+            {"file_name": "no-id.png"},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 5, 10, 3]},
+            {"id": 1, "image_id": 1, "category_id": 9, "bbox": [1, 1, 2, 2]},
+            {"id": 3, "image_id": 4, "category_id": 1, "bbox": [1, 1, 0, 2]},
+            {"id": 4, "image_id": 4, "category_id": 1, "bbox": [1, 1, 2]},
+        ],
+        "categories": [{"id": 1, "name": "sponge"}],
+    }
+    (tmp_path / "gt.json").write_text(json.dumps(data))
+    _, problems = check_dataset(tmp_path / "gt.json")
+    kinds = {p.kind for p in problems}
+    assert kinds == {
+        "malformed_entry", "duplicate_image_id", "duplicate_file_name", "duplicate_annotation_id",
+        "unknown_category", "degenerate_box", "box_outside_image", "path_escapes_root", "missing_image",
+        "unreadable_image", "size_mismatch",
+    }
+    assert not (tmp_path.parent / "outside.png").exists()  # never opened, only refused
+
+
+def test_require_valid_annotations_blocks_evaluation(tmp_path):
+    ds = DetectionDataset(tmp_path, (ImageRecord("a.png", 1, objects=(RFOObject((1, 1, 1, 5), 1),)),),
+                          (Category(1, "sponge", True),), source="gt.json")
+    with pytest.raises(UserInputError, match="gt.json: a.png object 1: box has zero or negative size"):
+        require_valid_annotations(ds)
+
+
+def _patients_dataset(tmp_path, n_patients=40, seed=0):
+    rng = np.random.default_rng(seed)
+    records = []
+    for p in range(n_patients):
+        kind = p % 4  # 0, 1 critical; 2 non-critical; 3 none
+        for _ in range(int(rng.integers(1, 4))):
+            objects = () if kind == 3 else (RFOObject((1, 1, 5, 5), 1 if kind < 2 else 2),)
+            records.append(ImageRecord(f"{len(records)}.png", len(records) + 1, patient_id=f"P{p}", objects=objects))
+    return DetectionDataset(tmp_path, tuple(records), (Category(1, "needle", True), Category(2, "zipper", False)))
+
+
+def test_patient_level_stratified_split(tmp_path):
+    ds = _patients_dataset(tmp_path, n_patients=80)
+    split = split_dataset(ds, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=7)
+    patient = {r.image_id: r.patient_id for r in ds.images}
+    owners = {name: {patient[i] for i in ids} for name, ids in split.items()}
+    assert not owners["train"] & owners["val"] and not owners["train"] & owners["test"] and not owners["val"] & owners["test"]
+    assert sorted(sum(split.values(), [])) == sorted(patient)
+    # 40 critical, 20 non-critical, 20 negative patients: 50/25/25 exactly per stratum
+    stratum = {0: "critical", 1: "critical", 2: "non_critical", 3: "none"}
+    for name, share in (("train", 0.5), ("val", 0.25), ("test", 0.25)):
+        counts = {s: sum(stratum[int(pid[1:]) % 4] == s for pid in owners[name]) for s in set(stratum.values())}
+        assert counts == {"critical": 40 * share, "non_critical": 20 * share, "none": 20 * share}
+    assert split_dataset(ds, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=7) == split
+    assert split_dataset(ds, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=8) != split
+    with pytest.raises(UserInputError, match="sum to 1"):
+        split_dataset(ds, {"train": 0.5, "test": 0.2})
+
+
+def test_kfold_is_patient_disjoint_and_covers_everything(tmp_path):
+    ds = _patients_dataset(tmp_path, seed=1)
+    folds = kfold_splits(ds, 4, seed=0)
+    patient = {r.image_id: r.patient_id for r in ds.images}
+    tests = [set(f["test"]) for f in folds]
+    assert set().union(*tests) == set(patient) and sum(len(t) for t in tests) == len(patient)
+    for fold in folds:
+        assert not {patient[i] for i in fold["train"]} & {patient[i] for i in fold["test"]}
+
+
+def test_torch_dataset_flip_moves_boxes_and_masks(tmp_path):
+    import albumentations as A
+    from monai.transforms import ScaleIntensityRange
+
+    pixels = np.zeros((11, 17))
+    pixels[2:6, 1:9] = 1.0
+    write_png16(tmp_path / "a.png", pixels)
+    ds = DetectionDataset(tmp_path, (ImageRecord("a.png", 1, 17, 11, objects=(
+        RFOObject((1.0, 2.0, 9.0, 6.0), 5),
+        RFOObject((10.0, 1.0, 16.0, 9.0), 5, "polygon", (10.0, 1.0, 16.0, 1.0, 10.0, 9.0)),
+    )),), (Category(5, "clamp", True),))
+    plain = RFOTorchDataset(ds, with_masks=True)
+    image, target = plain[0]
+    assert image.shape == (1, 11, 17) and image.dtype == torch.float32
+    assert target["boxes"].tolist() == [[1, 2, 9, 6], [10, 1, 16, 9]]
+    assert target["labels"].tolist() == [1, 1] and plain.label_names == ["background", "clamp"]
+    assert target["masks"].shape == (2, 11, 17)
+    assert target["masks"][1, 2, 11] == 1 and target["masks"][1, 8, 15] == 0  # triangle: inside / outside
+    flipped = RFOTorchDataset(
+        ds, transform=bbox_safe_compose([A.HorizontalFlip(p=1.0)]), with_masks=True, in_chans=3,
+        intensity_transform=ScaleIntensityRange(a_min=0.0, a_max=1.0, b_min=0.0, b_max=2.0),
+    )
+    image, target = flipped[0]
+    assert image.shape == (3, 11, 17) and float(image.max()) == pytest.approx(2.0)
+    np.testing.assert_allclose(target["boxes"][0].tolist(), [17 - 9, 2, 17 - 1, 6])  # x' = W - x
+    assert float(image[0, 3, 17 - 2]) == pytest.approx(2.0)  # the bright block moved with its box
+    np.testing.assert_array_equal(target["masks"][1].numpy(), plain[0][1]["masks"][1].numpy()[:, ::-1])
+    images, targets = detection_collate([flipped[0], plain[0]])
+    assert len(images) == 2 and targets[1]["image_id"] == 1
