@@ -686,6 +686,10 @@ def load_classification_data(
         for name, part in out.items():
             if len(part) == 0:
                 raise UserInputError(f"the split column names no '{name}' rows", file=path, field="split")
+        shared = set(out["train"].patient_ids) & set(out["test"].patient_ids)
+        if shared:
+            logger.warning("%s: %d patient(s) have images in both the train and the test split; test accuracy "
+                           "and membership inference will be optimistic", path, len(shared))
         return out
     if kind in ("cifar10", "cifar100"):
         return _load_cifar(kind, path, size, in_chans)

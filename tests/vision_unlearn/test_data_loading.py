@@ -171,7 +171,7 @@ def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def test_csv_spec_with_patients_and_split(tmp_path: Path) -> None:
+def test_csv_spec_with_patients_and_split(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rng = np.random.default_rng(1)
     rows = []
     for i in range(8):
@@ -184,6 +184,12 @@ def test_csv_spec_with_patients_and_split(tmp_path: Path) -> None:
     assert splits["test"].sample_ids == ["img6.png", "img7.png"]
     assert splits["test"].patient_ids == ["P3", "P3"]
     assert splits["test"].labels.tolist() == [1, 0]
+    assert "both the train and the test split" not in caplog.text
+    rows[5]["split"] = "test"  # patient P2 now has one image on each side
+    _write_csv(tmp_path / "leaky.csv", rows)
+    load_classification_data(f"csv:{tmp_path / 'leaky.csv'}")
+    assert "1 patient(s) have images in both the train and the test split" in caplog.text
+    rows[5]["split"] = "train"
     # without the split column the split is by patient
     for row in rows:
         del row["split"]
