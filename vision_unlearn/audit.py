@@ -406,3 +406,42 @@ def verify_audit_record(
         ids_checked=len(wanted_samples) + len(wanted_patients),
         ids_found=found,
     )
+
+
+def record_unlearning_run(
+    path: str | os.PathLike[str],
+    *,
+    split: Any,
+    train: Any,
+    method: str,
+    config: Any,
+    seed: int,
+    metrics: Mapping[str, Any],
+    checkpoint_before: str | os.PathLike[str],
+    checkpoint_after: str | os.PathLike[str],
+    timings_s: Mapping[str, float] | None = None,
+    dataset: str | None = None,
+    salt: str | None = None,
+    store_salt: bool = True,
+    root: str | os.PathLike[str] | None = None,
+) -> AuditRecord:
+    """One call for a finished run: summarise the forget set, hash the checkpoints, write the JSON.
+
+    Args:
+        path: where the record goes (written atomically).
+        split: the :class:`vision_unlearn.forget.ForgetSplit` that was forgotten.
+        train: the :class:`vision_unlearn.data.ClassificationData` it indexes.
+        method, config, seed, metrics, checkpoint_before, checkpoint_after, timings_s, dataset: see
+            :func:`make_audit_record`.
+        salt, store_salt, root: see :func:`forgotten_from_split`.
+
+    Returns:
+        The record written.
+    """
+    record = make_audit_record(
+        forgotten=forgotten_from_split(split, train, salt=salt, store_salt=store_salt, root=root),
+        method=method, config=config, seed=seed, metrics=metrics, checkpoint_before=checkpoint_before,
+        checkpoint_after=checkpoint_after, timings_s=timings_s, dataset=dataset,
+    )
+    write_audit_record(path, record)
+    return record

@@ -160,3 +160,28 @@ def test_record_from_a_resolved_forget_request(tmp_path: Path) -> None:
     by_patient = forgotten_from_split(resolve_forget("patient:MRN-2", np.asarray(train.labels), train.sample_ids,
                                                      train.patient_ids, train.class_names), train, salt="s")
     assert by_patient.request_value is None and by_patient.sample_count == 2
+
+
+def test_record_unlearning_run_in_one_call(tmp_path: Path) -> None:
+    import torch
+
+    from vision_unlearn.audit import record_unlearning_run
+    from vision_unlearn.data import ClassificationData
+    from vision_unlearn.forget import resolve_forget
+
+    train = ClassificationData(
+        images=torch.zeros(4, 1, 17, 11), labels=torch.tensor([0, 1, 0, 1]),
+        sample_ids=["a", "b", "c", "d"], patient_ids=["P1", "P1", "P2", "P2"], class_names=["x", "y"],
+    )
+    split = resolve_forget("patient:P2", train.labels.numpy(), train.sample_ids, train.patient_ids,
+                           train.class_names)
+    before, after = _checkpoints(tmp_path)
+    record = record_unlearning_run(
+        tmp_path / "audit.json", split=split, train=train, method="salun", config={"lr": 0.01}, seed=1,
+        metrics={"UA": 50.0}, checkpoint_before=before, checkpoint_after=after, timings_s={"unlearn": 0.5},
+    )
+    assert record.forgotten.sample_count == 2 and record.forgotten.patient_count == 1
+    assert read_audit_record(tmp_path / "audit.json") == record
+    assert verify_audit_record(tmp_path / "audit.json", after, patient_ids=["P2"], sample_ids=["c", "d"]).ok
+    assert not verify_audit_record(tmp_path / "audit.json", after, patient_ids=["P1"]).ok
+    assert '"P2"' not in (tmp_path / "audit.json").read_text()
