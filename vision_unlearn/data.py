@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from rfo_bench.errors import UserInputError
 
@@ -375,7 +376,7 @@ def _load_folder(directory: Path, size: tuple[int, int] | None, in_chans: int) -
         files.extend(found)
         labels.extend([label] * len(found))
     pixels, patients, ids = [], [], []
-    for file in files:
+    for file in tqdm(files, desc=f"reading {directory.name}", unit="image", leave=False):
         loaded = read_image(file, as_gray=in_chans == 1)
         pixels.append(loaded.pixels)
         sample_id = file.relative_to(directory).as_posix()
@@ -428,7 +429,8 @@ def _load_csv(
         if not path.is_file():
             raise UserInputError(f"image on line {line} does not exist", file=file, field="image_path",
                                  value=str(path))
-    pixels = [_read_pixels(p, in_chans) for p in paths]
+    pixels = [_read_pixels(p, in_chans) for p in tqdm(paths, desc=f"reading {file.name}", unit="image",
+                                                       leave=False)]
     images = _stack_loaded(pixels, paths, size, in_chans)
     ids = [row["image_path"] for row in rows]
     has_patient = "patient_id" in fields
@@ -590,7 +592,8 @@ def _load_rfo_patches(
         ids.append(sample_id)
         patients.append(patient)
 
-    for record in sorted(dataset.images, key=lambda r: r.image_id):
+    records = sorted(dataset.images, key=lambda r: r.image_id)
+    for record in tqdm(records, desc="cutting RFO patches", unit="image", leave=False):
         pixels = _read_pixels(_coco_image_path(dataset, record.file_name, annotations_file), in_chans)
         patient = record.patient_id or f"image-{record.image_id}"
         boxes = []
