@@ -592,7 +592,8 @@ def _run_one(
     trained = train_detector(train_config, train_sets, run_dir / "model", progress=progress)
     detector = load_detector(trained.run_dir)
     predictions = predict_dataset(detector, test, progress=progress)
-    write_predictions(predictions, detector.categories, run_dir / "predictions")
+    write_predictions(predictions, detector.categories, run_dir / "predictions",
+                      coco_category_ids={c.id for c in test.categories})
     metrics = evaluate_run(Path(test.source), run_dir / "predictions", bootstrap=config.bootstrap, seed=seed,
                            report_dir=run_dir / "eval")
     outcome = RunOutcome(model=entry.display, arm=arm, seed=seed, run_dir=str(run_dir),

@@ -61,7 +61,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     detector = load_detector(args.model_dir, device=args.device)
     dataset = load_training_data(args.data, split=args.split)
     predictions = predict_dataset(detector, dataset, progress=not args.no_progress)
-    paths = write_predictions(predictions, detector.categories, args.out)
+    known = {c.id for c in dataset.categories} or None
+    paths = write_predictions(predictions, detector.categories, args.out, coco_category_ids=known)
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     return 0
 

@@ -107,9 +107,19 @@ def _csv_bytes(rows: Sequence[tuple[str, str]]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def write_predictions(predictions: Sequence[ImagePrediction], categories: CategoryMap, out_dir: str | Path
-                      ) -> dict[str, Path]:
+def write_predictions(
+    predictions: Sequence[ImagePrediction], categories: CategoryMap, out_dir: str | Path,
+    *, coco_category_ids: set[int] | None = None,
+) -> dict[str, Path]:
     """Write ``predictions.json``, ``localization.csv`` and ``classification.csv`` into ``out_dir``.
+
+    Args:
+        predictions: detections per image.
+        categories: the detector's classes (criticality decides the CSV contents).
+        out_dir: output directory.
+        coco_category_ids: when given (the ground truth's category ids), COCO results of other
+            categories are left out of ``predictions.json``: COCO AP cannot score a class the ground
+            truth does not define. The CSVs are class-agnostic and keep every critical detection.
 
     Returns:
         ``{"coco": ..., "localization": ..., "classification": ...}`` paths.
@@ -117,7 +127,14 @@ def write_predictions(predictions: Sequence[ImagePrediction], categories: Catego
     out = Path(out_dir)
     paths = {"coco": out / PREDICTIONS_JSON, "localization": out / LOCALIZATION_CSV,
              "classification": out / CLASSIFICATION_CSV}
-    atomic_write_bytes(paths["coco"], json.dumps(coco_results(predictions)).encode("utf-8"))
+    results = coco_results(predictions)
+    if coco_category_ids is not None:
+        kept = [r for r in results if r["category_id"] in coco_category_ids]
+        if len(kept) < len(results):
+            logger.info("left out %d COCO results of categories absent from the ground truth",
+                        len(results) - len(kept))
+        results = kept
+    atomic_write_bytes(paths["coco"], json.dumps(results).encode("utf-8"))
     atomic_write_bytes(paths["localization"], _csv_bytes(
         [(p.record.file_name, localization_text(p.detections, categories)) for p in predictions]))
     atomic_write_bytes(paths["classification"], _csv_bytes(

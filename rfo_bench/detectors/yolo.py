@@ -4,10 +4,10 @@ Models are built from their architecture yaml (random initialisation) or, when
 ``TrainConfig.weights`` names a local ``.pt``, from that file; nothing is downloaded
 (:func:`rfo_bench.offline.prepare_offline` runs before Ultralytics is imported).
 
-The Ultralytics data pipeline decodes images with OpenCV as 8-bit 3-channel arrays, so the training
-cache written here stores each image as an 8-bit grayscale PNG (rounded from the float32 pixels the
-shared reader returns; DICOM and 16-bit PNG included). This is the one place where precision drops
-to 8 bits, and it is a property of the Ultralytics trainer, recorded in the model's record.
+Training data go through :func:`rfo_bench.io.yolo_format.write_yolo` (links to the PNG/JPEG files,
+16-bit PNGs for DICOM). The Ultralytics data pipeline then decodes images with OpenCV as 8-bit
+3-channel arrays: with YOLO, precision drops to 8 bits inside the trainer (the torchvision family
+keeps float32 end to end). Prediction feeds the same 8-bit gray-to-3-channel conversion.
 """
 
 from __future__ import annotations
@@ -16,18 +16,17 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from rfo_bench.detectors.api import Detections
 from rfo_bench.detectors.config import TrainConfig
-from rfo_bench.detectors.data import CategoryMap, load_pixels, record_boxes, record_category_ids
+from rfo_bench.detectors.data import CategoryMap
 from rfo_bench.detectors.registry import register_detector
 from rfo_bench.errors import UserInputError
-from rfo_bench.io.images import write_png8
 from rfo_bench.io.records import DetectionDataset
 
 logger = logging.getLogger(__name__)
@@ -51,41 +50,34 @@ for _name, _yaml, _text in (
 
 
 def write_training_layout(
-    sources: dict[str, Sequence[DetectionDataset]], categories: CategoryMap, root: Path, *, progress: bool = True
+    sources: dict[str, Sequence[DetectionDataset]], categories: CategoryMap, root: Path
 ) -> Path:
-    """Write the Ultralytics layout the trainer reads and return its ``data.yaml``.
+    """Write the Ultralytics layout of several datasets with one class order; return its ``data.yaml``.
+
+    Each dataset is written by :func:`rfo_bench.io.yolo_format.write_yolo` into its own folder after
+    its category table is replaced by the union ``categories`` (so class ``k`` means the same thing in
+    every folder); the returned ``data.yaml`` lists all folders of a split.
 
     Args:
         sources: split name (``train``, ``val``) -> datasets whose images go into that split.
         categories: class order (YOLO class ``k`` is ``categories.categories[k]``).
-        root: directory to write (``images/<split>``, ``labels/<split>``, ``data.yaml``).
+        root: directory to write.
     """
     import yaml
 
+    from rfo_bench.io.yolo_format import write_yolo
+
+    folders: dict[str, list[str]] = {}
     for split, datasets in sources.items():
-        image_dir, label_dir = root / "images" / split, root / "labels" / split
-        image_dir.mkdir(parents=True, exist_ok=True)
-        label_dir.mkdir(parents=True, exist_ok=True)
-        items = [(i, d, r) for i, d in enumerate(datasets) for r in d.images]
-        for source_index, dataset, record in tqdm(items, desc=f"yolo layout {split}", disable=not progress,
-                                                  leave=False):
-            pixels = load_pixels(dataset, record)
-            height, width = pixels.shape[:2]
-            stem = f"s{source_index}_{record.image_id:08d}"
-            write_png8(image_dir / f"{stem}.png", pixels)
-            lines = []
-            for box, category_id in zip(record_boxes(record), record_category_ids(record), strict=True):
-                x1, y1, x2, y2 = np.clip(box, 0, [width, height, width, height])
-                if x2 <= x1 or y2 <= y1:
-                    continue
-                cls = categories.label(category_id) - 1
-                lines.append(f"{cls} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
-                             f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
-            (label_dir / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+        for index, dataset in enumerate(datasets):
+            unified = replace(dataset, categories=categories.categories)
+            sub = f"{split}{index}"
+            write_yolo(unified, root / sub, {split: [r.image_id for r in dataset.images]})
+            folders.setdefault(split, []).append(f"{sub}/images/{split}")
     data = {
         "path": str(root.resolve()),
-        "train": "images/train",
-        "val": "images/val" if "val" in sources else "images/train",
+        "train": folders["train"],
+        "val": folders.get("val", folders["train"]),
         "names": {k: c.name for k, c in enumerate(categories.categories)},
     }
     target = root / "data.yaml"

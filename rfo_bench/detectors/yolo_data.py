@@ -69,4 +69,4 @@ def read_yolo_split(path: str | Path, split: str) -> DetectionDataset:
     from rfo_bench.io import yolo_format
 
     check_data_yaml(path, (split,))
-    return yolo_format.read_yolo(data_yaml_path(path), split=split)
+    return yolo_format.read_yolo(data_yaml_path(path), splits=(split,))

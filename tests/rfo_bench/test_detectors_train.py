@@ -1,0 +1,96 @@
+"""Training end to end (tiny): torchvision and YOLO families, reload, predict, CLI and bad input (exit code 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rfo_bench.cli import main
+from rfo_bench.detectors import TrainConfig, recipe_with_overrides
+from rfo_bench.detectors.api import load_detector, train_detector
+from rfo_bench.detectors.data import load_pixels
+from rfo_bench.io.coco import read_coco
+from tests.rfo_bench.test_detectors_data import write_tiny_coco
+
+TINY = {"epochs": 1, "imgsz": 64, "batch_size": 2, "warmup_iters": 0}
+
+
+def test_fcos_trains_saves_reloads_and_predicts_in_image_coordinates(tmp_path: Path) -> None:
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=44, width=68))
+    config = TrainConfig(model="fcos", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=3, backbone="test_resnet")
+    result = train_detector(config, [dataset], tmp_path / "run", progress=False)
+    record = json.loads((tmp_path / "run" / "detector.json").read_text())
+    assert record["model"] == "fcos" and record["config"]["seed"] == 3 and len(record["history"]) == 1
+    assert record["categories"] == [{"id": 3, "name": "needle", "critical": True}]
+    assert record["train_positive_images"] == 2 and result.train_seconds > 0
+    assert np.isfinite(record["history"][0]["loss"])
+    detections = load_detector(result.run_dir).predict(load_pixels(dataset, dataset.images[0]))
+    assert len(detections) > 0  # score threshold 0.001 keeps the low-score tail for AP / FROC
+    assert set(detections.category_ids.tolist()) == {3}
+    assert detections.boxes_xyxy[:, [0, 2]].max() <= 68 + 1e-3 and detections.boxes_xyxy[:, [1, 3]].max() <= 44 + 1e-3
+
+
+def test_same_seed_same_weights(tmp_path: Path) -> None:
+    import torch
+
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=2))
+    config = TrainConfig(model="fasterrcnn", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=1,
+                         backbone="test_resnet")
+    states = []
+    for name in ("a", "b"):
+        train_detector(config, [dataset], tmp_path / name, progress=False)
+        states.append(torch.load(tmp_path / name / "model.pt", weights_only=True))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_yolo_trains_through_ultralytics_and_predicts(tmp_path: Path) -> None:
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=44, width=68))
+    config = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=0)
+    result = train_detector(config, [dataset], tmp_path / "run", val_set=dataset, progress=False)
+    assert (tmp_path / "run" / result.record["weights"]).is_file()
+    assert not (tmp_path / "run" / "yolo_data").exists()  # the 8-bit training cache is removed
+    detections = load_detector(result.run_dir).predict(load_pixels(dataset, dataset.images[0]))
+    assert detections.boxes_xyxy.shape[1] == 4
+    assert set(detections.category_ids.tolist()) <= {3}
+
+
+def test_cli_train_on_yolo_layout_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rfo_bench.io.yolo_format import write_yolo
+
+    gt = write_tiny_coco(tmp_path / "d", n=4)
+    data_yaml = write_yolo(read_coco(gt), tmp_path / "yolo")
+    code = main(["train", "--model", "retinanet", "--data", str(data_yaml), "--out", str(tmp_path / "run"),
+                 "--backbone", "test_resnet", "--epochs", "1", "--imgsz", "64", "--no-progress"])
+    assert code == 0
+    record = json.loads((tmp_path / "run" / "detector.json").read_text())
+    assert record["train_images"] == 4 and record["train_positive_images"] == 2
+    code = main(["predict", "--model-dir", str(tmp_path / "run"), "--data", str(gt), "--out", str(tmp_path / "p"),
+                 "--no-progress"])
+    assert code == 0
+    assert {p.name for p in (tmp_path / "p").iterdir()} == {"predictions.json", "localization.csv",
+                                                            "classification.csv"}
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    positives = write_tiny_coco(tmp_path / "d", n=2)
+    negatives = write_tiny_coco(tmp_path / "neg", n=2, positives=False)
+    out = str(tmp_path / "run")
+    assert main(["train", "--model", "detr", "--data", str(positives), "--out", out]) == 2
+    assert "unknown detector" in capsys.readouterr().err
+    assert main(["train", "--model", "fcos", "--data", str(negatives), "--out", out]) == 2
+    assert "no positive image" in capsys.readouterr().err
+    yolo = tmp_path / "yolo"
+    (yolo / "images" / "train").mkdir(parents=True)
+    (yolo / "data.yaml").write_text(f"path: {yolo}\ntrain: images/train\nval: images/val\nnames:\n  0: needle\n")
+    assert main(["train", "--model", "yolov8n", "--data", str(yolo / "data.yaml"), "--val", str(yolo / "data.yaml"),
+                 "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "'val' folder does not exist" in err and err.count("\n") == 1
+    (yolo / "data.yaml").write_text("path: /nonexistent/rfo\ntrain: images/train\nnames:\n  0: needle\n")
+    assert main(["train", "--model", "yolov8n", "--data", str(yolo), "--out", out]) == 2
+    assert "dataset root folder does not exist" in capsys.readouterr().err
+    assert main(["predict", "--model-dir", str(tmp_path), "--data", str(positives), "--out", out]) == 2
+    assert "not a trained detector directory" in capsys.readouterr().err
