@@ -1,0 +1,268 @@
+"""YOLO adapter: letterbox, batch format, loss against Ultralytics, groups, hooks, reset, checkpoints, errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rfo_bench.errors import UserInputError
+from vision_unlearn.adapters.yolo import YoloAdapter, YoloModelSpec
+from vision_unlearn.adapters.yolo_data import DetectionData, boxes_to_original, reference_labels
+from vision_unlearn.protocols import ModelAdapter
+
+PAD = 114 / 255
+
+
+def tiny_data(size: int | tuple[int, int] = 64, in_chans: int = 1, seed: int = 0) -> DetectionData:
+    """Four non-square noisy images with bright boxes of 3 classes (one image without boxes)."""
+    rng = np.random.default_rng(seed)
+    shapes = [(40, 70), (17, 11), (64, 50), (30, 30)]
+    boxes = [np.array([[10, 8, 30, 25]]), np.zeros((0, 4)), np.array([[5, 5, 20, 40], [30, 10, 45, 30]]),
+             np.array([[2, 3, 12, 14]])]
+    labels = [np.array([0]), np.zeros(0), np.array([1, 2]), np.array([2])]
+    images = []
+    for (h, w), b in zip(shapes, boxes):
+        img = (0.2 * rng.random((h, w))).astype(np.float32)
+        for x1, y1, x2, y2 in b.astype(int):
+            img[y1:y2, x1:x2] = 0.9
+        images.append(img)
+    return DetectionData.from_arrays(images, boxes, labels, ["needle", "sponge", "clamp"], size, in_chans,
+                                     sample_ids=["a.png", "b.png", "c.png", "d.png"],
+                                     patient_ids=["p1", "p1", "p2", "p3"])
+
+
+@pytest.fixture(scope="module")
+def data() -> DetectionData:
+    return tiny_data()
+
+
+@pytest.fixture(scope="module")
+def adapter() -> YoloAdapter:
+    torch.manual_seed(0)
+    return YoloAdapter(YoloModelSpec("yolov8n.yaml", num_classes=3, in_chans=1, image_size=64,
+                                     class_names=("needle", "sponge", "clamp")))
+
+
+def test_letterbox_matches_hand_computed_padding_and_round_trips() -> None:
+    image = np.full((32, 64), 0.5, dtype=np.float32)  # H=32, W=64 into 64x64: gain 1, 16 rows pad top and bottom
+    d = DetectionData.from_arrays([image], [np.array([[10, 5, 20, 15]])], [np.array([0])], ["x"], 64)
+    torch.testing.assert_close(d.ratio_pad[0], torch.tensor([1.0, 0.0, 16.0]))
+    torch.testing.assert_close(d.boxes_xyxy[0], torch.tensor([10.0, 21.0, 20.0, 31.0]))
+    assert torch.allclose(d.images[0, 0, :16], torch.tensor(PAD)) and torch.allclose(d.images[0, 0, 48:], torch.tensor(PAD))
+    assert torch.allclose(d.images[0, 0, 16:48], torch.tensor(0.5))
+    # non-square input and output: 17x11 into (64, 96): gain 64/17, 41 columns wide, 27 columns padded left
+    tall = np.zeros((17, 11), dtype=np.float32)
+    d2 = DetectionData.from_arrays([tall], [np.array([[1.0, 2.0, 5.0, 9.0]])], [np.array([0])], ["x"], (64, 96))
+    gain, pad_x, pad_y = d2.ratio_pad[0].tolist()
+    assert gain == pytest.approx(64 / 17) and pad_x == 27 and pad_y == 0
+    assert d2.images.shape == (1, 1, 64, 96)
+    back = boxes_to_original(d2.boxes_xyxy, d2.ratio_pad[0], d2.original_hw[0])
+    torch.testing.assert_close(back, torch.tensor([[1.0, 2.0, 5.0, 9.0]]))
+
+
+def test_stream_pads_boxes_and_picks_reference_labels(data: DetectionData) -> None:
+    stream = data.stream()
+    assert stream["boxes_xyxy"].shape == (4, 2, 4) and stream["box_labels"].shape == (4, 2)
+    torch.testing.assert_close(stream["box_labels"], torch.tensor([[0, -1], [-1, -1], [1, 2], [2, -1]]))
+    torch.testing.assert_close(stream["labels"], torch.tensor([0, 0, 1, 2]))  # tie 1/2 -> 1; empty -> 0
+    torch.testing.assert_close(stream["labels"], stream["image_labels"])
+    torch.testing.assert_close(reference_labels(torch.tensor([[2, 2, 1], [-1, -1, -1]]), 3), torch.tensor([2, 0]))
+    batch = data.batch([2, 0])
+    torch.testing.assert_close(batch["index"], torch.tensor([2, 0]))
+    torch.testing.assert_close(batch["box_labels"], torch.tensor([[1, 2], [0, -1]]))
+
+
+def test_adapter_satisfies_protocol_and_targets_are_normalised_xywh(adapter: YoloAdapter) -> None:
+    assert isinstance(adapter, ModelAdapter)
+    images = torch.zeros(2, 1, 64, 96)
+    batch = {"images": images, "boxes_xyxy": torch.tensor([[[8.0, 16.0, 24.0, 48.0]], [[0, 0, 0, 0]]]),
+             "box_labels": torch.tensor([[1], [-1]]), "labels": torch.tensor([1, 0]),
+             "image_labels": torch.tensor([1, 0])}
+    targets = adapter.targets(batch, images.shape)
+    torch.testing.assert_close(targets["bboxes"], torch.tensor([[16 / 96, 32 / 64, 16 / 96, 32 / 64]]))
+    torch.testing.assert_close(targets["batch_idx"], torch.tensor([0.0]))
+    torch.testing.assert_close(targets["cls"], torch.tensor([[1.0]]))
+    # a method replacing "labels" shifts every box class of that image by the same offset (mod K)
+    shifted = adapter.targets({**batch, "labels": torch.tensor([0, 2])}, images.shape)
+    torch.testing.assert_close(shifted["cls"], torch.tensor([[0.0]]))
+    with pytest.raises(ValueError, match="missing box_labels"):
+        adapter.targets({"images": images, "boxes_xyxy": batch["boxes_xyxy"], "labels": batch["labels"],
+                         "image_labels": batch["labels"]}, images.shape)
+
+
+def test_loss_matches_ultralytics_and_per_image_reduction(adapter: YoloAdapter, data: DetectionData) -> None:
+    batch = data.stream()
+    adapter.model.train()
+    out = adapter.loss(batch)
+    for key in ("loss", "box", "cls", "dfl", "per_sample", "logits", "anchor_logits"):
+        assert torch.isfinite(out[key]).all(), key
+    assert out["per_sample"].shape == (4,) and out["logits"].shape == (4, 3)
+    assert out["anchor_logits"].shape[0] == 4 and out["anchor_logits"].shape[2] == 3
+    torch.testing.assert_close(out["loss"], out["per_sample"].mean())
+    torch.testing.assert_close(out["loss"], out["box"] + out["cls"] + out["dfl"])
+    # reduction "batch" is exactly Ultralytics' own loss divided by the batch size
+    batch_adapter = adapter
+    original = adapter.spec
+    try:
+        batch_adapter.spec = replace(original, reduction="batch")
+        mine = batch_adapter.loss(batch)["loss"]
+        ultra_batch = {"img": batch["images"], **adapter.targets(batch, batch["images"].shape)}
+        theirs, _ = adapter.detector.loss(ultra_batch)
+        torch.testing.assert_close(mine, theirs.sum() / 4, rtol=1e-5, atol=1e-6)
+    finally:
+        adapter.spec = original
+    # per-image losses are the loss of each image alone (eval mode: batch norm without batch statistics)
+    adapter.model.eval()
+    try:
+        together = adapter.loss(batch)["per_sample"]
+        alone = adapter.loss(data.batch([2]))["loss"]
+    finally:
+        adapter.model.train()
+    torch.testing.assert_close(alone, together[2], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow  # the conformance test covers both families at 1 channel on every CI run
+@pytest.mark.parametrize(("model", "in_chans"), [("yolov8n.yaml", 1), ("yolo11n.yaml", 3), ("yolov8n.yaml", 3),
+                                                 ("yolo11n.yaml", 1)])
+def test_families_and_channels_give_finite_loss_and_gradients(model: str, in_chans: int) -> None:
+    torch.manual_seed(0)
+    a = YoloAdapter(YoloModelSpec(model, num_classes=3, in_chans=in_chans, image_size=64))
+    d = tiny_data(64, in_chans)
+    out = a.loss(d.batch([0, 1, 2]))
+    out["loss"].backward()
+    grads = [p.grad for _, p in a.trainable_parameters()]
+    assert torch.isfinite(out["loss"]) and all(g is not None and torch.isfinite(g).all() for g in grads)
+    dfl = [n for n, p in a.model.named_parameters() if ".dfl." in n]
+    assert dfl and not any(n in dict(a.trainable_parameters()) for n in dfl)  # the fixed DFL projection stays frozen
+
+
+def test_parameter_groups_partition_trainable_parameters(adapter: YoloAdapter) -> None:
+    groups = adapter.parameter_groups()
+    assert set(groups) == {"backbone", "neck", "head"} and all(groups.values())
+    names = [n for n, _ in adapter.trainable_parameters()]
+    assert sorted(sum(groups.values(), [])) == sorted(names)
+    head_layer = len(adapter.detector.model) - 1
+    assert all(n.startswith(f"detector.model.{head_layer}.") for n in groups["head"])
+    assert all(int(n.split(".")[2]) < len(adapter.detector.yaml["backbone"]) for n in groups["backbone"])
+
+
+def test_feature_hooks(adapter: YoloAdapter, data: DetectionData) -> None:
+    seen: dict[str, torch.Tensor] = {}
+    handle = adapter.add_feature_hook(lambda name, f: seen.__setitem__(name, f))
+    named = adapter.add_feature_hook(lambda name, f: seen.__setitem__(name, f), "detector.model.9")
+    adapter.loss(data.batch([0, 2]))
+    handle.remove()
+    named.remove()
+    channels = sum(adapter.detector.model[i].cv2.conv.out_channels if hasattr(adapter.detector.model[i], "cv2")
+                   else 0 for i in adapter.detector.model[-1].f)
+    assert seen["neck_pooled"].shape == (2, channels)
+    assert seen["detector.model.9"].ndim == 4
+    seen.clear()
+    adapter.loss(data.batch([0]))
+    assert not seen  # removed hooks stay silent
+    with pytest.raises(UserInputError, match="unknown layer"):
+        adapter.add_feature_hook(lambda *_: None, "model.99")
+
+
+def test_reset_parameters_is_seeded() -> None:
+    a = YoloAdapter(YoloModelSpec("yolov8n.yaml", num_classes=2, in_chans=1, image_size=64))
+    built = {k: v.clone() for k, v in a.model.state_dict().items()}
+    a.reset_parameters(3)
+    first = {k: v.clone() for k, v in a.model.state_dict().items()}
+    assert any(not torch.equal(built[k], v) for k, v in first.items())
+    with torch.no_grad():
+        next(iter(a.model.parameters())).add_(1.0)
+    a.reset_parameters(3)
+    assert all(torch.equal(first[k], v) for k, v in a.model.state_dict().items())
+
+
+def _spread_outputs(a: YoloAdapter) -> None:
+    """Give a fresh head varied scores and boxes (an untrained one predicts near-identical ones)."""
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for branch in list(a.detector.model[-1].cv3) + list(a.detector.model[-1].cv2):
+            last = branch[-1]
+            last.weight.copy_(torch.randn(last.weight.shape, generator=generator) * 0.05)
+            last.bias.copy_(torch.randn(last.bias.shape, generator=generator))
+
+
+def test_saved_checkpoint_loads_in_ultralytics_and_predicts_the_same(tmp_path: Path) -> None:
+    from ultralytics import YOLO
+
+    torch.manual_seed(1)
+    d = tiny_data(64, 3)
+    a = YoloAdapter(YoloModelSpec("yolov8n.yaml", num_classes=3, in_chans=3, image_size=64,
+                                  class_names=("needle", "sponge", "clamp")))
+    _spread_outputs(a)
+    with torch.no_grad():  # make the weights exactly representable in the checkpoint's half precision
+        for value in a.model.state_dict().values():
+            if value.is_floating_point():
+                value.copy_(value.half().float())
+    image = (d.images[2].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    mine = a.detect(x, conf_threshold=0.01)[0]
+    path = a.save(tmp_path / "unlearned.pt", record={"method": "test"})
+    loaded = YOLO(str(path))
+    assert loaded.task == "detect" and loaded.names == {0: "needle", 1: "sponge", 2: "clamp"}
+    theirs = loaded.predict(image[..., ::-1].copy(), imgsz=64, conf=0.01, verbose=False)[0].boxes.data.cpu()
+    assert mine.shape[0] >= 3 and mine.shape == theirs.shape
+
+    def canonical(rows: torch.Tensor) -> torch.Tensor:  # equal scores tie: order by score, class, box
+        rows = rows.double()
+        keys = [rows[:, i].numpy() for i in (3, 2, 1, 0)] + [rows[:, 5].numpy(), -rows[:, 4].round(decimals=3).numpy()]
+        return rows[torch.from_numpy(np.lexsort(keys))]
+
+    torch.testing.assert_close(canonical(theirs), canonical(mine), atol=1e-3, rtol=0)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    assert ckpt["train_args"]["box"] == 7.5 and ckpt["vision_unlearn"] == {"method": "test"}
+    # and the adapter reads its own checkpoint back
+    again = YoloAdapter(YoloModelSpec(str(path), image_size=64))
+    assert again.class_names == ("needle", "sponge", "clamp") and again.in_chans == 3
+    assert torch.isfinite(again.loss(d.batch([0]))["loss"])
+
+
+def _save_foreign(tmp_path: Path, kind: str) -> Path:
+    from ultralytics.nn.tasks import ClassificationModel, PoseModel, SegmentationModel
+
+    builders = {"segment": lambda: SegmentationModel("yolov8n-seg.yaml", ch=1, nc=2, verbose=False),
+                "pose": lambda: PoseModel("yolov8n-pose.yaml", ch=1, nc=1, verbose=False),
+                "classify": lambda: ClassificationModel("yolov8n-cls.yaml", ch=1, nc=2, verbose=False)}
+    model = builders[kind]()
+    path = tmp_path / f"{kind}.pt"
+    torch.save({"model": model.half(), "train_args": {"task": kind}}, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["segment", "pose", "classify"])
+def test_other_task_checkpoints_are_refused(tmp_path: Path, kind: str) -> None:
+    with pytest.raises(UserInputError, match=f"{kind} checkpoint"):
+        YoloAdapter(YoloModelSpec(str(_save_foreign(tmp_path, kind))))
+
+
+def test_bad_model_inputs_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="segment model"):
+        YoloAdapter(YoloModelSpec("yolov8n-seg.yaml", num_classes=2))
+    with pytest.raises(UserInputError, match="not found"):
+        YoloAdapter(YoloModelSpec(str(tmp_path / "missing.pt")))
+    with pytest.raises(UserInputError, match="unknown model yaml"):
+        YoloAdapter(YoloModelSpec("yolov99z.yaml", num_classes=2))
+    with pytest.raises(UserInputError, match="num_classes"):
+        YoloAdapter(YoloModelSpec("yolov8n.yaml"))
+    with pytest.raises(UserInputError, match="class names"):
+        YoloAdapter(YoloModelSpec("yolov8n.yaml", num_classes=2, class_names=("a", "b", "c")))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserInputError, match="junk.pt"):
+        YoloAdapter(YoloModelSpec(str(junk)))
+
+
+def test_predict_pads_detections(adapter: YoloAdapter, data: DetectionData) -> None:
+    out = adapter.predict(data.images[:2])
+    assert out.ndim == 3 and out.shape[0] == 2 and out.shape[2] == 6
+    per_image = adapter.detect(data.images[:2], ratio_pad=data.ratio_pad[:2], original_hw=data.original_hw[:2])
+    for det, (h, w) in zip(per_image, data.original_hw[:2].tolist()):
+        assert (det[:, [0, 2]] <= w).all() and (det[:, [1, 3]] <= h).all() and (det[:, :4] >= 0).all()
