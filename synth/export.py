@@ -1,0 +1,71 @@
+"""Writing synthetic datasets: COCO ``annotations.json``, 16-bit ``images/*.png``, ``manifest.json``.
+
+A dataset is assembled in a hidden staging directory next to the destination and renamed into place
+only when complete, so a failure never leaves a partial dataset. Output bytes depend only on the
+content (sorted keys, no timestamps, no absolute paths), so the same seed gives identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rfo_bench.errors import UserInputError
+
+
+@contextmanager
+def staged_directory(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging directory that replaces ``out`` on success and is deleted on failure.
+
+    Raises:
+        UserInputError: ``out`` exists, is not empty and ``overwrite`` is false.
+    """
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
+        raise UserInputError("output directory exists and is not empty (use --overwrite)", file=target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    os.replace(staging, target)
+
+
+def image_file_name(index: int) -> str:
+    """File name of image ``index`` (global over shards)."""
+    return f"{index:07d}.png"
+
+
+def annotation_id(image_index: int, object_index: int) -> int:
+    """Globally unique annotation id that does not depend on sharding."""
+    return image_index * 1000 + object_index + 1
+
+
+def coco_document(images: list[dict[str, Any]], annotations: list[dict[str, Any]], categories: list[dict[str, Any]],
+                  info: dict[str, Any]) -> dict[str, Any]:
+    """A COCO detection document."""
+    return {"info": info, "licenses": [], "images": images, "annotations": annotations, "categories": categories}
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Deterministic JSON (sorted keys, 1-space indent, trailing newline)."""
+    path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+
+
+def merge_coco(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Union of COCO documents of shards (images and annotations sorted by id; categories of the first)."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    images = sorted((im for p in parts for im in p["images"]), key=lambda im: im["id"])
+    annotations = sorted((a for p in parts for a in p["annotations"]), key=lambda a: a["id"])
+    return coco_document(images, annotations, parts[0]["categories"], parts[0].get("info", {}))
