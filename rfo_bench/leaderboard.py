@@ -463,9 +463,25 @@ def build_heldout_benchmark(config: BenchmarkConfig, out: Path) -> tuple[Path, P
         except RuntimeError as err:
             raise UserInputError(f"cannot build the held-out benchmark: {err}", file=config.source or None,
                                  field="data.build") from None
-        paths[split] = Path(dataset.source)
+        paths[split] = _with_tile_patients(Path(dataset.source))
     logger.info("held-out benchmark: %d train tiles, %d test tiles", len(pools["train"]), len(pools["test"]))
     return paths["train"], paths["test"], out / "benchmark" / "backgrounds" / "train"
+
+
+def _with_tile_patients(annotations: Path) -> Path:
+    """Copy of a generated COCO file whose ``patient_id`` is the background tile each image was drawn on.
+
+    The generators record the background file of every image (``images[].background``); a tile is the
+    pseudo-patient of the held-out benchmark, so the bootstrap resamples tiles, not images.
+    """
+    data = json.loads(annotations.read_text(encoding="utf-8"))
+    for image in data.get("images", []):
+        background = image.get("background")
+        if background and not image.get("patient_id"):
+            image["patient_id"] = Path(str(background)).stem
+    target = annotations.with_name("benchmark.json")
+    atomic_write_bytes(target, json.dumps(data).encode("utf-8"))
+    return target
 
 
 def check_patient_disjoint(train: DetectionDataset, test: DetectionDataset) -> int:
