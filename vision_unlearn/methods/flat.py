@@ -105,8 +105,17 @@ def variational_objective(template_scores: Tensor, forget_scores: Tensor, diverg
         template_scores: ``[B]`` scores ``v_e`` of the template response.
         forget_scores: ``[B]`` scores ``v_f`` of the forget response.
     """
+    g, _ = _lookup(divergence)
+    return g(template_scores).mean() - conjugate_of_activation(divergence, forget_scores).mean()
+
+
+def conjugate_of_activation(divergence: Divergence, v: Tensor) -> Tensor:
+    """``f*(g(v))``, with the Jensen-Shannon case in the stable closed form ``softplus(v) - log 2``
+    (``g(v)`` rounds to ``log 2`` for large ``v``, where ``f*`` has its pole)."""
     g, f_star = _lookup(divergence)
-    return g(template_scores).mean() - f_star(g(forget_scores)).mean()
+    if divergence == "js":
+        return F.softplus(v) - LOG2
+    return f_star(g(v))
 
 
 def template_scores(logits: Tensor, template: Literal["uniform", "class"], template_class: int = -1) -> Tensor:
