@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--n", type=int, default=16, help="images on the sheet")
     prev.add_argument("--columns", type=int, default=4, help="tiles per row")
     prev.add_argument("--tile", type=int, default=256, help="tile side in pixels")
+    from synth.diffusion.commands import register as register_diffusion
+    register_diffusion(sub)
     return parser
 
 

@@ -468,6 +468,7 @@ def _requests_from_file(path: Path, backgrounds: list[Path], info: CheckpointInf
         for k, item in entries:
             cid = category(str(item["category"])).id
             where = f"{path}[{k}]"
+            _check_class(cid, info.category_ids, where)
             if "mask" in item:
                 mask_path = Path(item["mask"]) if Path(item["mask"]).exists() else path.parent / item["mask"]
                 mask = read_image(mask_path).pixels > 0.5
