@@ -1,0 +1,99 @@
+"""End-to-end: the rfo-synth physics / preview commands, COCO validity, determinism, shards, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from synth.cli import main
+
+ARGS = ["--size", "160", "--max-objects", "2", "--negative-fraction", "0.2", "--no-progress"]
+
+
+def _run(out, *extra) -> int:
+    return main(["physics", "--n", "4", "--out", str(out), "--seed", "11", *ARGS, *extra])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds") / "full"
+    assert _run(out) == 0
+    return out
+
+
+def test_coco_is_valid_and_labels_match_masks(dataset) -> None:
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(dataset / "annotations.json"))
+    assert len(coco.imgs) == 4
+    assert len(coco.anns) > 0
+    for ann in coco.anns.values():
+        mask = coco.annToMask(ann)
+        ys, xs = np.nonzero(mask)
+        assert mask.sum() == ann["area"] > 0
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        assert ann["iscrowd"] == 0 and ann["supercategory"] in ("critical", "non_critical")
+        assert ann["material"] and ann["object_params"]
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["config"]["size"] == 160 and manifest["libraries"]["xraydb"]
+    from rfo_bench.io.images import read_image
+
+    image = read_image(dataset / coco.imgs[1]["file_name"])
+    assert image.bits_stored == 16 and image.shape == (160, 160)
+
+
+def test_same_seed_is_byte_identical_and_shards_union_equals_full(dataset, tmp_path) -> None:
+    again = tmp_path / "again"
+    assert _run(again, "--workers", "2") == 0
+    for name in ("annotations.json", "images/0000000.png", "images/0000003.png"):
+        assert (again / name).read_bytes() == (dataset / name).read_bytes()
+    full = json.loads((dataset / "annotations.json").read_text())
+    images, annotations = [], []
+    for k in range(2):
+        shard = tmp_path / f"shard{k}"
+        assert _run(shard, "--shard", f"{k}/2") == 0
+        doc = json.loads((shard / "annotations.json").read_text())
+        images += doc["images"]
+        annotations += doc["annotations"]
+        for record in doc["images"]:
+            assert (shard / record["file_name"]).read_bytes() == (dataset / record["file_name"]).read_bytes()
+    assert sorted(images, key=lambda r: r["id"]) == full["images"]
+    assert sorted(annotations, key=lambda a: a["id"]) == sorted(full["annotations"], key=lambda a: a["id"])
+
+
+def test_preview(dataset, tmp_path) -> None:
+    out = tmp_path / "sheet.png"
+    assert main(["preview", str(dataset), "--out", str(out), "--tile", "64"]) == 0
+    assert out.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--shard", "3/2"], "shard"),
+    (["--classes", "teapot"], "unknown RFO class"),
+    (["--backgrounds", "/nonexistent/x.dcm"], "does not exist"),
+])
+def test_bad_input_exit_2_no_partial_dataset(tmp_path, capsys, extra, needle) -> None:
+    out = tmp_path / "bad"
+    assert _run(out, *extra) == 2
+    assert needle in capsys.readouterr().err
+    assert not out.exists()
+    assert not any(p.name.startswith(".bad") for p in tmp_path.iterdir())
+
+
+def test_bad_mesh_folder_and_ct_without_spacing(tmp_path, capsys) -> None:
+    import nibabel as nib
+
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    (meshes / "needle_x.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")  # a single open triangle
+    assert _run(tmp_path / "o1", "--objects", str(meshes)) == 2
+    assert "watertight" in capsys.readouterr().err
+    ct = tmp_path / "ct.nii"
+    image = nib.Nifti1Image(np.zeros((8, 7, 6), dtype=np.int16), np.eye(4))
+    image.header.set_zooms((0.0, 0.0, 0.0))
+    nib.save(image, ct)
+    assert _run(tmp_path / "o2", "--mode", "ct", "--backgrounds", str(ct)) == 2
+    assert "spacing" in capsys.readouterr().err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()

@@ -1,0 +1,73 @@
+"""The procedural RFO library: closed meshes, no overlapping parts, embedded parts inside their host."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from rfo_bench.categories import CATEGORY_BY_NAME
+from rfo_bench.errors import UserInputError
+from synth.physics.objects.library import list_object_classes, make_object
+from synth.physics.objects.meshes import load_mesh, load_mesh_dir
+from synth.physics.objects.primitives import winding_number
+
+
+def test_every_class_has_a_generator() -> None:
+    assert set(list_object_classes()) == set(CATEGORY_BY_NAME)
+
+
+@pytest.mark.parametrize("name", sorted(CATEGORY_BY_NAME))
+def test_object_parts_are_closed_and_disjoint(name: str) -> None:
+    obj = make_object(name, np.random.default_rng(7))
+    assert obj.params
+    by_name = {p.name: p for p in obj.parts}
+    rng = np.random.default_rng(0)
+    for part in obj.parts:
+        mesh = trimesh.Trimesh(part.vertices_mm, part.faces, process=False)
+        assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0, part.name
+        probe = mesh.vertices - mesh.vertex_normals * 1e-3
+        probe = probe[rng.choice(len(probe), min(60, len(probe)), replace=False)]
+        for other in obj.parts[:12]:
+            if other is part:
+                continue
+            w = winding_number(probe, (other.vertices_mm, other.faces))
+            if other.name == part.host:
+                assert w.min() > 0.5, f"{part.name} pokes out of {other.name}"
+            else:
+                assert w.max() < 0.5, f"{part.name} overlaps {other.name}"
+        if part.host is not None:
+            assert part.host in by_name
+
+
+def test_same_seed_same_object() -> None:
+    a = make_object("sponge", np.random.default_rng(3))
+    b = make_object("sponge", np.random.default_rng(3))
+    assert a.params == b.params
+    np.testing.assert_array_equal(a.vertices_mm, b.vertices_mm)
+
+
+def test_unknown_class_is_a_user_error() -> None:
+    with pytest.raises(UserInputError):
+        make_object("teapot", np.random.default_rng(0))
+
+
+def test_mesh_files(tmp_path) -> None:
+    good = tmp_path / "needle_a.stl"
+    trimesh.creation.capsule(radius=0.5, height=10).export(good)
+    open_mesh = trimesh.creation.icosphere(subdivisions=2)
+    broken = trimesh.Trimesh(open_mesh.vertices, open_mesh.faces[:-30], process=False)
+    bad = tmp_path / "blade_b.obj"
+    broken.export(bad)
+    vertices, faces = load_mesh(good)
+    assert np.allclose(vertices.mean(axis=0), 0, atol=0.5)
+    garbage = tmp_path / "clamp_c.obj"
+    garbage.write_text("this is not a mesh\n")
+    with pytest.raises(UserInputError):
+        load_mesh(garbage)
+    with pytest.raises(UserInputError, match="watertight"):
+        load_mesh_dir(tmp_path)
+    bad.unlink()
+    garbage.unlink()
+    meshes = load_mesh_dir(tmp_path)
+    assert [m.class_name for m in meshes] == ["needle"]
