@@ -49,6 +49,7 @@ from rfo_bench.metrics.froc import (
     Shape,
     froc_curve,
     froc_events,
+    froc_score_replicates,
 )
 from rfo_bench.predictions import Predictions
 from rfo_bench.utils import atomic_write_bytes
@@ -251,8 +252,8 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
                                   if gt.category(int(cid)).critical is flag])
                 reps[f"AP50_{name}"] = boot.mean_ap(pb, t50, index)
         if events is not None:
-            reps["froc"] = np.array([froc_curve(events, c, fps_thresholds=config.fps_thresholds,
-                                                variant=config.froc_variant).score for c in counts])
+            reps["froc"] = froc_score_replicates(events, counts, fps_thresholds=config.fps_thresholds,
+                                                 variant=config.froc_variant)
         reps["auroc"] = auroc_m.weighted_auroc(labels, image_scores, counts)
         used = {}
         for name, values in reps.items():

@@ -59,7 +59,7 @@ def _min_count_for_recall(num_gt: np.ndarray) -> np.ndarray:
     return v.astype(np.int64)
 
 
-def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int = 128) -> np.ndarray:
+def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int = 256) -> np.ndarray:
     """COCO interpolated precision ``(B, T, R, K)`` (area ``all``, all kept detections) per replicate.
 
     Only positions right after a true positive can hold the interpolated precision (a false positive
@@ -90,41 +90,71 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int = 
         tp_flag = table.matched[0][:, order] & ~dt_ig  # (T, n)
         counted = ~dt_ig  # detections that are a TP or an FP at each threshold
         det_img = table.det_image[order]
+        counts_t = np.ascontiguousarray(counts.T)  # (I, B): cumulative sums run down contiguous rows
+        union = np.flatnonzero(tp_flag.any(axis=0))
+        segments = _segment_matrix(union, det_img, counted.all(axis=0), table.num_images) if union.size else None
         for b0 in range(0, num_b, chunk):
-            c = counts[b0:b0 + chunk].astype(np.int64)
-            num_gt = c @ table.gt_count[0, k]  # (Bc,)
+            c_t = counts_t[:, b0:b0 + chunk].astype(np.int64)  # (I, Bc)
+            num_gt = table.gt_count[0, k] @ c_t  # (Bc,)
             valid = num_gt > 0
-            q = np.zeros((c.shape[0], num_t, num_r))
-            if valid.any() and order.size:
-                w = c[:, det_img]  # (Bc, n)
-                shared = np.cumsum(w, axis=1) if counted.all() else None
+            q = np.zeros((c_t.shape[1], num_t, num_r))
+            if valid.any() and union.size:
                 need = _min_count_for_recall(np.where(valid, num_gt, 1))  # (Bc, R)
+                uniform = counted.all()
+                # detections counted so far (TP or FP) at each position of `union`
+                seen_union = np.cumsum(segments @ c_t, axis=0) if uniform else None
                 for t in range(num_t):
                     positions = np.flatnonzero(tp_flag[t])
                     if positions.size == 0:
                         continue
-                    seen = shared if shared is not None else np.cumsum(w * counted[t], axis=1)
-                    tp = np.cumsum(w[:, positions], axis=1)  # (Bc, n_t)
-                    fp = seen[:, positions] - tp
+                    if uniform:
+                        seen = seen_union[np.searchsorted(union, positions)]
+                    else:
+                        seen = np.cumsum(c_t[det_img] * counted[t][:, None], axis=0)[positions]
+                    w = c_t[det_img[positions]]  # (n_t, Bc)
+                    tp = np.cumsum(w, axis=0)  # (n_t, Bc)
+                    fp = seen - tp
                     tp_f = tp.astype(np.float64)
                     precision = tp_f / (fp.astype(np.float64) + tp_f + _EPS)
-                    envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-                    q[:, t, :] = _first_at_least(tp, envelope, need)
+                    envelope = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
+                    q[:, t, :] = _first_at_least(np.ascontiguousarray(tp.T), np.ascontiguousarray(envelope.T), need)
             q[~valid] = -1
             out[b0:b0 + chunk, :, :, k] = q
     return out
 
 
-def _first_at_least(cum: np.ndarray, values: np.ndarray, need: np.ndarray) -> np.ndarray:
-    """Per row ``b``: ``values[b, j]`` at the first ``j`` with ``cum[b, j] >= need[b, r]``, else 0.
+def _segment_matrix(union: np.ndarray, det_img: np.ndarray, counted: np.ndarray, num_images: int):
+    """Sparse ``(len(union), I)`` counts of counted detections per image between consecutive ``union`` positions.
 
-    ``cum (B, n)`` is non-decreasing per row; one batched ``searchsorted`` over row-offset values.
+    Row ``s`` counts detections at positions ``(union[s-1], union[s]]``; ``cumsum(segments @ weights)``
+    is then the weighted number of detections up to each position of ``union``.
+    """
+    from scipy.sparse import csr_matrix
+
+    positions = np.arange(det_img.size)
+    segment = np.searchsorted(union, positions, side="left")
+    keep = (segment < union.size) & counted
+    data = np.ones(int(keep.sum()), dtype=np.int64)
+    return csr_matrix((data, (segment[keep], det_img[keep])), shape=(union.size, num_images))
+
+
+def first_index_at_least(cum: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Per row ``b``: the first ``j`` with ``cum[b, j] >= need[b, r]`` (``n`` when none), as ``(B, R)``.
+
+    ``cum (B, n)`` must be non-decreasing per row (integers); one batched ``searchsorted`` over
+    row-offset values does all rows at once.
     """
     rows, n = cum.shape
     big = int(max(cum.max(initial=0), need.max(initial=0))) + 2
     offsets = np.arange(rows, dtype=np.int64)[:, None] * big
     idx = np.searchsorted((cum + offsets).ravel(), (need + offsets).ravel(), side="left").reshape(need.shape)
-    idx -= np.arange(rows)[:, None] * n
+    return idx - np.arange(rows)[:, None] * n
+
+
+def _first_at_least(cum: np.ndarray, values: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """``values[b, j]`` at :func:`first_index_at_least`, else 0."""
+    rows, n = cum.shape
+    idx = first_index_at_least(cum, need)
     found = idx < n
     out = np.zeros(need.shape)
     row_idx = np.broadcast_to(np.arange(rows)[:, None], need.shape)
