@@ -54,12 +54,13 @@ def _add_data_options(cmd: argparse.ArgumentParser, prefix: str = "") -> None:
                      help="object convention of a ground-truth CSV")
 
 
-def _read(path: str, args: argparse.Namespace, prefix: str = ""):
-    from rfo_bench.io.formats import read_dataset
+def _read(path: str, args: argparse.Namespace, prefix: str = "", *, patients: bool = False):
+    from rfo_bench.io.formats import fill_patient_ids, read_dataset
 
     key = prefix.replace("-", "_")
-    return read_dataset(path, fmt=getattr(args, f"{key}format"), root=getattr(args, f"{key}root"),
-                        csv_convention=args.csv_convention)
+    dataset = read_dataset(path, fmt=getattr(args, f"{key}format"), root=getattr(args, f"{key}root"),
+                           csv_convention=args.csv_convention)
+    return fill_patient_ids(dataset) if patients else dataset
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -114,7 +115,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
     from rfo_bench.splits import kfold_splits, split_dataset, split_summary
     from rfo_bench.utils import atomic_write_bytes
 
-    dataset = _read(args.data, args)
+    dataset = _read(args.data, args, patients=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.kfold:
@@ -144,7 +145,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from rfo_bench.evaluate import EvalConfig, evaluate_detailed, write_report
     from rfo_bench.predictions import read_predictions
 
-    gt = _read(args.gt, args)
+    if args.pred is None and args.cls is None:
+        raise UserInputError("give --pred (boxes or points) and/or --cls (image scores)", field="--pred")
+    gt = _read(args.gt, args, patients=args.bootstrap_unit != "image")
     predictions = read_predictions(args.pred, gt, classification=args.cls)
     config = EvalConfig(
         coco_backend=args.coco_backend, froc_variant=args.froc_variant, bootstrap=args.bootstrap, seed=args.seed,
@@ -206,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = add_command(sub, "eval", _cmd_eval,
                       "evaluate detections: COCO mAP, FROC, AUROC with bootstrap CIs; writes report.json/.md and plots")
     cmd.add_argument("--gt", required=True, help="ground truth (any supported format)")
-    cmd.add_argument("--pred", required=True, help="COCO results .json or Hopkins localization .csv")
+    cmd.add_argument("--pred", default=None, help="COCO results .json or Hopkins localization .csv")
     cmd.add_argument("--cls", default=None, help="Hopkins classification .csv (image-level scores for AUROC)")
     cmd.add_argument("--out", required=True, help="output directory")
     _add_data_options(cmd)

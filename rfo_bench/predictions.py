@@ -228,9 +228,18 @@ def read_classification_csv(path: str | os.PathLike[str], gt: DetectionDataset) 
 
 
 def read_predictions(
-    path: str | os.PathLike[str], gt: DetectionDataset, classification: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str] | None, gt: DetectionDataset, classification: str | os.PathLike[str] | None = None
 ) -> Predictions:
-    """Read box (``.json``) or point (``.csv``) predictions, plus optional classification scores."""
+    """Read box (``.json``) or point (``.csv``) predictions, plus optional classification scores.
+
+    With ``path=None`` only the classification scores are read (image-level evaluation: AUROC).
+    """
+    if path is None:
+        if classification is None:
+            raise UserInputError("no prediction file given")
+        scores = read_classification_csv(classification, gt)
+        return Predictions(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 2)), image_scores=scores,
+                           source=str(classification))
     file = Path(path)
     if file.suffix.lower() == ".json":
         preds = read_coco_results(file, gt)

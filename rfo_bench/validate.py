@@ -24,10 +24,11 @@ logger = logging.getLogger(__name__)
 
 KINDS = (
     "malformed_entry", "mixed_conventions", "duplicate_image_id", "duplicate_file_name", "duplicate_annotation_id",
+    "duplicate_category_id",
     "unknown_category", "degenerate_box", "box_outside_image", "path_escapes_root", "missing_image",
     "unreadable_image", "size_mismatch",
 )
-_BLOCKING = ("duplicate_image_id", "unknown_category", "degenerate_box", "path_escapes_root")
+_BLOCKING = ("duplicate_image_id", "duplicate_category_id", "unknown_category", "degenerate_box", "path_escapes_root")
 EDGE_TOLERANCE_PX = 1e-6
 
 
@@ -60,7 +61,7 @@ def check_annotations(dataset: DetectionDataset) -> list[Problem]:
     known = {c.id for c in dataset.categories}
     for value, n in Counter(c.id for c in dataset.categories).items():
         if n > 1:
-            problems.append(Problem("duplicate_annotation_id", f"category id {value}", f"category id used {n} times"))
+            problems.append(Problem("duplicate_category_id", f"category id {value}", f"category id used {n} times"))
     for value, n in Counter(r.image_id for r in dataset.images).items():
         if n > 1:
             problems.append(Problem("duplicate_image_id", f"image id {value}", f"image id used by {n} images"))
@@ -166,7 +167,7 @@ def _where(message: str, default: str) -> str:
 def require_valid_annotations(dataset: DetectionDataset) -> None:
     """Raise :class:`UserInputError` on the first problem that would make an evaluation wrong.
 
-    Blocking: duplicate image ids, unknown categories, degenerate boxes, paths escaping the root.
+    Blocking: duplicate image or category ids, unknown categories, degenerate boxes, paths escaping the root.
     """
     for problem in check_annotations(dataset):
         if problem.kind in _BLOCKING:

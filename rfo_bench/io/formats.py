@@ -130,3 +130,44 @@ def fill_image_sizes(dataset: DetectionDataset) -> DetectionDataset:
         width, height = image_size(dataset.resolve(record))
         records.append(replace(record, width=width, height=height))
     return dataset.with_images(records)
+
+
+def dicom_patient_key(path: Path) -> str | None:
+    """The pseudonymous patient key of a DICOM file (as :attr:`LoadedImage.patient_key`), header only.
+
+    Returns None for non-DICOM or unreadable files and files without ``PatientID``.
+    """
+    from rfo_bench.io.images import _PATIENT_SALT, _is_dicom
+    from rfo_bench.utils import sha256_text
+
+    if not path.is_file() or not _is_dicom(path):
+        return None
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+    except Exception:  # unreadable files are reported by the validator, not here
+        return None
+    patient_id = str(getattr(ds, "PatientID", "") or "").strip()
+    return sha256_text(f"{_PATIENT_SALT}:{patient_id}")[:16] if patient_id else None
+
+
+def fill_patient_ids(dataset: DetectionDataset) -> DetectionDataset:
+    """A copy where records without a patient id take the pseudonymous key of their DICOM ``PatientID``.
+
+    Only DICOM headers are read; records that already have a patient id, and non-DICOM images, are
+    left as they are.
+    """
+    records = []
+    changed = 0
+    for record in dataset.images:
+        if record.patient_id is None:
+            try:
+                key = dicom_patient_key(dataset.resolve(record))
+            except UserInputError:
+                key = None
+            if key is not None:
+                record = replace(record, patient_id=key)
+                changed += 1
+        records.append(record)
+    return dataset.with_images(records) if changed else dataset

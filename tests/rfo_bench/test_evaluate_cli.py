@@ -146,3 +146,19 @@ def test_cli_convert_and_split(small_set, capsys):
     assert sorted(ids) == list(range(1, 13))
     train = read_coco(root / "splits" / "train.json")
     assert all(train.resolve(r).is_file() for r in train.images)
+
+
+def test_image_level_folders_with_classification_csv(tmp_path, capsys):
+    for folder, n in (("positive", 3), ("negative", 3)):
+        for i in range(n):
+            write_png16(tmp_path / "data" / folder / f"{i}.png", np.zeros((11, 17)))
+    scores = {"positive": ("0.5", "0.6", "0.7"), "negative": ("0.2", "0.4", "0.6")}
+    rows = [f"{folder}/{i}.png,{s}" for folder, values in scores.items() for i, s in enumerate(values)]
+    (tmp_path / "cls.csv").write_text("image_path,prediction\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    assert main(["eval", "--gt", str(tmp_path / "data"), "--cls", str(tmp_path / "cls.csv"), "--out", str(out),
+                 "--bootstrap", "50"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    # positives 0.5, 0.6, 0.7 vs negatives 0.2, 0.4, 0.6: 2 + 2.5 (one tie) + 3 wins of 9 pairs
+    assert report["auroc"] == pytest.approx(7.5 / 9)
+    assert report["coco"] is None and report["froc"] is None

@@ -122,3 +122,27 @@ def test_torch_dataset_flip_moves_boxes_and_masks(tmp_path):
     np.testing.assert_array_equal(target["masks"][1].numpy(), plain[0][1]["masks"][1].numpy()[:, ::-1])
     images, targets = detection_collate([flipped[0], plain[0]])
     assert len(images) == 2 and targets[1]["image_id"] == 1
+
+
+def test_patient_ids_from_dicom_keep_a_patient_in_one_split(tmp_path):
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from rfo_bench.io.formats import fill_patient_ids
+    from rfo_bench.io.images import read_image
+
+    for k in range(3):
+        shutil.copyfile(get_testdata_file("CT_small.dcm"), tmp_path / f"ct{k}.dcm")
+        shutil.copyfile(get_testdata_file("MR_small.dcm"), tmp_path / f"mr{k}.dcm")
+    write_png16(tmp_path / "x.png", np.zeros((11, 17)))
+    names = [f"ct{k}.dcm" for k in range(3)] + [f"mr{k}.dcm" for k in range(3)] + ["x.png"]
+    ds = DetectionDataset(tmp_path, tuple(ImageRecord(n, i + 1) for i, n in enumerate(names)), (Category(1, "sponge"),))
+    filled = fill_patient_ids(ds)
+    keys = [r.patient_id for r in filled.images]
+    assert keys[0] == keys[1] == keys[2] == read_image(tmp_path / "ct0.dcm").patient_key
+    assert keys[3] == keys[4] == keys[5] != keys[0]
+    assert keys[6] is None and "1CT1" not in keys[0]  # pseudonymised
+    split = split_dataset(filled, {"a": 0.5, "b": 0.5}, seed=0)
+    for ids in split.values():
+        assert {1, 2, 3} <= set(ids) or not {1, 2, 3} & set(ids)
