@@ -65,7 +65,7 @@ class SteeringFit:
     """
 
     rank: int = 0
-    ridge: float = 1.0
+    ridge: float = 0.01
     false_gate_rate: float = 0.01
     gate_full_quantile: float = 0.1
     target_response: Literal["unknown", "abstain"] = "unknown"
@@ -494,9 +494,13 @@ def fit_steering(model: nn.Module, layer: str, forget_images: Tensor, retain_ima
     state = SteeringState(**{**partial.__dict__, "gate_low": low, "gate_high": high})
     forget_gate = gate_values(detector_scores(forget_features, state), low, high)
     retain_gate = gate_values(detector_scores(retain_features, state), low, high)
+    forget_open = float((forget_gate > 0).float().mean())
     logger.info("steering on %s (C=%d, k=%s): gate open for %.1f%% of forget and %.2f%% of retain inputs",
-                layer, state.channels, basis.shape[1] or "all", 100 * float((forget_gate > 0).float().mean()),
+                layer, state.channels, basis.shape[1] or "all", 100 * forget_open,
                 100 * float((retain_gate > 0).float().mean()))
+    if forget_open < 0.5:
+        logger.warning("the gate on %s separates the forget set poorly (open for %.0f%% of it); try another layer, "
+                       "a smaller ridge or a larger false_gate_rate", layer, 100 * forget_open)
     return state
 
 

@@ -63,7 +63,7 @@ class SteerConfig(MethodConfig):
     layer: str = "auto"
     strength: float = 1.0
     rank: int = 0
-    ridge: float = 1.0
+    ridge: float = 0.01
     false_gate_rate: float = 0.01
     gate_full_quantile: float = 0.1
     target: Literal["noise", "blank", "mixed"] = "mixed"
