@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 FROZEN_PARAMETER_MARK = ".dfl."
 """The DFL projection (a fixed ``arange`` convolution) stays frozen, as in the Ultralytics trainer."""
 
+PARAMETER_GROUPS = ("backbone", "neck", "head")
+"""Parameter groups of a detector, from the layer indices of its yaml."""
+
 NECK_FEATURES = "neck_pooled"
 """Name passed to feature hooks registered with ``layer=None``."""
 
@@ -87,6 +90,9 @@ class YoloModelSpec:
         conf_threshold: minimum score kept by :meth:`YoloAdapter.detect`.
         iou_threshold: NMS IoU threshold.
         max_det: detections kept per image.
+        trainable_groups: parameter groups the methods may update (``backbone``, ``neck``,
+            ``head``); the others are frozen. Restricting costly methods (OFMU's Hessian-vector
+            products) to the neck and head cuts their cost several-fold.
     """
 
     model: str
@@ -99,10 +105,20 @@ class YoloModelSpec:
     conf_threshold: float = 0.001
     iou_threshold: float = 0.7
     max_det: int = 300
+    trainable_groups: tuple[str, ...] = PARAMETER_GROUPS
+
+    def __post_init__(self) -> None:
+        unknown = [g for g in self.trainable_groups if g not in PARAMETER_GROUPS]
+        if unknown or not self.trainable_groups:
+            raise UserInputError(f"trainable_groups must be a non-empty subset of {', '.join(PARAMETER_GROUPS)}",
+                                 field="trainable_groups", value=list(self.trainable_groups))
+        if self.reduction not in ("image", "batch"):
+            raise UserInputError("reduction must be 'image' or 'batch'", field="reduction", value=self.reduction)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["class_names"] = list(self.class_names) if self.class_names is not None else None
+        data["trainable_groups"] = list(self.trainable_groups)
         return {"family": "yolo", **data}
 
     @staticmethod
@@ -110,6 +126,8 @@ class YoloModelSpec:
         values = {k: v for k, v in data.items() if k != "family"}
         if values.get("class_names") is not None:
             values["class_names"] = tuple(values["class_names"])
+        if values.get("trainable_groups") is not None:
+            values["trainable_groups"] = tuple(values["trainable_groups"])
         if isinstance(values.get("gains"), dict):
             values["gains"] = YoloLossGains(**values["gains"])
         return YoloModelSpec(**values)
@@ -280,7 +298,15 @@ class YoloAdapter:
                                                 "imgsz": self.spec.image_size})
         self.detector.criterion = None
         for name, param in self.model.named_parameters():
-            param.requires_grad_(FROZEN_PARAMETER_MARK not in f".{name}")
+            param.requires_grad_(FROZEN_PARAMETER_MARK not in f".{name}"
+                                 and self.group_of(name) in self.spec.trainable_groups)
+
+    def group_of(self, name: str) -> str:
+        """``backbone``, ``neck`` or ``head`` for a parameter name ``detector.model.<layer>.<...>``."""
+        layer = int(name.split(".")[2])
+        if layer < len(self.detector.yaml["backbone"]):
+            return "backbone"
+        return "head" if layer == len(self.detector.model) - 1 else "neck"
 
     def _criterion(self) -> Any:
         device = next(self.model.parameters()).device
@@ -430,13 +456,11 @@ class YoloAdapter:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
     def parameter_groups(self) -> dict[str, list[str]]:
-        """``backbone`` (the yaml's backbone layers), ``neck`` (head layers before Detect), ``head`` (Detect)."""
-        n_backbone = len(self.detector.yaml["backbone"])
-        last = len(self.detector.model) - 1
-        groups: dict[str, list[str]] = {"backbone": [], "neck": [], "head": []}
+        """``backbone`` (the yaml's backbone layers), ``neck`` (head layers before Detect), ``head`` (Detect);
+        only trainable parameters are listed."""
+        groups: dict[str, list[str]] = {g: [] for g in PARAMETER_GROUPS}
         for name, _param in self.trainable_parameters():
-            layer = int(name.split(".")[2])  # detector.model.<layer>.<...>
-            groups["backbone" if layer < n_backbone else "head" if layer == last else "neck"].append(name)
+            groups[self.group_of(name)].append(name)
         return groups
 
     def add_feature_hook(self, hook: FeatureHook, layer: str | None = None) -> torch.utils.hooks.RemovableHandle:
