@@ -209,7 +209,7 @@ class TimmNetwork:
         name = spec.name or meta.get("arch")
         if not name:
             raise UserInputError("name the timm architecture", field="model")
-        if name not in timm.list_models():
+        if not timm.is_model(name):
             raise UserInputError("unknown timm architecture", field="model", value=name)
         in_chans = int(meta.get("in_chans", 0)) or _guess_in_chans(state) or 1
         class_names = meta.get("class_names")
@@ -228,7 +228,11 @@ class TimmNetwork:
         except Exception as err:  # timm raises many types for bad combinations
             raise UserInputError(f"cannot build {name}: {err}", field="model") from None
         if state is not None:
-            result = model.load_state_dict(state, strict=False)
+            try:
+                result = model.load_state_dict(state, strict=False)
+            except RuntimeError as err:  # shape mismatches
+                raise UserInputError(f"checkpoint does not match {name}: {str(err).splitlines()[-1].strip()}",
+                                     file=spec.checkpoint) from None
             if result.missing_keys or result.unexpected_keys:
                 raise UserInputError(f"checkpoint does not match {name}: missing {result.missing_keys[:3]}, "
                                      f"unexpected {result.unexpected_keys[:3]}", file=spec.checkpoint)

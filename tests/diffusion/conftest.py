@@ -92,3 +92,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     config = TrainConfig(steps=4, batch_size=4, save_every=2, warmup_steps=1)
     train(data, root / "ckpt", config, TINY_MODEL, PatchSpec(size_px=32), progress=False)
     return data, root / "ckpt"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The tiny models here run fastest on one thread (and do not fight other jobs for cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,8 +10,9 @@ import torch
 
 from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import read_image, to_uint16, write_png16
+from synth.cli import main as synth_main
 from synth.diffusion.model import load_train_scheduler, load_unet
-from synth.diffusion.patches import inpaint_region, mask_bbox_xywh
+from synth.diffusion.patches import Window, inpaint_region, mask_bbox_xywh
 from synth.diffusion.sample import (
     Inpainter,
     ObjectRequest,
@@ -22,8 +23,6 @@ from synth.diffusion.sample import (
     place_bank_mask,
     sample_dataset,
 )
-from synth.diffusion.patches import Window
-from synth.cli import main as synth_main
 
 FAST = SamplerConfig(steps=3)
 
