@@ -99,7 +99,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     dataset = _read(args.src, args)
     out = Path(args.out)
     if args.to == "coco":
-        written = write_coco(dataset, out)
+        from rfo_bench.io.formats import fill_image_sizes
+
+        written = write_coco(fill_image_sizes(dataset, missing_ok=True), out)
     elif args.to == "csv":
         convention = args.csv_out_convention
         written = write_rfo_csv(dataset, out, convention=convention, include_patient=args.with_patient)

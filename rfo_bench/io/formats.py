@@ -12,6 +12,7 @@ dir with positive/...     image-level folders (:mod:`rfo_bench.io.folders`)
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,8 @@ from pathlib import Path
 from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import DICOM_SUFFIXES
 from rfo_bench.io.records import DetectionDataset
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("auto", "coco", "csv", "yolo", "folders")
 
@@ -120,15 +123,31 @@ def image_size(path: Path) -> tuple[int, int]:
         raise UserInputError(f"image is truncated or corrupt: {err}", file=path) from None
 
 
-def fill_image_sizes(dataset: DetectionDataset) -> DetectionDataset:
-    """A copy of ``dataset`` in which every record has its width and height (read from file headers)."""
+def fill_image_sizes(dataset: DetectionDataset, *, missing_ok: bool = False) -> DetectionDataset:
+    """A copy of ``dataset`` in which every record has its width and height (read from file headers).
+
+    Args:
+        dataset: the dataset.
+        missing_ok: leave the size unknown (with one warning) for missing or unreadable images
+            instead of raising.
+    """
     records = []
+    failed = 0
     for record in dataset.images:
         if record.width and record.height:
             records.append(record)
             continue
-        width, height = image_size(dataset.resolve(record))
+        try:
+            width, height = image_size(dataset.resolve(record))
+        except UserInputError:
+            if not missing_ok:
+                raise
+            failed += 1
+            records.append(record)
+            continue
         records.append(replace(record, width=width, height=height))
+    if failed:
+        logger.warning("%d image(s) could not be read; their size stays unknown (0 in COCO)", failed)
     return dataset.with_images(records)
 
 
