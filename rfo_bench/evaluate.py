@@ -17,7 +17,10 @@ What is computed (see each module for the exact definition):
 
 * ``coco``: the 12 ``COCOeval.summarize()`` numbers (0-1 scale, -1 = undefined) from
   :mod:`rfo_bench.metrics.coco_eval`; ``per_category`` AP / AP50; ``strata`` AP / AP50 over the
-  critical and the non-critical categories; size strata are COCO's APs / APm / APl.
+  critical and the non-critical categories; size strata are COCO's APs / APm / APl, on the
+  annotation ``area`` (the COCO file's, else the polygon / ellipse / box area).
+* Predictions must use the ground truth's image ids and category ids (COCO results) or its image
+  paths (CSVs); anything else is refused with the file and entry named.
 * ``froc``: the object-CXR / RFO Bench protocol (:mod:`rfo_bench.metrics.froc`), box centres as points.
 * ``auroc``: image-level, image score = max box score (or the classification CSV).
 * ``ci95``: percentile bootstrap over images, or over patients when every image has a patient id, from
@@ -263,6 +266,8 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
         report["bootstrap"] = {"replicates": config.bootstrap, "unit": unit, "seed": config.seed,
                                "replicates_used": used, "method": "percentile"}
         evaluation.replicates = reps
+    first = ("coco", "coco_backend", "per_category", "strata", "froc", "auroc", "auroc_image_score", key, "bootstrap")
+    evaluation.report = {k: report[k] for k in first if k in report} | {k: v for k, v in report.items() if k not in first}
     return evaluation
 
 

@@ -162,3 +162,32 @@ def test_image_level_folders_with_classification_csv(tmp_path, capsys):
     # positives 0.5, 0.6, 0.7 vs negatives 0.2, 0.4, 0.6: 2 + 2.5 (one tie) + 3 wins of 9 pairs
     assert report["auroc"] == pytest.approx(7.5 / 9)
     assert report["coco"] is None and report["froc"] is None
+
+
+def test_hopkins_csv_on_dicom_with_localization_csv(tmp_path):
+    """A real radiograph (DICOM), Hopkins ground truth with a box and a polygon, point predictions.
+
+    Sorted points: 0.9 in the box (hit), 0.8 FP (1 FP/image: 0.125 recorded, sens 1/2), 0.7 in the
+    polygon (hit; the reference records 0.25 one prediction late: sens 2/2), 0.3 FP (2 FP/image: 0.5
+    recorded, 1.0). Padding repeats 1.0: score (0.5 + 6) / 7. The corrected variant records 0.125 ... 1
+    at the first FP (0.5 each), 2 at the second (1.0) and pads with the final 1.0: (4 x 0.5 + 3) / 7.
+    """
+    import shutil
+
+    from rfo_bench.io.embedded import embedded_radiograph_path
+    from rfo_bench.io.formats import fill_patient_ids, read_dataset
+
+    shutil.copyfile(embedded_radiograph_path(), tmp_path / "cxr.dcm")
+    (tmp_path / "gt.csv").write_text(
+        "image_path,annotation\ncxr.dcm,1_1_0 800 900 900 1000;2_0_1 1200 400 1300 420 1260 520\n")
+    (tmp_path / "loc.csv").write_text(
+        "image_name,prediction\ncxr.dcm,0.9 850 950;0.8 1500 1500;0.7 1255 440;0.3 200 200\n")
+    gt = fill_patient_ids(read_dataset(tmp_path / "gt.csv"))
+    assert gt.images[0].patient_id is not None
+    preds = read_predictions(tmp_path / "loc.csv", gt)
+    reference = evaluate(gt, preds, EvalConfig(bootstrap=0))["froc"]
+    assert reference["sensitivity"] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert reference["score"] == pytest.approx(6.5 / 7)
+    corrected = evaluate(gt, preds, EvalConfig(bootstrap=0, froc_variant="corrected"))["froc"]
+    assert corrected["sensitivity"] == [0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0]
+    assert corrected["score"] == pytest.approx(5.0 / 7)
