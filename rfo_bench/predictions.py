@@ -1,7 +1,7 @@
 """Detector outputs: COCO results json, and the Hopkins / object-CXR localization and classification CSVs.
 
 * COCO results: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`` (a dict with an
-  ``annotations`` list is accepted too). Boxes give COCO metrics; their centres are the FROC points.
+  ``annotations`` list is accepted too; a string ``image_id`` is matched as an image path). Boxes give COCO metrics; their centres are the FROC points.
 * Localization CSV: ``image_path,prediction`` with ``prob x y`` points separated by ``;`` (FROC only).
 * Classification CSV: ``image_path,prediction`` with one probability per image (AUROC).
 
@@ -130,7 +130,11 @@ def read_coco_results(path: str | os.PathLike[str], gt: DetectionDataset) -> Pre
         missing = [key for key in ("image_id", "category_id", "bbox", "score") if key not in entry]
         if missing:
             raise UserInputError("result entry lacks " + ", ".join(missing), file=file, field=where)
-        image = matcher.by_id.get(entry["image_id"]) if not isinstance(entry["image_id"], bool) else None
+        image_ref = entry["image_id"]
+        if isinstance(image_ref, str):  # some tools write the file name as the image id
+            image = matcher.from_path(image_ref)
+        else:
+            image = matcher.by_id.get(image_ref) if not isinstance(image_ref, bool) else None
         if image is None:
             raise UserInputError("prediction for an image id that is not in the ground truth", file=file,
                                  field=f"{where}.image_id", value=entry["image_id"])

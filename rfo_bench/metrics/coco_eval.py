@@ -12,7 +12,9 @@ computes it once into a :class:`MatchTable` and :func:`accumulate` (or the boots
 with image weights, so a replicate costs a cumulative sum instead of a full evaluation.
 
 Everything here is pure array math: no files, no printing. The wrappers for the two reference
-libraries are :func:`reference_coco_eval`.
+libraries are :func:`reference_coco_eval`. faster-coco-eval computes precision as ``tp / (tp + fp)``
+without pycocotools' ``+ np.spacing(1)`` and averages in another order, so its numbers differ from
+pycocotools (and from this module) in the last bits only (<= 1e-12 in the tests).
 
 Limitations (shared with how :mod:`rfo_bench` uses COCO): no crowd annotations, ``useCats=1``.
 """
