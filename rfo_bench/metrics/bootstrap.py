@@ -83,6 +83,7 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int = 
     out = -np.ones((num_b, num_t, num_r, num_k))
     by_cat = np.argsort(table.det_category, kind="stable")
     bounds = np.searchsorted(table.det_category[by_cat], np.arange(num_k + 1))
+    counts_i64 = counts.astype(np.int64)
     for k in range(num_k):
         sel = by_cat[bounds[k]:bounds[k + 1]]
         order = sel[np.argsort(-table.det_score[sel], kind="mergesort")]
@@ -90,34 +91,33 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int = 
         tp_flag = table.matched[0][:, order] & ~dt_ig  # (T, n)
         counted = ~dt_ig  # detections that are a TP or an FP at each threshold
         det_img = table.det_image[order]
-        counts_t = np.ascontiguousarray(counts.T)  # (I, B): cumulative sums run down contiguous rows
         union = np.flatnonzero(tp_flag.any(axis=0))
-        segments = _segment_matrix(union, det_img, counted.all(axis=0), table.num_images) if union.size else None
+        uniform = bool(counted.all())
+        segments_t = _segment_matrix(union, det_img, counted.all(axis=0), table.num_images).T.tocsr() \
+            if union.size else None
         for b0 in range(0, num_b, chunk):
-            c_t = counts_t[:, b0:b0 + chunk].astype(np.int64)  # (I, Bc)
-            num_gt = table.gt_count[0, k] @ c_t  # (Bc,)
+            c = counts_i64[b0:b0 + chunk]  # (Bc, I)
+            num_gt = c @ table.gt_count[0, k]  # (Bc,)
             valid = num_gt > 0
-            q = np.zeros((c_t.shape[1], num_t, num_r))
+            q = np.zeros((c.shape[0], num_t, num_r))
             if valid.any() and union.size:
                 need = _min_count_for_recall(np.where(valid, num_gt, 1))  # (Bc, R)
-                uniform = counted.all()
                 # detections counted so far (TP or FP) at each position of `union`
-                seen_union = np.cumsum(segments @ c_t, axis=0) if uniform else None
+                seen_union = np.cumsum(np.asarray(c @ segments_t), axis=1) if uniform else None  # (Bc, m)
                 for t in range(num_t):
                     positions = np.flatnonzero(tp_flag[t])
                     if positions.size == 0:
                         continue
                     if uniform:
-                        seen = seen_union[np.searchsorted(union, positions)]
+                        seen = seen_union[:, np.searchsorted(union, positions)]
                     else:
-                        seen = np.cumsum(c_t[det_img] * counted[t][:, None], axis=0)[positions]
-                    w = c_t[det_img[positions]]  # (n_t, Bc)
-                    tp = np.cumsum(w, axis=0)  # (n_t, Bc)
+                        seen = np.cumsum(c[:, det_img] * counted[t], axis=1)[:, positions]
+                    tp = np.cumsum(c[:, det_img[positions]], axis=1)  # (Bc, n_t)
                     fp = seen - tp
                     tp_f = tp.astype(np.float64)
                     precision = tp_f / (fp.astype(np.float64) + tp_f + _EPS)
-                    envelope = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
-                    q[:, t, :] = _first_at_least(np.ascontiguousarray(tp.T), np.ascontiguousarray(envelope.T), need)
+                    envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+                    q[:, t, :] = _first_at_least(tp, envelope, need)
             q[~valid] = -1
             out[b0:b0 + chunk, :, :, k] = q
     return out
