@@ -208,56 +208,59 @@ class CTBackground:
         return index, density
 
 
+def _linear_taps(index: np.ndarray, size: int) -> tuple:
+    """Indices and weights of 1-D linear interpolation at fractional ``index``; zero outside ``[0, size-1]``."""
+    i0 = np.floor(index).astype(np.int64)
+    w1 = index - i0
+    w0 = 1.0 - w1
+    w0 = np.where((i0 >= 0) & (i0 < size), w0, 0.0).astype(np.float32)
+    w1 = np.where((i0 + 1 >= 0) & (i0 + 1 < size), w1, 0.0).astype(np.float32)
+    return np.clip(i0, 0, size - 1), np.clip(i0 + 1, 0, size - 1), w0, w1
+
+
 def project_ct(hu: np.ndarray, spacing_mm: tuple[float, float, float], detector: Detector, downsample: int = 2
                ) -> dict[str, np.ndarray]:
     """Cone-beam PA line integrals of each material's density, g/cm², on the detector grid.
 
-    The volume is centred at the isocentre; rays are sampled where they cross each coronal slice
-    (constant anterior-posterior coordinate), trilinearly, with step ``Δy · |d| / d_z``.
+    The volume is centred at the isocentre. Each ray is sampled where it crosses each coronal slice
+    (constant anterior–posterior coordinate), bilinearly within the slice, with path length
+    ``Δy · |d| / d_z`` per slice (a Joseph-type projector). Within one slice the sample positions of all
+    rays form a scaled grid, so the interpolation is separable: two 1-D gathers per slice.
 
     Args:
         hu: ``(X, Y, Z)`` RAS+ Hounsfield units.
         spacing_mm: voxel size.
-        detector: geometry (source view).
+        detector: geometry (source view: columns towards the patient's right, rows towards the feet).
         downsample: rays are traced on a grid ``downsample`` times coarser, then interpolated.
     """
-    import torch
-    import torch.nn.functional as F
     from scipy.ndimage import zoom
 
     materials = decompose_hu(hu)
     nx, ny, nz = hu.shape
     sx, sy, sz = spacing_mm
-    # (C, D=Z, H=Y, W=X) volume for grid_sample.
-    volume = torch.from_numpy(np.stack([materials[m].transpose(2, 1, 0) for m in CT_MATERIALS]))[None]
+    # (Y, M, X, Z): one contiguous coronal slab per step along the beam.
+    volume = np.ascontiguousarray(np.stack([materials[m] for m in CT_MATERIALS]).transpose(2, 0, 1, 3))
     rows, cols = -(-detector.rows // downsample), -(-detector.cols // downsample)
     coarse = Detector(rows, cols, detector.pixel_mm * detector.cols / cols, detector.source_to_detector_mm,
                       detector.source_to_object_mm)
     u, v = coarse.pixel_centres_mm()
-    uu, vv = np.meshgrid(u, v)  # (rows, cols)
     sid, sod = detector.source_to_detector_mm, detector.source_to_object_mm
-    ray_norm = np.sqrt(uu**2 + vv**2 + sid**2)
-    total = torch.zeros((len(CT_MATERIALS), rows, cols), dtype=torch.float64)
-    y_planes = (np.arange(ny) - (ny - 1) / 2.0) * sy  # object-frame z of each coronal slice
-    chunk = max(1, int(4_000_000 // (rows * cols)))
-    with torch.no_grad():
-        for start in range(0, ny, chunk):
-            zs = y_planes[start:start + chunk]
-            scale = (zs[:, None, None] + sod) / sid  # ray parameter at each plane
-            x_obj = uu[None] * scale
-            y_obj = vv[None] * scale
-            # object → RAS: x_ras = x_o, z_ras = -y_o, y_ras = z_o
-            gx = x_obj / (sx * (nx - 1) / 2.0)
-            gy = np.broadcast_to(((np.arange(start, start + len(zs)) - (ny - 1) / 2.0) / ((ny - 1) / 2.0))[:, None, None],
-                                 x_obj.shape)
-            gz = -y_obj / (sz * (nz - 1) / 2.0)
-            grid = torch.from_numpy(np.stack([gx, gy, gz], axis=-1).astype(np.float32))[None]  # (1, n, rows, cols, 3)
-            sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-            total += sampled[0].sum(dim=1).double()
-    step_mm = sy * ray_norm / sid  # path length per slice along each ray
+    total = np.zeros((len(CT_MATERIALS), cols, rows), dtype=np.float32)
+    for j in range(ny):
+        depth = (j - (ny - 1) / 2.0) * sy  # object-frame z of this slice (RAS y, anterior +)
+        scale = (depth + sod) / sid
+        a0, a1, wa0, wa1 = _linear_taps(u * scale / sx + (nx - 1) / 2.0, nx)  # x_o = x_RAS
+        b0, b1, wb0, wb1 = _linear_taps(-v * scale / sz + (nz - 1) / 2.0, nz)  # y_o (down) = -z_RAS
+        if not (wa0.any() or wa1.any()) or not (wb0.any() or wb1.any()):
+            continue
+        slab = volume[j]  # (M, X, Z)
+        along_x = slab[:, a0, :] * wa0[None, :, None] + slab[:, a1, :] * wa1[None, :, None]  # (M, cols, Z)
+        total += along_x[:, :, b0] * wb0[None, None, :] + along_x[:, :, b1] * wb1[None, None, :]
+    uu, vv = np.meshgrid(u, v)
+    step_mm = sy * np.sqrt(uu**2 + vv**2 + sid**2) / sid  # path length per slice along each ray
     out = {}
     for k, name in enumerate(CT_MATERIALS):
-        g_cm2 = total[k].numpy() * step_mm / 10.0
+        g_cm2 = total[k].T.astype(np.float64) * step_mm / 10.0  # (rows, cols)
         full = zoom(g_cm2, (detector.rows / rows, detector.cols / cols), order=1, grid_mode=True, mode="nearest")
         out[name] = full[:detector.rows, :detector.cols].astype(np.float32)
     return out

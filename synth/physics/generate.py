@@ -118,63 +118,115 @@ def detected_spectrum(config: PhysicsConfig) -> Spectrum:
 
 
 @dataclass(frozen=True, eq=False)
+class Layer:
+    """Path lengths through all parts of an object sharing a material, density and host.
+
+    Attributes:
+        material, density_g_cm3: what the parts are made of.
+        host_material, host_density_g_cm3: what they displace when embedded in another part
+            (``None``: they displace the surrounding medium).
+        lengths_mm: ``(roi.rows, roi.cols)`` per-pixel mean path length (sub-rays averaged).
+        mean_depth_mm: same shape, mean distance from the source of the segments (CT mode), or ``None``.
+    """
+
+    material: str
+    density_g_cm3: float
+    host_material: str | None
+    host_density_g_cm3: float | None
+    lengths_mm: np.ndarray
+    mean_depth_mm: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
 class PlacedObject:
-    """An object with its pose and per-part path lengths on its footprint."""
+    """An object with its pose and its material layers projected over its footprint box."""
 
     obj: RFOObject
     pose: Pose
     roi: ROI
-    lengths_mm: dict[str, np.ndarray]
-    mean_depth_mm: dict[str, np.ndarray]
+    layers: tuple[Layer, ...]
+
+
+def _needs_supersampling(vertices: np.ndarray, faces: np.ndarray, pixel_mm: float) -> bool:
+    """Thin solids (volume / area, about half the thickness, below a pixel) need sub-pixel rays."""
+    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
+    cross = np.cross(b - a, c - a)
+    area = 0.5 * np.linalg.norm(cross, axis=1).sum()
+    volume = abs(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0
+    return volume / max(area, 1e-12) < pixel_mm
 
 
 def place_and_project(obj: RFOObject, pose: Pose, detector: Detector, supersample: int, with_depth: bool
                       ) -> PlacedObject | None:
-    """Project every part of a posed object over the object's footprint box (``None`` if off the detector)."""
+    """Project a posed object over its footprint box, one path-length map per material layer.
+
+    Parts with the same material, density and host are disjoint, so their path lengths add: they are
+    rasterised as one mesh over their own footprint. Thin layers are supersampled.
+    """
     from synth.physics.project import block_mean
 
     posed = {p.name: pose.apply(p.vertices_mm) for p in obj.parts}
     roi = footprint_roi(np.concatenate(list(posed.values())), detector, pad=2)
     if roi is None:
         return None
-    lengths, depths = {}, {}
+    by_name = {p.name: p for p in obj.parts}
+    groups: dict[tuple, list[Part]] = {}
     for part in obj.parts:
-        result = path_lengths(posed[part.name], part.faces, detector, roi=roi, supersample=supersample,
-                              with_depth=with_depth)
-        lengths[part.name] = block_mean(result.lengths_mm, supersample)
+        host = by_name[part.host] if part.host is not None else None
+        key = (part.material, round(part.density_g_cm3, 6), None if host is None else host.material,
+               None if host is None else round(host.density_g_cm3, 6))
+        groups.setdefault(key, []).append(part)
+    layers = []
+    for (material, density, host_material, host_density), parts in groups.items():
+        offsets = np.cumsum([0] + [len(p.vertices_mm) for p in parts])[:-1]
+        vertices = np.concatenate([posed[p.name] for p in parts])
+        faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
+        own = footprint_roi(vertices, detector, pad=1)
+        if own is None:
+            continue
+        r0, c0 = max(own.row0, roi.row0), max(own.col0, roi.col0)
+        r1 = min(own.row0 + own.rows, roi.row0 + roi.rows)
+        c1 = min(own.col0 + own.cols, roi.col0 + roi.cols)
+        own = ROI(r0, c0, r1 - r0, c1 - c0)
+        s = supersample if _needs_supersampling(vertices, faces, detector.pixel_mm) else 1
+        result = path_lengths(vertices, faces, detector, roi=own, supersample=s, with_depth=with_depth)
+        lengths = np.zeros((roi.rows, roi.cols))
+        inner = (slice(own.row0 - roi.row0, own.row0 - roi.row0 + own.rows),
+                 slice(own.col0 - roi.col0, own.col0 - roi.col0 + own.cols))
+        lengths[inner] = block_mean(result.lengths_mm, s)
+        depth = None
         if with_depth and result.mean_depth_mm is not None:
-            d = np.where(result.lengths_mm > 0, result.mean_depth_mm * result.lengths_mm, 0.0)
-            total = block_mean(d, supersample)
+            weighted = block_mean(np.where(result.lengths_mm > 0, result.mean_depth_mm * result.lengths_mm, 0.0), s)
+            depth = np.full((roi.rows, roi.cols), np.nan)
             with np.errstate(invalid="ignore", divide="ignore"):
-                depths[part.name] = np.where(lengths[part.name] > 0, total / lengths[part.name], np.nan)
-    return PlacedObject(obj, pose, roi, lengths, depths)
+                depth[inner] = np.where(lengths[inner] > 0, weighted / lengths[inner], np.nan)
+        layers.append(Layer(material, float(density), host_material, host_density, lengths, depth))
+    return PlacedObject(obj, pose, roi, tuple(layers))
 
 
-def _part_exponent(parts: tuple[Part, ...], lengths: dict[str, np.ndarray], mu_cache: dict, energies: np.ndarray,
-                   default_host: str | None) -> np.ndarray:
-    """``(K, h, w)`` Σ_parts (μ_part - μ_host) L in the ROI for each energy (host = displaced material)."""
+def _mu(cache: dict, material: str, density: float, energies: np.ndarray) -> np.ndarray:
     from synth.physics.materials import linear_attenuation_per_mm
 
-    def mu(material: str, density: float) -> np.ndarray:
-        key = (material, round(density, 6))
-        if key not in mu_cache:
-            mu_cache[key] = linear_attenuation_per_mm(material, energies, density)
-        return mu_cache[key]
+    key = (material, round(float(density), 6))
+    if key not in cache:
+        cache[key] = linear_attenuation_per_mm(material, energies, density).astype(np.float32)
+    return cache[key]
 
-    by_name = {p.name: p for p in parts}
-    shape = next(iter(lengths.values())).shape
-    exponent = np.zeros((len(energies),) + shape)
-    for part in parts:
-        length = lengths[part.name]
+
+def _layer_exponent(layers: tuple[Layer, ...], mask: np.ndarray, mu_cache: dict, energies: np.ndarray,
+                    default_host: str | None) -> np.ndarray:
+    """``(K, n)`` Σ_layers (μ_layer - μ_host) L at the ``n`` masked pixels for each energy."""
+    exponent = np.zeros((len(energies), int(mask.sum())), dtype=np.float32)
+    for layer in layers:
+        length = layer.lengths_mm[mask].astype(np.float32)
         if not np.any(length > 0):
             continue
-        delta = mu(part.material, part.density_g_cm3)
-        if part.host is not None:
-            host = by_name[part.host]
-            delta = delta - mu(host.material, host.density_g_cm3)
+        delta = _mu(mu_cache, layer.material, layer.density_g_cm3, energies)
+        if layer.host_material is not None:
+            delta = delta - _mu(mu_cache, layer.host_material, layer.host_density_g_cm3, energies)
         elif default_host is not None:
-            delta = delta - mu(default_host, _host_density(default_host))
-        exponent += delta[:, None, None] * length[None]
+            delta = delta - _mu(mu_cache, default_host, _host_density(default_host), energies)
+        exponent += delta[:, None] * length[None]
     return exponent
 
 
@@ -265,8 +317,9 @@ class Renderer:
                 return Pose(rotation, np.array([xy[0], xy[1], depth]))
             centre = bg.body_voxels[int(rng.integers(len(bg.body_voxels)))]
             return Pose(rotation, centre + rng.uniform(-2, 2, size=3))
-        bg = self.background
-        rows, cols = np.nonzero(bg.body_mask)
+        if not hasattr(self, "_body_rc"):
+            self._body_rc = np.nonzero(self.background.body_mask)
+        rows, cols = self._body_rc
         k = int(rng.integers(len(rows)))
         if obj.external:
             to_detector = rng.uniform(10, 30) if rng.random() < 0.6 else rng.uniform(220, 260)
@@ -298,11 +351,19 @@ class Renderer:
         """Noise-free primary transmission ratio ``R`` of one object over its ROI."""
         bg = self.background
         energies = self.spectrum.energies_kev
-        water = bg.water_mm[placed.roi.slices].astype(np.float64)
-        weights = self.spectrum.integrating_weights()[:, None, None] * np.exp(-self._mu_water[:, None, None] * water[None])
+        mask = np.zeros((placed.roi.rows, placed.roi.cols), dtype=bool)
+        for layer in placed.layers:
+            mask |= layer.lengths_mm > 0
+        ratio = np.ones(mask.shape)
+        if not mask.any():
+            return ratio
+        water = bg.water_mm[placed.roi.slices][mask].astype(np.float32)
+        weights = self.spectrum.integrating_weights().astype(np.float32)[:, None] * np.exp(
+            -self._mu_water.astype(np.float32)[:, None] * water[None])
         host = "air" if placed.obj.external else "soft_tissue"
-        exponent = _part_exponent(placed.obj.parts, placed.lengths_mm, self._mu_cache, energies, host)
-        return (weights * np.exp(-exponent)).sum(axis=0) / weights.sum(axis=0)
+        exponent = _layer_exponent(placed.layers, mask, self._mu_cache, energies, host)
+        ratio[mask] = (weights * np.exp(-exponent)).sum(axis=0) / weights.sum(axis=0)
+        return ratio
 
     def render_radiograph(self, rng: np.random.Generator, placed: list[PlacedObject]
                           ) -> tuple[np.ndarray, list[dict[str, Any]]]:
@@ -356,39 +417,39 @@ class Renderer:
         keep = (rows > 0.05 * len(body)) & (rows < 0.95 * len(body)) & (cols > 0.05 * len(body)) & (cols < 0.95 * len(body))
         self._ct_body_pixels = np.column_stack([rows[keep], cols[keep]])
 
-    def _object_primary_ct(self, placed: PlacedObject, primary: np.ndarray) -> np.ndarray:
-        """Replace the primary in the object's ROI by the one with the object (tissue displaced)."""
+    def _object_primary_ct(self, placed: PlacedObject) -> np.ndarray:
+        """The primary over the object's ROI with the object in place (patient material displaced)."""
         from synth.physics.backgrounds import CT_MATERIALS
 
         bg, det = self.background, self.detector
         energies = self.spectrum.energies_kev
         sl = placed.roi.slices
-        maps = np.stack([bg.material_g_cm2[m][sl] for m in CT_MATERIALS]).astype(np.float64)
-        exponent = np.tensordot(self._ct_mass_mu.T, maps, axes=1)
-        exponent += _part_exponent(placed.obj.parts, placed.lengths_mm, self._mu_cache, energies, None)
+        mask = np.ones((placed.roi.rows, placed.roi.cols), dtype=bool)
+        maps = np.stack([bg.material_g_cm2[m][sl] for m in CT_MATERIALS]).astype(np.float32)
+        exponent = np.tensordot(self._ct_mass_mu.T.astype(np.float32), maps, axes=1)  # (K, h, w)
+        exponent += _layer_exponent(placed.layers, mask, self._mu_cache, energies, None).reshape(exponent.shape)
         # Displaced patient material, sampled where each ray crosses the object (mid-depth of its segments).
         u, v = det.pixel_centres_mm()
         uu, vv = np.meshgrid(u[placed.roi.col0:placed.roi.col0 + placed.roi.cols],
                              v[placed.roi.row0:placed.roi.row0 + placed.roi.rows])
         direction = np.stack([uu, vv, np.full_like(uu, det.source_to_detector_mm)], axis=-1)
         direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
-        for part in placed.obj.parts:
-            if part.host is not None:
+        for layer in placed.layers:
+            if layer.host_material is not None or layer.mean_depth_mm is None:
                 continue
-            length = placed.lengths_mm[part.name]
-            hit = length > 0
+            hit = layer.lengths_mm > 0
             if not hit.any():
                 continue
-            depth = placed.mean_depth_mm[part.name][hit]
-            points = det.source_mm + direction[hit] * depth[:, None]
+            points = det.source_mm + direction[hit] * layer.mean_depth_mm[hit][:, None]
             index, density = bg.sample_materials(points)
-            displaced = np.zeros((len(energies), int(hit.sum())))
+            length = layer.lengths_mm[hit]
+            displaced = np.zeros((len(energies), int(hit.sum())), dtype=np.float32)
             for k in range(len(CT_MATERIALS)):
                 sel = index == k
-                displaced[:, sel] = self._ct_mass_mu[k][:, None] * density[sel][None] * length[hit][sel][None] / 10.0
+                displaced[:, sel] = self._ct_mass_mu[k][:, None] * density[sel][None] * length[sel][None] / 10.0
             exponent[:, hit] -= displaced
-        weights = self.spectrum.integrating_weights()
-        return np.tensordot(weights, np.exp(-exponent), axes=1)
+        weights = self.spectrum.integrating_weights().astype(np.float32)
+        return np.tensordot(weights, np.exp(-exponent), axes=1).astype(np.float64)
 
     def render_ct(self, rng: np.random.Generator, placed: list[PlacedObject]) -> tuple[np.ndarray, list[dict[str, Any]]]:
         cfg, det = self.config, self.detector
@@ -396,7 +457,8 @@ class Renderer:
         annotations = []
         for obj in placed:
             before = primary[obj.roi.slices].copy()
-            after = self._object_primary_ct(obj, primary) * (before / np.maximum(self._ct_primary[obj.roi.slices], 1e-300))
+            # Objects overlapping earlier ones multiply their transmissions.
+            after = self._object_primary_ct(obj) * (before / np.maximum(self._ct_primary[obj.roi.slices], 1e-300))
             log_att = -np.log(np.maximum(after, 1e-300) / np.maximum(before, 1e-300))
             ann = _annotation(obj, log_att >= cfg.label_min_attenuation, det.shape, self.flip_lr, log_att)
             primary[obj.roi.slices] = after

@@ -140,21 +140,43 @@ def path_lengths(
 
     acc_inv = np.zeros(height * width)
     acc_sq = np.zeros(height * width) if with_depth else None
-    counts = box_w[keep] * box_h[keep]
     # Fine-grid pixel centres in detector-plane mm (relative to the principal point).
     u0 = ((roi.col0 - 0.5) + 0.5 / s - (detector.cols - 1) / 2.0) * detector.pixel_mm
     v0 = ((roi.row0 - 0.5) + 0.5 / s - (detector.rows - 1) / 2.0) * detector.pixel_mm
     step = detector.pixel_mm / s
+    tri = keep
+    # Edge functions e = A*px + B*py + C per undirected edge (canonical vertex order: lower index first),
+    # so the two triangles sharing an edge evaluate bit-identical values; then oriented per triangle.
+    orient = np.sign(area2[tri])
+    coeffs = []
+    for i, j in ((0, 1), (1, 2), (2, 0)):
+        forward = f[tri, i] < f[tri, j]
+        ia = np.where(forward, i, j)
+        ib = np.where(forward, j, i)
+        rows_idx = np.arange(tri.size)
+        xa, ya = x[tri, :][rows_idx, ia], y[tri, :][rows_idx, ia]
+        xb, yb = x[tri, :][rows_idx, ib], y[tri, :][rows_idx, ib]
+        a_coef, b_coef = -(yb - ya), xb - xa
+        c_coef = (yb - ya) * xa - (xb - xa) * ya
+        # Simulation of simplicity: a centre exactly on the edge is nudged by (eps, eps^2).
+        tie = np.where(a_coef != 0, a_coef, b_coef)
+        sign = np.where(forward, 1.0, -1.0) * orient
+        coeffs.append((a_coef, b_coef, c_coef, tie * sign > 0, sign))
+    n = normal[tri]
+    nd_px, nd_py = n[:, 0] * step, n[:, 1] * step
+    nd_0 = n[:, 0] * u0 + n[:, 1] * v0 + n[:, 2] * sid
+    off = offset[tri]
+    counts = box_w[tri] * box_h[tri]
     start = 0
-    while start < keep.size:
+    while start < tri.size:
         stop = start + 1
         total = counts[start]
-        while stop < keep.size and total + counts[stop] <= _MAX_CANDIDATES:
+        while stop < tri.size and total + counts[stop] <= _MAX_CANDIDATES:
             total += counts[stop]
             stop += 1
         _rasterise_chunk(
-            keep[start:stop], counts[start:stop], f, x, y, area2, lo_c, lo_r, box_w, normal, offset,
-            u0, v0, step, sid, width, acc_inv, acc_sq,
+            np.arange(start, stop), counts[start:stop], lo_c[tri], lo_r[tri], box_w[tri], coeffs,
+            nd_px, nd_py, nd_0, off, width, acc_inv, acc_sq,
         )
         start = stop
 
@@ -173,35 +195,24 @@ def path_lengths(
 
 
 def _rasterise_chunk(
-    tri: np.ndarray, counts: np.ndarray, f: np.ndarray, x: np.ndarray, y: np.ndarray, area2: np.ndarray,
-    lo_c: np.ndarray, lo_r: np.ndarray, box_w: np.ndarray, normal: np.ndarray, offset: np.ndarray,
-    u0: float, v0: float, step: float, sid: float, width: int, acc_inv: np.ndarray, acc_sq: np.ndarray | None,
+    local_tri: np.ndarray, counts: np.ndarray, lo_c: np.ndarray, lo_r: np.ndarray, box_w: np.ndarray, coeffs: list,
+    nd_px: np.ndarray, nd_py: np.ndarray, nd_0: np.ndarray, offset: np.ndarray, width: int,
+    acc_inv: np.ndarray, acc_sq: np.ndarray | None,
 ) -> None:
-    idx = np.repeat(tri, counts)
+    idx = np.repeat(local_tri, counts)
     first = np.repeat(np.cumsum(counts) - counts, counts)
     local = np.arange(idx.size) - first
     w = box_w[idx]
-    px = lo_c[idx] + local % w
-    py = lo_r[idx] + local // w
-    orient = np.sign(area2[idx])
+    py_i, px_i = np.divmod(local, w)
+    px = (lo_c[idx] + px_i).astype(np.float64)
+    py = (lo_r[idx] + py_i).astype(np.float64)
     inside = np.ones(idx.size, dtype=bool)
-    for i, j in ((0, 1), (1, 2), (2, 0)):
-        vi, vj = f[idx, i], f[idx, j]
-        forward = vi < vj  # canonical direction: from the lower to the higher vertex index
-        ia = np.where(forward, i, j)
-        ib = np.where(forward, j, i)
-        xa, ya = x[idx, ia], y[idx, ia]
-        xb, yb = x[idx, ib], y[idx, ib]
-        edge = (xb - xa) * (py - ya) - (yb - ya) * (px - xa)
-        # Simulation of simplicity: the centre is nudged by (eps, eps^2).
-        tie = np.where(yb != ya, -(yb - ya), xb - xa)
-        value = np.where(edge != 0, edge, tie)
-        inside &= (value * np.where(forward, 1.0, -1.0) * orient) > 0
+    for a_coef, b_coef, c_coef, tie_inside, sign in coeffs:
+        edge = a_coef[idx] * px + b_coef[idx] * py + c_coef[idx]
+        inside &= np.where(edge != 0, edge * sign[idx] > 0, tie_inside[idx])
     idx, px, py = idx[inside], px[inside], py[inside]
-    n = normal[idx]
-    n_dot_d = n[:, 0] * (u0 + step * px) + n[:, 1] * (v0 + step * py) + n[:, 2] * sid
-    lam = offset[idx] / n_dot_d  # signed: + exit, - entry; |lam| = t / |d|
-    pixel = py * width + px
+    lam = offset[idx] / (nd_px[idx] * px + nd_py[idx] * py + nd_0[idx])  # + exit, - entry; |lam| = t / |d|
+    pixel = py.astype(np.int64) * width + px.astype(np.int64)
     acc_inv += np.bincount(pixel, weights=lam, minlength=acc_inv.size)
     if acc_sq is not None:
         acc_sq += np.bincount(pixel, weights=np.sign(lam) * lam * lam, minlength=acc_sq.size)

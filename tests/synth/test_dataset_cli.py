@@ -97,3 +97,34 @@ def test_bad_mesh_folder_and_ct_without_spacing(tmp_path, capsys) -> None:
     assert _run(tmp_path / "o2", "--mode", "ct", "--backgrounds", str(ct)) == 2
     assert "spacing" in capsys.readouterr().err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def _synthetic_ct(path) -> None:
+    """A 48x40x32 mm chest-like phantom: water body, lungs, and a bone block on the patient's right."""
+    import nibabel as nib
+
+    hu = np.full((48, 40, 32), -1000.0, dtype=np.float32)
+    x, y = np.meshgrid(np.arange(48) - 23.5, np.arange(40) - 19.5, indexing="ij")
+    body = (x / 22.0) ** 2 + (y / 17.0) ** 2 < 1.0
+    hu[body, :] = 40.0
+    hu[30:44, 12:28, 4:28] = 900.0  # high RAS x = patient's right
+    nib.save(nib.Nifti1Image(hu, np.diag([1.0, 1.0, 1.0, 1.0])), path)
+
+
+def test_ct_mode_labels_and_pa_orientation(tmp_path) -> None:
+    from pycocotools.coco import COCO
+
+    from rfo_bench.io.images import read_image
+
+    ct = tmp_path / "phantom.nii.gz"
+    _synthetic_ct(ct)
+    out = tmp_path / "ct"
+    code = main(["physics", "--n", "3", "--out", str(out), "--seed", "2", "--mode", "ct", "--backgrounds", str(ct),
+                 "--size", "64", "--negative-fraction", "0", "--max-objects", "1", "--classes", "needle", "clamp",
+                 "--off", "noise", "--no-progress"])
+    assert code == 0
+    coco = COCO(str(out / "annotations.json"))
+    assert len(coco.anns) >= 1
+    image = read_image(out / coco.imgs[1]["file_name"]).pixels
+    # PA display: the patient's right (the bone block) on the image left.
+    assert image[:, :28].mean() > image[:, 36:].mean() + 0.05

@@ -149,14 +149,12 @@ def _triangulate_polygon(poly: np.ndarray) -> np.ndarray:
             p0, p1, p2 = pts[i0], pts[i1], pts[i2]
             if cross(p0, p1, p2) <= 1e-12:
                 continue
-            inside = False
-            for other in order:
-                if other in (i0, i1, i2):
-                    continue
-                q = pts[other]
-                if cross(p0, p1, q) >= 0 and cross(p1, p2, q) >= 0 and cross(p2, p0, q) >= 0:
-                    inside = True
-                    break
+            others = [o for o in order if o not in (i0, i1, i2)]
+            q = pts[others]
+            c0 = (p1[0] - p0[0]) * (q[:, 1] - p0[1]) - (p1[1] - p0[1]) * (q[:, 0] - p0[0])
+            c1 = (p2[0] - p1[0]) * (q[:, 1] - p1[1]) - (p2[1] - p1[1]) * (q[:, 0] - p1[0])
+            c2 = (p0[0] - p2[0]) * (q[:, 1] - p2[1]) - (p0[1] - p2[1]) * (q[:, 0] - p2[0])
+            inside = bool(np.any((c0 >= 0) & (c1 >= 0) & (c2 >= 0)))
             if not inside:
                 triangles.append((i0, i1, i2))
                 order.pop(k)
