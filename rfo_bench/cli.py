@@ -52,6 +52,8 @@ def _add_data_options(cmd: argparse.ArgumentParser, prefix: str = "") -> None:
                      help="image root for COCO/CSV paths (default: the file's directory)")
     cmd.add_argument("--csv-convention", default="auto", choices=("auto", "object_cxr", "hopkins"),
                      help="object convention of a ground-truth CSV")
+    cmd.add_argument("--yolo-split", default=None, choices=("train", "val", "test"),
+                     help="read only this split of a YOLO data.yaml (default: all)")
 
 
 def _read(path: str, args: argparse.Namespace, prefix: str = "", *, patients: bool = False):
@@ -59,7 +61,8 @@ def _read(path: str, args: argparse.Namespace, prefix: str = "", *, patients: bo
 
     key = prefix.replace("-", "_")
     dataset = read_dataset(path, fmt=getattr(args, f"{key}format"), root=getattr(args, f"{key}root"),
-                           csv_convention=args.csv_convention)
+                           csv_convention=args.csv_convention,
+                           yolo_splits=(args.yolo_split,) if args.yolo_split else None)
     return fill_patient_ids(dataset) if patients else dataset
 
 
@@ -69,6 +72,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     dataset, problems = check_dataset(
         args.data, fmt=args.format, root=args.root, csv_convention=args.csv_convention,
         images=not args.no_images, decode=not args.header_only,
+        yolo_splits=(args.yolo_split,) if args.yolo_split else None,
     )
     if args.json:
         print(json.dumps({"data": str(args.data), "images": len(dataset.images) if dataset else 0,

@@ -136,6 +136,7 @@ def check_images(dataset: DetectionDataset, *, decode: bool = True) -> list[Prob
 def check_dataset(
     path: str | os.PathLike[str], *, fmt: str = "auto", root: str | os.PathLike[str] | None = None,
     csv_convention: str = "auto", images: bool = True, decode: bool = True,
+    yolo_splits: tuple[str, ...] | None = None,
 ) -> tuple[DetectionDataset | None, list[Problem]]:
     """Read a dataset leniently and list all its problems.
 
@@ -148,7 +149,8 @@ def check_dataset(
     messages: list[str] = []
     from rfo_bench.io.formats import read_dataset
 
-    dataset = read_dataset(path, fmt=fmt, root=root, csv_convention=csv_convention, problems=messages)
+    dataset = read_dataset(path, fmt=fmt, root=root, csv_convention=csv_convention, problems=messages,
+                           yolo_splits=yolo_splits)
     problems = [
         Problem("mixed_conventions" if "mixes" in m else "malformed_entry", _where(m, str(path)), m)
         for m in messages

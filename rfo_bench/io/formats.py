@@ -57,6 +57,7 @@ def read_dataset(
     root: str | os.PathLike[str] | None = None,
     csv_convention: str = "auto",
     problems: list[str] | None = None,
+    yolo_splits: tuple[str, ...] | None = None,
 ) -> DetectionDataset:
     """Read ground truth in any supported format.
 
@@ -66,6 +67,7 @@ def read_dataset(
         root: image root for COCO / CSV (default: the file's directory).
         csv_convention: ``auto``, ``object_cxr`` or ``hopkins`` (CSV only).
         problems: collect malformed entries here instead of raising (COCO / CSV only).
+        yolo_splits: YOLO splits to read (default all of train, val, test).
     """
     file = Path(path)
     if fmt not in FORMATS:
@@ -83,7 +85,7 @@ def read_dataset(
     if fmt == "yolo":
         from rfo_bench.io.yolo_format import read_yolo
 
-        return read_yolo(file)
+        return read_yolo(file) if yolo_splits is None else read_yolo(file, yolo_splits)
     from rfo_bench.io.folders import read_image_folders
 
     return read_image_folders(file)
