@@ -506,16 +506,24 @@ def _load_cifar(kind: str, directory: Path, size: tuple[int, int] | None, in_cha
 
 
 def _crop_square(pixels: np.ndarray, cx: float, cy: float, side: int) -> np.ndarray:
-    """A ``side x side`` crop centred on ``(cx, cy)`` (pixels), zero-padded where it leaves the image."""
+    """A ``side x side`` crop around ``(cx, cy)`` (pixels) that stays inside the image.
+
+    Near a border the window is shifted inwards rather than padded, so that no patch carries an
+    artificial black margin a classifier could use as a cue (objects near the edge are not centred
+    then, but stay inside). Only a window larger than the image is padded, by edge replication.
+    """
     height, width = pixels.shape[:2]
     x0 = int(round(cx - side / 2))
     y0 = int(round(cy - side / 2))
-    out = np.zeros((side, side, *pixels.shape[2:]), dtype=np.float32)
+    x0 = min(max(x0, 0), width - side) if side <= width else (width - side) // 2
+    y0 = min(max(y0, 0), height - side) if side <= height else (height - side) // 2
     sx0, sy0 = max(x0, 0), max(y0, 0)
-    sx1, sy1 = min(x0 + side, width), min(y0 + side, height)
-    if sx1 > sx0 and sy1 > sy0:
-        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = pixels[sy0:sy1, sx0:sx1]
-    return out
+    crop = pixels[sy0:min(y0 + side, height), sx0:min(x0 + side, width)]
+    pad_y = (sy0 - y0, side - crop.shape[0] - (sy0 - y0))
+    pad_x = (sx0 - x0, side - crop.shape[1] - (sx0 - x0))
+    if any(pad_y) or any(pad_x):
+        crop = np.pad(crop, (pad_y, pad_x, *([(0, 0)] * (pixels.ndim - 2))), mode="edge")
+    return np.ascontiguousarray(crop, dtype=np.float32)
 
 
 def _boxes_overlap(box_xyxy: tuple[float, float, float, float], boxes_xyxy: list[tuple[float, ...]]) -> bool:
@@ -543,7 +551,7 @@ def _load_rfo_patches(
     The COCO file is read with the shared :func:`rfo_bench.io.coco.read_coco`. Classes are
     ``"none"`` (background, label 0) followed by the categories that have at least one object, in
     category-id order. An object patch is a square of side ``RFO_PATCH_CONTEXT * max(w, h)`` (at least
-    :data:`RFO_MIN_PATCH_PX`) around the box centre, zero-padded at the image border; the background
+    :data:`RFO_MIN_PATCH_PX`) around the box centre, shifted inside the image at its border; the background
     patch of an image is a seeded random square of the median object-patch side that overlaps no box
     (images where none fits after 100 draws get none). Patches are resized to ``size``
     (default :data:`DEFAULT_RFO_PATCH_SIZE`).

@@ -293,6 +293,26 @@ def test_rfo_patches_from_coco(tmp_path: Path) -> None:
     assert float(bg.max()) < 0.3
 
 
+def test_rfo_patches_near_the_border_are_shifted_not_padded(tmp_path: Path) -> None:
+    directory = tmp_path / "edge"
+    (directory / "images").mkdir(parents=True)
+    pixels = np.full((40, 70), 0.3)
+    pixels[0:6, 60:70] = 1.0  # an object in the top-right corner: x 60..70, y 0..6
+    write_png16(directory / "images" / "1.png", pixels)
+    write_png16(directory / "images" / "2.png", np.full((40, 70), 0.3))  # a second patient, no object
+    coco = {"images": [{"id": 1, "file_name": "images/1.png", "width": 70, "height": 40},
+                       {"id": 2, "file_name": "images/2.png", "width": 70, "height": 40}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [60, 0, 10, 6], "area": 60}],
+            "categories": [{"id": 3, "name": "needle"}]}
+    (directory / "annotations.json").write_text(json.dumps(coco))
+    splits = load_classification_data(f"rfo-patches:{directory}", image_size=(16, 16), test_fraction=0.5)
+    everything = {sid: img for part in splits.values() for sid, img in zip(part.sample_ids, part.images)}
+    patch = everything["image1-ann1"][0]
+    # side = max(16, 1.5 * 10) = 16 source pixels: window x 54..70, y 0..16 -> object in its top-right corner
+    assert float(patch.min()) >= 0.29  # no black padding anywhere
+    assert float(patch[0, -1]) > 0.95 and float(patch[-1, 0]) < 0.31
+
+
 def test_rfo_patches_missing_annotations_or_images(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="annotations.json"):
         load_classification_data(f"rfo-patches:{tmp_path}")
