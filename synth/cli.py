@@ -46,7 +46,7 @@ def _cmd_physics(args: argparse.Namespace) -> int:
 def _cmd_preview(args: argparse.Namespace) -> int:
     from synth.physics.preview import contact_sheet
 
-    path = contact_sheet(args.dataset, args.out, n=args.n, columns=args.columns, tile_px=args.tile)
+    path = contact_sheet(list(args.dataset), args.out, n=args.n, columns=args.columns, tile_px=args.tile)
     print(path)
     return 0
 
@@ -88,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     phys.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     prev = add_command(sub, "preview", _cmd_preview, "contact sheet PNG of a dataset with labelled boxes")
-    prev.add_argument("dataset", help="dataset directory (with annotations.json)")
-    prev.add_argument("--out", default=None, help="PNG path (default DATASET/preview.png)")
+    prev.add_argument("dataset", nargs="+", help="dataset directory (with annotations.json); several are interleaved")
+    prev.add_argument("--out", default=None, help="PNG path (default FIRST_DATASET/preview.png)")
     prev.add_argument("--n", type=int, default=16, help="images on the sheet")
     prev.add_argument("--columns", type=int, default=4, help="tiles per row")
     prev.add_argument("--tile", type=int, default=256, help="tile side in pixels")
