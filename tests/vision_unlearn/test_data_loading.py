@@ -368,3 +368,18 @@ def test_folder_of_dicoms_groups_by_pseudonymous_patient(tmp_path: Path) -> None
     assert key["needle/MRN-002.dcm"] == key["none/MRN-002.dcm"] != key["none/MRN-003.dcm"]
     assert set(train.patient_ids).isdisjoint(test.patient_ids)
     assert len(test) == 4 and test.class_counts().tolist() == [2, 2]
+
+
+@pytest.mark.slow
+def test_rfo_patches_from_the_physics_generator(tmp_path: Path) -> None:
+    from synth.physics.generate import PhysicsConfig, generate_dataset
+
+    generate_dataset(tmp_path / "phys", n=6, seed=0, config=PhysicsConfig(size=192, n_energy_bins=4),
+                     progress=False)
+    coco = json.loads((tmp_path / "phys" / "annotations.json").read_text())
+    splits = load_classification_data(f"rfo-patches:{tmp_path / 'phys'}", test_fraction=0.34)
+    everything = [sid for part in splits.values() for sid in part.sample_ids]
+    assert len(everything) == len(coco["annotations"]) + len(coco["images"])  # every object + one background each
+    assert splits["train"].class_names[0] == "none"
+    assert splits["train"].images.shape[1:] == (1, 64, 64)
+    assert set(splits["train"].patient_ids).isdisjoint(splits["test"].patient_ids)
