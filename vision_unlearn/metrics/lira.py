@@ -14,7 +14,9 @@ scored against the test samples; a model that truly forgot gives an AUC near tha
 
 Variances: with few shadow models a per-example variance is noisy, and the paper recommends one global
 variance; :func:`lira_scores` pools the *within-example* squared deviations of all examples
-(``fixed_variance=True``, default) or estimates one per example. Both use ``ddof=0`` as the reference code.
+(``fixed_variance=True``, default) or estimates one per example. Both use ``ddof=0`` as the reference code;
+unlike it, the pooled estimate excludes the spread *between* examples' means (which is not the noise
+of one example's confidence), and means are arithmetic means as in the paper's Algorithm 1, not medians.
 """
 
 from __future__ import annotations
