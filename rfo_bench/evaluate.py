@@ -384,16 +384,18 @@ def write_plots(
     from rfo_bench.offline import prepare_offline
 
     prepare_offline()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
+
+    def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        # a Figure without pyplot: no global backend or figure state is touched
+        figure = Figure(figsize=kwargs.pop("figsize"))
+        return figure, figure.subplots(*args, **kwargs)
 
     written: dict[str, Path] = {}
     froc = evaluation.froc
     if froc is not None:
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig, ax = subplots(figsize=(5, 4))
         ax.step(np.maximum(froc.curve_fps, 1e-3), froc.curve_sensitivity, where="post", label="detections")
         ax.plot(froc.fps_per_image, froc.sensitivity, "o", label=f"{froc.variant} (score {froc.score:.3f})")
         ax.set_xscale("log", base=2)
@@ -407,11 +409,10 @@ def write_plots(
         written["froc"] = out / "froc.png"
         fig.tight_layout()
         fig.savefig(written["froc"], dpi=120)
-        plt.close(fig)
     if evaluation.coco is not None and evaluation.arrays is not None:
         precision = evaluation.coco.precision
         t50 = int(np.where(coco_eval.IOU_THRESHOLDS == 0.5)[0][0])
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig, ax = subplots(figsize=(5, 4))
         for k, cid in enumerate(evaluation.arrays.category_ids):
             curve = precision[t50, :, k, 0, -1]
             if (curve > -1).all():
@@ -427,14 +428,13 @@ def write_plots(
         written["pr_curves"] = out / "pr_curves.png"
         fig.tight_layout()
         fig.savefig(written["pr_curves"], dpi=120)
-        plt.close(fig)
     examples = _error_examples(evaluation, gt, max_examples)
     if examples:
         from rfo_bench.io.images import read_image
 
         cols = min(4, len(examples))
         rows = int(np.ceil(len(examples) / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+        fig, axes = subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
         for ax in axes.ravel():
             ax.axis("off")
         for ax, (title, image_index, (x1, y1, x2, y2)) in zip(axes.ravel(), examples):
@@ -456,5 +456,4 @@ def write_plots(
         written["errors"] = out / "errors.png"
         fig.tight_layout()
         fig.savefig(written["errors"], dpi=100)
-        plt.close(fig)
     return written

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -24,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from rfo_bench.categories import CATEGORY_BY_NAME, CRITICAL, NON_CRITICAL
 from rfo_bench.errors import UserInputError
 
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 SHAPE_KINDS = ("box", "ellipse", "polygon")
 """Annotation shapes: an axis-aligned box, the ellipse inscribed in that box, or a closed polygon."""
 
@@ -220,7 +222,7 @@ def resolve_inside(root: Path, name: str, *, source: str | None = None) -> Path:
     written (normalised, symbolic links not followed): a link the dataset owner placed inside the root,
     as the YOLO layout's image links, is allowed.
     """
-    if not name or os.path.isabs(name) or PurePosixPath(name).is_absolute() or ":" in PurePosixPath(name).parts[0]:
+    if not name or os.path.isabs(name) or PurePosixPath(name).is_absolute() or _DRIVE.match(name):
         raise UserInputError(
             "image path must be relative to the dataset root", file=source or None, field="file_name", value=name
         )
