@@ -20,8 +20,9 @@ from vision_unlearn.registry import register_unlearner
 class RetrainConfig(MethodConfig):
     """Retrain settings (same fields as the original training)."""
 
-    epochs: int = 60
-    lr: float = 0.05
+    epochs: int = 160
+    lr: float = 0.1
+    batch_size: int = 128
     schedule: Literal["constant", "cosine"] = "cosine"
 
 
