@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from vision_unlearn.metrics import avg_gap, metric_gaps, summarise_seeds
+from vision_unlearn.metrics import avg_gap, gap_keys, metric_gaps, summarise_seeds
 
 
 def test_avg_gap_by_hand() -> None:
@@ -44,3 +44,13 @@ def test_summarise_seeds_by_hand() -> None:
         summarise_seeds([{"UA": 1.0, "TA": 2.0}, {"UA": 1.0}])
     with pytest.raises(ValueError, match="no runs"):
         summarise_seeds([])
+
+
+def test_class_wise_gap_uses_remaining_class_accuracy() -> None:
+    method = {"UA": 100.0, "RA": 99.0, "TA": 88.0, "TA_remaining": 97.0, "MIA": 100.0}
+    retrain = {"UA": 100.0, "RA": 99.0, "TA": 87.0, "TA_remaining": 95.0, "MIA": 100.0}
+    assert gap_keys(classwise=True) == ("UA", "RA", "TA_remaining", "MIA")
+    assert gap_keys(classwise=False) == ("UA", "RA", "TA", "MIA")
+    # |97 - 95| = 2 over four metrics -> 0.5 ; with full-test TA it would be |88 - 87| / 4 = 0.25
+    assert avg_gap(method, retrain, gap_keys(classwise=True)) == pytest.approx(0.5)
+    assert avg_gap(method, retrain, gap_keys(classwise=False)) == pytest.approx(0.25)

@@ -4,7 +4,9 @@
 * :mod:`~vision_unlearn.metrics.mia` — the SVC MIA-Efficacy of the SalUn protocol;
 * :mod:`~vision_unlearn.metrics.lira` — per-example LiRA scores, ROC AUC, TPR at low FPR;
 * :mod:`~vision_unlearn.metrics.gap` — Avg.Gap to retraining and mean/std over seeds;
-* :mod:`~vision_unlearn.metrics.suite` — all protocol metrics of one model at once.
+* :mod:`~vision_unlearn.metrics.suite` — all protocol metrics of one model at once;
+* :mod:`~vision_unlearn.metrics.detection` and :mod:`~vision_unlearn.metrics.honesty` — the detector
+  and abstention metrics (imported from their modules).
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from vision_unlearn.metrics.accuracy import (
     remaining_class_accuracy,
     unlearning_accuracy,
 )
-from vision_unlearn.metrics.gap import GAP_KEYS, avg_gap, metric_gaps, summarise_seeds
+from vision_unlearn.metrics.gap import (
+    CLASSWISE_GAP_KEYS,
+    GAP_KEYS,
+    avg_gap,
+    gap_keys,
+    metric_gaps,
+    summarise_seeds,
+)
 from vision_unlearn.metrics.lira import (
     lira_scores,
     lira_summary,
@@ -30,11 +39,13 @@ from vision_unlearn.metrics.mia import MIA_VARIANTS, mia_efficacy, mia_features,
 from vision_unlearn.metrics.suite import unlearning_metrics
 
 __all__ = [
+    "CLASSWISE_GAP_KEYS",
     "GAP_KEYS",
     "MIA_VARIANTS",
     "accuracy",
     "avg_gap",
     "forgotten_class_accuracy",
+    "gap_keys",
     "lira_scores",
     "lira_summary",
     "logit_scaled_confidence",

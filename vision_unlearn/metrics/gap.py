@@ -17,6 +17,15 @@ import numpy as np
 GAP_KEYS = ("UA", "RA", "TA", "MIA")
 """Metrics averaged by :func:`avg_gap` by default."""
 
+CLASSWISE_GAP_KEYS = ("UA", "RA", "TA_remaining", "MIA")
+"""Avg.Gap metrics for class-wise forgetting: the protocol's class-wise tables report TA on the remaining
+classes (a retrained model scores 0 on the forgotten class, which would otherwise dominate TA)."""
+
+
+def gap_keys(classwise: bool) -> tuple[str, ...]:
+    """:data:`CLASSWISE_GAP_KEYS` for class-wise requests, else :data:`GAP_KEYS`."""
+    return CLASSWISE_GAP_KEYS if classwise else GAP_KEYS
+
 
 def _value(metrics: Mapping[str, Any], key: str, which: str) -> float:
     if key not in metrics:
