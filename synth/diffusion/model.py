@@ -63,10 +63,10 @@ class ModelConfig:
         beta_schedule: diffusers beta schedule name (``squaredcos_cap_v2`` = cosine, Nichol & Dhariwal 2021).
     """
 
-    block_out_channels: tuple[int, ...] = (32, 64, 64, 128)
+    block_out_channels: tuple[int, ...] = (16, 32, 64, 64)
     layers_per_block: int = 1
     attention_levels: int = 1
-    norm_groups: int = 16
+    norm_groups: int = 8
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
 

@@ -344,3 +344,90 @@ def evaluate_sets(
             "acceptance_real": acceptance_rate(scorer.score(real_patches, real_classes), threshold),
         }
     return report
+
+
+# ------------------------------------------------------------------------------ a patch classifier
+
+
+@dataclass(frozen=True)
+class ClassifierTrainConfig:
+    """Training of a small timm patch classifier (QC filter and FID/KID feature extractor).
+
+    Attributes:
+        arch: timm architecture (random init; nothing is downloaded).
+        epochs: passes over the training patches.
+        batch_size: patches per step.
+        learning_rate: AdamW learning rate (cosine decay to 0).
+        seed: seed of initialisation, order and augmentation.
+    """
+
+    arch: str = "resnet10t"
+    epochs: int = 8
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    seed: int = 0
+
+
+def fit_patch_classifier(
+    patches: np.ndarray, class_ids: np.ndarray, out_path: str | Path, config: ClassifierTrainConfig,
+    *, val_patches: np.ndarray | None = None, val_class_ids: np.ndarray | None = None, progress: bool = True,
+) -> dict[str, Any]:
+    """Train a timm classifier on ``(N, S, S)`` patches in ``[0, 1]`` and save a self-describing checkpoint.
+
+    The checkpoint holds ``arch``, ``in_chans`` (1), ``class_names``, ``input_size`` and ``state_dict``,
+    so :class:`TimmNetwork` loads it with no other flag. Patches get random flips and 90-degree rotations.
+
+    Returns:
+        ``{"path", "class_names", "train_accuracy", "val_accuracy"}``.
+    """
+    import timm
+    import torch
+    from tqdm import tqdm
+
+    from rfo_bench.categories import CATEGORY_BY_ID
+    from rfo_bench.offline import prepare_offline
+
+    prepare_offline()
+    ids = sorted(set(np.asarray(class_ids).tolist()))
+    if len(ids) < 2:
+        raise UserInputError("a classifier needs at least two classes", field="class_ids", value=ids)
+    names = [CATEGORY_BY_ID[i].name for i in ids]
+    index = {cid: k for k, cid in enumerate(ids)}
+    targets = torch.tensor([index[int(c)] for c in class_ids])
+    x_all = torch.from_numpy(np.asarray(patches, np.float32))[:, None] * 2.0 - 1.0
+    torch.manual_seed(config.seed)
+    model = timm.create_model(config.arch, pretrained=False, in_chans=1, num_classes=len(ids))
+    steps_per_epoch = max(1, int(np.ceil(len(x_all) / config.batch_size)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.train()
+    for _ in tqdm(range(config.epochs), desc="classifier", unit="epoch", disable=not progress):
+        order = torch.randperm(len(x_all), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            k = int(torch.randint(4, (1,), generator=generator))
+            x = torch.rot90(x_all[idx], k, dims=(2, 3))
+            if int(torch.randint(2, (1,), generator=generator)):
+                x = torch.flip(x, dims=(3,))
+            loss = torch.nn.functional.cross_entropy(model(x), targets[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    model.eval()
+
+    def accuracy(p: np.ndarray, c: np.ndarray) -> float:
+        with torch.no_grad():
+            x = torch.from_numpy(np.asarray(p, np.float32))[:, None] * 2.0 - 1.0
+            pred = torch.cat([model(x[s:s + 256]).argmax(1) for s in range(0, len(x), 256)])
+        truth = torch.tensor([index.get(int(v), -1) for v in c])
+        return float((pred == truth).float().mean())
+
+    result = {"path": str(out_path), "class_names": names, "train_accuracy": accuracy(patches, class_ids),
+              "val_accuracy": accuracy(val_patches, val_class_ids) if val_patches is not None else None}
+    target = Path(out_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"arch": config.arch, "in_chans": 1, "class_names": names, "input_size": int(patches.shape[-1]),
+                "state_dict": model.state_dict(), "train_config": config.__dict__, "accuracy": result}, target)
+    return result
