@@ -555,6 +555,11 @@ def _load_rfo_patches(
     patch of an image is a seeded random square of the median object-patch side that overlaps no box
     (images where none fits after 100 draws get none). Patches are resized to ``size``
     (default :data:`DEFAULT_RFO_PATCH_SIZE`).
+
+    The patient of a patch is the image's ``patient_id`` field, else the image id. The physics
+    generator writes no ``patient_id``: its images are separate "patients" even when they were rendered
+    on the same real background radiograph (recorded in each image's ``background`` field), so anatomy
+    is shared across train and test when few backgrounds are used.
     """
     from rfo_bench.io.coco import read_coco
 
