@@ -78,7 +78,8 @@ class EvalConfig:
         seed: bootstrap seed.
         ci_level: interval coverage (0.95 -> key ``ci95``).
         bootstrap_unit: ``auto`` (patients when every image has a patient id), ``image`` or ``patient``.
-        auroc_positive: image label for AUROC: ``any`` RFO, or ``critical`` RFO only.
+        auroc_positive: image label for AUROC: ``any`` RFO, or ``critical`` RFO only (then the image
+            score is the maximum over detections of critical categories, or of unknown criticality).
     """
 
     coco_backend: str = "native"
@@ -230,8 +231,16 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
     if predictions.image_scores is not None:
         image_scores, source = predictions.image_scores, "classification_csv"
     else:
-        image_scores = auroc_m.image_scores_from_detections(predictions.image_index, predictions.score, num_images)
+        keep = np.ones(len(predictions), dtype=bool)
         source = "max_detection_score"
+        if config.auroc_positive == "critical" and predictions.category_id is not None:
+            # the critical task scores an image by its critical detections only: a confident zipper
+            # must not make a study look like a retained sponge
+            critical_ids = [c.id for c in gt.categories if c.critical is not False]
+            keep = np.isin(predictions.category_id, critical_ids)
+            source = "max_critical_detection_score"
+        image_scores = auroc_m.image_scores_from_detections(
+            predictions.image_index[keep], predictions.score[keep], num_images)
     evaluation.image_scores = image_scores
     report["auroc"] = _clean(auroc_m.auroc(labels, image_scores))
     report["auroc_image_score"] = source

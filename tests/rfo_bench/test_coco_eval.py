@@ -106,3 +106,12 @@ def test_reference_backends_handle_empty_results(coco_problem):
     gt, _ = coco_problem(3)
     for backend in ("pycocotools", "faster_coco_eval"):
         assert ce.reference_coco_eval(gt, [], backend).stats["AP"] == 0.0
+
+
+@pytest.mark.slow
+def test_identical_to_pycocotools_at_benchmark_scale(coco_problem):
+    gt, results = coco_problem(7, num_images=1500, num_categories=6, max_dets=30)
+    reference = ce.reference_coco_eval(gt, results, "pycocotools")
+    native = ce.native_coco_eval(ce.coco_arrays(gt, results))
+    assert native.stats == reference.stats
+    np.testing.assert_array_equal(native.precision, reference.precision)

@@ -191,3 +191,18 @@ def test_hopkins_csv_on_dicom_with_localization_csv(tmp_path):
     corrected = evaluate(gt, preds, EvalConfig(bootstrap=0, froc_variant="corrected"))["froc"]
     assert corrected["sensitivity"] == [0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0]
     assert corrected["score"] == pytest.approx(5.0 / 7)
+
+
+def test_critical_auroc_scores_images_by_critical_detections(small_set):
+    root, _, _ = small_set
+    gt = read_coco(root / "gt.json")
+    # one confident chain (non-critical) detection on every image; sponge detections on sponge images only
+    preds = [{"image_id": r.image_id, "category_id": 7, "bbox": [1, 1, 3, 3], "score": 0.99} for r in gt.images]
+    preds += [{"image_id": r.image_id, "category_id": 1, "bbox": [2, 1, 6, 5], "score": 0.5}
+              for r in gt.images if any(o.category_id == 1 for o in r.objects)]
+    (root / "p.json").write_text(json.dumps(preds))
+    report = evaluate(gt, read_predictions(root / "p.json", gt), EvalConfig(bootstrap=0, auroc_positive="critical"))
+    assert report["auroc_image_score"] == "max_critical_detection_score"
+    assert report["auroc"] == 1.0  # with the chain boxes counted every image would score 0.99: AUROC 0.5
+    anyrfo = evaluate(gt, read_predictions(root / "p.json", gt), EvalConfig(bootstrap=0))
+    assert anyrfo["auroc"] == 0.5
