@@ -206,3 +206,27 @@ def test_critical_auroc_scores_images_by_critical_detections(small_set):
     assert report["auroc"] == 1.0  # with the chain boxes counted every image would score 0.99: AUROC 0.5
     anyrfo = evaluate(gt, read_predictions(root / "p.json", gt), EvalConfig(bootstrap=0))
     assert anyrfo["auroc"] == 0.5
+
+
+@pytest.mark.parametrize("case", ["csv_line", "no_images", "unknown_image", "nan_score", "negative_box"])
+def test_each_bad_input_is_one_line_naming_file_and_entry(small_set, capsys, case):
+    root, gt_dict, _ = small_set
+    gt_path, pred_path = root / "gt.json", root / "pred.json"
+    entry = {"image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], "score": 0.5}
+    expected = ""
+    if case == "csv_line":
+        gt_path = root / "gt.csv"
+        gt_path.write_text("image_path,annotation\nim0.png,\nim1.png,0 1 2 3 4;0 5 6\n")
+        pred_path.write_text("[]")
+        expected = "gt.csv: line 3 object 2"
+    elif case == "no_images":
+        (root / "gt.json").write_text(json.dumps({k: v for k, v in gt_dict.items() if k != "images"}))
+        expected = "gt.json: images"
+    else:
+        value = {"unknown_image": {"image_id": 404}, "nan_score": {"score": float("nan")},
+                 "negative_box": {"bbox": [1, 1, -2, 2]}}[case]
+        pred_path.write_text(json.dumps([entry, {**entry, **value}]))
+        expected = "pred.json: [1]."
+    code = main(["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--out", str(root / "o"), "--no-plots"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and expected in err[0], err
