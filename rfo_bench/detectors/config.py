@@ -43,6 +43,8 @@ class Recipe:
             lateralised).
         intensity_jitter: magnitude of brightness/contrast jitter in ``[0, 1]`` units (0 = off).
         fpn_channels: feature-pyramid width of the torchvision detectors.
+        roi_batch_size: region proposals sampled per image for the Faster R-CNN box head (torchvision's
+            default 512; fewer for small images, where there are few distinct proposals anyway).
         score_threshold: detections below this score are dropped at prediction (low, so that AP and
             FROC see the whole operating curve).
         max_detections: detections kept per image.
@@ -62,11 +64,13 @@ class Recipe:
     hflip_p: float = 0.5
     intensity_jitter: float = 0.1
     fpn_channels: int = 256
+    roi_batch_size: int = 512
     score_threshold: float = 0.001
     max_detections: int = 100
 
     def __post_init__(self) -> None:
-        positive_ints = ("epochs", "imgsz", "batch_size", "lr_step_epochs", "fpn_channels", "max_detections")
+        positive_ints = ("epochs", "imgsz", "batch_size", "lr_step_epochs", "fpn_channels", "roi_batch_size",
+                         "max_detections")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -93,9 +97,9 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "paper": Recipe(name="paper", epochs=24, imgsz=1024, batch_size=4, lr=0.005, momentum=0.9,
                     weight_decay=5e-4, lr_step_epochs=16, lr_gamma=0.1, warmup_iters=500),
-    "cpu-tiny": Recipe(name="cpu-tiny", epochs=6, imgsz=160, batch_size=4, lr=0.01, momentum=0.9,
-                       weight_decay=5e-4, lr_step_epochs=5, lr_gamma=0.1, warmup_iters=20, fpn_channels=64,
-                       max_detections=50),
+    "cpu-tiny": Recipe(name="cpu-tiny", epochs=5, imgsz=128, batch_size=4, lr=0.01, momentum=0.9,
+                       weight_decay=5e-4, lr_step_epochs=4, lr_gamma=0.1, warmup_iters=10, fpn_channels=64,
+                       roi_batch_size=128, max_detections=50),
 }
 """The named recipe presets (``rfo-bench train --recipe NAME``)."""
 

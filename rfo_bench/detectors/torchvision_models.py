@@ -141,6 +141,7 @@ def build_fasterrcnn(num_classes: int, config: TrainConfig) -> nn.Module:
                                   output_size=7, sampling_ratio=2)
     return FasterRCNN(
         backbone, num_classes=num_classes, rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
+        box_batch_size_per_image=config.recipe.roi_batch_size,
         box_score_thresh=config.recipe.score_threshold, box_detections_per_img=config.recipe.max_detections,
         **_common_kwargs(config),
     )

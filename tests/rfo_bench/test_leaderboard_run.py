@@ -1,0 +1,107 @@
+"""``rfo-bench benchmark`` end to end on tiny data, with a stand-in generator that checks what it is given."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rfo_bench import leaderboard
+from rfo_bench.cli import main
+from tests.rfo_bench.test_detectors_data import write_tiny_coco
+
+
+def _fake_generator(seen: list[list[str]]):
+    """An ``rfo-synth`` stand-in: records the background files and writes a small COCO set to --out."""
+
+    def fake_main(argv: list[str]) -> int:
+        args = dict(zip(argv[1::2], argv[2::2], strict=False))
+        backgrounds = Path(args["--backgrounds"])
+        seen.append(sorted(p.name for p in backgrounds.glob("*.png")))
+        write_tiny_coco(Path(args["--out"]), n=int(args["--n"]), seed=int(args["--seed"]), patient_prefix="s")
+        return 0
+
+    return fake_main
+
+
+def _write_config(tmp_path: Path, train: Path, test: Path,
+                  arms: str = "[real+physics, real+diffusion, synthetic_only]") -> Path:
+    config = tmp_path / "bench.yaml"
+    config.write_text(f"""
+name: tiny
+out: {tmp_path / 'out'}
+seeds: [0]
+bootstrap: 10
+models:
+  - {{name: fcos, backbone: test_resnet, overrides: {{epochs: 1, imgsz: 64, warmup_iters: 0}}}}
+arms: {arms}
+data: {{train: {train}, test: {test}}}
+generators:
+  physics: {{n: 4, seed: 5}}
+""")
+    return config
+
+
+def test_benchmark_runs_arms_skips_missing_generator_and_reuses_runs(tmp_path: Path, monkeypatch) -> None:
+    import synth.cli
+
+    train = write_tiny_coco(tmp_path / "train", n=6, seed=1, patient_prefix="p")  # images 2, 4, 6 negative
+    test = write_tiny_coco(tmp_path / "test", n=4, seed=2, patient_prefix="q")
+    seen: list[list[str]] = []
+    monkeypatch.setattr(leaderboard, "_generator_available", lambda argv: argv[0] == "physics")
+    monkeypatch.setattr(synth.cli, "main", _fake_generator(seen))
+    config = _write_config(tmp_path, train, test)
+
+    assert main(["benchmark", "--config", str(config), "--no-progress"]) == 0
+    out = tmp_path / "out"
+    summary = json.loads((out / "leaderboard.json").read_text())
+    # the generator saw the training negatives only: never a test image, never a positive
+    assert seen == [["train_00000002.png", "train_00000004.png", "train_00000006.png"]]
+    assert [(r["model"], r["arm"], r["train_images"]) for r in summary["rows"]] == [
+        ("fcos/test_resnet", "real+physics", 10), ("fcos/test_resnet", "synthetic_only", 4)]
+    assert any("real+diffusion" in n and "not available" in n for n in summary["notes"])
+    assert summary["data"]["test_patients"] == 2 and summary["data"]["test_images"] == 4
+    for row in summary["rows"]:
+        assert row["AUROC"]["per_seed"][0] is None or 0.0 <= row["AUROC"]["per_seed"][0] <= 1.0
+        assert len(row["froc_curve"]["fp_per_image"]) == 7
+    run = out / "runs" / "fcos_test_resnet" / "real_physics" / "seed0"
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert report["counts"]["images"] == 4 and report["bootstrap"]["unit"] == "patient"
+    assert (out / "froc.png").stat().st_size > 1000
+    markdown = (out / "leaderboard.md").read_text()
+    assert "| fcos/test_resnet | real+physics | 10 |" in markdown
+    assert f"rfo-bench benchmark --config {config}" in markdown
+
+    # a second invocation reuses every finished run and the synthetic set
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("rfo_bench.detectors.api.train_detector", no_training)
+    assert main(["benchmark", "--config", str(config), "--no-progress"]) == 0
+    assert json.loads((out / "leaderboard.json").read_text())["rows"] == summary["rows"]
+    assert len(seen) == 1
+
+
+def test_benchmark_refuses_shared_patients_and_no_positives(tmp_path: Path, capsys) -> None:
+    train = write_tiny_coco(tmp_path / "train", n=4, patient_prefix="p")
+    test = write_tiny_coco(tmp_path / "test", n=4, patient_prefix="p")  # same patients p0, p1
+    assert main(["benchmark", "--config", str(_write_config(tmp_path, train, test))]) == 2
+    assert "both the training and the test split" in capsys.readouterr().err
+    negatives = write_tiny_coco(tmp_path / "neg", n=4, positives=False, patient_prefix="n")
+    assert main(["benchmark", "--config", str(_write_config(tmp_path, negatives, test))]) == 2
+    assert "no positive image" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_shipped_cpu_benchmark_end_to_end(tmp_path: Path) -> None:
+    """The CPU preset with the real generators (minutes on two cores)."""
+    repo = Path(__file__).resolve().parents[2]
+    assert main(["benchmark", "--config", str(repo / "configs" / "benchmark_cpu.yaml"), "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "leaderboard.json").read_text())
+    ran = {row["arm"] for row in summary["rows"]}
+    skipped = {arm for arm in summary["config"]["arms"] if any(f"`{arm}` skipped" in n for n in summary["notes"])}
+    assert "real" in ran and ran | skipped == set(summary["config"]["arms"])
+    assert all(len(row["seeds"]) == 2 for row in summary["rows"])
+    assert summary["data"]["test_patients"] == 4  # the four held-out tiles
