@@ -43,7 +43,7 @@ from vision_unlearn.api import (
     list_unlearners,
 )
 from vision_unlearn.forget import ForgetSplit, resolve_forget
-from vision_unlearn.loop import LoopSettings, make_stream, run_loop
+from vision_unlearn.loop import LoopSettings, TrainingDivergedError, make_stream, run_loop
 from vision_unlearn.protocols import MethodConfig
 
 logger = logging.getLogger(__name__)
@@ -312,8 +312,12 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
             for name in methods:
                 trials = []
                 for config in _grid(name, base_configs[name]):
-                    metrics, _ = run_method(name, config, original_for(seed), prepared, spec.model, split, seed,
-                                            spec.device)
+                    try:
+                        metrics, _ = run_method(name, config, original_for(seed), prepared, spec.model, split, seed,
+                                                spec.device)
+                    except TrainingDivergedError as err:
+                        trials.append({"config": config_to_dict(config), "avg_gap": math.inf, "error": str(err)})
+                        continue
                     trials.append({"config": config_to_dict(config), "avg_gap": _gap(metrics, reference),
                                    "metrics": metrics})
                 best = min(range(len(trials)), key=lambda i: trials[i]["avg_gap"])
@@ -321,6 +325,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
                 sweeps[name] = {"grid": SWEEP_GRIDS.get(name, {}), "selection_seed": seed, "trials": trials,
                                 "chosen": trials[best]["config"]}
         per_method: dict[str, list[dict[str, float]]] = {name: [] for name in ["retrain", *methods]}
+        failures: dict[str, list[dict[str, Any]]] = {}
         for seed in spec.seeds:
             split = splits[request][seed]
             bank = bank_for(seed)
@@ -335,8 +340,13 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
             original_metrics["avg_gap"] = _gap(original_metrics, reference)
             per_method.setdefault("original", []).append(original_metrics)
             for name in methods:
-                metrics, _ = run_method(name, chosen[name], original_for(seed), prepared, spec.model, split, seed,
-                                        spec.device, bank)
+                try:
+                    metrics, _ = run_method(name, chosen[name], original_for(seed), prepared, spec.model, split,
+                                            seed, spec.device, bank)
+                except TrainingDivergedError as err:
+                    logger.warning("%s seed %d %s diverged: %s", request, seed, name, err)
+                    failures.setdefault(name, []).append({"seed": seed, "error": str(err)})
+                    continue
                 metrics["avg_gap"] = _gap(metrics, reference)
                 metrics["seconds_ratio_to_retrain"] = metrics["seconds"] / reference["seconds"]
                 per_method[name].append(metrics)

@@ -1,12 +1,255 @@
-"""``vision-unlearn``: remove data from trained vision models and prove it was forgotten."""
+"""``vision-unlearn``: remove data from trained vision models and prove it was forgotten.
+
+Sub-commands: ``train`` (the original model), ``run`` (one unlearning run with its audit record),
+``benchmark`` (methods vs retraining over seeds), ``list-methods``, plus ``demo`` and ``report``.
+``train`` and ``run`` also work under ``torchrun --nproc_per_node=N`` (DistributedDataParallel;
+gloo on CPU, NCCL on GPU). Bad input exits with code 2 and one line, before anything is written.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from rfo_bench.cli_support import make_parser, run_cli
+from rfo_bench.cli_support import add_command, make_parser, run_cli
+from rfo_bench.errors import UserInputError
 from vision_unlearn.demo_commands import register as register_demo
+
+logger = logging.getLogger(__name__)
+
+
+# --- shared helpers ---------------------------------------------------------------------------------
+def _threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+
+
+def _method_config(name: str, config_file: str | None, overrides: Sequence[str]) -> Any:
+    from vision_unlearn.api import config_class_of, config_from_dict, parse_overrides
+
+    cls = config_class_of(name)
+    data: dict[str, Any] = {}
+    if config_file:
+        import yaml
+
+        path = Path(config_file)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise UserInputError("config file not found", file=path) from None
+        except yaml.YAMLError as err:
+            raise UserInputError(f"not valid YAML: {err}", file=path) from None
+        if not isinstance(loaded, dict):
+            raise UserInputError("a config file must hold a mapping", file=path)
+        data.update(loaded)
+    data.update(parse_overrides(overrides))
+    return config_from_dict(cls, data, source=config_file or "--set")
+
+
+def _refuse_overwrite(paths: Sequence[Path], force: bool, resume: bool = False) -> None:
+    if force or resume:
+        return
+    for path in paths:
+        if path.exists():
+            raise UserInputError("output exists; pass --force to overwrite (or --resume to continue)", file=path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from rfo_bench.utils import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+
+
+def _add_runtime(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+
+# --- train ---------------------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
+    from vision_unlearn.benchmark import ORIGINAL_CONFIG, load_data
+    from vision_unlearn.checkpoint import save_model
+    from vision_unlearn.distributed import init_distributed, local_device, shutdown
+    from vision_unlearn.loop import LoopSettings, make_stream, run_loop
+    from vision_unlearn.metrics import accuracy
+
+    _threads(args)
+    out = Path(args.out)
+    ckpt = out.with_name(out.name + ".run.ckpt")
+    _refuse_overwrite([out], args.force, args.resume)
+    from vision_unlearn.api import config_class_of, config_from_dict, create_unlearner, parse_overrides
+
+    config = config_from_dict(config_class_of("retrain"), {**ORIGINAL_CONFIG, **parse_overrides(args.set)},
+                              source="--set")
+    prepared = load_data(args.dataset, args.image_size, args.in_chans, args.data_seed)
+    spec = TimmModelSpec(args.model, num_classes=prepared.num_classes, in_chans=args.in_chans,
+                         img_size=prepared.image_size[0] if args.img_size_kwarg else None)
+    device = local_device(args.device)
+    dist = init_distributed(device)
+    try:
+        torch.manual_seed(args.seed)
+        adapter = TimmAdapter(spec)
+        method = create_unlearner("retrain", adapter, config)
+        result = run_loop(adapter, method, None, make_stream(prepared.train.images, prepared.train.labels),
+                          LoopSettings(seed=args.seed, device=str(device), checkpoint_path=ckpt,
+                                       checkpoint_every=args.checkpoint_every, resume=args.resume,
+                                       progress=not args.no_progress), dist)
+        adapter.model.to("cpu")
+        test_acc = accuracy(adapter.predict(prepared.test.images).numpy(), prepared.test.labels.numpy())
+        if dist.is_main:
+            meta = {"dataset": args.dataset, "image_size": args.image_size, "in_chans": args.in_chans,
+                    "data_seed": args.data_seed, "class_names": prepared.train.class_names, "seed": args.seed,
+                    "training": {"config": dict(config.__dict__), "seconds": result.seconds,
+                                 "steps": result.total_steps, "world_size": dist.world_size},
+                    "test_accuracy": test_acc}
+            save_model(out, adapter.model.state_dict(), adapter.describe(), meta)
+            print(json.dumps({"model_file": str(out), "test_accuracy": test_acc, "seconds": result.seconds,
+                              "steps": result.total_steps}, indent=2))
+    finally:
+        shutdown(dist)
+    return 0
+
+
+# --- run -----------------------------------------------------------------------------------------------
+def _cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vision_unlearn.adapters.timm import adapter_from_description
+    from vision_unlearn.api import create_unlearner
+    from vision_unlearn.audit import make_audit_record, summarise_forgotten, write_audit_record
+    from vision_unlearn.benchmark import evaluate, load_data, streams_for
+    from vision_unlearn.checkpoint import load_model_file, save_model
+    from vision_unlearn.distributed import init_distributed, local_device, shutdown
+    from vision_unlearn.forget import resolve_forget
+    from vision_unlearn.loop import LoopSettings, run_loop
+
+    _threads(args)
+    config = _method_config(args.method, args.config, args.set)
+    out = Path(args.out)
+    outputs = [out / "unlearned.pt", out / "audit.json", out / "metrics.json"]
+    _refuse_overwrite(outputs, args.force, args.resume)
+    _, meta = load_model_file(args.model_file)
+    dataset = args.dataset or meta.get("dataset")
+    if not dataset:
+        raise UserInputError("the model file names no dataset; pass --dataset", file=args.model_file)
+    prepared = load_data(dataset, meta.get("image_size"), int(meta.get("in_chans", 1)), int(meta.get("data_seed", 0)))
+    model_classes = int(meta["model"]["num_classes"])
+    if model_classes != prepared.num_classes:
+        raise UserInputError(f"the model has {model_classes} classes but {dataset} has {prepared.num_classes}",
+                             file=args.model_file, field="num_classes")
+    split = resolve_forget(args.forget, prepared.train.labels.numpy(), prepared.train.sample_ids,
+                           prepared.train.patient_ids, prepared.train.class_names, seed=args.seed)
+    adapter = adapter_from_description(meta["model"], checkpoint=args.model_file)
+    method = create_unlearner(args.method, adapter, config)
+    forget, retain = streams_for(prepared.train, split)
+    device = local_device(args.device)
+    dist = init_distributed(device)
+    try:
+        torch.manual_seed(args.seed)
+        result = run_loop(adapter, method, forget, retain,
+                          LoopSettings(seed=args.seed, device=str(device), checkpoint_path=out / "run.ckpt",
+                                       checkpoint_every=args.checkpoint_every, resume=args.resume,
+                                       progress=not args.no_progress), dist)
+        adapter.model.to("cpu")
+        if not dist.is_main:
+            return 0
+        started = time.perf_counter()
+        metrics = {} if args.no_eval else evaluate(adapter, prepared.train, prepared.test, split, args.seed)
+        eval_seconds = time.perf_counter() - started
+        save_model(out / "unlearned.pt", adapter.model.state_dict(), adapter.describe(),
+                   {**{k: v for k, v in meta.items() if k != "model"}, "unlearning": {
+                       "method": args.method, "forget": args.forget, "seed": args.seed}})
+        rows = split.forget_indices
+        request_file = None
+        if split.request.kind in ("ids", "patients"):
+            request_file = split.request.value
+        forgotten = summarise_forgotten(split.request.kind, split.request.value,
+                                        [prepared.train.sample_ids[i] for i in rows],
+                                        [prepared.train.patient_ids[i] for i in rows], request_file=request_file)
+        record = make_audit_record(forgotten=forgotten, method=args.method, config=config, seed=args.seed,
+                                   metrics=metrics, checkpoint_before=args.model_file,
+                                   checkpoint_after=out / "unlearned.pt",
+                                   timings_s={"unlearn": result.seconds, "evaluate": eval_seconds}, dataset=dataset)
+        write_audit_record(out / "audit.json", record)
+        summary = {"method": args.method, "forget": args.forget, "n_forget": int(rows.size),
+                   "n_retain": int(split.retain_indices.size), "metrics": metrics, "seconds": result.seconds,
+                   "steps": result.total_steps, "world_size": dist.world_size,
+                   "resumed_from_step": result.resumed_from_step}
+        _write_json(out / "metrics.json", summary)
+        print(json.dumps(summary, indent=2))
+    finally:
+        shutdown(dist)
+    return 0
+
+
+# --- benchmark -----------------------------------------------------------------------------------------
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from vision_unlearn.api import config_class_of, config_from_dict, list_unlearners, parse_overrides
+    from vision_unlearn.benchmark import ORIGINAL_CONFIG, BenchmarkSpec, ModelChoice, run_benchmark
+    from vision_unlearn.forget import parse_forget_request
+
+    _threads(args)
+    out = Path(args.out)
+    _refuse_overwrite([out / "results.json"], args.force)
+    methods = list_unlearners() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    known = set(list_unlearners())
+    for name in methods:
+        if name not in known:
+            raise UserInputError(f"unknown unlearning method; known: {', '.join(sorted(known))}", field="--methods",
+                                 value=name)
+    for request in args.forget:
+        parse_forget_request(request)
+    if args.seeds < 1:
+        raise UserInputError("need at least one seed", field="--seeds", value=args.seeds)
+    per_method: dict[str, dict[str, Any]] = {}
+    for key, value in parse_overrides(args.set).items():
+        name, dot, field = key.partition(".")
+        if not dot:
+            raise UserInputError("expected METHOD.FIELD=VALUE", field="--set", value=key)
+        per_method.setdefault(name, {})[field] = value
+    for name, values in per_method.items():
+        if name != "original":
+            config_from_dict(config_class_of(name), values, source=f"--set {name}")
+    original = {**ORIGINAL_CONFIG, **per_method.pop("original", {})}
+    config_from_dict(config_class_of("retrain"), original, source="--set original")
+    spec = BenchmarkSpec(
+        dataset=args.dataset, forget=tuple(args.forget), methods=tuple(m for m in methods if m != "retrain"),
+        seeds=tuple(range(args.seeds)),
+        model=ModelChoice(name=args.model, image_size=args.image_size, in_chans=args.in_chans,
+                          img_size_kwarg=args.img_size_kwarg),
+        original=original, method_configs=per_method, sweep=args.sweep, lira_shadows=args.lira_shadows,
+        device=args.device, data_seed=args.data_seed)
+    command = "vision-unlearn " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if args.argv is None else args.argv))
+    results = run_benchmark(spec, out, command=command)
+    print((out / "results.md").read_text(encoding="utf-8"))
+    print(json.dumps({"results": str(out / "results.json"), "seconds": results["total_seconds"]}))
+    return 0
+
+
+# --- list-methods --------------------------------------------------------------------------------------
+def _cmd_list_methods(args: argparse.Namespace) -> int:
+    from vision_unlearn.api import config_class_of, config_to_dict, list_unlearners
+
+    listing = {name: config_to_dict(config_class_of(name)()) for name in list_unlearners()}
+    if args.json:
+        print(json.dumps(listing, indent=2))
+    else:
+        for name, fields in listing.items():
+            print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,11 +257,70 @@ def build_parser() -> argparse.ArgumentParser:
         "vision-unlearn", "Machine unlearning for X-ray classifiers and detectors, with forgetting evaluation."
     )
     register_demo(sub)
+
+    train = add_command(sub, "train", _cmd_train, "train the original classifier (timm) on a dataset")
+    train.add_argument("--dataset", default="digits", help="digits, folder:DIR, csv:FILE, cifar10:DIR, ...")
+    train.add_argument("--model", default="test_resnet", help="timm model name (built with pretrained=False)")
+    train.add_argument("--image-size", type=int, default=None, help="resize images to this side")
+    train.add_argument("--in-chans", type=int, default=1, choices=(1, 3), help="image channels")
+    train.add_argument("--img-size-kwarg", action="store_true", help="pass img_size to timm (ViTs)")
+    train.add_argument("--seed", type=int, default=0, help="training seed")
+    train.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split")
+    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="training config (epochs, lr, batch_size, schedule, ...)")
+    train.add_argument("--out", required=True, help="model file to write")
+    train.add_argument("--resume", action="store_true", help="continue from OUT.run.ckpt")
+    train.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
+    train.add_argument("--force", action="store_true", help="overwrite an existing model file")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_runtime(train)
+
+    run = add_command(sub, "run", _cmd_run, "unlearn a forget request from a trained model; write an audit record")
+    run.add_argument("--model-file", required=True, help="the original model (from `train`)")
+    run.add_argument("--method", required=True, help="method name (see list-methods)")
+    run.add_argument("--forget", required=True, help="class:NAME | ids:FILE | patient:ID | patients:FILE | random:F")
+    run.add_argument("--dataset", default=None, help="default: the dataset the model was trained on")
+    run.add_argument("--config", default=None, help="YAML file of the method's config fields")
+    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
+    run.add_argument("--seed", type=int, default=0, help="seed (data order, random labels, random:F requests)")
+    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--resume", action="store_true", help="continue from OUT/run.ckpt")
+    run.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
+    run.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    run.add_argument("--no-eval", action="store_true", help="skip UA/RA/TA/MIA")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_runtime(run)
+
+    bench = add_command(sub, "benchmark", _cmd_benchmark, "compare methods with retraining over seeds")
+    bench.add_argument("--dataset", default="digits", help="dataset spec")
+    bench.add_argument("--model", default="test_resnet", help="timm model name")
+    bench.add_argument("--image-size", type=int, default=None, help="resize images to this side")
+    bench.add_argument("--in-chans", type=int, default=1, choices=(1, 3), help="image channels")
+    bench.add_argument("--img-size-kwarg", action="store_true", help="pass img_size to timm (ViTs)")
+    bench.add_argument("--forget", action="append", required=True,
+                       help="forget request; repeat for several scenarios (class:3, random:0.1, ids:FILE)")
+    bench.add_argument("--methods", default="all", help="comma-separated names or 'all'")
+    bench.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    bench.add_argument("--sweep", action="store_true", help="select hyper-parameters on a separate seed first")
+    bench.add_argument("--lira-shadows", type=int, default=0, help="shadow models per seed for LiRA (0: off)")
+    bench.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE",
+                       help="override a method's config (or original.FIELD for the original training)")
+    bench.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split")
+    bench.add_argument("--out", required=True, help="output directory")
+    bench.add_argument("--force", action="store_true", help="overwrite existing results")
+    bench.set_defaults(argv=None)
+    _add_runtime(bench)
+
+    listing = add_command(sub, "list-methods", _cmd_list_methods, "list the registered methods and their configs")
+    listing.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(build_parser(), argv)
+    parser = build_parser()
+    if argv is not None:
+        parser.set_defaults(argv=list(argv))
+    return run_cli(parser, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
