@@ -33,6 +33,7 @@ from synth.physics.detector import (
     blur_sigma_px,
     display_transform,
     scatter_signal,
+    unsharp_mask,
 )
 from synth.physics.geometry import Detector, Pose, random_rotation
 from synth.physics.objects.library import Part, RFOObject, make_object
@@ -472,9 +473,8 @@ class Renderer:
         mean_depth = np.mean([o.pose.translation_mm[2] for o in placed]) if placed else 0.0
         sigma = blur_sigma_px(cfg.blur, det.pixel_mm, det.source_to_detector_mm / (det.source_to_object_mm + mean_depth))
         quanta = blur(quanta, sigma)
-        log_image = -np.log(np.maximum(quanta, 0.5) / self.quanta_open)
-        body = self._ct_primary < np.percentile(self._ct_primary, 60)
-        lo, hi = np.percentile(log_image[body], cfg.display.window_percentiles)
+        log_image = unsharp_mask(-np.log(np.maximum(quanta, 0.5) / self.quanta_open), cfg.display, det.pixel_mm)
+        lo, hi = np.percentile(log_image[::4, ::4], cfg.display.window_percentiles)
         image = display_transform(log_image, float(lo), float(hi), cfg.display)
         if self.flip_lr:
             image = image[:, ::-1]

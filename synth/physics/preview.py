@@ -59,7 +59,7 @@ def contact_sheet(dataset_dirs: str | os.PathLike[str] | list, out: str | os.Pat
         pixels = read_image(source / record["file_name"]).pixels
         tile = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)).convert("RGB")
         scale = tile_px / max(tile.size)
-        tile = tile.resize((max(int(tile.size[0] * scale), 1), max(int(tile.size[1] * scale), 1)), Image.BILINEAR)
+        tile = tile.resize((max(int(tile.size[0] * scale), 1), max(int(tile.size[1] * scale), 1)), Image.LANCZOS)
         x0, y0 = (k % columns) * tile_px, (k // columns) * tile_px
         sheet.paste(tile, (x0, y0))
         for ann in anns:

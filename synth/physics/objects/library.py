@@ -190,7 +190,7 @@ def make_sponge(rng: np.random.Generator) -> RFOObject:
     else:
         width, height = rng.uniform(140, 230, size=2)
         thickness = rng.uniform(2.5, 4.0)
-    density = rng.uniform(0.35, 0.9)  # cotton fibre + retained fluid/gas, g/cm^3 of cellulose
+    density = rng.uniform(0.6, 1.1)  # cotton soaked with fluid (some trapped gas), as g/cm^3 of cellulose
     thread_r = rng.uniform(0.25, min(0.5, thickness / 4))
     # Fold radii are drawn first so the mesh is fine enough to follow the tightest bend.
     n_folds = int(rng.integers(0, 3))
