@@ -21,7 +21,9 @@ What is computed (see each module for the exact definition):
   annotation ``area`` (the COCO file's, else the polygon / ellipse / box area).
 * Predictions must use the ground truth's image ids and category ids (COCO results) or its image
   paths (CSVs); anything else is refused with the file and entry named.
-* ``froc``: the object-CXR / RFO Bench protocol (:mod:`rfo_bench.metrics.froc`), box centres as points.
+* ``froc``: the object-CXR / RFO Bench protocol (:mod:`rfo_bench.metrics.froc`), box centres as points,
+  class-agnostic like the reference; ``froc_strata`` the same for the critical and the non-critical
+  task separately (the other task's annotations and detections left out).
 * ``auroc``: image-level, image score = max box score (or the classification CSV).
 * ``ci95``: percentile bootstrap over images, or over patients when every image has a patient id, from
   the per-image results computed once (:mod:`rfo_bench.metrics.bootstrap`).
@@ -149,6 +151,30 @@ def _clusters(gt: DetectionDataset, unit: str) -> tuple[np.ndarray | None, str]:
     return index.astype(np.int64), "patient"
 
 
+def _froc_strata(gt: DetectionDataset, predictions: Predictions, config: EvalConfig) -> dict[str, Any]:
+    """FROC of the critical and of the non-critical task.
+
+    The critical task keeps the critical annotations only (a point on a zipper is then a false
+    positive) and, when predictions have categories, the detections of critical (or unknown)
+    categories; the non-critical task mirrors it. Every image still counts in FP per image.
+    """
+    out: dict[str, Any] = {}
+    for name, flag in (("critical", True), ("non_critical", False)):
+        wanted = {c.id for c in gt.categories if (c.critical is not False) == flag}
+        shapes = [[s for s, o in zip(image_shapes, r.objects) if o.category_id in wanted]
+                  for image_shapes, r in zip(_shapes(gt), gt.images)]
+        if not any(shapes) or len(wanted) == len(gt.categories):
+            continue
+        keep = np.ones(len(predictions), dtype=bool) if predictions.category_id is None else \
+            np.isin(predictions.category_id, list(wanted))
+        events = froc_events(predictions.image_index[keep], predictions.score[keep], predictions.points_xy[keep],
+                             shapes)
+        result = froc_curve(events, fps_thresholds=config.fps_thresholds, variant=config.froc_variant, curves=False)
+        out[name] = {"score": _clean(result.score), "sensitivity": [_clean(v) for v in result.sensitivity],
+                     "objects": int(sum(len(s) for s in shapes))}
+    return out
+
+
 def _clean(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
@@ -220,6 +246,7 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
             "sensitivity": [_clean(s) for s in froc.sensitivity], "variant": froc.variant,
             "reference_undefined": froc.reference_undefined,
         }
+        report["froc_strata"] = _froc_strata(gt, predictions, config)
     else:
         report["froc"] = None
 
@@ -275,7 +302,8 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
         report["bootstrap"] = {"replicates": config.bootstrap, "unit": unit, "seed": config.seed,
                                "replicates_used": used, "method": "percentile"}
         evaluation.replicates = reps
-    first = ("coco", "coco_backend", "per_category", "strata", "froc", "auroc", "auroc_image_score", key, "bootstrap")
+    first = ("coco", "coco_backend", "per_category", "strata", "froc", "froc_strata", "auroc", "auroc_image_score", key,
+             "bootstrap")
     evaluation.report = {k: report[k] for k in first if k in report} | {k: v for k, v in report.items() if k not in first}
     return evaluation
 
@@ -336,6 +364,9 @@ def report_markdown(report: dict[str, Any]) -> str:
                   "| FP / image | " + " | ".join(_fmt(f) for f in froc["fps_per_image"]) + " |",
                   "|---|" + "---|" * len(froc["fps_per_image"]),
                   "| sensitivity | " + " | ".join(_fmt(s) for s in froc["sensitivity"]) + " |"]
+        for name, values in (report.get("froc_strata") or {}).items():
+            lines.append(f"| {name} only ({values['objects']} objects) | "
+                         + " | ".join(_fmt(v) for v in values["sensitivity"]) + " |")
         if froc.get("reference_undefined"):
             lines += ["", "No FP/image threshold was reached; the reference script is undefined here and the final "
                           "sensitivity is reported."]

@@ -230,3 +230,29 @@ def test_each_bad_input_is_one_line_naming_file_and_entry(small_set, capsys, cas
     code = main(["eval", "--gt", str(gt_path), "--pred", str(pred_path), "--out", str(root / "o"), "--no-plots"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and expected in err[0], err
+
+
+def test_froc_strata_hand_computed(small_set):
+    root, _, _ = small_set
+    gt = read_coco(root / "gt.json")
+    # an exact box on every object, all labelled sponge, scores falling in image order
+    preds, score = [], 1.0
+    for r in gt.images:
+        for o in r.objects:
+            x1, y1, x2, y2 = o.bbox_xyxy
+            score -= 0.05
+            preds.append({"image_id": r.image_id, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                          "score": score})
+    (root / "p.json").write_text(json.dumps(preds))
+    report = evaluate(gt, read_predictions(root / "p.json", gt), EvalConfig(bootstrap=0))
+    # class-agnostic: all 8 objects hit, no false positive, no threshold reached: final sensitivity 1
+    assert report["froc"]["sensitivity"] == [1.0] * 7 and report["froc"]["reference_undefined"]
+    # critical task: sponges on images 1, 5, 7, 11; the points on chains (images 2, 4, 8, 10) are FPs.
+    # order 1 hit, 2 FP, 4 FP (2/12 >= 0.125: 1/4), 5 hit, 7 hit, 8 FP (3/12 >= 0.25: 3/4), 10 FP, 11 hit;
+    # 0.5 FP/image is never reached, so the reference repeats 3/4.
+    critical = report["froc_strata"]["critical"]
+    assert critical["objects"] == 4
+    assert critical["sensitivity"] == [0.25] + [0.75] * 6
+    assert critical["score"] == pytest.approx(4.75 / 7)
+    # non-critical task: no non-critical detection at all
+    assert report["froc_strata"]["non_critical"]["sensitivity"] == [0.0] * 7
