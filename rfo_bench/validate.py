@@ -152,7 +152,7 @@ def check_dataset(
     dataset = read_dataset(path, fmt=fmt, root=root, csv_convention=csv_convention, problems=messages,
                            yolo_splits=yolo_splits)
     problems = [
-        Problem("mixed_conventions" if "mixes" in m else "malformed_entry", _where(m, str(path)), m)
+        Problem("mixed_conventions" if "mixes" in m else "malformed_entry", *_split_message(m, str(path)))
         for m in messages
     ]
     problems += check_annotations(dataset)
@@ -161,9 +161,15 @@ def check_dataset(
     return dataset, problems
 
 
-def _where(message: str, default: str) -> str:
-    match = re.match(r"^[^:]+: ([^:]+):", message)
-    return match.group(1) if match else default
+def _split_message(message: str, file: str) -> tuple[str, str]:
+    """``(where, text)`` of a reader message ``"<file>: <where>: <text>"`` (the file is printed once)."""
+    rest = message
+    for prefix in (f"{file}: ", f"{Path(file).resolve()}: "):
+        if rest.startswith(prefix):
+            rest = rest[len(prefix):]
+            break
+    match = re.match(r"^((?:line \d+(?: object \d+)?)|(?:[A-Za-z_.]+(?:\[\d+\])?)): (.*)$", rest)
+    return (match.group(1), match.group(2)) if match else (Path(file).name, rest)
 
 
 def require_valid_annotations(dataset: DetectionDataset) -> None:

@@ -146,3 +146,17 @@ def test_patient_ids_from_dicom_keep_a_patient_in_one_split(tmp_path):
     split = split_dataset(filled, {"a": 0.5, "b": 0.5}, seed=0)
     for ids in split.values():
         assert {1, 2, 3} <= set(ids) or not {1, 2, 3} & set(ids)
+
+
+def test_validate_cli_prints_one_line_per_problem_and_exits_1(tmp_path, capsys):
+    from rfo_bench.cli import main
+
+    (tmp_path / "gt.csv").write_text("image_path,annotation\na.png,0 1 2 3\nb.png,1_1_0 1 2 3 4\nc.png,0 1 1 5 5\n")
+    assert main(["validate", str(tmp_path / "gt.csv"), "--no-images"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("gt.csv: malformed_entry: line 2 object 1: a box needs 4 numbers x1 y1 x2 y2 (got '0 1 2 3')")
+    assert ": mixed_conventions: " in lines[1]
+    assert lines[2] == "2 problem(s): malformed_entry 1, mixed_conventions 1"
+    write_png16(tmp_path / "c.png", np.zeros((11, 17)))
+    (tmp_path / "ok.csv").write_text("image_path,annotation\nc.png,0 1 1 5 5\n")
+    assert main(["validate", str(tmp_path / "ok.csv")]) == 0
