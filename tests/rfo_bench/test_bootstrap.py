@@ -81,3 +81,22 @@ def test_auroc_hand_computed_and_undefined():
     assert np.isnan(au.auroc(np.array([1, 1]), np.array([0.2, 0.3])))
     scores = au.image_scores_from_detections(np.array([0, 0, 2]), np.array([0.3, 0.8, 0.1]), 4)
     assert scores.tolist() == [0.8, 0.0, 0.1, 0.0]
+
+
+def test_replicates_with_ignored_ground_truth_equal_weighted_accumulate(coco_problem):
+    # an area beyond COCO's 1e10 px² range makes a ground truth "ignored" in the `all` range; detections
+    # matched to it are then neither TP nor FP (the non-uniform path of the replicates)
+    gt, results = coco_problem(11)
+    for ann in gt["annotations"][::3]:
+        ann["area"] = 2e10
+    arrays = ce.coco_arrays(gt, results)
+    table = ce.match_detections(arrays)
+    assert table.ignored[0].any()
+    reference = ce.reference_coco_eval(gt, results, "pycocotools")
+    ones = bs.precision_replicates(table, np.ones((1, arrays.num_images), dtype=np.int32))
+    np.testing.assert_array_equal(ones[0], reference.precision[:, :, :, 0, -1])
+    counts = bs.resample_counts(arrays.num_images, 4, seed=5)
+    replicated = bs.precision_replicates(table, counts)
+    for b in range(4):
+        precision, _ = ce.accumulate(table, counts[b])
+        np.testing.assert_allclose(replicated[b], precision[:, :, :, 0, -1], rtol=0, atol=1e-12)
