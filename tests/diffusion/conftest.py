@@ -87,10 +87,17 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from synth.diffusion.patches import PatchSpec
     from synth.diffusion.train import TrainConfig, train
 
+    import torch
+
     root = tmp_path_factory.mktemp("tiny_run")
     data = write_tiny_coco(root / "data")
     config = TrainConfig(steps=4, batch_size=4, save_every=2, warmup_steps=1)
-    train(data, root / "ckpt", config, TINY_MODEL, PatchSpec(size_px=32), progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same reduction order as the tests that compare against this run
+    try:
+        train(data, root / "ckpt", config, TINY_MODEL, PatchSpec(size_px=32), progress=False)
+    finally:
+        torch.set_num_threads(before)
     return data, root / "ckpt"
 
 

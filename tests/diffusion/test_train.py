@@ -110,7 +110,7 @@ def test_resume_matches_an_uninterrupted_run_and_seed_matters(tiny_run, tmp_path
     assert (first.resumed_from, second.resumed_from, second.step) == (0, 2, 4)
     full, resumed = _weights(full_ckpt), _weights(tmp_path / "resumed")
     for key in full:  # two separate processes of training give the same weights
-        torch.testing.assert_close(full[key], resumed[key], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(full[key], resumed[key], rtol=1e-4, atol=1e-5)
     assert any(not torch.equal(full[k], after_half[k]) for k in full)
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
