@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.evaluate import EvalConfig, _shapes, evaluate_detailed
+from rfo_bench.evaluate import EvalConfig, annotation_shapes, evaluate_detailed
 from rfo_bench.io.records import Category, DetectionDataset, ImageRecord, RFOObject
 from rfo_bench.metrics import bootstrap as boot
 from rfo_bench.metrics import coco_eval as ce
@@ -123,7 +123,7 @@ def main() -> None:
         return boot.mean_ap(precision), boot.mean_ap(precision, np.array([0]))
 
     t_ap, (ap, ap50) = best_of(1, ap_replicates)
-    events = froc_events(predictions.image_index, predictions.score, predictions.points_xy, _shapes(dataset))
+    events = froc_events(predictions.image_index, predictions.score, predictions.points_xy, annotation_shapes(dataset))
     t_froc, froc = best_of(1, lambda: froc_score_replicates(events, counts))
     labels = np.array([r.is_positive for r in dataset.images])
     t_auroc, auroc = best_of(1, lambda: weighted_auroc(labels, evaluation.image_scores, counts))

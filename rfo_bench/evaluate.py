@@ -127,7 +127,8 @@ class Evaluation:
     replicates: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _shapes(gt: DetectionDataset) -> list[list[Shape]]:
+def annotation_shapes(gt: DetectionDataset) -> list[list[Shape]]:
+    """Per image, its annotations as FROC :class:`Shape` objects (box, ellipse or polygon)."""
     out = []
     for record in gt.images:
         shapes = []
@@ -162,7 +163,7 @@ def _froc_strata(gt: DetectionDataset, predictions: Predictions, config: EvalCon
     for name, flag in (("critical", True), ("non_critical", False)):
         wanted = {c.id for c in gt.categories if (c.critical is not False) == flag}
         shapes = [[s for s, o in zip(image_shapes, r.objects) if o.category_id in wanted]
-                  for image_shapes, r in zip(_shapes(gt), gt.images)]
+                  for image_shapes, r in zip(annotation_shapes(gt), gt.images)]
         if not any(shapes) or len(wanted) == len(gt.categories):
             continue
         keep = np.ones(len(predictions), dtype=bool) if predictions.category_id is None else \
@@ -238,7 +239,7 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
     # FROC
     events: FrocEvents | None = None
     if has_boxes_gt:
-        events = froc_events(predictions.image_index, predictions.score, predictions.points_xy, _shapes(gt))
+        events = froc_events(predictions.image_index, predictions.score, predictions.points_xy, annotation_shapes(gt))
         froc = froc_curve(events, fps_thresholds=config.fps_thresholds, variant=config.froc_variant)
         evaluation.froc = froc
         report["froc"] = {
