@@ -90,6 +90,18 @@ def test_bad_mesh_folder_and_ct_without_spacing(tmp_path, capsys) -> None:
     (meshes / "needle_x.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")  # a single open triangle
     assert _run(tmp_path / "o1", "--objects", str(meshes)) == 2
     assert "watertight" in capsys.readouterr().err
+    import trimesh
+
+    (meshes / "needle_x.obj").unlink()
+    trimesh.creation.capsule(radius=0.4, height=12).export(meshes / "rod.stl")
+    (meshes / "objects.yaml").write_text("rod.stl: {class: needle, material: kryptonite}\n")
+    assert _run(tmp_path / "o1", "--objects", str(meshes)) == 2
+    assert "unknown material" in capsys.readouterr().err
+    (meshes / "objects.yaml").write_text("rod.stl: {class: needle, material: titanium}\n")
+    assert _run(tmp_path / "o3", "--objects", str(meshes), "--classes", "needle", "--negative-fraction", "0") == 0
+    annotations = json.loads((tmp_path / "o3" / "annotations.json").read_text())["annotations"]
+    assert annotations and all(a["object_params"] == {"mesh": "rod"} and a["material"] == "titanium"
+                               for a in annotations)
     ct = tmp_path / "ct.nii"
     image = nib.Nifti1Image(np.zeros((8, 7, 6), dtype=np.int16), np.eye(4))
     image.header.set_zooms((0.0, 0.0, 0.0))
