@@ -52,8 +52,9 @@ class BlurConfig:
 class DisplayConfig:
     """Display transform: window percentiles of the log image, gamma, photometric, unsharp masking.
 
-    CT mode applies clinical-style unsharp masking to the log image (``A + amount·(A - G_σ ⊛ A)``,
-    as CR/DR consoles do; ``unsharp_amount = 0`` switches it off) before windowing.
+    Clinical-style unsharp masking (``A + amount·(A - G_σ ⊛ A)``, as CR/DR consoles do;
+    ``unsharp_amount = 0`` switches it off) is applied to the log image in CT mode and to the inserted
+    object's signal in radiograph mode (whose background was already processed).
     ``radiograph_headroom``: in radiograph mode the background's display range is scaled into
     ``[0, headroom]`` so that metal denser than the patient is not clipped.
     """

@@ -383,7 +383,8 @@ class Renderer:
                 continue
             magnification = det.source_to_detector_mm / (det.source_to_object_mm + obj.pose.translation_mm[2])
             sigma = blur_sigma_px(cfg.blur, det.pixel_mm, magnification)
-            pad = int(np.ceil(3 * sigma)) + 1
+            sharpen = cfg.display.unsharp_sigma_mm / det.pixel_mm if cfg.display.unsharp_amount > 0 else 0.0
+            pad = int(np.ceil(3 * max(sigma, sharpen))) + 1
             roi = obj.roi.padded(pad, det)
             inner = (slice(obj.roi.row0 - roi.row0, obj.roi.row0 - roi.row0 + obj.roi.rows),
                      slice(obj.roi.col0 - roi.col0, obj.roi.col0 - roi.col0 + obj.roi.cols))
@@ -398,6 +399,9 @@ class Renderer:
                 extra = np.clip(1.0 / np.maximum(quanta, 1.0) - 1.0 / np.maximum(quanta_bg, 1.0), 0.0, None)
                 delta = delta + np.sqrt(extra) * rng.standard_normal(delta.shape) * (total_ratio < 1.0)
             delta = blur(delta, sigma)
+            # The background was processed by its console; the object's signal gets the same kind of
+            # edge enhancement (linear, so it can be applied to the object's contribution alone).
+            delta = unsharp_mask(delta, cfg.display, det.pixel_mm)
             display[roi.slices] = display[roi.slices] + (delta * slope).astype(np.float32)
             annotations.append(ann)
         return np.clip(display, 0.0, 1.0), annotations

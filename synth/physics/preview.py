@@ -71,5 +71,6 @@ def contact_sheet(dataset_dirs: str | os.PathLike[str] | list, out: str | os.Pat
                 draw.text((x0 + x, max(y0 + y - 11, y0)), cat.name, fill=colour)
     target = Path(out) if out is not None else folder / "preview.png"
     target.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(target, format="PNG", optimize=True)
+    # A 256-colour palette keeps the sheet small (grey levels plus the box colours).
+    sheet.convert("P", palette=Image.ADAPTIVE, colors=256).save(target, format="PNG", optimize=True)
     return target
