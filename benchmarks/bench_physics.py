@@ -96,13 +96,11 @@ def bench_diffdrr() -> dict:
 
 
 def bench_radiograph(size: int, n: int) -> dict:
-    from rfo_bench.io.embedded import embedded_radiograph_path
-    from synth.physics.generate import PhysicsConfig, _init_worker, _renderer_for
+    from synth.physics.generate import PhysicsConfig, build_renderer
 
     config = PhysicsConfig(mode="radiograph", size=size, max_objects=3, negative_fraction=0.0)
     start = time.perf_counter()
-    _init_worker(config, [embedded_radiograph_path()], None, 0, tempfile.gettempdir())
-    renderer = _renderer_for(0)
+    renderer = build_renderer(config)
     setup = time.perf_counter() - start
     renderer.render(np.random.default_rng(10_000))  # warm caches
     start = time.perf_counter()
@@ -126,13 +124,11 @@ def bench_end_to_end(size: int, n: int, workers: int) -> dict:
 
 
 def bench_ct(size: int, n: int) -> dict:
-    from rfo_bench.io.embedded import embedded_ct_path
-    from synth.physics.generate import PhysicsConfig, _init_worker, _renderer_for
+    from synth.physics.generate import PhysicsConfig, build_renderer
 
     config = PhysicsConfig(mode="ct", size=size, max_objects=3, negative_fraction=0.0)
     start = time.perf_counter()
-    _init_worker(config, [embedded_ct_path()], None, 0, tempfile.gettempdir())
-    renderer = _renderer_for(0)
+    renderer = build_renderer(config)
     setup = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(n):

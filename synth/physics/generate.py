@@ -4,8 +4,10 @@ Per image ``i`` everything random comes from ``SeedSequence([seed, i])``, so an 
 the seed, its index and the configuration: a dataset is byte-identical across runs, worker counts
 and shards.
 
-Rendering of an object (both modes): per-part cone-beam path lengths over the object's footprint box
-(``supersample²`` rays per pixel, averaged per pixel), then the energy-integrating Beer–Lambert sum
+Rendering of an object (both modes): per-material cone-beam path lengths over the object's footprint
+box — thin parts are traced with ``supersample²`` rays per pixel and their path lengths averaged per
+pixel (a partial-volume approximation: exact where ``μL`` is uniform over the pixel, second order in
+the spread of ``μL`` at object edges) — then the energy-integrating Beer–Lambert sum
 ``R = Σ_E ŵ_E(h) exp(-Σ_parts (μ_part(E) - μ_host(E)) L_part) / Σ_E ŵ_E(h)`` where ``ŵ(h)`` is the
 spectrum hardened by the patient at that pixel and the host is the material the part displaces.
 Objects overlapping on the detector multiply their transmissions (their mutual hardening is neglected).
@@ -559,6 +561,19 @@ def _renderer_for(index: int) -> Renderer:
             )
         cache[index] = Renderer(cfg, background, _WORKER.get("meshes"))
     return cache[index]
+
+
+def build_renderer(config: PhysicsConfig, background: str | os.PathLike[str] | None = None,
+                   objects_dir: str | os.PathLike[str] | None = None) -> Renderer:
+    """A :class:`Renderer` for one background file (default: the embedded radiograph or CT)."""
+    from synth.physics.objects.meshes import load_mesh_dir
+
+    files = list_backgrounds(config.mode, background)[:1]
+    meshes = load_mesh_dir(objects_dir) if objects_dir is not None else None
+    _init_worker(config, files, meshes, 0, ".")
+    renderer = _renderer_for(0)
+    _WORKER.clear()
+    return renderer
 
 
 def _init_worker(config: PhysicsConfig, backgrounds: list[Path], meshes: list | None, seed: int, image_dir: str) -> None:

@@ -60,7 +60,7 @@ def test_display_transform_window_and_photometric() -> None:
 
 def test_radiograph_insertion_changes_only_the_object_neighbourhood(tmp_path) -> None:
     from rfo_bench.io.images import write_png16
-    from synth.physics.generate import PhysicsConfig, _init_worker, _renderer_for
+    from synth.physics.generate import PhysicsConfig, build_renderer
 
     # A synthetic "radiograph": a bright body ellipse on a dark field, 96 x 80 pixels.
     yy, xx = np.mgrid[0:96, 0:80]
@@ -68,8 +68,7 @@ def test_radiograph_insertion_changes_only_the_object_neighbourhood(tmp_path) ->
     pixels = np.where(body, 0.6 + 0.2 * np.sin(xx / 7.0), 0.05)
     write_png16(tmp_path / "bg.png", pixels)
     config = PhysicsConfig(size=64, classes=("clamp",), max_objects=1, negative_fraction=0.0, body_threshold_mm=30.0)
-    _init_worker(config, [tmp_path / "bg.png"], None, 0, str(tmp_path))
-    renderer = _renderer_for(0)
+    renderer = build_renderer(config, tmp_path / "bg.png")
     rng = np.random.default_rng(5)
     placed = renderer.draw_scene(rng)
     image, annotations = renderer.render_radiograph(rng, placed)
