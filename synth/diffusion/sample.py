@@ -131,14 +131,16 @@ class _Noiser:
         import torch
 
         abar = float(self.alphas_cumprod[int(t)])
-        return math.sqrt(abar) * x0 + math.sqrt(1.0 - abar) * torch.randn(x0.shape, generator=generator)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        return math.sqrt(abar) * x0 + math.sqrt(1.0 - abar) * noise
 
     def between(self, x_prev, t_prev: int, t: int, generator):
         """Re-noise a sample from ``t_prev`` to the noisier ``t`` (RePaint's resampling jump)."""
         import torch
 
         ratio = float(self.alphas_cumprod[int(t)] / self.alphas_cumprod[int(t_prev)])
-        return math.sqrt(ratio) * x_prev + math.sqrt(1.0 - ratio) * torch.randn(x_prev.shape, generator=generator)
+        noise = torch.randn(x_prev.shape, generator=generator).to(x_prev.device)
+        return math.sqrt(ratio) * x_prev + math.sqrt(1.0 - ratio) * noise
 
 
 def inpaint_patches(
@@ -176,14 +178,14 @@ def inpaint_patches(
     step_kwargs: dict[str, Any] = {"eta": config.eta} if config.scheduler == "ddim" else {}
     if config.scheduler in ("ddim", "ddpm"):
         step_kwargs["generator"] = generator
-    x = torch.randn(background.shape, generator=generator) * float(scheduler.init_noise_sigma)
+    x = torch.randn(background.shape, generator=generator).to(background.device) * float(scheduler.init_noise_sigma)
     x = region * x + (1.0 - region) * noiser.to_t(background, timesteps[0], generator)
     with torch.no_grad():
         for i, t in enumerate(timesteps):
             t_next = timesteps[i + 1] if i + 1 < len(timesteps) else None
             for u in range(config.resample):
                 scaled = scheduler.scale_model_input(x, t)
-                eps = _guided_eps(unet, scaled, torch.tensor(t), region, background, class_ids, config)
+                eps = _guided_eps(unet, scaled, torch.tensor(t, device=x.device), region, background, class_ids, config)
                 x_next = scheduler.step(eps, t, x, **step_kwargs).prev_sample
                 known = background if t_next is None else noiser.to_t(background, t_next, generator)
                 x_next = region * x_next + (1.0 - region) * known

@@ -134,10 +134,11 @@ def training_loss(unet, scheduler, x0, region, class_ids, config: TrainConfig, g
     import torch
 
     n = x0.shape[0]
-    noise = torch.randn(x0.shape, generator=generator)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator)
-    drop_class = torch.rand(n, generator=generator) < config.class_drop_prob
-    drop_context = torch.rand(n, generator=generator) < config.context_drop_prob
+    # every draw on the CPU generator, then moved: the same numbers on any device
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator).to(x0.device)
+    drop_class = (torch.rand(n, generator=generator) < config.class_drop_prob).to(x0.device)
+    drop_context = (torch.rand(n, generator=generator) < config.context_drop_prob).to(x0.device)
     noisy = scheduler.add_noise(x0, noise, t)
     keep = (~drop_context).float().view(n, 1, 1, 1)
     labels = torch.where(drop_class, torch.full_like(class_ids, NULL_CLASS), class_ids)

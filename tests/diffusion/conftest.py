@@ -83,11 +83,11 @@ def tiny_coco(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny model trained for 4 steps (checkpoints at 2 and 4) on a tiny dataset: ``(data, ckpt)``."""
+    import torch
+
     from synth.diffusion.model import TINY_MODEL
     from synth.diffusion.patches import PatchSpec
     from synth.diffusion.train import TrainConfig, train
-
-    import torch
 
     root = tmp_path_factory.mktemp("tiny_run")
     data = write_tiny_coco(root / "data")
