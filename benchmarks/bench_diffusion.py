@@ -149,7 +149,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=40, help="generated images (2 objects each)")
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--classifier-epochs", type=int, default=8)
+    parser.add_argument("--classifier-epochs", type=int, default=12)
+    parser.add_argument("--retrain-classifier", action="store_true", help="even when one was saved before")
+    parser.add_argument("--only-classifier", action="store_true", help="stop after training the classifier")
     parser.add_argument("--docs", default="docs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -188,10 +190,16 @@ def main() -> int:
     began = time.perf_counter()
     train_crops, heldout_crops = crops(data["train"], spec), crops(data["heldout"], spec)
     clf_path = work / "rfo_patch_classifier.pt"
-    clf = fit_patch_classifier(train_crops[0], train_crops[1], clf_path,
-                               ClassifierTrainConfig(epochs=args.classifier_epochs),
-                               val_patches=heldout_crops[0], val_class_ids=heldout_crops[1])
+    if clf_path.exists() and not args.retrain_classifier:
+        clf = torch.load(clf_path, map_location="cpu", weights_only=False)["accuracy"]
+    else:
+        clf = fit_patch_classifier(train_crops[0], train_crops[1], clf_path,
+                                   ClassifierTrainConfig(epochs=args.classifier_epochs),
+                                   val_patches=heldout_crops[0], val_class_ids=heldout_crops[1])
     timings["classifier_s"] = time.perf_counter() - began
+    logger.info("classifier: %s", clf)
+    if args.only_classifier:
+        return 0
     network = TimmNetwork(TimmModelSpec(name=None, checkpoint=str(clf_path)), need_classifier=True)
     scorer = ClassifierScorer(network)
 
