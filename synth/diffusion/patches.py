@@ -292,6 +292,9 @@ def load_coco_patches(data_dir: str | Path, spec: PatchSpec, *, max_masks_per_cl
         spacings.append(image_spacing_mm(entry, loaded.pixel_spacing_mm))
         for ann in by_image[int(entry["id"])]:
             full_mask = annotation_mask(ann, height, width)
+            if not full_mask.any():
+                raise UserInputError(f"the object lies outside its {width}x{height} image", file=root / "annotations.json",
+                                     field=f"annotations[id={ann.get('id')}].bbox", value=ann.get("bbox"))
             x, y, w, h = mask_bbox_xywh(full_mask)
             window = crop_window((x, y, w, h), (height, width), spec)
             image = np.clip(resize_square(crop_square(pixels, window), spec.size_px), 0.0, 1.0)

@@ -112,3 +112,11 @@ def test_patch_spec_validation():
         PatchSpec(size_px=30)
     with pytest.raises(UserInputError):
         PatchSpec(context=0.5)
+
+
+def test_object_outside_its_image_is_a_user_error(tiny_coco):
+    coco = json.loads((tiny_coco / "annotations.json").read_text())
+    coco["annotations"][1].update(bbox=[500.0, 500.0, 4.0, 4.0], segmentation=[])
+    (tiny_coco / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(UserInputError, match="outside its 72x88 image"):
+        load_coco_patches(tiny_coco, SPEC)
