@@ -166,16 +166,36 @@ def path_lengths(
     nd_px, nd_py = n[:, 0] * step, n[:, 1] * step
     nd_0 = n[:, 0] * u0 + n[:, 1] * v0 + n[:, 2] * sid
     off = offset[tri]
-    counts = box_w[tri] * box_h[tri]
+    # Spans: one per (triangle, pixel row), holding the columns the triangle can reach in that row
+    # (its exact cross-section widened by one pixel); the edge tests above decide coverage exactly.
+    tri_rows = box_h[tri]
+    span_tri = np.repeat(np.arange(tri.size), tri_rows)
+    span_row = lo_r[tri][span_tri] + (np.arange(span_tri.size) - np.repeat(np.cumsum(tri_rows) - tri_rows, tri_rows))
+    xs, ys = x[tri][span_tri], y[tri][span_tri]
+    yrow = span_row.astype(np.float64)
+    xmin = np.full(span_tri.size, np.inf)
+    xmax = np.full(span_tri.size, -np.inf)
+    for i, j in ((0, 1), (1, 2), (2, 0)):
+        xa, xb, ya, yb = xs[:, i], xs[:, j], ys[:, i], ys[:, j]
+        valid = (yrow >= np.minimum(ya, yb)) & (yrow <= np.maximum(ya, yb))
+        flat = ya == yb
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xi = xa + (yrow - ya) * (xb - xa) / np.where(flat, 1.0, yb - ya)
+        lo_x = np.where(flat, np.minimum(xa, xb), xi)
+        hi_x = np.where(flat, np.maximum(xa, xb), xi)
+        xmin = np.where(valid, np.minimum(xmin, lo_x), xmin)
+        xmax = np.where(valid, np.maximum(xmax, hi_x), xmax)
+    finite = np.isfinite(xmin) & np.isfinite(xmax)
+    span_c0 = np.maximum(np.ceil(np.where(finite, xmin, 0.0)) - 1, lo_c[tri][span_tri]).astype(np.int64)
+    span_c1 = np.minimum(np.floor(np.where(finite, xmax, -1.0)) + 1, hi_c[tri][span_tri]).astype(np.int64)
+    counts = np.where(finite, np.clip(span_c1 - span_c0 + 1, 0, None), 0)
     start = 0
-    while start < tri.size:
-        stop = start + 1
-        total = counts[start]
-        while stop < tri.size and total + counts[stop] <= _MAX_CANDIDATES:
-            total += counts[stop]
-            stop += 1
+    cumulative = np.cumsum(counts)
+    while start < counts.size:
+        base = cumulative[start - 1] if start > 0 else 0
+        stop = max(int(np.searchsorted(cumulative, base + _MAX_CANDIDATES, side="right")), start + 1)
         _rasterise_chunk(
-            np.arange(start, stop), counts[start:stop], lo_c[tri], lo_r[tri], box_w[tri], coeffs,
+            span_tri[start:stop], span_row[start:stop], span_c0[start:stop], counts[start:stop], coeffs,
             nd_px, nd_py, nd_0, off, width, acc_inv, acc_sq,
         )
         start = stop
@@ -195,17 +215,14 @@ def path_lengths(
 
 
 def _rasterise_chunk(
-    local_tri: np.ndarray, counts: np.ndarray, lo_c: np.ndarray, lo_r: np.ndarray, box_w: np.ndarray, coeffs: list,
+    span_tri: np.ndarray, span_row: np.ndarray, span_c0: np.ndarray, counts: np.ndarray, coeffs: list,
     nd_px: np.ndarray, nd_py: np.ndarray, nd_0: np.ndarray, offset: np.ndarray, width: int,
     acc_inv: np.ndarray, acc_sq: np.ndarray | None,
 ) -> None:
-    idx = np.repeat(local_tri, counts)
+    idx = np.repeat(span_tri, counts)
     first = np.repeat(np.cumsum(counts) - counts, counts)
-    local = np.arange(idx.size) - first
-    w = box_w[idx]
-    py_i, px_i = np.divmod(local, w)
-    px = (lo_c[idx] + px_i).astype(np.float64)
-    py = (lo_r[idx] + py_i).astype(np.float64)
+    px = (np.repeat(span_c0, counts) + (np.arange(idx.size) - first)).astype(np.float64)
+    py = np.repeat(span_row, counts).astype(np.float64)
     inside = np.ones(idx.size, dtype=bool)
     for a_coef, b_coef, c_coef, tie_inside, sign in coeffs:
         edge = a_coef[idx] * px + b_coef[idx] * py + c_coef[idx]
