@@ -127,6 +127,31 @@ class Evaluation:
     replicates: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def coco_arrays_from_records(gt: DetectionDataset, predictions: Predictions) -> coco_eval.CocoArrays:
+    """:class:`~rfo_bench.metrics.coco_eval.CocoArrays` straight from the records (no COCO dicts).
+
+    Identical to ``coco_arrays(dataset_to_coco_dict(gt), predictions.to_coco_results(gt))``: same
+    annotation order, ``area`` and float operations.
+    """
+    assert predictions.boxes_xywh is not None and predictions.category_id is not None
+    record_ids = np.array([r.image_id for r in gt.images], dtype=np.int64)
+    image_ids = np.unique(record_ids)
+    category_ids = np.unique(np.array([c.id for c in gt.categories], dtype=np.int64))
+    objects = [(k, o) for k, r in enumerate(gt.images) for o in r.objects]
+    boxes = np.array([o.bbox_xyxy for _, o in objects], dtype=np.float64).reshape(-1, 4)
+    gt_xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    return coco_eval.CocoArrays(
+        image_ids=image_ids, category_ids=category_ids,
+        gt_image=np.searchsorted(image_ids, record_ids[[k for k, _ in objects]]).astype(np.int64),
+        gt_category=np.searchsorted(category_ids, np.array([o.category_id for _, o in objects], dtype=np.int64)),
+        gt_xywh=gt_xywh, gt_area=np.array([o.area for _, o in objects], dtype=np.float64),
+        dt_image=np.searchsorted(image_ids, record_ids[predictions.image_index]).astype(np.int64),
+        dt_category=np.searchsorted(category_ids, predictions.category_id.astype(np.int64)),
+        dt_xywh=np.asarray(predictions.boxes_xywh, dtype=np.float64).reshape(-1, 4),
+        dt_score=np.asarray(predictions.score, dtype=np.float64),
+    )
+
+
 def annotation_shapes(gt: DetectionDataset) -> list[list[Shape]]:
     """Per image, its annotations as FROC :class:`Shape` objects (box, ellipse or polygon)."""
     out = []
@@ -160,11 +185,15 @@ def _froc_strata(gt: DetectionDataset, predictions: Predictions, config: EvalCon
     categories; the non-critical task mirrors it. Every image still counts in FP per image.
     """
     out: dict[str, Any] = {}
+    all_shapes: list[list[Shape]] | None = None
     for name, flag in (("critical", True), ("non_critical", False)):
         wanted = {c.id for c in gt.categories if (c.critical is not False) == flag}
+        if not wanted or len(wanted) == len(gt.categories):
+            continue
+        all_shapes = annotation_shapes(gt) if all_shapes is None else all_shapes
         shapes = [[s for s, o in zip(image_shapes, r.objects) if o.category_id in wanted]
-                  for image_shapes, r in zip(annotation_shapes(gt), gt.images)]
-        if not any(shapes) or len(wanted) == len(gt.categories):
+                  for image_shapes, r in zip(all_shapes, gt.images)]
+        if not any(shapes):
             continue
         keep = np.ones(len(predictions), dtype=bool) if predictions.category_id is None else \
             np.isin(predictions.category_id, list(wanted))
@@ -207,13 +236,11 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
     # COCO
     coco_stats: dict[str, float] | None = None
     if predictions.has_boxes and has_boxes_gt:
-        gt_dict = dataset_to_coco_dict(gt)
-        results = predictions.to_coco_results(gt)
-        arrays = coco_eval.coco_arrays(gt_dict, results)
+        arrays = coco_arrays_from_records(gt, predictions)
         table = coco_eval.match_detections(arrays)
         native = coco_eval.native_coco_eval(arrays, table)
         result = native if config.coco_backend == "native" else coco_eval.reference_coco_eval(
-            gt_dict, results, config.coco_backend)
+            dataset_to_coco_dict(gt), predictions.to_coco_results(gt), config.coco_backend)
         coco_stats = result.stats
         evaluation.coco, evaluation.table, evaluation.arrays = result, table, arrays
         per_cat = coco_eval.per_category_ap(result.precision)

@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from rfo_bench.categories import CATEGORY_BY_NAME, CRITICAL, NON_CRITICAL
 from rfo_bench.errors import UserInputError
@@ -222,19 +222,17 @@ def resolve_inside(root: Path, name: str, *, source: str | None = None) -> Path:
     written (normalised, symbolic links not followed): a link the dataset owner placed inside the root,
     as the YOLO layout's image links, is allowed.
     """
-    if not name or os.path.isabs(name) or PurePosixPath(name).is_absolute() or _DRIVE.match(name):
+    if not name or os.path.isabs(name) or name.startswith("/") or _DRIVE.match(name):
         raise UserInputError(
             "image path must be relative to the dataset root", file=source or None, field="file_name", value=name
         )
-    base = Path(os.path.abspath(root))
-    target = Path(os.path.normpath(base / name))
-    try:
-        target.relative_to(base)
-    except ValueError:
+    base = os.path.abspath(root)
+    target = os.path.normpath(os.path.join(base, name))
+    if not (target == base or target.startswith(base.rstrip(os.sep) + os.sep)):
         raise UserInputError(
             f"image path escapes the dataset root {root}; refused", file=source or None, field="file_name", value=name
-        ) from None
-    return target
+        )
+    return Path(target)
 
 
 def relative_name(root: Path, path: Path, *, source: str | None = None) -> str:
