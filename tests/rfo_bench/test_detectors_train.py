@@ -37,7 +37,7 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
     import torch
 
     dataset = read_coco(write_tiny_coco(tmp_path / "d", n=2))
-    config = TrainConfig(model="fasterrcnn", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=1,
+    config = TrainConfig(model="fcos", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=1,
                          backbone="test_resnet")
     states = []
     for name in ("a", "b"):
