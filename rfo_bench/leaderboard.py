@@ -809,6 +809,7 @@ def run_benchmark(
         UserInputError: unreadable data, a patient shared by train and test, or a training split
             without positives.
     """
+    from rfo_bench.detectors.config import recipe_with_overrides
     from rfo_bench.detectors.data import count_objects, require_trainable
     from rfo_bench.io.coco import read_coco
 
@@ -864,6 +865,7 @@ def run_benchmark(
             for seed in config.seeds:
                 run_dir = out / "runs" / _slug(entry.display) / _slug(arm) / f"seed{seed}"
                 fingerprint = {"model": asdict(entry), "arm": arm, "seed": seed, "data": data_hashes,
+                               "recipe": recipe_with_overrides(entry.recipe, entry.overrides).to_dict(),
                                "synthetic": synth_hashes, "bootstrap": config.bootstrap, "device": config.device}
                 logger.info("run %s | %s | seed %d", entry.display, arm, seed)
                 outcomes.append(_run_one(entry, arm, seed, sets, test, config, run_dir, fingerprint,
