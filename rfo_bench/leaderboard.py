@@ -727,21 +727,25 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
 def plot_froc(rows: Sequence[dict[str, Any]], arms: Sequence[str], path: Path) -> Path | None:
     """One panel per arm, one FROC curve (sensitivity vs false positives per image) per model."""
-    import matplotlib
+    from rfo_bench.offline import prepare_offline
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    prepare_offline()
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
 
     present = [a for a in arms if any(r["arm"] == a for r in rows)]
     if not present:
         return None
-    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.6), squeeze=False, sharey=True)
+    fig = Figure(figsize=(4.2 * len(present), 3.6))
+    axes = fig.subplots(1, len(present), squeeze=False, sharey=True)
     for ax, arm in zip(axes[0], present, strict=True):
         for row in rows:
             if row["arm"] != arm or not row["froc_curve"]["fp_per_image"]:
                 continue
             ax.plot(row["froc_curve"]["fp_per_image"], row["froc_curve"]["sensitivity"], marker="o", label=row["model"])
         ax.set_xscale("log", base=2)
+        ticks = sorted({f for row in rows for f in row["froc_curve"]["fp_per_image"]})
+        if ticks:
+            ax.set_xticks(ticks, [f"1/{round(1 / t)}" if t < 1 else f"{t:g}" for t in ticks])
         ax.set_title(arm)
         ax.set_xlabel("false positives per image")
         ax.set_ylim(0, 1.02)
@@ -751,7 +755,6 @@ def plot_froc(rows: Sequence[dict[str, Any]], arms: Sequence[str], path: Path) -
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
