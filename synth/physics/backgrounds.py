@@ -16,11 +16,14 @@ slice-wise trilinear sampling along the rays (a Joseph-type projector with ``tor
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from rfo_bench.errors import UserInputError
+from synth.physics.detector import ScatterConfig
 from synth.physics.geometry import Detector
 from synth.physics.materials import linear_attenuation_per_mm, mass_attenuation
 from synth.physics.spectra import Spectrum
@@ -89,8 +92,9 @@ def square_resample(pixels: np.ndarray, spacing_mm: tuple[float, float], size: i
 
 
 def prepare_radiograph(
-    path, size: int, spectrum: Spectrum, source_to_detector_mm: float, source_to_object_mm: float,
-    wet_range_mm: tuple[float, float], percentiles: tuple[float, float], scatter_config, body_threshold_mm: float,
+    path: str | os.PathLike[str], size: int, spectrum: Spectrum, source_to_detector_mm: float,
+    source_to_object_mm: float, wet_range_mm: tuple[float, float], percentiles: tuple[float, float],
+    scatter_config: ScatterConfig, body_threshold_mm: float,
 ) -> RadiographBackground:
     """Read a radiograph (PNG/JPEG/DICOM) and calibrate it for insertion.
 
@@ -125,7 +129,7 @@ def prepare_radiograph(
     scatter = scatter_signal(primary, attenuation, scatter_config, pixel_mm, mu_eff)
     spr = (scatter / primary).astype(np.float32)
     return RadiographBackground(display, attenuation, water, mask, spr, detector, p_lo, p_hi, a_lo, a_hi,
-                                str(getattr(path, "name", path)), sha256_file(path))
+                                Path(path).name, sha256_file(path))
 
 
 def decompose_hu(hu: np.ndarray) -> dict[str, np.ndarray]:
@@ -154,6 +158,17 @@ def decompose_hu(hu: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def voxel_to_object(ijk: np.ndarray, shape: tuple[int, ...], spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """``(N, 3)`` RAS+ voxel indices → object-frame mm, the volume centred at the isocentre, PA beam.
+
+    ``x_o = +R`` (source view; flipped for display), ``y_o`` = inferior (down the image), ``z_o`` =
+    anterior (the beam direction, posterior → anterior).
+    """
+    centre = (np.asarray(shape, dtype=np.float64) - 1) / 2.0
+    ras = (np.asarray(ijk, dtype=np.float64) - centre) * np.asarray(spacing_mm)
+    return np.column_stack([ras[:, 0], -ras[:, 2], ras[:, 1]])
+
+
 @dataclass(frozen=True, eq=False)
 class CTBackground:
     """A CT projected in the PA geometry.
@@ -180,10 +195,7 @@ class CTBackground:
 
     def voxel_to_object(self, ijk: np.ndarray) -> np.ndarray:
         """``(N, 3)`` voxel indices → object-frame mm (volume centred at the isocentre, PA beam)."""
-        shape = np.asarray(self.hu.shape, dtype=np.float64)
-        ras = (np.asarray(ijk, dtype=np.float64) - (shape - 1) / 2.0) * np.asarray(self.spacing_mm)
-        # x_o = +R (source view), y_o = inferior (down), z_o = anterior (beam direction).
-        return np.column_stack([ras[:, 0], -ras[:, 2], ras[:, 1]])
+        return voxel_to_object(ijk, self.hu.shape, self.spacing_mm)
 
     def object_to_voxel(self, points_mm: np.ndarray) -> np.ndarray:
         shape = np.asarray(self.hu.shape, dtype=np.float64)
@@ -266,7 +278,7 @@ def project_ct(hu: np.ndarray, spacing_mm: tuple[float, float, float], detector:
     return out
 
 
-def prepare_ct(path, size: int, source_to_detector_mm: float, patient_centre_to_detector_mm: float
+def prepare_ct(path: str | os.PathLike[str], size: int, source_to_detector_mm: float, patient_centre_to_detector_mm: float
                ) -> CTBackground:
     """Read a NIfTI CT and project it for a PA chest geometry with a ``size x size`` detector.
 
@@ -288,18 +300,16 @@ def prepare_ct(path, size: int, source_to_detector_mm: float, patient_centre_to_
     if not soft.any():
         raise UserInputError("CT contains no soft tissue (-200..200 HU); is it in Hounsfield units?", file=path)
     idx = np.argwhere(soft[::4, ::4, ::2]) * np.array([4, 4, 2])
-    background = CTBackground(detector, materials, hu, volume.spacing_mm, np.empty((0, 3)), 0.0, 0.0,
-                              str(getattr(path, "name", path)), sha256_file(path))
-    positions = background.voxel_to_object(idx)
+    positions = voxel_to_object(idx, hu.shape, volume.spacing_mm)
     body = hu > -400
     ys = np.nonzero(body.any(axis=(0, 2)))[0]
-    front = background.voxel_to_object(np.array([[0, ys.max(), 0]]))[0, 2]
-    back = background.voxel_to_object(np.array([[0, ys.min(), 0]]))[0, 2]
+    front = float(voxel_to_object(np.array([[0, ys.max(), 0]]), hu.shape, volume.spacing_mm)[0, 2])
+    back = float(voxel_to_object(np.array([[0, ys.min(), 0]]), hu.shape, volume.spacing_mm)[0, 2])
     # Keep voxels whose projection falls well inside the detector.
     rc = detector.project(positions)
     inside = np.all((rc > 0.08 * size) & (rc < 0.92 * size), axis=1)
-    return CTBackground(detector, materials, hu, volume.spacing_mm, positions[inside], float(front), float(back),
-                        background.name, background.sha256)
+    return CTBackground(detector, materials, hu, volume.spacing_mm, positions[inside], front, back,
+                        Path(path).name, sha256_file(path))
 
 
 def material_mass_attenuation(spectrum: Spectrum, names: tuple[str, ...]) -> np.ndarray:
