@@ -137,6 +137,10 @@ def coco_arrays_from_records(gt: DetectionDataset, predictions: Predictions) -> 
     record_ids = np.array([r.image_id for r in gt.images], dtype=np.int64)
     image_ids = np.unique(record_ids)
     category_ids = np.unique(np.array([c.id for c in gt.categories], dtype=np.int64))
+    known = np.isin(predictions.category_id, category_ids)
+    if not known.all():  # as pycocotools: detections of categories absent from the ground truth are dropped
+        logger.warning("%d detections of categories absent from the ground truth are ignored by COCO metrics",
+                       int((~known).sum()))
     objects = [(k, o) for k, r in enumerate(gt.images) for o in r.objects]
     boxes = np.array([o.bbox_xyxy for _, o in objects], dtype=np.float64).reshape(-1, 4)
     gt_xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
@@ -145,10 +149,10 @@ def coco_arrays_from_records(gt: DetectionDataset, predictions: Predictions) -> 
         gt_image=np.searchsorted(image_ids, record_ids[[k for k, _ in objects]]).astype(np.int64),
         gt_category=np.searchsorted(category_ids, np.array([o.category_id for _, o in objects], dtype=np.int64)),
         gt_xywh=gt_xywh, gt_area=np.array([o.area for _, o in objects], dtype=np.float64),
-        dt_image=np.searchsorted(image_ids, record_ids[predictions.image_index]).astype(np.int64),
-        dt_category=np.searchsorted(category_ids, predictions.category_id.astype(np.int64)),
-        dt_xywh=np.asarray(predictions.boxes_xywh, dtype=np.float64).reshape(-1, 4),
-        dt_score=np.asarray(predictions.score, dtype=np.float64),
+        dt_image=np.searchsorted(image_ids, record_ids[predictions.image_index[known]]).astype(np.int64),
+        dt_category=np.searchsorted(category_ids, predictions.category_id[known].astype(np.int64)),
+        dt_xywh=np.asarray(predictions.boxes_xywh, dtype=np.float64).reshape(-1, 4)[known],
+        dt_score=np.asarray(predictions.score, dtype=np.float64)[known],
     )
 
 
@@ -205,6 +209,22 @@ def _froc_strata(gt: DetectionDataset, predictions: Predictions, config: EvalCon
     return out
 
 
+def _check_predictions(predictions: Predictions, num_images: int) -> None:
+    """Guard for :class:`Predictions` built in code rather than by the readers (which check entries)."""
+    where = {"file": predictions.source or None}
+    n = len(predictions)
+    if predictions.image_index.shape != (n,) or predictions.points_xy.shape != (n, 2):
+        raise UserInputError("predictions arrays have inconsistent lengths", field="image_index", **where)
+    if n and (predictions.image_index.min() < 0 or predictions.image_index.max() >= num_images):
+        raise UserInputError("prediction image index outside the ground truth", field="image_index", **where,
+                             value=int(predictions.image_index.max()))
+    if not np.all(np.isfinite(predictions.score)):
+        raise UserInputError("prediction scores must be finite", field="score", **where)
+    if predictions.boxes_xywh is not None and n and (
+            not np.all(np.isfinite(predictions.boxes_xywh)) or (predictions.boxes_xywh[:, 2:] < 0).any()):
+        raise UserInputError("prediction boxes must be finite with non-negative size", field="bbox", **where)
+
+
 def _clean(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
@@ -218,6 +238,7 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
     num_images = len(gt.images)
     if num_images == 0:
         raise UserInputError("the ground truth has no image", file=gt.source or None, field="images")
+    _check_predictions(predictions, num_images)
     has_boxes_gt = any(r.objects for r in gt.images)
     report: dict[str, Any] = {
         "counts": {
