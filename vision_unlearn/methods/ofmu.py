@@ -61,14 +61,16 @@ lower-level solution. Evaluating the outer gradient at :math:`\theta_T` but appl
   :math:`c = \cos(\nabla\ell_f, \nabla L_r)` (removes a :math:`\beta` share of the forget direction
   along the retain gradient), and the outer step drops the Hessian term: :math:`\nabla F \approx \nabla L_r`.
 
-Under ``torchrun`` every gradient the method applies (inner and outer) is averaged across processes;
-the penalty is computed on each process's shard.
+Under ``torchrun`` every gradient the method applies (inner and outer) is averaged across processes.
+The first-order variant averages ``∇ℓ_f`` and ``∇L_r`` before combining them, so it equals the
+single-process step; the exact variant computes the cosine and the penalty on each process's shard
+(second-order graphs cannot be all-reduced) and averages the resulting gradients.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -162,8 +164,8 @@ def _grads(value: Tensor, params: list[Tensor], create_graph: bool) -> list[Tens
 
 
 def phi_gradient(adapter: ModelAdapter, params: list[Tensor], forget: Batch, retain: Batch | None,
-                 config: OfmuConfig, create_graph: bool, cosine: str | None = None
-                 ) -> tuple[list[Tensor], dict[str, float]]:
+                 config: OfmuConfig, create_graph: bool, cosine: str | None = None,
+                 reduce: Callable[[list[Tensor]], None] | None = None) -> tuple[list[Tensor], dict[str, float]]:
     """``∇Φ_b(θ)`` at the current parameters.
 
     Args:
@@ -177,6 +179,8 @@ def phi_gradient(adapter: ModelAdapter, params: list[Tensor], forget: Batch, ret
             cosine, which needs Hessian-vector products) or ``"surrogate"`` (the first-order
             decorrelation ``−β c ‖∇ℓ_f‖ ∇L_r/‖∇L_r‖``, built from first derivatives only);
             default ``"exact"`` when ``config.hessian == "exact"``.
+        reduce: averages gradients across processes in place; applied to ``∇ℓ_f`` and ``∇L_r``
+            before the surrogate combines them (so the result equals the single-process one).
 
     Returns:
         ``(gradient list, logs)`` with ``forget_objective`` and ``cos`` in the logs.
@@ -191,6 +195,8 @@ def phi_gradient(adapter: ModelAdapter, params: list[Tensor], forget: Batch, ret
     keep = create_graph or cosine == "exact"
     g_f = _grads(ell_f, params, create_graph=keep)
     g_r = _grads(retain_loss, params, create_graph=keep)
+    if reduce is not None and not keep:
+        reduce([*g_f, *g_r])
     cos = flat_cosine(g_f, g_r)
     logs["cos"] = float(cos.detach())
     if cosine == "exact":
@@ -243,7 +249,8 @@ class Ofmu(BaseUnlearner):
         params = [p for _, p in adapter.trainable_parameters()]
         logs: dict[str, float] = {}
         for _ in range(cfg.inner_steps):
-            direction, inner_logs = phi_gradient(adapter, params, forget, retain, cfg, create_graph=False)
+            direction, inner_logs = phi_gradient(adapter, params, forget, retain, cfg, create_graph=False,
+                                                 reduce=state.all_reduce_mean)
             direction = [d.detach() for d in direction]
             state.all_reduce_mean(direction)
             logs["inner_grad_norm"] = _clip_(direction, cfg.inner_grad_clip)
