@@ -256,3 +256,21 @@ def test_froc_strata_hand_computed(small_set):
     assert critical["score"] == pytest.approx(4.75 / 7)
     # non-critical task: no non-critical detection at all
     assert report["froc_strata"]["non_critical"]["sensitivity"] == [0.0] * 7
+
+
+def test_cli_kfold_and_yolo_from_split_file(small_set):
+    import yaml
+
+    root, _, _ = small_set
+    assert main(["split", str(root / "gt.json"), "--out", str(root / "cv"), "--kfold", "3", "--seed", "1"]) == 0
+    manifest = json.loads((root / "cv" / "splits.json").read_text())
+    tests = [set(f["test"]) for f in manifest["folds"]]
+    assert set().union(*tests) == set(range(1, 13)) and sum(map(len, tests)) == 12
+    (root / "one.json").write_text(json.dumps({"splits": {"train": manifest["folds"][0]["train"],
+                                                          "val": manifest["folds"][0]["test"]}}))
+    assert main(["convert", str(root / "gt.json"), "--to", "yolo", "--out", str(root / "yolo"),
+                 "--split-file", str(root / "one.json")]) == 0
+    config = yaml.safe_load((root / "yolo" / "data.yaml").read_text())
+    assert config["path"] == str((root / "yolo").resolve()) and config["names"] == {0: "sponge", 1: "chain"}
+    n_val = len(list((root / "yolo" / "labels" / "val").glob("*.txt")))
+    assert n_val == len(manifest["folds"][0]["test"])
