@@ -110,6 +110,8 @@ def train_detector(
                 sum(len(d) for d in train_sets), positives, objects, config.seed)
     start = time.perf_counter()
     if spec.family == "torchvision":
+        if val_set is not None:
+            logger.info("validation data is not used by the torchvision loop (it trains for the recipe's epochs)")
         weights, history = _train_torchvision(spec.builder, config, train_sets, categories, out, progress)
     else:
         from rfo_bench.detectors.yolo import train_ultralytics
