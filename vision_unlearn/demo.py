@@ -107,8 +107,40 @@ def _section_data(summary: dict[str, Any], stage_dir: Path) -> Section:
     return Section("Real data", tables=[table], figures=figures)
 
 
+def _stage_synth(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from vision_unlearn.demo_data import demo_data_plan, synthesise_demo_data
+
+    return synthesise_demo_data(stage_dir, demo_data_plan(config.fast), config.seed, config.radiograph, config.ct)
+
+
+def _section_synth(summary: dict[str, Any], stage_dir: Path) -> Section:
+    plan, spectrum = summary["plan"], summary["spectrum"]
+    classes = sorted({name for counts in summary["objects_per_class"].values() for name in counts})
+    rows = [[split, *(summary["objects_per_class"].get(split, {}).get(c, 0) for c in classes)]
+            for split in summary["objects_per_class"]]
+    split_rows = [[split, *(values.get(k) for k in ("images", "critical", "non_critical", "none"))]
+                  for split, values in summary["splits"].items()]
+    text = (
+        f"{plan['n_radiograph']} images were rendered by inserting RFO meshes into the real radiograph and "
+        f"{plan['n_ct']} by projecting the real CT with the objects placed inside the body, at "
+        f"{plan['size']} px, with a {spectrum.get('kvp')} kVp spectrum (mean {spectrum.get('mean_energy_kev')} keV, "
+        f"HVL {spectrum.get('hvl_mm_al')} mm Al), scatter, quantum noise and detector blur. Consecutive images form "
+        f"{summary['n_patients']} pseudo-patients of {plan['images_per_patient']} images; the split is by "
+        "pseudo-patient. Test images are new renders over the same two real backgrounds, not new anatomy."
+    )
+    return Section(
+        "Synthetic radiographs (physics)", paragraphs=[text],
+        tables=[Table(["split", "images", "critical", "non-critical", "no RFO"], split_rows,
+                      caption="Images per split and image-level stratum"),
+                Table(["split", *classes], rows, caption="Objects per class")],
+        figures=[Figure(stage_dir / name, "Synthetic radiographs with their exact labels (red: critical)")
+                 for name in summary["figures"]],
+    )
+
+
 STAGES: list[Stage] = [
     Stage("data", "Read the real backgrounds", _stage_data, _section_data),
+    Stage("synth", "Synthesise radiographs with RFOs (physics)", _stage_synth, _section_synth),
 ]
 
 
