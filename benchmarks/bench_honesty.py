@@ -55,7 +55,11 @@ from vision_unlearn.steering import measure_overhead
 logger = logging.getLogger("bench_honesty")
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "steer": ("steer", {}),
+    "steer_abstain": ("steer", {"layer": "layer4", "target_response": "abstain"}),
     "retrain": ("retrain", {}),
+    "flat": ("flat", {}),
+    "reva": ("reva", {"epochs": 20}),
     "finetune": ("finetune", {}),
     "grad_ascent": ("grad_ascent", {}),
     "neggrad_plus": ("neggrad_plus", {}),
@@ -63,10 +67,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "l1_sparse": ("l1_sparse", {}),
     "salun": ("salun", {}),
     "scrub": ("scrub", {}),
-    "flat": ("flat", {}),
-    "reva": ("reva", {"epochs": 20}),
-    "steer": ("steer", {}),
-    "steer_abstain": ("steer", {"layer": "layer4", "target_response": "abstain"}),
 }
 """Row name -> (registered method, config overrides). ``steer_abstain`` hooks the block feeding the
 linear head and moves gated activations to the abstaining prototype."""

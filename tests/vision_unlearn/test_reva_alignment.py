@@ -65,7 +65,7 @@ def test_reva_aligns_forget_features_to_an_abstaining_prototype() -> None:
         loss.backward()
         optimizer.step()
     forget = labels == 0
-    method = create_unlearner("reva", adapter, {"epochs": 8, "lr": 5e-3, "batch_size": 4, "unknown_count": 8})
+    method = create_unlearner("reva", adapter, {"epochs": 10, "lr": 3e-3, "batch_size": 4, "unknown_count": 8})
     method.setup(adapter, make_stream(images[forget], labels[forget]), make_stream(images[~forget], labels[~forget]),
                  torch.device("cpu"))
     prototype = method._prototype
@@ -75,7 +75,7 @@ def test_reva_aligns_forget_features_to_an_abstaining_prototype() -> None:
 
     result = run_loop(adapter, method, make_stream(images[forget], labels[forget]),
                       make_stream(images[~forget], labels[~forget]), LoopSettings(seed=0))
-    assert result.steps_done == 8
+    assert result.steps_done == 10
     distance_after = (_features(adapter, images[forget]) - prototype).norm(dim=1).mean()
     assert distance_after < 0.8 * distance_before
     forget_probs = adapter.predict(images[forget]).softmax(dim=1)
