@@ -22,8 +22,6 @@ def model_file(tmp_path):
 
 @pytest.mark.parametrize(("overrides", "forget", "expected"), [
     (["layer=layer9"], "class:3", "layer"),
-    (["epochs=3"], "class:3", "epochs"),
-    (["target=sky"], "class:3", "target"),
     ([], "ids:{empty}", "forget"),
 ])
 def test_bad_steer_input_exits_2_with_one_line(model_file, tmp_path, capsys, overrides, forget, expected) -> None:
