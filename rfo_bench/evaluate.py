@@ -427,19 +427,55 @@ def write_report(
     evaluation: Evaluation, out_dir: str | os.PathLike[str], gt: DetectionDataset, predictions: Predictions,
     *, plots: bool = True, max_examples: int = 8,
 ) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and (optionally) ``froc.png``, ``pr_curves.png``, ``errors.png``.
+    """Write ``report.json``, ``report.md``, ``per_image.csv`` and (optionally) ``froc.png``,
+    ``pr_curves.png`` and ``errors.png``.
 
     Returns:
         The written files by kind.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = {"json": out / "report.json", "md": out / "report.md"}
+    written = {"json": out / "report.json", "md": out / "report.md", "per_image": out / "per_image.csv"}
     atomic_write_bytes(written["json"], json.dumps(evaluation.report, indent=2).encode("utf-8"))
     atomic_write_bytes(written["md"], report_markdown(evaluation.report).encode("utf-8"))
+    atomic_write_bytes(written["per_image"], per_image_table(evaluation, gt, predictions).encode("utf-8"))
     if plots:
         written.update(write_plots(evaluation, out, gt, predictions, max_examples=max_examples))
     return written
+
+
+def per_image_table(evaluation: Evaluation, gt: DetectionDataset, predictions: Predictions) -> str:
+    """CSV text, one row per image: stratum, objects, detections, image score and, when COCO metrics
+    ran, true positives / false positives / missed objects at IoU 0.5 (area ``all``, 100 detections)."""
+    import csv
+    import io
+
+    num_images = len(gt.images)
+    detections = np.bincount(predictions.image_index, minlength=num_images)
+    tp = fp = missed = None
+    table, arrays = evaluation.table, evaluation.arrays
+    if table is not None and arrays is not None:
+        t50 = int(np.where(table.iou_thresholds == 0.5)[0][0])
+        counted = ~table.ignored[0, t50]
+        # table image indices follow the sorted image ids; map them back to record order
+        position = {int(image_id): k for k, image_id in enumerate(arrays.image_ids)}
+        record_of = np.array([position[r.image_id] for r in gt.images])
+        tp_sorted = np.bincount(table.det_image[table.matched[0, t50] & counted], minlength=arrays.num_images)
+        fp_sorted = np.bincount(table.det_image[~table.matched[0, t50] & counted], minlength=arrays.num_images)
+        tp, fp = tp_sorted[record_of], fp_sorted[record_of]
+        missed = np.array([len(r.objects) for r in gt.images]) - tp
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file_name", "image_id", "patient_id", "stratum", "objects", "detections", "image_score",
+                     "tp_iou50", "fp_iou50", "missed_iou50"])
+    scores = evaluation.image_scores
+    for k, record in enumerate(gt.images):
+        writer.writerow([
+            record.file_name, record.image_id, record.patient_id or "", gt.stratum(record), len(record.objects),
+            int(detections[k]), "" if scores is None else f"{scores[k]:.6g}",
+            "" if tp is None else int(tp[k]), "" if fp is None else int(fp[k]), "" if missed is None else int(missed[k]),
+        ])
+    return buffer.getvalue()
 
 
 def _error_examples(evaluation: Evaluation, gt: DetectionDataset, max_examples: int) -> list[tuple[str, int, tuple]]:

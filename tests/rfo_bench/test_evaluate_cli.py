@@ -121,6 +121,14 @@ def test_cli_eval_writes_report_and_plots(small_set, capsys):
     assert set(report["coco"]) == REQUIRED_COCO and "ci95" in report and "auroc" in report
     for name in ("report.md", "froc.png", "pr_curves.png", "errors.png"):
         assert (out / name).stat().st_size > 0
+    import csv
+
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert len(rows) == 12
+    # every annotated image has one shifted detection (IoU 27.5 / 32.5 = 0.85) and one stray box: 1 TP, 1 FP
+    for row in rows:
+        annotated = row["objects"] == "1"
+        assert (row["tp_iou50"], row["fp_iou50"], row["missed_iou50"]) == (("1", "1", "0") if annotated else ("0", "1", "0"))
     assert "| AP50 |" in (out / "report.md").read_text()
 
 
