@@ -35,7 +35,7 @@ import io
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -300,6 +300,12 @@ class YoloAdapter:
         for name, param in self.model.named_parameters():
             param.requires_grad_(FROZEN_PARAMETER_MARK not in f".{name}"
                                  and self.group_of(name) in self.spec.trainable_groups)
+
+    def set_trainable_groups(self, groups: tuple[str, ...]) -> None:
+        """Restrict the parameters the methods update to ``groups`` (``backbone``, ``neck``, ``head``)."""
+        self.spec = replace(self.spec, trainable_groups=tuple(groups))
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(FROZEN_PARAMETER_MARK not in f".{name}" and self.group_of(name) in groups)
 
     def group_of(self, name: str) -> str:
         """``backbone``, ``neck`` or ``head`` for a parameter name ``detector.model.<layer>.<...>``."""
