@@ -647,16 +647,21 @@ def generate_dataset(
         image_dir.mkdir()
         args = (config, files, meshes, seed, str(image_dir))
         bar = tqdm(total=len(indices), desc="rendering", unit="img", disable=not progress)
+        _init_worker(*args)
+        can_fork = "fork" in multiprocessing.get_all_start_methods()
         if workers == 1 or len(indices) <= 1:
-            _init_worker(*args)
-            results = (_render_one(i) for i in indices)
-            for record, anns in results:
+            for record, anns in (_render_one(i) for i in indices):
                 records.append(record)
                 annotations.extend(anns)
                 bar.update()
         else:
-            context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-            with context.Pool(workers, initializer=_init_worker, initargs=args) as pool:
+            if can_fork and len(files) <= 8:
+                # Prepare the backgrounds (spectrum, calibration, CT projection) once; forked workers inherit them.
+                for b in range(len(files)):
+                    _renderer_for(b)
+            context = multiprocessing.get_context("fork" if can_fork else "spawn")
+            initializer = None if can_fork else _init_worker
+            with context.Pool(workers, initializer=initializer, initargs=args if initializer else ()) as pool:
                 for record, anns in pool.imap(_render_one, indices, chunksize=1):
                     records.append(record)
                     annotations.extend(anns)
