@@ -414,10 +414,12 @@ class Renderer:
 
         bg = self.background
         self._ct_mass_mu = material_mass_attenuation(self.spectrum, CT_MATERIALS)  # (M, K)
-        maps = np.stack([bg.material_g_cm2[m] for m in CT_MATERIALS])  # (M, H, W)
-        exponent = np.tensordot(self._ct_mass_mu.T, maps, axes=1)  # (K, H, W)
+        maps = np.stack([bg.material_g_cm2[m] for m in CT_MATERIALS]).astype(np.float32)  # (M, H, W)
         weights = self.spectrum.integrating_weights()
-        self._ct_primary = np.tensordot(weights, np.exp(-exponent), axes=1)  # relative to the open beam
+        primary = np.zeros(maps.shape[1:], dtype=np.float64)
+        for k in range(len(weights)):  # one energy at a time keeps memory at a few images
+            primary += weights[k] * np.exp(-np.tensordot(self._ct_mass_mu[:, k].astype(np.float32), maps, axes=1))
+        self._ct_primary = primary  # relative to the open beam
         soft = bg.material_g_cm2["soft_tissue"] + bg.material_g_cm2["cortical_bone"]
         body = soft > 0.125 * soft.max()
         rows, cols = np.nonzero(body)
