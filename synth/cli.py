@@ -46,7 +46,8 @@ def _cmd_physics(args: argparse.Namespace) -> int:
 def _cmd_preview(args: argparse.Namespace) -> int:
     from synth.physics.preview import contact_sheet
 
-    path = contact_sheet(list(args.dataset), args.out, n=args.n, columns=args.columns, tile_px=args.tile)
+    path = contact_sheet(list(args.dataset), args.out, n=args.n, columns=args.columns, tile_px=args.tile,
+                         crops=args.crops)
     print(path)
     return 0
 
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--n", type=int, default=16, help="images on the sheet")
     prev.add_argument("--columns", type=int, default=4, help="tiles per row")
     prev.add_argument("--tile", type=int, default=256, help="tile side in pixels")
+    prev.add_argument("--crops", action="store_true", help="one close-up per object instead of whole images")
     from synth.diffusion.commands import register as register_diffusion
     register_diffusion(sub)
     return parser

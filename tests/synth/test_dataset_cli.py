@@ -67,6 +67,15 @@ def test_preview(dataset, tmp_path) -> None:
     out = tmp_path / "sheet.png"
     assert main(["preview", str(dataset), "--out", str(out), "--tile", "64"]) == 0
     assert out.stat().st_size > 1000
+    from PIL import Image
+
+    with Image.open(out) as sheet:
+        assert sheet.size == (4 * 64, 64)  # 4 images, 4 columns
+    crops = tmp_path / "crops.png"
+    assert main(["preview", str(dataset), "--crops", "--n", "3", "--columns", "3", "--out", str(crops), "--tile", "48"]) == 0
+    with Image.open(crops) as sheet:
+        assert sheet.size == (3 * 48, 48)
+    assert main(["preview", str(tmp_path / "missing")]) == 2
 
 
 @pytest.mark.parametrize("extra,needle", [
