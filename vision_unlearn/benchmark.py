@@ -300,8 +300,9 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
         for seed in (*spec.seeds, spec.selection_seed):
             splits[request][seed] = resolve_forget(request, prepared.train.labels.numpy(), prepared.train.sample_ids,
                                                    prepared.train.patient_ids, prepared.train.class_names, seed=seed)
+    chosen_by_request: dict[str, dict[str, MethodConfig]] = {}
+    sweeps_by_request: dict[str, dict[str, Any]] = {}
     for request in spec.forget:
-        logger.info("scenario %s", request)
         chosen = dict(base_configs)
         sweeps: dict[str, Any] = {}
         if spec.sweep:
@@ -324,11 +325,19 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
                 chosen[name] = config_from_dict(config_class_of(name), trials[best]["config"])
                 sweeps[name] = {"grid": SWEEP_GRIDS.get(name, {}), "selection_seed": seed, "trials": trials,
                                 "chosen": trials[best]["config"]}
-        per_method: dict[str, list[dict[str, float]]] = {name: [] for name in ["retrain", *methods]}
-        failures: dict[str, list[dict[str, Any]]] = {}
-        for seed in spec.seeds:
+        chosen_by_request[request] = chosen
+        sweeps_by_request[request] = sweeps
+    per_request: dict[str, dict[str, list[dict[str, float]]]] = {
+        request: {name: [] for name in ["retrain", "original", *methods]} for request in spec.forget}
+    failures_by_request: dict[str, dict[str, list[dict[str, Any]]]] = {request: {} for request in spec.forget}
+    for seed in spec.seeds:
+        bank = bank_for(seed)
+        for request in spec.forget:
+            logger.info("scenario %s, seed %d", request, seed)
             split = splits[request][seed]
-            bank = bank_for(seed)
+            chosen = chosen_by_request[request]
+            per_method = per_request[request]
+            failures = failures_by_request[request]
             reference, _ = run_method("retrain", chosen["retrain"], original_for(seed), prepared, spec.model, split,
                                       seed, spec.device, bank)
             reference["avg_gap"] = 0.0
@@ -338,7 +347,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
             original_adapter.model.load_state_dict(original_for(seed))
             original_metrics = evaluate(original_adapter, prepared.train, prepared.test, split, seed)
             original_metrics["avg_gap"] = _gap(original_metrics, reference)
-            per_method.setdefault("original", []).append(original_metrics)
+            per_method["original"].append(original_metrics)
             for name in methods:
                 try:
                     metrics, _ = run_method(name, chosen[name], original_for(seed), prepared, spec.model, split,
@@ -353,24 +362,40 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
                 logger.info("%s seed %d %s: avg_gap %.2f UA %.1f RA %.1f TA %.1f MIA %.1f time %.2fx", request, seed,
                             name, metrics["avg_gap"], metrics["UA"], metrics["RA"], metrics["TA"], metrics["MIA"],
                             metrics["seconds_ratio_to_retrain"])
-        scenarios[request] = {
-            "n_forget": int(splits[request][spec.seeds[0]].forget_indices.size),
-            "n_retain": int(splits[request][spec.seeds[0]].retain_indices.size),
-            "methods": {name: {"config": config_to_dict(chosen[name]) if name in chosen else config_to_dict(
-                original_config), "per_seed": runs, "summary": _summarise(runs)} for name, runs in per_method.items()},
-            "sweep": sweeps,
-        }
-    results = {
-        "spec": _spec_dict(spec),
-        "command": command,
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads(), "machine": platform.machine()},
-        "original_training_seconds": original_seconds,
-        "total_seconds": time.perf_counter() - start,
-        "scenarios": scenarios,
-    }
+            scenarios[request] = _scenario_entry(splits[request][spec.seeds[0]], chosen, original_config, per_method,
+                                                 failures, sweeps_by_request[request])
+            write_results(_results(spec, command, original_seconds, start, scenarios, complete=False), out)
+    results = _results(spec, command, original_seconds, start, scenarios, complete=True)
     write_results(results, out)
     return results
+
+
+def _scenario_entry(split: ForgetSplit, chosen: Mapping[str, MethodConfig], original_config: MethodConfig,
+                    per_method: Mapping[str, list[dict[str, float]]], failures: Mapping[str, Any],
+                    sweeps: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "n_forget": int(split.forget_indices.size),
+        "n_retain": int(split.retain_indices.size),
+        "seeds_done": len(per_method.get("retrain", [])),
+        "methods": {name: {"config": config_to_dict(chosen.get(name, original_config)), "per_seed": runs,
+                           "summary": _summarise(runs)} for name, runs in per_method.items() if runs},
+        "failures": dict(failures),
+        "sweep": dict(sweeps),
+    }
+
+
+def _results(spec: BenchmarkSpec, command: str | None, original_seconds: Mapping[int, float], start: float,
+             scenarios: Mapping[str, Any], complete: bool) -> dict[str, Any]:
+    return {
+        "spec": _spec_dict(spec),
+        "command": command,
+        "complete": complete,
+        "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                        "threads": torch.get_num_threads(), "machine": platform.machine()},
+        "original_training_seconds": dict(original_seconds),
+        "total_seconds": time.perf_counter() - start,
+        "scenarios": dict(scenarios),
+    }
 
 
 def _summarise(runs: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]]:
@@ -396,11 +421,13 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     lines = []
     spec = results["spec"]
     lines.append(f"Dataset `{spec['dataset']}`, model `{spec['model']['name']}`, seeds {spec['seeds']}"
-                 + (", hyper-parameters swept on a separate seed" if spec.get("sweep") else "") + ".")
+                 + (", hyper-parameters swept on a separate seed" if spec.get("sweep") else "") + "."
+                 + ("" if results.get("complete", True) else " **Partial results: the run is not finished.**"))
     if results.get("command"):
         lines.append(f"\nCommand: `{results['command']}`")
     for request, scenario in results["scenarios"].items():
-        lines.append(f"\n### Forget `{request}` ({scenario['n_forget']} forget / {scenario['n_retain']} retain)\n")
+        lines.append(f"\n### Forget `{request}` ({scenario['n_forget']} forget / {scenario['n_retain']} retain, "
+                     f"{scenario.get('seeds_done', len(spec['seeds']))} seed(s); mean ± std)\n")
         extra = "TA_remaining" if any("TA_remaining" in m["summary"] for m in scenario["methods"].values()) else None
         keys = [*TABLE_KEYS[:4], *([extra] if extra else []), *TABLE_KEYS[4:]]
         header = ["method", *[k.replace("seconds_ratio_to_retrain", "time/retrain") for k in keys]]

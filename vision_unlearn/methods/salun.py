@@ -47,12 +47,15 @@ def saliency_masks(gradients: list[Tensor], ratio: float) -> list[Tensor]:
         ratio: share of all entries to keep, in ``(0, 1]``.
 
     Returns:
-        Masks with the shapes of ``gradients``; ties at the threshold are kept.
+        Masks with the shapes of ``gradients``; ties at a non-zero threshold are kept, zero
+        gradients never are.
     """
     flat = torch.cat([g.detach().abs().flatten() for g in gradients])
     keep = max(1, round(ratio * flat.numel()))
     threshold = torch.topk(flat, keep, sorted=True).values[-1]
-    return [g.detach().abs() >= threshold for g in gradients]
+    # A weight with zero forget gradient is never salient, even when more than ``1 - ratio`` of the
+    # gradients are exactly zero (dead ReLUs, zero-initialised residual branches).
+    return [(g.detach().abs() >= threshold) & (g.detach() != 0) for g in gradients]
 
 
 @register_unlearner("salun")
