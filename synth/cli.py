@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     phys.add_argument("--size", type=int, default=1024, help="output image side in pixels")
     phys.add_argument("--classes", nargs="+", default=None, help="RFO classes to draw (default all)")
     phys.add_argument("--objects", default=None, help="folder of .obj/.stl RFO meshes (objects.yaml optional)")
-    phys.add_argument("--shard", default=None, help="K/N: render images i with i %% N == K")
+    phys.add_argument("--shard", default=None,
+                      help="K/N: render images i with i %% N == K (one --out per shard; merge with synth.export.merge_coco)")
     phys.add_argument("--workers", type=int, default=1, help="worker processes")
     phys.add_argument("--max-objects", type=int, default=3, help="objects per positive image: 1..max")
     phys.add_argument("--negative-fraction", type=float, default=0.15, help="fraction of images without objects")

@@ -61,6 +61,11 @@ def test_same_seed_is_byte_identical_and_shards_union_equals_full(dataset, tmp_p
             assert (shard / record["file_name"]).read_bytes() == (dataset / record["file_name"]).read_bytes()
     assert sorted(images, key=lambda r: r["id"]) == full["images"]
     assert sorted(annotations, key=lambda a: a["id"]) == sorted(full["annotations"], key=lambda a: a["id"])
+    from synth.export import merge_coco
+
+    merged = merge_coco([json.loads((tmp_path / f"shard{k}" / "annotations.json").read_text()) for k in range(2)])
+    assert merged["images"] == full["images"] and merged["categories"] == full["categories"]
+    assert merged["annotations"] == sorted(full["annotations"], key=lambda a: a["id"])
 
 
 def test_preview(dataset, tmp_path) -> None:
