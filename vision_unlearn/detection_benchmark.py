@@ -265,10 +265,16 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    adapter = adapter_from_model_text(model, in_chans=in_chans, image_size=image_size)
+    source = model[len("yolo:"):] if model.startswith("yolo:") else model
+    if Path(source).suffix.lower() in (".yaml", ".yml"):  # an untrained model: classes come from the data
+        train = load_detection_data(data, image_size, in_chans)
+        adapter = adapter_from_model_text(model, num_classes=train.num_classes, in_chans=in_chans,
+                                          class_names=train.class_names, image_size=image_size)
+    else:
+        adapter = adapter_from_model_text(model, image_size=image_size)
+        train = load_detection_data(data, image_size, adapter.in_chans, adapter.class_names)
     if trainable_groups:
         adapter.set_trainable_groups(tuple(trainable_groups))
-    train = load_detection_data(data, image_size, adapter.in_chans, adapter.class_names)
     split = resolve_detection_forget(forget, train)
     before = adapter.save(out / "original.pt")
     (_method, loop_result), seconds = _run_method(adapter, method, config or {}, split.forget_data(train),
@@ -387,12 +393,14 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
             forget, retain = split.forget_data(train), split.retain_data(train)
             adapter.model.load_state_dict(original_state)
             original_metrics = evaluate_detector(adapter, train, test, split)
+            logger.info("seed %d %s original: %s", seed, scenario, _brief(original_metrics))
             rows.append({"seed": seed, "scenario": scenario, "method": "original", "seconds": original_seconds,
                          **original_metrics})
             adapter.set_trainable_groups(("backbone", "neck", "head"))
             (_, retrain_result), retrain_seconds = _run_method(adapter, "retrain", config.original, forget, retain,
                                                                seed, config.device, progress)
             reference = evaluate_detector(adapter, train, test, split)
+            logger.info("seed %d %s retrain (%.0f s): %s", seed, scenario, retrain_seconds, _brief(reference))
             rows.append({"seed": seed, "scenario": scenario, "method": "retrain", "seconds": retrain_seconds,
                          "time_ratio": 1.0, **reference})
             for name, overrides in config.methods.items():
@@ -412,12 +420,16 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                 rows.append({"seed": seed, "scenario": scenario, "method": name, "seconds": seconds, "status": status,
                              "time_ratio": runtime_ratio(seconds, retrain_seconds) if math.isfinite(seconds)
                              else float("nan"), **metrics, **{f"gap_{k}": v for k, v in gaps.items()}})
-                logger.info("seed %d %s %s: %s", seed, scenario, name, {k: rows[-1].get(k) for k in
-                            ("forget_ap50", "retain_map50", "mia_auc", "time_ratio")})
+                logger.info("seed %d %s %s: %s", seed, scenario, name, _brief(rows[-1]))
             adapter.set_trainable_groups(("backbone", "neck", "head"))
             _write_results(out, config, rows, command)
         del original_result
     return _write_results(out, config, rows, command)
+
+
+def _brief(metrics: Mapping[str, Any]) -> str:
+    keys = ("forget_ap50", "retain_map50", "map50", "forget_recall", "mia_auc", "time_ratio")
+    return " ".join(f"{k} {_fmt(metrics.get(k))}" for k in keys if k in metrics)
 
 
 def _is_fraction(text: str) -> bool:
@@ -518,7 +530,13 @@ def _overrides(items: Sequence[str]) -> dict[str, Any]:
     return parse_overrides(items)
 
 
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    _set_threads(args)
     result = run_detection_unlearning(args.model, args.data, args.forget, args.method, args.out,
                                       config=_overrides(args.set or []), image_size=args.imgsz, in_chans=args.in_chans,
                                       seed=args.seed, device=args.device, test_data=args.test_data,
@@ -528,6 +546,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    _set_threads(args)
     config = DetectionBenchmarkConfig(model=args.model, image_size=args.imgsz, n_train=args.n_train,
                                       n_test=args.n_test, data=args.data, test_data=args.test_data,
                                       seeds=tuple(args.seeds), device=args.device,
@@ -561,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="cpu")
     run.add_argument("--test-data", default=None, help="held-out data for the forgetting metrics")
+    run.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     run.add_argument("--groups", nargs="*", default=None, help="trainable parameter groups (backbone neck head)")
     bench = add_command(sub, "benchmark", _cmd_benchmark, "methods vs retrain on a small detection set")
     bench.add_argument("--out", required=True)
@@ -575,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, nargs="+", default=[0])
     bench.add_argument("--original-epochs", type=int, default=None)
     bench.add_argument("--device", default="cpu")
+    bench.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     bench.add_argument("--progress", action="store_true")
     bench.add_argument("--command-text", default=None, help=argparse.SUPPRESS)
     return parser

@@ -149,12 +149,19 @@ def _task_of(model_or_yaml: Any) -> str:
     return str(guess_model_task(model_or_yaml))
 
 
+_MODEL_TASKS = {"SegmentationModel": "segment", "PoseModel": "pose", "OBBModel": "obb",
+                "ClassificationModel": "classify", "DetectionModel": "detect"}
+"""Task of each Ultralytics model class (checkpoints do not always say it)."""
+
+
 def _check_detection_model(model: nn.Module, source: str) -> None:
     from ultralytics.nn.modules.head import Detect
     from ultralytics.nn.tasks import DetectionModel
 
-    task = getattr(model, "task", None) or _task_of(model)
+    task = _MODEL_TASKS.get(type(model).__name__) or getattr(model, "task", None) or _task_of(model)
     if task != "detect" or not isinstance(model, DetectionModel) or type(model) is not DetectionModel:
+        if task == "detect":  # a DetectionModel subclass with another head (world, RT-DETR, ...)
+            task = type(model).__name__
         raise UserInputError(f"this is a {task} checkpoint ({type(model).__name__}); the YOLO adapter needs a "
                              "detection model (task 'detect')", file=source, field="task", value=task)
     head = model.model[-1]

@@ -287,7 +287,8 @@ class DetectionData:
             in_chans: 1 (grey) or 3 channels.
             sample_ids: image names (default ``"0"``, ``"1"``, ...).
             patient_ids: patient of each image (default: every image its own patient).
-            instance_ids: names of the boxes of each image (default ``"<sample_id>#<k>"``).
+            instance_ids: names of the boxes of each image (default ``"<sample_id>@<k>"``; not ``#``,
+                which starts a comment in id files).
         """
         size_hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if any(s % 32 or s <= 0 for s in size_hw):
@@ -312,7 +313,7 @@ class DetectionData:
             all_labels.append(lab)
             box_image.append(np.full(b.shape[0], i, dtype=np.int64))
             names = (list(instance_ids[i]) if instance_ids is not None
-                     else [f"{sample_ids[i]}#{k}" for k in range(b.shape[0])])
+                     else [f"{sample_ids[i]}@{k}" for k in range(b.shape[0])])
             box_ids.extend(names)
             ratio_pad.append((params.gain, params.pad_x, params.pad_y))
             original_hw.append(params.original_hw)
@@ -347,7 +348,7 @@ def detection_data_from_records(dataset: Any, image_size: int | tuple[int, int],
     """Read every image of an :class:`rfo_bench.io.records.DetectionDataset` and letterbox it.
 
     Sample ids are the stored file names (relative POSIX paths), instance ids the COCO annotation
-    ids (or ``"<file_name>#<k>"`` where the source has none), patient ids the record's
+    ids (or ``"<file_name>@<k>"`` where the source has none), patient ids the record's
     ``patient_id`` or, failing that, the pseudonymous DICOM patient key, or the file name.
 
     Args:
@@ -382,7 +383,7 @@ def detection_data_from_records(dataset: Any, image_size: int | tuple[int, int],
         labels.append(np.array([id_to_index[o.category_id] for o in record.objects], dtype=np.int64))
         sample_ids.append(str(record.file_name))
         patient_ids.append(str(record.patient_id or loaded.patient_key or record.file_name))
-        instance_ids.append([str(o.annotation_id) if o.annotation_id is not None else f"{record.file_name}#{k}"
+        instance_ids.append([str(o.annotation_id) if o.annotation_id is not None else f"{record.file_name}@{k}"
                              for k, o in enumerate(record.objects)])
     return DetectionData.from_arrays(images, boxes, labels, names, image_size, in_chans, sample_ids, patient_ids,
                                      instance_ids)
