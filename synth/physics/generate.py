@@ -152,10 +152,11 @@ class PlacedObject:
 
 def _needs_supersampling(vertices: np.ndarray, faces: np.ndarray, pixel_mm: float) -> bool:
     """Thin solids (volume / area, about half the thickness, below a pixel) need sub-pixel rays."""
+    from synth.physics.project import cross3
+
     a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
-    cross = np.cross(b - a, c - a)
-    area = 0.5 * np.linalg.norm(cross, axis=1).sum()
-    volume = abs(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0
+    area = 0.5 * np.linalg.norm(cross3(b - a, c - a), axis=1).sum()
+    volume = abs(np.einsum("ij,ij->i", a, cross3(b, c)).sum()) / 6.0
     return volume / max(area, 1e-12) < pixel_mm
 
 
@@ -246,11 +247,14 @@ def _annotation(placed: PlacedObject, footprint: np.ndarray, detector_shape: tup
 
     if not footprint.any():
         return None
-    full = np.zeros(detector_shape, dtype=np.uint8)
-    full[placed.roi.slices] = footprint
-    if flip_lr:
-        full = full[:, ::-1]
-    rle = mask_utils.encode(np.asfortranarray(full))
+    full = np.zeros(detector_shape, dtype=np.uint8, order="F")  # pycocotools wants Fortran order
+    rows, cols = placed.roi.slices
+    if flip_lr:  # PA display: mirror the columns
+        width = detector_shape[1]
+        full[rows, width - cols.stop:width - cols.start] = footprint[:, ::-1]
+    else:
+        full[rows, cols] = footprint
+    rle = mask_utils.encode(full)
     bbox = [float(v) for v in mask_utils.toBbox(rle)]
     cat = CATEGORY_BY_NAME[placed.obj.class_name]
     return {
