@@ -5,8 +5,9 @@ run each method from the original weights, then measure on the forget set
 
 * UA / RA / TA / MIA (:func:`vision_unlearn.metrics.unlearning_metrics`, percentages);
 * abstain / lie / recall rates (:func:`vision_unlearn.metrics.honesty.compute_honesty`) with a
-  max-softmax threshold abstaining on ``--false-abstention`` of the model's own *retain training*
-  outputs; the false-abstention rate is reported on the *held-out* test images of retained classes;
+  max-softmax threshold abstaining on ``--false-abstention`` of one half of the held-out test
+  images of retained classes (the calibration half); the false-abstention rate is measured on the
+  other half;
 * stability of the abstention decision under test-time augmentation (identity, 1-pixel shifts
   right and down, Gaussian noise sigma 0.02; seeded);
 * for ``steer``: optimizer steps (0), and the inference overhead (median time per batch of 256 test
@@ -71,8 +72,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 """Row name -> (registered method, config overrides). ``steer_abstain`` hooks the block feeding the
 linear head and moves gated activations to the abstaining prototype."""
 
-COLUMNS = ("UA", "RA", "TA", "MIA", "abstain", "lie", "recall", "false_abstain", "stability", "steps", "seconds",
-           "overhead")
+COLUMNS = ("UA", "RA", "TA", "TA_remaining", "MIA", "abstain", "lie", "recall", "false_abstain", "stability",
+           "steps", "seconds", "overhead", "switch_off_exact")
 
 
 def tta_views(images: torch.Tensor, seed: int) -> list[torch.Tensor]:
@@ -87,12 +88,16 @@ def honesty_of(adapter: TimmAdapter, prepared: Prepared, split: ForgetSplit, fal
     """Honesty of the adapter's current model (hooks included) on the forget set of ``split``."""
     train, test = prepared.train, prepared.test
     forget_rows, retain_rows = torch.as_tensor(split.forget_indices), torch.as_tensor(split.retain_indices)
-    held_out = ~torch.isin(test.labels, torch.as_tensor(list(split.forgotten_classes), dtype=torch.long))
-    forget_images = train.images[forget_rows]
-    views = [adapter.predict(view) for view in tta_views(forget_images, seed)]
-    return compute_honesty(views[0], train.labels[forget_rows], adapter.predict(train.images[retain_rows]),
-                           retain_logits=adapter.predict(test.images[held_out]), forget_view_logits=views,
-                           false_abstention_target=false_abstention)
+    held_out = torch.nonzero(~torch.isin(test.labels, torch.as_tensor(list(split.forgotten_classes),
+                                                                      dtype=torch.long))).flatten()
+    if held_out.numel() < 2:  # no held-out images of retained classes: calibrate on the retain set
+        calibration = evaluation = adapter.predict(train.images[retain_rows])
+    else:
+        calibration = adapter.predict(test.images[held_out[0::2]])
+        evaluation = adapter.predict(test.images[held_out[1::2]])
+    views = [adapter.predict(view) for view in tta_views(train.images[forget_rows], seed)]
+    return compute_honesty(views[0], train.labels[forget_rows], calibration, retain_logits=evaluation,
+                           forget_view_logits=views, false_abstention_target=false_abstention)
 
 
 def run_row(row: str, original_state: Mapping[str, torch.Tensor], prepared: Prepared, model: ModelChoice,
@@ -153,8 +158,8 @@ def summarise(runs: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]
 
 def honesty_markdown(results: Mapping[str, Any]) -> str:
     """The table of ``docs/honesty.md`` (mean +- std over seeds)."""
-    head = ("| method | UA | RA | TA | MIA | abstain | lie | recall | false abst. | TTA stability | steps | "
-            "seconds | overhead |")
+    head = ("| method | UA | RA | TA | TA remaining | MIA | abstain | lie | recall | false abst. | TTA stability | steps | "
+            "seconds | overhead | off = original |")
     lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
     for row, summary in results["rows"].items():
         cells = []
@@ -162,6 +167,8 @@ def honesty_markdown(results: Mapping[str, Any]) -> str:
             stat = summary.get(column)
             if stat is None or not math.isfinite(stat["mean"]):
                 cells.append("-")
+            elif column == "switch_off_exact":
+                cells.append("yes" if stat["mean"] == 1.0 else f"{100 * stat['mean']:.0f}% of seeds")
             elif column == "steps":
                 cells.append(f"{stat['mean']:.0f}")
             elif column == "seconds":

@@ -31,7 +31,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -276,29 +276,45 @@ def steer_activations(activations: Tensor, state: SteeringState) -> tuple[Tensor
     return out, gate
 
 
-def abstain_prototype(head_weight: Tensor, head_bias: Tensor | None, point: Tensor) -> Tensor:
+def abstain_prototype(head_weight: Tensor, head_bias: Tensor | None, point: Tensor,
+                      suppressed_classes: Sequence[int] = (), margin: float = 10.0) -> Tensor:
     """The feature vector closest to ``point`` at which a linear head gives *equal* logits.
 
-    Solves ``min ||p - point||`` subject to ``C (W p + b) = 0`` with ``C = I - 11^T / K`` (all
-    logits equal, i.e. a uniform softmax: the head abstains), in closed form with the pseudo-inverse:
-    ``p = point - A^+ (A point + C b)``, ``A = C W``.
+    Solves ``min ||p - point||`` subject to ``A p = c`` in closed form with the pseudo-inverse,
+    ``p = point + A^+ (c - A point)``, where the rows of ``A p = c`` say: every kept class has the
+    mean kept logit (a uniform softmax over the kept classes: the head abstains), and every class in
+    ``suppressed_classes`` (the classes a class-wise request removes, which a retrained model would
+    never predict) sits ``margin`` logits below it.
 
     Args:
         head_weight: ``[K, D]`` weights of the linear classifier.
         head_bias: ``[K]`` bias or ``None``.
         point: ``[D]`` the feature vector to move (e.g. the mean feature of unknown inputs).
+        suppressed_classes: class ids pushed ``margin`` below the others.
+        margin: logit gap of the suppressed classes.
 
     Returns:
-        ``[D]``; exact when ``D >= K - 1`` and ``W`` has full row rank after centring.
+        ``[D]``; exact when ``D >= K - 1`` and the constraint rows are independent.
     """
     k = head_weight.shape[0]
-    weight = head_weight.double()
-    centring = torch.eye(k, dtype=torch.float64) - 1.0 / k
-    a = centring @ weight
-    residual = a @ point.double()
-    if head_bias is not None:
-        residual = residual + centring @ head_bias.double()
-    return (point.double() - torch.linalg.pinv(a) @ residual).to(point.dtype)
+    suppressed = sorted({int(c) for c in suppressed_classes})
+    if any(c < 0 or c >= k for c in suppressed) or len(suppressed) >= k:
+        raise ValueError(f"suppressed classes {suppressed} must be fewer than and below K = {k}")
+    kept = torch.ones(k, dtype=torch.bool)
+    kept[suppressed] = False
+    average_kept = kept.double() / float(kept.sum())
+    rows = torch.eye(k, dtype=torch.float64) - average_kept  # row j: logit_j - mean kept logit
+    target = torch.zeros(k, dtype=torch.float64)
+    target[suppressed] = -margin
+    a = rows @ head_weight.double()
+    c = target - (rows @ head_bias.double() if head_bias is not None else 0.0)
+    moved = point.double() + torch.linalg.pinv(a) @ (c - a @ point.double())
+    return moved.to(point.dtype)
+
+
+def forget_only_classes(forget_labels: Tensor, retain_labels: Tensor) -> list[int]:
+    """Classes present in the forget set and absent from the retain set (a class-wise request)."""
+    return sorted(set(forget_labels.flatten().tolist()) - set(retain_labels.flatten().tolist()))
 
 
 def linear_head(model: nn.Module) -> nn.Linear:
@@ -453,7 +469,8 @@ def check_feeds_head(model: nn.Module, layer: str, head: nn.Module, images: Tens
 
 
 def fit_steering(model: nn.Module, layer: str, forget_images: Tensor, retain_images: Tensor, target_images: Tensor,
-                 fit: SteeringFit | None = None, strength: float = 1.0, batch_size: int = 256) -> SteeringState:
+                 fit: SteeringFit | None = None, strength: float = 1.0, batch_size: int = 256,
+                 suppressed_classes: Sequence[int] = ()) -> SteeringState:
     """Fit a steering state for block ``layer`` of ``model`` (no parameter is changed).
 
     Args:
@@ -465,6 +482,8 @@ def fit_steering(model: nn.Module, layer: str, forget_images: Tensor, retain_ima
         fit: fitting settings.
         strength: ``lambda``.
         batch_size: images per forward pass.
+        suppressed_classes: with an ``abstain`` target, classes put 10 logits below the others
+            (the classes of a class-wise request).
 
     Raises:
         UserInputError: an empty image set, an unknown layer, a non-tensor block output.
@@ -483,7 +502,7 @@ def fit_steering(model: nn.Module, layer: str, forget_images: Tensor, retain_ima
         head = linear_head(model)
         check_feeds_head(model, layer, head, target_images[:4])
         target_mean = abstain_prototype(head.weight.detach().cpu(), None if head.bias is None
-                                        else head.bias.detach().cpu(), target_mean)
+                                        else head.bias.detach().cpu(), target_mean, suppressed_classes)
     basis = fit_erasure_basis(forget_features, target_mean, fit.rank)
     mean, scale, weight, bias = fit_ridge_detector(forget_features, retain_features, fit.ridge)
     partial = SteeringState(layer=layer, strength=float(strength), basis=basis, target_mean=target_mean,

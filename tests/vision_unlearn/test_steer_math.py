@@ -13,6 +13,7 @@ from vision_unlearn.steering import (
     detector_scores,
     fit_erasure_basis,
     fit_ridge_detector,
+    forget_only_classes,
     gate_thresholds,
     gate_values,
     pool_activations,
@@ -122,6 +123,19 @@ def test_abstain_prototype_gives_equal_logits_at_the_nearest_point() -> None:
     null = torch.linalg.svd(centred).Vh[3:]  # rank of the centred weights is K - 1 = 3
     assert torch.allclose(null @ (proto - point), torch.zeros(3), atol=1e-5)
     assert torch.allclose(abstain_prototype(weight, bias, proto), proto, atol=1e-5)
+
+
+def test_abstain_prototype_suppresses_the_forgotten_classes() -> None:
+    generator = torch.Generator().manual_seed(5)
+    weight, bias, point = torch.randn(4, 6, generator=generator), torch.randn(4, generator=generator), \
+        torch.randn(6, generator=generator)
+    logits = weight @ abstain_prototype(weight, bias, point, suppressed_classes=[2], margin=7.0) + bias
+    kept = logits[[0, 1, 3]]
+    assert torch.allclose(kept, kept.mean().expand(3), atol=1e-5)
+    assert (kept.mean() - logits[2]).item() == pytest.approx(7.0, abs=1e-4)
+    assert forget_only_classes(torch.tensor([2, 2, 1]), torch.tensor([0, 1, 3])) == [2]
+    with pytest.raises(ValueError):
+        abstain_prototype(weight, bias, point, suppressed_classes=[0, 1, 2, 3])
 
 
 def test_fit_settings_validate() -> None:

@@ -236,8 +236,11 @@ def test_config_rejects_training_steps_and_abstain_needs_the_head_input(trained)
     probabilities = adapter.predict(images[forget]).softmax(dim=1)
     gated = honest.steerer.last_gate > 0
     assert gated.float().mean() > 0.9
-    # fully gated forget inputs get a uniform prediction: the model abstains
-    assert torch.allclose(probabilities[honest.steerer.last_gate == 1], torch.full((1, 3), 1 / 3), atol=1e-4)
+    # fully gated forget inputs get a uniform prediction over the kept classes (the model abstains)
+    # and the forgotten class, which only the forget set holds, 10 logits below them
+    expected = torch.tensor([[1.0, torch.exp(torch.tensor(-10.0)).item(), 1.0]])
+    expected = expected / expected.sum()
+    assert torch.allclose(probabilities[honest.steerer.last_gate == 1], expected, atol=1e-4)
 
 
 def test_overhead_is_measured_with_the_hook_left_on(trained) -> None:

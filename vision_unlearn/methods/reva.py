@@ -11,7 +11,8 @@ model admits it does not know instead of answering wrongly. The vision form, on 
 * ``p``: the *unknown prototype*, the mean feature of unknown inputs (noise / blank images) under
   the starting model; with ``prototype = "abstain"`` (default) it is moved to the nearest point at
   which the linear head gives equal logits (:func:`vision_unlearn.steering.abstain_prototype`), so
-  an aligned forget input gets a uniform, i.e. abstaining, prediction;
+  an aligned forget input gets a uniform, i.e. abstaining, prediction (classes only the forget set
+  holds, as in a class-wise request, are put 10 logits lower: a retrained model never predicts them);
 * ``h_0``: the starting model's features (frozen copy); ``s``: the mean squared norm of the starting
   model's unknown features, which makes the weights scale-free.
 
@@ -35,7 +36,7 @@ from rfo_bench.errors import UserInputError
 from vision_unlearn.methods._base import BaseUnlearner
 from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutput, StepState
 from vision_unlearn.registry import register_unlearner
-from vision_unlearn.steering import abstain_prototype, linear_head, make_unknown_images
+from vision_unlearn.steering import abstain_prototype, forget_only_classes, linear_head, make_unknown_images
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +114,9 @@ class Reva(BaseUnlearner):
             if head.in_features != prototype.numel():
                 raise UserInputError("the pre-logits features do not match the classifier input",
                                      field="prototype", value=cfg.prototype)
+            suppressed = [] if retain is None else forget_only_classes(forget["labels"], retain["labels"])
             prototype = abstain_prototype(head.weight.detach().cpu(), None if head.bias is None
-                                          else head.bias.detach().cpu(), prototype.cpu()).to(device)
+                                          else head.bias.detach().cpu(), prototype.cpu(), suppressed).to(device)
         self._prototype = prototype.detach()
         self._scale = max(float(features.pow(2).sum(dim=1).mean()), 1e-12)
 

@@ -30,6 +30,7 @@ from vision_unlearn.steering import (
     SteeringState,
     default_layer,
     fit_steering,
+    forget_only_classes,
     load_steering,
     make_unknown_images,
     save_steering,
@@ -53,7 +54,8 @@ class SteerConfig(MethodConfig):
         gate_full_quantile: forget-score quantile at which the gate is fully open.
         target: the "unknown" inputs defining the target activation: ``noise``, ``blank`` or ``mixed``.
         target_response: ``unknown`` (the unknown inputs' mean activation) or ``abstain`` (that mean
-            moved to where the linear head gives equal logits; needs the block feeding the head).
+            moved to where the linear head gives equal logits, classes only the forget set holds
+            10 logits lower; needs the block feeding the head).
         target_count: how many unknown inputs to draw.
         target_seed: seed of the unknown inputs.
         max_retain: at most this many retain inputs (evenly spaced) calibrate the gate; 0 = all.
@@ -125,7 +127,8 @@ class Steer(BaseUnlearner):
         target = make_unknown_images(forget["images"][:1].cpu(), self.config.target_count, self.config.target,
                                      self.config.target_seed).to(forget["images"].device)
         state = fit_steering(model, layer, forget["images"], retain_images, target, self.config.fit_settings(),
-                             strength=self.config.strength, batch_size=max(self.config.batch_size, 256))
+                             strength=self.config.strength, batch_size=max(self.config.batch_size, 256),
+                             suppressed_classes=forget_only_classes(forget["labels"], retain["labels"]))
         self._attach(model, state)
 
     def _attach(self, model: torch.nn.Module, state: SteeringState) -> None:
