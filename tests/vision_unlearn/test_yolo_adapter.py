@@ -275,3 +275,31 @@ def test_predict_pads_detections(adapter: YoloAdapter, data: DetectionData) -> N
     per_image = adapter.detect(data.images[:2], ratio_pad=data.ratio_pad[:2], original_hw=data.original_hw[:2])
     for det, (h, w) in zip(per_image, data.original_hw[:2].tolist()):
         assert (det[:, [0, 2]] <= w).all() and (det[:, [1, 3]] <= h).all() and (det[:, :4] >= 0).all()
+
+
+@pytest.mark.slow
+def test_saved_checkpoint_validates_in_ultralytics(tmp_path: Path) -> None:
+    from PIL import Image
+    from ultralytics import YOLO
+
+    d = tiny_data(64, 3)
+    root = tmp_path / "yolo"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for row in range(len(d)):
+            pixels = (d.images[row].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            Image.fromarray(pixels).save(root / "images" / split / f"{row}.png")
+            boxes, labels = d.boxes_of(row)
+            lines = [f"{int(c)} {(b[0] + b[2]) / 128:.6f} {(b[1] + b[3]) / 128:.6f} {(b[2] - b[0]) / 64:.6f} "
+                     f"{(b[3] - b[1]) / 64:.6f}" for b, c in zip(boxes.tolist(), labels.tolist())]
+            (root / "labels" / split / f"{row}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    data_yaml = root / "data.yaml"
+    data_yaml.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: needle\n  1: sponge\n"
+                         "  2: clamp\n")
+    a = YoloAdapter(YoloModelSpec("yolov8n.yaml", num_classes=3, in_chans=3, image_size=64,
+                                  class_names=("needle", "sponge", "clamp")))
+    path = a.save(tmp_path / "unlearned.pt", data_yaml=str(data_yaml))
+    metrics = YOLO(str(path)).val(data=str(data_yaml), imgsz=64, batch=2, device="cpu", workers=0, plots=False,
+                                  verbose=False, project=str(tmp_path / "val"), name="v")
+    assert 0.0 <= float(metrics.box.map50) <= 1.0
