@@ -81,17 +81,17 @@ def test_acceptance_rate():
 
 def test_extractor_needs_a_checkpoint_or_explicit_random_init():
     with pytest.raises(UserInputError, match="random-init"):
-        TimmNetwork(TimmModelSpec(name="resnet10t"))
+        TimmNetwork(TimmModelSpec(name="test_resnet"))
     with pytest.raises(UserInputError, match="unknown timm architecture"):
         TimmNetwork(TimmModelSpec(name="no_such_net", random_init=True))
 
 
 def test_random_init_extractor_is_seeded_and_features_have_shape():
-    net = TimmNetwork(TimmModelSpec(name="resnet10t", random_init=True, input_size=32))
+    net = TimmNetwork(TimmModelSpec(name="test_resnet", random_init=True, input_size=32))
     patches = np.random.default_rng(0).random((5, 24, 24)).astype(np.float32)
     f1 = net.features(patches)
-    f2 = TimmNetwork(TimmModelSpec(name="resnet10t", random_init=True, input_size=32)).features(patches)
-    assert f1.shape == (5, 512) and f1.dtype == np.float64
+    f2 = TimmNetwork(TimmModelSpec(name="test_resnet", random_init=True, input_size=32)).features(patches)
+    assert f1.shape == (5, net.model.num_features) and f1.dtype == np.float64
     np.testing.assert_allclose(f1, f2)
 
 
@@ -99,8 +99,8 @@ def _save_classifier(path, class_names, weight_for=None):
     import timm
 
     torch.manual_seed(0)
-    model = timm.create_model("resnet10t", pretrained=False, in_chans=1, num_classes=len(class_names))
-    torch.save({"arch": "resnet10t", "in_chans": 1, "class_names": class_names, "input_size": 32,
+    model = timm.create_model("test_resnet", pretrained=False, in_chans=1, num_classes=len(class_names))
+    torch.save({"arch": "test_resnet", "in_chans": 1, "class_names": class_names, "input_size": 32,
                 "state_dict": model.state_dict()}, path)
 
 
@@ -128,14 +128,14 @@ def test_mismatched_checkpoint_is_a_user_error(tmp_path):
         TimmNetwork(TimmModelSpec(name="resnet18", checkpoint=str(ckpt)))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserInputError, match="readable torch checkpoint"):
-        TimmNetwork(TimmModelSpec(name="resnet10t", checkpoint=str(tmp_path / "junk.pt")))
+        TimmNetwork(TimmModelSpec(name="test_resnet", checkpoint=str(tmp_path / "junk.pt")))
 
 
 def test_eval_cli(tiny_run, tmp_path, capsys):
     data, ckpt = tiny_run
     out = tmp_path / "report.json"
     code = synth_main(["diffusion", "eval", "--real", str(data), "--generated", str(data), "--ckpt", str(ckpt),
-                       "--extractor", "resnet10t", "--random-init", "--out", str(out)])
+                       "--extractor", "test_resnet", "--random-init", "--out", str(out)])
     assert code == 0
     import json
 
@@ -144,5 +144,23 @@ def test_eval_cli(tiny_run, tmp_path, capsys):
     assert report["extractor"]["random_init"] is True
     capsys.readouterr()
     code = synth_main(["diffusion", "eval", "--real", str(data), "--generated", str(tmp_path), "--extractor",
-                       "resnet10t", "--random-init"])
+                       "test_resnet", "--random-init"])
     assert code == 2 and "annotations.json" in capsys.readouterr().err
+
+
+def test_fit_patch_classifier_learns_a_separable_task_and_saves_a_loadable_checkpoint(tmp_path):
+    from synth.diffusion.qc import ClassifierTrainConfig, fit_patch_classifier
+
+    rng = np.random.default_rng(0)
+    patches = rng.random((48, 16, 16)).astype(np.float32) * 0.2
+    classes = np.array([1, 3] * 24)
+    patches[classes == 1, 4:12, 4:12] += 0.7  # a bright square (sponge)
+    patches[classes == 3, 7:9, :] += 0.7  # a bright line (needle); rotations keep it a line
+    result = fit_patch_classifier(patches, classes, tmp_path / "clf.pt",
+                                  ClassifierTrainConfig(arch="test_resnet", epochs=12, batch_size=8, learning_rate=3e-3),
+                                  val_patches=patches[:8], val_class_ids=classes[:8], progress=False)
+    assert result["class_names"] == ["sponge", "needle"] and result["train_accuracy"] >= 0.9
+    scorer = ClassifierScorer(TimmNetwork(TimmModelSpec(name=None, checkpoint=str(tmp_path / "clf.pt")),
+                                          need_classifier=True))
+    scores = scorer.score(patches[:8], classes[:8])
+    assert np.mean(scores > 0.5) >= 0.75
