@@ -6,6 +6,20 @@ Modules: :mod:`~synth.physics.materials` (xraydb attenuation), :mod:`~synth.phys
 (procedural RFOs, user meshes), :mod:`~synth.physics.detector` (scatter, noise, blur, display),
 :mod:`~synth.physics.backgrounds` (real radiograph / CT backgrounds), :mod:`~synth.physics.generate`
 (rendering and datasets). Importing this package imports no third-party physics library.
+
+Command line::
+
+    rfo-synth physics --n 1000 --out runs/synth_r --seed 0                      # into the embedded real radiograph
+    rfo-synth physics --n 1000 --out runs/synth_ct --seed 0 --mode ct          # projected with the embedded real CT
+    rfo-synth physics --n 1000 --out runs/part0 --seed 0 --shard 0/4 --workers 2
+    rfo-synth physics --n 100 --out runs/mesh --objects path/to/rfo_meshes    # user .obj/.stl (objects.yaml)
+    rfo-synth preview runs/synth_r runs/synth_ct --out sheet.png [--crops]
+
+Python::
+
+    from synth.physics import Detector, Pose, default_chest_spectrum, render_transmission
+    det = Detector(rows=512, cols=384, pixel_mm=0.2, source_to_detector_mm=1800, source_to_object_mm=1650)
+    transmission = render_transmission(mesh, "stainless_steel", 8.0, default_chest_spectrum(), det)
 """
 
 from __future__ import annotations
