@@ -212,7 +212,13 @@ def main() -> int:
     gen_crops = crops(generated, spec)
     empty = crops(empty_mask_dataset(generated, data["backgrounds"], work / "samples_empty"), spec)
 
+    train_log = [json.loads(line) for line in (ckpt / "train_log.jsonl").read_text().splitlines()]
+    stamps = [e["time"] for e in train_log if "time" in e]
+    if len(stamps) > 1:
+        timings["train_logged_s"] = stamps[-1] - stamps[0]
     results: dict[str, Any] = {"checkpoint_step": info.step, "classifier": clf, "sampler": config.__dict__,
+                               "patch": f"{spec.size_px} px patches (context {spec.context}, margin "
+                                        f"{spec.mask_margin_px} px)", "train_patches": info.train["num_patches"],
                                "manifest": manifest, "timings_s": {k: round(v, 1) for k, v in timings.items()},
                                "torch_threads": torch.get_num_threads(), "machine": platform.platform()}
     kid_size = min(len(gen_crops[0]), len(heldout_crops[0]), len(empty[0]))
@@ -246,9 +252,24 @@ def write_markdown(results: dict[str, Any], path: Path, args: argparse.Namespace
     text = f"""# Diffusion synthesis: CPU preset results
 
 Measured with `.venv/bin/python benchmarks/bench_diffusion.py --steps {args.steps} --n {args.n}`
-(patches {ref['patch'] if 'patch' in ref else '64 px'}; DDIM {results['sampler']['steps']} steps, guidance
-{results['sampler']['guidance_scale']}; {results['torch_threads']} torch thread(s); {results['machine']}).
-Timings (s): {json.dumps(results['timings_s'])}.
+on {results['machine']} ({results['torch_threads']} torch thread(s)). Model: `cpu` preset (1.1 M parameters),
+{results['patch']}, trained {results['checkpoint_step']} steps of batch 16 on {results['train_patches']} object
+crops from 400 physics images (512 px, six critical classes). Sampling: DDIM {results['sampler']['steps']} steps,
+guidance {results['sampler']['guidance_scale']}. Timings (s): {json.dumps(results['timings_s'])}.
+
+Reproduce by hand:
+
+```bash
+rfo-synth physics --n 400 --out runs/diffusion/physics_train --size 512 --seed 0 \
+    --classes sponge cottonoid needle blade clamp guidewire --negative-fraction 0
+rfo-synth diffusion train --data runs/diffusion/physics_train --out runs/diffusion/ckpt_cpu --preset cpu \
+    --steps {results['checkpoint_step']} --batch-size 16
+rfo-synth diffusion sample --ckpt runs/diffusion/ckpt_cpu --backgrounds runs/diffusion/physics_backgrounds/images \
+    --n {args.n} --objects-per-image 2 --steps {results['sampler']['steps']} --out runs/diffusion/samples --seed 0
+rfo-synth diffusion eval --real runs/diffusion/physics_heldout --generated runs/diffusion/samples \
+    --ckpt runs/diffusion/ckpt_cpu --extractor-checkpoint runs/diffusion/rfo_patch_classifier.pt \
+    --qc-checkpoint runs/diffusion/rfo_patch_classifier.pt
+```
 
 Held-out set: {ref['n_real']} object crops from 40 physics images (seed 1) never used in training.
 Feature extractor and QC classifier: **resnet10t trained from random init on the physics training crops**

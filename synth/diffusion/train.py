@@ -282,7 +282,7 @@ def train(
             loss_value = float(loss.detach())
             if not np.isfinite(loss_value):
                 raise FloatingPointError(f"training diverged at step {step} (loss {loss_value})")
-            log.write(json.dumps({"step": step + 1, "loss": round(loss_value, 6)}) + "\n")
+            log.write(json.dumps({"step": step + 1, "loss": round(loss_value, 6), "time": round(time.time(), 2)}) + "\n")
             bar.set_postfix(loss=f"{loss_value:.4f}")
             done = step + 1
             if done % config.save_every == 0 or done == config.steps:
