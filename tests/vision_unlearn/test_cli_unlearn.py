@@ -24,7 +24,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "original.pt"
-    assert main(["train", "--dataset", "digits", "--set", "epochs=1", "--set", "lr=0.05", "--out", str(path),
+    assert main(["train", "--dataset", "digits", "--set", "epochs=2", "--set", "lr=0.05", "--out", str(path),
                  "--threads", "1", "--no-progress"]) == 0
     return path
 
