@@ -105,3 +105,40 @@ def test_requests_that_leave_nothing_are_refused(data: DetectionData, tmp_path: 
     with pytest.raises(UserInputError, match="forget set is empty"):
         resolve_detection_forget("class:sponge", empty_class)
     assert str(parse_detection_forget("Class: needle")) == "class:needle"
+
+
+def test_coco_and_yolo_layouts_load_through_rfo_bench(tmp_path: Path) -> None:
+    import json
+
+    from PIL import Image
+
+    from rfo_bench.io.formats import read_dataset
+    from vision_unlearn.adapters.yolo_data import detection_data_from_records
+
+    (tmp_path / "coco").mkdir()
+    Image.fromarray(np.zeros((20, 40), np.uint8)).save(tmp_path / "coco" / "a.png")  # H=20, W=40
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "coco" / "b.png")
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 20, "patient_id": "p7"},
+                       {"id": 2, "file_name": "b.png", "width": 32, "height": 32}],
+            "annotations": [{"id": 5, "image_id": 1, "category_id": 3, "bbox": [4, 2, 10, 6], "area": 60, "iscrowd": 0},
+                            {"id": 6, "image_id": 2, "category_id": 1, "bbox": [1, 1, 8, 8], "area": 64, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "sponge"}, {"id": 3, "name": "needle"}]}
+    (tmp_path / "coco" / "annotations.json").write_text(json.dumps(coco))
+    data = detection_data_from_records(read_dataset(tmp_path / "coco" / "annotations.json"), 64, 1)
+    assert data.class_names == ("sponge", "needle") and data.sample_ids == ("a.png", "b.png")
+    assert data.patient_ids[0] == "p7" and set(data.instance_ids) == {"5", "6"}
+    # a.png (20x40) into 64x64: gain 1.6, 16 rows of padding on top
+    boxes, labels = data.boxes_of(0)
+    torch.testing.assert_close(boxes, torch.tensor([[6.4, 16 + 3.2, 22.4, 16 + 12.8]]))
+    assert labels.tolist() == [1]
+    split = resolve_detection_forget("class:needle", data)
+    assert split.forget_data(data).instance_ids == ("5",)
+
+    yolo = tmp_path / "yolo"
+    for sub in ("images/train", "labels/train"):
+        (yolo / sub).mkdir(parents=True)
+    Image.fromarray(np.zeros((20, 40), np.uint8)).save(yolo / "images/train/a.png")
+    (yolo / "labels/train/a.txt").write_text("1 0.225 0.25 0.25 0.3\n")  # the same needle box
+    (yolo / "data.yaml").write_text("path: .\ntrain: images/train\nnames:\n  0: sponge\n  1: needle\n")
+    from_yolo = detection_data_from_records(read_dataset(yolo), 64, 1)
+    torch.testing.assert_close(from_yolo.boxes_xyxy, boxes, atol=1e-4, rtol=0)
