@@ -1,0 +1,49 @@
+"""The benchmark runner on real digits with tiny schedules: results layout, sweep record, gaps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vision_unlearn import benchmark
+from vision_unlearn.benchmark import BenchmarkSpec, run_benchmark
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.slow
+def test_benchmark_with_sweep_writes_results(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(benchmark.SWEEP_GRIDS, "finetune", {"lr": [0.001, 0.05]})
+    spec = BenchmarkSpec(
+        forget=("class:3",), methods=("finetune",), seeds=(0,), sweep=True, selection_seed=9,
+        original={"epochs": 1, "lr": 0.05, "batch_size": 64},
+        method_configs={"retrain": {"epochs": 1, "batch_size": 64}, "finetune": {"epochs": 1}})
+    results = run_benchmark(spec, tmp_path, command="test")
+    assert results["complete"] is True
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["scenarios"].keys() == {"class:3"}
+    scenario = on_disk["scenarios"]["class:3"]
+    assert set(scenario["methods"]) == {"retrain", "original", "finetune"}
+    finetune = scenario["methods"]["finetune"]
+    run = finetune["per_seed"][0]
+    retrain = scenario["methods"]["retrain"]["per_seed"][0]
+    expected_gap = sum(abs(run[k] - retrain[k]) for k in ("UA", "RA", "TA", "MIA")) / 4
+    assert run["avg_gap"] == pytest.approx(expected_gap)
+    assert run["seconds_ratio_to_retrain"] == pytest.approx(run["seconds"] / retrain["seconds"])
+    assert {"UA", "RA", "TA", "MIA", "TA_remaining", "avg_gap", "seconds"} <= set(finetune["summary"])
+    sweep = scenario["sweep"]["finetune"]
+    assert sweep["grid"] == {"lr": [0.001, 0.05]} and sweep["selection_seed"] == 9
+    assert [t["config"]["lr"] for t in sweep["trials"]] == [0.001, 0.05]
+    best = min(sweep["trials"], key=lambda t: t["avg_gap"])
+    assert finetune["config"]["lr"] == best["config"]["lr"] == sweep["chosen"]["lr"]
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| finetune |" in markdown and "class:3" in markdown
+    assert (tmp_path / "tradeoff.png").stat().st_size > 1000
