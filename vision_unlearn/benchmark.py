@@ -234,6 +234,10 @@ def run_method(name: str, config: MethodConfig, original_state: Mapping[str, tor
         metrics.update(lira_metrics(adapter, prepared, split, bank))
     metrics["seconds"] = result.seconds
     metrics["steps"] = float(result.total_steps)
+    for key in ("penalty", "penalty_grad_norm", "inner_grad_norm"):
+        values = [epoch[key] for epoch in result.history if key in epoch]
+        if values:
+            metrics[f"max_epoch_mean_{key}"] = float(max(values))
     return metrics, adapter
 
 

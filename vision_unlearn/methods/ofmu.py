@@ -21,7 +21,8 @@ computed by double backward (``torch.autograd.grad(..., create_graph=True)``).
 
 **What is implemented (and why it differs).** With the cross-entropy as :math:`L_f` the objective is
 unbounded: ascent drives the forget logits apart without limit, :math:`\lVert\nabla\Phi\rVert^2`
-grows past 1e30 and steps become non-finite. The forget term is therefore replaced by a *bounded*
+grows with the weights and, without clipping, steps become non-finite (measured side by side in
+``docs/unlearning_digits.md``). The forget term is therefore replaced by a *bounded*
 objective chosen with ``forget_objective``:
 
 * ``"log1mp"`` (default): :math:`\ell_f = \frac{1}{|B_f|}\sum_i \log(1 - \max(p_{y_i}(x_i), \tau))`,
