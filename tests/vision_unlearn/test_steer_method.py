@@ -251,7 +251,8 @@ def test_overhead_is_measured_with_the_hook_left_on(trained) -> None:
     timings = iter(float(t) for t in range(1000))
     result = measure_overhead(adapter.model, images, steerer, repeats=4, warmup=1, clock=lambda: next(timings))
     # the fake clock advances by one tick per reading: every timed pass takes exactly one tick
-    assert result == {"ms_per_batch_off": 1000.0, "ms_per_batch_on": 1000.0, "overhead": 0.0}
+    assert result == {"ms_per_batch_off": 1000.0, "ms_per_batch_on": 1000.0, "overhead": 0.0,
+                      "median_ms_off": 1000.0, "median_ms_on": 1000.0}
     assert steerer.enabled
     real = measure_overhead(adapter.model, images, steerer, repeats=3, warmup=1)
     assert real["ms_per_batch_on"] > 0 and real["ms_per_batch_off"] > 0
