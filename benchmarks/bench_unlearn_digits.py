@@ -96,15 +96,18 @@ def variants_markdown(payload: dict[str, Any]) -> str:
     lines = []
     for request, scenario in payload["scenarios"].items():
         lines += [f"\n#### Forget `{request}` (seeds {payload['seeds']})\n",
-                  "| variant | UA | RA | TA | MIA | avg_gap | time/retrain | diverged |", "|---|---|---|---|---|---|---|---|"]
+                  "| variant | UA | RA | TA | MIA | avg_gap | time/retrain | max ‖∇Φ‖² (epoch mean) | diverged |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for label, entry in scenario.items():
             s = entry["summary"]
             if not s:
-                lines.append(f"| {label} | – | – | – | – | – | – | {len(entry['failures'])} |")
+                lines.append(f"| {label} | – | – | – | – | – | – | – | {len(entry['failures'])} |")
                 continue
             cells = [f"{s[k]['mean']:.2f} ± {s[k]['std']:.2f}" for k in ("UA", "RA", "TA", "MIA", "avg_gap")]
+            penalty = s.get("max_epoch_mean_penalty")
+            shown = f"{penalty['mean']:.3g}" if penalty else "–"
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {s['seconds_ratio_to_retrain']['mean']:.3f} | "
-                         f"{len(entry['failures'])} |")
+                         f"{shown} | {len(entry['failures'])} |")
     return "\n".join(lines) + "\n"
 
 
