@@ -290,6 +290,8 @@ class Renderer:
         self.quanta_open = self.spectrum.total_photons_per_mm2 * pixel_area  # detected quanta per pixel, no patient
         if config.mode == "ct":
             self._prepare_ct()
+        else:
+            self._body_rc = np.nonzero(background.body_mask)
 
     # --- object sampling -------------------------------------------------------------------------
     def _draw_object(self, rng: np.random.Generator) -> RFOObject:
@@ -324,8 +326,6 @@ class Renderer:
                 return Pose(rotation, np.array([xy[0], xy[1], depth]))
             centre = bg.body_voxels[int(rng.integers(len(bg.body_voxels)))]
             return Pose(rotation, centre + rng.uniform(-2, 2, size=3))
-        if not hasattr(self, "_body_rc"):
-            self._body_rc = np.nonzero(self.background.body_mask)
         rows, cols = self._body_rc
         k = int(rng.integers(len(rows)))
         if obj.external:
