@@ -16,6 +16,7 @@ by exactly one triangle of each surface layer it crosses — no double counting 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +101,7 @@ def path_lengths(
     roi: ROI | None = None,
     supersample: int = 1,
     with_depth: bool = False,
+    kernel: str = "auto",
 ) -> PathLengths | None:
     """Cone-beam chord lengths through a closed, outward-oriented triangle mesh.
 
@@ -110,6 +112,8 @@ def path_lengths(
         roi: the pixels to compute; default the mesh's footprint box.
         supersample: sub-rays per pixel along each axis (pixel-area integration for thin wires).
         with_depth: also return the mean depth of the segments along each ray.
+        kernel: ``"numba"`` (compiled scan-line loop, :mod:`synth.physics.raster_kernel`), ``"numpy"``
+            (vectorised reference) or ``"auto"`` (numba when installed). Both give the same lengths.
 
     Returns:
         :class:`PathLengths`, or ``None`` when the mesh projects outside the detector.
@@ -119,6 +123,7 @@ def path_lengths(
     s = int(supersample)
     if s < 1:
         raise ValueError("supersample must be >= 1")
+    compiled = _select_kernel(kernel)
     if roi is None:
         roi = footprint_roi(v, detector)
         if roi is None:
@@ -173,11 +178,42 @@ def path_lengths(
     nd_px, nd_py = n[:, 0] * step, n[:, 1] * step
     nd_0 = n[:, 0] * u0 + n[:, 1] * v0 + n[:, 2] * sid
     off = offset[tri]
+    if compiled is not None:
+        stack = [np.ascontiguousarray(np.stack([edge[k] for edge in coeffs], axis=1)) for k in range(5)]
+        compiled(np.ascontiguousarray(xt), np.ascontiguousarray(yt), lo_r[tri], hi_r[tri], lo_c[tri], hi_c[tri],
+                 stack[0], stack[1], stack[2], stack[3], stack[4], nd_px, nd_py, nd_0, off, width,
+                 acc_inv, acc_sq if acc_sq is not None else np.zeros(0), with_depth)
+    else:
+        _rasterise_numpy(xt, yt, lo_r[tri], hi_r[tri], lo_c[tri], hi_c[tri], box_h[tri], coeffs,
+                         nd_px, nd_py, nd_0, off, width, acc_inv, acc_sq)
+    return _finish(acc_inv, acc_sq, roi, s, u0, v0, step, width, height, sid, with_depth)
+
+
+def _select_kernel(kernel: str) -> Callable[..., None] | None:
+    """The compiled kernel for ``numba`` / ``auto`` (when installed), ``None`` for the numpy path."""
+    from synth.physics.raster_kernel import compiled_kernel
+
+    if kernel == "numpy":
+        return None
+    if kernel not in ("auto", "numba"):
+        raise ValueError(f"kernel must be 'auto', 'numba' or 'numpy', got {kernel!r}")
+    compiled = compiled_kernel()
+    if compiled is None and kernel == "numba":
+        raise ImportError("kernel='numba' needs the numba package (pip install numba)")
+    return compiled
+
+
+def _rasterise_numpy(
+    xt: np.ndarray, yt: np.ndarray, lo_r: np.ndarray, hi_r: np.ndarray, lo_c: np.ndarray, hi_c: np.ndarray,
+    box_h: np.ndarray, coeffs: list, nd_px: np.ndarray, nd_py: np.ndarray, nd_0: np.ndarray, off: np.ndarray,
+    width: int, acc_inv: np.ndarray, acc_sq: np.ndarray | None,
+) -> None:
+    """Vectorised reference rasteriser over the kept triangles (arrays indexed by kept triangle)."""
     # Spans: one per (triangle, pixel row), holding the columns the triangle can reach in that row
     # (its exact cross-section widened by one pixel); the edge tests above decide coverage exactly.
-    tri_rows = box_h[tri]
-    span_tri = np.repeat(np.arange(tri.size), tri_rows)
-    span_row = lo_r[tri][span_tri] + (np.arange(span_tri.size) - np.repeat(np.cumsum(tri_rows) - tri_rows, tri_rows))
+    tri_rows = box_h
+    span_tri = np.repeat(np.arange(tri_rows.size), tri_rows)
+    span_row = lo_r[span_tri] + (np.arange(span_tri.size) - np.repeat(np.cumsum(tri_rows) - tri_rows, tri_rows))
     xs, ys = xt[span_tri], yt[span_tri]
     yrow = span_row.astype(np.float64)
     xmin = np.full(span_tri.size, np.inf)
@@ -193,8 +229,8 @@ def path_lengths(
         xmin = np.where(valid, np.minimum(xmin, lo_x), xmin)
         xmax = np.where(valid, np.maximum(xmax, hi_x), xmax)
     finite = np.isfinite(xmin) & np.isfinite(xmax)
-    span_c0 = np.maximum(np.ceil(np.where(finite, xmin, 0.0)) - 1, lo_c[tri][span_tri]).astype(np.int64)
-    span_c1 = np.minimum(np.floor(np.where(finite, xmax, -1.0)) + 1, hi_c[tri][span_tri]).astype(np.int64)
+    span_c0 = np.maximum(np.ceil(np.where(finite, xmin, 0.0)) - 1, lo_c[span_tri]).astype(np.int64)
+    span_c1 = np.minimum(np.floor(np.where(finite, xmax, -1.0)) + 1, hi_c[span_tri]).astype(np.int64)
     counts = np.where(finite, np.clip(span_c1 - span_c0 + 1, 0, None), 0)
     start = 0
     cumulative = np.cumsum(counts)
@@ -207,6 +243,10 @@ def path_lengths(
         )
         start = stop
 
+
+def _finish(acc_inv: np.ndarray, acc_sq: np.ndarray | None, roi: ROI, s: int, u0: float, v0: float, step: float,
+            width: int, height: int, sid: float, with_depth: bool) -> PathLengths:
+    """Path lengths (and mean depths) from the accumulated ``±t/|d|`` sums."""
     cols_mm = u0 + step * np.arange(width)
     rows_mm = v0 + step * np.arange(height)
     ray_norm = np.sqrt(rows_mm[:, None] ** 2 + cols_mm[None, :] ** 2 + sid**2)
