@@ -292,6 +292,10 @@ class Renderer:
             self._prepare_ct()
         else:
             self._body_rc = np.nonzero(background.body_mask)
+            # The background rescaled into [0, headroom] so that objects denser than the patient stay
+            # visible; computed once, copied per image.
+            self._display_base = background.display * np.float32(config.display.radiograph_headroom)
+            self._display_base_in_range = bool(self._display_base.min() >= 0.0 and self._display_base.max() <= 1.0)
 
     # --- object sampling -------------------------------------------------------------------------
     def _draw_object(self, rng: np.random.Generator) -> RFOObject:
@@ -375,10 +379,10 @@ class Renderer:
     def render_radiograph(self, rng: np.random.Generator, placed: list[PlacedObject]
                           ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         cfg, bg, det = self.config, self.background, self.detector
-        # The background is rescaled into [0, headroom] so that objects denser than the patient stay visible.
         headroom = cfg.display.radiograph_headroom
-        display = bg.display * np.float32(headroom)
+        display = self._display_base.copy()
         annotations = []
+        changed: list[ROI] = []
         slope = bg.display_per_attenuation * headroom
         for obj in placed:
             ratio = self._object_ratio_radiograph(obj)
@@ -409,8 +413,13 @@ class Renderer:
             # edge enhancement (linear, so it can be applied to the object's contribution alone).
             delta = unsharp_mask(delta, cfg.display, det.pixel_mm)
             display[roi.slices] = display[roi.slices] + (delta * slope).astype(np.float32)
+            changed.append(roi)
             annotations.append(ann)
-        return np.clip(display, 0.0, 1.0), annotations
+        if not self._display_base_in_range:
+            return np.clip(display, 0.0, 1.0), annotations
+        for roi in changed:  # elsewhere the background is already in [0, 1]; clipping is idempotent
+            np.clip(display[roi.slices], 0.0, 1.0, out=display[roi.slices])
+        return display, annotations
 
     # --- CT mode -------------------------------------------------------------------------------------
     def _prepare_ct(self) -> None:

@@ -13,6 +13,7 @@ scalpel blades (0.4 mm steel), 14–16 cm Kelly hemostats, 0.014–0.035" guidew
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,7 +69,7 @@ class RFOObject:
     @property
     def main_material(self) -> str:
         """The most attenuating material (reported in the annotation)."""
-        return max(self.parts, key=lambda p: p.density_g_cm3 * float(np.mean(_mu_ref(p.material)))).material
+        return max(self.parts, key=lambda p: p.density_g_cm3 * _mean_mu_ref(p.material)).material
 
     def centred(self) -> RFOObject:
         """The same object translated so that its bounding-box centre is at the origin."""
@@ -79,10 +80,12 @@ class RFOObject:
         return RFOObject(self.class_name, parts, self.params)
 
 
-def _mu_ref(material: str) -> np.ndarray:
+@functools.cache
+def _mean_mu_ref(material: str) -> float:
+    """Mean mass attenuation (cm²/g) at 50 and 70 keV; cached, it is asked for every part of every object."""
     from synth.physics.materials import mass_attenuation
 
-    return mass_attenuation(material, np.array([50.0, 70.0]))
+    return float(np.mean(mass_attenuation(material, np.array([50.0, 70.0]))))
 
 
 Generator = Callable[[np.random.Generator], RFOObject]
@@ -387,7 +390,7 @@ def make_guidewire(rng: np.random.Generator) -> RFOObject:
     if j_tip:
         t = line[-1] - line[-2]
         t /= np.linalg.norm(t)
-        side = np.cross(t, np.array([0.0, 0.0, 1.0]))
+        side = P.cross(t, np.array([0.0, 0.0, 1.0]))
         side /= np.linalg.norm(side)
         rad = rng.uniform(3.0, 6.0)
         phi = np.linspace(0, np.pi * 0.95, 30)[1:]
@@ -420,7 +423,7 @@ def make_chain(rng: np.random.Generator) -> RFOObject:
     base_v, base_f = P.torus(link_r, wire_r, 16, 8)
     for i, c in enumerate(centres):
         other = normal[i] if i % 2 == 0 else binormal[i]
-        axis = np.cross(tangent[i], other)
+        axis = P.cross(tangent[i], other)
         rot = np.column_stack([tangent[i], other, axis])
         if np.linalg.det(rot) < 0:
             rot[:, 2] *= -1
