@@ -296,6 +296,22 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
     )
 
 
+def with_arms(config: BenchmarkConfig, arms: str | Sequence[str]) -> BenchmarkConfig:
+    """``config`` restricted to a subset of its arms (comma-separated string or sequence), order kept.
+
+    Raises:
+        UserInputError: an arm the config does not list.
+    """
+    from dataclasses import replace
+
+    wanted = [a.strip() for a in (arms.split(",") if isinstance(arms, str) else arms) if a.strip()]
+    unknown = [a for a in wanted if a not in config.arms]
+    if unknown or not wanted:
+        raise UserInputError("arms must be a subset of the config's arms: " + ", ".join(config.arms),
+                             field="--arms", value=unknown or wanted)
+    return replace(config, arms=tuple(a for a in config.arms if a in wanted))
+
+
 def load_benchmark_config(path: str | os.PathLike[str]) -> BenchmarkConfig:
     """Read and validate a benchmark YAML (data paths relative to the current directory)."""
     import yaml
@@ -800,9 +816,11 @@ def _arm_training_sets(
 
 def run_benchmark(
     config: BenchmarkConfig, *, out_dir: str | os.PathLike[str] | None = None, force: bool = False,
-    progress: bool = True,
+    progress: bool = True, command: str | None = None,
 ) -> BenchmarkResult:
     """Train, predict and evaluate every (model, arm, seed) of ``config`` and write the leaderboard.
+
+    ``command`` is the command line recorded as the way to regenerate the leaderboard.
 
     Writes into ``out_dir`` (default ``config.out``): ``leaderboard.md``, ``leaderboard.json``,
     ``froc.png``, ``config.json`` and ``runs/<model>/<arm>/seed<k>/`` (trained model, predictions,
@@ -881,7 +899,7 @@ def run_benchmark(
     config_source = config.source or "CONFIG"
     summary = {
         "name": config.name,
-        "command": f"rfo-bench benchmark --config {config_source}" + (f" --out {out_dir}" if out_dir else ""),
+        "command": command or (f"rfo-bench benchmark --config {config_source}" + (f" --out {out_dir}" if out_dir else "")),
         "config": config.to_dict(),
         "seeds": list(config.seeds),
         "bootstrap": config.bootstrap,

@@ -68,10 +68,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from rfo_bench.leaderboard import load_benchmark_config, run_benchmark
+    from rfo_bench.leaderboard import load_benchmark_config, run_benchmark, with_arms
 
     config = load_benchmark_config(args.config)
-    result = run_benchmark(config, out_dir=args.out, force=args.force, progress=not args.no_progress)
+    command = f"rfo-bench benchmark --config {args.config}"
+    if args.arms:
+        config = with_arms(config, args.arms)
+        command += f" --arms {args.arms}"
+    if args.out:
+        command += f" --out {args.out}"
+    result = run_benchmark(config, out_dir=args.out, force=args.force, progress=not args.no_progress,
+                           command=command)
     print(result.markdown_path.read_text(encoding="utf-8"))
     return 0
 
@@ -109,5 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "train models x data arms x seeds, evaluate each run and write a leaderboard")
     cmd.add_argument("--config", required=True, help="benchmark YAML (see configs/benchmark_cpu.yaml)")
     cmd.add_argument("--out", default=None, help="output directory (default: the config's out)")
+    cmd.add_argument("--arms", default=None,
+                     help="comma-separated subset of the config's arms to run (e.g. real,real+physics)")
     cmd.add_argument("--force", action="store_true", help="re-run finished runs instead of reusing them")
     cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -146,3 +146,12 @@ def test_shipped_cpu_config_is_valid_and_cpu_sized() -> None:
     assert set(config.arms) == {"real", "real+physics", "real+diffusion", "synthetic_only"}
     assert all(m.recipe == "cpu-tiny" for m in config.models) and len(config.seeds) >= 2
     assert config.build is not None and config.build.n_train <= 64
+
+
+def test_arm_subset_keeps_config_order_and_rejects_unlisted_arms() -> None:
+    from rfo_bench.leaderboard import with_arms
+
+    config = parse_benchmark_config(_config(arms=["real", "real+physics", "synthetic_only"]), file="b.yaml")
+    assert with_arms(config, "synthetic_only, real").arms == ("real", "synthetic_only")
+    with pytest.raises(UserInputError, match="subset"):
+        with_arms(config, "real+diffusion")
