@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ def _execute(name: str, out_root: Path, monkeypatch: pytest.MonkeyPatch, timeout
     monkeypatch.setenv("RFO_NOTEBOOK_FAST", "1")
     monkeypatch.setenv("RFO_NOTEBOOK_OUT", str(out_root))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # One intra-op thread per kernel unless the runner says otherwise: on a busy two-core machine two
+    # OpenMP threads spin-waiting on each other made a YOLOv8n training step about 20 times slower.
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     nb = _load(name)
     start = time.perf_counter()
     NotebookClient(nb, timeout=timeout_s, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
@@ -92,8 +96,10 @@ def test_02_rfo_benchmark_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     for key in ("AP", "AP50", "froc", "auroc"):
         value = numbers[key]
         assert value is None or _unit(value), key
-    low, high = numbers["ap50_ci"]
-    assert 0.0 <= low <= high <= 1.0
+    if numbers["AP50"] is not None:
+        low, high = numbers["ap50_ci"]
+        assert 0.0 <= low <= high <= 1.0
+    assert numbers["bootstrap_unit"] == "patient"  # every image was given a pseudo-patient id
     report = json.loads((out / "eval" / "report.json").read_text())
     assert report["coco"]["AP50"] == numbers["AP50"]
     assert report["counts"]["images"] == numbers["test_images"]
@@ -111,9 +117,21 @@ def test_03_unlearning_a_detector_executes(tmp_path: Path, monkeypatch: pytest.M
             row = numbers[scenario][method]
             for key in ("retain_map50", "mia_auc", "forget_recall"):
                 assert row[key] is None or _unit(row[key]), (scenario, method, key)
-    # The retrained reference never saw the forgotten class, so it cannot detect it at all.
-    assert numbers["class"]["retrain"]["forget_ap50"] == pytest.approx(0.0, abs=1e-9)
+    # The requests resolved on the generated training set (32 images, seed 100, two images per patient).
+    from vision_unlearn.detection_benchmark import make_toy_detection_set
+
+    _, boxes, labels, _, patient_ids = make_toy_detection_set(32, 100)
+    clamp = 2  # class order needle, sponge, clamp
+    with_clamp = sum(int((lab == clamp).any()) for lab in labels)
+    assert numbers["requests"]["class"] == {
+        "request": "class:clamp", "forget_images": with_clamp, "retain_images": 32,
+        "forget_boxes": sum(int((lab == clamp).sum()) for lab in labels), "forgotten_classes": [clamp]}
+    patient = numbers["forgotten_patient"]
+    assert numbers["requests"]["patient"]["forget_images"] == patient_ids.count(patient) == 2
+    assert numbers["requests"]["patient"]["retain_images"] == 30
     audit = json.loads((out / "audit.json").read_text())
     assert audit["method"] == "ofmu" and audit["forgotten"]["request_kind"] == "patient"
+    assert audit["forgotten"]["sample_count"] == 2 and audit["forgotten"]["patient_count"] == 1
+    assert patient not in json.dumps(audit)  # only salted digests of the ids are stored
     assert audit["checkpoint_before_sha256"] != audit["checkpoint_after_sha256"]
     assert numbers["audit_verified"] is True
