@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -107,32 +108,59 @@ def bench_diffdrr() -> dict:
     return {"skipped": "DiffDRR imports, but the voxelised equal-geometry comparison is not part of this script yet"}
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished child processes."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _rasteriser() -> str:
+    try:
+        from synth.physics.raster_kernel import numba_available
+    except ImportError:  # an older tree without the compiled kernel
+        return "numpy"
+    return "numba" if numba_available() else "numpy"
+
+
 def bench_radiograph(size: int, n: int) -> dict:
+    """Rendering alone (no file writing) in this process: wall and CPU time per image after set-up."""
     from synth.physics.generate import PhysicsConfig, build_renderer
 
     config = PhysicsConfig(mode="radiograph", size=size, max_objects=3, negative_fraction=0.0)
     start = time.perf_counter()
     renderer = build_renderer(config)
     setup = time.perf_counter() - start
-    renderer.render(np.random.default_rng(10_000))  # warm caches
-    start = time.perf_counter()
+    renderer.render(np.random.default_rng(10_000))  # warm caches (and compile the rasteriser)
+    start, cpu = time.perf_counter(), _cpu_seconds()
     for i in range(n):
         renderer.render(np.random.default_rng(i))
     per_image = (time.perf_counter() - start) / n
-    return {"size": size, "images": n, "setup_seconds": round(setup, 2), "seconds_per_image": round(per_image, 4),
-            "images_per_second": round(1.0 / per_image, 2)}
+    cpu_per_image = (_cpu_seconds() - cpu) / n
+    return {"size": size, "images": n, "rasteriser": _rasteriser(), "setup_seconds": round(setup, 2),
+            "seconds_per_image": round(per_image, 4), "images_per_second": round(1.0 / per_image, 2),
+            "cpu_seconds_per_image": round(cpu_per_image, 4),
+            "images_per_cpu_second": round(1.0 / max(cpu_per_image, 1e-9), 2),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def bench_end_to_end(size: int, n: int, workers: int) -> dict:
+    """``generate_dataset`` with ``workers`` processes: set-up, rendering, annotations and 16-bit PNG writing."""
     from synth.physics.generate import PhysicsConfig, generate_dataset
 
     config = PhysicsConfig(mode="radiograph", size=size, max_objects=3, negative_fraction=0.0)
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         generate_dataset(Path(tmp) / "ds", n, 0, config, workers=workers, progress=False)
         elapsed = time.perf_counter() - start
+        cpu_used = _cpu_seconds() - cpu
+        png_mb = sum(p.stat().st_size for p in (Path(tmp) / "ds" / "images").glob("*.png")) / n / 1e6
     return {"size": size, "images": n, "workers": workers, "seconds": round(elapsed, 2),
-            "images_per_second": round(n / elapsed, 2), "note": "includes set-up and 16-bit PNG writing"}
+            "images_per_second": round(n / elapsed, 2), "cpu_seconds": round(cpu_used, 2),
+            "cpu_seconds_per_image": round(cpu_used / n, 4), "mean_png_megabytes": round(png_mb, 3),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+            "note": "includes per-process set-up (spectrum, background calibration), annotations and 16-bit PNG "
+                    "writing; run a second time with a larger --n to see the steady-state rate"}
 
 
 def bench_ct(size: int, n: int) -> dict:
@@ -154,7 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--n", type=int, default=20, help="images per timing")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts of the end-to-end run")
     parser.add_argument("--skip-ct", action="store_true")
     parser.add_argument("--only-projection", action="store_true", help="only the projection timing and check")
     parser.add_argument("--out", default=None, help="also write the JSON report here")
@@ -167,7 +195,7 @@ def main() -> None:
     }
     if not args.only_projection:
         report["radiograph_mode"] = bench_radiograph(args.size, args.n)
-        report["radiograph_end_to_end"] = bench_end_to_end(args.size, args.n, args.workers)
+        report["radiograph_end_to_end"] = [bench_end_to_end(args.size, args.n, w) for w in args.workers]
     if not (args.skip_ct or args.only_projection):
         report["ct_mode"] = bench_ct(args.size, max(args.n // 4, 2))
     text = json.dumps(report, indent=2)

@@ -284,6 +284,7 @@ class Renderer:
         from synth.physics.materials import linear_attenuation_per_mm
 
         self._mu_water = linear_attenuation_per_mm("water", self.spectrum.energies_kev)
+        self._warm_attenuation_tables()
         self.detector: Detector = background.detector
         self.flip_lr = config.mode == "ct"
         pixel_area = self.detector.pixel_mm**2
@@ -296,6 +297,19 @@ class Renderer:
             # visible; computed once, copied per image.
             self._display_base = background.display * np.float32(config.display.radiograph_headroom)
             self._display_base_in_range = bool(self._display_base.min() >= 0.0 and self._display_base.max() <= 1.0)
+
+    def _warm_attenuation_tables(self) -> None:
+        """Tabulate μ/ρ of every registered material at the spectrum's energies now, once per process.
+
+        The tables are cached by material; filling them here moves their cost (a few ms per material)
+        out of the first images and, with forked workers, into the parent that all workers inherit.
+        """
+        from synth.physics.materials import list_materials, mass_attenuation
+        from synth.physics.objects.library import reference_attenuation
+
+        for name in list_materials():
+            mass_attenuation(name, self.spectrum.energies_kev)
+            reference_attenuation(name)
 
     # --- object sampling -------------------------------------------------------------------------
     def _draw_object(self, rng: np.random.Generator) -> RFOObject:

@@ -69,7 +69,7 @@ class RFOObject:
     @property
     def main_material(self) -> str:
         """The most attenuating material (reported in the annotation)."""
-        return max(self.parts, key=lambda p: p.density_g_cm3 * _mean_mu_ref(p.material)).material
+        return max(self.parts, key=lambda p: p.density_g_cm3 * reference_attenuation(p.material)).material
 
     def centred(self) -> RFOObject:
         """The same object translated so that its bounding-box centre is at the origin."""
@@ -81,8 +81,8 @@ class RFOObject:
 
 
 @functools.cache
-def _mean_mu_ref(material: str) -> float:
-    """Mean mass attenuation (cm²/g) at 50 and 70 keV; cached, it is asked for every part of every object."""
+def reference_attenuation(material: str) -> float:
+    """Mean mass attenuation (cm²/g) at 50 and 70 keV; cached: it ranks the parts of every object drawn."""
     from synth.physics.materials import mass_attenuation
 
     return float(np.mean(mass_attenuation(material, np.array([50.0, 70.0]))))
