@@ -234,6 +234,14 @@ def _layer_exponent(layers: tuple[Layer, ...], mask: np.ndarray, mu_cache: dict,
     return exponent
 
 
+def _warm_rasteriser() -> None:
+    """Compile (or load from numba's disk cache) the rasteriser now: forked workers then inherit it."""
+    from synth.physics.objects.primitives import box
+
+    vertices, faces = box((1.0, 1.0, 1.0))
+    path_lengths(vertices, faces, Detector(3, 3, 1.0), with_depth=True)
+
+
 def _host_density(name: str) -> float:
     from synth.physics.materials import get_material
 
@@ -285,6 +293,7 @@ class Renderer:
 
         self._mu_water = linear_attenuation_per_mm("water", self.spectrum.energies_kev)
         self._warm_attenuation_tables()
+        _warm_rasteriser()
         self.detector: Detector = background.detector
         self.flip_lr = config.mode == "ct"
         pixel_area = self.detector.pixel_mm**2
