@@ -312,6 +312,23 @@ def with_arms(config: BenchmarkConfig, arms: str | Sequence[str]) -> BenchmarkCo
     return replace(config, arms=tuple(a for a in config.arms if a in wanted))
 
 
+def with_models(config: BenchmarkConfig, models: str | Sequence[str]) -> BenchmarkConfig:
+    """``config`` restricted to some of its model rows, named by row label (or registry name), order kept.
+
+    Raises:
+        UserInputError: a name matching no model of the config.
+    """
+    from dataclasses import replace
+
+    wanted = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
+    chosen = tuple(m for m in config.models if m.display in wanted or m.name in wanted)
+    unknown = [w for w in wanted if not any(w in (m.display, m.name) for m in config.models)]
+    if unknown or not chosen:
+        raise UserInputError("models must name rows of the config: " + ", ".join(m.display for m in config.models),
+                             field="--models", value=unknown or wanted)
+    return replace(config, models=chosen)
+
+
 def load_benchmark_config(path: str | os.PathLike[str]) -> BenchmarkConfig:
     """Read and validate a benchmark YAML (data paths relative to the current directory)."""
     import yaml

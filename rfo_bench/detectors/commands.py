@@ -68,10 +68,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from rfo_bench.leaderboard import load_benchmark_config, run_benchmark, with_arms
+    from rfo_bench.leaderboard import load_benchmark_config, run_benchmark, with_arms, with_models
 
     config = load_benchmark_config(args.config)
     command = f"rfo-bench benchmark --config {args.config}"
+    if args.models:
+        config = with_models(config, args.models)
+        command += f" --models {args.models}"
     if args.arms:
         config = with_arms(config, args.arms)
         command += f" --arms {args.arms}"
@@ -116,6 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "train models x data arms x seeds, evaluate each run and write a leaderboard")
     cmd.add_argument("--config", required=True, help="benchmark YAML (see configs/benchmark_cpu.yaml)")
     cmd.add_argument("--out", default=None, help="output directory (default: the config's out)")
+    cmd.add_argument("--models", default=None,
+                     help="comma-separated subset of the config's model rows (labels as in the table) to run")
     cmd.add_argument("--arms", default=None,
                      help="comma-separated subset of the config's arms to run (e.g. real,real+physics)")
     cmd.add_argument("--force", action="store_true", help="re-run finished runs instead of reusing them")

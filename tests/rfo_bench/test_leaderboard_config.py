@@ -155,3 +155,14 @@ def test_arm_subset_keeps_config_order_and_rejects_unlisted_arms() -> None:
     assert with_arms(config, "synthetic_only, real").arms == ("real", "synthetic_only")
     with pytest.raises(UserInputError, match="subset"):
         with_arms(config, "real+diffusion")
+
+
+def test_model_subset_by_label_or_name() -> None:
+    from rfo_bench.leaderboard import with_models
+
+    config = parse_benchmark_config(_config(), file="b.yaml")
+    assert [m.display for m in with_models(config, "yolov8n").models] == ["yolov8n"]
+    assert [m.display for m in with_models(config, "fcos/test_resnet,yolov8n").models] == ["fcos/test_resnet",
+                                                                                            "yolov8n"]
+    with pytest.raises(UserInputError, match="rows of the config"):
+        with_models(config, "retinanet")
