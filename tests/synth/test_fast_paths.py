@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from rfo_bench.io.images import read_image, to_uint16
-from synth.export import encode_png16, write_png16
+from synth.export import _quantise_uint16, encode_png16, write_png16
 from synth.physics import raster_kernel
 from synth.physics.geometry import Detector, Pose, random_rotation
 from synth.physics.objects.library import make_object
@@ -91,6 +91,9 @@ def test_png16_round_trips_exactly(tmp_path) -> None:
     loaded = read_image(path)
     np.testing.assert_array_equal(np.round(loaded.pixels * 65535.0).astype(np.uint16), to_uint16(image))
     assert encode_png16(image) == path.read_bytes()  # deterministic bytes
+    noisy = np.concatenate([rng.random(4000), rng.integers(0, 65536, 4000) / 65535.0, (np.arange(4000) + 0.5) / 65535.0])
+    for values in (noisy, noisy.astype(np.float32)):  # the renderer hands over float32 images
+        np.testing.assert_array_equal(_quantise_uint16(values.reshape(120, 100), "<u2"), to_uint16(values.reshape(120, 100)))
     flat = encode_png16(np.full((64, 48), 0.25))  # runs of equal bytes are run-length coded
     assert len(flat) < 0.05 * 64 * 48 * 2
     with pytest.raises(ValueError, match="shape"):
