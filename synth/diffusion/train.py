@@ -286,6 +286,7 @@ def train(
             bar.set_postfix(loss=f"{loss_value:.4f}")
             done = step + 1
             if done % config.save_every == 0 or done == config.steps:
+                log.flush()  # the log always reaches at least the saved step
                 save(done)
     if start >= config.steps and not (ckpt / "unet").exists():
         save(start)
