@@ -113,3 +113,11 @@ def test_render_with_numpy_rasteriser_and_full_clip_is_identical(monkeypatch) ->
     for (image, anns), (ref_image, ref_anns) in zip(fast, reference):
         np.testing.assert_array_equal(image, ref_image)
         assert anns == ref_anns
+
+
+@pytest.mark.parametrize("extents", [(2.0, 3.0, 4.0), (0.1, 7.0, 0.5)])
+def test_box_is_outward_oriented_with_its_exact_volume(extents: tuple[float, float, float]) -> None:
+    vertices, faces = box(extents, (1.0, -2.0, 3.0))
+    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
+    signed_volume = np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0
+    assert signed_volume == pytest.approx(np.prod(extents), rel=1e-12)

@@ -230,13 +230,17 @@ def sheet(width_mm: float, height_mm: float, thickness_mm: float, step_mm: float
 def box(extents_mm: tuple[float, float, float], centre_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Mesh:
     """An axis-aligned box."""
     ex = np.asarray(extents_mm, dtype=np.float64) / 2.0
-    corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)
-    vertices = corners * ex + np.asarray(centre_mm, dtype=np.float64)
-    faces = np.array([
-        [0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
-        [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3],
-    ], dtype=np.int64)
-    return _oriented(vertices, faces)
+    vertices = _BOX_CORNERS * ex + np.asarray(centre_mm, dtype=np.float64)
+    if np.all(ex > 0):  # the template is outward-oriented; positive scaling and translation keep it so
+        return vertices, _BOX_FACES.copy()
+    return _oriented(vertices, _BOX_FACES.copy())
+
+
+_BOX_CORNERS = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)
+_BOX_FACES = np.array([
+    [0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+    [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3],
+], dtype=np.int64)
 
 
 def transform(mesh: Mesh, rotation: np.ndarray | None = None, translation: np.ndarray | None = None) -> Mesh:
