@@ -18,6 +18,10 @@ def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     bookkeeping, which dominates for the many small calls made while building meshes.
     """
     a, b = np.asarray(a), np.asarray(b)
+    if a.shape == b.shape == (3,) and a.dtype == b.dtype == np.float64:
+        # One pair of vectors (curve and frame stepping): Python floats are IEEE doubles, same rounding.
+        (a0, a1, a2), (b0, b1, b2) = a.tolist(), b.tolist()
+        return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
     out = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=np.result_type(a, b))
     out[..., 0] = a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1]
     out[..., 1] = a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2]
