@@ -2,7 +2,8 @@
 
 Modules: :mod:`~synth.physics.materials` (xraydb attenuation), :mod:`~synth.physics.spectra`
 (spekpy spectra), :mod:`~synth.physics.geometry` (cone-beam detector, poses),
-:mod:`~synth.physics.project` (exact path lengths, Beer–Lambert), :mod:`~synth.physics.objects`
+:mod:`~synth.physics.project` (exact path lengths, Beer–Lambert; its scan-line loop is compiled by
+:mod:`~synth.physics.raster_kernel` when numba is installed, with identical results), :mod:`~synth.physics.objects`
 (procedural RFOs, user meshes), :mod:`~synth.physics.detector` (scatter, noise, blur, display),
 :mod:`~synth.physics.backgrounds` (real radiograph / CT backgrounds), :mod:`~synth.physics.generate`
 (rendering and datasets). Importing this package imports no third-party physics library.
