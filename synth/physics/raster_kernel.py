@@ -97,7 +97,11 @@ def compiled_kernel() -> Callable[..., None] | None:
         return None
     # error_model="numpy": float division follows IEEE (as numpy) instead of raising ZeroDivisionError;
     # no fastmath, so every operation is rounded exactly as in the numpy path.
-    return numba.njit(cache=True, nogil=True, error_model="numpy")(_scanline_kernel)
+    try:
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(_scanline_kernel)
+    except RuntimeError as err:  # no writable cache location (read-only install without a user cache)
+        logger.info("numba cannot cache the rasteriser (%s); it is compiled in every process", err)
+        return numba.njit(cache=False, nogil=True, error_model="numpy")(_scanline_kernel)
 
 
 def numba_available() -> bool:
