@@ -10,9 +10,9 @@ run each method from the original weights, then measure on the forget set
   other half;
 * stability of the abstention decision under test-time augmentation (identity, 1-pixel shifts
   right and down, Gaussian noise sigma 0.02; seeded);
-* for ``steer``: optimizer steps (0), the inference overhead (fastest of 100 interleaved runs per
-  batch of 256 test images, with vs without the hook), and whether switching the hook off gives
-  the original predictions exactly.
+* for ``steer``: optimizer steps (0), the inference overhead (median over 100 back-to-back pairs of
+  the CPU-time ratio with / without the hook, batches of 256 test images), and whether switching
+  the hook off gives the original predictions exactly.
 
 Usage (about 25 minutes on 2 busy CPU cores with the defaults)::
 

@@ -161,8 +161,11 @@ def channels_last(activations: Tensor) -> Tensor:
 
 def pool_activations(activations: Tensor) -> Tensor:
     """Mean over positions / tokens: ``[B, C, H, W]`` / ``[B, T, C]`` / ``[B, C]`` -> ``[B, C]``."""
-    last = channels_last(activations)
-    return last.reshape(last.shape[0], -1, last.shape[-1]).mean(dim=1)
+    if activations.ndim == 4:
+        return activations.mean(dim=(2, 3))
+    if activations.ndim == 3:
+        return activations.mean(dim=1)
+    return channels_last(activations)
 
 
 def fit_erasure_basis(forget_features: Tensor, target_mean: Tensor, rank: int) -> Tensor:
@@ -208,9 +211,13 @@ def fit_ridge_detector(forget_features: Tensor, retain_features: Tensor, ridge: 
 
 
 def detector_scores(pooled: Tensor, state: SteeringState) -> Tensor:
-    """Gate detector score ``[B]`` of pooled activations ``[B, C]`` (higher = more forget-like)."""
-    z = (pooled - state.feature_mean.to(pooled)) / state.feature_scale.to(pooled)
-    return z @ state.detector_weight.to(pooled) + state.detector_bias
+    """Gate detector score ``[B]`` of pooled activations ``[B, C]`` (higher = more forget-like).
+
+    Computed exactly as the hook computes it (standardisation folded into the weights), so the
+    thresholds fitted on these scores apply bit for bit.
+    """
+    kernel = _kernel(state, pooled)
+    return pooled @ kernel.weight + kernel.bias
 
 
 def upper_quantile_threshold(scores: Tensor, rate: float) -> float:
@@ -246,28 +253,47 @@ def gate_values(scores: Tensor, low: float, high: float) -> Tensor:
     return ((scores - low) / (high - low)).clamp(0.0, 1.0)
 
 
-def steer_activations(activations: Tensor, state: SteeringState) -> tuple[Tensor, Tensor]:
+@dataclass(frozen=True)
+class _Kernel:
+    """The state folded for one dtype / device: ``score = pooled @ weight + bias``."""
+
+    weight: Tensor
+    bias: Tensor
+    target_mean: Tensor
+    basis: Tensor
+
+
+def _kernel(state: SteeringState, like: Tensor) -> _Kernel:
+    weight = state.detector_weight / state.feature_scale
+    bias = state.detector_bias - (state.feature_mean / state.feature_scale) @ state.detector_weight
+    return _Kernel(weight=weight.to(like), bias=bias.to(like), target_mean=state.target_mean.to(like),
+                   basis=state.basis.to(like))
+
+
+def steer_activations(activations: Tensor, state: SteeringState, kernel: _Kernel | None = None
+                      ) -> tuple[Tensor, Tensor]:
     """Apply the gated edit ``a' = a - lambda * g * U U^T (a - mu_t)`` to one block output.
 
     Args:
         activations: ``[B, C]``, ``[B, T, C]`` or ``[B, C, H, W]``.
         state: the fitted steering state.
+        kernel: the state folded for the activations' dtype / device (computed when ``None``).
 
     Returns:
         ``(edited activations, same shape and layout; gate [B])``. Rows with gate 0 are the input
         values themselves (bit for bit).
     """
-    pooled = pool_activations(activations)
-    gate = gate_values(detector_scores(pooled, state), state.gate_low, state.gate_high)
-    open_rows = torch.nonzero(gate > 0).flatten()
-    if open_rows.numel() == 0 or state.strength == 0.0:
+    kernel = kernel or _kernel(state, activations)
+    scores = pool_activations(activations) @ kernel.weight + kernel.bias
+    gate = gate_values(scores, state.gate_low, state.gate_high)
+    if state.strength == 0.0 or not bool((gate > 0).any()):
         return activations, gate
+    open_rows = torch.nonzero(gate > 0).flatten()
     last = channels_last(activations[open_rows])
-    offset = last - state.target_mean.to(last)
-    basis = state.basis.to(last)
-    if basis.shape[1] > 0:
-        offset = (offset @ basis) @ basis.T
-    factor = (state.strength * gate[open_rows]).to(last).reshape(-1, *([1] * (last.ndim - 1)))
+    offset = last - kernel.target_mean
+    if kernel.basis.shape[1] > 0:
+        offset = (offset @ kernel.basis) @ kernel.basis.T
+    factor = (state.strength * gate[open_rows]).reshape(-1, *([1] * (last.ndim - 1)))
     edited = last - factor * offset
     if activations.ndim == 4:
         edited = edited.permute(0, 3, 1, 2)
@@ -545,6 +571,8 @@ class ActivationSteerer:
         self.last_gate: Tensor | None = None
         self._handle: torch.utils.hooks.RemovableHandle | None = None
         self._model: nn.Module | None = None
+        self._kernel_cache: _Kernel | None = None
+        self._kernel_key: tuple[Any, ...] | None = None
 
     @property
     def attached(self) -> bool:
@@ -584,12 +612,16 @@ class ActivationSteerer:
         if not isinstance(output, Tensor):
             raise UserInputError("the steered block's output is not a single tensor", field="layer",
                                  value=self.state.layer)
-        channels = channels_last(output).shape[-1]
+        channels = output.shape[1] if output.ndim in (2, 4) else output.shape[-1]
         if channels != self.state.channels:
             raise UserInputError(f"the steering state has {self.state.channels} channels but block "
                                  f"{self.state.layer} outputs {channels}; was it fitted on another model?",
                                  field="layer", value=self.state.layer)
-        edited, gate = steer_activations(output, self.state)
+        key = (output.dtype, output.device, id(self.state))
+        if self._kernel_key != key:
+            self._kernel_cache = _kernel(self.state, output.detach())
+            self._kernel_key = key
+        edited, gate = steer_activations(output, self.state, self._kernel_cache)
         self.last_gate = gate.detach()
         return edited
 
@@ -643,20 +675,25 @@ def load_steering(path: str | os.PathLike[str]) -> tuple[SteeringState, dict[str
 # --------------------------------------------------------------------------------------------- overhead
 @torch.no_grad()
 def measure_overhead(model: nn.Module, images: Tensor, steerer: ActivationSteerer, repeats: int = 20,
-                     warmup: int = 3, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+                     warmup: int = 3, clock: Callable[[], float] | None = None) -> dict[str, float]:
     """Time per batch of ``model(images)`` with the hook enabled vs disabled (interleaved runs).
 
-    The fastest of ``repeats`` runs estimates the cost (the convention of :mod:`timeit`: slower runs
-    measure other processes on the machine, not the code); medians are returned as well.
+    Each repeat times one pass without and one with the hook back to back (alternating which goes
+    first), so both see the same load of a shared machine; the overhead is the median of the
+    per-pair ratios, which is robust to load that drifts between pairs. On the CPU the default
+    clock is this process's CPU time (:func:`time.process_time`), which other processes do not
+    inflate; on a GPU it is the wall clock with a synchronisation after each pass.
 
     Returns:
-        ``{"ms_per_batch_off", "ms_per_batch_on", "overhead", "median_ms_off", "median_ms_on"}``
-        with ``overhead = on / off - 1`` of the fastest runs (0.05 means 5 % slower). The hook is
-        left enabled afterwards.
+        ``{"ms_per_batch_off", "ms_per_batch_on", "overhead", "fastest_ms_off", "fastest_ms_on"}``:
+        median and fastest times, and ``overhead = median(on_i / off_i) - 1`` (0.05 means 5 %
+        slower). The hook is left enabled afterwards.
     """
     was_training = model.training
     model.eval()
     images = images.to(_device_of(model))
+    if clock is None:
+        clock = time.perf_counter if images.is_cuda else time.process_time
     times: dict[bool, list[float]] = {False: [], True: []}
     try:
         for i in range(warmup + repeats):
@@ -671,7 +708,7 @@ def measure_overhead(model: nn.Module, images: Tensor, steerer: ActivationSteere
     finally:
         steerer.enabled = True
         model.train(was_training)
-    off, on = (float(torch.tensor(times[flag]).min()) * 1e3 for flag in (False, True))
-    median_off, median_on = (float(torch.tensor(times[flag]).median()) * 1e3 for flag in (False, True))
-    return {"ms_per_batch_off": off, "ms_per_batch_on": on, "overhead": on / off - 1.0,
-            "median_ms_off": median_off, "median_ms_on": median_on}
+    off, on = torch.tensor(times[False], dtype=torch.float64), torch.tensor(times[True], dtype=torch.float64)
+    return {"ms_per_batch_off": float(off.median()) * 1e3, "ms_per_batch_on": float(on.median()) * 1e3,
+            "overhead": float((on / off).median()) - 1.0, "fastest_ms_off": float(off.min()) * 1e3,
+            "fastest_ms_on": float(on.min()) * 1e3}
