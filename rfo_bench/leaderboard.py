@@ -329,6 +329,25 @@ def with_models(config: BenchmarkConfig, models: str | Sequence[str]) -> Benchma
     return replace(config, models=chosen)
 
 
+def with_seeds(config: BenchmarkConfig, seeds: str | Sequence[int]) -> BenchmarkConfig:
+    """``config`` restricted to some of its seeds (comma-separated string or sequence).
+
+    Raises:
+        UserInputError: a seed the config does not list, or not an integer.
+    """
+    from dataclasses import replace
+
+    try:
+        wanted = [int(s) for s in (seeds.split(",") if isinstance(seeds, str) else seeds) if str(s).strip()]
+    except ValueError:
+        raise UserInputError("seeds must be integers", field="--seeds", value=seeds) from None
+    unknown = [s for s in wanted if s not in config.seeds]
+    if unknown or not wanted:
+        raise UserInputError("seeds must be a subset of the config's seeds: " + ", ".join(map(str, config.seeds)),
+                             field="--seeds", value=unknown or wanted)
+    return replace(config, seeds=tuple(s for s in config.seeds if s in wanted))
+
+
 def load_benchmark_config(path: str | os.PathLike[str]) -> BenchmarkConfig:
     """Read and validate a benchmark YAML (data paths relative to the current directory)."""
     import yaml

@@ -68,7 +68,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from rfo_bench.leaderboard import load_benchmark_config, run_benchmark, with_arms, with_models
+    from rfo_bench.leaderboard import load_benchmark_config, run_benchmark, with_arms, with_models, with_seeds
 
     config = load_benchmark_config(args.config)
     command = f"rfo-bench benchmark --config {args.config}"
@@ -78,6 +78,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.arms:
         config = with_arms(config, args.arms)
         command += f" --arms {args.arms}"
+    if args.seeds:
+        config = with_seeds(config, args.seeds)
+        command += f" --seeds {args.seeds}"
     if args.out:
         command += f" --out {args.out}"
     result = run_benchmark(config, out_dir=args.out, force=args.force, progress=not args.no_progress,
@@ -123,5 +126,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="comma-separated subset of the config's model rows (labels as in the table) to run")
     cmd.add_argument("--arms", default=None,
                      help="comma-separated subset of the config's arms to run (e.g. real,real+physics)")
+    cmd.add_argument("--seeds", default=None, help="comma-separated subset of the config's seeds to run")
     cmd.add_argument("--force", action="store_true", help="re-run finished runs instead of reusing them")
     cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -166,3 +166,14 @@ def test_model_subset_by_label_or_name() -> None:
                                                                                             "yolov8n"]
     with pytest.raises(UserInputError, match="rows of the config"):
         with_models(config, "retinanet")
+
+
+def test_seed_subset() -> None:
+    from rfo_bench.leaderboard import with_seeds
+
+    config = parse_benchmark_config(_config(seeds=[0, 1, 2]), file="b.yaml")
+    assert with_seeds(config, "2,0").seeds == (0, 2)
+    with pytest.raises(UserInputError, match="subset"):
+        with_seeds(config, "5")
+    with pytest.raises(UserInputError, match="integers"):
+        with_seeds(config, "one")
