@@ -2,7 +2,8 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_physics.py [--size 1024] [--n 20] [--out runs/bench_physics.json]
+    .venv/bin/python benchmarks/bench_physics.py [--size 1024] [--n 20] [--workers 1 2] [--skip-ct] \\
+        [--out runs/bench_physics.json]
 
 Reports (JSON on stdout and in ``--out``):
 
@@ -73,6 +74,7 @@ def bench_projection(size: int, repeats: int = 3) -> dict:
             offsets = np.cumsum([0] + [len(p.vertices_mm) for p in parts])[:-1]
             faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
             triangles += len(faces)
+            path_lengths(vertices, faces, det)  # untimed: compiles (or loads) the rasteriser on first use
             start = time.perf_counter()
             for _ in range(repeats):
                 result = path_lengths(vertices, faces, det)

@@ -108,7 +108,7 @@ def encode_png16(pixels: np.ndarray, compress_level: int = 6) -> bytes:
     deflate = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
     header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)  # 16-bit grayscale, no interlace
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", deflate.compress(rows.tobytes()) + deflate.flush()) + chunk(b"IEND", b""))
+            + chunk(b"IDAT", deflate.compress(rows.data) + deflate.flush()) + chunk(b"IEND", b""))
 
 
 def _quantise_uint16(pixels: np.ndarray, dtype: str) -> np.ndarray:
