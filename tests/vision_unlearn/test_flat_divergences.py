@@ -112,17 +112,11 @@ def _adapter() -> TimmAdapter:
 def test_flat_runs_on_forget_data_alone_and_moves_towards_the_template() -> None:
     adapter = _adapter()
     generator = torch.Generator().manual_seed(1)
-    images = 0.2 * torch.rand(8, 1, 16, 16, generator=generator)
-    images[:4, :, :8] += 0.8  # class 0: bright top half; class 1: bright bottom half
-    images[4:, :, 8:] += 0.8
-    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    optimizer = torch.optim.Adam(adapter.model.parameters(), lr=3e-3)
-    for _ in range(20):  # memorise the forget set first, so there is something to forget
-        loss = adapter.loss({"images": images, "labels": labels})["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    method = create_unlearner("flat", adapter, {"divergence": "js", "epochs": 2, "lr": 3e-3, "batch_size": 8})
+    images = torch.rand(8, 1, 16, 16, generator=generator)
+    labels = torch.zeros(8, dtype=torch.long)  # a class-wise request: every forget input is class 0
+    with torch.no_grad():  # make the model confident in class 0, so there is something to forget
+        adapter.model.get_classifier().bias.copy_(torch.tensor([4.0, 0.0, 0.0]))
+    method = create_unlearner("flat", adapter, {"divergence": "js", "epochs": 2, "lr": 1e-2, "batch_size": 8})
     assert method.needs == frozenset({"forget"})
     before = adapter.predict(images)
     state = StepState(step=0, total_steps=1, epoch=0, lr=1e-3, device=torch.device("cpu"),
@@ -134,7 +128,7 @@ def test_flat_runs_on_forget_data_alone_and_moves_towards_the_template() -> None
     assert result.steps_done == 2
     after = adapter.predict(images)
     assert forget_scores(before, labels).mean() > 0.8
-    assert forget_scores(after, labels).mean() < forget_scores(before, labels).mean() - 0.2
+    assert forget_scores(after, labels).mean() < forget_scores(before, labels).mean() - 0.1
     assert template_scores(after, "uniform").mean() > template_scores(before, "uniform").mean()
 
 
