@@ -249,6 +249,12 @@ def write_markdown(results: dict[str, Any], path: Path, args: argparse.Namespace
                     f"{r['qc']['acceptance_generated']:.2f} |")
     clf = results["classifier"]
     ref = results["diffusion"]
+    if ref["kid"] >= results["empty_mask"]["kid"]:
+        verdict = "no closer to the held-out crops than empty masks (the model is not yet useful)"
+    elif ref["kid"] <= results["physics_train"]["kid"] + 2 * results["physics_train"]["kid_std"]:
+        verdict = "as close to the held-out crops as the physics training crops"
+    else:
+        verdict = "closer to the held-out crops than empty masks, but not yet as close as physics crops"
     text = f"""# Diffusion synthesis: CPU preset results
 
 Measured with `.venv/bin/python benchmarks/bench_diffusion.py --steps {args.steps} --n {args.n}`
@@ -260,14 +266,14 @@ guidance {results['sampler']['guidance_scale']}. Timings (s): {json.dumps(result
 Reproduce by hand:
 
 ```bash
-rfo-synth physics --n 400 --out runs/diffusion/physics_train --size 512 --seed 0 \
+rfo-synth physics --n 400 --out runs/diffusion/physics_train --size 512 --seed 0 \\
     --classes sponge cottonoid needle blade clamp guidewire --negative-fraction 0
-rfo-synth diffusion train --data runs/diffusion/physics_train --out runs/diffusion/ckpt_cpu --preset cpu \
+rfo-synth diffusion train --data runs/diffusion/physics_train --out runs/diffusion/ckpt_cpu --preset cpu \\
     --steps {results['checkpoint_step']} --batch-size 16
-rfo-synth diffusion sample --ckpt runs/diffusion/ckpt_cpu --backgrounds runs/diffusion/physics_backgrounds/images \
+rfo-synth diffusion sample --ckpt runs/diffusion/ckpt_cpu --backgrounds runs/diffusion/physics_backgrounds/images \\
     --n {args.n} --objects-per-image 2 --steps {results['sampler']['steps']} --out runs/diffusion/samples --seed 0
-rfo-synth diffusion eval --real runs/diffusion/physics_heldout --generated runs/diffusion/samples \
-    --ckpt runs/diffusion/ckpt_cpu --extractor-checkpoint runs/diffusion/rfo_patch_classifier.pt \
+rfo-synth diffusion eval --real runs/diffusion/physics_heldout --generated runs/diffusion/samples \\
+    --ckpt runs/diffusion/ckpt_cpu --extractor-checkpoint runs/diffusion/rfo_patch_classifier.pt \\
     --qc-checkpoint runs/diffusion/rfo_patch_classifier.pt
 ```
 
@@ -283,6 +289,7 @@ numbers computed with this same extractor checkpoint.
 {chr(10).join(rows)}
 
 QC acceptance of the held-out crops themselves (the classifier's recall): {ref['qc']['acceptance_real']:.2f}.
+Verdict: the generated objects are {verdict} by KID.
 With fewer crops than feature dimensions FID is biased upwards; KID is unbiased and the better guide here.
 
 ![samples](diffusion_samples.png)
