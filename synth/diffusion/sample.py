@@ -19,6 +19,7 @@ Per object:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -566,37 +567,42 @@ def sample_dataset(
     else:
         if n < 1:
             raise UserInputError("must be >= 1", field="--n", value=n)
-        plans = []
-        cache: dict[Path, Any] = {}
-        for i in range(n):
-            path = files[i % len(files)]
-            loaded = cache.setdefault(path, read_image(path))
-            hw = loaded.pixels.shape
-            scale = info.spacing_mm / float(np.mean(loaded.pixel_spacing_mm))
-            occupied = np.zeros(hw, dtype=bool)
-            reqs = []
-            for _ in range(objects_per_image):
-                cid = int(wanted[int(rng.integers(len(wanted)))])
-                masks = bank.get(cid) or []
-                if not masks:
-                    raise UserInputError("no mask of this class in the checkpoint's mask bank", file=ckpt_dir,
-                                         field="category", value=CATEGORY_BY_ID[cid].name)
-                mask = place_bank_mask(masks[int(rng.integers(len(masks)))], hw, scale, rng, occupied)
-                if mask is None:
-                    logger.warning("%s: an object of class %s did not fit; skipped", path, CATEGORY_BY_ID[cid].name)
-                    continue
-                occupied |= mask
-                reqs.append(ObjectRequest(cid, mask))
-            plans.append((path, loaded, reqs))
+
+        def random_plans():
+            """One image at a time, so memory stays bounded by a batch whatever ``n`` is."""
+            for i in range(n):
+                path = files[i % len(files)]
+                loaded = read_image(path)
+                hw = loaded.pixels.shape
+                scale = info.spacing_mm / float(np.mean(loaded.pixel_spacing_mm))
+                occupied = np.zeros(hw, dtype=bool)
+                reqs = []
+                for _ in range(objects_per_image):
+                    cid = int(wanted[int(rng.integers(len(wanted)))])
+                    masks = bank.get(cid) or []
+                    if not masks:
+                        raise UserInputError("no mask of this class in the checkpoint's mask bank", file=ckpt_dir,
+                                             field="category", value=CATEGORY_BY_ID[cid].name)
+                    mask = place_bank_mask(masks[int(rng.integers(len(masks)))], hw, scale, rng, occupied)
+                    if mask is None:
+                        logger.warning("%s: an object of class %s did not fit; skipped", path,
+                                       CATEGORY_BY_ID[cid].name)
+                        continue
+                    occupied |= mask
+                    reqs.append(ObjectRequest(cid, mask))
+                yield path, loaded, reqs
+
+        plans = random_plans()
 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     coco_images, coco_anns = [], []
     total_attempts = total_accepted = total_rejected = 0
-    for start in tqdm(range(0, len(plans), batch_images), desc="sample", unit="batch",
-                      disable=len(plans) <= batch_images):
-        chunk = plans[start:start + batch_images]
+    total = len(plans) if isinstance(plans, list) else n
+    plan_iter = iter(plans)
+    for start in tqdm(range(0, total, batch_images), desc="sample", unit="batch", disable=total <= batch_images):
+        chunk = list(itertools.islice(plan_iter, batch_images))
         outcomes = inpainter.inpaint_objects([p[1].pixels for p in chunk], [p[2] for p in chunk], generator,
                                              scorer=scorer, threshold=threshold, max_tries=max_tries)
         for offset, ((path, loaded, _), outcome) in enumerate(zip(chunk, outcomes)):
