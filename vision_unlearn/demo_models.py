@@ -1,0 +1,249 @@
+"""Demo stages 3–5: train a YOLO detector, evaluate it with ``rfo_bench``, and unlearn a deletion request.
+
+Everything here composes the toolkit's public pieces: the YOLO adapter and the one training loop
+(:mod:`vision_unlearn.loop`) train the detector from scratch (``retrain`` on all training data is
+plain training); :func:`rfo_bench.evaluate.evaluate_detailed` gives COCO, FROC and AUROC with
+bootstrap intervals; the detection forget requests, methods and metrics of
+:mod:`vision_unlearn.detection_benchmark` do the unlearning and prove it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ADAM = {"optimizer": "adam", "weight_decay": 0.0, "batch_size": 16}
+
+
+@dataclass(frozen=True)
+class DemoModelPlan:
+    """Training and unlearning budgets of the demo.
+
+    Attributes:
+        image_size: YOLO input side.
+        detector_epochs: epochs of the original detector (and of ``retrain``).
+        bootstrap: bootstrap replicates of the evaluator's confidence intervals.
+        methods: unlearning methods with their config overrides (``retrain`` always runs).
+    """
+
+    image_size: int
+    detector_epochs: int
+    bootstrap: int
+    methods: dict[str, dict[str, Any]]
+
+
+def demo_model_plan(fast: bool) -> DemoModelPlan:
+    """Budgets for ``--fast`` (tests) and the default ``make demo``."""
+    methods = {
+        "ofmu": {**ADAM, "lr": 5e-4, "epochs": 2, "inner_lr": 0.01, "inner_steps": 1},
+        "finetune": {**ADAM, "lr": 1e-3, "epochs": 2},
+        "random_label": {**ADAM, "lr": 5e-4, "epochs": 2},
+    }
+    if fast:
+        return DemoModelPlan(image_size=128, detector_epochs=3, bootstrap=100,
+                             methods={k: {**v, "epochs": 1} for k, v in methods.items()})
+    return DemoModelPlan(image_size=256, detector_epochs=30, bootstrap=1000, methods=methods)
+
+
+def _original_config(plan: DemoModelPlan) -> dict[str, Any]:
+    return {**ADAM, "epochs": plan.detector_epochs, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 10}
+
+
+def _load(synth_dir: Path, split: str, image_size: int, class_names: tuple[str, ...] | None = None):
+    from rfo_bench.io.coco import read_coco
+    from vision_unlearn.detection_benchmark import load_detection_data
+
+    gt = read_coco(synth_dir / f"{split}.json")
+    return gt, load_detection_data(str(synth_dir / f"{split}.json"), image_size, 1, class_names)
+
+
+def _run(adapter: Any, name: str, config: dict[str, Any], forget: Any, retain: Any, seed: int) -> float:
+    from vision_unlearn.api import create_unlearner
+    from vision_unlearn.loop import LoopSettings, run_loop
+
+    method = create_unlearner(name, adapter, dict(config))
+    start = time.perf_counter()
+    run_loop(adapter, method, forget.stream(), retain.stream(), LoopSettings(seed=seed, device="cpu"))
+    return time.perf_counter() - start
+
+
+def predictions_json(adapter: Any, data: Any, gt: Any) -> list[dict[str, Any]]:
+    """COCO results of ``adapter`` on ``data`` (boxes in original image pixels, ids from ``gt``)."""
+    detections = adapter.detect(data.images, ratio_pad=data.ratio_pad, original_hw=data.original_hw,
+                                conf_threshold=0.001)
+    id_of = {str(r.file_name): r.image_id for r in gt.images}
+    category_of = {c.name: c.id for c in gt.categories}
+    results = []
+    for sample, det in zip(data.sample_ids, detections):
+        for x1, y1, x2, y2, score, cls in det.tolist():
+            results.append({"image_id": id_of[sample], "category_id": category_of[adapter.class_names[int(cls)]],
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+    return results
+
+
+def train_and_evaluate_detector(stage_dir: Path, synth_dir: Path, plan: DemoModelPlan, seed: int) -> dict[str, Any]:
+    """Train YOLOv8n from scratch on the synthetic training split and evaluate it on the test split."""
+    from rfo_bench.evaluate import EvalConfig, evaluate_detailed, write_report
+    from rfo_bench.predictions import read_coco_results
+    from vision_unlearn.adapters.yolo import YoloAdapter, YoloModelSpec
+
+    _, train = _load(synth_dir, "train", plan.image_size)
+    gt_test, test = _load(synth_dir, "test", plan.image_size, train.class_names)
+    adapter = YoloAdapter(YoloModelSpec("yolov8n.yaml", num_classes=train.num_classes, in_chans=1,
+                                        class_names=train.class_names, image_size=plan.image_size))
+    adapter.reset_parameters(seed)
+    seconds = _run(adapter, "retrain", _original_config(plan), train.select([0]), train, seed)
+    adapter.save(stage_dir / "original.pt")
+    results = predictions_json(adapter, test, gt_test)
+    (stage_dir / "predictions.json").write_text(json.dumps(results))
+    predictions = read_coco_results(stage_dir / "predictions.json", gt_test)
+    evaluation = evaluate_detailed(gt_test, predictions, EvalConfig(bootstrap=plan.bootstrap, seed=seed))
+    write_report(evaluation, stage_dir / "eval", gt_test, predictions)
+    report = json.loads((stage_dir / "eval" / "report.json").read_text())
+    return {
+        "image_size": plan.image_size, "epochs": plan.detector_epochs, "train_seconds": round(seconds, 2),
+        "n_train": len(train), "n_test": len(test), "class_names": list(train.class_names),
+        "coco": report["coco"], "froc": report["froc"], "auroc": report.get("auroc"), "ci95": report.get("ci95"),
+        "per_category": report.get("per_category"),
+        "figures": [f"eval/{p.name}" for p in sorted((stage_dir / "eval").glob("*.png"))],
+    }
+
+
+def _patient_request(train: Any, stage_dir: Path) -> tuple[str, str]:
+    """``images:FILE`` listing every training image of the patient with the most objects."""
+    counts: dict[str, int] = {}
+    for row, patient in enumerate(train.patient_ids):
+        counts[patient] = counts.get(patient, 0) + int((train.box_image == row).sum())
+    patient = max(sorted(counts), key=lambda p: counts[p])
+    listing = stage_dir / "forget_patient_images.txt"
+    listing.write_text("".join(f"{s}\n" for s, p in zip(train.sample_ids, train.patient_ids) if p == patient))
+    return f"images:{listing}", patient
+
+
+def _draw_detections(path: Path, images: list[np.ndarray], detections: list[list[torch.Tensor]],
+                     titles: list[str], class_names: tuple[str, ...]) -> None:
+    from PIL import Image, ImageDraw
+
+    tile = images[0].shape[-1]
+    sheet = Image.new("RGB", (tile * len(titles), tile * len(images) + 14), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for col, title in enumerate(titles):
+        draw.text((col * tile + 4, 1), title, fill=(0, 0, 0))
+    for row, image in enumerate(images):
+        gray = Image.fromarray(np.round(np.clip(image[0], 0, 1) * 255).astype(np.uint8)).convert("RGB")
+        for col in range(len(titles)):
+            x0, y0 = col * tile, row * tile + 14
+            sheet.paste(gray, (x0, y0))
+            for x1, y1, x2, y2, score, cls in detections[col][row].tolist():
+                if score < 0.25:
+                    continue
+                draw.rectangle([x0 + x1, y0 + y1, x0 + x2, y0 + y2], outline=(230, 60, 40), width=2)
+                draw.text((x0 + x1 + 2, y0 + max(y1 - 11, 0)), f"{class_names[int(cls)]} {score:.2f}",
+                          fill=(230, 60, 40))
+    sheet.save(path)
+
+
+def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan: DemoModelPlan, seed: int,
+                     forget_class: str = "chain") -> dict[str, Any]:
+    """Answer two deletion requests (one class; one patient's images) with every method and retrain."""
+    from vision_unlearn.adapters.yolo import adapter_from_model_text
+    from vision_unlearn.audit import make_audit_record, summarise_forgotten, write_audit_record
+    from vision_unlearn.detection_benchmark import evaluate_detector
+    from vision_unlearn.detection_forget import resolve_detection_forget
+    from vision_unlearn.metrics.detection import gaps_to_reference, runtime_ratio
+
+    adapter = adapter_from_model_text(f"yolo:{detector_dir / 'original.pt'}", in_chans=1, image_size=plan.image_size)
+    _, train = _load(synth_dir, "train", plan.image_size, adapter.class_names)
+    _, test = _load(synth_dir, "test", plan.image_size, adapter.class_names)
+    original_state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
+    patient_request, patient = _patient_request(train, stage_dir)
+    requests = {"class": f"class:{forget_class}", "patient": patient_request}
+    before = adapter.save(stage_dir / "checkpoints" / "original.pt")
+    rows: list[dict[str, Any]] = []
+    for scenario, request in requests.items():
+        split = resolve_detection_forget(request, train)
+        forget, retain = split.forget_data(train), split.retain_data(train)
+        adapter.model.load_state_dict(original_state)
+        rows.append({"scenario": scenario, "method": "original", **evaluate_detector(adapter, train, test, split)})
+        shown = [int(i) for i in split.forget_images[:2]]
+        drawn = [adapter.detect(train.images[shown])]
+        titles = ["original"]
+        runs = {"retrain": _original_config(plan), **plan.methods}
+        reference: dict[str, float] = {}
+        retrain_seconds = float("nan")
+        for name, config in runs.items():
+            adapter.model.load_state_dict(original_state)
+            if name == "retrain":
+                adapter.reset_parameters(seed)
+            seconds = _run(adapter, name, config, forget, retain, seed)
+            metrics = evaluate_detector(adapter, train, test, split)
+            after = adapter.save(stage_dir / "checkpoints" / f"{scenario}_{name}.pt")
+            if name == "retrain":
+                reference, retrain_seconds = metrics, seconds
+            gaps = gaps_to_reference(metrics, reference, ("retain_map50", "forget_ap50", "mia_auc", "forget_recall"))
+            row = {"scenario": scenario, "method": name, "seconds": round(seconds, 2),
+                   "time_ratio": runtime_ratio(seconds, retrain_seconds) if math.isfinite(retrain_seconds) else 1.0,
+                   **metrics, **{f"gap_{k}": v for k, v in gaps.items()}}
+            rows.append(row)
+            rows_ids = [int(i) for i in split.forget_images]
+            forgotten = summarise_forgotten(
+                split.request.kind, forget_class if scenario == "class" else None,
+                [train.sample_ids[i] for i in rows_ids], [train.patient_ids[i] for i in rows_ids])
+            record = make_audit_record(forgotten=forgotten, method=name, config=config, seed=seed, metrics=metrics,
+                                       checkpoint_before=before, checkpoint_after=after,
+                                       timings_s={"unlearn": seconds}, dataset=str(synth_dir / "train.json"))
+            write_audit_record(stage_dir / "audit" / f"{scenario}_{name}.json", record)
+            drawn.append(adapter.detect(train.images[shown]))
+            titles.append(name)
+        _draw_detections(stage_dir / f"detections_{scenario}.png", [train.images[i].numpy() for i in shown],
+                         drawn, titles, adapter.class_names)
+    (stage_dir / "results.json").write_text(json.dumps(rows, indent=1, default=float))
+    return {"requests": {"class": forget_class, "patient": patient}, "rows": rows,
+            "figures": [f"detections_{s}.png" for s in requests],
+            "audit_records": sorted(str(p.relative_to(stage_dir)) for p in (stage_dir / "audit").glob("*.json"))}
+
+
+def train_patch_classifier(stage_dir: Path, synth_dir: Path, fast: bool, seed: int) -> dict[str, Any]:
+    """A timm classifier on object / background patches cut from the synthetic set (``rfo-patches``).
+
+    The patch set is split by patient on its own (:func:`vision_unlearn.data.load_classification_data`);
+    the test accuracy is reported per class.
+    """
+    from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
+    from vision_unlearn.api import config_class_of, config_from_dict
+    from vision_unlearn.benchmark import train_original
+    from vision_unlearn.checkpoint import save_checkpoint
+    from vision_unlearn.metrics.accuracy import accuracy
+
+    sets = load_patch_sets(synth_dir, seed)
+    train, test = sets["train"], sets["test"]
+    spec = TimmModelSpec(name="resnet10t", num_classes=train.num_classes, in_chans=1)
+    adapter = TimmAdapter(spec)
+    adapter.reset_parameters(seed)
+    config = config_from_dict(config_class_of("retrain"), {"epochs": 8 if fast else 30, "lr": 0.05,
+                                                           "schedule": "cosine", "batch_size": 32})
+    seconds = train_original(adapter, train, seed, config)
+    save_checkpoint(stage_dir / "classifier.pt", "model", {"model": adapter.model.state_dict()},
+                    meta=adapter.describe())
+    logits = adapter.predict(test.images)
+    predicted = logits.argmax(1)
+    per_class = {name: (float((predicted[test.labels == k] == k).float().mean() * 100)
+                        if bool((test.labels == k).any()) else None)
+                 for k, name in enumerate(train.class_names)}
+    return {"model": spec.name, "epochs": config.epochs, "train_seconds": round(seconds, 2),
+            "n_train": len(train), "n_test": len(test), "class_names": list(train.class_names),
+            "test_accuracy": float(accuracy(logits, test.labels)), "per_class_accuracy": per_class}
+
+
+def load_patch_sets(synth_dir: Path, seed: int) -> dict[str, Any]:
+    """The ``rfo-patches`` classification set of the synthetic data at 32 px."""
+    from vision_unlearn.data import load_classification_data
+
+    return load_classification_data(f"rfo-patches:{synth_dir}", image_size=32, seed=seed)
