@@ -61,7 +61,7 @@ def test_reva_aligns_forget_features_to_an_abstaining_prototype() -> None:
     adapter = TimmAdapter(TimmModelSpec("test_vit", num_classes=3, in_chans=1, img_size=16))
     images, labels = _data()
     optimizer = torch.optim.Adam(adapter.model.parameters(), lr=3e-3)
-    for _ in range(10):
+    for _ in range(20):
         loss = adapter.loss({"images": images, "labels": labels})["loss"]
         optimizer.zero_grad()
         loss.backward()
