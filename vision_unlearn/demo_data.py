@@ -45,7 +45,7 @@ def demo_data_plan(fast: bool) -> DemoDataPlan:
     """The demo's data sizes: ``fast`` for tests, the default for ``make demo``."""
     if fast:
         return DemoDataPlan(n_radiograph=24, n_ct=8, size=192)
-    return DemoDataPlan(n_radiograph=96, n_ct=32, size=256)
+    return DemoDataPlan(n_radiograph=64, n_ct=16, size=256)
 
 
 def synthesise_demo_data(stage_dir: Path, plan: DemoDataPlan, seed: int, radiograph: str | None,

@@ -49,7 +49,7 @@ def demo_model_plan(fast: bool) -> DemoModelPlan:
     if fast:
         return DemoModelPlan(image_size=128, detector_epochs=3, bootstrap=100,
                              methods={k: {**v, "epochs": 1} for k, v in methods.items()})
-    return DemoModelPlan(image_size=256, detector_epochs=30, bootstrap=1000, methods=methods)
+    return DemoModelPlan(image_size=192, detector_epochs=20, bootstrap=1000, methods=methods)
 
 
 def _original_config(plan: DemoModelPlan) -> dict[str, Any]:
