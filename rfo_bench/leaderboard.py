@@ -742,7 +742,7 @@ def _cell(metric: dict[str, Any]) -> str:
     mean, std, (low, high) = metric["mean"], metric["std"], metric["ci95"]
     if math.isnan(mean):
         return "n/a"
-    text = f"{mean:.3f} ± {std:.3f}"
+    text = f"{mean:.3f}" if len(metric["per_seed"]) == 1 else f"{mean:.3f} ± {std:.3f}"  # no spread from one seed
     if not (math.isnan(low) or math.isnan(high)):
         text += f" [{low:.3f}, {high:.3f}]"
     return text
@@ -757,7 +757,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"{data['test_objects']} objects, {data['test_patients']} patients), never used for training or as a "
         f"synthetic background. Real training split: {data['train_images']} images.",
         "",
-        f"Cells: mean ± sample std over seeds {summary['seeds']}, then the mean of the per-seed 95 % bootstrap "
+        f"Cells: mean ± sample std over seeds {summary['seeds']} (the value itself for one seed), then the mean of "
+        "the per-seed 95 % bootstrap "
         f"intervals over test patients ({summary['bootstrap']} replicates). AP = COCO AP@[.5:.95]; FROC = mean "
         "sensitivity at 1/8..8 false positives per image (object-CXR protocol); AUROC = image-level, critical RFO "
         "present.",
