@@ -11,8 +11,9 @@ Presets:
 * ``paper`` - the Hopkins RFOs Bench torchvision recipe: SGD, lr 0.005, momentum 0.9, weight decay
   5e-4, step learning-rate decay (x0.1). Epochs, image size and step interval are our choices for a
   full-size run (the step comes at 2/3 of training).
-* ``cpu-tiny`` - the same optimiser family at small images and few epochs, sized so that a benchmark
-  finishes in minutes on two CPU cores. It is a smoke-scale preset, not a converged baseline.
+* ``cpu-tiny`` - the same optimiser family at 128-px images and 5 epochs, for CPU smoke runs of the
+  whole pipeline (measured times in ``docs/leaderboard.md``). It is not a converged baseline: YOLO
+  trained from scratch does not learn in this budget.
 """
 
 from __future__ import annotations
