@@ -214,8 +214,8 @@ def _section_unlearn(summary: dict[str, Any], stage_dir: Path) -> Section:
                 for row in summary["rows"] if row["scenario"] == scenario]
         tables.append(Table(["method", *(label for _, label in UNLEARN_COLUMNS)], rows, caption=caption))
     text = (
-        "Two deletion requests reach the trained detector: a non-critical class that must no longer be "
-        "detected, and a patient who withdrew consent. OFMU and two baselines start from the trained "
+        "Two deletion requests reach the trained detector: a class whose labels must no longer be "
+        "used, and a patient who withdrew consent. OFMU and two baselines start from the trained "
         "weights; retrain (from scratch on the retained data only) is the gold standard they are measured "
         "against. Forget AP50 is measured on held-out images; forget recall and misattribution on the "
         "forgotten training images; MIA AUC is a loss-based membership attack (0.5 = indistinguishable from "

@@ -49,7 +49,7 @@ def demo_model_plan(fast: bool) -> DemoModelPlan:
     if fast:
         return DemoModelPlan(image_size=128, detector_epochs=3, bootstrap=100,
                              methods={k: {**v, "epochs": 1} for k, v in methods.items()})
-    return DemoModelPlan(image_size=192, detector_epochs=20, bootstrap=1000, methods=methods)
+    return DemoModelPlan(image_size=160, detector_epochs=60, bootstrap=1000, methods=methods)
 
 
 def _original_config(plan: DemoModelPlan) -> dict[str, Any]:
@@ -151,7 +151,7 @@ def _draw_detections(path: Path, images: list[np.ndarray], detections: list[list
 
 
 def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan: DemoModelPlan, seed: int,
-                     forget_class: str = "chain") -> dict[str, Any]:
+                     forget_class: str = "clamp") -> dict[str, Any]:
     """Answer two deletion requests (one class; one patient's images) with every method and retrain."""
     from vision_unlearn.adapters.yolo import adapter_from_model_text
     from vision_unlearn.audit import make_audit_record, summarise_forgotten, write_audit_record
