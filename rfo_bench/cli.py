@@ -234,7 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     from rfo_bench.detectors.commands import register as register_detectors
 
     register_detectors(sub)
+    cmd = add_command(sub, "report", _cmd_report,
+                      "rebuild report.html from an `rfo-bench eval` directory or a demo run directory")
+    cmd.add_argument("run_dir", help="directory holding report.json (eval) or */stage.json (demo)")
     return parser
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from rfo_bench.report_html import rebuild_report
+
+    print(rebuild_report(args.run_dir))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
