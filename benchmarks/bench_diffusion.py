@@ -191,7 +191,7 @@ def main() -> int:
     train_crops, heldout_crops = crops(data["train"], spec), crops(data["heldout"], spec)
     clf_path = work / "rfo_patch_classifier.pt"
     if clf_path.exists() and not args.retrain_classifier:
-        clf = torch.load(clf_path, map_location="cpu", weights_only=False)["accuracy"]
+        clf = torch.load(clf_path, map_location="cpu", weights_only=True)["accuracy"]
     else:
         clf = fit_patch_classifier(train_crops[0], train_crops[1], clf_path,
                                    ClassifierTrainConfig(epochs=args.classifier_epochs),

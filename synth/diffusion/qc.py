@@ -173,7 +173,7 @@ def _read_timm_checkpoint(path: Path) -> dict[str, Any]:
             from safetensors.torch import load_file
 
             return {"state_dict": load_file(str(path))}
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign files
         raise UserInputError(f"not a readable torch checkpoint: {err}", file=path) from None
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):

@@ -226,7 +226,7 @@ def train(
     state_path = ckpt / STATE_FILE
     if state_path.exists():
         _check_resume(ckpt, model_config, patch_spec)
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        state = torch.load(state_path, map_location=device, weights_only=True)
         unet.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
