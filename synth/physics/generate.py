@@ -620,7 +620,8 @@ def _init_worker(config: PhysicsConfig, backgrounds: list[Path], meshes: list | 
 
 
 def _render_one(index: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from synth.export import annotation_id, image_file_name, write_png16
+    from rfo_bench.io.images import write_png16
+    from synth.export import annotation_id, image_file_name
 
     rng = np.random.default_rng(np.random.SeedSequence([int(_WORKER["seed"]), int(index)]))
     files = _WORKER["backgrounds"]

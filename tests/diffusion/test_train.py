@@ -27,7 +27,7 @@ FAST = TrainConfig(steps=4, batch_size=4, save_every=2, warmup_steps=1)
 
 
 def _weights(path):
-    return torch.load(path / "training_state.pt", weights_only=False)["model"]
+    return torch.load(path / "training_state.pt", weights_only=True)["model"]
 
 
 def test_unet_shapes_and_class_embedding():
@@ -94,7 +94,7 @@ def test_train_writes_a_loadable_checkpoint(tiny_run):
     assert len((ckpt / "train_log.jsonl").read_text().splitlines()) == 4
     # the saved UNet holds the EMA weights
     unet = load_unet(ckpt)
-    state = torch.load(ckpt / "training_state.pt", weights_only=False)
+    state = torch.load(ckpt / "training_state.pt", weights_only=True)
     for param, shadow in zip(unet.parameters(), state["ema"]["shadow_params"]):
         torch.testing.assert_close(param, shadow)
     bank = load_mask_bank(ckpt)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rfo_bench.io.images import read_image, to_uint16
-from synth.export import _quantise_uint16, encode_png16, write_png16
+from rfo_bench.io.images import _quantise_uint16, encode_png16, read_image, to_uint16, write_png16
 from synth.physics import raster_kernel
 from synth.physics.geometry import Detector, Pose, random_rotation
 from synth.physics.objects.library import make_object
