@@ -417,78 +417,14 @@ def _spec_dict(spec: BenchmarkSpec) -> dict[str, Any]:
 
 
 # --- outputs -------------------------------------------------------------------------------------------
-TABLE_KEYS = ("UA", "RA", "TA", "MIA", "avg_gap", "seconds", "seconds_ratio_to_retrain")
-
-
-def results_markdown(results: Mapping[str, Any]) -> str:
-    """Markdown tables (mean ± std over seeds) of a results dict, one per scenario."""
-    lines = []
-    spec = results["spec"]
-    lines.append(f"Dataset `{spec['dataset']}`, model `{spec['model']['name']}`, seeds {spec['seeds']}"
-                 + (", hyper-parameters swept on a separate seed" if spec.get("sweep") else "") + "."
-                 + ("" if results.get("complete", True) else " **Partial results: the run is not finished.**"))
-    if results.get("command"):
-        lines.append(f"\nCommand: `{results['command']}`")
-    for request, scenario in results["scenarios"].items():
-        lines.append(f"\n### Forget `{request}` ({scenario['n_forget']} forget / {scenario['n_retain']} retain, "
-                     f"{scenario.get('seeds_done', len(spec['seeds']))} seed(s); mean ± std)\n")
-        extra = "TA_remaining" if any("TA_remaining" in m["summary"] for m in scenario["methods"].values()) else None
-        keys = [*TABLE_KEYS[:4], *([extra] if extra else []), *TABLE_KEYS[4:]]
-        header = ["method", *[k.replace("seconds_ratio_to_retrain", "time/retrain") for k in keys]]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
-        for name, entry in scenario["methods"].items():
-            cells = [name]
-            for key in keys:
-                value = entry["summary"].get(key)
-                if value is None:
-                    cells.append("–")
-                elif key == "seconds_ratio_to_retrain":
-                    cells.append(f"{value['mean']:.3f}")
-                elif key == "seconds":
-                    cells.append(f"{value['mean']:.2f}")
-                else:
-                    cells.append(f"{value['mean']:.2f} ± {value['std']:.2f}")
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def tradeoff_plot(results: Mapping[str, Any], path: Path) -> None:
-    """Forgetting (|UA − retrain UA|) vs utility (TA) with marker size ∝ time ratio, per scenario."""
-    from rfo_bench.offline import prepare_offline
-
-    prepare_offline()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scenarios = results["scenarios"]
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 4.5), squeeze=False)
-    for ax, (request, scenario) in zip(axes[0], scenarios.items()):
-        ref = scenario["methods"]["retrain"]["summary"]
-        for name, entry in scenario["methods"].items():
-            s = entry["summary"]
-            ua_gap = abs(s["UA"]["mean"] - ref["UA"]["mean"])
-            ratio = s.get("seconds_ratio_to_retrain", {"mean": 1.0})["mean"]
-            ax.scatter(ua_gap, s["TA"]["mean"], s=40 + 400 * math.sqrt(max(ratio, 0.0)), alpha=0.6)
-            ax.annotate(name, (ua_gap, s["TA"]["mean"]), fontsize=8)
-        ax.set_xlabel("|UA − retrain UA| (points, lower = forgets like retrain)")
-        ax.set_ylabel("TA (%)")
-        ax.set_title(f"forget {request} (marker area ∝ √time/retrain)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def write_results(results: Mapping[str, Any], out_dir: Path) -> None:
-    """Write ``results.json``, ``results.md`` and ``tradeoff.png`` atomically into ``out_dir``."""
+    """Write ``results.json``, then ``results.md`` and ``tradeoff.png`` (:func:`vision_unlearn.report.write_report`)."""
+    from vision_unlearn.report import write_report
+
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_jsonable(results), indent=2, sort_keys=False, allow_nan=False)
     atomic_write_bytes(out_dir / "results.json", (text + "\n").encode("utf-8"))
-    atomic_write_bytes(out_dir / "results.md", results_markdown(results).encode("utf-8"))
-    tradeoff_plot(results, out_dir / "tradeoff.png")
+    write_report(results, out_dir)
 
 
 def _jsonable(value: Any) -> Any:
