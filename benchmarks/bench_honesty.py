@@ -24,6 +24,7 @@ writes ``results.json`` and ``honesty.md`` (mean +- std over seeds) into ``--out
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import math
@@ -223,6 +224,46 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_bytes(out / "honesty.md", honesty_markdown(results).encode())
     print(honesty_markdown(results))
     return 0
+
+
+# --------------------------------------------------------------------------------------------- YOLO steering
+def toy_detector(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The toy detection set of :mod:`vision_unlearn.detection_benchmark` and a YOLOv8n trained on it.
+
+    The trained weights are cached in ``--detector-cache`` (float32 state dict with the settings that
+    made them); a cache made with other settings is retrained.
+
+    Returns:
+        ``(adapter, train, test)``.
+    """
+    from vision_unlearn.adapters.yolo import YoloAdapter, YoloModelSpec
+    from vision_unlearn.detection_benchmark import DetectionBenchmarkConfig, _run_method, toy_detection_data
+
+    train = toy_detection_data(args.n_train, 100 + args.seed, args.image_size)
+    test = toy_detection_data(args.n_test, 200 + args.seed, args.image_size)
+    spec = YoloModelSpec(args.detector, num_classes=train.num_classes, in_chans=train.in_chans,
+                         class_names=train.class_names, image_size=args.image_size)
+    adapter = YoloAdapter(spec)
+    recipe = {**DetectionBenchmarkConfig().original, "epochs": args.original_epochs}
+    settings = {"model": args.detector, "n_train": args.n_train, "seed": args.seed, "image_size": args.image_size,
+                "recipe": recipe}
+    cache = Path(args.detector_cache)
+    if cache.is_file():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        if saved.get("settings") == json.loads(json.dumps(settings)):
+            adapter.model.load_state_dict(saved["state"])
+            logger.info("detector read from %s (trained in %.0f s)", cache, saved["seconds"])
+            return adapter, train, test
+    adapter.reset_parameters(args.seed)
+    everything = train.select(np.arange(len(train)))
+    logger.info("training %s on %d toy images for %d epochs", args.detector, len(train), args.original_epochs)
+    _, seconds = _run_method(adapter, "retrain", recipe, everything.select([0]), everything, args.seed)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"settings": settings, "seconds": seconds,
+                "state": {k: v.detach().cpu() for k, v in adapter.model.state_dict().items()}}, buffer)
+    atomic_write_bytes(cache, buffer.getvalue())
+    return adapter, train, test
 
 
 def build_parser() -> argparse.ArgumentParser:

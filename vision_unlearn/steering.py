@@ -22,17 +22,30 @@ With ``g = 0`` the hook returns the block's output unchanged (bit for bit), so r
 the gate threshold see the original model. This is the vision counterpart of test-time unlearning
 by activation steering (MLLMEraser, 2025): an erasure direction from contrasting activations, applied
 through an input-aware gate, without any parameter update.
+
+**Per-position gate (detectors).** A detector must forget *objects*, not images: with a class
+request the images that hold the forgotten class also hold objects to keep. With
+``granularity="position"`` the gate is computed at every position of a feature map from that
+position's activation vector ``a in R^C`` (no pooling) and the edit applies position by position.
+The detector is fitted on the positions of the hooked map whose cell centre lies inside a forget
+box (1) against those inside retain boxes and those on background (0, each group half of the
+retain weight); ``low`` is the largest of the two retain groups' ``1 - false_gate_rate``
+quantiles. The target ``mu_t`` is the mean activation of *background* positions (cells farther
+than one cell from any box): a gated position is made to look like a place without an object.
+Several maps (the P3/P4/P5 neck outputs of a YOLO) are fitted one after the other in forward
+order, each on the activations it receives with the earlier hooks on (:func:`fit_position_steering`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +57,10 @@ from rfo_bench.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-STEERING_FORMAT = "vision_unlearn.steering/1"
+STEERING_FORMAT = "vision_unlearn.steering/2"
+"""One or more states (one per hooked block)."""
+STEERING_FORMAT_V1 = "vision_unlearn.steering/1"
+"""The first format: exactly one state (still read)."""
 UnknownKind = Literal["noise", "blank", "mixed"]
 
 
@@ -62,6 +78,9 @@ class SteeringFit:
             ``"abstain"``: that mean moved to the nearest point where the linear classifier gives
             equal logits (:func:`abstain_prototype`), so erased inputs get a uniform prediction.
             Needs a block whose pooled output is the classifier input (``layer4``, ``norm``).
+        granularity: ``"image"``: one gate per input from the pooled activation; ``"position"``: one
+            gate per position / token from its own activation vector (detectors; see the module
+            docstring).
     """
 
     rank: int = 0
@@ -69,6 +88,7 @@ class SteeringFit:
     false_gate_rate: float = 0.01
     gate_full_quantile: float = 0.1
     target_response: Literal["unknown", "abstain"] = "unknown"
+    granularity: Literal["image", "position"] = "image"
 
     def __post_init__(self) -> None:
         if self.rank < 0:
@@ -84,6 +104,9 @@ class SteeringFit:
         if self.target_response not in ("unknown", "abstain"):
             raise UserInputError("target_response must be 'unknown' or 'abstain'", field="target_response",
                                  value=self.target_response)
+        if self.granularity not in ("image", "position"):
+            raise UserInputError("granularity must be 'image' or 'position'", field="granularity",
+                                 value=self.granularity)
 
 
 @dataclass(frozen=True)
@@ -183,25 +206,32 @@ def fit_erasure_basis(forget_features: Tensor, target_mean: Tensor, rank: int) -
     return vh[:k].T.contiguous().to(forget_features.dtype)
 
 
-def fit_ridge_detector(forget_features: Tensor, retain_features: Tensor, ridge: float
+def fit_ridge_detector(forget_features: Tensor, retain_features: Tensor | Sequence[Tensor], ridge: float
                        ) -> tuple[Tensor, Tensor, Tensor, float]:
     """Closed-form ridge regression separating forget (target 1) from retain (target 0) features.
 
-    Features ``[N, C]`` are standardised with the mean / standard deviation of both sets; both sets
-    carry half of the total sample weight (so a small forget set is not drowned by the retain set);
-    the intercept is not penalised. Solves ``(Z^T W Z + ridge * D) theta = Z^T W y`` with ``D`` the
-    identity except for a 0 on the intercept.
+    Features ``[N, C]`` are standardised with the mean / standard deviation of all rows; the forget
+    set and the retain set each carry half of the total sample weight (so a small forget set is not
+    drowned by the retain set). ``retain_features`` may be several groups (e.g. retain objects and
+    background positions); the non-empty ones share the retain half equally. The intercept is not
+    penalised. Solves ``(Z^T W Z + ridge * D) theta = Z^T W y`` with ``D`` the identity except for a
+    0 on the intercept.
 
     Returns:
         ``(feature_mean [C], feature_scale [C], weight [C], bias)``.
     """
-    features = torch.cat([forget_features, retain_features]).double()
-    n_f, n_r = forget_features.shape[0], retain_features.shape[0]
+    groups = [retain_features] if isinstance(retain_features, Tensor) else list(retain_features)
+    groups = [g for g in groups if g.shape[0] > 0]
+    if forget_features.shape[0] == 0 or not groups:
+        raise ValueError("the gate detector needs at least one forget and one retain row")
+    features = torch.cat([forget_features, *groups]).double()
+    n_f = forget_features.shape[0]
     mean = features.mean(dim=0)
     scale = features.std(dim=0, unbiased=False).clamp_min(1e-6)
-    z = torch.cat([(features - mean) / scale, features.new_ones(n_f + n_r, 1)], dim=1)
-    sample_weight = torch.cat([features.new_full((n_f,), 0.5 / n_f), features.new_full((n_r,), 0.5 / n_r)])
-    target = torch.cat([features.new_ones(n_f), features.new_zeros(n_r)])
+    z = torch.cat([(features - mean) / scale, features.new_ones(features.shape[0], 1)], dim=1)
+    sample_weight = torch.cat([features.new_full((n_f,), 0.5 / n_f),
+                               *[features.new_full((g.shape[0],), 0.5 / (len(groups) * g.shape[0])) for g in groups]])
+    target = torch.cat([features.new_ones(n_f), features.new_zeros(features.shape[0] - n_f)])
     penalty = torch.eye(z.shape[1], dtype=z.dtype) * ridge
     penalty[-1, -1] = 0.0
     gram = z.T @ (z * sample_weight[:, None]) + penalty
@@ -231,14 +261,17 @@ def upper_quantile_threshold(scores: Tensor, rate: float) -> float:
     return float(ordered[index])
 
 
-def gate_thresholds(retain_scores: Tensor, forget_scores: Tensor, false_gate_rate: float,
+def gate_thresholds(retain_scores: Tensor | Sequence[Tensor], forget_scores: Tensor, false_gate_rate: float,
                     gate_full_quantile: float) -> tuple[float, float]:
     """``(low, high)``: gate 0 at/below ``low`` (retain upper quantile), 1 at/above ``high``.
 
-    ``high`` is the ``gate_full_quantile`` quantile of the forget scores, raised to ``low`` when the
-    two sets overlap (the gate then becomes a step at ``low``).
+    With several retain groups, ``low`` is the largest of their upper quantiles, so that at most
+    ``false_gate_rate`` of *each* group opens the gate. ``high`` is the ``gate_full_quantile``
+    quantile of the forget scores, raised to ``low`` when the sets overlap (the gate then becomes a
+    step at ``low``).
     """
-    low = upper_quantile_threshold(retain_scores, false_gate_rate)
+    groups = [retain_scores] if isinstance(retain_scores, Tensor) else [g for g in retain_scores if g.numel()]
+    low = max(upper_quantile_threshold(g, false_gate_rate) for g in groups)
     high = float(torch.quantile(forget_scores.double().flatten(), gate_full_quantile))
     return low, max(low, high)
 
@@ -270,6 +303,13 @@ def _kernel(state: SteeringState, like: Tensor) -> _Kernel:
                    basis=state.basis.to(like))
 
 
+def position_scores(activations: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Detector score of every position: ``[B, C, H, W] -> [B, H, W]``, ``[B, T, C] -> [B, T]``, ``[B, C] -> [B]``."""
+    if activations.ndim == 4:
+        return torch.einsum("bchw,c->bhw", activations, weight) + bias
+    return channels_last(activations) @ weight + bias
+
+
 def steer_activations(activations: Tensor, state: SteeringState, kernel: _Kernel | None = None
                       ) -> tuple[Tensor, Tensor]:
     """Apply the gated edit ``a' = a - lambda * g * U U^T (a - mu_t)`` to one block output.
@@ -280,25 +320,37 @@ def steer_activations(activations: Tensor, state: SteeringState, kernel: _Kernel
         kernel: the state folded for the activations' dtype / device (computed when ``None``).
 
     Returns:
-        ``(edited activations, same shape and layout; gate [B])``. Rows with gate 0 are the input
-        values themselves (bit for bit).
+        ``(edited activations, same shape and layout; gate)``: the gate is ``[B]`` for an image
+        gate, ``[B, H, W]`` / ``[B, T]`` for a position gate. Rows (positions) with gate 0 keep the
+        input values themselves (bit for bit).
     """
     kernel = kernel or _kernel(state, activations)
-    scores = pool_activations(activations) @ kernel.weight + kernel.bias
+    if state.fit.granularity == "position":
+        scores = position_scores(activations, kernel.weight, kernel.bias)
+    else:
+        scores = pool_activations(activations) @ kernel.weight + kernel.bias
     gate = gate_values(scores, state.gate_low, state.gate_high)
-    if state.strength == 0.0 or not bool((gate > 0).any()):
+    open_mask = gate > 0
+    if state.strength == 0.0 or not bool(open_mask.any()):
         return activations, gate
-    open_rows = torch.nonzero(gate > 0).flatten()
-    last = channels_last(activations[open_rows])
-    offset = last - kernel.target_mean
+    out = activations.clone()
+    if state.fit.granularity == "position" and activations.ndim > 2:
+        rows = channels_last(activations)[open_mask]  # [n_open, C]
+        factor = (state.strength * gate[open_mask]).unsqueeze(1)
+    else:
+        open_rows = torch.nonzero(open_mask).flatten()
+        rows = channels_last(activations[open_rows])
+        factor = (state.strength * gate[open_rows]).reshape(-1, *([1] * (rows.ndim - 1)))
+    offset = rows - kernel.target_mean
     if kernel.basis.shape[1] > 0:
         offset = (offset @ kernel.basis) @ kernel.basis.T
-    factor = (state.strength * gate[open_rows]).reshape(-1, *([1] * (last.ndim - 1)))
-    edited = last - factor * offset
-    if activations.ndim == 4:
-        edited = edited.permute(0, 3, 1, 2)
-    out = activations.clone()
-    out[open_rows] = edited.to(activations.dtype)
+    edited = (rows - factor * offset).to(activations.dtype)
+    if state.fit.granularity == "position" and activations.ndim > 2:
+        channels_last(out)[open_mask] = edited  # writes through the view into ``out``
+    else:
+        if activations.ndim == 4:
+            edited = edited.permute(0, 3, 1, 2)
+        out[open_rows] = edited
     return out, gate
 
 
@@ -360,39 +412,60 @@ def linear_head(model: nn.Module) -> nn.Linear:
 # --------------------------------------------------------------------------------------------- model access
 def hookable_layer_names(model: nn.Module) -> list[str]:
     """Names of the blocks a user would hook: top-level children and the items of top-level
-    sequential containers (``layer3``, ``layer3.0``, ``stages.2``, ``blocks.5``)."""
+    sequential containers (``layer3``, ``layer3.0``, ``stages.2``, ``blocks.5``). A model that wraps
+    a single sub-model (the YOLO adapter's ``detector``) is looked through: ``detector.model.15``."""
     names: list[str] = []
-    for name, child in model.named_children():
+    children = list(model.named_children())
+    if len(children) == 1 and not isinstance(children[0][1], (nn.Sequential, nn.ModuleList)):
+        name, only = children[0]
+        inner = hookable_layer_names(only)
+        return [name, *(f"{name}.{n}" for n in inner)] if inner else [name]
+    for name, child in children:
         names.append(name)
         if isinstance(child, (nn.Sequential, nn.ModuleList)):
             names.extend(f"{name}.{sub}" for sub, _ in child.named_children())
     return names
 
 
+MAX_LISTED_LAYERS = 16
+"""Layer names an error message lists at most."""
+
+
+def feature_layer_names(model: nn.Module) -> list[str]:
+    """The modules of the model's ``feature_info`` (timm stages; the YOLO neck outputs P3, P4, P5),
+    in order; empty when the model has none."""
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        return []
+    try:
+        return [str(entry["module"]) for entry in info]
+    except (TypeError, KeyError):
+        return [str(m) for m in info.module_name()] if hasattr(info, "module_name") else []
+
+
 def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
     """The module called ``layer`` in ``model.named_modules()``.
 
     Raises:
-        UserInputError: no such module; the message lists the valid block names.
+        UserInputError: no such module; the message lists valid block names (the feature stages
+            first, at most :data:`MAX_LISTED_LAYERS`).
     """
     modules = dict(model.named_modules())
     if not layer or layer not in modules:
-        valid = ", ".join(hookable_layer_names(model))
-        raise UserInputError(f"unknown layer; valid block names: {valid} (any name of model.named_modules() "
-                             f"is accepted)", field="layer", value=layer)
+        features = feature_layer_names(model)
+        hookable = hookable_layer_names(model)
+        inside = [n for n in hookable if n.rsplit(".", 1)[0] in features]
+        names = list(dict.fromkeys([*features, *inside, *[n for n in hookable if "." not in n], *hookable]))
+        shown = ", ".join(names[:MAX_LISTED_LAYERS]) + (", ..." if len(names) > MAX_LISTED_LAYERS else "")
+        raise UserInputError(f"unknown layer; valid block names include: {shown} (any name of "
+                             f"model.named_modules() is accepted)", field="layer", value=layer)
     return modules[layer]
 
 
 def default_layer(model: nn.Module) -> str:
     """The second-to-last feature stage of a timm model (``layer3`` of a ResNet, ``blocks.N-2`` of
     a ViT, ``stages.2`` of a ConvNeXt); the last hookable block otherwise."""
-    info = getattr(model, "feature_info", None)
-    modules: list[str] = []
-    if info is not None:
-        try:
-            modules = [entry["module"] for entry in info]
-        except (TypeError, KeyError):
-            modules = list(info.module_name()) if hasattr(info, "module_name") else []
+    modules = feature_layer_names(model)
     if len(modules) >= 2:
         return modules[-2]
     if modules:
@@ -401,6 +474,19 @@ def default_layer(model: nn.Module) -> str:
     if not names:
         raise UserInputError("the model has no sub-modules to hook", field="layer")
     return names[-1]
+
+
+def forward_order(model: nn.Module, layers: Sequence[str]) -> list[str]:
+    """``layers`` without duplicates, in the order of ``model.named_modules()`` (the order of a
+    sequential forward pass, as in a YOLO ``DetectionModel``).
+
+    Raises:
+        UserInputError: an unknown layer (see :func:`resolve_layer`).
+    """
+    for layer in layers:
+        resolve_layer(model, layer)
+    position = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return sorted(dict.fromkeys(layers), key=position.__getitem__)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -549,45 +635,278 @@ def fit_steering(model: nn.Module, layer: str, forget_images: Tensor, retain_ima
     return state
 
 
+# --------------------------------------------------------------------------------------------- per-position fit
+def box_position_mask(boxes_xyxy: Tensor, box_valid: Tensor, feature_hw: tuple[int, int], image_hw: tuple[int, int],
+                      expand_cells: float = 0.0) -> Tensor:
+    """Which cells of a feature map belong to the boxes: bool ``[B, h, w]``.
+
+    A cell ``(i, j)`` of an ``h x w`` map over an ``H x W`` input has stride ``(H / h, W / w)`` and
+    centre ``((j + 0.5) W / w, (i + 0.5) H / h)``; it belongs to a box when its centre lies in the
+    box grown by ``expand_cells`` strides on every side (the anchor rule of YOLO's task-aligned
+    assigner for ``expand_cells = 0``). The cell holding a box's centre always belongs to it, so
+    a box smaller than a cell still has one.
+
+    Args:
+        boxes_xyxy: ``[B, K, 4]`` boxes in input pixels (x right, y down).
+        box_valid: bool ``[B, K]`` (``False`` = padding).
+        feature_hw: ``(h, w)`` of the map.
+        image_hw: ``(H, W)`` of the input.
+        expand_cells: margin in strides.
+
+    Hand case: a 4 x 4 map over a 16 x 16 input (stride 4) and the box ``(0, 0, 6, 6)``: centres
+    at 2 and 6 are inside, so cells ``(0..1, 0..1)`` belong; with ``expand_cells = 1`` also row and
+    column 2 (centre 10 <= 6 + 4).
+    """
+    h, w = feature_hw
+    height, width = image_hw
+    stride_y, stride_x = height / h, width / w
+    device = boxes_xyxy.device
+    cy = (torch.arange(h, device=device, dtype=torch.float64) + 0.5) * stride_y  # [h]
+    cx = (torch.arange(w, device=device, dtype=torch.float64) + 0.5) * stride_x  # [w]
+    boxes = boxes_xyxy.double()
+    x1 = boxes[..., 0] - expand_cells * stride_x
+    y1 = boxes[..., 1] - expand_cells * stride_y
+    x2 = boxes[..., 2] + expand_cells * stride_x
+    y2 = boxes[..., 3] + expand_cells * stride_y
+    inside_y = (cy.view(1, 1, h) >= y1.unsqueeze(-1)) & (cy.view(1, 1, h) <= y2.unsqueeze(-1))  # [B, K, h]
+    inside_x = (cx.view(1, 1, w) >= x1.unsqueeze(-1)) & (cx.view(1, 1, w) <= x2.unsqueeze(-1))  # [B, K, w]
+    inside = inside_y.unsqueeze(-1) & inside_x.unsqueeze(-2)  # [B, K, h, w]
+    row = ((boxes[..., 1] + boxes[..., 3]) / 2 / stride_y).floor().long().clamp(0, h - 1)
+    col = ((boxes[..., 0] + boxes[..., 2]) / 2 / stride_x).floor().long().clamp(0, w - 1)
+    centre = (torch.arange(h, device=device).view(1, 1, h, 1) == row[..., None, None]) & \
+        (torch.arange(w, device=device).view(1, 1, 1, w) == col[..., None, None])
+    return ((inside | centre) & box_valid.bool()[..., None, None]).any(dim=1)
+
+
+@dataclass(frozen=True)
+class BoxedImages:
+    """Images with boxes, the input of :func:`fit_position_steering`.
+
+    Attributes:
+        images: ``[N, C, H, W]``.
+        boxes_xyxy: ``[N, K, 4]`` input pixels; ``box_valid`` bool ``[N, K]`` (``False`` = padding).
+        ignore_xyxy: ``[N, J, 4]`` regions that count neither as object nor as background (e.g. the
+            forgotten objects of a class request inside retain images); ``ignore_valid`` ``[N, J]``.
+    """
+
+    images: Tensor
+    boxes_xyxy: Tensor
+    box_valid: Tensor
+    ignore_xyxy: Tensor | None = None
+    ignore_valid: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.images.ndim != 4 or self.boxes_xyxy.shape[:1] != (n,) or self.boxes_xyxy.shape[-1:] != (4,) or \
+                self.box_valid.shape != self.boxes_xyxy.shape[:2]:
+            raise ValueError(f"expected images [N, C, H, W], boxes [N, K, 4] and valid [N, K], got "
+                             f"{tuple(self.images.shape)}, {tuple(self.boxes_xyxy.shape)}, "
+                             f"{tuple(self.box_valid.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@torch.no_grad()
+def collect_position_features(model: nn.Module, layer: str, data: BoxedImages, batch_size: int = 32,
+                              background_per_image: int = 0, generator: torch.Generator | None = None,
+                              background_margin: float = 1.0) -> dict[str, Tensor]:
+    """Activation vectors ``[n, C]`` (float32, CPU) of block ``layer`` at object and background positions.
+
+    ``"object"``: cells of the boxes (:func:`box_position_mask`) outside the ignore regions;
+    ``"background"``: cells farther than ``background_margin`` strides from any box or ignore
+    region, at most ``background_per_image`` per image (0 = all; drawn with ``generator``). Hooks
+    already on the model (earlier steering layers) act as usual.
+    """
+    module = resolve_layer(model, layer)
+    captured: list[Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        if not isinstance(output, Tensor) or output.ndim != 4:
+            raise UserInputError("a per-position gate needs a block whose output is one [B, C, H, W] map",
+                                 field="layer", value=layer)
+        captured.append(output.detach().float())
+
+    handle = module.register_forward_hook(hook)
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    image_hw = (int(data.images.shape[2]), int(data.images.shape[3]))
+    objects: list[Tensor] = []
+    backgrounds: list[Tensor] = []
+    try:
+        for start in range(0, len(data), batch_size):
+            rows = slice(start, start + batch_size)
+            captured.clear()
+            model(data.images[rows].to(device))
+            maps = captured[-1]
+            feature_hw = (int(maps.shape[2]), int(maps.shape[3]))
+            boxes, valid = data.boxes_xyxy[rows].to(device), data.box_valid[rows].to(device)
+            in_box = box_position_mask(boxes, valid, feature_hw, image_hw)
+            near = box_position_mask(boxes, valid, feature_hw, image_hw, expand_cells=background_margin)
+            if data.ignore_xyxy is not None and data.ignore_valid is not None and data.ignore_xyxy.shape[1] > 0:
+                ignore_boxes, ignore_valid = data.ignore_xyxy[rows].to(device), data.ignore_valid[rows].to(device)
+                in_box &= ~box_position_mask(ignore_boxes, ignore_valid, feature_hw, image_hw)
+                near |= box_position_mask(ignore_boxes, ignore_valid, feature_hw, image_hw,
+                                          expand_cells=background_margin)
+            last = channels_last(maps)
+            objects.append(last[in_box].cpu())
+            background = ~near
+            if background_per_image > 0:
+                for b in range(background.shape[0]):
+                    cells = torch.nonzero(background[b].flatten()).flatten()
+                    if cells.numel() > background_per_image:
+                        keep = torch.randperm(cells.numel(), generator=generator)[:background_per_image]
+                        chosen = torch.zeros_like(background[b].flatten())
+                        chosen[cells[keep.to(cells.device)]] = True
+                        background[b] = chosen.view_as(background[b])
+            backgrounds.append(last[background].cpu())
+    finally:
+        handle.remove()
+        model.train(was_training)
+    channels = int(objects[0].shape[1]) if objects else 0
+    return {"object": torch.cat(objects) if objects else torch.empty(0, channels),
+            "background": torch.cat(backgrounds) if backgrounds else torch.empty(0, channels)}
+
+
+def fit_position_steering(model: nn.Module, layers: Sequence[str], forget: BoxedImages, retain: BoxedImages,
+                          fit: SteeringFit | None = None, strength: float = 1.0, batch_size: int = 32,
+                          max_background: int = 20000, seed: int = 0) -> list[SteeringState]:
+    """Fit per-position steering states for the feature maps ``layers`` (see the module docstring).
+
+    The layers are fitted in forward order; each one sees the activations its input receives with
+    the earlier layers' hooks on, as at inference. No parameter changes and no hook stays on.
+
+    Args:
+        model: the detector (its own device; eval mode during the fit).
+        layers: blocks whose outputs are ``[B, C, H, W]`` maps (the YOLO neck outputs).
+        forget: images with the boxes to forget (positives).
+        retain: images with the boxes to keep (negatives), their background (the target and more
+            negatives) and ``ignore`` regions (forget boxes inside retain images).
+        fit: fitting settings (``granularity`` is set to ``"position"``).
+        strength: ``lambda``.
+        batch_size: images per forward pass.
+        max_background: background positions kept per layer at most (spread evenly over images).
+        seed: seed of the background subsampling.
+
+    A map so coarse that every cell lies within one stride of a box takes the cells outside the
+    boxes as background; a map without any such cell is not steered (a warning says so).
+
+    Raises:
+        UserInputError: no forget box, no retain image, no background position in any map, an
+            unknown layer.
+    """
+    fit = replace(fit or SteeringFit(), granularity="position")
+    if len(forget) == 0 or not bool(forget.box_valid.any()):
+        raise UserInputError("cannot fit steering on an empty forget set; it needs at least one forget box",
+                             field="forget", value=tuple(forget.boxes_xyxy.shape))
+    if len(retain) == 0:
+        raise UserInputError("steering needs retain images to calibrate its gate", field="retain",
+                             value=tuple(retain.images.shape))
+    ordered = forward_order(model, layers)
+    generator = torch.Generator().manual_seed(seed)
+    per_image = max(1, math.ceil(max_background / len(retain)))
+    states: list[SteeringState] = []
+    steerer: ActivationSteerer | None = None
+    try:
+        for layer in ordered:
+            positives = collect_position_features(model, layer, forget, batch_size)["object"]
+            negatives = collect_position_features(model, layer, retain, batch_size, per_image, generator)
+            background, kept_objects = negatives["background"], negatives["object"]
+            if background.shape[0] == 0:
+                background = collect_position_features(model, layer, retain, batch_size, per_image, generator,
+                                                       background_margin=0.0)["background"]
+            if background.shape[0] == 0:
+                logger.warning("%s: every cell of every retain image lies in a box; this map is not steered", layer)
+                continue
+            target_mean = background.mean(dim=0)
+            basis = fit_erasure_basis(positives, target_mean, fit.rank)
+            groups = [g for g in (kept_objects, background) if g.shape[0] > 0]
+            mean, scale, weight, bias = fit_ridge_detector(positives, groups, fit.ridge)
+            partial = SteeringState(layer=layer, strength=float(strength), basis=basis, target_mean=target_mean,
+                                    feature_mean=mean, feature_scale=scale, detector_weight=weight,
+                                    detector_bias=bias, gate_low=0.0, gate_high=0.0, fit=fit)
+            low, high = gate_thresholds([detector_scores(g, partial) for g in groups],
+                                        detector_scores(positives, partial), fit.false_gate_rate,
+                                        fit.gate_full_quantile)
+            state = SteeringState(**{**partial.__dict__, "gate_low": low, "gate_high": high})
+            opened = {name: float((gate_values(detector_scores(rows, state), low, high) > 0).float().mean())
+                      if rows.shape[0] else math.nan
+                      for name, rows in (("forget", positives), ("retain object", kept_objects),
+                                         ("background", background))}
+            logger.info("position steering on %s (C=%d, k=%s): gate open at %s of the positions", layer,
+                        state.channels, basis.shape[1] or "all",
+                        ", ".join(f"{100 * v:.1f}% {name}" for name, v in opened.items()))
+            if opened["forget"] < 0.5:
+                logger.warning("the gate on %s opens at only %.0f%% of the forget-box positions; try a smaller "
+                               "ridge or a larger false_gate_rate", layer, 100 * opened["forget"])
+            states.append(state)
+            if steerer is not None:
+                steerer.remove()
+            steerer = ActivationSteerer(states).attach(model)
+    finally:
+        if steerer is not None:
+            steerer.remove()
+    if not states:
+        raise UserInputError("no background position in the retain images of any map; steering a detector needs "
+                             "object-free regions", field="retain")
+    return states
+
+
 # --------------------------------------------------------------------------------------------- hooks
 class ActivationSteerer:
-    """Forward hook that applies a :class:`SteeringState` to one block of a model.
+    """Forward hooks that apply one :class:`SteeringState` per block of a model.
 
     Example:
         >>> steerer = ActivationSteerer(state).attach(model)  # doctest: +SKIP
         >>> steerer.disable()  # the model answers exactly as before
         >>> steerer.enable()
-        >>> steerer.remove()   # hook gone
+        >>> steerer.remove()   # hooks gone
+
+    Args:
+        states: one state, or several for different blocks (the YOLO neck levels).
 
     Attributes:
-        state: the steering state.
-        enabled: whether the hook edits activations (a disabled hook returns the block output as is).
-        last_gate: ``[B]`` gate values of the most recent forward pass (``None`` before any).
+        states: the steering states, one per hooked block.
+        enabled: whether the hooks edit activations (a disabled hook returns the block output as is).
+        last_gates: block name -> gate of the most recent forward pass (``[B]`` image gates,
+            ``[B, H, W]`` position gates).
     """
 
-    def __init__(self, state: SteeringState) -> None:
-        self.state = state
+    def __init__(self, states: SteeringState | Sequence[SteeringState]) -> None:
+        self.states: tuple[SteeringState, ...] = (states,) if isinstance(states, SteeringState) else tuple(states)
+        layers = [state.layer for state in self.states]
+        if not layers or len(set(layers)) != len(layers):
+            raise ValueError(f"need one steering state per block, got blocks {layers}")
         self.enabled = True
-        self.last_gate: Tensor | None = None
-        self._handle: torch.utils.hooks.RemovableHandle | None = None
-        self._model: nn.Module | None = None
-        self._kernel_cache: _Kernel | None = None
-        self._kernel_key: tuple[Any, ...] | None = None
+        self.last_gates: dict[str, Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._kernels: dict[int, tuple[tuple[Any, ...], _Kernel]] = {}
+
+    @property
+    def state(self) -> SteeringState:
+        """The state of the first (or only) block."""
+        return self.states[0]
+
+    @property
+    def last_gate(self) -> Tensor | None:
+        """The gate of the first (or only) block in the most recent forward pass (``None`` before any)."""
+        return self.last_gates.get(self.states[0].layer)
 
     @property
     def attached(self) -> bool:
-        return self._handle is not None
+        return bool(self._handles)
 
     def attach(self, model: nn.Module) -> ActivationSteerer:
-        """Register the hook on ``model``'s block ``state.layer`` (replacing an earlier attachment).
+        """Register one hook per state on ``model``'s blocks (replacing an earlier attachment).
 
         Raises:
-            UserInputError: the model has no such block.
+            UserInputError: the model has no such block (nothing is registered then).
         """
-        module = resolve_layer(model, self.state.layer)
+        modules = [resolve_layer(model, state.layer) for state in self.states]
         self.remove()
-        self._handle = module.register_forward_hook(self._hook)
-        self._model = model
+        for index, module in enumerate(modules):
+            self._handles.append(module.register_forward_hook(functools.partial(self._hook, index)))
         return self
 
     def enable(self) -> None:
@@ -597,54 +916,61 @@ class ActivationSteerer:
         self.enabled = False
 
     def remove(self) -> None:
-        """Unregister the hook (idempotent)."""
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-            self._model = None
+        """Unregister the hooks (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     def set_strength(self, strength: float) -> None:
-        self.state = self.state.with_strength(strength)
+        """Set ``lambda`` of every block."""
+        self.states = tuple(state.with_strength(strength) for state in self.states)
 
-    def _hook(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
+    def _hook(self, index: int, _module: nn.Module, _inputs: Any, output: Any) -> Any:
         if not self.enabled:
             return None
+        state = self.states[index]
         if not isinstance(output, Tensor):
             raise UserInputError("the steered block's output is not a single tensor", field="layer",
-                                 value=self.state.layer)
+                                 value=state.layer)
         channels = output.shape[1] if output.ndim in (2, 4) else output.shape[-1]
-        if channels != self.state.channels:
-            raise UserInputError(f"the steering state has {self.state.channels} channels but block "
-                                 f"{self.state.layer} outputs {channels}; was it fitted on another model?",
-                                 field="layer", value=self.state.layer)
-        key = (output.dtype, output.device, id(self.state))
-        if self._kernel_key != key:
-            self._kernel_cache = _kernel(self.state, output.detach())
-            self._kernel_key = key
-        edited, gate = steer_activations(output, self.state, self._kernel_cache)
-        self.last_gate = gate.detach()
+        if channels != state.channels:
+            raise UserInputError(f"the steering state has {state.channels} channels but block "
+                                 f"{state.layer} outputs {channels}; was it fitted on another model?",
+                                 field="layer", value=state.layer)
+        key = (output.dtype, output.device, id(state))
+        cached = self._kernels.get(index)
+        if cached is None or cached[0] != key:
+            cached = (key, _kernel(state, output.detach()))
+            self._kernels[index] = cached
+        edited, gate = steer_activations(output, state, cached[1])
+        self.last_gates[state.layer] = gate.detach()
         return edited
 
 
 # --------------------------------------------------------------------------------------------- save / load
-def save_steering(path: str | os.PathLike[str], state: SteeringState, extra: dict[str, Any] | None = None) -> Path:
-    """Write the steering state alone to a ``.safetensors`` file (tensors + JSON metadata).
+def save_steering(path: str | os.PathLike[str], states: SteeringState | Sequence[SteeringState],
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Write steering states alone to a ``.safetensors`` file (tensors + JSON metadata).
 
     Args:
         path: destination; its directory is created; written atomically.
-        state: the state to save.
+        states: one state, or one per hooked block.
         extra: JSON-serialisable description stored with it (model, forget request, ...).
     """
     from safetensors.torch import save
 
-    metadata = {"format": STEERING_FORMAT, "state": json.dumps(state.scalars(), sort_keys=True),
+    states = (states,) if isinstance(states, SteeringState) else tuple(states)
+    tensors = {f"{i}.{name}": value for i, state in enumerate(states) for name, value in state.tensors().items()}
+    metadata = {"format": STEERING_FORMAT, "states": json.dumps([state.scalars() for state in states], sort_keys=True),
                 "extra": json.dumps(extra or {}, sort_keys=True)}
-    atomic_write_bytes(path, save(state.tensors(), metadata=metadata))
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
     return Path(path)
 
 
-def load_steering(path: str | os.PathLike[str]) -> tuple[SteeringState, dict[str, Any]]:
-    """Read a file written by :func:`save_steering`; return ``(state, extra)``.
+def load_steering(path: str | os.PathLike[str]) -> tuple[tuple[SteeringState, ...], dict[str, Any]]:
+    """Read a file written by :func:`save_steering`; return ``(states, extra)``.
+
+    Files of the first format (one state, ``vision_unlearn.steering/1``) are read too.
 
     Raises:
         UserInputError: missing file, or a file that is not a readable steering state.
@@ -662,14 +988,23 @@ def load_steering(path: str | os.PathLike[str]) -> tuple[SteeringState, dict[str
         metadata = json.loads(raw[8:8 + header_len]).get("__metadata__") or {}
     except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserInputError(f"not a readable steering file ({type(err).__name__})", file=file) from None
-    if metadata.get("format") != STEERING_FORMAT:
-        raise UserInputError(f"not a {STEERING_FORMAT} file", file=file, field="format", value=metadata.get("format"))
+    kind = metadata.get("format")
+    if kind not in (STEERING_FORMAT, STEERING_FORMAT_V1):
+        raise UserInputError(f"not a {STEERING_FORMAT} file", file=file, field="format", value=kind)
     try:
-        state = SteeringState.from_parts(tensors, json.loads(metadata["state"]))
+        if kind == STEERING_FORMAT_V1:
+            states: tuple[SteeringState, ...] = (SteeringState.from_parts(tensors, json.loads(metadata["state"])),)
+        else:
+            scalars = json.loads(metadata["states"])
+            states = tuple(SteeringState.from_parts(
+                {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(i)}, entry)
+                for i, entry in enumerate(scalars))
         extra = json.loads(metadata.get("extra") or "{}")
-    except (KeyError, TypeError, json.JSONDecodeError) as err:
+    except (KeyError, TypeError, IndexError, json.JSONDecodeError) as err:
         raise UserInputError(f"steering file is incomplete ({type(err).__name__}: {err})", file=file) from None
-    return state, extra
+    if not states:
+        raise UserInputError("steering file holds no state", file=file, field="states")
+    return states, extra
 
 
 # --------------------------------------------------------------------------------------------- overhead

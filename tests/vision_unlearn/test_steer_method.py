@@ -167,7 +167,7 @@ def test_state_saved_alone_and_reloaded_gives_identical_outputs(trained, tmp_pat
     loaded = Steer.from_file(path, other)
     assert torch.equal(other.predict(images), expected)
     assert loaded.config.rank == 2 and loaded.steerer.state.strength == pytest.approx(0.8)
-    state, extra = load_steering(path)
+    (state,), extra = load_steering(path)
     assert extra["request"] == "class:0" and state.layer == "stages.0" and state.basis.shape[1] == 2
     # the resume path of the loop: state_dict -> load_state_dict
     third = _fresh_copy(base)

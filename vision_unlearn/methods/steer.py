@@ -7,13 +7,22 @@ inputs, and hooks them on one block (see :mod:`vision_unlearn.steering`). The ru
 optimizer steps** (``epochs = 0``): the weights never change, and :meth:`Steer.disable` /
 :meth:`Steer.remove` give back the original model exactly. The state is saved alone with
 :meth:`Steer.save` and re-applied with :meth:`Steer.from_file`.
+
+On a detector (batches with ``boxes_xyxy``) the gate is *per position* by default: it is fitted on
+the neck feature maps (every ``feature_info`` level: P3, P4, P5 of a YOLO) at the cells inside the
+forget boxes against the cells inside retain boxes and on background, and a gated cell is moved to
+the mean background activation, so a class request erases only the places that look like the
+forgotten class while the other objects of the same images are kept. For an image or instance
+request the forget boxes' cells are fitted against the retained objects of the other images: the
+gate erases what it can tell apart from them (objects of a class that stays are served only as far
+as they look different; the fit logs how many retain-object cells open the gate).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -26,13 +35,17 @@ from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutp
 from vision_unlearn.registry import register_unlearner
 from vision_unlearn.steering import (
     ActivationSteerer,
+    BoxedImages,
     SteeringFit,
     SteeringState,
     default_layer,
+    feature_layer_names,
+    fit_position_steering,
     fit_steering,
     forget_only_classes,
     load_steering,
     make_unknown_images,
+    resolve_layer,
     save_steering,
 )
 
@@ -45,8 +58,9 @@ class SteerConfig(MethodConfig):
 
     Attributes:
         epochs: must stay 0: steering trains nothing.
-        layer: block to hook (``layer3``, ``stages.2``, ``blocks.4``); ``"auto"`` picks the
-            second-to-last feature stage of a timm model.
+        layer: block to hook (``layer3``, ``stages.2``, ``blocks.4``), or several separated by
+            commas for a per-position gate; ``"auto"`` picks the second-to-last feature stage of a
+            timm model (image gate) or every feature stage (position gate: the YOLO neck outputs).
         strength: ``lambda`` (1 = move gated activations fully onto the target within the subspace).
         rank: erasure directions ``k``; 0 = the whole activation space.
         ridge: ridge penalty of the gate detector.
@@ -59,6 +73,11 @@ class SteerConfig(MethodConfig):
         target_count: how many unknown inputs to draw.
         target_seed: seed of the unknown inputs.
         max_retain: at most this many retain inputs (evenly spaced) calibrate the gate; 0 = all.
+        granularity: ``image`` (one gate per input), ``position`` (one gate per feature-map cell,
+            fitted on boxes; needs detection batches) or ``auto`` (``position`` for detection
+            batches, else ``image``). With ``position`` the target is the mean background activation
+            (``target``, ``target_response`` and ``target_count`` are not used).
+        max_background: background cells per layer at most in a position fit.
     """
 
     epochs: int = 0
@@ -73,6 +92,8 @@ class SteerConfig(MethodConfig):
     target_count: int = 256
     target_seed: int = 0
     max_retain: int = 4096
+    granularity: Literal["auto", "image", "position"] = "auto"
+    max_background: int = 20000
 
     def __post_init__(self) -> None:
         if self.epochs != 0:
@@ -82,11 +103,63 @@ class SteerConfig(MethodConfig):
             raise UserInputError("target_count must be >= 1", field="target_count", value=self.target_count)
         if self.max_retain < 0:
             raise UserInputError("max_retain must be >= 0", field="max_retain", value=self.max_retain)
+        if self.granularity not in ("auto", "image", "position"):
+            raise UserInputError("granularity must be auto, image or position", field="granularity",
+                                 value=self.granularity)
+        if self.max_background < 1:
+            raise UserInputError("max_background must be >= 1", field="max_background", value=self.max_background)
+        if not self.layer.strip() or any(not part.strip() for part in self.layer.split(",")):
+            raise UserInputError("layer must name a block (or several, separated by commas) or be 'auto'",
+                                 field="layer", value=self.layer)
         self.fit_settings()
 
-    def fit_settings(self) -> SteeringFit:
+    def fit_settings(self, granularity: Literal["image", "position"] = "image") -> SteeringFit:
         return SteeringFit(rank=self.rank, ridge=self.ridge, false_gate_rate=self.false_gate_rate,
-                           gate_full_quantile=self.gate_full_quantile, target_response=self.target_response)
+                           gate_full_quantile=self.gate_full_quantile, target_response=self.target_response,
+                           granularity=granularity)
+
+    def layers(self) -> list[str]:
+        """The named blocks (empty for ``"auto"``)."""
+        return [] if self.layer == "auto" else [part.strip() for part in self.layer.split(",")]
+
+
+def boxed_images(batch: Batch, ignore: Batch | None = None) -> BoxedImages:
+    """The images and boxes of a detection stream (``box_labels`` ``-1`` = padding).
+
+    With ``ignore`` (the forget stream), the forget boxes of every image that is also in ``ignore``
+    (same pixels: a class or instance request keeps the image in the retain stream without those
+    boxes) become ignore regions: they are neither retained objects nor background.
+    """
+    images = batch["images"]
+    boxes, valid = batch["boxes_xyxy"], batch["box_labels"] >= 0
+    if ignore is None:
+        return BoxedImages(images, boxes, valid)
+    ignore_boxes = torch.zeros(images.shape[0], ignore["boxes_xyxy"].shape[1], 4, dtype=boxes.dtype,
+                               device=boxes.device)
+    ignore_valid = torch.zeros(images.shape[0], ignore["boxes_xyxy"].shape[1], dtype=torch.bool, device=boxes.device)
+    for row, match in _same_images(images, ignore["images"]).items():
+        ignore_boxes[row] = ignore["boxes_xyxy"][match].to(boxes)
+        ignore_valid[row] = (ignore["box_labels"][match] >= 0).to(boxes.device)
+    return BoxedImages(images, boxes, valid, ignore_boxes, ignore_valid)
+
+
+def _same_images(images: torch.Tensor, others: torch.Tensor) -> dict[int, int]:
+    """``{row of images: row of others}`` for the images whose pixels are identical."""
+    def fingerprint(x: torch.Tensor) -> list[tuple[float, float]]:
+        flat = x.flatten(1).double()
+        ramp = torch.linspace(0.5, 1.5, flat.shape[1], dtype=torch.float64, device=flat.device)
+        return list(zip(flat.sum(1).tolist(), (flat * ramp).sum(1).tolist(), strict=True))
+
+    index: dict[tuple[float, float], list[int]] = {}
+    for j, key in enumerate(fingerprint(others)):
+        index.setdefault(key, []).append(j)
+    matches: dict[int, int] = {}
+    for i, key in enumerate(fingerprint(images)):
+        for j in index.get(key, []):
+            if torch.equal(images[i], others[j].to(images.device)):
+                matches[i] = j
+                break
+    return matches
 
 
 def _evenly_spaced(n: int, limit: int) -> torch.Tensor:
@@ -114,27 +187,51 @@ class Steer(BaseUnlearner):
         """Fit the steering state on the original model and hook it (see the module docstring).
 
         Raises:
-            UserInputError: an empty forget or retain set, or an unknown layer name.
+            UserInputError: an empty forget or retain set, an unknown layer name, a position gate
+                without boxes.
         """
         if forget is None or int(forget["images"].shape[0]) == 0:
             raise UserInputError("cannot fit steering on an empty forget set", field="forget")
         if retain is None or int(retain["images"].shape[0]) == 0:
             raise UserInputError("steering needs retain inputs to calibrate its gate", field="retain")
         model = adapter.model
-        layer = default_layer(model) if self.config.layer == "auto" else self.config.layer
-        retain_images = retain["images"][_evenly_spaced(int(retain["images"].shape[0]), self.config.max_retain)
-                                         .to(retain["images"].device)]
+        named = self.config.layers()
+        for layer in named:
+            resolve_layer(model, layer)
+        boxed = "boxes_xyxy" in forget and "boxes_xyxy" in retain
+        granularity = self.config.granularity
+        if granularity == "auto":
+            granularity = "position" if boxed else "image"
+        retain_rows = _evenly_spaced(int(retain["images"].shape[0]), self.config.max_retain).to(retain["images"].device)
+        if granularity == "position":
+            if not boxed:
+                raise UserInputError("a per-position gate is fitted on boxes; it needs a detection data stream",
+                                     field="granularity", value=granularity)
+            layers = named or feature_layer_names(model) or [default_layer(model)]
+            retain_subset = {k: v[retain_rows] for k, v in retain.items() if isinstance(v, torch.Tensor)}
+            states = fit_position_steering(
+                model, layers, boxed_images(forget), boxed_images(retain_subset, ignore=forget),
+                self.config.fit_settings("position"), strength=self.config.strength,
+                batch_size=max(self.config.batch_size, 32), max_background=self.config.max_background,
+                seed=self.config.target_seed)
+            self._attach(model, states)
+            return
+        if len(named) > 1:
+            raise UserInputError("an image gate hooks one block; name one layer (several need granularity=position)",
+                                 field="layer", value=self.config.layer)
+        layer = named[0] if named else default_layer(model)
+        retain_images = retain["images"][retain_rows]
         target = make_unknown_images(forget["images"][:1].cpu(), self.config.target_count, self.config.target,
                                      self.config.target_seed).to(forget["images"].device)
         state = fit_steering(model, layer, forget["images"], retain_images, target, self.config.fit_settings(),
                              strength=self.config.strength, batch_size=max(self.config.batch_size, 256),
                              suppressed_classes=forget_only_classes(forget["labels"], retain["labels"]))
-        self._attach(model, state)
+        self._attach(model, [state])
 
-    def _attach(self, model: torch.nn.Module, state: SteeringState) -> None:
+    def _attach(self, model: torch.nn.Module, states: Sequence[SteeringState]) -> None:
         if self.steerer is not None:
             self.steerer.remove()
-        self.steerer = ActivationSteerer(state).attach(model)
+        self.steerer = ActivationSteerer(states).attach(model)
         self._model = model
 
     # --- the loop's interface (never called with epochs = 0) ----------------------------------
@@ -149,12 +246,13 @@ class Steer(BaseUnlearner):
     def state_dict(self) -> dict[str, Any]:
         if self.steerer is None:
             return {}
-        return {"tensors": self.steerer.state.tensors(), "scalars": self.steerer.state.scalars()}
+        return {"states": [{"tensors": state.tensors(), "scalars": state.scalars()} for state in self.steerer.states]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if not state:
             return
-        loaded = SteeringState.from_parts(dict(state["tensors"]), dict(state["scalars"]))
+        entries = state["states"] if "states" in state else [state]
+        loaded = [SteeringState.from_parts(dict(entry["tensors"]), dict(entry["scalars"])) for entry in entries]
         if self._model is not None:
             self._attach(self._model, loaded)
         else:
@@ -179,9 +277,9 @@ class Steer(BaseUnlearner):
         self._require_steerer().remove()
 
     def save(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> Path:
-        """Save the steering state alone (``.safetensors``, a few kB) with this config."""
+        """Save the steering states alone (``.safetensors``, a few kB per block) with this config."""
         info = {"method": "steer", "config": asdict(self.config), **dict(extra or {})}
-        return save_steering(path, self._require_steerer().state, info)
+        return save_steering(path, self._require_steerer().states, info)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], adapter: ModelAdapter | None = None) -> Steer:
@@ -190,11 +288,11 @@ class Steer(BaseUnlearner):
         Raises:
             UserInputError: unreadable file, or a model without the saved layer.
         """
-        state, extra = load_steering(path)
+        states, extra = load_steering(path)
         saved = {k: v for k, v in dict(extra.get("config") or {}).items() if k in SteerConfig.__dataclass_fields__}
-        method = cls(SteerConfig(**saved) if saved else SteerConfig(layer=state.layer))
+        method = cls(SteerConfig(**saved) if saved else SteerConfig(layer=",".join(s.layer for s in states)))
         if adapter is not None:
-            method._attach(adapter.model, state)
+            method._attach(adapter.model, states)
         else:
-            method.steerer = ActivationSteerer(state)
+            method.steerer = ActivationSteerer(states)
         return method
