@@ -31,9 +31,7 @@ FAMILIES = (
 """Model family x trainable parameter groups; the CI tier updates the neck and head only (the
 backbone's gradients make every case several times slower on a CPU), the slow tier everything."""
 
-NEEDS_METHOD_CHANGE: dict[str, str] = {
-    "reva": "builds its own batches from images and labels only (no boxes) and reads a linear classifier head",
-}
+NEEDS_METHOD_CHANGE: dict[str, str] = {}
 
 WARM_UP_STEPS = 3
 

@@ -35,9 +35,9 @@ from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutp
 from vision_unlearn.registry import register_unlearner
 from vision_unlearn.steering import (
     ActivationSteerer,
-    BoxedImages,
     SteeringFit,
     SteeringState,
+    boxed_images,
     default_layer,
     feature_layer_names,
     fit_position_steering,
@@ -121,45 +121,6 @@ class SteerConfig(MethodConfig):
     def layers(self) -> list[str]:
         """The named blocks (empty for ``"auto"``)."""
         return [] if self.layer == "auto" else [part.strip() for part in self.layer.split(",")]
-
-
-def boxed_images(batch: Batch, ignore: Batch | None = None) -> BoxedImages:
-    """The images and boxes of a detection stream (``box_labels`` ``-1`` = padding).
-
-    With ``ignore`` (the forget stream), the forget boxes of every image that is also in ``ignore``
-    (same pixels: a class or instance request keeps the image in the retain stream without those
-    boxes) become ignore regions: they are neither retained objects nor background.
-    """
-    images = batch["images"]
-    boxes, valid = batch["boxes_xyxy"], batch["box_labels"] >= 0
-    if ignore is None:
-        return BoxedImages(images, boxes, valid)
-    ignore_boxes = torch.zeros(images.shape[0], ignore["boxes_xyxy"].shape[1], 4, dtype=boxes.dtype,
-                               device=boxes.device)
-    ignore_valid = torch.zeros(images.shape[0], ignore["boxes_xyxy"].shape[1], dtype=torch.bool, device=boxes.device)
-    for row, match in _same_images(images, ignore["images"]).items():
-        ignore_boxes[row] = ignore["boxes_xyxy"][match].to(boxes)
-        ignore_valid[row] = (ignore["box_labels"][match] >= 0).to(boxes.device)
-    return BoxedImages(images, boxes, valid, ignore_boxes, ignore_valid)
-
-
-def _same_images(images: torch.Tensor, others: torch.Tensor) -> dict[int, int]:
-    """``{row of images: row of others}`` for the images whose pixels are identical."""
-    def fingerprint(x: torch.Tensor) -> list[tuple[float, float]]:
-        flat = x.flatten(1).double()
-        ramp = torch.linspace(0.5, 1.5, flat.shape[1], dtype=torch.float64, device=flat.device)
-        return list(zip(flat.sum(1).tolist(), (flat * ramp).sum(1).tolist(), strict=True))
-
-    index: dict[tuple[float, float], list[int]] = {}
-    for j, key in enumerate(fingerprint(others)):
-        index.setdefault(key, []).append(j)
-    matches: dict[int, int] = {}
-    for i, key in enumerate(fingerprint(images)):
-        for j in index.get(key, []):
-            if torch.equal(images[i], others[j].to(images.device)):
-                matches[i] = j
-                break
-    return matches
 
 
 def _evenly_spaced(n: int, limit: int) -> torch.Tensor:
