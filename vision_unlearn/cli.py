@@ -4,6 +4,18 @@ Sub-commands: ``train`` (the original model), ``run`` (one unlearning run with i
 ``benchmark`` (methods vs retraining over seeds), ``list-methods``, plus ``demo`` and ``report``.
 ``train`` and ``run`` also work under ``torchrun --nproc_per_node=N`` (DistributedDataParallel;
 gloo on CPU, NCCL on GPU). Bad input exits with code 2 and one line, before anything is written.
+
+Two model families share ``run`` and ``benchmark``:
+
+* timm classifiers: ``run --model-file FILE`` (from ``train``) and ``benchmark --model TIMM_NAME``;
+* Ultralytics YOLO detectors: ``run --model yolo:PATH_OR_YAML --data DATA`` and ``benchmark --model
+  yolo:MODEL.yaml``, dispatched to :func:`vision_unlearn.detection_benchmark.run_detection_unlearning`
+  and :func:`~vision_unlearn.detection_benchmark.run_detection_benchmark`. A flag of the other
+  family is refused (exit 2) rather than ignored.
+
+``run --method steer`` also writes the steering state alone, ``OUT/steering.safetensors``: the
+weights do not change, the erasure is a forward hook. Load it onto the model with
+``Steer.from_file(path, adapter)`` (:mod:`vision_unlearn.methods.steer`).
 """
 
 from __future__ import annotations
@@ -67,6 +79,43 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
 
 
+def split_method_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["scrub.lr=1e-3", "original.epochs=5"]`` -> ``{"scrub": {"lr": 0.001}, "original": {"epochs": 5}}``.
+
+    Raises:
+        UserInputError: an item that is not ``METHOD.FIELD=VALUE``.
+    """
+    from vision_unlearn.api import parse_overrides
+
+    per_method: dict[str, dict[str, Any]] = {}
+    for key, value in parse_overrides(items).items():
+        name, dot, field = key.partition(".")
+        if not dot or not name or not field:
+            raise UserInputError("expected METHOD.FIELD=VALUE", field="--set", value=key)
+        per_method.setdefault(name, {})[field] = value
+    return per_method
+
+
+def _refuse_flags(flags: Sequence[tuple[str, Any]], why: str) -> None:
+    """One error for the first flag of ``(name, value)`` that was given (value not ``None``/``False``)."""
+    for name, value in flags:
+        if value is not None and value is not False:
+            raise UserInputError(why, field=name, value=value)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats (a metric undefined on this data) written as ``null``."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -122,6 +171,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # --- run -----------------------------------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return _cmd_run_detection(args)
+    if args.model_file is None:
+        raise UserInputError("give --model-file (a classifier written by `train`) or --model yolo:PATH_OR_YAML "
+                             "(a detector)", field="--model-file")
+    _refuse_flags([("--data", args.data), ("--imgsz", args.imgsz), ("--in-chans", args.in_chans),
+                   ("--test-data", args.test_data), ("--groups", args.groups)],
+                  "this flag is for detectors (--model yolo:...); a classifier run reads its data with --dataset")
+    return _cmd_run_classifier(args)
+
+
+def _cmd_run_detection(args: argparse.Namespace) -> int:
+    from vision_unlearn.api import config_to_dict
+    from vision_unlearn.detection_benchmark import run_detection_unlearning
+
+    if not args.model.startswith("yolo:"):
+        raise UserInputError("expected yolo:PATH_OR_YAML (a classifier is given with --model-file)", field="--model",
+                             value=args.model)
+    _refuse_flags([("--model-file", args.model_file), ("--dataset", args.dataset), ("--resume", args.resume),
+                   ("--checkpoint-every", args.checkpoint_every or None)],
+                  "this flag is for classifiers (--model-file); a detector run takes --data and has no resume")
+    if args.data is None:
+        raise UserInputError("a detector run needs its training data (a dataset path or toy:N)", field="--data")
+    _threads(args)
+    config = _method_config(args.method, args.config, args.set)
+    out = Path(args.out)
+    _refuse_overwrite([out / "unlearned.pt", out / "audit.json", out / "metrics.json"], args.force)
+    result = run_detection_unlearning(
+        args.model, args.data, args.forget, args.method, out, config=config_to_dict(config),
+        image_size=args.imgsz or 640, in_chans=args.in_chans or 1, seed=args.seed, device=args.device,
+        test_data=None if args.no_eval else args.test_data, trainable_groups=args.groups,
+        progress=not args.no_progress)
+    summary = _json_safe({"method": args.method, "forget": args.forget, **result})
+    _write_json(out / "metrics.json", summary)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_run_classifier(args: argparse.Namespace) -> int:
     import torch
 
     from vision_unlearn.adapters.timm import adapter_from_description
@@ -163,6 +251,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         adapter.model.to("cpu")
         if not dist.is_main:
             return 0
+        from vision_unlearn.detection_benchmark import STEERING_FILE, save_steering_state
+
+        steering = save_steering_state(method, out / STEERING_FILE, {"model": adapter.describe(), "forget": args.forget,
+                                                                     "seed": args.seed})
         started = time.perf_counter()
         metrics = {} if args.no_eval else evaluate(adapter, prepared.train, prepared.test, split, args.seed)
         eval_seconds = time.perf_counter() - started
@@ -185,6 +277,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                    "n_retain": int(split.retain_indices.size), "metrics": metrics, "seconds": result.seconds,
                    "steps": result.total_steps, "world_size": dist.world_size,
                    "resumed_from_step": result.resumed_from_step}
+        if steering is not None:
+            summary["steering"] = str(steering)
         _write_json(out / "metrics.json", summary)
         print(json.dumps(summary, indent=2))
     finally:
@@ -193,11 +287,60 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 # --- benchmark -----------------------------------------------------------------------------------------
-def _cmd_benchmark(args: argparse.Namespace) -> int:
+def _command_text(args: argparse.Namespace) -> str:
     import shlex
     import sys
 
-    from vision_unlearn.api import config_class_of, config_from_dict, list_unlearners, parse_overrides
+    return "vision-unlearn " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if args.argv is None else args.argv))
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.seeds < 1:
+        raise UserInputError("need at least one seed", field="--seeds", value=args.seeds)
+    if args.model.startswith("yolo:"):
+        return _cmd_benchmark_detection(args)
+    _refuse_flags([("--imgsz", args.imgsz), ("--n-train", args.n_train), ("--n-test", args.n_test),
+                   ("--data", args.data), ("--test-data", args.test_data),
+                   ("--original-epochs", args.original_epochs), ("--progress", args.progress)],
+                  "this flag is for detectors (--model yolo:MODEL.yaml); classifiers take --dataset, "
+                  "--image-size and --set original.epochs=N")
+    if not args.forget:
+        raise UserInputError("give at least one forget request (class:3, random:0.1, ids:FILE)", field="--forget")
+    return _cmd_benchmark_classifier(args)
+
+
+def _cmd_benchmark_detection(args: argparse.Namespace) -> int:
+    from vision_unlearn.detection_benchmark import (
+        DetectionBenchmarkConfig,
+        make_benchmark_config,
+        results_markdown,
+        run_detection_benchmark,
+    )
+
+    _refuse_flags([("--dataset", args.dataset), ("--image-size", args.image_size),
+                   ("--img-size-kwarg", args.img_size_kwarg), ("--sweep", args.sweep),
+                   ("--lira-shadows", args.lira_shadows or None), ("--data-seed", args.data_seed)],
+                  "this flag is for classifiers; a detector benchmark takes --data (or --n-train/--n-test for the "
+                  "toy set) and --imgsz")
+    _threads(args)
+    out = Path(args.out)
+    _refuse_overwrite([out / "results.json"], args.force)
+    methods = None if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    preset = DetectionBenchmarkConfig()
+    config = make_benchmark_config(
+        model=args.model, image_size=args.imgsz or preset.image_size, n_train=args.n_train or preset.n_train,
+        n_test=args.n_test or preset.n_test, data=args.data, test_data=args.test_data, scenarios=args.forget or None,
+        methods=methods, seeds=range(args.seed_start, args.seed_start + args.seeds),
+        original_epochs=args.original_epochs, overrides=split_method_overrides(args.set), device=args.device,
+        in_chans=args.in_chans)
+    results = run_detection_benchmark(config, out, command=_command_text(args), progress=bool(args.progress))
+    print(results_markdown(results["summary"], None))
+    print(json.dumps({"results": str(out / "results.json")}))
+    return 0
+
+
+def _cmd_benchmark_classifier(args: argparse.Namespace) -> int:
+    from vision_unlearn.api import config_class_of, config_from_dict, list_unlearners
     from vision_unlearn.benchmark import ORIGINAL_CONFIG, BenchmarkSpec, ModelChoice, run_benchmark
     from vision_unlearn.forget import parse_forget_request
 
@@ -212,28 +355,21 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
                                  value=name)
     for request in args.forget:
         parse_forget_request(request)
-    if args.seeds < 1:
-        raise UserInputError("need at least one seed", field="--seeds", value=args.seeds)
-    per_method: dict[str, dict[str, Any]] = {}
-    for key, value in parse_overrides(args.set).items():
-        name, dot, field = key.partition(".")
-        if not dot:
-            raise UserInputError("expected METHOD.FIELD=VALUE", field="--set", value=key)
-        per_method.setdefault(name, {})[field] = value
+    per_method = split_method_overrides(args.set)
     for name, values in per_method.items():
         if name != "original":
             config_from_dict(config_class_of(name), values, source=f"--set {name}")
     original = {**ORIGINAL_CONFIG, **per_method.pop("original", {})}
     config_from_dict(config_class_of("retrain"), original, source="--set original")
     spec = BenchmarkSpec(
-        dataset=args.dataset, forget=tuple(args.forget), methods=tuple(m for m in methods if m != "retrain"),
-        seeds=tuple(range(args.seeds)),
+        dataset=args.dataset or "digits", forget=tuple(args.forget),
+        methods=tuple(m for m in methods if m != "retrain"),
+        seeds=tuple(range(args.seed_start, args.seed_start + args.seeds)),
         model=ModelChoice(name=args.model, image_size=args.image_size, in_chans=args.in_chans,
                           img_size_kwarg=args.img_size_kwarg),
         original=original, method_configs=per_method, sweep=args.sweep, lira_shadows=args.lira_shadows,
-        device=args.device, data_seed=args.data_seed)
-    command = "vision-unlearn " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if args.argv is None else args.argv))
-    results = run_benchmark(spec, out, command=command)
+        device=args.device, data_seed=args.data_seed or 0)
+    results = run_benchmark(spec, out, command=_command_text(args))
     print((out / "results.md").read_text(encoding="utf-8"))
     print(json.dumps({"results": str(out / "results.json"), "seconds": results["total_seconds"]}))
     return 0
@@ -276,10 +412,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(train)
 
     run = add_command(sub, "run", _cmd_run, "unlearn a forget request from a trained model; write an audit record")
-    run.add_argument("--model-file", required=True, help="the original model (from `train`)")
+    run.add_argument("--model-file", default=None, help="classifier: the original model (from `train`)")
+    run.add_argument("--model", default=None, metavar="yolo:PATH_OR_YAML",
+                     help="detector: a local Ultralytics detection checkpoint (.pt) or a model yaml")
     run.add_argument("--method", required=True, help="method name (see list-methods)")
-    run.add_argument("--forget", required=True, help="class:NAME | ids:FILE | patient:ID | patients:FILE | random:F")
-    run.add_argument("--dataset", default=None, help="default: the dataset the model was trained on")
+    run.add_argument("--forget", required=True,
+                     help="classifier: class:NAME | ids:FILE | patient:ID | patients:FILE | random:F; detector: "
+                          "class:NAME | images:FILE | patient:ID | patients:FILE | instances:FILE")
+    run.add_argument("--dataset", default=None, help="classifier: default the dataset the model was trained on")
+    run.add_argument("--data", default=None, help="detector: training data (COCO json, YOLO data.yaml, ... or toy:N)")
+    run.add_argument("--test-data", default=None, help="detector: held-out data for the forgetting metrics")
+    run.add_argument("--imgsz", type=int, default=None, help="detector: network input side, a multiple of 32 "
+                                                              "(default 640)")
+    run.add_argument("--in-chans", type=int, default=None, choices=(1, 3),
+                     help="detector: channels of a yaml model (default 1)")
+    run.add_argument("--groups", nargs="+", default=None, choices=("backbone", "neck", "head"),
+                     help="detector: parameter groups the method may update (default all)")
     run.add_argument("--config", default=None, help="YAML file of the method's config fields")
     run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
     run.add_argument("--seed", type=int, default=0, help="seed (data order, random labels, random:F requests)")
@@ -292,20 +440,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(run)
 
     bench = add_command(sub, "benchmark", _cmd_benchmark, "compare methods with retraining over seeds")
-    bench.add_argument("--dataset", default="digits", help="dataset spec")
-    bench.add_argument("--model", default="test_resnet", help="timm model name")
-    bench.add_argument("--image-size", type=int, default=None, help="resize images to this side")
+    bench.add_argument("--model", default="test_resnet",
+                       help="timm model name, or yolo:MODEL.yaml for a detector trained from scratch")
+    bench.add_argument("--dataset", default=None, help="classifier: dataset spec (default digits)")
+    bench.add_argument("--image-size", type=int, default=None, help="classifier: resize images to this side")
     bench.add_argument("--in-chans", type=int, default=1, choices=(1, 3), help="image channels")
-    bench.add_argument("--img-size-kwarg", action="store_true", help="pass img_size to timm (ViTs)")
-    bench.add_argument("--forget", action="append", required=True,
-                       help="forget request; repeat for several scenarios (class:3, random:0.1, ids:FILE)")
+    bench.add_argument("--img-size-kwarg", action="store_true", help="classifier: pass img_size to timm (ViTs)")
+    bench.add_argument("--forget", action="append", default=[],
+                       help="forget request; repeat for several scenarios (classifier: class:3, random:0.1, "
+                            "ids:FILE; detector: class:clamp, images:0.1 (that share of the patients), "
+                            "images:FILE, instances:FILE; default class:clamp and images:0.1)")
     bench.add_argument("--methods", default="all", help="comma-separated names or 'all'")
-    bench.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
-    bench.add_argument("--sweep", action="store_true", help="select hyper-parameters on a separate seed first")
-    bench.add_argument("--lira-shadows", type=int, default=0, help="shadow models per seed for LiRA (0: off)")
+    bench.add_argument("--seeds", type=int, default=3, help="number of seeds")
+    bench.add_argument("--seed-start", type=int, default=0, help="first seed (seeds S..S+N-1)")
+    bench.add_argument("--sweep", action="store_true", help="classifier: select hyper-parameters on a separate seed")
+    bench.add_argument("--lira-shadows", type=int, default=0, help="classifier: shadow models per seed for LiRA")
     bench.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE",
                        help="override a method's config (or original.FIELD for the original training)")
-    bench.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split")
+    bench.add_argument("--data-seed", type=int, default=None, help="classifier: seed of the train/test split (0)")
+    bench.add_argument("--data", default=None, help="detector: dataset path instead of the toy set")
+    bench.add_argument("--test-data", default=None, help="detector: held-out dataset (default: --data)")
+    bench.add_argument("--imgsz", type=int, default=None, help="detector: network input side (default 128)")
+    bench.add_argument("--n-train", type=int, default=None, help="detector: toy training images (default 240)")
+    bench.add_argument("--n-test", type=int, default=None, help="detector: toy test images (default 80)")
+    bench.add_argument("--original-epochs", type=int, default=None,
+                       help="detector: epochs of the original training and of retrain (default 30)")
+    bench.add_argument("--progress", action="store_true", default=None, help="detector: progress bars")
     bench.add_argument("--out", required=True, help="output directory")
     bench.add_argument("--force", action="store_true", help="overwrite existing results")
     bench.set_defaults(argv=None)

@@ -42,7 +42,11 @@ from rfo_bench.cli_support import add_command, make_parser, run_cli
 from rfo_bench.errors import UserInputError
 from vision_unlearn.adapters.yolo import YoloAdapter, YoloModelSpec
 from vision_unlearn.adapters.yolo_data import DetectionData
-from vision_unlearn.detection_forget import DetectionForgetSplit, resolve_detection_forget
+from vision_unlearn.detection_forget import (
+    DetectionForgetSplit,
+    parse_detection_forget,
+    resolve_detection_forget,
+)
 from vision_unlearn.metrics.detection import (
     Boxes,
     class_forgetting_ap,
@@ -237,10 +241,14 @@ def _run_method(adapter: YoloAdapter, name: str, config: Mapping[str, Any], forg
     return (method, result), seconds
 
 
+STEERING_FILE = "steering.safetensors"
+"""Name of the steering state :func:`run_detection_unlearning` writes next to the model for ``steer``."""
+
+
 def run_detection_unlearning(model: str, data: str, forget: str, method: str, out_dir: str | os.PathLike[str],
                              config: Mapping[str, Any] | None = None, image_size: int = 640, in_chans: int = 1,
                              seed: int = 0, device: str = "cpu", test_data: str | None = None,
-                             trainable_groups: Sequence[str] | None = None) -> dict[str, Any]:
+                             trainable_groups: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Forget ``forget`` from the detector ``model`` with ``method``; save the result and its audit record.
 
     Args:
@@ -248,23 +256,34 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
         data: its training data (``toy:N`` or a dataset path).
         forget: a detection forget request (``class:NAME``, ``images:FILE``, ``instances:FILE``, ...).
         method: registered method name.
-        out_dir: gets ``unlearned.pt`` (Ultralytics checkpoint), ``original.pt`` and ``audit.json``.
-        config: method config overrides.
+        out_dir: gets ``unlearned.pt`` (Ultralytics checkpoint), ``original.pt`` and ``audit.json``;
+            for ``steer`` also the steering state alone (:data:`STEERING_FILE`, see
+            :meth:`vision_unlearn.methods.steer.Steer.from_file`): the weights do not change, so
+            ``unlearned.pt`` equals the original and the erasure lives in that file.
+        config: method config fields (validated against the method's config class).
         image_size: network input side.
         in_chans: channels for a yaml model.
         seed: run seed.
         device: torch device.
         test_data: held-out data for the metrics (optional).
         trainable_groups: restrict the updated parameter groups.
+        progress: show a progress bar.
 
     Returns:
-        ``{"checkpoint", "audit", "metrics", "split", "seconds"}``.
+        ``{"checkpoint", "audit", "metrics", "split", "seconds"}`` (and ``"steering"`` for ``steer``).
+
+    Raises:
+        UserInputError: a model, data or request the detector cannot take (see
+            :func:`~vision_unlearn.detection_forget.resolve_detection_forget` and
+            :func:`~vision_unlearn.adapters.yolo.build_detection_model`), or bad config fields.
     """
     from vision_unlearn.adapters.yolo import adapter_from_model_text
+    from vision_unlearn.api import config_class_of, config_from_dict
     from vision_unlearn.audit import make_audit_record, summarise_forgotten, write_audit_record
 
+    fields = dict(config or {})
+    config_from_dict(config_class_of(method), fields, source=f"method {method}")  # fail before any work
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     source = model[len("yolo:"):] if model.startswith("yolo:") else model
     if Path(source).suffix.lower() in (".yaml", ".yml"):  # an untrained model: classes come from the data
         train = load_detection_data(data, image_size, in_chans)
@@ -276,12 +295,13 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
     if trainable_groups:
         adapter.set_trainable_groups(tuple(trainable_groups))
     split = resolve_detection_forget(forget, train)
+    test = load_detection_data(test_data, image_size, adapter.in_chans, adapter.class_names) if test_data else None
+    out.mkdir(parents=True, exist_ok=True)
     before = adapter.save(out / "original.pt")
-    (_method, loop_result), seconds = _run_method(adapter, method, config or {}, split.forget_data(train),
-                                                  split.retain_data(train), seed, device)
+    (unlearner, loop_result), seconds = _run_method(adapter, method, fields, split.forget_data(train),
+                                                    split.retain_data(train), seed, device, progress)
     metrics: dict[str, float] = {}
-    if test_data is not None:
-        test = load_detection_data(test_data, image_size, adapter.in_chans, adapter.class_names)
+    if test is not None:
         metrics = evaluate_detector(adapter, train, test, split)
     request = split.request
     rows = [int(i) for i in split.forget_images]
@@ -292,13 +312,30 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
     )
     record_stub = {"method": method, "request": request.kind, "forget": split.summary()}
     after = adapter.save(out / "unlearned.pt", record=record_stub)
-    record = make_audit_record(forgotten=forgotten, method=method, config=dict(config or {}), seed=seed,
+    result: dict[str, Any] = {"checkpoint": str(after), "audit": str(out / "audit.json"), "metrics": metrics,
+                              "split": split.summary(), "seconds": seconds}
+    steering = save_steering_state(unlearner, out / STEERING_FILE,
+                                   {"model": adapter.describe(), "forget": str(request), "seed": seed})
+    if steering is not None:
+        result["steering"] = str(steering)
+    record = make_audit_record(forgotten=forgotten, method=method, config=fields, seed=seed,
                                metrics=metrics, checkpoint_before=before, checkpoint_after=after,
                                timings_s={"unlearn": seconds}, dataset=data)
     write_audit_record(out / "audit.json", record)
     logger.info("%s on %s: %d steps in %.1f s -> %s", method, request, loop_result.steps_done, seconds, after)
-    return {"checkpoint": str(after), "audit": str(out / "audit.json"), "metrics": metrics,
-            "split": split.summary(), "seconds": seconds}
+    return result
+
+
+def save_steering_state(method: Any, path: Path, extra: Mapping[str, Any]) -> Path | None:
+    """Write the steering state of a fitted ``steer`` run to ``path``; ``None`` for any other method.
+
+    Load it back onto a model with ``Steer.from_file(path, adapter)`` (it hooks ``adapter.model``).
+    """
+    from vision_unlearn.methods.steer import Steer
+
+    if not isinstance(method, Steer) or method.steerer is None:
+        return None
+    return method.save(path, extra=dict(extra))
 
 
 # --------------------------------------------------------------------------------------------- benchmark
@@ -331,6 +368,7 @@ class DetectionBenchmarkConfig:
         methods: method name -> config overrides.
         ofmu_groups: parameter groups OFMU may update (its Hessian-vector products are costly).
         device: torch device.
+        in_chans: image channels of the detector (1 for radiographs).
     """
 
     model: str = "yolov8n.yaml"
@@ -347,6 +385,76 @@ class DetectionBenchmarkConfig:
     methods: dict[str, dict[str, Any]] = field(default_factory=_default_methods)
     ofmu_groups: tuple[str, ...] = ("neck", "head")
     device: str = "cpu"
+    in_chans: int = 1
+
+
+def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_train: int = 240, n_test: int = 80,
+                          data: str | None = None, test_data: str | None = None,
+                          scenarios: Sequence[str] | None = None, methods: Sequence[str] | None = None,
+                          seeds: Sequence[int] = (0,), original_epochs: int | None = None,
+                          overrides: Mapping[str, Mapping[str, Any]] | None = None, device: str = "cpu",
+                          in_chans: int = 1) -> DetectionBenchmarkConfig:
+    """A validated :class:`DetectionBenchmarkConfig` from command-line style options (both CLIs use it).
+
+    Args:
+        model: model yaml, with or without the ``yolo:`` prefix.
+        image_size: network input side (a multiple of 32).
+        n_train, n_test: toy images when ``data`` is not given.
+        data, test_data: dataset paths (``test_data`` defaults to ``data``).
+        scenarios: forget requests (default: the preset's ``class:clamp`` and ``images:0.1``).
+        methods: method names; ``None`` or ``["all"]``: the preset's methods. A registered method
+            without a preset runs with its own defaults; ``retrain`` always runs as the reference.
+        seeds: benchmark seeds.
+        original_epochs: epochs of the original training (and of ``retrain``).
+        overrides: ``{"original" | METHOD: {FIELD: VALUE}}`` (the ``--set METHOD.FIELD=VALUE`` convention).
+        device: torch device.
+        in_chans: image channels (1 or 3).
+
+    Raises:
+        UserInputError: unknown method or field, a bad request, no seed, a bad image size.
+    """
+    from vision_unlearn.api import config_class_of, config_from_dict, list_unlearners
+
+    source = model[len("yolo:"):] if model.startswith("yolo:") else model
+    if Path(source).suffix.lower() not in (".yaml", ".yml"):
+        raise UserInputError("the detection benchmark trains its detectors from a model yaml (e.g. "
+                             "yolo:yolov8n.yaml)", field="--model", value=model)
+    if image_size <= 0 or image_size % 32:
+        raise UserInputError("the image size must be a positive multiple of 32", field="--imgsz", value=image_size)
+    if in_chans not in (1, 3):
+        raise UserInputError("in_chans must be 1 or 3", field="--in-chans", value=in_chans)
+    if not seeds:
+        raise UserInputError("need at least one seed", field="--seeds", value=list(seeds))
+    defaults = DetectionBenchmarkConfig()
+    requests = tuple(scenarios) if scenarios else defaults.scenarios
+    for request in requests:
+        kind, _, value = request.partition(":")
+        if not (kind == "images" and _is_fraction(value)):
+            parse_detection_forget(request)
+    known = set(list_unlearners())
+    chosen = list(defaults.methods) if not methods or list(methods) == ["all"] else list(methods)
+    for name in chosen:
+        if name not in known:
+            raise UserInputError(f"unknown unlearning method; known: {', '.join(sorted(known))}", field="--methods",
+                                 value=name)
+    method_configs = {m: dict(defaults.methods.get(m, {})) for m in chosen if m != "retrain"}
+    original = dict(defaults.original)
+    if original_epochs is not None:
+        original["epochs"] = original_epochs
+    for name, values in (overrides or {}).items():
+        if name == "original":
+            original.update(values)
+        elif name in method_configs:
+            method_configs[name].update(values)
+        else:
+            raise UserInputError(f"this method is not benchmarked; methods: {', '.join(method_configs)}",
+                                 field="--set", value=name)
+    config_from_dict(config_class_of("retrain"), original, source="--set original")
+    for name, values in method_configs.items():
+        config_from_dict(config_class_of(name), values, source=f"--set {name}")
+    return DetectionBenchmarkConfig(model=source, image_size=image_size, n_train=n_train, n_test=n_test, data=data,
+                                    test_data=test_data, scenarios=requests, seeds=tuple(seeds), original=original,
+                                    methods=method_configs, device=device, in_chans=in_chans)
 
 
 def _image_request(fraction: float, train: DetectionData, seed: int, out: Path) -> str:
@@ -371,11 +479,12 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
     for seed in config.seeds:
         torch.manual_seed(seed)
         if config.data is not None:
-            train = load_detection_data(config.data, config.image_size)
-            test = load_detection_data(config.test_data or config.data, config.image_size, 1, train.class_names)
+            train = load_detection_data(config.data, config.image_size, config.in_chans)
+            test = load_detection_data(config.test_data or config.data, config.image_size, config.in_chans,
+                                       train.class_names)
         else:
-            train = toy_detection_data(config.n_train, 100 + seed, config.image_size)
-            test = toy_detection_data(config.n_test, 200 + seed, config.image_size)
+            train = toy_detection_data(config.n_train, 100 + seed, config.image_size, config.in_chans)
+            test = toy_detection_data(config.n_test, 200 + seed, config.image_size, config.in_chans)
         spec = YoloModelSpec(config.model, num_classes=train.num_classes, in_chans=train.in_chans,
                              class_names=train.class_names, image_size=config.image_size)
         adapter = YoloAdapter(spec)
@@ -524,57 +633,50 @@ def _write_results(out: Path, config: DetectionBenchmarkConfig, rows: list[dict[
 
 
 # --------------------------------------------------------------------------------------------- CLI
-def _overrides(items: Sequence[str]) -> dict[str, Any]:
-    from vision_unlearn.api import parse_overrides
-
-    return parse_overrides(items)
-
-
+# The command line is ``vision-unlearn run|benchmark --model yolo:...`` (:mod:`vision_unlearn.cli`).
+# ``python -m vision_unlearn.detection_benchmark`` keeps its original flags as an alias; both build
+# their inputs with the functions above and run the same two entry points.
 def _set_threads(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from vision_unlearn.api import parse_overrides
+
     _set_threads(args)
     result = run_detection_unlearning(args.model, args.data, args.forget, args.method, args.out,
-                                      config=_overrides(args.set or []), image_size=args.imgsz, in_chans=args.in_chans,
-                                      seed=args.seed, device=args.device, test_data=args.test_data,
-                                      trainable_groups=args.groups)
+                                      config=parse_overrides(args.set), image_size=args.imgsz,
+                                      in_chans=args.in_chans, seed=args.seed, device=args.device,
+                                      test_data=args.test_data, trainable_groups=args.groups)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from vision_unlearn.cli import split_method_overrides
+
     _set_threads(args)
-    config = DetectionBenchmarkConfig(model=args.model, image_size=args.imgsz, n_train=args.n_train,
-                                      n_test=args.n_test, data=args.data, test_data=args.test_data,
-                                      seeds=tuple(args.seeds), device=args.device,
-                                      scenarios=tuple(args.scenarios) if args.scenarios else
-                                      DetectionBenchmarkConfig.scenarios)
-    if args.original_epochs is not None:
-        config = replace(config, original={**config.original, "epochs": args.original_epochs})
-    if args.methods:
-        unknown = [m for m in args.methods if m not in config.methods]
-        if unknown:
-            raise UserInputError(f"no benchmark preset for this method; known: {', '.join(config.methods)}",
-                                 field="--methods", value=unknown[0])
-        config = replace(config, methods={m: config.methods[m] for m in args.methods})
-    command = args.command_text or None
-    results = run_detection_benchmark(config, args.out, command=command, progress=args.progress)
+    config = make_benchmark_config(model=args.model, image_size=args.imgsz, n_train=args.n_train, n_test=args.n_test,
+                                   data=args.data, test_data=args.test_data, scenarios=args.scenarios,
+                                   methods=args.methods, seeds=args.seeds, original_epochs=args.original_epochs,
+                                   overrides=split_method_overrides(args.set), device=args.device)
+    results = run_detection_benchmark(config, args.out, command=args.command_text or None, progress=args.progress)
     print(results_markdown(results["summary"], None))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser, sub = make_parser("vision-unlearn-yolo", "Unlearning for Ultralytics YOLO detectors.")
+    parser, sub = make_parser("vision-unlearn-yolo", "Unlearning for Ultralytics YOLO detectors (alias of "
+                                                     "`vision-unlearn run|benchmark --model yolo:...`).")
     run = add_command(sub, "run", _cmd_run, "forget a class, images or instances from a YOLO detector")
     run.add_argument("--model", required=True, help="yolo:PATH.pt (or yolo:MODEL.yaml)")
     run.add_argument("--data", required=True, help="training data: dataset path (COCO/YOLO/...) or toy:N")
     run.add_argument("--forget", required=True, help="class:NAME | images:FILE | patients:FILE | instances:FILE")
     run.add_argument("--method", default="ofmu", help="registered unlearning method")
     run.add_argument("--out", required=True, help="output directory")
-    run.add_argument("--set", nargs="*", default=None, help="method config overrides KEY=VALUE")
+    run.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE",
+                     help="method config overrides (repeatable)")
     run.add_argument("--imgsz", type=int, default=640, help="network input side (multiple of 32)")
     run.add_argument("--in-chans", type=int, default=1, help="channels of a yaml model")
     run.add_argument("--seed", type=int, default=0)
@@ -594,6 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", nargs="*", default=None)
     bench.add_argument("--seeds", type=int, nargs="+", default=[0])
     bench.add_argument("--original-epochs", type=int, default=None)
+    bench.add_argument("--set", nargs="+", action="extend", default=[], metavar="METHOD.FIELD=VALUE",
+                       help="override a method's config (or original.FIELD)")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     bench.add_argument("--progress", action="store_true")

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rfo_bench.errors import UserInputError
@@ -93,6 +94,10 @@ class YoloModelSpec:
         trainable_groups: parameter groups the methods may update (``backbone``, ``neck``,
             ``head``); the others are frozen. Restricting costly methods (OFMU's Hessian-vector
             products) to the neck and head cuts their cost several-fold.
+        forget_floor_prob: ``τ`` of the bounded forget objectives (:meth:`YoloAdapter.ascent_loss`,
+            the forget side of :meth:`YoloAdapter.distillation_loss`): an anchor stops being pushed
+            once its score for the forgotten box's class is below ``τ``. The default lies below the
+            0.001 score threshold of evaluation, so a forgotten object leaves the ranked detections.
     """
 
     model: str
@@ -106,8 +111,12 @@ class YoloModelSpec:
     iou_threshold: float = 0.7
     max_det: int = 300
     trainable_groups: tuple[str, ...] = PARAMETER_GROUPS
+    forget_floor_prob: float = 1e-4
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.forget_floor_prob < 1.0:
+            raise UserInputError("forget_floor_prob must lie in (0, 1)", field="forget_floor_prob",
+                                 value=self.forget_floor_prob)
         unknown = [g for g in self.trainable_groups if g not in PARAMETER_GROUPS]
         if unknown or not self.trainable_groups:
             raise UserInputError(f"trainable_groups must be a non-empty subset of {', '.join(PARAMETER_GROUPS)}",
@@ -231,6 +240,157 @@ def image_class_logits(anchor_logits: Tensor) -> Tensor:
     classifier-shaped objectives of the methods (``log(1 - p_y)``, KL to a teacher) see.
     """
     return torch.logsumexp(anchor_logits, dim=1) - math.log(max(1, anchor_logits.shape[1]))
+
+
+def forget_anchor_mask(level_hw: list[tuple[int, int]] | tuple[tuple[int, int], ...], strides: list[float],
+                       boxes_xyxy: Tensor, valid: Tensor) -> Tensor:
+    """Which anchors answer for each box: ``bool [B, K, A]``.
+
+    An anchor answers for a box when its centre lies strictly inside the box, or when its cell
+    contains the box centre (one anchor per pyramid level, so a box smaller than every stride is
+    covered too). The first set is the candidate pool of Ultralytics' task-aligned assigner, so
+    it holds every anchor the training loss may have made positive for the box.
+
+    Args:
+        level_hw: ``(h, w)`` of each pyramid level's grid, in the anchor order of the Detect head
+            (levels concatenated, each flattened row-major).
+        strides: stride of each level in input pixels.
+        boxes_xyxy: ``[B, K, 4]`` boxes in input pixels.
+        valid: ``bool [B, K]``; ``False`` rows (padding) answer for no anchor.
+
+    Returns:
+        ``bool [B, K, A]`` with ``A = sum(h * w)``.
+    """
+    x1, y1, x2, y2 = boxes_xyxy.unbind(-1)  # [B, K] each
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    masks = []
+    for (h, w), stride in zip(level_hw, strides, strict=True):
+        xs = (torch.arange(w, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype) + 0.5) * stride
+        ys = (torch.arange(h, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype) + 0.5) * stride
+        inside_x = (xs > x1.unsqueeze(-1)) & (xs < x2.unsqueeze(-1))  # [B, K, w]
+        inside_y = (ys > y1.unsqueeze(-1)) & (ys < y2.unsqueeze(-1))  # [B, K, h]
+        inside = inside_y.unsqueeze(-1) & inside_x.unsqueeze(-2)  # [B, K, h, w]
+        col = torch.floor(cx / stride).long().clamp(0, w - 1)
+        row = torch.floor(cy / stride).long().clamp(0, h - 1)
+        cell = ((torch.arange(h, device=row.device) == row.unsqueeze(-1)).unsqueeze(-1)
+                & (torch.arange(w, device=col.device) == col.unsqueeze(-1)).unsqueeze(-2))
+        masks.append((inside | cell).flatten(-2))
+    return torch.cat(masks, dim=-1) & valid.unsqueeze(-1)
+
+
+def _box_class_logits(anchor_logits: Tensor, box_classes: Tensor) -> Tensor:
+    """``[B, K, A]``: each anchor's logit for the class of box ``k`` (padding reads class 0)."""
+    num_anchors = anchor_logits.shape[1]
+    index = box_classes.clamp(min=0).unsqueeze(1).expand(-1, num_anchors, -1)  # [B, A, K]
+    return anchor_logits.gather(2, index).transpose(1, 2)
+
+
+def bounded_class_ascent(anchor_logits: Tensor, region: Tensor, box_classes: Tensor, floor_prob: float) -> Tensor:
+    """The bounded forget objective that gradient-ascent methods *raise* on a detector.
+
+    For every pair (box ``k``, anchor ``a`` answering for it) the classification term of the
+    detection loss with the box's class ``c_k`` as target, ``−log σ(z_{a,c_k}) = softplus(−z)``,
+    clamped at ``−log τ``; the mean over pairs. It lies in ``[0, −log τ]``, its gradient with
+    respect to a logit has magnitude ``1 − σ(z) ≤ 1`` and vanishes once ``σ(z) < τ``, so ascent
+    cannot diverge. Only the box's own class channel on the anchors of the forget boxes moves: the
+    background terms of all other anchors and the other classes, which plain ascent on the
+    detection loss would raise (creating false detections everywhere), are left out.
+
+    Args:
+        anchor_logits: ``[B, A, C]`` class logits of every anchor.
+        region: ``bool [B, K, A]`` (:func:`forget_anchor_mask`).
+        box_classes: ``int64 [B, K]`` class of each box (``-1`` = padding, excluded by ``region``).
+        floor_prob: ``τ`` in ``(0, 1)``.
+
+    Returns:
+        A scalar; exactly 0 (still in the graph) when no anchor answers for any box.
+    """
+    values = F.softplus(-_box_class_logits(anchor_logits, box_classes)).clamp(max=-math.log(floor_prob))
+    count = region.sum()
+    if int(count) == 0:
+        return anchor_logits.sum() * 0.0
+    return (values * region).sum() / count
+
+
+def binary_kl(teacher_prob: Tensor, student_logits: Tensor) -> Tensor:
+    """Element-wise ``KL(Bernoulli(t) ‖ Bernoulli(σ(s)))`` for independent (sigmoid) class scores.
+
+    Args:
+        teacher_prob: ``t`` in ``[0, 1]`` (0 and 1 allowed).
+        student_logits: ``s``, same shape (already divided by any temperature).
+    """
+    return (torch.xlogy(teacher_prob, teacher_prob) - teacher_prob * F.logsigmoid(student_logits)
+            + torch.xlogy(1 - teacher_prob, 1 - teacher_prob) - (1 - teacher_prob) * F.logsigmoid(-student_logits))
+
+
+def box_distribution_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """``[B, A]`` KL(teacher ‖ student) of the DFL box distributions, summed over the four sides.
+
+    Args:
+        student, teacher: ``[B, A, 4 * R]`` DFL logits (``R`` bins per side).
+        temperature: softmax temperature.
+    """
+    b, a, c = student.shape
+    log_s = F.log_softmax(student.reshape(b, a, 4, c // 4) / temperature, dim=-1)
+    log_t = F.log_softmax(teacher.reshape(b, a, 4, c // 4) / temperature, dim=-1)
+    return (log_t.exp() * (log_t - log_s)).sum(dim=(-1, -2))
+
+
+def detection_distillation(student_logits: Tensor, student_boxes: Tensor, teacher_logits: Tensor,
+                           teacher_boxes: Tensor, temperature: float,
+                           suppressed_classes: tuple[int, ...] | list[int] = ()) -> Tensor:
+    """Per-anchor distillation of a detector's outputs onto a teacher's (scalar).
+
+    ``mean_{b,a} Σ_c KL(σ(t_{a,c}/T) ‖ σ(s_{a,c}/T))`` over every anchor and class, plus the DFL box
+    distributions' KL weighted by the teacher's object score ``w_a = max_c σ(t_{a,c})`` (box
+    distributions of background anchors mean nothing): ``Σ w_a KL_box(a) / Σ w_a``. The teacher's
+    scores of ``suppressed_classes`` are replaced by 0 (background) first.
+
+    Args:
+        student_logits, teacher_logits: ``[B, A, C]`` class logits.
+        student_boxes, teacher_boxes: ``[B, A, 4 * R]`` DFL logits.
+        temperature: ``T`` of both KL terms.
+        suppressed_classes: classes the teacher is made not to see.
+    """
+    teacher_prob = torch.sigmoid(teacher_logits / temperature)
+    object_score = torch.sigmoid(teacher_logits)
+    if suppressed_classes:
+        keep = torch.ones(teacher_logits.shape[-1], dtype=teacher_prob.dtype, device=teacher_prob.device)
+        keep[list(suppressed_classes)] = 0.0
+        teacher_prob = teacher_prob * keep
+        object_score = object_score * keep
+    class_kl = binary_kl(teacher_prob, student_logits / temperature).sum(dim=-1).mean()
+    weight = object_score.max(dim=-1).values
+    box_kl = (weight * box_distribution_kl(student_boxes, teacher_boxes, temperature)).sum() / weight.sum().clamp(
+        min=1e-6)
+    return class_kl + box_kl
+
+
+def forget_distillation(student_logits: Tensor, teacher_logits: Tensor, region: Tensor, box_classes: Tensor,
+                        temperature: float, floor_prob: float) -> Tensor:
+    """The bounded, one-sided divergence SCRUB's max-steps raise on the forget boxes (scalar).
+
+    For every pair (box ``k``, anchor ``a`` answering for it, see :func:`forget_anchor_mask`) the
+    binary KL between teacher and student scores of the box's class ``c_k`` at temperature ``T``,
+    counted only while the student's score is at most the teacher's (so raising it can only lower
+    the score: raising it the other way would create detections) and above ``floor_prob`` (so it is
+    bounded); the mean over pairs. Other classes and the box distributions are not pushed away.
+
+    Args:
+        student_logits, teacher_logits: ``[B, A, C]``.
+        region: ``bool [B, K, A]``.
+        box_classes: ``int64 [B, K]``.
+        temperature: ``T``.
+        floor_prob: ``τ``.
+    """
+    student = _box_class_logits(student_logits, box_classes)
+    teacher = _box_class_logits(teacher_logits, box_classes)
+    active = region & (student.detach() <= teacher) & (torch.sigmoid(student.detach()) > floor_prob)
+    count = region.sum()
+    if int(count) == 0:
+        return student_logits.sum() * 0.0
+    kl = binary_kl(torch.sigmoid(teacher / temperature), student / temperature)
+    return (kl * active).sum() / count
 
 
 class YoloNet(nn.Module):
@@ -364,10 +524,12 @@ class YoloAdapter:
         out.update(loss=components.sum(), box=components[0], cls=components[1], dfl=components[2])
         return out
 
-    def targets(self, batch: Batch, image_shape: torch.Size | tuple[int, ...]) -> dict[str, Tensor]:
-        """Ultralytics target dict of a padded batch: ``batch_idx [N]``, ``cls [N, 1]``, ``bboxes [N, 4]``
-        (normalised centre x, centre y, width, height)."""
-        height, width = int(image_shape[-2]), int(image_shape[-1])
+    def box_classes(self, batch: Batch) -> Tensor:
+        """``int64 [B, K]`` class trained for each box of a padded batch (``-1`` = padding).
+
+        The box labels shifted by the image's relabelling offset ``labels - image_labels`` (see
+        :mod:`vision_unlearn.adapters.yolo_data`), modulo the number of classes.
+        """
         missing = [k for k in ("boxes_xyxy", "box_labels", "labels", "image_labels") if k not in batch]
         if missing:
             raise ValueError(f"a YOLO batch needs the keys of DetectionData.stream(); missing {', '.join(missing)} "
@@ -378,17 +540,88 @@ class YoloAdapter:
             raise ValueError(f"expected box_labels [B, K] and boxes_xyxy [B, K, 4], got {tuple(box_labels.shape)} "
                              f"and {tuple(boxes.shape)}")
         valid = box_labels >= 0
-        shift = (batch["labels"].reshape(-1) - batch["image_labels"].reshape(-1)).remainder(self.num_classes)
-        classes = (box_labels + shift.unsqueeze(1)).remainder(self.num_classes)[valid]
         if bool((box_labels[valid] >= self.num_classes).any()):
             raise ValueError(f"box labels must lie in [0, {self.num_classes - 1}], got {int(box_labels.max())}")
+        shift = (batch["labels"].reshape(-1) - batch["image_labels"].reshape(-1)).remainder(self.num_classes)
+        classes = (box_labels + shift.unsqueeze(1)).remainder(self.num_classes)
+        return torch.where(valid, classes, torch.full_like(classes, -1))
+
+    def targets(self, batch: Batch, image_shape: torch.Size | tuple[int, ...]) -> dict[str, Tensor]:
+        """Ultralytics target dict of a padded batch: ``batch_idx [N]``, ``cls [N, 1]``, ``bboxes [N, 4]``
+        (normalised centre x, centre y, width, height)."""
+        height, width = int(image_shape[-2]), int(image_shape[-1])
+        box_classes = self.box_classes(batch)
+        valid = box_classes >= 0
+        classes = box_classes[valid]
         owner = torch.nonzero(valid, as_tuple=True)[0]
-        flat = boxes[valid].to(torch.float32)
+        flat = batch["boxes_xyxy"][valid].to(torch.float32)
         scale = flat.new_tensor([width, height, width, height])
         xywh = torch.stack([(flat[:, 0] + flat[:, 2]) / 2, (flat[:, 1] + flat[:, 3]) / 2,
                             flat[:, 2] - flat[:, 0], flat[:, 3] - flat[:, 1]], dim=1) / scale
         return {"batch_idx": owner.to(torch.float32), "cls": classes.reshape(-1, 1).to(torch.float32),
                 "bboxes": xywh}
+
+    # --- detector-specific forget objectives (read by grad_ascent, neggrad_plus and scrub) ----------
+    def forget_region(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """``(region bool [B, K, A], box_classes int64 [B, K])``: the anchors answering for each box
+        of the batch (:func:`forget_anchor_mask`) and the boxes' classes."""
+        images = batch["images"]
+        height, width = int(images.shape[-2]), int(images.shape[-1])
+        strides = [float(s) for s in self.detector.model[-1].stride.tolist()]
+        level_hw = [(math.ceil(height / s), math.ceil(width / s)) for s in strides]
+        classes = self.box_classes(batch)
+        region = forget_anchor_mask(level_hw, strides, batch["boxes_xyxy"].to(images.device).float(),
+                                    classes.to(images.device) >= 0)
+        return region, classes.to(images.device)
+
+    def ascent_loss(self, batch: Batch) -> dict[str, Tensor]:
+        """The bounded objective gradient-ascent methods raise on a forget batch.
+
+        :func:`bounded_class_ascent`: the classification term of each forget box's class on the
+        anchors answering for the box, clamped at ``−log(spec.forget_floor_prob)``. Boxes and DFL
+        terms and every other anchor are left alone.
+
+        Returns:
+            ``"loss"``: the scalar objective (to be *maximised*); ``"anchors"``: the number of
+            (box, anchor) pairs it averages over.
+        """
+        preds = self.module(batch["images"], raw=True)
+        region, classes = self.forget_region(batch)
+        anchor_logits = preds["scores"].permute(0, 2, 1)
+        value = bounded_class_ascent(anchor_logits, region, classes, self.spec.forget_floor_prob)
+        return {"loss": value, "anchors": region.sum()}
+
+    def distillation_loss(self, batch: Batch, student: dict[str, Tensor], teacher: nn.Module, temperature: float,
+                          side: Literal["forget", "retain"],
+                          suppressed_classes: tuple[int, ...] | list[int] = ()) -> Tensor:
+        """Teacher-student divergence of per-anchor detection outputs (SCRUB).
+
+        Args:
+            batch: the batch ``student`` was computed on.
+            student: :meth:`loss` output of the student (``anchor_logits``, ``box_distribution``).
+            teacher: a frozen copy of :attr:`model`.
+            temperature: ``T``.
+            side: ``"retain"``: :func:`detection_distillation` over every anchor (class scores and
+                box distributions); ``"forget"``: :func:`forget_distillation`, the bounded one-sided
+                class divergence on the anchors of the batch's boxes.
+            suppressed_classes: retain side only: classes the teacher is made not to see (classes
+                forgotten entirely, which the retain images still show as background).
+        """
+        with torch.no_grad():
+            preds = teacher(batch["images"], raw=True)
+        teacher_logits = preds["scores"].permute(0, 2, 1)
+        if side == "forget":
+            region, classes = self.forget_region(batch)
+            return forget_distillation(student["anchor_logits"], teacher_logits, region, classes, temperature,
+                                       self.spec.forget_floor_prob)
+        return detection_distillation(student["anchor_logits"], student["box_distribution"], teacher_logits,
+                                      preds["boxes"].permute(0, 2, 1), temperature, suppressed_classes)
+
+    def forget_only_classes(self, forget: Batch, retain: Batch) -> tuple[int, ...]:
+        """Classes with boxes in the ``forget`` stream and none in the ``retain`` stream."""
+        present_forget = set(int(c) for c in forget["box_labels"][forget["box_labels"] >= 0].unique().tolist())
+        present_retain = set(int(c) for c in retain["box_labels"][retain["box_labels"] >= 0].unique().tolist())
+        return tuple(sorted(present_forget - present_retain))
 
     @staticmethod
     def _per_image_components(criterion: Any, preds: dict[str, Any], targets: dict[str, Tensor],

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vision_unlearn.methods._base import BaseUnlearner
+from vision_unlearn.methods.grad_ascent import forget_ascent_loss
 from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutput, StepState
 from vision_unlearn.registry import register_unlearner
 
@@ -30,7 +31,18 @@ class NegGradPlusConfig(MethodConfig):
 
 @register_unlearner("neggrad_plus")
 class NegGradPlus(BaseUnlearner):
-    """``min_θ α·L_retain(θ) − (1 − α)·L_forget(θ)``."""
+    """``min_θ α·L_retain(θ) − (1 − α)·L_forget(θ)``.
+
+    ``L_retain`` is the adapter's training loss on the retain stream; ``L_forget`` the ascent
+    objective of :func:`~vision_unlearn.methods.grad_ascent.forget_ascent_loss`. What "forget"
+    means:
+
+    * classifier: raise the forget samples' cross-entropy while fitting the retain samples;
+    * detector: lower each forget box's class score on the anchors answering for the box (bounded:
+      an anchor stops below ``YoloModelSpec.forget_floor_prob``) while training the full detection
+      loss on the retain stream, where, for class and instance requests, the forgotten objects are
+      unlabelled and so taught as background.
+    """
 
     config_class = NegGradPlusConfig
     epoch_over = "forget"
@@ -41,7 +53,7 @@ class NegGradPlus(BaseUnlearner):
         assert forget is not None and retain is not None
         cfg: NegGradPlusConfig = self.config  # type: ignore[assignment]
         retain_loss = adapter.loss(retain)["loss"]
-        forget_loss = adapter.loss(forget)["loss"]
+        forget_loss = forget_ascent_loss(adapter, forget)
         loss = cfg.alpha * retain_loss - (1.0 - cfg.alpha) * forget_loss
         return StepOutput(loss=loss, logs={"retain_ce": float(retain_loss.detach()),
                                            "forget_ce": float(forget_loss.detach())})
