@@ -122,26 +122,38 @@ def blur_sigma_px(config: BlurConfig, pixel_mm: float, magnification: float) -> 
     return float(np.hypot(sigma_det, sigma_focal) / pixel_mm)
 
 
+def gaussian(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian filter with edge-replicating borders and a kernel truncated at 4σ.
+
+    OpenCV's separable filter; equal to ``scipy.ndimage.gaussian_filter(image, σ, mode="nearest")``
+    to rounding (tested) and several times faster on the small regions around an object.
+    """
+    import cv2
+
+    radius = int(4.0 * sigma_px + 0.5)
+    source = np.ascontiguousarray(image, dtype=np.float64)
+    return cv2.GaussianBlur(source, (2 * radius + 1, 2 * radius + 1), sigma_px, sigma_px,
+                            borderType=cv2.BORDER_REPLICATE)
+
+
 def blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
     """Gaussian blur (no-op for σ = 0)."""
-    from scipy.ndimage import gaussian_filter
-
     if sigma_px <= 0:
         return image
-    return gaussian_filter(image, sigma_px, mode="nearest")
+    return gaussian(image, sigma_px)
 
 
 def lowpass(image: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Gaussian low-pass; wide kernels (σ ≥ 8 px) are applied on a grid coarser by ``σ/4`` and interpolated back."""
-    from scipy.ndimage import gaussian_filter, zoom
+    """Gaussian low-pass; very wide kernels (σ ≥ 24 px) are applied on a grid coarser by ``σ/8`` and interpolated back."""
+    from scipy.ndimage import zoom
 
-    factor = int(sigma_px // 4) if sigma_px >= 8 else 1
+    factor = int(sigma_px // 8) if sigma_px >= 24 else 1
     if factor <= 1:
-        return gaussian_filter(image, sigma_px, mode="nearest")
+        return gaussian(image, sigma_px)
     h, w = image.shape
     hc, wc = -(-h // factor), -(-w // factor)
     padded = np.pad(image, ((0, hc * factor - h), (0, wc * factor - w)), mode="edge")
-    coarse = gaussian_filter(padded.reshape(hc, factor, wc, factor).mean(axis=(1, 3)), sigma_px / factor, mode="nearest")
+    coarse = gaussian(padded.reshape(hc, factor, wc, factor).mean(axis=(1, 3)), sigma_px / factor)
     return zoom(coarse, factor, order=1, mode="nearest", grid_mode=True)[:h, :w]
 
 

@@ -138,9 +138,29 @@ def path_lengths(
     row_fine = (q[:, 1] * scale + (detector.rows - 1) / 2.0 - roi.row0 + 0.5) * s - 0.5
     height, width = roi.rows * s, roi.cols * s
 
+    acc_inv = np.zeros(height * width)
+    acc_sq = np.zeros(height * width) if with_depth else None
+    # Fine-grid pixel centres in detector-plane mm (relative to the principal point).
+    u0 = ((roi.col0 - 0.5) + 0.5 / s - (detector.cols - 1) / 2.0) * detector.pixel_mm
+    v0 = ((roi.row0 - 0.5) + 0.5 / s - (detector.rows - 1) / 2.0) * detector.pixel_mm
+    step = detector.pixel_mm / s
+    if compiled is not None:
+        compiled(np.ascontiguousarray(q), np.ascontiguousarray(f), col_fine, row_fine, width, height, u0, v0, step, sid,
+                 acc_inv, acc_sq if acc_sq is not None else np.zeros(0), with_depth)
+    else:
+        _rasterise_mesh_numpy(q, f, col_fine, row_fine, width, height, u0, v0, step, sid, acc_inv, acc_sq)
+    return _finish(acc_inv, acc_sq, roi, s, u0, v0, step, width, height, sid, with_depth)
+
+
+def _rasterise_mesh_numpy(
+    q: np.ndarray, f: np.ndarray, col_fine: np.ndarray, row_fine: np.ndarray, width: int, height: int,
+    u0: float, v0: float, step: float, sid: float, acc_inv: np.ndarray, acc_sq: np.ndarray | None,
+) -> None:
+    """Vectorised reference: whole-mesh triangle set-up, then :func:`_rasterise_numpy` over the kept triangles."""
     a, b, c = q[f[:, 0]], q[f[:, 1]], q[f[:, 2]]
     normal = cross3(b - a, c - a)
-    offset = np.abs(np.einsum("ij,ij->i", normal, a))  # |n·(a - source)|
+    # |n·(a - source)|, summed left to right as the compiled kernel does (einsum's order differs in the last bit)
+    offset = np.abs(normal[:, 0] * a[:, 0] + normal[:, 1] * a[:, 1] + normal[:, 2] * a[:, 2])
     x = col_fine[f]
     y = row_fine[f]
     area2 = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
@@ -150,15 +170,7 @@ def path_lengths(
     hi_r = np.minimum(np.floor(y.max(axis=1)), height - 1).astype(np.int64)
     box_w = np.clip(hi_c - lo_c + 1, 0, None)
     box_h = np.clip(hi_r - lo_r + 1, 0, None)
-    keep = np.flatnonzero((box_w > 0) & (box_h > 0) & (area2 != 0) & (offset > 0))
-
-    acc_inv = np.zeros(height * width)
-    acc_sq = np.zeros(height * width) if with_depth else None
-    # Fine-grid pixel centres in detector-plane mm (relative to the principal point).
-    u0 = ((roi.col0 - 0.5) + 0.5 / s - (detector.cols - 1) / 2.0) * detector.pixel_mm
-    v0 = ((roi.row0 - 0.5) + 0.5 / s - (detector.rows - 1) / 2.0) * detector.pixel_mm
-    step = detector.pixel_mm / s
-    tri = keep
+    tri = np.flatnonzero((box_w > 0) & (box_h > 0) & (area2 != 0) & (offset > 0))
     # Edge functions e = A*px + B*py + C per undirected edge (canonical vertex order: lower index first),
     # so the two triangles sharing an edge evaluate bit-identical values; then oriented per triangle.
     orient = np.sign(area2[tri])
@@ -177,16 +189,8 @@ def path_lengths(
     n = normal[tri]
     nd_px, nd_py = n[:, 0] * step, n[:, 1] * step
     nd_0 = n[:, 0] * u0 + n[:, 1] * v0 + n[:, 2] * sid
-    off = offset[tri]
-    if compiled is not None:
-        stack = [np.ascontiguousarray(np.stack([edge[k] for edge in coeffs], axis=1)) for k in range(5)]
-        compiled(np.ascontiguousarray(xt), np.ascontiguousarray(yt), lo_r[tri], hi_r[tri], lo_c[tri], hi_c[tri],
-                 stack[0], stack[1], stack[2], stack[3], stack[4], nd_px, nd_py, nd_0, off, width,
-                 acc_inv, acc_sq if acc_sq is not None else np.zeros(0), with_depth)
-    else:
-        _rasterise_numpy(xt, yt, lo_r[tri], hi_r[tri], lo_c[tri], hi_c[tri], box_h[tri], coeffs,
-                         nd_px, nd_py, nd_0, off, width, acc_inv, acc_sq)
-    return _finish(acc_inv, acc_sq, roi, s, u0, v0, step, width, height, sid, with_depth)
+    _rasterise_numpy(xt, yt, lo_r[tri], hi_r[tri], lo_c[tri], hi_c[tri], box_h[tri], coeffs,
+                     nd_px, nd_py, nd_0, offset[tri], width, acc_inv, acc_sq)
 
 
 def _select_kernel(kernel: str) -> Callable[..., None] | None:

@@ -82,3 +82,17 @@ def test_radiograph_insertion_changes_only_the_object_neighbourhood(tmp_path) ->
     # A steel clamp is denser than tissue: its footprint gets brighter (MONOCHROME2).
     x, y, w, h = (int(v) for v in annotations[0]["bbox"])
     assert (image - baseline)[y:y + h, x:x + w].max() > 0.02
+
+
+def test_gaussian_equals_scipy_reference() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from synth.physics.detector import gaussian, lowpass
+
+    image = np.random.default_rng(3).random((41, 29))  # non-square, smaller than the kernel for σ = 9
+    for sigma in (0.7, 2.5, 9.0):
+        np.testing.assert_allclose(gaussian(image, sigma), gaussian_filter(image, sigma, mode="nearest"),
+                                   rtol=0, atol=1e-12)
+    smooth = np.outer(np.sin(np.linspace(0, 3, 300)), np.cos(np.linspace(0, 2, 260)))
+    # Wide kernels run on a coarse grid: close to the exact filter on a smooth image.
+    np.testing.assert_allclose(lowpass(smooth, 40.0), gaussian_filter(smooth, 40.0, mode="nearest"), atol=0.025)

@@ -44,6 +44,39 @@ def test_object_parts_are_closed_and_disjoint(name: str) -> None:
             assert part.host in by_name
 
 
+@pytest.mark.parametrize("name", sorted(CATEGORY_BY_NAME))
+def test_object_parts_do_not_overlap_themselves(name: str) -> None:
+    """A self-intersecting surface is still watertight, but its inside is counted twice by a ray: the
+    winding number, 1 inside a simple closed surface, reaches 2 where it folds over itself."""
+    rng = np.random.default_rng(11)
+    for seed in range(3):
+        obj = make_object(name, np.random.default_rng(seed))
+        for part in obj.parts:
+            lo, hi = part.vertices_mm.min(axis=0), part.vertices_mm.max(axis=0)
+            points = lo + (hi - lo) * rng.random((300, 3))
+            w = winding_number(points, (part.vertices_mm, part.faces))
+            assert np.all(np.abs(w - np.clip(np.round(w), 0, 1)) < 0.05), (name, seed, part.name, w.max())
+
+
+def test_blade_outlines_are_simple_polygons() -> None:
+    from synth.physics.objects.library import _blade_outline
+    from synth.physics.objects.primitives import _triangulate_polygon
+
+    rng = np.random.default_rng(0)
+    sizes = set()
+    for _ in range(60):
+        outline, size, _length = _blade_outline(rng)
+        sizes.add(size)
+        x, y = outline[:, 0], outline[:, 1]
+        shoelace = 0.5 * abs(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+        t = outline[_triangulate_polygon(outline)]
+        areas = 0.5 * np.abs((t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1])
+                             - (t[:, 1, 1] - t[:, 0, 1]) * (t[:, 2, 0] - t[:, 0, 0]))
+        # The ears tile the polygon exactly only when it is simple (no edge crosses another).
+        assert areas.sum() == pytest.approx(shoelace, rel=1e-9), size
+    assert sizes == {"10", "11", "15"}
+
+
 def test_same_seed_same_object() -> None:
     a = make_object("sponge", np.random.default_rng(3))
     b = make_object("sponge", np.random.default_rng(3))

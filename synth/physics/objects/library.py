@@ -307,7 +307,7 @@ def _blade_outline(rng: np.random.Generator) -> tuple[np.ndarray, str, float]:
     s = (xs - x_t) / (length - x_t)
     if size == "11":  # straight cutting edge rising to a sharp point, straight back
         tip_y = 0.35 * tang_w
-        bottom = -tang_w / 2 - belly * (1 - s) + s * (tip_y + tang_w / 2 + belly)
+        bottom = -tang_w / 2 - belly * (1 - s) + s * (tip_y + tang_w / 2)  # a straight edge ending at the tip
         top = tang_w / 2 - s**4 * (tang_w / 2 - tip_y)
     else:  # convex belly curving up to the tip
         bottom = -tang_w / 2 - belly * np.sin(np.pi * np.clip(s * 1.2, 0, 1)) + s**2 * (tang_w * 0.55)
