@@ -388,7 +388,8 @@ def _cmd_list_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``vision-unlearn`` parser; ``argv`` (when given) is what ``benchmark`` records as its command."""
     parser, sub = make_parser(
         "vision-unlearn", "Machine unlearning for X-ray classifiers and detectors, with forgetting evaluation."
     )
@@ -468,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--progress", action="store_true", default=None, help="detector: progress bars")
     bench.add_argument("--out", required=True, help="output directory")
     bench.add_argument("--force", action="store_true", help="overwrite existing results")
-    bench.set_defaults(argv=None)
+    bench.set_defaults(argv=None if argv is None else list(argv))
     _add_runtime(bench)
 
     listing = add_command(sub, "list-methods", _cmd_list_methods, "list the registered methods and their configs")
@@ -477,10 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    if argv is not None:
-        parser.set_defaults(argv=list(argv))
-    return run_cli(parser, argv)
+    return run_cli(build_parser(argv), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -343,8 +343,8 @@ def _default_methods() -> dict[str, dict[str, Any]]:
     adam = {"optimizer": "adam", "weight_decay": 0.0, "batch_size": 16}
     return {
         "finetune": {**adam, "lr": 1e-3, "epochs": 2},
-        "grad_ascent": {**adam, "lr": 2e-5, "epochs": 1},
-        "neggrad_plus": {**adam, "lr": 2e-4, "epochs": 2},
+        "grad_ascent": {**adam, "lr": 5e-4, "epochs": 2},
+        "neggrad_plus": {**adam, "lr": 1e-3, "epochs": 2, "alpha": 0.9},
         "random_label": {**adam, "lr": 5e-4, "epochs": 2},
         "salun": {**adam, "lr": 5e-4, "epochs": 2},
         "scrub": {**adam, "lr": 5e-4, "epochs": 2, "max_epochs": 1},

@@ -303,3 +303,125 @@ def test_saved_checkpoint_validates_in_ultralytics(tmp_path: Path) -> None:
     metrics = YOLO(str(path)).val(data=str(data_yaml), imgsz=64, batch=2, device="cpu", workers=0, plots=False,
                                   verbose=False, project=str(tmp_path / "val"), name="v")
     assert 0.0 <= float(metrics.box.map50) <= 1.0
+
+
+# --- detector forget objectives (grad_ascent, neggrad_plus, scrub) ----------------------------------
+LEVELS_64 = [(8, 8), (4, 4), (2, 2)]
+STRIDES = [8.0, 16.0, 32.0]
+
+
+def test_forget_anchor_mask_matches_hand_computed_anchors() -> None:
+    from vision_unlearn.adapters.yolo import forget_anchor_mask
+
+    boxes = torch.tensor([[[10.0, 10.0, 30.0, 20.0], [1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 0.0, 0.0]]])
+    valid = torch.tensor([[True, True, False]])
+    mask = forget_anchor_mask(LEVELS_64, STRIDES, boxes, valid)
+    assert mask.shape == (1, 3, 64 + 16 + 4)
+    # stride 8: centres 12, 20, 28 inside x (10, 30), 12 inside y (10, 20) -> row 1, cols 1..3;
+    # stride 16: no centre inside, the centre (20, 15) lies in cell (row 0, col 1) -> 64 + 1;
+    # stride 32: centre (16, 16) inside -> 80
+    assert torch.nonzero(mask[0, 0]).flatten().tolist() == [9, 10, 11, 65, 80]
+    # a box smaller than every stride keeps the cell holding its centre on each level
+    assert torch.nonzero(mask[0, 1]).flatten().tolist() == [0, 64, 80]
+    assert not mask[0, 2].any()  # padding
+
+
+def test_bounded_class_ascent_is_clamped_and_moves_only_the_box_class_on_its_anchors() -> None:
+    import math
+
+    from vision_unlearn.adapters.yolo import bounded_class_ascent, forget_anchor_mask
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 84, 3)
+    logits[0, 10, 2] = -20.0  # already forgotten: below the floor
+    logits = logits.requires_grad_()
+    region = forget_anchor_mask(LEVELS_64, STRIDES, torch.tensor([[[10.0, 10.0, 30.0, 20.0]]]),
+                                torch.tensor([[True]]))
+    tau = 1e-4
+    value = bounded_class_ascent(logits, region, torch.tensor([[2]]), tau)
+    anchors = [9, 10, 11, 65, 80]
+    expected = sum(min(math.log1p(math.exp(-float(logits.detach()[0, a, 2]))), -math.log(tau)) for a in anchors) / 5
+    assert float(value.detach()) == pytest.approx(expected, rel=1e-6)
+    (grad,) = torch.autograd.grad(value, logits)
+    moved = torch.nonzero(grad).tolist()
+    assert moved == [[0, a, 2] for a in (9, 11, 65, 80)]  # anchor 10 is clamped; no other class or anchor
+    assert all(float(grad[0, a, 2]) < 0 for a in (9, 11, 65, 80))  # ascent lowers the class logit
+    # bounded whatever the logits, and exactly 0 without any forget anchor
+    very_low = torch.full((1, 84, 3), -1e4)
+    assert float(bounded_class_ascent(very_low, region, torch.tensor([[2]]), tau)) == pytest.approx(-math.log(tau))
+    assert float(bounded_class_ascent(logits, torch.zeros_like(region), torch.tensor([[2]]), tau)) == 0.0
+
+
+def test_binary_kl_matches_hand_values() -> None:
+    import math
+
+    from vision_unlearn.adapters.yolo import binary_kl
+
+    teacher = torch.tensor([0.5, 0.8, 0.0, 1.0])
+    student_logits = torch.tensor([0.0, 0.0, 1.5, 0.0])
+    kl = binary_kl(teacher, student_logits)
+    assert kl.tolist() == pytest.approx([0.0, 0.8 * math.log(1.6) + 0.2 * math.log(0.4), math.log1p(math.exp(1.5)),
+                                         math.log(2.0)], abs=1e-6)
+
+
+def test_distillation_is_zero_on_the_teacher_and_suppression_pushes_the_class_down() -> None:
+    from vision_unlearn.adapters.yolo import detection_distillation
+
+    torch.manual_seed(1)
+    logits, boxes = torch.randn(2, 84, 3), torch.randn(2, 84, 64)
+    assert float(detection_distillation(logits, boxes, logits, boxes, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    student = logits.clone().requires_grad_()
+    value = detection_distillation(student, boxes, logits, boxes, 4.0, suppressed_classes=(1,))
+    assert float(value) > 0
+    (grad,) = torch.autograd.grad(value, student)
+    assert (grad[..., 1] > 0).all()  # descent lowers every anchor's score of the suppressed class
+    assert grad[..., [0, 2]].abs().max() < 1e-6  # the other classes already match the teacher
+
+
+def test_forget_distillation_only_lowers_scores_and_stops_at_the_floor() -> None:
+    from vision_unlearn.adapters.yolo import forget_distillation
+
+    teacher = torch.zeros(1, 4, 2)
+    teacher[0, :, 1] = 2.0
+    student = torch.tensor([[[0.0, 1.0], [0.0, 3.0], [0.0, -20.0], [0.0, 1.0]]], requires_grad=True)
+    region = torch.tensor([[[True, True, True, False]]])
+    value = forget_distillation(student, teacher, region, torch.tensor([[1]]), temperature=1.0, floor_prob=1e-4)
+    (grad,) = torch.autograd.grad(value, student)
+    assert float(grad[0, 0, 1]) < 0  # below the teacher: raising the divergence lowers the score further
+    assert float(grad[0, 1, 1]) == 0.0  # above the teacher: raising it would create a detection
+    assert float(grad[0, 2, 1]) == 0.0  # below the floor
+    assert float(grad[0, 3, 1]) == 0.0  # not an anchor of the box
+    assert grad[..., 0].abs().max() == 0.0  # other classes are not pushed away
+
+
+def test_grad_ascent_on_a_detector_lowers_the_forget_class_and_stays_bounded(adapter: YoloAdapter,
+                                                                          data: DetectionData) -> None:
+    import copy
+    import math
+
+    from vision_unlearn.api import create_unlearner
+    from vision_unlearn.detection_forget import resolve_detection_forget
+    from vision_unlearn.loop import LoopSettings, run_loop
+    from vision_unlearn.methods.grad_ascent import forget_ascent_loss
+
+    local = copy.deepcopy(adapter)
+    split = resolve_detection_forget("class:clamp", data)
+    forget = split.forget_data(data).stream()
+    region, classes = local.forget_region(forget)
+    assert torch.equal(classes[classes >= 0], torch.tensor([2, 2]))
+
+    def clamp_scores() -> torch.Tensor:
+        with torch.no_grad():
+            scores = local.model(forget["images"], raw=True)["scores"].permute(0, 2, 1)[..., 2]
+        return scores[region.any(dim=1)]
+
+    before = clamp_scores()
+    # a large learning rate: the unbounded objective would diverge; this one cannot exceed -log(tau)
+    method = create_unlearner("grad_ascent", local, {"epochs": 6, "lr": 0.05, "batch_size": 2, "optimizer": "adam",
+                                                     "weight_decay": 0.0})
+    result = run_loop(local, method, forget, None, LoopSettings(seed=0))
+    assert result.completed
+    after = clamp_scores()
+    assert float(after.mean()) < float(before.mean()) - 1.0
+    value = float(forget_ascent_loss(local, forget))
+    assert math.isfinite(value) and value <= -math.log(local.spec.forget_floor_prob) + 1e-6

@@ -1,0 +1,237 @@
+"""``vision-unlearn run|benchmark --model yolo:...``: dispatch to the detection code, bad input exits 2
+with one line naming the file or field (nothing written), and ``--method steer`` writes the
+steering state next to the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vision_unlearn.cli import main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(out: Path, *extra: str, model: str = "yolo:yolov8n.yaml", data: str = "toy:6") -> list[str]:
+    return ["run", "--model", model, "--data", data, "--imgsz", "64", "--out", str(out), "--no-progress", *extra]
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def _assert_nothing_written(out: Path) -> None:
+    assert not (out / "unlearned.pt").exists() and not (out / "audit.json").exists()
+    assert not (out / "original.pt").exists()
+
+
+def _save_like_ultralytics(path: Path, task: str) -> Path:
+    """A checkpoint as the Ultralytics trainer leaves it: ``last.pt`` with the EMA model, then
+    ``strip_optimizer`` (what turns it into ``best.pt``)."""
+    from rfo_bench.offline import prepare_offline
+
+    prepare_offline()
+    from ultralytics.nn.tasks import PoseModel, SegmentationModel
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    model = (SegmentationModel("yolov8n-seg.yaml", ch=3, nc=3, verbose=False) if task == "segment"
+             else PoseModel("yolov8n-pose.yaml", ch=3, nc=1, verbose=False))
+    torch.save({"epoch": 0, "best_fitness": None, "model": None, "ema": model.half(), "updates": 0,
+                "optimizer": None, "train_args": {"task": task, "imgsz": 64}, "date": None, "version": "8"}, path)
+    strip_optimizer(path)
+    return path
+
+
+# --- bad input --------------------------------------------------------------------------------------
+def test_class_not_in_the_model_lists_its_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(_run(out, "--forget", "class:scalpel", "--method", "finetune")) == 2
+    line = _one_error_line(capsys)
+    assert "class is not one of the model's classes: needle, sponge, clamp" in line and "scalpel" in line
+    _assert_nothing_written(out)
+
+
+def test_missing_instance_ids_name_the_first_one_and_the_file(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "wrong_objects.txt"
+    listing.write_text("# two ids, the second does not exist\ntoy_0_00000.png@0\ntoy_0_00042.png@7\n")
+    out = tmp_path / "out"
+    assert main(_run(out, "--forget", f"instances:{listing}", "--method", "finetune")) == 2
+    line = _one_error_line(capsys)
+    assert str(listing) in line and "1 instance id(s) do not exist" in line and "toy_0_00042.png@7" in line
+    _assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("task", ["segment", "pose"])
+def test_checkpoint_of_another_task_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], task: str) -> None:
+    path = _save_like_ultralytics(tmp_path / f"{task}_best.pt", task)
+    out = tmp_path / "out"
+    assert main(_run(out, "--forget", "class:0", "--method", "finetune", model=f"yolo:{path}")) == 2
+    line = _one_error_line(capsys)
+    assert f"{task}_best.pt" in line and f"this is a {task} checkpoint" in line and "needs a detection model" in line
+    _assert_nothing_written(out)
+
+
+def test_missing_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "runs" / "best.pt"
+    assert main(_run(tmp_path / "out", "--forget", "class:needle", "--method", "finetune",
+                     model=f"yolo:{missing}")) == 2
+    line = _one_error_line(capsys)
+    assert str(missing) in line and "checkpoint not found" in line
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    (["--dataset", "digits"], "--dataset"),
+    (["--model-file", "original.pt"], "--model-file"),
+    (["--resume"], "--resume"),
+    (["--checkpoint-every", "5"], "--checkpoint-every"),
+])
+def test_classifier_flags_are_refused_with_a_detector(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      extra: list[str], field: str) -> None:
+    out = tmp_path / "out"
+    assert main(_run(out, "--forget", "class:needle", "--method", "finetune", *extra)) == 2
+    line = _one_error_line(capsys)
+    assert field in line and "for classifiers" in line
+    _assert_nothing_written(out)
+
+
+def test_detector_flags_are_refused_with_a_classifier(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", "--model-file", str(tmp_path / "original.pt"), "--method", "finetune", "--forget", "class:3",
+            "--out", str(tmp_path / "out"), "--data", "toy:4"]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert "--data" in line and "for detectors" in line
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--model", "resnet18"], "expected yolo:PATH_OR_YAML"),
+    (["--model", "yolo:yolov8n.yaml"], "--data"),
+    ([], "--model-file"),
+])
+def test_model_and_data_are_required_in_one_form(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 argv: list[str], expected: str) -> None:
+    full = ["run", *argv, "--method", "finetune", "--forget", "class:needle", "--out", str(tmp_path / "out")]
+    assert main(full) == 2
+    assert expected in _one_error_line(capsys)
+
+
+def test_unknown_method_field_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(_run(out, "--forget", "class:needle", "--method", "scrub", "--set", "temprature=2")) == 2
+    line = _one_error_line(capsys)
+    assert "temprature" in line and "--set" in line
+    _assert_nothing_written(out)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--model", "yolo:yolov8n.yaml", "--sweep"], "--sweep"),
+    (["--model", "yolo:yolov8n.yaml", "--dataset", "digits"], "--dataset"),
+    (["--model", "yolo:yolov8n.yaml", "--methods", "grad_ascent,nosuch"], "nosuch"),
+    (["--model", "yolo:yolov8n.yaml", "--set", "scrub.temprature=2"], "temprature"),
+    (["--model", "yolo:yolov8n.yaml", "--set", "salun.lr=0.1", "--methods", "scrub"], "salun"),
+    (["--model", "yolo:yolov8n.yaml", "--forget", "patients"], "forget"),
+    (["--model", "yolo:yolov8n.yaml", "--imgsz", "100"], "--imgsz"),
+    (["--model", "yolo:best.pt"], "model yaml"),
+    (["--model", "test_resnet", "--imgsz", "64", "--forget", "class:3"], "--imgsz"),
+])
+def test_bad_benchmark_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                     expected: str) -> None:
+    out = tmp_path / "bench"
+    assert main(["benchmark", *argv, "--seeds", "1", "--out", str(out)]) == 2
+    assert expected in _one_error_line(capsys)
+    assert not (out / "results.json").exists()
+
+
+# --- runs -------------------------------------------------------------------------------------------
+def test_detector_run_writes_checkpoint_audit_and_metrics_and_refuses_to_overwrite(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ultralytics import YOLO
+
+    out = tmp_path / "out"
+    argv = _run(out, "--forget", "class:clamp", "--method", "neggrad_plus", "--set", "epochs=1", "--set",
+                "batch_size=4", "--set", "alpha=0.5", "--threads", "1")
+    assert main(argv) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["method"] == "neggrad_plus" and summary["split"]["forgotten_classes"] == [2]
+    record = json.loads((out / "audit.json").read_text())
+    assert record["method"] == "neggrad_plus" and record["config"]["alpha"] == 0.5
+    assert record["config"]["epochs"] == 1
+    model = YOLO(str(out / "unlearned.pt"))
+    assert model.task == "detect" and model.names == {0: "needle", 1: "sponge", 2: "clamp"}
+    assert not (out / "steering.safetensors").exists()
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "--force" in _one_error_line(capsys)
+
+
+def test_detector_steer_run_writes_the_steering_state_that_reloads(tmp_path: Path) -> None:
+    from vision_unlearn.adapters.yolo import adapter_from_model_text
+    from vision_unlearn.detection_benchmark import toy_detection_data
+    from vision_unlearn.detection_forget import resolve_detection_forget
+    from vision_unlearn.methods.steer import Steer
+
+    out = tmp_path / "out"
+    assert main(_run(out, "--forget", "patient:toy_0_p00000,toy_0_p00001", "--method", "steer")) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["steering"] == str(out / "steering.safetensors")
+    adapter = adapter_from_model_text(f"yolo:{out / 'unlearned.pt'}", image_size=64)
+    data = toy_detection_data(6, 0, 64)
+    forget_images = resolve_detection_forget("patient:toy_0_p00000,toy_0_p00001", data).forget_data(data).images
+    with torch.no_grad():
+        plain = adapter.model(forget_images)
+    steer = Steer.from_file(out / "steering.safetensors", adapter)
+    with torch.no_grad():
+        steered = adapter.model(forget_images)
+        steer.disable()
+        switched_off = adapter.model(forget_images)
+    assert not torch.allclose(steered, plain, atol=1e-4)  # the erasure acts on the forget images
+    assert torch.equal(switched_off, plain)
+
+
+def test_classifier_steer_run_writes_the_steering_state(tmp_path: Path) -> None:
+    from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
+    from vision_unlearn.checkpoint import save_model
+    from vision_unlearn.steering import load_steering
+
+    torch.manual_seed(0)
+    adapter = TimmAdapter(TimmModelSpec("test_resnet", num_classes=10, in_chans=1))
+    model_file = tmp_path / "original.pt"
+    save_model(model_file, adapter.model.state_dict(), adapter.describe(),
+               {"dataset": "digits", "image_size": None, "in_chans": 1, "data_seed": 0})
+    out = tmp_path / "run"
+    assert main(["run", "--model-file", str(model_file), "--method", "steer", "--forget", "class:3", "--out", str(out),
+                 "--no-progress", "--no-eval", "--threads", "1"]) == 0
+    state, extra = load_steering(out / "steering.safetensors")
+    assert extra["forget"] == "class:3" and extra["method"] == "steer"
+    assert json.loads((out / "metrics.json").read_text())["steering"] == str(out / "steering.safetensors")
+
+
+def test_detector_benchmark_runs_through_vision_unlearn(tmp_path: Path) -> None:
+    from vision_unlearn.detection_benchmark import DetectionBenchmarkConfig
+
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--model", "yolo:yolov8n.yaml", "--imgsz", "64", "--n-train", "8", "--n-test", "4",
+            "--original-epochs", "1", "--forget", "class:clamp", "--methods", "grad_ascent", "--seeds", "1",
+            "--seed-start", "3", "--set", "grad_ascent.epochs=1", "--set", "original.batch_size=4", "--out", str(out),
+            "--threads", "1"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["seed"], r["method"]) for r in results["rows"]] == [(3, "original"), (3, "retrain"),
+                                                                  (3, "grad_ascent")]
+    preset = DetectionBenchmarkConfig().methods["grad_ascent"]
+    assert results["config"]["methods"] == {"grad_ascent": {**preset, "epochs": 1}}
+    assert results["config"]["original"]["batch_size"] == 4 and results["config"]["original"]["epochs"] == 1
+    assert results["command"].startswith("vision-unlearn benchmark --model yolo:yolov8n.yaml")
+    assert (out / "results.md").exists() and (out / "results.png").exists()
