@@ -21,7 +21,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint install clean benchmarks
+.PHONY: demo test lint install clean bench-deps bench-physics
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/vision-unlearn demo --out $(DEMO_OUT)
+
+# Benchmarks (not part of `make test`). bench-deps adds DiffDRR's renderer dependencies for the comparison.
+$(VENV)/.compare: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[compare]"
+	touch $(VENV)/.compare
+
+bench-deps: $(VENV)/.compare
+
+bench-physics: $(VENV)/.compare
+	$(BIN)/python benchmarks/bench_physics.py --size 1024 --n 100 --workers 1 2 --out runs/bench_physics.json
 
 clean:
 	rm -rf $(VENV) .cache runs build *.egg-info
