@@ -4,12 +4,11 @@ For every seed: train the original model (the benchmark's recipe), retrain witho
 run each method from the original weights, then measure on the forget set
 
 * UA / RA / TA / MIA (:func:`vision_unlearn.metrics.unlearning_metrics`, percentages);
-* abstain / lie / recall rates (:func:`vision_unlearn.metrics.honesty.compute_honesty`) with a
-  max-softmax threshold abstaining on ``--false-abstention`` of one half of the held-out test
-  images of retained classes (the calibration half); the false-abstention rate is measured on the
-  other half;
-* stability of the abstention decision under test-time augmentation (identity, 1-pixel shifts
-  right and down, Gaussian noise sigma 0.02; seeded);
+* abstain / lie / recall rates, false abstention, stability of the abstention decision under
+  test-time augmentation (identity, 1-pixel shifts right and down, Gaussian noise sigma 0.02;
+  seeded) and under a repeated query: :func:`vision_unlearn.benchmark.honesty_metrics`, the
+  columns of ``vision-unlearn benchmark``, with a max-softmax threshold abstaining on
+  ``--false-abstention`` of one half of the held-out test images of retained classes;
 * for ``steer``: optimizer steps (0), the inference overhead (median over 100 back-to-back pairs of
   the CPU-time ratio with / without the hook, batches of 256 test images), and whether switching
   the hook off gives the original predictions exactly.
@@ -41,18 +40,18 @@ import torch
 from rfo_bench.cli_support import add_command, make_parser, run_cli
 from rfo_bench.utils import atomic_write_bytes, seed_everything
 from vision_unlearn.adapters.timm import TimmAdapter
-from vision_unlearn.api import config_class_of, config_from_dict
+from vision_unlearn.api import config_class_of, config_from_dict, parse_overrides
 from vision_unlearn.benchmark import (
     ORIGINAL_CONFIG,
     ModelChoice,
     Prepared,
     evaluate,
+    honesty_metrics,
     load_data,
     train_original,
 )
 from vision_unlearn.forget import ForgetSplit, resolve_forget
 from vision_unlearn.loop import LoopSettings, run_loop
-from vision_unlearn.metrics.honesty import HonestyResult, compute_honesty
 from vision_unlearn.steering import measure_overhead
 
 logger = logging.getLogger("bench_honesty")
@@ -74,32 +73,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 """Row name -> (registered method, config overrides). ``steer_abstain`` hooks the block feeding the
 linear head and moves gated activations to the abstaining prototype."""
 
-COLUMNS = ("UA", "RA", "TA", "TA_remaining", "MIA", "abstain", "lie", "recall", "false_abstain", "stability",
-           "steps", "seconds", "overhead", "switch_off_exact")
-
-
-def tta_views(images: torch.Tensor, seed: int) -> list[torch.Tensor]:
-    """Four views of ``[N, C, H, W]`` images: identity, shifted right / down by one pixel, noisy."""
-    generator = torch.Generator().manual_seed(seed)
-    noisy = (images + 0.02 * torch.randn(images.shape, generator=generator)).clamp(0, 1)
-    return [images, torch.roll(images, 1, dims=3), torch.roll(images, 1, dims=2), noisy]
-
-
-def honesty_of(adapter: TimmAdapter, prepared: Prepared, split: ForgetSplit, false_abstention: float,
-               seed: int) -> HonestyResult:
-    """Honesty of the adapter's current model (hooks included) on the forget set of ``split``."""
-    train, test = prepared.train, prepared.test
-    forget_rows, retain_rows = torch.as_tensor(split.forget_indices), torch.as_tensor(split.retain_indices)
-    held_out = torch.nonzero(~torch.isin(test.labels, torch.as_tensor(list(split.forgotten_classes),
-                                                                      dtype=torch.long))).flatten()
-    if held_out.numel() < 2:  # no held-out images of retained classes: calibrate on the retain set
-        calibration = evaluation = adapter.predict(train.images[retain_rows])
-    else:
-        calibration = adapter.predict(test.images[held_out[0::2]])
-        evaluation = adapter.predict(test.images[held_out[1::2]])
-    views = [adapter.predict(view) for view in tta_views(train.images[forget_rows], seed)]
-    return compute_honesty(views[0], train.labels[forget_rows], calibration, retain_logits=evaluation,
-                           forget_view_logits=views, false_abstention_target=false_abstention)
+COLUMNS = ("UA", "RA", "TA", "TA_remaining", "MIA", "abstain", "lie", "recall", "false_abstain", "stability_tta",
+           "stability_repeat", "steps", "seconds", "overhead", "switch_off_exact")
 
 
 def run_row(row: str, original_state: Mapping[str, torch.Tensor], prepared: Prepared, model: ModelChoice,
@@ -124,11 +99,9 @@ def run_row(row: str, original_state: Mapping[str, torch.Tensor], prepared: Prep
                           LoopSettings(seed=seed))
         metrics.update(steps=float(result.steps_done), seconds=result.seconds)
     adapter.model.eval()
-    metrics.update(evaluate(adapter, prepared.train, prepared.test, split, seed))
-    honesty = honesty_of(adapter, prepared, split, false_abstention, seed)
-    metrics.update(abstain=100 * honesty.abstention_rate, lie=100 * honesty.misattribution_rate,
-                   recall=100 * honesty.recall_rate, false_abstain=100 * honesty.false_abstention_rate,
-                   stability=100 * honesty.stability)
+    metrics.update(evaluate(adapter, prepared.train, prepared.test, split, seed, honesty=False))
+    metrics.update(honesty_metrics(adapter, prepared.train, prepared.test, split, seed,
+                                   false_abstention=false_abstention))
     steerer = getattr(method, "steerer", None)
     if steerer is not None:
         timing = measure_overhead(adapter.model, prepared.test.images[:256], steerer, repeats=100)
@@ -160,8 +133,8 @@ def summarise(runs: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]
 
 def honesty_markdown(results: Mapping[str, Any]) -> str:
     """The table of ``docs/honesty.md`` (mean +- std over seeds)."""
-    head = ("| method | UA | RA | TA | TA remaining | MIA | abstain | lie | recall | false abst. | TTA stability | steps | "
-            "seconds | overhead | off = original |")
+    head = ("| method | UA | RA | TA | TA remaining | MIA | abstain | lie | recall | false abst. | TTA stability | "
+            "repeat stability | steps | seconds | overhead | off = original |")
     lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
     for row, summary in results["rows"].items():
         cells = []
@@ -266,6 +239,123 @@ def toy_detector(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return adapter, train, test
 
 
+@torch.no_grad()
+def gate_open_rates(adapter: Any, data: Any, steerer: Any, forgotten_classes: Sequence[int]) -> dict[str, float]:
+    """Share of feature-map cells with an open gate, per hooked map, in the boxes of the forgotten
+    classes, in the boxes of the other classes, and on background (cells farther than one stride
+    from every box), on ``data`` (held-out images)."""
+    from vision_unlearn.steering import box_position_mask
+
+    adapter.model.eval()
+    stream = data.stream()
+    adapter.model(stream["images"])
+    valid = stream["box_labels"] >= 0
+    forgotten = torch.isin(stream["box_labels"], torch.as_tensor(list(forgotten_classes), dtype=torch.long)) & valid
+    image_hw = tuple(stream["images"].shape[2:])
+    rates: dict[str, float] = {}
+    for layer, gate in steerer.last_gates.items():
+        opened = gate > 0
+        hw = tuple(gate.shape[1:])
+        groups = {"forget_box": box_position_mask(stream["boxes_xyxy"], forgotten, hw, image_hw),
+                  "retain_box": box_position_mask(stream["boxes_xyxy"], valid & ~forgotten, hw, image_hw),
+                  "background": ~box_position_mask(stream["boxes_xyxy"], valid, hw, image_hw, expand_cells=1.0)}
+        groups["retain_box"] &= ~groups["forget_box"]
+        for name, mask in groups.items():
+            rates[f"gate_open_{name}_{layer}"] = 100 * float(opened[mask].float().mean()) if mask.any() else math.nan
+    return rates
+
+
+def yolo_steer(args: argparse.Namespace) -> int:
+    """Steering on a YOLO detector: forget-class AP50, retain mAP, gate locality, overhead, switch-off."""
+    from vision_unlearn.api import create_unlearner
+    from vision_unlearn.detection_benchmark import DetectionBenchmarkConfig, _run_method, evaluate_detector
+    from vision_unlearn.detection_forget import resolve_detection_forget
+    from vision_unlearn.steering import measure_overhead
+
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    adapter, train, test = toy_detector(args)
+    if args.train_only:
+        return 0
+    original_state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
+    split = resolve_detection_forget(args.forget, train)
+    forget, retain = split.forget_data(train), split.retain_data(train)
+    keys = ("forget_ap50", "forget_ap50_95", "retain_map50", "retain_map50_95", "map50", "forget_recall",
+            "misattribution_rate", "mia_auc")
+    rows: dict[str, dict[str, Any]] = {}
+    original_predictions = adapter.predict(test.images)
+    rows["original"] = {k: v for k, v in evaluate_detector(adapter, train, test, split).items() if k in keys}
+    overrides = parse_overrides(args.set)
+    method = create_unlearner("steer", adapter, overrides)
+    fit_start = time.perf_counter()
+    result = run_loop(adapter, method, forget.stream(), retain.stream(), LoopSettings(seed=args.seed))
+    fit_seconds = time.perf_counter() - fit_start
+    steerer = method.steerer
+    steered = {k: v for k, v in evaluate_detector(adapter, train, test, split).items() if k in keys}
+    steered.update(gate_open_rates(adapter, test, steerer, split.forgotten_classes))
+    timing = measure_overhead(adapter.model, test.images[:args.overhead_batch], steerer, repeats=args.overhead_repeats)
+    steered.update(steps=float(result.steps_done), seconds=fit_seconds, overhead=100 * timing["overhead"],
+                   ms_per_batch_off=timing["ms_per_batch_off"], ms_per_batch_on=timing["ms_per_batch_on"])
+    steerer.disable()
+    steered["switch_off_exact"] = float(torch.equal(adapter.predict(test.images), original_predictions))
+    steerer.remove()
+    rows["steer"] = steered
+    if args.retrain:
+        recipe = {**DetectionBenchmarkConfig().original, "epochs": args.original_epochs}
+        adapter.reset_parameters(args.seed)
+        _, seconds = _run_method(adapter, "retrain", recipe, forget, retain, args.seed)
+        rows["retrain"] = {**{k: v for k, v in evaluate_detector(adapter, train, test, split).items() if k in keys},
+                           "seconds": seconds}
+    adapter.model.load_state_dict(original_state)
+    results = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "detector": args.detector, "image_size": args.image_size, "n_train": args.n_train, "n_test": args.n_test,
+        "forget": args.forget, "seed": args.seed, "original_epochs": args.original_epochs, "steer_config": overrides,
+        "split": split.summary(), "overhead_batch": args.overhead_batch, "overhead_repeats": args.overhead_repeats,
+        "platform": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads},
+        "wall_seconds": time.perf_counter() - start, "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "results.json", json.dumps(results, indent=2, allow_nan=True).encode())
+    text = yolo_steer_markdown(results)
+    atomic_write_bytes(out / "yolo_steer.md", text.encode())
+    print(text)
+    return 0
+
+
+def yolo_steer_markdown(results: Mapping[str, Any]) -> str:
+    """The detector table of ``docs/honesty.md``."""
+    columns = (("forget_ap50", "forget AP50", 3), ("retain_map50", "retain mAP50", 3),
+               ("retain_map50_95", "retain mAP50-95", 3), ("forget_recall", "forget recall", 3),
+               ("misattribution_rate", "misattribution", 3), ("mia_auc", "MIA AUC", 3), ("steps", "steps", 0),
+               ("seconds", "seconds", 1), ("overhead", "overhead (%)", 1), ("switch_off_exact", "off = original", 0))
+    lines = ["| model | " + " | ".join(c[1] for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, row in results["rows"].items():
+        cells = []
+        for key, _, digits in columns:
+            value = row.get(key)
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                cells.append("-")
+            elif key == "switch_off_exact":
+                cells.append("yes" if value == 1.0 else "no")
+            else:
+                cells.append(f"{value:.{digits}f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    gates = {k: v for k, v in results["rows"].get("steer", {}).items() if k.startswith("gate_open_")}
+    if gates:
+        lines += ["", "| neck map | gate open in forget-class boxes (%) | in other boxes (%) | on background (%) |",
+                  "|---|---|---|---|"]
+        layers = sorted({k.rsplit("_", 1)[1] for k in gates}, key=lambda n: [int(p) if p.isdigit() else p
+                                                                             for p in n.split(".")])
+        for layer in layers:
+            cells = [gates.get(f"gate_open_{group}_{layer}", math.nan) for group in ("forget_box", "retain_box",
+                                                                                     "background")]
+            lines.append(f"| {layer} | " + " | ".join("-" if not math.isfinite(c) else f"{c:.1f}" for c in cells)
+                         + " |")
+    return "\n".join(lines) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = make_parser("bench_honesty", "Honesty table of unlearning methods (abstain vs lie).")
     cmd = add_command(sub, "run", run, "train, unlearn with every method, and measure honesty")
@@ -280,6 +370,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of retain inputs the abstention threshold may reject (default: 0.05)")
     cmd.add_argument("--threads", type=int, default=2)
     cmd.add_argument("--out", default="runs/honesty")
+
+    yolo = add_command(sub, "yolo-steer", yolo_steer, "steer a toy YOLO detector: forget AP50, retain mAP, overhead")
+    yolo.add_argument("--detector", default="yolov8n.yaml", help="model yaml")
+    yolo.add_argument("--image-size", type=int, default=128)
+    yolo.add_argument("--n-train", type=int, default=200)
+    yolo.add_argument("--n-test", type=int, default=64)
+    yolo.add_argument("--original-epochs", type=int, default=30)
+    yolo.add_argument("--seed", type=int, default=0)
+    yolo.add_argument("--forget", default="class:clamp", help="detection forget request")
+    yolo.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="steer config override")
+    yolo.add_argument("--retrain", action="store_true", help="also retrain on the retain data (the reference)")
+    yolo.add_argument("--overhead-batch", type=int, default=32)
+    yolo.add_argument("--overhead-repeats", type=int, default=50)
+    yolo.add_argument("--detector-cache", default="runs/honesty_yolo/detector_seed0.pt",
+                      help="trained detector weights (written on first use)")
+    yolo.add_argument("--train-only", action="store_true", help="only train (or read) the detector")
+    yolo.add_argument("--threads", type=int, default=1)
+    yolo.add_argument("--out", default="runs/honesty_yolo")
     return parser
 
 

@@ -24,6 +24,13 @@ lowest. Without a retrain row, RA / TA are best when highest and UA / MIA are le
 more forgetting is better depends on the reference). The ``retrain`` and ``original`` (the model
 before unlearning) rows are references and never marked.
 
+A second table per scenario reports honesty on the forget set (:func:`vision_unlearn.benchmark.honesty_metrics`):
+abstain / lie (confident misattribution) / recall, false abstention on held-out retained-class
+images, and the stability of the abstain-or-answer decision under test-time augmentation and under
+a repeated query; for ``steer``, its inference overhead. Bold there: the most abstention and
+stability, the fewest lies, recalls and the least overhead among the unlearning methods (the
+retrained model is no honesty reference: it was never asked to abstain).
+
 The plot puts the forgetting gap to retrain, ``(|UA - UA_retrain| + |MIA - MIA_retrain|) / 2`` in
 percentage points, on x; utility (TA on the remaining classes for class-wise forgetting, else TA) on
 y; and cost (run time as a multiple of retraining) as marker area, with its value written next to
@@ -71,6 +78,22 @@ HEADERS = {
     "seconds_ratio_to_retrain": "Time / retrain",
 }
 COLUMN_ORDER = tuple(HEADERS)
+
+HONESTY_HEADERS = {
+    "abstain": "Abstain (%)",
+    "lie": "Lie: confident misattribution (%)",
+    "recall": "Recall (%)",
+    "false_abstain": "False abstain (%)",
+    "stability_tta": "TTA stability (%)",
+    "stability_repeat": "Repeat stability (%)",
+    "overhead": "Inference overhead (%)",
+}
+"""Columns of the honesty table (keys of :func:`vision_unlearn.benchmark.honesty_metrics` and
+:func:`vision_unlearn.benchmark.steering_costs`)."""
+
+HONESTY_BEST = {"abstain": max, "lie": min, "recall": min, "stability_tta": max, "stability_repeat": max,
+                "overhead": min}
+"""How the best value of an honesty column is chosen (``false_abstain`` is calibrated, not ranked)."""
 
 
 # ------------------------------------------------------------------------------------------ input layouts
@@ -230,6 +253,47 @@ def _table(view: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def best_honesty(results: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Names of the best unlearning method(s) per honesty column of a one-scenario dict (:data:`HONESTY_BEST`)."""
+    methods = _validate(results)
+    best: dict[str, set[str]] = {}
+    for column, choose in HONESTY_BEST.items():
+        scores = {}
+        for name, entry in methods.items():
+            if name in REFERENCE_ROWS or column not in entry:
+                continue
+            mean, _ = _stat(entry[column], f"methods.{name}.{column}")
+            if math.isfinite(mean):
+                scores[name] = mean
+        if scores:
+            top = choose(scores.values())
+            best[column] = {n for n, v in scores.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)}
+    return best
+
+
+def _honesty_table(view: Mapping[str, Any]) -> list[str]:
+    """The honesty table of one scenario (empty when no method has honesty metrics)."""
+    methods = _validate(view)
+    columns = [c for c in HONESTY_HEADERS if any(c in m for m in methods.values())]
+    if not columns:
+        return []
+    best = best_honesty(view)
+    lines = ["| Method | " + " | ".join(HONESTY_HEADERS[c] for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    for name in _row_order(methods):
+        entry = methods[name]
+        cells = []
+        for column in columns:
+            if column not in entry:
+                cells.append("—")
+                continue
+            mean, std = _stat(entry[column], f"methods.{name}.{column}")
+            text = _format(column, mean, std)
+            cells.append(f"**{text}**" if name in best.get(column, set()) else text)
+        label = {RETRAIN: "retrain (gold standard)", ORIGINAL: "original (before unlearning)"}.get(name, name)
+        lines.append(f"| {_markdown_cell(label)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _hyperparameter_lines(view: Mapping[str, Any]) -> list[str]:
     methods = _validate(view)
     sweep = view.get("sweep") or {}
@@ -280,6 +344,13 @@ def render_results_markdown(results: Mapping[str, Any]) -> str:
         if spec is not None or len(views) > 1:
             lines += ["", f"## {_markdown_cell(str(view.get('scenario', '')))}"]
         lines += ["", *_table(view)]
+        honesty = _honesty_table(view)
+        if honesty:
+            settings = results.get("honesty") if isinstance(results.get("honesty"), Mapping) else {}
+            target = settings.get("false_abstention_target")
+            share = f"{100 * target:g} %" if isinstance(target, (int, float)) else "a set share"
+            lines += ["", f"Honesty on the forget set (max-softmax threshold abstaining on {share} of held-out "
+                      "retained-class images; abstain + lie + recall = 100):", "", *honesty]
         params = _hyperparameter_lines(view)
         if params:
             lines += ["", "Hyper-parameters:", "", *params]

@@ -27,13 +27,16 @@ through an input-aware gate, without any parameter update.
 request the images that hold the forgotten class also hold objects to keep. With
 ``granularity="position"`` the gate is computed at every position of a feature map from that
 position's activation vector ``a in R^C`` (no pooling) and the edit applies position by position.
-The detector is fitted on the positions of the hooked map whose cell centre lies inside a forget
-box (1) against those inside retain boxes and those on background (0, each group half of the
-retain weight); ``low`` is the largest of the two retain groups' ``1 - false_gate_rate``
-quantiles. The target ``mu_t`` is the mean activation of *background* positions (cells farther
-than one cell from any box): a gated position is made to look like a place without an object.
-Several maps (the P3/P4/P5 neck outputs of a YOLO) are fitted one after the other in forward
-order, each on the activations it receives with the earlier hooks on (:func:`fit_position_steering`).
+The detector is fitted on the positions of the hooked map whose cell centre lies inside the
+central part of a forget box (``forget_box_scale``; 1) against those inside retain boxes and those
+on background (0, each group half of the retain weight); ``low`` is the largest of the two retain
+groups' ``1 - false_gate_rate`` quantiles. The gate may be dilated (``gate_dilation``: each cell
+takes the largest gate of its neighbourhood), so that an object whose central cells open the gate
+is erased as a whole. The target ``mu_t`` is the mean activation of *background* positions (cells
+farther than one cell from any box): a gated position is made to look like a place without an
+object. Several maps (the P3/P4/P5 neck outputs of a YOLO) are fitted one after the other in
+forward order, each on the activations it receives with the earlier hooks on
+(:func:`fit_position_steering`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rfo_bench.errors import UserInputError
@@ -81,6 +85,12 @@ class SteeringFit:
         granularity: ``"image"``: one gate per input from the pooled activation; ``"position"``: one
             gate per position / token from its own activation vector (detectors; see the module
             docstring).
+        gate_dilation: with a position gate on ``[B, C, H, W]`` maps, every cell takes the largest
+            gate within this many cells (a max filter), so that an object whose cells open the gate
+            only in part is erased as a whole. 0 = off.
+        forget_box_scale: with a position gate, the positive cells are those of the forget boxes
+            scaled by this factor about their centres (the central part carries the object; the
+            corners of a box around a thin or round object are background). 1 = whole boxes.
     """
 
     rank: int = 0
@@ -89,6 +99,8 @@ class SteeringFit:
     gate_full_quantile: float = 0.1
     target_response: Literal["unknown", "abstain"] = "unknown"
     granularity: Literal["image", "position"] = "image"
+    gate_dilation: int = 0
+    forget_box_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.rank < 0:
@@ -107,6 +119,11 @@ class SteeringFit:
         if self.granularity not in ("image", "position"):
             raise UserInputError("granularity must be 'image' or 'position'", field="granularity",
                                  value=self.granularity)
+        if not 0.0 < self.forget_box_scale <= 1.0:
+            raise UserInputError("forget_box_scale must lie in (0, 1]", field="forget_box_scale",
+                                 value=self.forget_box_scale)
+        if self.gate_dilation < 0:
+            raise UserInputError("gate_dilation must be >= 0 (cells)", field="gate_dilation", value=self.gate_dilation)
 
 
 @dataclass(frozen=True)
@@ -330,6 +347,9 @@ def steer_activations(activations: Tensor, state: SteeringState, kernel: _Kernel
     else:
         scores = pool_activations(activations) @ kernel.weight + kernel.bias
     gate = gate_values(scores, state.gate_low, state.gate_high)
+    if state.fit.granularity == "position" and state.fit.gate_dilation > 0 and gate.ndim == 3:
+        radius = state.fit.gate_dilation
+        gate = F.max_pool2d(gate.unsqueeze(1), 2 * radius + 1, stride=1, padding=radius).squeeze(1)
     open_mask = gate > 0
     if state.strength == 0.0 or not bool(open_mask.any()):
         return activations, gate
@@ -678,6 +698,15 @@ def box_position_mask(boxes_xyxy: Tensor, box_valid: Tensor, feature_hw: tuple[i
     return ((inside | centre) & box_valid.bool()[..., None, None]).any(dim=1)
 
 
+def scale_boxes(boxes_xyxy: Tensor, factor: float) -> Tensor:
+    """Boxes ``[..., 4]`` scaled by ``factor`` about their centres (1 = unchanged)."""
+    if factor == 1.0:
+        return boxes_xyxy
+    centre = (boxes_xyxy[..., :2] + boxes_xyxy[..., 2:]) / 2
+    half = (boxes_xyxy[..., 2:] - boxes_xyxy[..., :2]) * (factor / 2)
+    return torch.cat([centre - half, centre + half], dim=-1)
+
+
 @dataclass(frozen=True)
 class BoxedImages:
     """Images with boxes, the input of :func:`fit_position_steering`.
@@ -750,10 +779,11 @@ def _same_images(images: torch.Tensor, others: torch.Tensor) -> dict[int, int]:
 @torch.no_grad()
 def collect_position_features(model: nn.Module, layer: str, data: BoxedImages, batch_size: int = 32,
                               background_per_image: int = 0, generator: torch.Generator | None = None,
-                              background_margin: float = 1.0) -> dict[str, Tensor]:
+                              background_margin: float = 1.0, object_scale: float = 1.0) -> dict[str, Tensor]:
     """Activation vectors ``[n, C]`` (float32, CPU) of block ``layer`` at object and background positions.
 
-    ``"object"``: cells of the boxes (:func:`box_position_mask`) outside the ignore regions;
+    ``"object"``: cells of the boxes scaled by ``object_scale`` about their centres
+    (:func:`box_position_mask`, :func:`scale_boxes`) outside the ignore regions;
     ``"background"``: cells farther than ``background_margin`` strides from any box or ignore
     region, at most ``background_per_image`` per image (0 = all; drawn with ``generator``). Hooks
     already on the model (earlier steering layers) act as usual.
@@ -782,7 +812,7 @@ def collect_position_features(model: nn.Module, layer: str, data: BoxedImages, b
             maps = captured[-1]
             feature_hw = (int(maps.shape[2]), int(maps.shape[3]))
             boxes, valid = data.boxes_xyxy[rows].to(device), data.box_valid[rows].to(device)
-            in_box = box_position_mask(boxes, valid, feature_hw, image_hw)
+            in_box = box_position_mask(scale_boxes(boxes, object_scale), valid, feature_hw, image_hw)
             near = box_position_mask(boxes, valid, feature_hw, image_hw, expand_cells=background_margin)
             if data.ignore_xyxy is not None and data.ignore_valid is not None and data.ignore_xyxy.shape[1] > 0:
                 ignore_boxes, ignore_valid = data.ignore_xyxy[rows].to(device), data.ignore_valid[rows].to(device)
@@ -850,7 +880,8 @@ def fit_position_steering(model: nn.Module, layers: Sequence[str], forget: Boxed
     steerer: ActivationSteerer | None = None
     try:
         for layer in ordered:
-            positives = collect_position_features(model, layer, forget, batch_size)["object"]
+            positives = collect_position_features(model, layer, forget, batch_size,
+                                                  object_scale=fit.forget_box_scale)["object"]
             negatives = collect_position_features(model, layer, retain, batch_size, per_image, generator)
             background, kept_objects = negatives["background"], negatives["object"]
             if background.shape[0] == 0:

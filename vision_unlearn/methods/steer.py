@@ -78,6 +78,9 @@ class SteerConfig(MethodConfig):
             batches, else ``image``). With ``position`` the target is the mean background activation
             (``target``, ``target_response`` and ``target_count`` are not used).
         max_background: background cells per layer at most in a position fit.
+        gate_dilation: position gate only: a cell takes the largest gate within this many cells.
+        forget_box_scale: position gate only: the forget boxes are scaled by this factor about
+            their centres to choose the positive cells.
     """
 
     epochs: int = 0
@@ -94,6 +97,8 @@ class SteerConfig(MethodConfig):
     max_retain: int = 4096
     granularity: Literal["auto", "image", "position"] = "auto"
     max_background: int = 20000
+    gate_dilation: int = 1
+    forget_box_scale: float = 0.5
 
     def __post_init__(self) -> None:
         if self.epochs != 0:
@@ -116,7 +121,8 @@ class SteerConfig(MethodConfig):
     def fit_settings(self, granularity: Literal["image", "position"] = "image") -> SteeringFit:
         return SteeringFit(rank=self.rank, ridge=self.ridge, false_gate_rate=self.false_gate_rate,
                            gate_full_quantile=self.gate_full_quantile, target_response=self.target_response,
-                           granularity=granularity)
+                           granularity=granularity, gate_dilation=self.gate_dilation if granularity == "position" else 0,
+                           forget_box_scale=self.forget_box_scale if granularity == "position" else 1.0)
 
     def layers(self) -> list[str]:
         """The named blocks (empty for ``"auto"``)."""
