@@ -21,7 +21,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint install clean bench-deps bench-physics
+.PHONY: demo test lint install clean bench-deps bench-physics docs-physics
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,10 @@ bench-physics: $(VENV)/.compare
 
 clean:
 	rm -rf $(VENV) .cache runs build *.egg-info
+
+# The physics pictures under docs/ (8 radiographs over the real PA radiograph, 8 over the real CT, seed 4).
+docs-physics: $(STAMP)
+	$(BIN)/rfo-synth physics --n 8 --seed 4 --mode radiograph --negative-fraction 0 --out runs/docs_physics/radiograph --overwrite --no-progress
+	$(BIN)/rfo-synth physics --n 8 --seed 4 --mode ct --negative-fraction 0 --out runs/docs_physics/ct --overwrite --no-progress
+	$(BIN)/rfo-synth preview runs/docs_physics/radiograph runs/docs_physics/ct --n 16 --out docs/physics_contact_sheet.png
+	$(BIN)/rfo-synth preview runs/docs_physics/radiograph runs/docs_physics/ct --n 16 --crops --out docs/physics_closeups.png
