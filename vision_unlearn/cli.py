@@ -423,12 +423,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     run.add_argument("--dataset", default=None, help="classifier: default the dataset the model was trained on")
     run.add_argument("--data", default=None, help="detector: training data (COCO json, YOLO data.yaml, ... or toy:N)")
     run.add_argument("--test-data", default=None, help="detector: held-out data for the forgetting metrics")
-    run.add_argument("--imgsz", type=int, default=None, help="detector: network input side, a multiple of 32 "
-                                                              "(default 640)")
+    run.add_argument("--imgsz", type=int, default=None, help="detector: network input side, a multiple of 32; "
+                                                              "640 when not given")
     run.add_argument("--in-chans", type=int, default=None, choices=(1, 3),
-                     help="detector: channels of a yaml model (default 1)")
+                     help="detector: channels of a yaml model; 1 when not given")
     run.add_argument("--groups", nargs="+", default=None, choices=("backbone", "neck", "head"),
-                     help="detector: parameter groups the method may update (default all)")
+                     help="detector: parameter groups the method may update; all when not given")
     run.add_argument("--config", default=None, help="YAML file of the method's config fields")
     run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
     run.add_argument("--seed", type=int, default=0, help="seed (data order, random labels, random:F requests)")
@@ -443,7 +443,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench = add_command(sub, "benchmark", _cmd_benchmark, "compare methods with retraining over seeds")
     bench.add_argument("--model", default="test_resnet",
                        help="timm model name, or yolo:MODEL.yaml for a detector trained from scratch")
-    bench.add_argument("--dataset", default=None, help="classifier: dataset spec (default digits)")
+    bench.add_argument("--dataset", default=None, help="classifier: dataset spec; digits when not given")
     bench.add_argument("--image-size", type=int, default=None, help="classifier: resize images to this side")
     bench.add_argument("--in-chans", type=int, default=1, choices=(1, 3), help="image channels")
     bench.add_argument("--img-size-kwarg", action="store_true", help="classifier: pass img_size to timm (ViTs)")
@@ -458,14 +458,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--lira-shadows", type=int, default=0, help="classifier: shadow models per seed for LiRA")
     bench.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE",
                        help="override a method's config (or original.FIELD for the original training)")
-    bench.add_argument("--data-seed", type=int, default=None, help="classifier: seed of the train/test split (0)")
+    bench.add_argument("--data-seed", type=int, default=None, help="classifier: seed of the train/test split; 0 when not given")
     bench.add_argument("--data", default=None, help="detector: dataset path instead of the toy set")
     bench.add_argument("--test-data", default=None, help="detector: held-out dataset (default: --data)")
-    bench.add_argument("--imgsz", type=int, default=None, help="detector: network input side (default 128)")
-    bench.add_argument("--n-train", type=int, default=None, help="detector: toy training images (default 240)")
-    bench.add_argument("--n-test", type=int, default=None, help="detector: toy test images (default 80)")
+    bench.add_argument("--imgsz", type=int, default=None, help="detector: network input side; 128 when not given")
+    bench.add_argument("--n-train", type=int, default=None, help="detector: toy training images; 240 when not given")
+    bench.add_argument("--n-test", type=int, default=None, help="detector: toy test images; 80 when not given")
     bench.add_argument("--original-epochs", type=int, default=None,
-                       help="detector: epochs of the original training and of retrain (default 30)")
+                       help="detector: epochs of the original training and of retrain; 30 when not given")
     bench.add_argument("--progress", action="store_true", default=None, help="detector: progress bars")
     bench.add_argument("--out", required=True, help="output directory")
     bench.add_argument("--force", action="store_true", help="overwrite existing results")

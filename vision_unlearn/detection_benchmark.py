@@ -347,7 +347,7 @@ def _default_methods() -> dict[str, dict[str, Any]]:
         "neggrad_plus": {**adam, "lr": 1e-3, "epochs": 2, "alpha": 0.9},
         "random_label": {**adam, "lr": 5e-4, "epochs": 2},
         "salun": {**adam, "lr": 5e-4, "epochs": 2},
-        "scrub": {**adam, "lr": 5e-4, "epochs": 2, "max_epochs": 1},
+        "scrub": {**adam, "lr": 1e-3, "epochs": 8, "max_epochs": 4, "temperature": 4.0},
         "ofmu": {**adam, "lr": 5e-4, "epochs": 2, "inner_lr": 0.01, "inner_steps": 1},
     }
 
