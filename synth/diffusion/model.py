@@ -1,9 +1,22 @@
 """The mask- and class-conditioned inpainting UNet and its checkpoint directory.
 
-The network is a :class:`diffusers.UNet2DModel` with three input channels and one output channel::
+The network is a :class:`diffusers.UNet2DModel` with four input channels and one output channel::
 
-    input  = [x_t, region, background * (1 - region)]     (N, 3, S, S), values in [-1, 1]
-    output = predicted noise epsilon                       (N, 1, S, S)
+    input  = [x_t, region, background * (1 - region), object]     (N, 4, S, S)
+    output = predicted velocity v (or noise epsilon)              (N, 1, S, S)
+
+What ``x_0`` is depends on ``ModelConfig.target``:
+
+* ``"residual"`` (the default): the object layer, ``(patch - smooth_fill(patch, region)) / residual_scale``
+  inside the region and 0 outside. ``smooth_fill`` interpolates the region from the pixels around it
+  (:func:`synth.diffusion.patches.smooth_fill`), and ``residual_scale`` (measured on the training
+  crops, stored in ``rfo_diffusion.json``) brings the faint objects of a radiograph (a few percent of
+  the grey range) to unit-order values. The network then spends its capacity on the object, not on
+  re-drawing the anatomy, and the object is not drowned by the noise at most timesteps.
+* ``"image"``: the patch itself in ``[-1, 1]`` (the first checkpoints; still readable).
+
+The ``object`` channel is the requested object mask (the region is that mask dilated by the margin),
+so the network knows where inside the region the object itself lies.
 
 and a class embedding (``class_embed_type=None`` with ``num_class_embeds``: a learned lookup table)
 whose index is the RFO category id (1..10, :mod:`rfo_bench.categories`); index 0 is the "null"
@@ -47,7 +60,9 @@ NUM_CLASS_EMBEDS = max(c.id for c in RFO_CATEGORIES) + 1
 META_FILE = "rfo_diffusion.json"
 MASK_BANK_FILE = "mask_bank.npz"
 STATE_FILE = "training_state.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+TARGETS = ("residual", "image")
+PREDICTION_TYPES = ("v_prediction", "epsilon", "sample")
 
 
 @dataclass(frozen=True)
@@ -61,14 +76,21 @@ class ModelConfig:
         norm_groups: GroupNorm groups.
         num_train_timesteps: diffusion steps of the training schedule.
         beta_schedule: diffusers beta schedule name (``squaredcos_cap_v2`` = cosine, Nichol & Dhariwal 2021).
+        prediction_type: what the UNet predicts: ``v_prediction`` (Salimans & Ho 2022, arXiv:2202.00512),
+            ``epsilon`` or ``sample``.
+        target: ``residual`` (object layer over a smooth fill of the region) or ``image`` (the patch).
+        object_channel: give the UNet the object mask as a fourth input channel.
     """
 
     block_out_channels: tuple[int, ...] = (16, 32, 64, 64)
     layers_per_block: int = 1
-    attention_levels: int = 1
+    attention_levels: int = 0
     norm_groups: int = 8
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "v_prediction"
+    target: str = "residual"
+    object_channel: bool = True
 
     def __post_init__(self) -> None:
         if not self.block_out_channels or any(c % self.norm_groups for c in self.block_out_channels):
@@ -77,11 +99,22 @@ class ModelConfig:
         if not 0 <= self.attention_levels <= len(self.block_out_channels):
             raise UserInputError("attention_levels must be between 0 and the number of levels",
                                  field="attention_levels", value=self.attention_levels)
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise UserInputError(f"unknown prediction type; expected one of {PREDICTION_TYPES}",
+                                 field="prediction_type", value=self.prediction_type)
+        if self.target not in TARGETS:
+            raise UserInputError(f"unknown target; expected one of {TARGETS}", field="target", value=self.target)
+
+    @property
+    def in_channels(self) -> int:
+        return 4 if self.object_channel else 3
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of ``asdict``; checkpoints written before a field existed get its old behaviour."""
         known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
+        legacy = {"prediction_type": "epsilon", "target": "image", "object_channel": False, "attention_levels": 1}
+        kwargs = {**legacy, **{k: v for k, v in data.items() if k in known}}
         if "block_out_channels" in kwargs:
             kwargs["block_out_channels"] = tuple(kwargs["block_out_channels"])
         return cls(**kwargs)
@@ -105,7 +138,7 @@ def build_unet(config: ModelConfig, size_px: int) -> UNet2DModel:
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn))
     return UNet2DModel(
         sample_size=size_px,
-        in_channels=3,
+        in_channels=config.in_channels,
         out_channels=1,
         block_out_channels=tuple(config.block_out_channels),
         layers_per_block=config.layers_per_block,
@@ -123,23 +156,28 @@ def build_train_scheduler(config: ModelConfig):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
-                         prediction_type="epsilon", clip_sample=False)
+                         prediction_type=config.prediction_type, clip_sample=False)
 
 
-def model_input(noisy: torch.Tensor, region: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+def model_input(noisy: torch.Tensor, region: torch.Tensor, background: torch.Tensor,
+                object_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Stack the UNet input channels.
 
     Args:
         noisy: ``(N, 1, S, S)`` current sample ``x_t``.
         region: ``(N, 1, S, S)`` 1 inside the region to inpaint, 0 elsewhere (all 0 = no context).
         background: ``(N, 1, S, S)`` the patch in ``[-1, 1]``; its region pixels are zeroed here.
+        object_mask: ``(N, 1, S, S)`` 1 on the object (models with ``object_channel``), else ``None``.
 
     Returns:
-        ``(N, 3, S, S)``.
+        ``(N, 3, S, S)``, or ``(N, 4, S, S)`` with ``object_mask``.
     """
     import torch
 
-    return torch.cat([noisy, region, background * (1.0 - region)], dim=1)
+    channels = [noisy, region, background * (1.0 - region)]
+    if object_mask is not None:
+        channels.append(object_mask)
+    return torch.cat(channels, dim=1)
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -155,6 +193,7 @@ class CheckpointInfo:
     spacing_mm: float
     step: int
     train: dict[str, Any]
+    residual_scale: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,6 +203,7 @@ class CheckpointInfo:
             "categories": [{"id": cid, "name": CATEGORY_BY_ID[cid].name} for cid in self.category_ids],
             "spacing_mm": self.spacing_mm,
             "step": self.step,
+            "residual_scale": self.residual_scale,
             "train": self.train,
         }
 
@@ -195,6 +235,7 @@ def read_checkpoint_info(ckpt_dir: str | Path) -> CheckpointInfo:
             spacing_mm=float(meta["spacing_mm"]),
             step=int(meta["step"]),
             train=dict(meta.get("train", {})),
+            residual_scale=float(meta.get("residual_scale", 1.0)),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise UserInputError(f"corrupt checkpoint metadata: {err}", file=meta_path) from None

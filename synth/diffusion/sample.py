@@ -52,6 +52,7 @@ from synth.diffusion.patches import (
     patch_masks,
     region_radius_full_px,
     resize_square,
+    smooth_fill,
 )
 
 if TYPE_CHECKING:
@@ -106,12 +107,13 @@ def make_scheduler(train_scheduler, name: str):
     return cls.from_config(train_scheduler.config)
 
 
-def _guided_eps(unet, x, t, region, background, class_ids, config: SamplerConfig):
+def _guided_output(unet, x, t, region, background, object_mask, class_ids, config: SamplerConfig):
+    """The guided model output ``out_null + w (out_class - out_null)`` (whatever the prediction type)."""
     import torch
 
     n = x.shape[0]
     keep = 0.0 if config.mode == "repaint" else 1.0
-    inputs = model_input(x, region * keep, background * keep)
+    inputs = model_input(x, region * keep, background * keep, None if object_mask is None else object_mask * keep)
     null = torch.full_like(class_ids, NULL_CLASS)
     if config.guidance_scale == 1.0:
         return unet(inputs, t, class_labels=class_ids).sample
@@ -152,6 +154,9 @@ def inpaint_patches(
     class_ids: torch.Tensor,
     config: SamplerConfig,
     generator: torch.Generator,
+    *,
+    object_mask: torch.Tensor | None = None,
+    residual_scale: float | None = None,
 ) -> torch.Tensor:
     """Denoise patches whose ``region`` is to be filled with an object of class ``class_ids``.
 
@@ -163,6 +168,11 @@ def inpaint_patches(
         class_ids: ``(N,)`` long category ids (or :data:`NULL_CLASS`).
         config: sampler settings.
         generator: CPU torch generator (all noise comes from it).
+        object_mask: ``(N, 1, S, S)`` 1 on the object itself, for UNets with an object channel
+            (default: the region).
+        residual_scale: for ``residual``-target models, the checkpoint's scale: the model draws the
+            object layer, which is added to :func:`~synth.diffusion.patches.smooth_fill` of the
+            background; ``None`` for ``image``-target models (the model draws the patch).
 
     Returns:
         ``(N, 1, S, S)`` in ``[-1, 1]``; equal to ``background`` wherever ``region == 0``.
@@ -172,6 +182,12 @@ def inpaint_patches(
     if background.shape != region.shape or background.ndim != 4 or background.shape[1] != 1:
         raise ValueError(f"background and region must both be (N, 1, S, S); got {tuple(background.shape)} "
                          f"and {tuple(region.shape)}")
+    if int(unet.config.in_channels) == 4 and object_mask is None:
+        object_mask = region
+    elif int(unet.config.in_channels) == 3:
+        object_mask = None
+    residual = residual_scale is not None
+    known_x0 = torch.zeros_like(background) if residual else background
     scheduler = make_scheduler(train_scheduler, config.scheduler)
     scheduler.set_timesteps(config.steps)
     noiser = _Noiser(train_scheduler.alphas_cumprod)
@@ -180,20 +196,26 @@ def inpaint_patches(
     if config.scheduler in ("ddim", "ddpm"):
         step_kwargs["generator"] = generator
     x = torch.randn(background.shape, generator=generator).to(background.device) * float(scheduler.init_noise_sigma)
-    x = region * x + (1.0 - region) * noiser.to_t(background, timesteps[0], generator)
+    x = region * x + (1.0 - region) * noiser.to_t(known_x0, timesteps[0], generator)
     with torch.no_grad():
         for i, t in enumerate(timesteps):
             t_next = timesteps[i + 1] if i + 1 < len(timesteps) else None
             for u in range(config.resample):
                 scaled = scheduler.scale_model_input(x, t)
-                eps = _guided_eps(unet, scaled, torch.tensor(t, device=x.device), region, background, class_ids, config)
-                x_next = scheduler.step(eps, t, x, **step_kwargs).prev_sample
-                known = background if t_next is None else noiser.to_t(background, t_next, generator)
+                out = _guided_output(unet, scaled, torch.tensor(t, device=x.device), region, background, object_mask,
+                                     class_ids, config)
+                x_next = scheduler.step(out, t, x, **step_kwargs).prev_sample
+                known = known_x0 if t_next is None else noiser.to_t(known_x0, t_next, generator)
                 x_next = region * x_next + (1.0 - region) * known
                 if u + 1 < config.resample and t_next is not None:
                     x = noiser.between(x_next, t_next, t, generator)
                 else:
                     x = x_next
+    if residual:
+        fill = torch.from_numpy(np.stack([smooth_fill(b[0], r[0] > 0.5) for b, r in
+                                          zip(background.cpu().numpy(), region.cpu().numpy())]))[:, None]
+        # the layer was measured in [0, 1] grey units; the patches here are in [-1, 1]
+        x = fill.to(x.device) + 2.0 * float(residual_scale) * x
     x = x.clamp(-1.0, 1.0)
     return region * x + (1.0 - region) * background
 
@@ -307,6 +329,11 @@ class Inpainter:
     def spec(self) -> PatchSpec:
         return self.info.patch
 
+    @property
+    def residual_scale(self) -> float | None:
+        """The object-layer scale of ``residual``-target checkpoints, ``None`` for ``image`` ones."""
+        return self.info.residual_scale if self.info.model.target == "residual" else None
+
     def inpaint_objects(
         self,
         images: list[np.ndarray],
@@ -344,18 +371,22 @@ class Inpainter:
             for _ in range(max_tries):
                 if not pending:
                     break
-                windows, bgs, regions, classes = [], [], [], []
+                windows, bgs, regions, objects, classes = [], [], [], [], []
                 for i in pending:
                     req = requests[i][k]
                     window = crop_window(mask_bbox_xywh(req.object_mask), current[i].shape, spec)
                     windows.append(window)
                     bgs.append(resize_square(crop_square(current[i], window), spec.size_px))
-                    regions.append(patch_masks(req.object_mask, window, spec)[1])
+                    obj, region = patch_masks(req.object_mask, window, spec)
+                    regions.append(region)
+                    objects.append(obj)
                     classes.append(req.category_id)
                 bg_t = torch.from_numpy(np.clip(np.stack(bgs), 0, 1))[:, None].to(self.device) * 2.0 - 1.0
                 reg_t = torch.from_numpy(np.stack(regions).astype(np.float32))[:, None].to(self.device)
+                obj_t = torch.from_numpy(np.stack(objects).astype(np.float32))[:, None].to(self.device)
                 cls_t = torch.tensor(classes, dtype=torch.long, device=self.device)
-                out = inpaint_patches(self.unet, self.train_scheduler, bg_t, reg_t, cls_t, self.config, generator)
+                out = inpaint_patches(self.unet, self.train_scheduler, bg_t, reg_t, cls_t, self.config, generator,
+                                      object_mask=obj_t, residual_scale=self.residual_scale)
                 patches = ((out[:, 0].cpu().numpy() + 1.0) / 2.0).astype(np.float32)
                 scores = (np.ones(len(pending)) if scorer is None
                           else np.asarray(scorer.score(patches, np.asarray(classes)), dtype=np.float64))

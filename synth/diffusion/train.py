@@ -1,10 +1,12 @@
 """DDPM training of the inpainting UNet on object patches, with EMA weights and exact resume.
 
-Objective (Ho et al., NeurIPS 2020, arXiv:2006.11239): for a clean patch ``x0`` in ``[-1, 1]``,
-``t ~ U{0..T-1}`` and ``eps ~ N(0, I)``, the UNet predicts ``eps`` from
-``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` given the region, the masked background and the
-class. The squared error is weighted ``region_weight`` inside the inpainted region and 1 outside
-(outside the region the answer follows from the background channel, so most of the signal is inside).
+Objective (Ho et al., NeurIPS 2020, arXiv:2006.11239): for a clean ``x0`` (the object layer or the
+patch, see :mod:`synth.diffusion.model`), ``t ~ U{0..T-1}`` and ``eps ~ N(0, I)``, the UNet sees
+``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` with the region, the masked background, the object
+mask and the class, and predicts ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` (Salimans & Ho 2022;
+or ``eps`` / ``x0``, per the model's ``prediction_type``). The squared error is weighted
+``region_weight`` inside the inpainted region and 1 outside (outside the region the sampler replaces
+the prediction by the known background, so the signal that matters is inside).
 
 Condition dropout for classifier-free guidance: with ``class_drop_prob`` the class becomes the null
 class; independently with ``context_drop_prob`` the region and background channels become zero,
@@ -40,7 +42,7 @@ from synth.diffusion.model import (
     save_mask_bank,
     write_checkpoint_info,
 )
-from synth.diffusion.patches import PatchSet, PatchSpec, load_coco_patches
+from synth.diffusion.patches import PatchSet, PatchSpec, load_coco_patches, residual_scale, smooth_fill
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +66,14 @@ class TrainConfig:
         augment: random flips and 90-degree rotations of the patches.
     """
 
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 16
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-3
     warmup_steps: int = 100
     class_drop_prob: float = 0.1
     context_drop_prob: float = 0.1
-    region_weight: float = 4.0
-    ema_decay: float = 0.999
+    region_weight: float = 10.0
+    ema_decay: float = 0.995
     grad_clip: float = 1.0
     save_every: int = 500
     seed: int = 0
@@ -100,33 +102,40 @@ class TrainResult:
     num_patches: int
 
 
-def augment_arrays(images: np.ndarray, regions: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the same random flip / 90-degree rotation to each image and its region.
+def augment_arrays(rng: np.random.Generator, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Apply the same random flip / 90-degree rotation to the ``n``-th patch of every array.
 
     Args:
-        images: ``(N, S, S)``; regions: ``(N, S, S)``; rng: source of the 8 dihedral choices.
+        rng: source of the 8 dihedral choices (one per patch).
+        arrays: each ``(N, S, S)`` (image, region, object mask, target, ...).
+
+    Returns:
+        The transformed arrays, in the order given.
     """
-    out_i, out_r = np.empty_like(images), np.empty_like(regions)
-    for n in range(images.shape[0]):
+    outs = [np.empty_like(a) for a in arrays]
+    for n in range(arrays[0].shape[0]):
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
-        img, reg = np.rot90(images[n], k), np.rot90(regions[n], k)
-        if flip:
-            img, reg = img[:, ::-1], reg[:, ::-1]
-        out_i[n], out_r[n] = img, reg
-    return out_i, out_r
+        for src, dst in zip(arrays, outs):
+            out = np.rot90(src[n], k)
+            dst[n] = out[:, ::-1] if flip else out
+    return tuple(outs)
 
 
-def training_loss(unet, scheduler, x0, region, class_ids, config: TrainConfig, generator):
-    """The weighted epsilon-prediction loss of one batch (dropout included).
+def training_loss(unet, scheduler, x0, region, class_ids, config: TrainConfig, generator, *, context=None,
+                  object_mask=None):
+    """The weighted denoising loss of one batch (dropout included).
 
     Args:
         unet: the inpainting UNet.
-        scheduler: a DDPM scheduler (for ``add_noise`` and ``num_train_timesteps``).
-        x0: ``(N, 1, S, S)`` clean patches in ``[-1, 1]``.
+        scheduler: a DDPM scheduler (``add_noise``, ``get_velocity``, ``num_train_timesteps`` and the
+            ``prediction_type`` that decides the regression target).
+        x0: ``(N, 1, S, S)`` clean targets (object layer, or patches in ``[-1, 1]``).
         region: ``(N, 1, S, S)`` float 0/1.
         class_ids: ``(N,)`` long category ids.
         config: dropout probabilities and region weight.
         generator: torch generator for noise, timesteps and dropout.
+        context: ``(N, 1, S, S)`` the patches in ``[-1, 1]`` for the background channel (default ``x0``).
+        object_mask: ``(N, 1, S, S)`` float 0/1 for models with an object channel (dropped with the context).
 
     Returns:
         Scalar loss tensor.
@@ -142,16 +151,57 @@ def training_loss(unet, scheduler, x0, region, class_ids, config: TrainConfig, g
     noisy = scheduler.add_noise(x0, noise, t)
     keep = (~drop_context).float().view(n, 1, 1, 1)
     labels = torch.where(drop_class, torch.full_like(class_ids, NULL_CLASS), class_ids)
-    pred = unet(model_input(noisy, region * keep, x0 * keep), t, class_labels=labels).sample
+    context = x0 if context is None else context
+    obj = None if object_mask is None else object_mask * keep
+    pred = unet(model_input(noisy, region * keep, context * keep, obj), t, class_labels=labels).sample
+    kind = scheduler.config.prediction_type
+    target = {"epsilon": noise, "sample": x0}.get(kind)
+    if target is None:
+        target = scheduler.get_velocity(x0, noise, t)
     weight = 1.0 + (config.region_weight - 1.0) * region
-    return (weight * (pred - noise) ** 2).sum() / weight.sum()
+    return (weight * (pred - target) ** 2).sum() / weight.sum()
 
 
-def _stack(patches: PatchSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class TrainingArrays:
+    """Every patch of the training set, ready for batching.
+
+    Attributes:
+        context: ``(N, S, S)`` patches in ``[-1, 1]`` (the background channel).
+        regions: ``(N, S, S)`` float 0/1 inpainted regions.
+        objects: ``(N, S, S)`` float 0/1 object masks.
+        targets: ``(N, S, S)`` the ``x0`` the model learns (see :func:`training_arrays`).
+        classes: ``(N,)`` category ids.
+        residual_scale: divisor of the object layer (1.0 for the ``image`` target).
+    """
+
+    context: np.ndarray
+    regions: np.ndarray
+    objects: np.ndarray
+    targets: np.ndarray
+    classes: np.ndarray
+    residual_scale: float
+
+
+def training_arrays(patches: PatchSet, target: str) -> TrainingArrays:
+    """Stack the patches and compute the regression targets.
+
+    ``target="residual"``: ``(image - smooth_fill(image, region)) / residual_scale`` inside the region
+    and 0 outside; ``target="image"``: the patch in ``[-1, 1]``.
+    """
     images = np.stack([p.image for p in patches.patches]).astype(np.float32)
-    regions = np.stack([p.region for p in patches.patches]).astype(np.float32)
+    regions = np.stack([p.region for p in patches.patches])
+    objects = np.stack([p.object_mask for p in patches.patches]).astype(np.float32)
     classes = np.array([p.category_id for p in patches.patches], dtype=np.int64)
-    return images, regions, classes
+    context = images * 2.0 - 1.0
+    if target == "residual":
+        scale = residual_scale(images, regions)
+        layers = np.stack([img - smooth_fill(img, reg) for img, reg in zip(images, regions)])
+        targets = np.where(regions, layers / scale, 0.0).astype(np.float32)
+    else:
+        scale, targets = 1.0, context
+    return TrainingArrays(context=context, regions=regions.astype(np.float32), objects=objects, targets=targets,
+                          classes=classes, residual_scale=scale)
 
 
 def _save_dir_atomically(target: Path, writer) -> None:
@@ -213,7 +263,8 @@ def train(
     ckpt = Path(out_dir)
     data_root = Path(data_dir)
     patch_set = load_coco_patches(data_root, patch_spec)
-    images, regions, classes = _stack(patch_set)
+    arrays = training_arrays(patch_set, model_config.target)
+    classes = arrays.classes
     category_ids = tuple(sorted(set(classes.tolist())))
 
     with torch.random.fork_rng(devices=[]):
@@ -236,7 +287,7 @@ def train(
     save_mask_bank(ckpt, patch_set.object_masks)
     train_record: dict[str, Any] = {**asdict(config), "data": str(data_root.resolve()),
                                     "data_sha256": sha256_file(data_root / "annotations.json"),
-                                    "num_patches": len(images)}
+                                    "num_patches": len(classes)}
 
     def save(step: int) -> None:
         torch.save({"step": step, "model": unet.state_dict(), "optimizer": optimizer.state_dict(),
@@ -248,7 +299,8 @@ def train(
         ema.restore(unet.parameters())
         scheduler.save_pretrained(ckpt / "scheduler")
         info = CheckpointInfo(model=model_config, patch=patch_spec, category_ids=category_ids,
-                              spacing_mm=patch_set.spacing_mm, step=step, train=train_record)
+                              spacing_mm=patch_set.spacing_mm, step=step, train=train_record,
+                              residual_scale=arrays.residual_scale)
         write_checkpoint_info(ckpt, info)
 
     def lr_at(step: int) -> float:
@@ -264,16 +316,16 @@ def train(
         for step in bar:
             rng = np.random.default_rng([config.seed, step])
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-            idx = rng.integers(0, len(images), size=config.batch_size)
-            batch_i, batch_r = images[idx], regions[idx]
+            idx = rng.integers(0, len(classes), size=config.batch_size)
+            batch = (arrays.targets[idx], arrays.context[idx], arrays.regions[idx], arrays.objects[idx])
             if config.augment:
-                batch_i, batch_r = augment_arrays(batch_i, batch_r, rng)
-            x0 = torch.from_numpy(np.ascontiguousarray(batch_i))[:, None].to(device) * 2.0 - 1.0
-            region = torch.from_numpy(np.ascontiguousarray(batch_r))[:, None].to(device)
+                batch = augment_arrays(rng, *batch)
+            x0, context, region, obj = (torch.from_numpy(np.ascontiguousarray(a))[:, None].to(device) for a in batch)
             labels = torch.from_numpy(classes[idx]).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-            loss = training_loss(unet, scheduler, x0, region, labels, config, generator)
+            loss = training_loss(unet, scheduler, x0, region, labels, config, generator, context=context,
+                                 object_mask=obj if model_config.object_channel else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), config.grad_clip)
@@ -294,4 +346,4 @@ def train(
     logger.info("trained %s to step %d in %.1f s (last loss %.4f)", ckpt, max(start, config.steps), seconds,
                 loss_value)
     return TrainResult(ckpt_dir=ckpt, step=max(start, config.steps), resumed_from=start, last_loss=loss_value,
-                       seconds=seconds, num_patches=len(images))
+                       seconds=seconds, num_patches=len(classes))

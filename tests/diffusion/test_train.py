@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,7 +33,7 @@ def _weights(path):
 
 def test_unet_shapes_and_class_embedding():
     unet = build_unet(TINY_MODEL, 32)
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 4, 32, 32)  # x_t, region, masked background, object mask
     out = unet(x, 5, class_labels=torch.tensor([1, NULL_CLASS])).sample
     assert out.shape == (2, 1, 32, 32)
     a = unet(x[:1], 5, class_labels=torch.tensor([1])).sample
@@ -49,6 +50,10 @@ def test_model_input_hides_region_of_background():
     x = model_input(torch.zeros(1, 1, 4, 5), region, bg)
     assert x.shape == (1, 3, 4, 5)
     assert x[0, 2, 1, 2] == 0 and x[0, 2].sum() == 19 and x[0, 1].sum() == 1
+    obj = torch.zeros(1, 1, 4, 5)
+    obj[..., 1, 2] = 1
+    x = model_input(torch.zeros(1, 1, 4, 5), region, bg, obj)
+    assert x.shape == (1, 4, 4, 5) and torch.equal(x[:, 3:], obj)
 
 
 class _ZeroNet(torch.nn.Module):
@@ -64,7 +69,7 @@ class _ZeroNet(torch.nn.Module):
 
 
 def test_training_loss_is_weighted_noise_power_and_applies_dropout():
-    scheduler = build_train_scheduler(TINY_MODEL)
+    scheduler = build_train_scheduler(ModelConfig(**{**TINY_MODEL.__dict__, "prediction_type": "epsilon"}))
     x0 = torch.zeros(256, 1, 8, 8)
     region = torch.zeros(256, 1, 8, 8)
     region[..., :4, :] = 1
@@ -84,6 +89,47 @@ def test_training_loss_is_weighted_noise_power_and_applies_dropout():
     assert 80 < int(dropped_class.sum()) < 176 and 80 < int(dropped_ctx.sum()) < 176
     assert torch.all(sample[dropped_ctx, 2] == 0) and torch.all(sample[~dropped_ctx, 2].flatten(1).sum(1) > 0)
     assert not torch.equal(dropped_class, dropped_ctx)  # independent draws
+
+
+def test_v_prediction_target_is_the_velocity():
+    # x0 = 0 and a zero prediction: v = sqrt(abar_t) eps, so the loss is E_t[abar_t] (about 0.5 for cosine)
+    scheduler = build_train_scheduler(TINY_MODEL)
+    assert scheduler.config.prediction_type == "v_prediction"
+    x0 = torch.zeros(2048, 1, 4, 4)
+    region = torch.ones_like(x0)
+    config = TrainConfig(class_drop_prob=0.0, context_drop_prob=0.0)
+    loss = training_loss(_ZeroNet(), scheduler, x0, region, torch.full((2048,), 3), config,
+                         torch.Generator().manual_seed(0))
+    expected = float(scheduler.alphas_cumprod.mean())
+    assert 0.4 < expected < 0.6 and abs(float(loss) - expected) < 0.03
+    # the object channel and the context reach the network, and are dropped with the context
+    net = _ZeroNet()
+    context, obj = torch.full_like(x0, 0.5), torch.ones_like(x0)
+    training_loss(net, scheduler, x0, region, torch.full((2048,), 3), TrainConfig(context_drop_prob=0.5),
+                  torch.Generator().manual_seed(0), context=context, object_mask=obj)
+    sample, _ = net.calls[-1]
+    dropped = sample[:, 1].flatten(1).sum(1) == 0
+    assert sample.shape[1] == 4 and 800 < int(dropped.sum()) < 1250
+    assert torch.all(sample[dropped, 2:] == 0) and torch.all(sample[~dropped, 3] == 1)
+
+
+def test_residual_targets_are_the_scaled_object_layer(tiny_coco):
+    from synth.diffusion.patches import load_coco_patches, smooth_fill
+    from synth.diffusion.train import training_arrays
+
+    patch_set = load_coco_patches(tiny_coco, SPEC)
+    arrays = training_arrays(patch_set, "residual")
+    inside = arrays.regions > 0.5
+    assert np.all(arrays.targets[~inside] == 0)
+    # the layer inside the region has RMS 0.5 by construction of the scale
+    assert abs(float(np.sqrt(np.mean(arrays.targets[inside] ** 2))) - 0.5) < 1e-4
+    img, reg = patch_set.patches[0].image, patch_set.patches[0].region
+    np.testing.assert_allclose(arrays.targets[0][reg], (img - smooth_fill(img, reg))[reg] / arrays.residual_scale,
+                               rtol=1e-5, atol=1e-6)
+    # the tiny objects are brighter than their surroundings: positive layer on the objects
+    assert float(arrays.targets[arrays.objects > 0.5].mean()) > 0.5
+    image = training_arrays(patch_set, "image")
+    assert image.residual_scale == 1.0 and np.array_equal(image.targets, image.context)
 
 
 def test_train_writes_a_loadable_checkpoint(tiny_run):
