@@ -344,6 +344,28 @@ def run_method(name: str, config: MethodConfig, original_state: Mapping[str, tor
     return metrics, adapter
 
 
+def check_layers(configs: Mapping[str, MethodConfig], model: ModelChoice, prepared: Prepared) -> None:
+    """Fail before any training when a method names a block the model does not have.
+
+    Raises:
+        UserInputError: ``--set METHOD.layer=NAME`` with an unknown ``NAME`` (the message lists valid
+            block names).
+    """
+    from vision_unlearn.steering import resolve_layer
+
+    named = {name: layer for name, config in configs.items()
+             if isinstance(layer := getattr(config, "layer", None), str) and layer != "auto"}
+    if not named:
+        return
+    network = TimmAdapter(model.spec(prepared.num_classes, prepared.image_size)).model
+    for name, layers in named.items():
+        for layer in (part.strip() for part in layers.split(",")):
+            try:
+                resolve_layer(network, layer)
+            except UserInputError as err:
+                raise UserInputError(err.message, field=f"{name}.layer", value=layer) from None
+
+
 def _grid(name: str, base: MethodConfig) -> list[MethodConfig]:
     grid = SWEEP_GRIDS.get(name, {})
     keys = list(grid)
@@ -378,6 +400,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
         for name in ["retrain", *methods]}
     original_config = config_from_dict(config_class_of("retrain"), spec.original, source="original training")
     prepared = load_data(spec.dataset, spec.model.image_size, spec.model.in_chans, spec.data_seed)
+    check_layers(base_configs, spec.model, prepared)
     splits = {req: {} for req in spec.forget}
     start = time.perf_counter()
 

@@ -7,16 +7,24 @@ import torch
 
 from rfo_bench.errors import UserInputError
 from vision_unlearn.steering import (
+    STEERING_FORMAT_V1,
+    ActivationSteerer,
+    BoxedImages,
     SteeringFit,
     SteeringState,
     abstain_prototype,
+    box_position_mask,
+    boxed_images,
     detector_scores,
     fit_erasure_basis,
     fit_ridge_detector,
     forget_only_classes,
     gate_thresholds,
     gate_values,
+    load_steering,
     pool_activations,
+    save_steering,
+    scale_boxes,
     steer_activations,
     upper_quantile_threshold,
 )
@@ -140,7 +148,102 @@ def test_abstain_prototype_suppresses_the_forgotten_classes() -> None:
 
 def test_fit_settings_validate() -> None:
     for bad in ({"rank": -1}, {"ridge": 0.0}, {"false_gate_rate": 1.0}, {"gate_full_quantile": 2.0},
-                {"target_response": "lie"}):
+                {"target_response": "lie"}, {"granularity": "pixel"}, {"gate_dilation": -1},
+                {"forget_box_scale": 0.0}):
         with pytest.raises(UserInputError) as info:
             SteeringFit(**bad)
         assert info.value.field == next(iter(bad))
+
+
+# ------------------------------------------------------------------------------------------ per-position gate
+def test_box_position_mask_by_hand() -> None:
+    # a 4 x 4 map over a 16 x 16 input: stride 4, cell centres at 2, 6, 10, 14
+    box = torch.tensor([[[0.0, 0.0, 6.0, 6.0]]])
+    mask = box_position_mask(box, torch.tensor([[True]]), (4, 4), (16, 16))
+    expected = torch.zeros(1, 4, 4, dtype=torch.bool)
+    expected[0, :2, :2] = True
+    assert torch.equal(mask, expected)
+    grown = box_position_mask(box, torch.tensor([[True]]), (4, 4), (16, 16), expand_cells=1.0)
+    expected[0, :3, :3] = True
+    assert torch.equal(grown, expected)
+    # a box smaller than a cell still owns the cell of its centre; padding owns nothing
+    tiny = torch.tensor([[[9.0, 5.0, 11.0, 7.0], [0.0, 0.0, 16.0, 16.0]]])
+    only = box_position_mask(tiny, torch.tensor([[True, False]]), (4, 4), (16, 16))
+    assert torch.nonzero(only[0]).tolist() == [[1, 2]]
+    # non-square: a 2 x 3 map over 8 x 12 (stride 4 both ways), box covering the right column
+    right = box_position_mask(torch.tensor([[[8.0, 0.0, 12.0, 8.0]]]), torch.tensor([[True]]), (2, 3), (8, 12))
+    assert right[0].tolist() == [[False, False, True], [False, False, True]]
+    assert scale_boxes(torch.tensor([[2.0, 4.0, 6.0, 12.0]]), 0.5).tolist() == [[3.0, 6.0, 5.0, 10.0]]
+
+
+def test_ridge_detector_and_thresholds_with_retain_groups() -> None:
+    forget = torch.tensor([[3.0, 0.0], [3.2, 0.1]])
+    objects = torch.tensor([[0.0, 2.0], [0.1, 2.1]])
+    background = torch.zeros(40, 2) + torch.linspace(-0.1, 0.1, 40)[:, None]
+    mean, scale, weight, bias = fit_ridge_detector(forget, [objects, background], ridge=1e-3)
+    state = _state(feature_mean=mean, feature_scale=scale, detector_weight=weight, detector_bias=bias,
+                   target_mean=torch.zeros(2), basis=torch.zeros(2, 0))
+    assert detector_scores(forget, state).min() > detector_scores(torch.cat([objects, background]), state).max()
+    # low is the larger of the two groups' upper quantiles: each group keeps its gate shut
+    low, high = gate_thresholds([torch.tensor([0.0, 1.0]), torch.tensor([0.0, 3.0])], torch.tensor([5.0, 6.0]),
+                                0.0, 0.0)
+    assert (low, high) == (3.0, 5.0)
+
+
+def test_position_gate_edits_only_the_gated_cells_of_a_non_square_map() -> None:
+    target = torch.tensor([0.5, -1.0])
+    maps = torch.zeros(2, 2, 5, 3)
+    maps[0, 0, 1, 2] = 10.0  # one forget-like cell (score = channel 0)
+    maps[1, 0, 4, 0] = 5.5  # half-open cell in the second image
+    state = _state(basis=torch.zeros(2, 0), target_mean=target, feature_mean=torch.zeros(2),
+                   feature_scale=torch.ones(2), detector_weight=torch.tensor([1.0, 0.0]), gate_low=5.0, gate_high=6.0,
+                   fit=SteeringFit(granularity="position"))
+    edited, gate = steer_activations(maps, state)
+    assert gate.shape == (2, 5, 3)
+    assert gate[0, 1, 2] == 1.0 and gate[1, 4, 0] == pytest.approx(0.5) and int((gate > 0).sum()) == 2
+    assert edited[0, :, 1, 2].tolist() == pytest.approx(target.tolist())
+    assert edited[1, :, 4, 0].tolist() == pytest.approx([(5.5 + 0.5) / 2, -0.5])
+    untouched = gate == 0
+    assert torch.equal(edited.permute(0, 2, 3, 1)[untouched], maps.permute(0, 2, 3, 1)[untouched])
+    # dilation 1: the 3 x 3 neighbourhood of a gated cell takes its gate (clipped at the border)
+    dilated = SteeringState(**{**state.__dict__, "fit": SteeringFit(granularity="position", gate_dilation=1)})
+    _, wide = steer_activations(maps, dilated)
+    assert wide[0].tolist() == [[0, 1, 1], [0, 1, 1], [0, 1, 1], [0, 0, 0], [0, 0, 0]]
+    assert wide[1, 3:, :2].flatten().tolist() == [0.5] * 4 and int((wide[1] > 0).sum()) == 4
+
+
+def test_boxed_images_marks_forgotten_boxes_inside_retain_images_as_ignored() -> None:
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    retain = {"images": images, "boxes_xyxy": torch.tensor([[[0.0, 0, 2, 2]], [[1.0, 1, 3, 3]], [[2.0, 2, 4, 4]]]),
+              "box_labels": torch.tensor([[0], [1], [-1]])}
+    forget = {"images": images[2:3].clone(), "boxes_xyxy": torch.tensor([[[4.0, 4, 8, 8], [0, 0, 0, 0]]]),
+              "box_labels": torch.tensor([[2, -1]])}
+    boxed = boxed_images(retain, ignore=forget)
+    assert isinstance(boxed, BoxedImages) and boxed.box_valid.tolist() == [[True], [True], [False]]
+    assert boxed.ignore_valid.tolist() == [[False, False], [False, False], [True, False]]
+    assert boxed.ignore_xyxy[2, 0].tolist() == [4.0, 4.0, 8.0, 8.0]
+
+
+def test_several_states_save_and_load_and_the_first_format_is_still_read(tmp_path) -> None:
+    first = _state(layer="a", basis=torch.zeros(2, 0), fit=SteeringFit(granularity="position", gate_dilation=1))
+    second = _state(layer="b", strength=0.5)
+    path = save_steering(tmp_path / "two.safetensors", [first, second], {"request": "class:clamp"})
+    states, extra = load_steering(path)
+    assert [s.layer for s in states] == ["a", "b"] and extra == {"request": "class:clamp"}
+    assert states[0].fit.gate_dilation == 1 and states[1].strength == 0.5
+    assert torch.equal(states[1].basis, second.basis) and states[0].basis.shape == (2, 0)
+    steerer = ActivationSteerer(states)
+    steerer.set_strength(0.25)
+    assert [s.strength for s in steerer.states] == [0.25, 0.25] and steerer.state.layer == "a"
+    with pytest.raises(ValueError):
+        ActivationSteerer([first, first])
+    # a file of the first format (one state, "state" metadata)
+    import json
+
+    from safetensors.torch import save
+
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(save(second.tensors(), metadata={"format": STEERING_FORMAT_V1, "extra": "{}",
+                                                     "state": json.dumps(second.scalars())}))
+    (loaded,), _ = load_steering(old)
+    assert loaded.layer == "b" and torch.equal(loaded.detector_weight, second.detector_weight)
