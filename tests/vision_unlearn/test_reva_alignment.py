@@ -98,3 +98,75 @@ def test_reva_state_round_trip_and_bad_config() -> None:
     images, labels = _data()
     with pytest.raises(UserInputError, match="non-empty forget"):
         method.setup(adapter, make_stream(images[:0], labels[:0]), make_stream(images, labels), torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------------ detectors
+def _calibrated_yolo():
+    """A YOLOv8n at 128 px with batch-norm statistics set on toy images (no optimizer step)."""
+    from vision_unlearn.adapters.yolo import YoloAdapter, YoloModelSpec
+    from vision_unlearn.detection_benchmark import TOY_CLASSES, toy_detection_data
+
+    torch.manual_seed(0)
+    adapter = YoloAdapter(YoloModelSpec("yolov8n.yaml", num_classes=3, in_chans=1, image_size=128,
+                                        class_names=TOY_CLASSES))
+    train = toy_detection_data(16, 5, 128)
+    for module in adapter.model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None
+    adapter.model.train()
+    with torch.no_grad():
+        adapter.model(train.images)
+    adapter.model.eval()
+    return adapter, train
+
+
+def test_reva_on_a_detector_aligns_forget_box_cells_to_the_background_prototype() -> None:
+    from vision_unlearn.detection_forget import resolve_detection_forget
+    from vision_unlearn.steering import box_position_mask
+
+    torch.set_num_threads(1)
+    adapter, train = _calibrated_yolo()
+    split = resolve_detection_forget("class:clamp", train)
+    forget, retain = split.forget_data(train).stream(), split.retain_data(train).stream()
+    method = create_unlearner("reva", adapter, {"max_background": 10**6, "beta": 1.0})
+    method.setup(adapter, forget, retain, torch.device("cpu"))
+    levels = [entry["module"] for entry in adapter.model.feature_info]
+    assert method._levels == levels
+    # a class request keeps the clamp images as retain images: their clamps are ignore regions there
+    ignored = method._retain_ignore.ignore_valid.any(dim=1)
+    assert int(ignored.sum()) == len(split.forget_images)
+    # the prototype of every level: the mean activation of the retain cells farther than one stride
+    # from every box (clamps included), computed here directly from the maps
+    maps: dict[str, torch.Tensor] = {}
+    handles = [adapter.add_feature_hook(lambda name, out: maps.__setitem__(name, out), layer=level) for level in levels]
+    with torch.no_grad():
+        adapter.model(retain["images"])
+    for handle in handles:
+        handle.remove()
+    image_hw = tuple(retain["images"].shape[2:])
+    clamp_boxes, clamp_valid = method._retain_ignore.ignore_xyxy, method._retain_ignore.ignore_valid
+    for level, prototype in zip(levels, method._level_prototypes, strict=True):
+        hw = tuple(maps[level].shape[2:])
+        near = box_position_mask(retain["boxes_xyxy"], retain["box_labels"] >= 0, hw, image_hw, expand_cells=1.0) | \
+            box_position_mask(clamp_boxes, clamp_valid, hw, image_hw, expand_cells=1.0)
+        expected = maps[level].permute(0, 2, 3, 1)[~near].mean(dim=0)
+        assert torch.allclose(prototype, expected, atol=1e-5), level
+
+    state = StepState(step=0, total_steps=1, epoch=0, lr=0.0, device=torch.device("cpu"), generator=torch.Generator())
+    # batch-norm in eval mode for the check: the student starts equal to the frozen teacher (keep = 0)
+    optimizer = torch.optim.Adam([p for _, p in adapter.trainable_parameters()], lr=1e-3)  # reva's default
+    first = method.compute_loss(adapter, forget, retain, state)
+    assert first.logs["keep"] == pytest.approx(0.0, abs=1e-9) and first.logs["align"] > 1.0
+    for _ in range(4):
+        optimizer.zero_grad()
+        method.compute_loss(adapter, forget, retain, state).loss.backward()
+        optimizer.step()
+    last = method.compute_loss(adapter, forget, retain, state)
+    # measured: align 21.5 -> 0.24 while the retain cells moved by keep = 1.1 (same normalisation)
+    assert last.logs["align"] < 0.1 * first.logs["align"]
+    assert last.logs["keep"] < 0.1 * first.logs["align"]
+    # resume: the per-level state round-trips
+    again = create_unlearner("reva", None, {})
+    again.load_state_dict(method.state_dict())
+    assert again._levels == levels and all(torch.equal(a, b) for a, b in zip(again._level_prototypes,
+                                                                            method._level_prototypes, strict=True))
