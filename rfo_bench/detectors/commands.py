@@ -36,8 +36,25 @@ def load_training_data(path: str | Path, *, split: str = "train"):
     return read_dataset(file)
 
 
+def set_torch_threads(threads: int | None) -> None:
+    """Limit torch's intra-op CPU threads (``None`` keeps torch's default).
+
+    Raises:
+        UserInputError: ``threads`` is not a positive integer.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserInputError("must be a positive integer", field="--threads", value=threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from rfo_bench.detectors.api import train_detector
+
+    set_torch_threads(args.threads)
     from rfo_bench.detectors.registry import get_detector
 
     get_detector(args.model)  # unknown names fail before any data is read
@@ -58,6 +75,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from rfo_bench.detectors.api import load_detector
     from rfo_bench.detectors.predict import predict_dataset, write_predictions
 
+    set_torch_threads(args.threads)
     detector = load_detector(args.model_dir, device=args.device)
     dataset = load_training_data(args.data, split=args.split)
     predictions = predict_dataset(detector, dataset, progress=not args.no_progress)
@@ -70,6 +88,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from rfo_bench.leaderboard import load_benchmark_config, run_benchmark, with_arms, with_models, with_seeds
 
+    set_torch_threads(args.threads)
     config = load_benchmark_config(args.config)
     command = f"rfo-bench benchmark --config {args.config}"
     if args.models:
@@ -83,6 +102,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         command += f" --seeds {args.seeds}"
     if args.out:
         command += f" --out {args.out}"
+    if args.threads:
+        command += f" --threads {args.threads}"
     result = run_benchmark(config, out_dir=args.out, force=args.force, progress=not args.no_progress,
                            command=command)
     print(result.markdown_path.read_text(encoding="utf-8"))
@@ -107,6 +128,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--backbone", default="resnet18", help="timm backbone of fasterrcnn / retinanet / fcos")
     cmd.add_argument("--weights", default=None, help="local weights file (timm backbone or Ultralytics .pt)")
     cmd.add_argument("--device", default="cpu", help="torch device")
+    cmd.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (default: torch's; the Ultralytics trainer sets its own)")
     cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     cmd = add_command(subparsers, "predict", _cmd_predict,
@@ -116,6 +139,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--split", default="val", help="split to use when --data is a YOLO data.yaml")
     cmd.add_argument("--out", required=True, help="output directory")
     cmd.add_argument("--device", default=None, help="torch device (default: the training device)")
+    cmd.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (default: torch's; the Ultralytics trainer sets its own)")
     cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     cmd = add_command(subparsers, "benchmark", _cmd_benchmark,
@@ -128,4 +153,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="comma-separated subset of the config's arms to run (e.g. real,real+physics)")
     cmd.add_argument("--seeds", default=None, help="comma-separated subset of the config's seeds to run")
     cmd.add_argument("--force", action="store_true", help="re-run finished runs instead of reusing them")
+    cmd.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (default: torch's; the Ultralytics trainer sets its own)")
     cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")

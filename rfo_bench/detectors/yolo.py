@@ -115,9 +115,11 @@ def train_ultralytics(
     batches = max(1, math.ceil(sum(len(d) for d in train_sets) / recipe.batch_size))
     warmup_epochs = recipe.warmup_iters / batches if recipe.warmup_iters >= 100 else 0.0
     model.train(
-        data=str(data_yaml), epochs=recipe.epochs, warmup_epochs=warmup_epochs, imgsz=recipe.imgsz, batch=recipe.batch_size, workers=0,
-        device=config.device, seed=config.seed, deterministic=True, optimizer="SGD", lr0=recipe.lr,
-        lrf=recipe.lr_gamma,  # Ultralytics decays linearly to lr0 * lrf instead of in steps momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+        data=str(data_yaml), epochs=recipe.epochs, warmup_epochs=warmup_epochs, imgsz=recipe.imgsz,
+        batch=recipe.batch_size, workers=0,
+        device=config.device, seed=config.seed, deterministic=True, optimizer="AdamW" if recipe.optimizer == "adamw" else "SGD", lr0=recipe.lr,
+        lrf=recipe.lr_gamma,  # Ultralytics decays linearly to lr0 * lrf instead of in steps
+        momentum=recipe.momentum, weight_decay=recipe.weight_decay,
         fliplr=recipe.hflip_p, hsv_v=recipe.intensity_jitter, hsv_h=0.0, hsv_s=0.0,
         project=str(out.resolve()), name="ultralytics", exist_ok=True, amp=False, plots=False, verbose=False,
         val="val" in sources, pretrained=config.weights is not None,

@@ -72,3 +72,11 @@ def test_train_config_round_trips_through_json_dict() -> None:
 def test_lr_factor_hand_computed(iteration: int, expected: float) -> None:
     recipe = Recipe(name="t", epochs=6, imgsz=64, batch_size=2, lr_step_epochs=2, lr_gamma=0.1, warmup_iters=4)
     assert math.isclose(lr_factor(iteration, iters_per_epoch=10, recipe=recipe), expected, rel_tol=1e-12)
+
+
+def test_optimizer_is_a_recipe_field_with_known_choices() -> None:
+    assert RECIPES["paper"].optimizer == "sgd"
+    assert recipe_with_overrides("cpu-tiny", {"optimizer": "adamw"}).optimizer == "adamw"
+    with pytest.raises(UserInputError, match="unknown optimizer") as info:
+        recipe_with_overrides("cpu-tiny", {"optimizer": "lion"})
+    assert info.value.field == "optimizer"

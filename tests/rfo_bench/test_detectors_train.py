@@ -94,3 +94,59 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert "dataset root folder does not exist" in capsys.readouterr().err
     assert main(["predict", "--model-dir", str(tmp_path), "--data", str(positives), "--out", out]) == 2
     assert "not a trained detector directory" in capsys.readouterr().err
+
+
+class _StopTraining(Exception):
+    pass
+
+
+@pytest.mark.parametrize("optimizer, expected", [("sgd", "SGD"), ("adamw", "AdamW")])
+def test_yolo_trainer_receives_the_whole_recipe(tmp_path: Path, monkeypatch, optimizer: str, expected: str) -> None:
+    import ultralytics
+
+    from rfo_bench.offline import prepare_offline
+
+    prepare_offline()
+    seen: dict = {}
+
+    class FakeYOLO:
+        def __init__(self, source: str) -> None:
+            seen["source"] = source
+
+        def train(self, **kwargs) -> None:
+            seen.update(kwargs)
+            raise _StopTraining
+
+    monkeypatch.setattr(ultralytics, "YOLO", FakeYOLO)
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4))
+    recipe = recipe_with_overrides("cpu-tiny", {**TINY, "optimizer": optimizer, "momentum": 0.8,
+                                                "weight_decay": 0.001, "lr": 0.003})
+    with pytest.raises(_StopTraining):
+        train_detector(TrainConfig(model="yolov8n", recipe=recipe, seed=3), [dataset], tmp_path / "run",
+                       progress=False)
+    assert seen["source"] == "yolov8n.yaml"
+    assert (seen["optimizer"], seen["lr0"], seen["momentum"], seen["weight_decay"]) == (expected, 0.003, 0.8, 0.001)
+    assert (seen["epochs"], seen["imgsz"], seen["batch"], seen["seed"]) == (1, 64, 2, 3)
+
+
+def test_torchvision_loop_trains_with_adamw(tmp_path: Path) -> None:
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=2))
+    recipe = recipe_with_overrides("cpu-tiny", {**TINY, "optimizer": "adamw", "lr": 1e-3})
+    result = train_detector(TrainConfig(model="fcos", recipe=recipe, backbone="test_resnet"), [dataset],
+                            tmp_path / "run", progress=False)
+    assert result.record["config"]["recipe"]["optimizer"] == "adamw"
+    history = result.record["history"]
+    assert np.isfinite(history[0]["loss"]) and history[0]["lr"] > 0
+
+
+def test_threads_flag_limits_torch_threads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["benchmark", "--config", str(tmp_path / "missing.yaml"), "--threads", "1"]) == 2
+        assert torch.get_num_threads() == 1
+        assert main(["predict", "--model-dir", str(tmp_path), "--data", "x", "--out", "y", "--threads", "0"]) == 2
+        assert "--threads" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
