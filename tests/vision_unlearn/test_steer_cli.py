@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -36,3 +38,28 @@ def test_bad_steer_input_exits_2_with_one_line(model_file, tmp_path, capsys, ove
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err
     assert not (out / "unlearned.pt").exists() and not (out / "audit.json").exists()
+
+
+def test_benchmark_with_an_unknown_steering_layer_exits_2_before_training(tmp_path, capsys) -> None:
+    out = tmp_path / "bench"
+    started = time.perf_counter()
+    code = main(["benchmark", "--methods", "steer", "--forget", "class:3", "--seeds", "1", "--set",
+                 "steer.layer=layer3,stage9", "--out", str(out), "--threads", "1"])
+    assert code == 2 and time.perf_counter() - started < 30  # no model was trained
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "steer.layer" in err and "stage9" in err and "layer3" in err and "layer3.0" in err
+    assert not (out / "results.json").exists()
+
+
+def test_detector_steering_with_an_unknown_layer_exits_2_naming_the_neck_maps(tmp_path, capsys) -> None:
+    from vision_unlearn.detection_benchmark import main as detection_main
+
+    out = tmp_path / "run"
+    code = detection_main(["run", "--model", "yolo:yolov8n.yaml", "--data", "toy:6", "--forget", "class:clamp",
+                           "--method", "steer", "--set", "layer=detector.model.99", "--imgsz", "64", "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "detector.model.99" in err and "detector.model.15, detector.model.18, detector.model.21" in err
+    assert not (out / "unlearned.pt").exists()
