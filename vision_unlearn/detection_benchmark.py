@@ -225,20 +225,38 @@ def evaluate_detector(adapter: YoloAdapter, train: DetectionData, test: Detectio
 
 
 # --------------------------------------------------------------------------------------------- one run
+@dataclass(frozen=True)
+class MethodRun:
+    """One method run: the fitted method, the loop's result and its cost.
+
+    Attributes:
+        method: the unlearner (holds e.g. a steering state).
+        result: :class:`vision_unlearn.loop.LoopResult`.
+        seconds: wall-clock seconds.
+        cpu_seconds: CPU seconds of this process (all threads), the fairer cost on a shared CPU
+            where other jobs stretch wall time; not the GPU time on a CUDA device.
+    """
+
+    method: Any
+    result: Any
+    seconds: float
+    cpu_seconds: float
+
+
 def _run_method(adapter: YoloAdapter, name: str, config: Mapping[str, Any], forget: DetectionData,
-                retain: DetectionData, seed: int, device: str = "cpu", progress: bool = False) -> tuple[Any, float]:
+                retain: DetectionData, seed: int, device: str = "cpu", progress: bool = False) -> MethodRun:
     from vision_unlearn.api import create_unlearner
     from vision_unlearn.loop import LoopSettings, run_loop
 
     method = create_unlearner(name, adapter, dict(config))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = run_loop(adapter, method, forget.stream(), retain.stream(),
                       LoopSettings(seed=seed, device=device, progress=progress))
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     steerer = getattr(method, "steerer", None)
     if steerer is not None and name != "steer":
         steerer.remove()
-    return (method, result), seconds
+    return MethodRun(method, result, seconds, cpu_seconds)
 
 
 STEERING_FILE = "steering.safetensors"
@@ -298,8 +316,9 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
     test = load_detection_data(test_data, image_size, adapter.in_chans, adapter.class_names) if test_data else None
     out.mkdir(parents=True, exist_ok=True)
     before = adapter.save(out / "original.pt")
-    (unlearner, loop_result), seconds = _run_method(adapter, method, fields, split.forget_data(train),
-                                                    split.retain_data(train), seed, device, progress)
+    run = _run_method(adapter, method, fields, split.forget_data(train), split.retain_data(train), seed, device,
+                      progress)
+    unlearner, loop_result, seconds = run.method, run.result, run.seconds
     metrics: dict[str, float] = {}
     if test is not None:
         metrics = evaluate_detector(adapter, train, test, split)
@@ -491,8 +510,8 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
         adapter.reset_parameters(seed)
         everything = train.select(np.arange(len(train)))
         logger.info("seed %d: training the original detector on %d images", seed, len(train))
-        (_, original_result), original_seconds = _run_method(
-            adapter, "retrain", config.original, everything.select([0]), everything, seed, config.device, progress)
+        original_run = _run_method(adapter, "retrain", config.original, everything.select([0]), everything, seed,
+                                   config.device, progress)
         original_state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
         for scenario in config.scenarios:
             request = scenario
@@ -503,41 +522,44 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
             adapter.model.load_state_dict(original_state)
             original_metrics = evaluate_detector(adapter, train, test, split)
             logger.info("seed %d %s original: %s", seed, scenario, _brief(original_metrics))
-            rows.append({"seed": seed, "scenario": scenario, "method": "original", "seconds": original_seconds,
-                         **original_metrics})
+            rows.append({"seed": seed, "scenario": scenario, "method": "original", "seconds": original_run.seconds,
+                         "cpu_seconds": original_run.cpu_seconds, **original_metrics})
             adapter.set_trainable_groups(("backbone", "neck", "head"))
-            (_, retrain_result), retrain_seconds = _run_method(adapter, "retrain", config.original, forget, retain,
-                                                               seed, config.device, progress)
+            retrain_run = _run_method(adapter, "retrain", config.original, forget, retain, seed, config.device,
+                                      progress)
             reference = evaluate_detector(adapter, train, test, split)
-            logger.info("seed %d %s retrain (%.0f s): %s", seed, scenario, retrain_seconds, _brief(reference))
-            rows.append({"seed": seed, "scenario": scenario, "method": "retrain", "seconds": retrain_seconds,
-                         "time_ratio": 1.0, **reference})
+            logger.info("seed %d %s retrain (%.0f s): %s", seed, scenario, retrain_run.seconds, _brief(reference))
+            rows.append({"seed": seed, "scenario": scenario, "method": "retrain", "seconds": retrain_run.seconds,
+                         "cpu_seconds": retrain_run.cpu_seconds, "time_ratio": 1.0, "cpu_time_ratio": 1.0,
+                         **reference})
             for name, overrides in config.methods.items():
                 adapter.model.load_state_dict(original_state)
                 adapter.set_trainable_groups(config.ofmu_groups if name.startswith("ofmu") else
                                              ("backbone", "neck", "head"))
                 try:
-                    (_, result), seconds = _run_method(adapter, name, overrides, forget, retain, seed, config.device,
-                                                       progress)
+                    run = _run_method(adapter, name, overrides, forget, retain, seed, config.device, progress)
                     metrics = evaluate_detector(adapter, train, test, split)
-                    status = "ok"
+                    seconds, cpu_seconds, status = run.seconds, run.cpu_seconds, "ok"
                 except UserInputError as err:  # a diverged run is a result, not a crash
                     logger.warning("%s on %s (seed %d) failed: %s", name, scenario, seed, err)
-                    metrics, seconds, status = {}, float("nan"), f"failed: {err}"
+                    metrics, seconds, cpu_seconds, status = {}, float("nan"), float("nan"), f"failed: {err}"
                 gaps = gaps_to_reference(metrics, reference, ("retain_map50", "retain_map50_95", "forget_ap50",
                                                               "mia_auc", "forget_recall"))
-                rows.append({"seed": seed, "scenario": scenario, "method": name, "seconds": seconds, "status": status,
-                             "time_ratio": runtime_ratio(seconds, retrain_seconds) if math.isfinite(seconds)
+                finite = math.isfinite(seconds)
+                rows.append({"seed": seed, "scenario": scenario, "method": name, "seconds": seconds,
+                             "cpu_seconds": cpu_seconds, "status": status,
+                             "time_ratio": runtime_ratio(seconds, retrain_run.seconds) if finite else float("nan"),
+                             "cpu_time_ratio": runtime_ratio(cpu_seconds, retrain_run.cpu_seconds) if finite
                              else float("nan"), **metrics, **{f"gap_{k}": v for k, v in gaps.items()}})
                 logger.info("seed %d %s %s: %s", seed, scenario, name, _brief(rows[-1]))
             adapter.set_trainable_groups(("backbone", "neck", "head"))
             _write_results(out, config, rows, command)
-        del original_result
+        del original_run
     return _write_results(out, config, rows, command)
 
 
 def _brief(metrics: Mapping[str, Any]) -> str:
-    keys = ("forget_ap50", "retain_map50", "map50", "forget_recall", "mia_auc", "time_ratio")
+    keys = ("forget_ap50", "retain_map50", "map50", "forget_recall", "mia_auc", "time_ratio", "cpu_time_ratio")
     return " ".join(f"{k} {_fmt(metrics.get(k))}" for k in keys if k in metrics)
 
 
@@ -549,7 +571,7 @@ def _is_fraction(text: str) -> bool:
 
 
 SUMMARY_COLUMNS = ("forget_ap50", "forget_ap50_95", "retain_map50", "retain_map50_95", "forget_recall",
-                   "misattribution_rate", "mia_auc", "seconds", "time_ratio")
+                   "misattribution_rate", "mia_auc", "seconds", "time_ratio", "cpu_seconds", "cpu_time_ratio")
 
 
 def summarise_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -579,14 +601,15 @@ def results_markdown(summary: Sequence[Mapping[str, Any]], command: str | None) 
         lines += ["Reproduce with:", "", "```", command, "```", ""]
     for scenario in dict.fromkeys(s["scenario"] for s in summary):
         lines += [f"### `{scenario}`", "", "| method | forget AP50 | retain mAP50 | retain mAP50-95 | forget recall "
-                  "| misattribution | MIA AUC | time (s) | time / retrain |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| misattribution | MIA AUC | time (s) | time / retrain | CPU time / retrain |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for s in summary:
             if s["scenario"] != scenario:
                 continue
             lines.append(f"| {s['method']} | {_fmt(s['forget_ap50'])} | {_fmt(s['retain_map50'])} | "
                          f"{_fmt(s['retain_map50_95'])} | {_fmt(s['forget_recall'])} | "
                          f"{_fmt(s['misattribution_rate'])} | {_fmt(s['mia_auc'])} | {_fmt(s['seconds'], 1)} | "
-                         f"{_fmt(s['time_ratio'], 3)} |")
+                         f"{_fmt(s['time_ratio'], 3)} | {_fmt(s['cpu_time_ratio'], 3)} |")
         lines.append("")
     return "\n".join(lines)
 

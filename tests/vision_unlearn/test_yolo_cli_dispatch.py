@@ -230,6 +230,9 @@ def test_detector_benchmark_runs_through_vision_unlearn(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     assert [(r["seed"], r["method"]) for r in results["rows"]] == [(3, "original"), (3, "retrain"),
                                                                   (3, "grad_ascent")]
+    ga = results["rows"][2]
+    assert ga["cpu_seconds"] > 0 and ga["cpu_time_ratio"] == pytest.approx(
+        ga["cpu_seconds"] / results["rows"][1]["cpu_seconds"])
     preset = DetectionBenchmarkConfig().methods["grad_ascent"]
     assert results["config"]["methods"] == {"grad_ascent": {**preset, "epochs": 1}}
     assert results["config"]["original"]["batch_size"] == 4 and results["config"]["original"]["epochs"] == 1
