@@ -120,3 +120,34 @@ def test_object_outside_its_image_is_a_user_error(tiny_coco):
     (tiny_coco / "annotations.json").write_text(json.dumps(coco))
     with pytest.raises(UserInputError, match="outside its 72x88 image"):
         load_coco_patches(tiny_coco, SPEC)
+
+
+def test_smooth_fill_hand_computed():
+    from synth.diffusion.patches import smooth_fill
+
+    image = np.zeros((21, 17), dtype=np.float32)  # non-square on purpose
+    image[:, 9:] = 1.0
+    region = np.zeros_like(image, dtype=bool)
+    region[:, 8] = True  # the column between the two halves, 8 pixels each side
+    image[region] = 7.0  # whatever is under the region is ignored
+    filled = smooth_fill(image, region)
+    np.testing.assert_array_equal(filled[~region], image[~region])
+    np.testing.assert_allclose(filled[:, 8], 0.5, atol=1e-6)  # symmetric neighbourhood: the mean of 0 and 1
+    constant = np.full((12, 10), 0.3, dtype=np.float32)
+    block = np.zeros((12, 10), dtype=bool)
+    block[2:10, 1:9] = True  # wide region: the wider Gaussians reach it, a constant stays constant
+    np.testing.assert_allclose(smooth_fill(constant, block), 0.3, atol=1e-6)
+    everything = np.ones((5, 6), dtype=bool)
+    np.testing.assert_array_equal(smooth_fill(image[:5, :6], everything), image[:5, :6])
+
+
+def test_residual_scale_hand_computed():
+    from synth.diffusion.patches import residual_scale
+
+    images = np.zeros((2, 16, 16), dtype=np.float32)
+    regions = np.zeros((2, 16, 16), dtype=bool)
+    regions[:, 4:12, 4:12] = True  # 64 region pixels each
+    images[:, 6:10, 7] = 0.1  # 4 object pixels of 0.1 each on a zero background (the fill is 0)
+    # RMS inside the regions = 0.1 * sqrt(8 / 128); the scale is twice that
+    assert abs(residual_scale(images, regions) - 2 * 0.1 * np.sqrt(8 / 128)) < 1e-6
+    assert residual_scale(np.zeros((1, 8, 8)), np.zeros((1, 8, 8), dtype=bool)) == 1.0
