@@ -48,6 +48,8 @@ class Recipe:
         hflip_p: probability of a horizontal flip (chest anatomy is nearly symmetric; RFOs are not
             lateralised).
         intensity_jitter: magnitude of brightness/contrast jitter in ``[0, 1]`` units (0 = off).
+        mosaic: probability of Ultralytics' 4-image mosaic augmentation (YOLO family only). Mosaic halves
+            object sizes, which hurts small images with small objects; 0 turns it off.
         fpn_channels: feature-pyramid width of the torchvision detectors.
         roi_batch_size: region proposals sampled per image for the Faster R-CNN box head (torchvision's
             default 512; fewer for small images, where there are few distinct proposals anyway).
@@ -70,6 +72,7 @@ class Recipe:
     grad_clip_norm: float = 10.0
     hflip_p: float = 0.5
     intensity_jitter: float = 0.1
+    mosaic: float = 1.0
     fpn_channels: int = 256
     roi_batch_size: int = 512
     score_threshold: float = 0.001
@@ -85,13 +88,13 @@ class Recipe:
         if self.imgsz < 32:
             raise UserInputError("image size must be at least 32 px", field="imgsz", value=self.imgsz)
         for name in ("lr", "weight_decay", "momentum", "lr_gamma", "hflip_p", "intensity_jitter",
-                     "score_threshold", "grad_clip_norm"):
+                     "score_threshold", "grad_clip_norm", "mosaic"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise UserInputError("must be a non-negative number", field=name, value=value)
         if self.lr <= 0:
             raise UserInputError("learning rate must be positive", field="lr", value=self.lr)
-        for name in ("hflip_p", "intensity_jitter", "score_threshold", "momentum"):
+        for name in ("hflip_p", "intensity_jitter", "score_threshold", "momentum", "mosaic"):
             if getattr(self, name) > 1:
                 raise UserInputError("must be in [0, 1]", field=name, value=getattr(self, name))
         if self.optimizer not in OPTIMIZERS:

@@ -120,7 +120,7 @@ def train_ultralytics(
         device=config.device, seed=config.seed, deterministic=True, optimizer="AdamW" if recipe.optimizer == "adamw" else "SGD", lr0=recipe.lr,
         lrf=recipe.lr_gamma,  # Ultralytics decays linearly to lr0 * lrf instead of in steps
         momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-        fliplr=recipe.hflip_p, hsv_v=recipe.intensity_jitter, hsv_h=0.0, hsv_s=0.0,
+        fliplr=recipe.hflip_p, mosaic=recipe.mosaic, hsv_v=recipe.intensity_jitter, hsv_h=0.0, hsv_s=0.0,
         project=str(out.resolve()), name="ultralytics", exist_ok=True, amp=False, plots=False, verbose=False,
         val="val" in sources, pretrained=config.weights is not None,
     )

@@ -80,3 +80,5 @@ def test_optimizer_is_a_recipe_field_with_known_choices() -> None:
     with pytest.raises(UserInputError, match="unknown optimizer") as info:
         recipe_with_overrides("cpu-tiny", {"optimizer": "lion"})
     assert info.value.field == "optimizer"
+    with pytest.raises(UserInputError, match=r"\[0, 1\]"):
+        recipe_with_overrides("cpu-tiny", {"mosaic": 1.5})
