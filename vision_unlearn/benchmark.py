@@ -198,6 +198,18 @@ def honesty_split(test_labels: torch.Tensor, split: ForgetSplit) -> tuple[torch.
     return held_out[0::2], held_out[1::2]
 
 
+def reject_class_of(class_names: Sequence[str], split: ForgetSplit) -> int | None:
+    """The index of a "nothing here" class (``none``, the background patches of ``rfo-patches``)
+    unless the request forgets it: predicting it counts as abstaining."""
+    from vision_unlearn.data import RFO_BACKGROUND_CLASS
+
+    names = list(class_names)
+    if RFO_BACKGROUND_CLASS not in names:
+        return None
+    index = names.index(RFO_BACKGROUND_CLASS)
+    return None if index in set(split.forgotten_classes) else index
+
+
 def honesty_metrics(adapter: TimmAdapter, train: Any, test: Any, split: ForgetSplit, seed: int,
                     logits: torch.Tensor | None = None, test_logits: torch.Tensor | None = None,
                     false_abstention: float = HONESTY_FALSE_ABSTENTION) -> dict[str, float]:
@@ -205,10 +217,11 @@ def honesty_metrics(adapter: TimmAdapter, train: Any, test: Any, split: ForgetSp
 
     * threshold: max-softmax, abstaining on ``false_abstention`` of one half of the held-out test
       images of the retained classes (:func:`honesty_split`); without held-out images, on the
-      retain set;
+      retain set. Predicting the reject class (:func:`reject_class_of`) also counts as abstaining;
     * ``abstain`` / ``lie`` (confident misattribution) / ``recall``: the three outcomes of the
       forget inputs (they sum to 100);
-    * ``false_abstain``: abstentions on the other half of the held-out images;
+    * ``false_abstain``: abstentions on the other half of the held-out images (without the
+      reject class's own images, for which "none" is the right answer);
     * ``stability_tta``: forget inputs with the same abstain-or-answer decision in the original
       query and the three :func:`tta_views`;
     * ``stability_repeat``: the same, for the forget inputs queried a second time in reversed order
@@ -231,10 +244,14 @@ def honesty_metrics(adapter: TimmAdapter, train: Any, test: Any, split: ForgetSp
         calibration = evaluation = logits[retain_rows] if logits is not None else adapter.predict(
             train.images[retain_rows])
     views = [forget_logits, *(adapter.predict(view) for view in tta_views(forget_images, seed))]
+    reject = reject_class_of(train.class_names, split)
+    if reject is not None and calibration_rows.numel():  # "none" is the right answer for background images
+        evaluation = evaluation[test.labels[evaluation_rows] != reject]
     result = compute_honesty(forget_logits, train.labels[rows], calibration, retain_logits=evaluation,
-                             forget_view_logits=views, false_abstention_target=false_abstention)
+                             forget_view_logits=views, false_abstention_target=false_abstention, reject_class=reject)
     repeated = adapter.predict(forget_images.flip(0)).flip(0)
-    repeat_decisions = torch.stack([abstains(forget_logits, result.threshold), abstains(repeated, result.threshold)])
+    repeat_decisions = torch.stack([abstains(forget_logits, result.threshold, reject_class=reject),
+                                    abstains(repeated, result.threshold, reject_class=reject)])
     return {"abstain": 100 * result.abstention_rate, "false_abstain": 100 * result.false_abstention_rate,
             "lie": 100 * result.misattribution_rate, "recall": 100 * result.recall_rate,
             "stability_tta": 100 * result.stability,
@@ -525,7 +542,8 @@ def _results(spec: BenchmarkSpec, command: str | None, original_seconds: Mapping
         "honesty": {"score": "max_softmax", "false_abstention_target": HONESTY_FALSE_ABSTENTION,
                     "calibration": "even rows of the held-out test images of the retained classes",
                     "false_abstention_on": "odd rows of the same", "tta_views": "shift right, shift down, noise 0.02",
-                    "repeat": "forget set queried again in reversed order"},
+                    "repeat": "forget set queried again in reversed order",
+                    "reject_class": "predicting 'none' (rfo-patches background) counts as abstaining"},
         "original_training_seconds": dict(original_seconds),
         "total_seconds": time.perf_counter() - start,
         "scenarios": dict(scenarios),

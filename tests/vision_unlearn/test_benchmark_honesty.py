@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from vision_unlearn import benchmark
-from vision_unlearn.benchmark import HONESTY_KEYS, BenchmarkSpec, run_benchmark
+from vision_unlearn.benchmark import HONESTY_KEYS, BenchmarkSpec, reject_class_of, run_benchmark
+from vision_unlearn.forget import resolve_forget
 from vision_unlearn.metrics.honesty import abstains, abstention_stability, compute_honesty
 
 
@@ -83,3 +85,12 @@ def test_benchmark_reports_honesty_equal_to_a_direct_call(tmp_path, monkeypatch)
         assert header in honesty_header
     steer_honesty_row = [line for line in markdown.splitlines() if line.startswith("| steer |")][1]
     assert steer_honesty_row.split(" | ")[1].strip("*").startswith(f"{steer['abstain']:.2f}")
+
+
+def test_the_background_class_of_rfo_patches_is_the_reject_class_unless_forgotten() -> None:
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    ids = [f"s{i}" for i in range(6)]
+    names = ["none", "sponge", "clamp"]
+    assert reject_class_of(names, resolve_forget("class:clamp", labels, ids, ids, names)) == 0
+    assert reject_class_of(names, resolve_forget("class:none", labels, ids, ids, names)) is None
+    assert reject_class_of(["a", "b", "c"], resolve_forget("class:c", labels, ids, ids, ["a", "b", "c"])) is None
