@@ -449,7 +449,6 @@ def run_generator(
     import contextlib
     import io
 
-    from rfo_bench.io.coco import read_coco
 
     work = out.parent / f"{out.name}_work"
     paths: dict[str, Path] = {"out": out, "work": work, "backgrounds": backgrounds,
@@ -469,7 +468,7 @@ def run_generator(
     wanted = {"commands": argvs}
     if annotations.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         logger.info("reusing synthetic set %s", out)
-        return read_coco(annotations)
+        return read_generated_set(annotations, entry.name)
     for directory in (out, work):
         if directory.exists():
             shutil.rmtree(directory)
@@ -487,12 +486,37 @@ def run_generator(
             raise RuntimeError(f"`rfo-synth {shlex.join(argv[:2])} ...` failed: {last}")
     if not annotations.is_file():
         raise RuntimeError(f"`rfo-synth {entry.name}` wrote no {annotations.name} in {out}")
-    dataset = read_coco(annotations)
+    dataset = read_generated_set(annotations, entry.name)
     if not len(dataset):
         raise RuntimeError(f"`rfo-synth {entry.name}` wrote an empty dataset")
     atomic_write_bytes(stamp, json.dumps(wanted).encode("utf-8"))
     logger.info("generated %d %s images in %.1f s", len(dataset), entry.name, time.perf_counter() - start)
     return dataset
+
+
+def read_generated_set(annotations: Path, name: str) -> DetectionDataset:
+    """Read a generator's COCO file, checking that every image it lists exists.
+
+    ``file_name`` entries are resolved against the json's folder, or against its ``images/`` folder when
+    all of them are found there (the two layouts ``rfo-synth`` readers accept).
+
+    Raises:
+        RuntimeError: an image is missing under both roots (the arm is skipped with this message rather
+            than failing in the middle of training).
+    """
+    from rfo_bench.io.coco import read_coco
+
+    dataset = read_coco(annotations)
+
+    def missing(root: Path) -> list[str]:
+        return [r.file_name for r in dataset.images if not (root / r.file_name).is_file()]
+
+    absent = missing(dataset.root)
+    if not absent:
+        return dataset
+    if not missing(annotations.parent / "images"):
+        return read_coco(annotations, root=annotations.parent / "images")
+    raise RuntimeError(f"`rfo-synth {name}` listed images that do not exist, e.g. {dataset.root / absent[0]}")
 
 
 def build_heldout_benchmark(config: BenchmarkConfig, out: Path) -> tuple[Path, Path, Path]:

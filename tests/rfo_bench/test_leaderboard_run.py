@@ -105,3 +105,45 @@ def test_shipped_cpu_benchmark_end_to_end(tmp_path: Path) -> None:
     assert "real" in ran and ran | skipped == set(summary["config"]["arms"])
     assert all(len(row["seeds"]) == 2 for row in summary["rows"])
     assert summary["data"]["test_patients"] == 4  # the four held-out tiles
+
+
+def _rewrite_file_names(annotations: Path, change) -> None:
+    data = json.loads(annotations.read_text())
+    for image in data["images"]:
+        image["file_name"] = change(image["file_name"])
+    annotations.write_text(json.dumps(data))
+
+
+def test_generated_set_with_names_relative_to_its_images_folder_is_read(tmp_path: Path) -> None:
+    annotations = write_tiny_coco(tmp_path / "gen", n=3)
+    _rewrite_file_names(annotations, lambda name: name.removeprefix("images/"))  # "0.png" kept in images/
+    dataset = leaderboard.read_generated_set(annotations, "diffusion")
+    assert dataset.root == (tmp_path / "gen" / "images").resolve() and len(dataset) == 3
+    assert Path(dataset.source) == annotations
+    _rewrite_file_names(annotations, lambda name: "lost/" + name)
+    with pytest.raises(RuntimeError, match=r"listed images that do not exist, e\.g\. .*lost/0\.png"):
+        leaderboard.read_generated_set(annotations, "diffusion")
+
+
+def test_generator_listing_missing_images_skips_its_arm_with_a_note(tmp_path: Path, monkeypatch) -> None:
+    import synth.cli
+
+    train = write_tiny_coco(tmp_path / "train", n=6, seed=1, patient_prefix="p")
+    test = write_tiny_coco(tmp_path / "test", n=4, seed=2, patient_prefix="q")
+
+    def broken_generator(argv: list[str]) -> int:
+        args = dict(zip(argv[1::2], argv[2::2], strict=False))
+        annotations = write_tiny_coco(Path(args["--out"]), n=int(args["--n"]), patient_prefix="s")
+        _rewrite_file_names(annotations, lambda name: "nowhere/" + name)
+        return 0
+
+    monkeypatch.setattr(leaderboard, "_generator_available", lambda argv: argv[0] == "physics")
+    monkeypatch.setattr(synth.cli, "main", broken_generator)
+    monkeypatch.setattr("rfo_bench.detectors.api.train_detector",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("no arm should train")))
+    config = _write_config(tmp_path, train, test, arms="[real+physics, synthetic_only]")
+    assert main(["benchmark", "--config", str(config), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    assert summary["rows"] == []
+    assert [n.split(":")[0] for n in summary["notes"]] == ["arm `real+physics` skipped", "arm `synthetic_only` skipped"]
+    assert all("listed images that do not exist" in n for n in summary["notes"])
