@@ -280,7 +280,8 @@ on {results['machine']} ({results['torch_threads']} torch thread(s)).
   {train.get('class_drop_prob')}/{train.get('context_drop_prob')}, seed {train.get('seed')}:
   {timings.get('train_logged_s', float('nan')) / 60:.0f} min ({per_step:.2f} s/step on one torch thread, on a 2-core
   machine shared with other jobs).
-* Sampling: DDIM {results['sampler']['steps']} steps, guidance {results['sampler']['guidance_scale']}, seed 0,
+* Sampling: DDIM {results['sampler']['steps']} steps, guidance {results['sampler']['guidance_scale']}, base
+  `{results['sampler']['base']}`, seed 0,
   {args.n} images with 2 objects each on object-free physics backgrounds (seed 2).
 * Timings (s): {json.dumps(timings)}.
 
@@ -301,9 +302,12 @@ inside the region) reached FID 651.9 / KID 16.98 / QC 0.16 after 900 steps, wors
 The preset now draws the **object layer**: `x0 = (patch - smooth_fill(patch, region)) / scale` inside the
 region and 0 outside, where `smooth_fill` interpolates the region from its surroundings (normalised
 convolution) and `scale` (twice the RMS of the layer over the training crops, stored in the checkpoint) makes the
-layer unit-sized. At sampling time the same fill of the new background plus the generated layer gives the patch.
+layer unit-sized. At sampling time the generated layer is added to the background actually under the region
+(`--base background`, the default: an X-ray object overlays the anatomy); adding it to the smooth fill of the
+background instead (`--base fill`) repeats the training definition exactly but visibly blurs the anatomy under
+wide regions.
 The UNet also receives the object mask as a fourth channel, predicts `v` (Salimans & Ho 2022) on the cosine
-schedule, has no attention (1.0 M parameters, about 1.2 s/step), trains at lr 1e-3 with EMA 0.995 (a decay
+schedule, has no attention (1.0 M parameters, about 1.1 s/step of 16 crops on an idle core), trains at lr 1e-3 with EMA 0.995 (a decay
 that averages over the last ~200 of a few thousand steps), and weights the loss 10x inside the region.
 
 ## Reproduce by hand

@@ -88,7 +88,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
         config = SamplerConfig(scheduler=args.scheduler, steps=args.steps or 50,
                                guidance_scale=2.0 if args.guidance is None else args.guidance, mode=args.mode,
-                               resample=args.resample, eta=args.eta)
+                               resample=args.resample, eta=args.eta, base=args.base)
         manifest = sample_dataset(args.ckpt, args.backgrounds, args.out, n=args.n, seed=args.seed, config=config,
                                   classes=classes, objects_per_image=args.objects_per_image,
                                   requests_file=args.requests, scorer=_qc_scorer(args),
@@ -196,6 +196,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cmd.add_argument("--mode", default="conditional", choices=("conditional", "repaint"))
     cmd.add_argument("--resample", type=int, default=1, help="RePaint resampling per step")
     cmd.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    cmd.add_argument("--base", default="background", choices=("background", "fill"),
+                     help="what the generated object layer is added to (residual-target checkpoints)")
     cmd.add_argument("--max-tries", type=int, default=3, help="QC attempts per object")
     _add_qc_flags(cmd)
     cmd.add_argument("--task", default="inpaint", choices=("inpaint", "text2img"), help="with --pretrained")

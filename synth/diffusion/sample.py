@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 SCHEDULERS = ("ddim", "dpm", "ddpm")
 MODES = ("conditional", "repaint")
+BASES = ("background", "fill")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ class SamplerConfig:
             enforced only by replacement).
         resample: RePaint resampling per step (1 = none); ``ddim``/``ddpm`` only.
         eta: DDIM stochasticity (0 = deterministic given the initial noise).
+        base: for ``residual``-target models, what the generated object layer is added to inside the
+            region: ``background`` (the anatomy actually under the object: an X-ray object overlays it)
+            or ``fill`` (the smooth fill the layer was measured against in training; it blurs the
+            anatomy under wide regions).
     """
 
     scheduler: str = "ddim"
@@ -84,8 +89,11 @@ class SamplerConfig:
     mode: str = "conditional"
     resample: int = 1
     eta: float = 0.0
+    base: str = "background"
 
     def __post_init__(self) -> None:
+        if self.base not in BASES:
+            raise UserInputError(f"unknown base; expected one of {BASES}", field="base", value=self.base)
         if self.scheduler not in SCHEDULERS:
             raise UserInputError(f"unknown scheduler; expected one of {SCHEDULERS}", field="scheduler",
                                  value=self.scheduler)
@@ -212,10 +220,12 @@ def inpaint_patches(
                 else:
                     x = x_next
     if residual:
-        fill = torch.from_numpy(np.stack([smooth_fill(b[0], r[0] > 0.5) for b, r in
-                                          zip(background.cpu().numpy(), region.cpu().numpy())]))[:, None]
+        base = background
+        if config.base == "fill":
+            base = torch.from_numpy(np.stack([smooth_fill(b[0], r[0] > 0.5) for b, r in
+                                              zip(background.cpu().numpy(), region.cpu().numpy())]))[:, None]
         # the layer was measured in [0, 1] grey units; the patches here are in [-1, 1]
-        x = fill.to(x.device) + 2.0 * float(residual_scale) * x
+        x = base.to(x.device) + 2.0 * float(residual_scale) * x
     x = x.clamp(-1.0, 1.0)
     return region * x + (1.0 - region) * background
 

@@ -40,6 +40,7 @@ def _patch_inputs(n=3, size=32, seed=0):
     SamplerConfig(scheduler="dpm", steps=3),
     SamplerConfig(scheduler="ddpm", steps=3, guidance_scale=1.0),
     SamplerConfig(scheduler="ddim", steps=3, mode="repaint", resample=2),
+    SamplerConfig(scheduler="ddim", steps=3, base="fill"),
 ])
 def test_outside_the_region_the_patch_is_the_background(tiny_run, config):
     _, ckpt = tiny_run
@@ -218,3 +219,24 @@ def test_sampler_config_validation():
         SamplerConfig(scheduler="euler")
     with pytest.raises(UserInputError, match="multistep"):
         SamplerConfig(scheduler="dpm", resample=3)
+    with pytest.raises(UserInputError, match="base"):
+        SamplerConfig(base="mean")
+
+
+def test_the_layer_is_added_to_the_background_or_to_its_smooth_fill(tiny_run):
+    from synth.diffusion.patches import smooth_fill
+
+    _, ckpt = tiny_run
+    unet, sched = load_unet(ckpt), load_train_scheduler(ckpt)
+    bg, region, cls = _patch_inputs(n=2)
+    run = lambda base: inpaint_patches(unet, sched, bg, region, cls, SamplerConfig(steps=3, base=base),  # noqa: E731
+                                       torch.Generator().manual_seed(3), residual_scale=0.1)
+    on_background, on_fill = run("background"), run("fill")
+    fill = torch.from_numpy(np.stack([smooth_fill(b[0].numpy(), r[0].numpy() > 0.5) for b, r in zip(bg, region)]))
+    inside = region[:, 0] > 0.5
+    # same noise, same layer: the two outputs differ by (background - fill) wherever neither is clipped
+    layer_bg = on_background[:, 0] - bg[:, 0]
+    layer_fill = on_fill[:, 0] - fill
+    unclipped = inside & (on_background[:, 0].abs() < 1) & (on_fill[:, 0].abs() < 1)
+    assert int(unclipped.sum()) > 50
+    torch.testing.assert_close(layer_bg[unclipped], layer_fill[unclipped], rtol=0, atol=1e-5)
