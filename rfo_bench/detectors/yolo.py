@@ -97,6 +97,13 @@ def train_ultralytics(
     from ultralytics import YOLO
 
     recipe = config.recipe
+    # the layout links image files; a missing one would become a dangling link that the Ultralytics
+    # loader skips with a warning, silently training on fewer images than the record states
+    for dataset in [*train_sets, *([val_set] if val_set is not None else [])]:
+        for record in dataset.images:
+            if not (dataset.root / record.file_name).is_file():
+                raise UserInputError("image file does not exist", file=dataset.root / record.file_name,
+                                     field="images.file_name")
     layout = out / "yolo_data"
     if layout.exists():
         shutil.rmtree(layout)

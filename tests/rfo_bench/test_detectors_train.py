@@ -150,3 +150,14 @@ def test_threads_flag_limits_torch_threads(tmp_path: Path, capsys: pytest.Captur
         assert "--threads" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_yolo_refuses_missing_images_instead_of_training_on_fewer(tmp_path: Path) -> None:
+    from rfo_bench.errors import UserInputError
+
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4))
+    (tmp_path / "d" / "images" / "3.png").unlink()
+    config = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=0)
+    with pytest.raises(UserInputError, match="image file does not exist") as info:
+        train_detector(config, [dataset], tmp_path / "run", progress=False)
+    assert str(info.value.file).endswith("3.png")
