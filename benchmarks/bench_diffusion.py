@@ -149,7 +149,7 @@ def main() -> int:
     parser.add_argument("--skip-train", action="store_true", help="use the checkpoint as it is")
     parser.add_argument("--n", type=int, default=40, help="generated images (2 objects each)")
     parser.add_argument("--sample-steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--classifier-epochs", type=int, default=12)
     parser.add_argument("--retrain-classifier", action="store_true", help="even when one was saved before")
     parser.add_argument("--only-classifier", action="store_true", help="stop after training the classifier")

@@ -87,7 +87,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         from synth.diffusion.sample import SamplerConfig, sample_dataset
 
         config = SamplerConfig(scheduler=args.scheduler, steps=args.steps or 50,
-                               guidance_scale=2.0 if args.guidance is None else args.guidance, mode=args.mode,
+                               guidance_scale=1.0 if args.guidance is None else args.guidance, mode=args.mode,
                                resample=args.resample, eta=args.eta, base=args.base)
         manifest = sample_dataset(args.ckpt, args.backgrounds, args.out, n=args.n, seed=args.seed, config=config,
                                   classes=classes, objects_per_image=args.objects_per_image,
@@ -192,7 +192,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cmd.add_argument("--requests", help='JSON list of {"background", "category", "bbox" | "mask"} requests')
     cmd.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm", "ddpm"))
     cmd.add_argument("--steps", type=int, help="denoising steps (default 50; 30 for --pretrained)")
-    cmd.add_argument("--guidance", type=float, help="guidance scale (default 2.0; 7.5 for --pretrained)")
+    cmd.add_argument("--guidance", type=float, help="guidance scale (default 1.0; 7.5 for --pretrained)")
     cmd.add_argument("--mode", default="conditional", choices=("conditional", "repaint"))
     cmd.add_argument("--resample", type=int, default=1, help="RePaint resampling per step")
     cmd.add_argument("--eta", type=float, default=0.0, help="DDIM eta")

@@ -85,7 +85,7 @@ class SamplerConfig:
 
     scheduler: str = "ddim"
     steps: int = 50
-    guidance_scale: float = 2.0
+    guidance_scale: float = 1.0
     mode: str = "conditional"
     resample: int = 1
     eta: float = 0.0

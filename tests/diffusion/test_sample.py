@@ -36,7 +36,7 @@ def _patch_inputs(n=3, size=32, seed=0):
 
 
 @pytest.mark.parametrize("config", [
-    SamplerConfig(scheduler="ddim", steps=3),
+    SamplerConfig(scheduler="ddim", steps=3, guidance_scale=2.0),
     SamplerConfig(scheduler="dpm", steps=3),
     SamplerConfig(scheduler="ddpm", steps=3, guidance_scale=1.0),
     SamplerConfig(scheduler="ddim", steps=3, mode="repaint", resample=2),
