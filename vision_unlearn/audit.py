@@ -25,7 +25,7 @@ import math
 import os
 import platform
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,8 @@ class AuditRecord:
         timings_s: named durations in seconds.
         versions: Python, platform and library versions.
         dataset: a short description of the training data (as given by the caller), or ``None``.
+        artifacts_sha256: SHA-256 of further files that carry the forgetting, by file name (e.g. the
+            steering state of a ``steer`` run, whose weights do not change). Absent in older records.
         record_sha256: SHA-256 of the canonical JSON of every other field.
     """
 
@@ -111,6 +113,7 @@ class AuditRecord:
     timings_s: dict[str, float]
     versions: dict[str, str]
     dataset: str | None
+    artifacts_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
     record_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,6 +287,7 @@ def make_audit_record(
     timings_s: Mapping[str, float] | None = None,
     dataset: str | None = None,
     created_utc: datetime | None = None,
+    artifacts: Sequence[str | os.PathLike[str]] = (),
 ) -> AuditRecord:
     """Assemble an :class:`AuditRecord`, hashing both checkpoints.
 
@@ -298,7 +302,10 @@ def make_audit_record(
         timings_s: named durations in seconds (e.g. ``{"unlearn": 12.3, "evaluate": 1.2}``).
         dataset: short description of the training data.
         created_utc: timestamp; default now.
+        artifacts: further files the unlearned model needs (hashed by file name; see
+            :attr:`AuditRecord.artifacts_sha256`).
     """
+    artifact_digests = dict(_checkpoint_digest(path, "artifacts")[::-1] for path in artifacts)
     before_sha, before_name = _checkpoint_digest(checkpoint_before, "checkpoint_before")
     after_sha, after_name = _checkpoint_digest(checkpoint_after, "checkpoint_after")
     when = (created_utc or datetime.now(timezone.utc)).astimezone(timezone.utc)
@@ -317,6 +324,7 @@ def make_audit_record(
         timings_s={str(k): float(v) for k, v in (timings_s or {}).items()},
         versions=library_versions(),
         dataset=dataset,
+        artifacts_sha256=artifact_digests,
     )
     if not isinstance(record.config, dict):
         raise TypeError(f"config must be a dataclass or a mapping, got {type(config).__name__}")
@@ -349,6 +357,7 @@ def read_audit_record(path: str | os.PathLike[str]) -> AuditRecord:
     if not isinstance(payload, dict):
         raise UserInputError("audit record must be a JSON object", file=file)
     names = {f.name for f in dataclasses.fields(AuditRecord)}
+    payload.setdefault("artifacts_sha256", {})  # records written before the field existed
     missing = sorted(names - set(payload))
     if missing:
         raise UserInputError("audit record lacks fields", file=file, field=missing[0], value=missing)

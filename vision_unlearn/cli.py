@@ -271,7 +271,8 @@ def _cmd_run_classifier(args: argparse.Namespace) -> int:
         record = make_audit_record(forgotten=forgotten, method=args.method, config=config, seed=args.seed,
                                    metrics=metrics, checkpoint_before=args.model_file,
                                    checkpoint_after=out / "unlearned.pt",
-                                   timings_s={"unlearn": result.seconds, "evaluate": eval_seconds}, dataset=dataset)
+                                   timings_s={"unlearn": result.seconds, "evaluate": eval_seconds}, dataset=dataset,
+                                   artifacts=[steering] if steering is not None else [])
         write_audit_record(out / "audit.json", record)
         summary = {"method": args.method, "forget": args.forget, "n_forget": int(rows.size),
                    "n_retain": int(split.retain_indices.size), "metrics": metrics, "seconds": result.seconds,

@@ -339,7 +339,8 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
         result["steering"] = str(steering)
     record = make_audit_record(forgotten=forgotten, method=method, config=fields, seed=seed,
                                metrics=metrics, checkpoint_before=before, checkpoint_after=after,
-                               timings_s={"unlearn": seconds}, dataset=data)
+                               timings_s={"unlearn": seconds}, dataset=data,
+                               artifacts=[steering] if steering is not None else [])
     write_audit_record(out / "audit.json", record)
     logger.info("%s on %s: %d steps in %.1f s -> %s", method, request, loop_result.steps_done, seconds, after)
     return result

@@ -185,3 +185,28 @@ def test_record_unlearning_run_in_one_call(tmp_path: Path) -> None:
     assert verify_audit_record(tmp_path / "audit.json", after, patient_ids=["P2"], sample_ids=["c", "d"]).ok
     assert not verify_audit_record(tmp_path / "audit.json", after, patient_ids=["P1"]).ok
     assert '"P2"' not in (tmp_path / "audit.json").read_text()
+
+
+def test_artifacts_are_hashed_and_older_records_still_read(tmp_path: Path) -> None:
+    before, after = _checkpoints(tmp_path)
+    steering = tmp_path / "steering.safetensors"
+    steering.write_bytes(b"erasure directions")
+    forgotten = summarise_forgotten("class", "needle", SAMPLES, PATIENTS, salt="s")
+    record = make_audit_record(forgotten=forgotten, method="steer", config=_Config(), seed=0, metrics={},
+                               checkpoint_before=before, checkpoint_after=after, artifacts=[steering])
+    assert record.artifacts_sha256 == {"steering.safetensors": hashlib.sha256(b"erasure directions").hexdigest()}
+    path = write_audit_record(tmp_path / "run.json", record)
+    assert read_audit_record(path) == record and verify_audit_record(path, after).record_intact
+    # A record written before the field existed: still readable, still intact, no artifacts.
+    payload = json.loads(path.read_text())
+    del payload["artifacts_sha256"]
+    payload["record_sha256"] = ""
+    from vision_unlearn.audit import _record_digest
+
+    payload["record_sha256"] = _record_digest(payload)
+    path.write_text(json.dumps(payload))
+    assert read_audit_record(path).artifacts_sha256 == {}
+    assert verify_audit_record(path, after).record_intact
+    with pytest.raises(UserInputError, match="artifacts"):
+        make_audit_record(forgotten=forgotten, method="steer", config=_Config(), seed=0, metrics={},
+                          checkpoint_before=before, checkpoint_after=after, artifacts=[tmp_path / "missing.bin"])

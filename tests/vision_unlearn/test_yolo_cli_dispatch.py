@@ -186,6 +186,7 @@ def test_detector_steer_run_writes_the_steering_state_that_reloads(tmp_path: Pat
     assert main(_run(out, "--forget", "patient:toy_0_p00000,toy_0_p00001", "--method", "steer")) == 0
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["steering"] == str(out / "steering.safetensors")
+    _assert_audit_hashes_steering(out)
     adapter = adapter_from_model_text(f"yolo:{out / 'unlearned.pt'}", image_size=64)
     data = toy_detection_data(6, 0, 64)
     forget_images = resolve_detection_forget("patient:toy_0_p00000,toy_0_p00001", data).forget_data(data).images
@@ -216,6 +217,17 @@ def test_classifier_steer_run_writes_the_steering_state(tmp_path: Path) -> None:
     state, extra = load_steering(out / "steering.safetensors")
     assert extra["forget"] == "class:3" and extra["method"] == "steer"
     assert json.loads((out / "metrics.json").read_text())["steering"] == str(out / "steering.safetensors")
+    _assert_audit_hashes_steering(out)
+
+
+def _assert_audit_hashes_steering(out: Path) -> None:
+    """A steer run leaves the weights unchanged: the audit record must pin the steering file instead."""
+    from rfo_bench.utils import sha256_file
+    from vision_unlearn.audit import read_audit_record, verify_audit_record
+
+    record = read_audit_record(out / "audit.json")
+    assert record.artifacts_sha256 == {"steering.safetensors": sha256_file(out / "steering.safetensors")}
+    assert verify_audit_record(out / "audit.json", out / "unlearned.pt").record_intact
 
 
 def test_detector_benchmark_runs_through_vision_unlearn(tmp_path: Path) -> None:
