@@ -177,3 +177,15 @@ def test_seed_subset() -> None:
         with_seeds(config, "5")
     with pytest.raises(UserInputError, match="integers"):
         with_seeds(config, "one")
+
+
+def test_shipped_readme_config_is_valid_and_uses_the_sized_recipes() -> None:
+    from rfo_bench.detectors.config import recipe_with_overrides
+
+    config = load_benchmark_config(REPO / "configs" / "benchmark_readme.yaml")
+    assert list(config.arms) == ["real", "real+physics", "real+diffusion", "synthetic_only"]
+    assert list(config.seeds) == [0, 1] and [m.display for m in config.models] == ["yolov8n", "fasterrcnn/resnet10t"]
+    yolo, frcnn = (recipe_with_overrides(m.recipe, m.overrides) for m in config.models)
+    assert (yolo.imgsz, yolo.optimizer, yolo.mosaic, yolo.epochs) == (160, "adamw", 0.0, 24)
+    assert (frcnn.imgsz, frcnn.optimizer, frcnn.epochs) == (160, "sgd", 8)
+    assert config.build is not None and (config.build.n_train, config.build.n_test) == (48, 48)
