@@ -235,7 +235,7 @@ def sample_pretrained(
     for i in range(n):
         name = names[int(rng.integers(len(names)))]
         file_name = f"{i:06d}.png"
-        entry: dict[str, Any] = {"id": i + 1, "file_name": file_name, "category": name}
+        entry: dict[str, Any] = {"id": i + 1, "file_name": f"images/{file_name}", "category": name}
         if config.task == "text2img":
             prompt = prompt_for(name, template=config.template)
             result = pipe(prompt=prompt, negative_prompt=config.negative_prompt, height=config.resolution,

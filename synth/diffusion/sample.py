@@ -651,7 +651,7 @@ def sample_dataset(
             name = f"{image_id - 1:06d}.png"
             write_png16(out / "images" / name, outcome.image)
             height, width = outcome.image.shape
-            coco_images.append({"id": image_id, "file_name": name, "width": width, "height": height,
+            coco_images.append({"id": image_id, "file_name": f"images/{name}", "width": width, "height": height,
                                 "background": path.name,
                                 "pixel_spacing_mm": [float(v) for v in loaded.pixel_spacing_mm]})
             for req, score in outcome.accepted:

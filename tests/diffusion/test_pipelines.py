@@ -104,7 +104,7 @@ def test_sample_pretrained_writes_labels_for_inpainting_and_none_for_text2img(tm
         assert entry["category"] in ("needle", "sponge") and entry["prompt"].startswith("chest radiograph, ")
         x, y, w, h = ann["bbox"]
         assert w <= 40 and h <= 40 and x >= 0 and y >= 0
-        pixels = read_image(tmp_path / "inp" / "images" / entry["file_name"]).pixels
+        pixels = read_image(tmp_path / "inp" / entry["file_name"]).pixels
         assert pixels[int(y + h / 2), int(x + w / 2)] == pytest.approx(200 / 255, abs=1e-4)
     m = sample_pretrained(tmp_path, tmp_path / "bg.png", tmp_path / "t2i", n=2, seed=0,
                           config=PretrainedConfig(task="text2img", resolution=32), pipe=_GreyPipe())

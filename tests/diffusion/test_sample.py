@@ -137,7 +137,7 @@ def test_sample_dataset_writes_coco_and_keeps_the_background(tiny_run, tmp_path)
     from pycocotools import mask as mask_utils
 
     for entry in coco["images"]:
-        written = read_image(out / "images" / entry["file_name"]).pixels
+        written = read_image(out / entry["file_name"]).pixels
         background = read_image(data / "images" / entry["background"]).pixels
         assert written.shape == (entry["height"], entry["width"]) == background.shape == (88, 72)
         anns = [a for a in coco["annotations"] if a["image_id"] == entry["id"]]
