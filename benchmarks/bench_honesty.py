@@ -18,6 +18,15 @@ Usage (about 25 minutes on 2 busy CPU cores with the defaults)::
     .venv/bin/python benchmarks/bench_honesty.py run --out runs/honesty --seeds 0 1 2
 
 writes ``results.json`` and ``honesty.md`` (mean +- std over seeds) into ``--out``.
+
+``yolo-steer`` steers a YOLOv8n trained on the toy detection set of
+:mod:`vision_unlearn.detection_benchmark` (cached in ``--detector-cache``) for a detection forget
+request and writes forget-class AP50, retain mAP, forget recall, misattribution, the share of
+feature-map cells with an open gate in forget boxes / other boxes / background of the held-out
+images, the inference overhead and the switch-off check (``--retrain`` adds the retrained
+reference)::
+
+    .venv/bin/python benchmarks/bench_honesty.py yolo-steer --retrain --out runs/honesty_yolo/class_clamp
 """
 
 from __future__ import annotations
@@ -200,6 +209,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------- YOLO steering
+def train_detector(adapter: Any, recipe: Mapping[str, Any], forget: Any, retain: Any, seed: int) -> float:
+    """Train a detector from scratch on ``retain`` with the ``retrain`` method and ``recipe``
+    (``forget`` is the loop's other stream, unused by ``retrain``); return seconds."""
+    from vision_unlearn.api import create_unlearner
+
+    method = create_unlearner("retrain", adapter, dict(recipe))
+    return run_loop(adapter, method, forget.stream(), retain.stream(), LoopSettings(seed=seed)).seconds
+
+
 def toy_detector(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """The toy detection set of :mod:`vision_unlearn.detection_benchmark` and a YOLOv8n trained on it.
 
@@ -210,7 +228,7 @@ def toy_detector(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         ``(adapter, train, test)``.
     """
     from vision_unlearn.adapters.yolo import YoloAdapter, YoloModelSpec
-    from vision_unlearn.detection_benchmark import DetectionBenchmarkConfig, _run_method, toy_detection_data
+    from vision_unlearn.detection_benchmark import DetectionBenchmarkConfig, toy_detection_data
 
     train = toy_detection_data(args.n_train, 100 + args.seed, args.image_size)
     test = toy_detection_data(args.n_test, 200 + args.seed, args.image_size)
@@ -230,7 +248,7 @@ def toy_detector(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     adapter.reset_parameters(args.seed)
     everything = train.select(np.arange(len(train)))
     logger.info("training %s on %d toy images for %d epochs", args.detector, len(train), args.original_epochs)
-    _, seconds = _run_method(adapter, "retrain", recipe, everything.select([0]), everything, args.seed)
+    seconds = train_detector(adapter, recipe, everything.select([0]), everything, args.seed)
     cache.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"settings": settings, "seconds": seconds,
@@ -268,7 +286,7 @@ def gate_open_rates(adapter: Any, data: Any, steerer: Any, forgotten_classes: Se
 def yolo_steer(args: argparse.Namespace) -> int:
     """Steering on a YOLO detector: forget-class AP50, retain mAP, gate locality, overhead, switch-off."""
     from vision_unlearn.api import create_unlearner
-    from vision_unlearn.detection_benchmark import DetectionBenchmarkConfig, _run_method, evaluate_detector
+    from vision_unlearn.detection_benchmark import DetectionBenchmarkConfig, evaluate_detector
     from vision_unlearn.detection_forget import resolve_detection_forget
     from vision_unlearn.steering import measure_overhead
 
@@ -303,7 +321,7 @@ def yolo_steer(args: argparse.Namespace) -> int:
     if args.retrain:
         recipe = {**DetectionBenchmarkConfig().original, "epochs": args.original_epochs}
         adapter.reset_parameters(args.seed)
-        _, seconds = _run_method(adapter, "retrain", recipe, forget, retain, args.seed)
+        seconds = train_detector(adapter, recipe, forget, retain, args.seed)
         rows["retrain"] = {**{k: v for k, v in evaluate_detector(adapter, train, test, split).items() if k in keys},
                            "seconds": seconds}
     adapter.model.load_state_dict(original_state)
