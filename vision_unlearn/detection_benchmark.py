@@ -259,6 +259,27 @@ def _run_method(adapter: YoloAdapter, name: str, config: Mapping[str, Any], forg
     return MethodRun(method, result, seconds, cpu_seconds)
 
 
+def _run_and_evaluate(adapter: YoloAdapter, name: str, config: Mapping[str, Any], forget: DetectionData,
+                      retain: DetectionData, train: DetectionData, test: DetectionData, split: DetectionForgetSplit,
+                      seed: int, device: str = "cpu", progress: bool = False) -> tuple[dict[str, Any], float, float]:
+    """One benchmark cell: run ``name``, evaluate it, then detach any steering hooks it attached.
+
+    ``steer`` keeps its hooks on the model so that it can be evaluated; the benchmark reuses the same
+    model for the next method, which must start from the plain original detector.
+
+    Returns:
+        The metrics, wall seconds and CPU seconds of the run.
+    """
+    run: MethodRun | None = None
+    try:
+        run = _run_method(adapter, name, config, forget, retain, seed, device, progress)
+        return evaluate_detector(adapter, train, test, split), run.seconds, run.cpu_seconds
+    finally:
+        steerer = getattr(run.method, "steerer", None) if run is not None else None
+        if steerer is not None:
+            steerer.remove()
+
+
 STEERING_FILE = "steering.safetensors"
 """Name of the steering state :func:`run_detection_unlearning` writes next to the model for ``steer``."""
 
@@ -538,9 +559,10 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                 adapter.set_trainable_groups(config.ofmu_groups if name.startswith("ofmu") else
                                              ("backbone", "neck", "head"))
                 try:
-                    run = _run_method(adapter, name, overrides, forget, retain, seed, config.device, progress)
-                    metrics = evaluate_detector(adapter, train, test, split)
-                    seconds, cpu_seconds, status = run.seconds, run.cpu_seconds, "ok"
+                    metrics, seconds, cpu_seconds = _run_and_evaluate(adapter, name, overrides, forget, retain,
+                                                                      train, test, split, seed, config.device,
+                                                                      progress)
+                    status = "ok"
                 except UserInputError as err:  # a diverged run is a result, not a crash
                     logger.warning("%s on %s (seed %d) failed: %s", name, scenario, seed, err)
                     metrics, seconds, cpu_seconds, status = {}, float("nan"), float("nan"), f"failed: {err}"

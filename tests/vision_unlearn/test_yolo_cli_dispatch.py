@@ -250,3 +250,26 @@ def test_detector_benchmark_runs_through_vision_unlearn(tmp_path: Path) -> None:
     assert results["config"]["original"]["batch_size"] == 4 and results["config"]["original"]["epochs"] == 1
     assert results["command"].startswith("vision-unlearn benchmark --model yolo:yolov8n.yaml")
     assert (out / "results.md").exists() and (out / "results.png").exists()
+
+
+def test_benchmark_cell_detaches_steering_hooks_before_the_next_method() -> None:
+    """The benchmark reuses one detector for every method: steer's hooks must not leak into the next one."""
+    from vision_unlearn.adapters.yolo import YoloAdapter, YoloModelSpec
+    from vision_unlearn.detection_benchmark import _run_and_evaluate, toy_detection_data
+    from vision_unlearn.detection_forget import resolve_detection_forget
+
+    train, test = toy_detection_data(8, 0, 64), toy_detection_data(4, 1, 64)
+    adapter = YoloAdapter(YoloModelSpec("yolov8n.yaml", num_classes=train.num_classes, in_chans=1,
+                                        class_names=train.class_names, image_size=64))
+    adapter.reset_parameters(0)
+    split = resolve_detection_forget("class:clamp", train)
+    adapter.model.eval()
+    with torch.no_grad():
+        plain = adapter.model(test.images)
+    metrics, seconds, _cpu = _run_and_evaluate(adapter, "steer", {}, split.forget_data(train), split.retain_data(train),
+                                               train, test, split, seed=0)
+    assert "forget_ap50" in metrics and seconds >= 0
+    assert not any(module._forward_hooks for module in adapter.model.modules())
+    adapter.model.eval()
+    with torch.no_grad():
+        assert torch.equal(adapter.model(test.images), plain)
