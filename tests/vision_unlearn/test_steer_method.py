@@ -271,7 +271,13 @@ def test_timm_resnet_stage_default_layer_and_valid_names() -> None:
     method = create_unlearner("steer", adapter, {"false_gate_rate": 0.0})
     method.setup(adapter, make_stream(images[labels == 0], labels[labels == 0]),
                  make_stream(images[labels != 0], labels[labels != 0]), torch.device("cpu"))
-    assert method.steerer.state.layer == "layer3"
+    # target_response auto: a linear head fed by the last stage -> abstain there (layer3 only for 'unknown')
+    assert method.steerer.state.layer == "layer4"
+    unknown = create_unlearner("steer", adapter, {"target_response": "unknown"})
+    unknown.setup(adapter, make_stream(images[labels == 0], labels[labels == 0]),
+                  make_stream(images[labels != 0], labels[labels != 0]), torch.device("cpu"))
+    assert unknown.steerer.state.layer == "layer3"
+    unknown.remove()
     steered = adapter.predict(images)
     # false_gate_rate 0: the gate stays shut for the calibration retain inputs (the one defining the
     # threshold may flip by a rounding difference between batch compositions)

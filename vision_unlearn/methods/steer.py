@@ -38,11 +38,13 @@ from vision_unlearn.steering import (
     SteeringFit,
     SteeringState,
     boxed_images,
+    check_feeds_head,
     default_layer,
     feature_layer_names,
     fit_position_steering,
     fit_steering,
     forget_only_classes,
+    linear_head,
     load_steering,
     make_unknown_images,
     resolve_layer,
@@ -67,9 +69,13 @@ class SteerConfig(MethodConfig):
         false_gate_rate: share of retain inputs allowed to open the gate.
         gate_full_quantile: forget-score quantile at which the gate is fully open.
         target: the "unknown" inputs defining the target activation: ``noise``, ``blank`` or ``mixed``.
-        target_response: ``unknown`` (the unknown inputs' mean activation) or ``abstain`` (that mean
+        target_response: ``unknown`` (the unknown inputs' mean activation), ``abstain`` (that mean
             moved to where the linear head gives equal logits, classes only the forget set holds
-            10 logits lower; needs the block feeding the head).
+            10 logits lower; needs the block feeding the head) or ``auto``: ``abstain`` at the block
+            feeding the head when the model has a linear head and ``layer`` is ``auto`` or names that
+            block, ``unknown`` (at the second-to-last feature stage for ``layer=auto``) otherwise.
+            ``abstain`` is the default because it matched retraining on both digits and RFO patches
+            where ``unknown`` failed on one seed of three (see docs/honesty.md).
         target_count: how many unknown inputs to draw.
         target_seed: seed of the unknown inputs.
         max_retain: at most this many retain inputs (evenly spaced) calibrate the gate; 0 = all.
@@ -91,7 +97,7 @@ class SteerConfig(MethodConfig):
     false_gate_rate: float = 0.01
     gate_full_quantile: float = 0.1
     target: Literal["noise", "blank", "mixed"] = "mixed"
-    target_response: Literal["unknown", "abstain"] = "unknown"
+    target_response: Literal["auto", "unknown", "abstain"] = "auto"
     target_count: int = 256
     target_seed: int = 0
     max_retain: int = 4096
@@ -118,9 +124,12 @@ class SteerConfig(MethodConfig):
                                  field="layer", value=self.layer)
         self.fit_settings()
 
-    def fit_settings(self, granularity: Literal["image", "position"] = "image") -> SteeringFit:
+    def fit_settings(self, granularity: Literal["image", "position"] = "image",
+                     target_response: Literal["unknown", "abstain"] | None = None) -> SteeringFit:
+        """The fit's settings; ``target_response`` resolves ``auto`` (``unknown`` when not given)."""
+        response = target_response or ("unknown" if self.target_response == "auto" else self.target_response)
         return SteeringFit(rank=self.rank, ridge=self.ridge, false_gate_rate=self.false_gate_rate,
-                           gate_full_quantile=self.gate_full_quantile, target_response=self.target_response,
+                           gate_full_quantile=self.gate_full_quantile, target_response=response,
                            granularity=granularity, gate_dilation=self.gate_dilation if granularity == "position" else 0,
                            forget_box_scale=self.forget_box_scale if granularity == "position" else 1.0)
 
@@ -186,14 +195,33 @@ class Steer(BaseUnlearner):
         if len(named) > 1:
             raise UserInputError("an image gate hooks one block; name one layer (several need granularity=position)",
                                  field="layer", value=self.config.layer)
-        layer = named[0] if named else default_layer(model)
+        layer, response = self._image_layer_and_response(model, named, forget["images"][:2])
         retain_images = retain["images"][retain_rows]
         target = make_unknown_images(forget["images"][:1].cpu(), self.config.target_count, self.config.target,
                                      self.config.target_seed).to(forget["images"].device)
-        state = fit_steering(model, layer, forget["images"], retain_images, target, self.config.fit_settings(),
+        state = fit_steering(model, layer, forget["images"], retain_images, target,
+                             self.config.fit_settings("image", response),
                              strength=self.config.strength, batch_size=max(self.config.batch_size, 256),
                              suppressed_classes=forget_only_classes(forget["labels"], retain["labels"]))
         self._attach(model, [state])
+
+    def _image_layer_and_response(self, model: torch.nn.Module, named: Sequence[str], probe: torch.Tensor
+                                  ) -> tuple[str, Literal["unknown", "abstain"]]:
+        """The hooked block and the target response of an image gate, resolving ``auto``."""
+        wanted = self.config.target_response
+        if wanted != "auto":
+            return (named[0] if named else default_layer(model)), wanted
+        try:
+            head = linear_head(model)
+        except UserInputError:
+            return (named[0] if named else default_layer(model)), "unknown"
+        stages = feature_layer_names(model)
+        layer = named[0] if named else (stages[-1] if stages else default_layer(model))
+        try:
+            check_feeds_head(model, layer, head, probe)
+        except UserInputError:
+            return (named[0] if named else default_layer(model)), "unknown"
+        return layer, "abstain"
 
     def _attach(self, model: torch.nn.Module, states: Sequence[SteeringState]) -> None:
         if self.steerer is not None:
