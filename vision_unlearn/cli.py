@@ -251,7 +251,7 @@ def _cmd_run_classifier(args: argparse.Namespace) -> int:
         adapter.model.to("cpu")
         if not dist.is_main:
             return 0
-        from vision_unlearn.detection_benchmark import STEERING_FILE, save_steering_state
+        from vision_unlearn.methods.steer import STEERING_FILE, save_steering_state
 
         steering = save_steering_state(method, out / STEERING_FILE, {"model": adapter.describe(), "forget": args.forget,
                                                                      "seed": args.seed})

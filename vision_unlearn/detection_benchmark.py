@@ -280,8 +280,6 @@ def _run_and_evaluate(adapter: YoloAdapter, name: str, config: Mapping[str, Any]
             steerer.remove()
 
 
-STEERING_FILE = "steering.safetensors"
-"""Name of the steering state :func:`run_detection_unlearning` writes next to the model for ``steer``."""
 
 
 def run_detection_unlearning(model: str, data: str, forget: str, method: str, out_dir: str | os.PathLike[str],
@@ -296,7 +294,7 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
         forget: a detection forget request (``class:NAME``, ``images:FILE``, ``instances:FILE``, ...).
         method: registered method name.
         out_dir: gets ``unlearned.pt`` (Ultralytics checkpoint), ``original.pt`` and ``audit.json``;
-            for ``steer`` also the steering state alone (:data:`STEERING_FILE`, see
+            for ``steer`` also the steering state alone (:data:`vision_unlearn.methods.steer.STEERING_FILE`, see
             :meth:`vision_unlearn.methods.steer.Steer.from_file`): the weights do not change, so
             ``unlearned.pt`` equals the original and the erasure lives in that file.
         config: method config fields (validated against the method's config class).
@@ -319,6 +317,7 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
     from vision_unlearn.adapters.yolo import adapter_from_model_text
     from vision_unlearn.api import config_class_of, config_from_dict
     from vision_unlearn.audit import make_audit_record, summarise_forgotten, write_audit_record
+    from vision_unlearn.methods.steer import STEERING_FILE, save_steering_state
 
     fields = dict(config or {})
     config_from_dict(config_class_of(method), fields, source=f"method {method}")  # fail before any work
@@ -365,18 +364,6 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
     write_audit_record(out / "audit.json", record)
     logger.info("%s on %s: %d steps in %.1f s -> %s", method, request, loop_result.steps_done, seconds, after)
     return result
-
-
-def save_steering_state(method: Any, path: Path, extra: Mapping[str, Any]) -> Path | None:
-    """Write the steering state of a fitted ``steer`` run to ``path``; ``None`` for any other method.
-
-    Load it back onto a model with ``Steer.from_file(path, adapter)`` (it hooks ``adapter.model``).
-    """
-    from vision_unlearn.methods.steer import Steer
-
-    if not isinstance(method, Steer) or method.steerer is None:
-        return None
-    return method.save(path, extra=dict(extra))
 
 
 # --------------------------------------------------------------------------------------------- benchmark

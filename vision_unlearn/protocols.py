@@ -46,6 +46,19 @@ FeatureHook = Callable[[str, Tensor], None]
 class ModelAdapter(Protocol):
     """One model family behind the interface every method uses.
 
+    Optional hooks: an adapter whose model family needs its own forget objective provides them, and
+    a method uses them when present (``getattr``) and its generic code path otherwise, so every
+    method keeps one code path. The YOLO adapter (:class:`vision_unlearn.adapters.yolo.YoloAdapter`)
+    provides all three; the timm adapter none.
+
+    * ``ascent_loss(batch) -> {"loss", ...}``: the bounded objective that gradient-ascent methods
+      (``grad_ascent``, ``neggrad_plus``) raise on a forget batch instead of the training loss
+      (detectors: the forget boxes' class terms on their anchors, clamped).
+    * ``distillation_loss(batch, student, teacher, temperature, side, suppressed_classes=()) -> Tensor``:
+      SCRUB's teacher-student divergence of the family's outputs (detectors: per anchor).
+    * ``forget_only_classes(forget, retain) -> tuple[int, ...]``: classes present only in the forget
+      stream (the teacher is made not to see them on retain data).
+
     Attributes:
         model: the wrapped ``torch.nn.Module`` (the loop moves it and saves it).
         module: the module :meth:`loss` calls: ``model`` itself, or the loop's

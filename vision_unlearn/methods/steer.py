@@ -291,3 +291,17 @@ class Steer(BaseUnlearner):
         else:
             method.steerer = ActivationSteerer(states)
         return method
+
+
+STEERING_FILE = "steering.safetensors"
+"""Name of the steering state that ``vision-unlearn run --method steer`` writes next to the model."""
+
+
+def save_steering_state(method: Any, path: str | os.PathLike[str], extra: Mapping[str, Any]) -> Path | None:
+    """Write the steering state of a fitted ``steer`` run to ``path``; ``None`` for any other method.
+
+    Load it back onto a model with ``Steer.from_file(path, adapter)`` (it hooks ``adapter.model``).
+    """
+    if not isinstance(method, Steer) or method.steerer is None:
+        return None
+    return method.save(path, extra=dict(extra))
