@@ -437,6 +437,47 @@ def list_backgrounds(path: str | Path) -> list[Path]:
     return files
 
 
+SPACING_FILES = ("annotations.json", "backgrounds.json")
+"""COCO files looked up next to background images (and one folder up) for their ``pixel_spacing_mm``."""
+
+
+def recorded_spacings(files: list[Path]) -> dict[Path, float]:
+    """Pixel spacing of background images as recorded by a COCO file next to them.
+
+    A PNG carries no pixel spacing, so :func:`rfo_bench.io.images.read_image` falls back to a default;
+    the generators' COCO files (``annotations.json``; ``backgrounds.json`` of the leaderboard's
+    background pools) record the real one. The files :data:`SPACING_FILES` in each image's folder and
+    its parent are read; an image they do not list keeps its file's spacing.
+
+    Returns:
+        ``{resolved image path: isotropic spacing in mm}`` for the images a COCO file lists.
+    """
+    from synth.diffusion.patches import image_spacing_mm
+
+    known: dict[Path, float] = {}
+    for folder in sorted({f.parent.resolve() for f in files}):
+        for candidate in [folder / name for name in SPACING_FILES] + [folder.parent / name for name in SPACING_FILES]:
+            if not candidate.is_file():
+                continue
+            try:
+                document = json.loads(candidate.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            entries = document.get("images", []) if isinstance(document, dict) else []
+            for entry in entries:
+                if not isinstance(entry, dict) or "file_name" not in entry or "pixel_spacing_mm" not in entry:
+                    continue
+                spacing = image_spacing_mm(entry, (0.0, 0.0))
+                if spacing > 0:
+                    known.setdefault((candidate.parent / str(entry["file_name"])).resolve(), spacing)
+    return known
+
+
+def background_spacing_mm(path: Path, loaded: Any, known: dict[Path, float]) -> float:
+    """The spacing of one background: recorded by a COCO file (:func:`recorded_spacings`), else the file's."""
+    return known.get(path.resolve(), float(np.mean(loaded.pixel_spacing_mm)))
+
+
 def place_bank_mask(
     bank_mask: np.ndarray, image_hw: tuple[int, int], scale: float, rng: np.random.Generator,
     occupied: np.ndarray | None = None, box_fraction: tuple[float, float] = (0.12, 0.88), tries: int = 50,
@@ -603,6 +644,7 @@ def sample_dataset(
     else:
         wanted = info.category_ids
     files = list_backgrounds(backgrounds)
+    known_spacing = recorded_spacings(files)
     if requests_file is not None:
         plans = _requests_from_file(Path(requests_file), files, info, bank, rng)
     else:
@@ -615,7 +657,7 @@ def sample_dataset(
                 path = files[i % len(files)]
                 loaded = read_image(path)
                 hw = loaded.pixels.shape
-                scale = info.spacing_mm / float(np.mean(loaded.pixel_spacing_mm))
+                scale = info.spacing_mm / background_spacing_mm(path, loaded, known_spacing)
                 occupied = np.zeros(hw, dtype=bool)
                 reqs = []
                 for _ in range(objects_per_image):
@@ -653,7 +695,7 @@ def sample_dataset(
             height, width = outcome.image.shape
             coco_images.append({"id": image_id, "file_name": f"images/{name}", "width": width, "height": height,
                                 "background": path.name,
-                                "pixel_spacing_mm": [float(v) for v in loaded.pixel_spacing_mm]})
+                                "pixel_spacing_mm": [background_spacing_mm(path, loaded, known_spacing)] * 2})
             for req, score in outcome.accepted:
                 x, y, w, h = mask_bbox_xywh(req.object_mask)
                 coco_anns.append({"id": len(coco_anns) + 1, "image_id": image_id, "category_id": req.category_id,

@@ -240,3 +240,28 @@ def test_the_layer_is_added_to_the_background_or_to_its_smooth_fill(tiny_run):
     unclipped = inside & (on_background[:, 0].abs() < 1) & (on_fill[:, 0].abs() < 1)
     assert int(unclipped.sum()) > 50
     torch.testing.assert_close(layer_bg[unclipped], layer_fill[unclipped], rtol=0, atol=1e-5)
+
+
+def test_background_spacing_comes_from_the_coco_file_next_to_the_images(tmp_path) -> None:
+    """PNG backgrounds carry no spacing: without the generator's COCO record they read as 0.2 mm and a
+    checkpoint trained at 0.84 mm would paste objects 4.2x too large."""
+    import json
+
+    import numpy as np
+
+    from rfo_bench.io.images import read_image, write_png16
+    from synth.diffusion.sample import background_spacing_mm, list_backgrounds, recorded_spacings
+
+    root = tmp_path / "physics"
+    for name in ("a.png", "b.png"):
+        write_png16(root / "images" / name, np.full((20, 24), 0.4))
+    (root / "annotations.json").write_text(json.dumps({"images": [
+        {"id": 1, "file_name": "images/a.png", "pixel_spacing_mm": 0.84},
+        {"id": 2, "file_name": "images/b.png", "pixel_spacing_mm": [0.5, 0.7]},
+    ], "annotations": [], "categories": []}))
+    write_png16(tmp_path / "loose" / "c.png", np.full((20, 24), 0.4))
+    files = list_backgrounds(root / "images") + list_backgrounds(tmp_path / "loose")
+    known = recorded_spacings(files)
+    spacings = [background_spacing_mm(f, read_image(f), known) for f in files]
+    assert spacings[:2] == [0.84, 0.6]
+    assert spacings[2] == float(np.mean(read_image(files[2]).pixel_spacing_mm))  # not listed: the file's own
