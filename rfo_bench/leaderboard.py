@@ -389,8 +389,13 @@ def heldout_tiles(height: int, width: int, tile_px: int, guard_px: int) -> list[
     return tiles
 
 
-def _write_background_pool(images: Sequence[tuple[str, np.ndarray]], directory: Path) -> Path:
-    """Write ``(stem, float32 [H, W])`` backgrounds as 16-bit PNGs + a COCO file without annotations."""
+def _write_background_pool(images: Sequence[tuple[str, np.ndarray]], directory: Path,
+                           spacings_mm: Sequence[float | None] | None = None) -> Path:
+    """Write ``(stem, float32 [H, W])`` backgrounds as 16-bit PNGs + a COCO file without annotations.
+
+    ``spacings_mm`` (one per image, ``None`` when unknown) goes into ``images[].pixel_spacing_mm``: a PNG
+    carries no spacing, and a generator that scales objects by it (diffusion) reads it from there.
+    """
     from rfo_bench.categories import coco_categories
     from rfo_bench.io.images import write_png16
 
@@ -400,8 +405,12 @@ def _write_background_pool(images: Sequence[tuple[str, np.ndarray]], directory: 
     entries = []
     for index, (stem, pixels) in enumerate(images, start=1):
         write_png16(directory / f"{stem}.png", pixels)
-        entries.append({"id": index, "file_name": f"{stem}.png", "width": int(pixels.shape[1]),
-                        "height": int(pixels.shape[0]), "patient_id": stem})
+        entry = {"id": index, "file_name": f"{stem}.png", "width": int(pixels.shape[1]),
+                 "height": int(pixels.shape[0]), "patient_id": stem}
+        spacing = spacings_mm[index - 1] if spacings_mm is not None else None
+        if spacing is not None:
+            entry["pixel_spacing_mm"] = float(spacing)
+        entries.append(entry)
     coco = {"images": entries, "annotations": [], "categories": coco_categories()}
     atomic_write_bytes(directory / "backgrounds.json", json.dumps(coco, indent=1).encode("utf-8"))
     return directory
@@ -582,7 +591,26 @@ def training_backgrounds(train: DetectionDataset, directory: Path) -> Path | Non
     negatives = [r for r in train.images if not r.objects and not r.positive]
     if not negatives:
         return None
-    return _write_background_pool([(f"train_{r.image_id:08d}", load_pixels(train, r)) for r in negatives], directory)
+    recorded = _recorded_spacings(Path(train.source)) if train.source else {}
+    return _write_background_pool([(f"train_{r.image_id:08d}", load_pixels(train, r)) for r in negatives], directory,
+                                  [recorded.get(r.image_id) for r in negatives])
+
+
+def _recorded_spacings(source: Path) -> dict[int, float]:
+    """``images[].pixel_spacing_mm`` of a COCO file by image id (isotropic mean); empty for other sources."""
+    if source.suffix.lower() != ".json" or not source.is_file():
+        return {}
+    try:
+        document = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    out = {}
+    for entry in document.get("images", []) if isinstance(document, dict) else []:
+        value = entry.get("pixel_spacing_mm") if isinstance(entry, dict) else None
+        values = value if isinstance(value, list) else [value]
+        if values and all(isinstance(v, (int, float)) and v > 0 for v in values) and "id" in entry:
+            out[int(entry["id"])] = float(np.mean(values))
+    return out
 
 
 # --------------------------------------------------------------------------------------------- runs

@@ -147,3 +147,29 @@ def test_generator_listing_missing_images_skips_its_arm_with_a_note(tmp_path: Pa
     assert summary["rows"] == []
     assert [n.split(":")[0] for n in summary["notes"]] == ["arm `real+physics` skipped", "arm `synthetic_only` skipped"]
     assert all("listed images that do not exist" in n for n in summary["notes"])
+
+
+def test_background_pool_records_the_spacing_of_its_images(tmp_path: Path) -> None:
+    """PNG backgrounds carry no spacing; the pool's COCO file keeps what the training set recorded, and
+    the diffusion sampler reads it there (objects are scaled by it)."""
+    import numpy as np
+
+    from rfo_bench.io.formats import read_dataset
+    from rfo_bench.io.images import write_png16
+    from synth.diffusion.sample import background_spacing_mm, list_backgrounds, recorded_spacings
+
+    root = tmp_path / "train"
+    for name in ("neg.png", "pos.png"):
+        write_png16(root / "images" / name, np.full((16, 20), 0.3))
+    coco = {"images": [{"id": 1, "file_name": "images/neg.png", "width": 20, "height": 16, "pixel_spacing_mm": 0.77},
+                       {"id": 2, "file_name": "images/pos.png", "width": 20, "height": 16}],
+            "annotations": [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [2, 2, 5, 5], "area": 25, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "sponge"}]}
+    (root / "annotations.json").write_text(json.dumps(coco))
+    pool = leaderboard.training_backgrounds(read_dataset(root / "annotations.json"), tmp_path / "pool")
+    entries = json.loads((pool / "backgrounds.json").read_text())["images"]
+    assert [(e["file_name"], e.get("pixel_spacing_mm")) for e in entries] == [("train_00000001.png", 0.77)]
+    files = list_backgrounds(pool)
+    from rfo_bench.io.images import read_image
+
+    assert background_spacing_mm(files[0], read_image(files[0]), recorded_spacings(files)) == 0.77
