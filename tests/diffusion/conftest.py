@@ -99,14 +99,3 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     finally:
         torch.set_num_threads(before)
     return data, root / "ckpt"
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The tiny models here run fastest on one thread (and do not fight other jobs for cores)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

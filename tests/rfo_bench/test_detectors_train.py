@@ -143,6 +143,7 @@ def test_threads_flag_limits_torch_threads(tmp_path: Path, capsys: pytest.Captur
     import torch
 
     before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the suite runs on one thread; start from another count
     try:
         assert main(["benchmark", "--config", str(tmp_path / "missing.yaml"), "--threads", "1"]) == 2
         assert torch.get_num_threads() == 1

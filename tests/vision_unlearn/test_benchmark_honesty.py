@@ -15,14 +15,6 @@ from vision_unlearn.forget import resolve_forget
 from vision_unlearn.metrics.honesty import abstains, abstention_stability, compute_honesty
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _direct_honesty(adapter, prepared, split, seed: int) -> dict[str, float]:
     """The honesty of ``adapter`` computed here from its predictions, as the benchmark documents it."""
     train, test = prepared.train, prepared.test

@@ -12,16 +12,6 @@ from vision_unlearn.checkpoint import load_checkpoint, load_model_file, save_che
 HEIGHT, WIDTH = 17, 11
 NUM_CLASSES = 3
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest on one thread; more threads only contend on a shared CI machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-
 def tiny_images(n: int = 36, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``[n, 1, 17, 11]`` images whose bright row band encodes the class, plus ``[n]`` labels."""
     generator = torch.Generator().manual_seed(seed)

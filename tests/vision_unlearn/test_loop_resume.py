@@ -24,16 +24,6 @@ from vision_unlearn.loop import (
 from vision_unlearn.protocols import MethodConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest on one thread; more threads only contend on a shared CI machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-
 def _streams():
     generator = torch.Generator().manual_seed(3)
     labels = torch.arange(40) % 4

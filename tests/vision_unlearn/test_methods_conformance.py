@@ -21,16 +21,6 @@ from vision_unlearn.loop import LoopSettings, make_stream, run_loop
 
 NUM_CLASSES = 3
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest on one thread; more threads only contend on a shared CI machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-
 def _data() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(30) % NUM_CLASSES

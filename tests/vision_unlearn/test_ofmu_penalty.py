@@ -19,16 +19,6 @@ from vision_unlearn.methods.ofmu import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest on one thread; more threads only contend on a shared CI machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-
 def test_log_one_minus_p_hand_values() -> None:
     logits = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]])
     labels = torch.tensor([1, 0])

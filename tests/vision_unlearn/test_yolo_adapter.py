@@ -35,15 +35,6 @@ def tiny_data(size: int | tuple[int, int] = 64, in_chans: int = 1, seed: int = 0
                                      patient_ids=["p1", "p1", "p2", "p3"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, loaded CPU two threads per process slow small kernels many-fold."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data() -> DetectionData:
     return tiny_data()

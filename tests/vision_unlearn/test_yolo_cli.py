@@ -12,14 +12,6 @@ import torch
 from vision_unlearn.detection_benchmark import main, make_toy_detection_set, toy_detection_data
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _run(tmp_path: Path, *extra: str) -> list[str]:
     return ["run", "--model", "yolo:yolov8n.yaml", "--data", "toy:6", "--imgsz", "64", "--out",
             str(tmp_path / "out"), *extra]

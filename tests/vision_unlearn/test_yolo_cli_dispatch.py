@@ -13,14 +13,6 @@ import torch
 from vision_unlearn.cli import main
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _run(out: Path, *extra: str, model: str = "yolo:yolov8n.yaml", data: str = "toy:6") -> list[str]:
     return ["run", "--model", model, "--data", data, "--imgsz", "64", "--out", str(out), "--no-progress", *extra]
 

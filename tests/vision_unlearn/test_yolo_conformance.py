@@ -61,16 +61,6 @@ def toy_detection_data(seed: int = 0, n: int = 6) -> DetectionData:
     return DetectionData.from_arrays(images, boxes, labels, ["needle", "sponge", "clamp"], 64, 1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, loaded CPU two threads per process slow these small
-    kernels down many-fold."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def streams() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     data = toy_detection_data()
