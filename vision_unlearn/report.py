@@ -43,7 +43,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,33 +224,36 @@ def _row_order(methods: Mapping[str, Any]) -> list[str]:
     return [n for n in REFERENCE_ROWS if n in methods] + [n for n in methods if n not in REFERENCE_ROWS]
 
 
+def _markdown_rows(methods: Mapping[str, Any], columns: Sequence[str], headers: Mapping[str, str],
+                   cell: Callable[[str, str], str], labels: Mapping[str, str]) -> list[str]:
+    """A markdown table: one row per method (in :func:`_row_order`), ``cell(name, column)`` for the
+    values a method has and an em dash for those it lacks."""
+    lines = ["| Method | " + " | ".join(headers[c] for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    for name in _row_order(methods):
+        cells = [cell(name, column) if column in methods[name] else "—" for column in columns]
+        lines.append(f"| {_markdown_cell(labels.get(name, name))} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _table(view: Mapping[str, Any]) -> list[str]:
     methods = _validate(view)
     columns = _columns(methods)
     best = best_methods(view)
     reference = methods.get(RETRAIN)
-    lines = ["| Method | " + " | ".join(HEADERS[c] for c in columns) + " |", "|---|" + "---|" * len(columns)]
-    for name in _row_order(methods):
-        entry = methods[name]
-        cells = []
-        for column in columns:
-            if column not in entry:
-                cells.append("—")
-                continue
-            mean, std = _stat(entry[column], f"methods.{name}.{column}")
-            text = _format(column, mean, std)
-            if (name != RETRAIN and column in GAP_TO_RETRAIN_COLUMNS and reference is not None
-                    and column in reference and math.isfinite(mean)):
-                ref, _ = _stat(reference[column], f"methods.{RETRAIN}.{column}")
-                if math.isfinite(ref):
-                    gap = abs(mean - ref)
-                    text += f" ({gap:.3f})" if column.startswith("LiRA") else f" ({gap:.2f})"
-            if name in best.get(column, set()):
-                text = f"**{text}**"
-            cells.append(text)
-        label = {RETRAIN: "retrain (gold standard)", ORIGINAL: "original (before unlearning)"}.get(name, name)
-        lines.append(f"| {_markdown_cell(label)} | " + " | ".join(cells) + " |")
-    return lines
+
+    def cell(name: str, column: str) -> str:
+        mean, std = _stat(methods[name][column], f"methods.{name}.{column}")
+        text = _format(column, mean, std)
+        if (name != RETRAIN and column in GAP_TO_RETRAIN_COLUMNS and reference is not None
+                and column in reference and math.isfinite(mean)):
+            ref, _ = _stat(reference[column], f"methods.{RETRAIN}.{column}")
+            if math.isfinite(ref):
+                gap = abs(mean - ref)
+                text += f" ({gap:.3f})" if column.startswith("LiRA") else f" ({gap:.2f})"
+        return f"**{text}**" if name in best.get(column, set()) else text
+
+    return _markdown_rows(methods, columns, HEADERS, cell,
+                          {RETRAIN: "retrain (gold standard)", ORIGINAL: "original (before unlearning)"})
 
 
 def best_honesty(results: Mapping[str, Any]) -> dict[str, set[str]]:
@@ -278,21 +281,13 @@ def _honesty_table(view: Mapping[str, Any]) -> list[str]:
     if not columns:
         return []
     best = best_honesty(view)
-    lines = ["| Method | " + " | ".join(HONESTY_HEADERS[c] for c in columns) + " |", "|---|" + "---|" * len(columns)]
-    for name in _row_order(methods):
-        entry = methods[name]
-        cells = []
-        for column in columns:
-            if column not in entry:
-                cells.append("—")
-                continue
-            mean, std = _stat(entry[column], f"methods.{name}.{column}")
-            text = _format(column, mean, std)
-            cells.append(f"**{text}**" if name in best.get(column, set()) else text)
-        # no "gold standard" here: a retrained model is the reference for forgetting, not for honesty
-        label = {ORIGINAL: "original (before unlearning)"}.get(name, name)
-        lines.append(f"| {_markdown_cell(label)} | " + " | ".join(cells) + " |")
-    return lines
+
+    def cell(name: str, column: str) -> str:
+        text = _format(column, *_stat(methods[name][column], f"methods.{name}.{column}"))
+        return f"**{text}**" if name in best.get(column, set()) else text
+
+    # no "gold standard" here: a retrained model is the reference for forgetting, not for honesty
+    return _markdown_rows(methods, columns, HONESTY_HEADERS, cell, {ORIGINAL: "original (before unlearning)"})
 
 
 def _hyperparameter_lines(view: Mapping[str, Any]) -> list[str]:
