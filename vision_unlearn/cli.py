@@ -177,7 +177,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserInputError("give --model-file (a classifier written by `train`) or --model yolo:PATH_OR_YAML "
                              "(a detector)", field="--model-file")
     _refuse_flags([("--data", args.data), ("--imgsz", args.imgsz), ("--in-chans", args.in_chans),
-                   ("--test-data", args.test_data), ("--groups", args.groups)],
+                   ("--test-data", args.test_data), ("--heldout-data", args.heldout_data), ("--groups", args.groups)],
                   "this flag is for detectors (--model yolo:...); a classifier run reads its data with --dataset")
     return _cmd_run_classifier(args)
 
@@ -202,7 +202,7 @@ def _cmd_run_detection(args: argparse.Namespace) -> int:
         args.model, args.data, args.forget, args.method, out, config=config_to_dict(config),
         image_size=args.imgsz or 640, in_chans=args.in_chans or 1, seed=args.seed, device=args.device,
         test_data=None if args.no_eval else args.test_data, trainable_groups=args.groups,
-        progress=not args.no_progress)
+        progress=not args.no_progress, heldout_data=args.heldout_data)
     summary = _json_safe({"method": args.method, "forget": args.forget, **result})
     _write_json(out / "metrics.json", summary)
     print(json.dumps(summary, indent=2, default=str))
@@ -301,7 +301,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.model.startswith("yolo:"):
         return _cmd_benchmark_detection(args)
     _refuse_flags([("--imgsz", args.imgsz), ("--n-train", args.n_train), ("--n-test", args.n_test),
-                   ("--data", args.data), ("--test-data", args.test_data),
+                   ("--data", args.data), ("--test-data", args.test_data), ("--heldout-data", args.heldout_data),
                    ("--original-epochs", args.original_epochs), ("--progress", args.progress)],
                   "this flag is for detectors (--model yolo:MODEL.yaml); classifiers take --dataset, "
                   "--image-size and --set original.epochs=N")
@@ -330,7 +330,8 @@ def _cmd_benchmark_detection(args: argparse.Namespace) -> int:
     preset = DetectionBenchmarkConfig()
     config = make_benchmark_config(
         model=args.model, image_size=args.imgsz or preset.image_size, n_train=args.n_train or preset.n_train,
-        n_test=args.n_test or preset.n_test, data=args.data, test_data=args.test_data, scenarios=args.forget or None,
+        n_test=args.n_test or preset.n_test, data=args.data, test_data=args.test_data,
+        heldout_data=args.heldout_data, scenarios=args.forget or None,
         methods=methods, seeds=range(args.seed_start, args.seed_start + args.seeds),
         original_epochs=args.original_epochs, overrides=split_method_overrides(args.set), device=args.device,
         in_chans=args.in_chans)
@@ -424,6 +425,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     run.add_argument("--dataset", default=None, help="classifier: default the dataset the model was trained on")
     run.add_argument("--data", default=None, help="detector: training data (COCO json, YOLO data.yaml, ... or toy:N)")
     run.add_argument("--test-data", default=None, help="detector: held-out data for the forgetting metrics")
+    run.add_argument("--heldout-data", default=None,
+                     help="detector: other images it never saw, to measure --set forget_loss_ceiling=heldout "
+                          "(grad_ascent, neggrad_plus; image and patient requests)")
     run.add_argument("--imgsz", type=int, default=None, help="detector: network input side, a multiple of 32; "
                                                               "640 when not given")
     run.add_argument("--in-chans", type=int, default=None, choices=(1, 3),
@@ -462,6 +466,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--data-seed", type=int, default=None, help="classifier: seed of the train/test split; 0 when not given")
     bench.add_argument("--data", default=None, help="detector: dataset path instead of the toy set")
     bench.add_argument("--test-data", default=None, help="detector: held-out dataset (default: --data)")
+    bench.add_argument("--heldout-data", default=None,
+                       help="detector: images apart from train and test for forget_loss_ceiling=heldout "
+                            "(the toy set draws its own)")
     bench.add_argument("--imgsz", type=int, default=None, help="detector: network input side; 128 when not given")
     bench.add_argument("--n-train", type=int, default=None, help="detector: toy training images; 240 when not given")
     bench.add_argument("--n-test", type=int, default=None, help="detector: toy test images; 80 when not given")

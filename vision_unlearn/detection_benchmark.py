@@ -47,6 +47,7 @@ from vision_unlearn.detection_forget import (
     parse_detection_forget,
     resolve_detection_forget,
 )
+from vision_unlearn.methods.grad_ascent import HELDOUT
 from vision_unlearn.metrics.detection import (
     Boxes,
     class_forgetting_ap,
@@ -185,6 +186,39 @@ def per_image_losses(adapter: YoloAdapter, data: DetectionData, batch_size: int 
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+def heldout_loss_ceiling(adapter: YoloAdapter, heldout: DetectionData) -> float:
+    """The median per-image loss of the detector on held-out images (eval mode, own annotations).
+
+    This is the ``forget_loss_ceiling`` that ``"heldout"`` stands for: how costly images the detector
+    never saw are to it. A retrained detector shows about this loss on the forgotten images, so an
+    image request ascends them this far and no further. The median, not the mean: per-image detection
+    losses are right-skewed, and forget images lifted to the mean would sit above most non-members.
+    """
+    if len(heldout) == 0:
+        raise UserInputError("the held-out data holds no images", field="--heldout-data")
+    return float(np.median(per_image_losses(adapter, heldout)))
+
+
+def resolve_loss_ceiling(config: Mapping[str, Any], removes_images: bool, ceiling: float | None) -> dict[str, Any]:
+    """``config`` with ``forget_loss_ceiling="heldout"`` replaced by ``ceiling``.
+
+    Only a sample request (images, patients) is served by a loss ceiling; for a class or instance
+    request the objects must go, not reach a held-out loss, so ``"heldout"`` resolves to ``None``
+    (the method's own ascent). Other values pass unchanged.
+
+    Raises:
+        UserInputError: an image request asks for ``"heldout"`` and no held-out data measured it.
+    """
+    if config.get("forget_loss_ceiling") != HELDOUT:
+        return dict(config)
+    if not removes_images:
+        return {**config, "forget_loss_ceiling": None}
+    if ceiling is None:
+        raise UserInputError("forget_loss_ceiling='heldout' needs held-out images the detector never saw",
+                             field="--heldout-data")
+    return {**config, "forget_loss_ceiling": ceiling}
+
+
 def detections_of(adapter: YoloAdapter, data: DetectionData) -> Boxes:
     """Detections on ``data`` (input pixels) as flat :class:`Boxes`."""
     return Boxes.from_detections(adapter.detect(data.images))
@@ -285,7 +319,8 @@ def _run_and_evaluate(adapter: YoloAdapter, name: str, config: Mapping[str, Any]
 def run_detection_unlearning(model: str, data: str, forget: str, method: str, out_dir: str | os.PathLike[str],
                              config: Mapping[str, Any] | None = None, image_size: int = 640, in_chans: int = 1,
                              seed: int = 0, device: str = "cpu", test_data: str | None = None,
-                             trainable_groups: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
+                             trainable_groups: Sequence[str] | None = None, progress: bool = False,
+                             heldout_data: str | None = None) -> dict[str, Any]:
     """Forget ``forget`` from the detector ``model`` with ``method``; save the result and its audit record.
 
     Args:
@@ -305,9 +340,13 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
         test_data: held-out data for the metrics (optional).
         trainable_groups: restrict the updated parameter groups.
         progress: show a progress bar.
+        heldout_data: images the detector never saw, to measure ``forget_loss_ceiling="heldout"``
+            (:func:`heldout_loss_ceiling`); keep them apart from ``test_data``, whose images the
+            membership attack compares the forget images with.
 
     Returns:
-        ``{"checkpoint", "audit", "metrics", "split", "seconds"}`` (and ``"steering"`` for ``steer``).
+        ``{"checkpoint", "audit", "metrics", "split", "seconds"}`` (and ``"steering"`` for ``steer``;
+        ``"forget_loss_ceiling"`` when one was measured).
 
     Raises:
         UserInputError: a model, data or request the detector cannot take (see
@@ -334,6 +373,11 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
         adapter.set_trainable_groups(tuple(trainable_groups))
     split = resolve_detection_forget(forget, train)
     test = load_detection_data(test_data, image_size, adapter.in_chans, adapter.class_names) if test_data else None
+    ceiling = None
+    if heldout_data is not None:
+        heldout = load_detection_data(heldout_data, image_size, adapter.in_chans, adapter.class_names)
+        ceiling = heldout_loss_ceiling(adapter, heldout)
+    fields = resolve_loss_ceiling(fields, split.request.removes_images, ceiling)
     out.mkdir(parents=True, exist_ok=True)
     before = adapter.save(out / "original.pt")
     run = _run_method(adapter, method, fields, split.forget_data(train), split.retain_data(train), seed, device,
@@ -353,6 +397,8 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
     after = adapter.save(out / "unlearned.pt", record=record_stub)
     result: dict[str, Any] = {"checkpoint": str(after), "audit": str(out / "audit.json"), "metrics": metrics,
                               "split": split.summary(), "seconds": seconds}
+    if ceiling is not None:
+        result["forget_loss_ceiling"] = ceiling
     steering = save_steering_state(unlearner, out / STEERING_FILE,
                                    {"model": adapter.describe(), "forget": str(request), "seed": seed})
     if steering is not None:
@@ -389,6 +435,10 @@ class DetectionBenchmarkConfig:
         image_size: network input side in pixels.
         n_train, n_test: toy images (ignored when ``data`` is given).
         data, test_data: dataset paths instead of the toy set.
+        heldout_data: images apart from the training and test images, on which the original
+            detector's loss sets ``forget_loss_ceiling="heldout"`` for image requests
+            (:func:`heldout_loss_ceiling`); the toy set draws ``n_test`` of them itself. Without it a
+            ``"heldout"`` ceiling resolves to none (recorded per row as ``forget_loss_ceiling``).
         scenarios: forget requests; ``images:FRACTION`` forgets that share of the patients'
             images (drawn per seed) — the benchmark writes the id file itself.
         seeds: benchmark seeds (data order, initialisation, forget draw).
@@ -405,6 +455,7 @@ class DetectionBenchmarkConfig:
     n_test: int = 80
     data: str | None = None
     test_data: str | None = None
+    heldout_data: str | None = None
     scenarios: tuple[str, ...] = ("class:clamp", "images:0.1")
     seeds: tuple[int, ...] = (0,)
     original: dict[str, Any] = field(default_factory=lambda: {"epochs": 30, "lr": 2e-3, "optimizer": "adam",
@@ -417,7 +468,7 @@ class DetectionBenchmarkConfig:
 
 
 def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_train: int = 240, n_test: int = 80,
-                          data: str | None = None, test_data: str | None = None,
+                          data: str | None = None, test_data: str | None = None, heldout_data: str | None = None,
                           scenarios: Sequence[str] | None = None, methods: Sequence[str] | None = None,
                           seeds: Sequence[int] = (0,), original_epochs: int | None = None,
                           overrides: Mapping[str, Mapping[str, Any]] | None = None, device: str = "cpu",
@@ -429,6 +480,8 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
         image_size: network input side (a multiple of 32).
         n_train, n_test: toy images when ``data`` is not given.
         data, test_data: dataset paths (``test_data`` defaults to ``data``).
+        heldout_data: dataset path of images for ``forget_loss_ceiling="heldout"`` (see
+            :class:`DetectionBenchmarkConfig`).
         scenarios: forget requests (default: the preset's ``class:clamp`` and ``images:0.1``).
         methods: method names; ``None`` or ``["all"]``: the preset's methods. A registered method
             without a preset runs with its own defaults; ``retrain`` always runs as the reference.
@@ -481,7 +534,7 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
     for name, values in method_configs.items():
         config_from_dict(config_class_of(name), values, source=f"--set {name}")
     return DetectionBenchmarkConfig(model=source, image_size=image_size, n_train=n_train, n_test=n_test, data=data,
-                                    test_data=test_data, scenarios=requests, seeds=tuple(seeds), original=original,
+                                    test_data=test_data, heldout_data=heldout_data, scenarios=requests, seeds=tuple(seeds), original=original,
                                     methods=method_configs, device=device, in_chans=in_chans)
 
 
@@ -510,9 +563,12 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
             train = load_detection_data(config.data, config.image_size, config.in_chans)
             test = load_detection_data(config.test_data or config.data, config.image_size, config.in_chans,
                                        train.class_names)
+            heldout = (load_detection_data(config.heldout_data, config.image_size, config.in_chans, train.class_names)
+                       if config.heldout_data else None)
         else:
             train = toy_detection_data(config.n_train, 100 + seed, config.image_size, config.in_chans)
             test = toy_detection_data(config.n_test, 200 + seed, config.image_size, config.in_chans)
+            heldout = toy_detection_data(config.n_test, 300 + seed, config.image_size, config.in_chans)
         spec = YoloModelSpec(config.model, num_classes=train.num_classes, in_chans=train.in_chans,
                              class_names=train.class_names, image_size=config.image_size)
         adapter = YoloAdapter(spec)
@@ -530,6 +586,10 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
             forget, retain = split.forget_data(train), split.retain_data(train)
             adapter.model.load_state_dict(original_state)
             original_metrics = evaluate_detector(adapter, train, test, split)
+            ceiling = None
+            if heldout is not None and split.request.removes_images:
+                ceiling = heldout_loss_ceiling(adapter, heldout)
+                original_metrics["heldout_loss_median"] = ceiling
             logger.info("seed %d %s original: %s", seed, scenario, _brief(original_metrics))
             rows.append({"seed": seed, "scenario": scenario, "method": "original", "seconds": original_run.seconds,
                          "cpu_seconds": original_run.cpu_seconds, **original_metrics})
@@ -545,6 +605,12 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                 adapter.model.load_state_dict(original_state)
                 adapter.set_trainable_groups(config.ofmu_groups if name.startswith("ofmu") else
                                              ("backbone", "neck", "head"))
+                if ceiling is None and split.request.removes_images and \
+                        overrides.get("forget_loss_ceiling") == HELDOUT:
+                    logger.warning("%s: no held-out data for forget_loss_ceiling='heldout'; running without a "
+                                   "ceiling", name)
+                    overrides = {**overrides, "forget_loss_ceiling": None}
+                overrides = resolve_loss_ceiling(overrides, split.request.removes_images, ceiling)
                 try:
                     metrics, seconds, cpu_seconds = _run_and_evaluate(adapter, name, overrides, forget, retain,
                                                                       train, test, split, seed, config.device,
@@ -558,6 +624,7 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                 finite = math.isfinite(seconds)
                 rows.append({"seed": seed, "scenario": scenario, "method": name, "seconds": seconds,
                              "cpu_seconds": cpu_seconds, "status": status,
+                             "forget_loss_ceiling": overrides.get("forget_loss_ceiling"),
                              "time_ratio": runtime_ratio(seconds, retrain_run.seconds) if finite else float("nan"),
                              "cpu_time_ratio": runtime_ratio(cpu_seconds, retrain_run.cpu_seconds) if finite
                              else float("nan"), **metrics, **{f"gap_{k}": v for k, v in gaps.items()}})

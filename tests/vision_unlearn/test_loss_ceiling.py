@@ -1,0 +1,79 @@
+"""``forget_loss_ceiling``: ascent that stops at the loss of unseen data (hand-computed values)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rfo_bench.errors import UserInputError
+from vision_unlearn.api import config_from_dict
+from vision_unlearn.detection_benchmark import resolve_loss_ceiling
+from vision_unlearn.methods.grad_ascent import GradAscentConfig, forget_ascent_loss
+from vision_unlearn.methods.neggrad_plus import NegGradPlus, NegGradPlusConfig
+from vision_unlearn.protocols import StepState
+
+
+class _PerSampleAdapter:
+    """Per-sample losses are the parameters themselves, so gradients are read off directly."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.weights = torch.tensor(values, requires_grad=True)
+
+    def loss(self, batch):
+        per_sample = self.weights * batch["scale"]
+        return {"loss": per_sample.mean(), "per_sample": per_sample}
+
+    def ascent_loss(self, batch):  # what the detector would ascend without a ceiling
+        return {"loss": self.weights.sum() * 0.0 + 123.0}
+
+
+def test_ceiling_clamps_each_sample_and_stops_its_gradient() -> None:
+    adapter = _PerSampleAdapter([1.0, 3.0, 5.0])
+    value = forget_ascent_loss(adapter, {"scale": torch.ones(3)}, ceiling=4.0)
+    assert value.item() == pytest.approx((1.0 + 3.0 + 4.0) / 3)  # the third sample is held at the ceiling
+    value.backward()
+    assert adapter.weights.grad.tolist() == pytest.approx([1 / 3, 1 / 3, 0.0])
+
+
+def test_without_a_ceiling_the_adapter_decides_the_objective() -> None:
+    adapter = _PerSampleAdapter([1.0, 3.0, 5.0])
+    assert forget_ascent_loss(adapter, {"scale": torch.ones(3)}).item() == 123.0
+
+
+def test_unresolved_heldout_ceiling_is_a_user_error() -> None:
+    adapter = _PerSampleAdapter([1.0])
+    with pytest.raises(UserInputError, match="held-out"):
+        forget_ascent_loss(adapter, {"scale": torch.ones(1)}, ceiling="heldout")
+
+
+def test_neggrad_plus_with_a_ceiling_weighs_retain_against_the_clamped_forget_loss() -> None:
+    adapter = _PerSampleAdapter([1.0, 6.0])
+    method = NegGradPlus(NegGradPlusConfig(alpha=0.75, forget_loss_ceiling=2.0))
+    forget, retain = {"scale": torch.ones(2)}, {"scale": torch.full((2,), 2.0)}
+    state = StepState(step=0, total_steps=1, epoch=0, lr=1e-3, device=torch.device("cpu"), generator=torch.Generator())
+    out = method.compute_loss(adapter, forget, retain, state)
+    # retain: mean(2 * [1, 6]) = 7; forget: mean(min([1, 6], 2)) = 1.5
+    assert out.loss.item() == pytest.approx(0.75 * 7.0 - 0.25 * 1.5)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("inf")])
+def test_ceiling_must_be_a_positive_finite_loss(value: float) -> None:
+    with pytest.raises(ValueError, match="forget_loss_ceiling"):
+        GradAscentConfig(forget_loss_ceiling=value)
+
+
+def test_config_accepts_a_number_or_heldout_only() -> None:
+    assert config_from_dict(NegGradPlusConfig, {"forget_loss_ceiling": "heldout"}).forget_loss_ceiling == "heldout"
+    assert config_from_dict(NegGradPlusConfig, {"forget_loss_ceiling": 2}).forget_loss_ceiling == 2
+    with pytest.raises(UserInputError, match="forget_loss_ceiling"):
+        config_from_dict(NegGradPlusConfig, {"forget_loss_ceiling": "median"})
+
+
+def test_heldout_resolves_per_request_kind() -> None:
+    config = {"lr": 1e-3, "forget_loss_ceiling": "heldout"}
+    assert resolve_loss_ceiling(config, removes_images=True, ceiling=2.5)["forget_loss_ceiling"] == 2.5
+    # a class or instance request wants the objects gone, not lifted to a held-out loss
+    assert resolve_loss_ceiling(config, removes_images=False, ceiling=2.5)["forget_loss_ceiling"] is None
+    assert resolve_loss_ceiling({"lr": 1e-3}, removes_images=True, ceiling=2.5) == {"lr": 1e-3}
+    with pytest.raises(UserInputError, match="--heldout-data"):
+        resolve_loss_ceiling(config, removes_images=True, ceiling=None)
