@@ -471,9 +471,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                             "(the toy set draws its own)")
     bench.add_argument("--imgsz", type=int, default=None, help="detector: network input side; 128 when not given")
     bench.add_argument("--n-train", type=int, default=None, help="detector: toy training images; 240 when not given")
-    bench.add_argument("--n-test", type=int, default=None, help="detector: toy test images; 80 when not given")
+    bench.add_argument("--n-test", type=int, default=None, help="detector: toy test images; 200 when not given")
     bench.add_argument("--original-epochs", type=int, default=None,
-                       help="detector: epochs of the original training and of retrain; 30 when not given")
+                       help="detector: epochs of the original training and of retrain; 60 when not given")
     bench.add_argument("--progress", action="store_true", default=None, help="detector: progress bars")
     bench.add_argument("--out", required=True, help="output directory")
     bench.add_argument("--force", action="store_true", help="overwrite existing results")

@@ -186,37 +186,33 @@ def per_image_losses(adapter: YoloAdapter, data: DetectionData, batch_size: int 
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-def heldout_loss_ceiling(adapter: YoloAdapter, heldout: DetectionData) -> float:
-    """The median per-image loss of the detector on held-out images (eval mode, own annotations).
-
-    This is the ``forget_loss_ceiling`` that ``"heldout"`` stands for: how costly images the detector
-    never saw are to it. A retrained detector shows about this loss on the forgotten images, so an
-    image request ascends them this far and no further. The median, not the mean: per-image detection
-    losses are right-skewed, and forget images lifted to the mean would sit above most non-members.
-    """
+def heldout_loss_median(adapter: YoloAdapter, heldout: DetectionData) -> float:
+    """The median per-image loss of the detector on held-out images (eval mode, own annotations):
+    what ``forget_loss_ceiling="heldout"`` starts from (:class:`~vision_unlearn.methods.grad_ascent.HeldoutCeiling`)."""
     if len(heldout) == 0:
         raise UserInputError("the held-out data holds no images", field="--heldout-data")
     return float(np.median(per_image_losses(adapter, heldout)))
 
 
-def resolve_loss_ceiling(config: Mapping[str, Any], removes_images: bool, ceiling: float | None) -> dict[str, Any]:
-    """``config`` with ``forget_loss_ceiling="heldout"`` replaced by ``ceiling``.
+def resolve_loss_ceiling(config: Mapping[str, Any], removes_images: bool, has_heldout: bool) -> dict[str, Any]:
+    """``config`` with ``forget_loss_ceiling="heldout"`` resolved for this request.
 
     Only a sample request (images, patients) is served by a loss ceiling; for a class or instance
-    request the objects must go, not reach a held-out loss, so ``"heldout"`` resolves to ``None``
-    (the method's own ascent). Other values pass unchanged.
+    request the objects must go, not reach a held-out loss, so ``"heldout"`` becomes ``None`` (the
+    method's own ascent). For a sample request it stays ``"heldout"`` and needs held-out images
+    (:func:`_run_method` attaches them). Other values pass unchanged.
 
     Raises:
-        UserInputError: an image request asks for ``"heldout"`` and no held-out data measured it.
+        UserInputError: a sample request asks for ``"heldout"`` and there are no held-out images.
     """
     if config.get("forget_loss_ceiling") != HELDOUT:
         return dict(config)
     if not removes_images:
         return {**config, "forget_loss_ceiling": None}
-    if ceiling is None:
+    if not has_heldout:
         raise UserInputError("forget_loss_ceiling='heldout' needs held-out images the detector never saw",
                              field="--heldout-data")
-    return {**config, "forget_loss_ceiling": ceiling}
+    return dict(config)
 
 
 def detections_of(adapter: YoloAdapter, data: DetectionData) -> Boxes:
@@ -278,11 +274,14 @@ class MethodRun:
 
 
 def _run_method(adapter: YoloAdapter, name: str, config: Mapping[str, Any], forget: DetectionData,
-                retain: DetectionData, seed: int, device: str = "cpu", progress: bool = False) -> MethodRun:
+                retain: DetectionData, seed: int, device: str = "cpu", progress: bool = False,
+                heldout: DetectionData | None = None) -> MethodRun:
     from vision_unlearn.api import create_unlearner
     from vision_unlearn.loop import LoopSettings, run_loop
 
     method = create_unlearner(name, adapter, dict(config))
+    if config.get("forget_loss_ceiling") == HELDOUT and heldout is not None:
+        method.attach_heldout(heldout.stream())
     start, cpu_start = time.perf_counter(), time.process_time()
     result = run_loop(adapter, method, forget.stream(), retain.stream(),
                       LoopSettings(seed=seed, device=device, progress=progress))
@@ -295,7 +294,8 @@ def _run_method(adapter: YoloAdapter, name: str, config: Mapping[str, Any], forg
 
 def _run_and_evaluate(adapter: YoloAdapter, name: str, config: Mapping[str, Any], forget: DetectionData,
                       retain: DetectionData, train: DetectionData, test: DetectionData, split: DetectionForgetSplit,
-                      seed: int, device: str = "cpu", progress: bool = False) -> tuple[dict[str, Any], float, float]:
+                      seed: int, device: str = "cpu", progress: bool = False,
+                      heldout: DetectionData | None = None) -> tuple[dict[str, Any], float, float]:
     """One benchmark cell: run ``name``, evaluate it, then detach any steering hooks it attached.
 
     ``steer`` keeps its hooks on the model so that it can be evaluated; the benchmark reuses the same
@@ -306,8 +306,12 @@ def _run_and_evaluate(adapter: YoloAdapter, name: str, config: Mapping[str, Any]
     """
     run: MethodRun | None = None
     try:
-        run = _run_method(adapter, name, config, forget, retain, seed, device, progress)
-        return evaluate_detector(adapter, train, test, split), run.seconds, run.cpu_seconds
+        run = _run_method(adapter, name, config, forget, retain, seed, device, progress, heldout)
+        metrics = evaluate_detector(adapter, train, test, split)
+        tracker = getattr(run.method, "heldout_ceiling", None)
+        if tracker is not None and tracker.value is not None:
+            metrics["loss_ceiling_start"], metrics["loss_ceiling_end"] = tracker.start_value, tracker.value
+        return metrics, run.seconds, run.cpu_seconds
     finally:
         steerer = getattr(run.method, "steerer", None) if run is not None else None
         if steerer is not None:
@@ -340,13 +344,13 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
         test_data: held-out data for the metrics (optional).
         trainable_groups: restrict the updated parameter groups.
         progress: show a progress bar.
-        heldout_data: images the detector never saw, to measure ``forget_loss_ceiling="heldout"``
-            (:func:`heldout_loss_ceiling`); keep them apart from ``test_data``, whose images the
-            membership attack compares the forget images with.
+        heldout_data: images the detector never saw, for ``forget_loss_ceiling="heldout"``
+            (:class:`~vision_unlearn.methods.grad_ascent.HeldoutCeiling`); keep them apart from
+            ``test_data``, whose images the membership attack compares the forget images with.
 
     Returns:
         ``{"checkpoint", "audit", "metrics", "split", "seconds"}`` (and ``"steering"`` for ``steer``;
-        ``"forget_loss_ceiling"`` when one was measured).
+        ``"forget_loss_ceiling"`` ``{"start", "end"}`` when it followed held-out images).
 
     Raises:
         UserInputError: a model, data or request the detector cannot take (see
@@ -373,15 +377,13 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
         adapter.set_trainable_groups(tuple(trainable_groups))
     split = resolve_detection_forget(forget, train)
     test = load_detection_data(test_data, image_size, adapter.in_chans, adapter.class_names) if test_data else None
-    ceiling = None
-    if heldout_data is not None:
-        heldout = load_detection_data(heldout_data, image_size, adapter.in_chans, adapter.class_names)
-        ceiling = heldout_loss_ceiling(adapter, heldout)
-    fields = resolve_loss_ceiling(fields, split.request.removes_images, ceiling)
+    heldout = (load_detection_data(heldout_data, image_size, adapter.in_chans, adapter.class_names)
+               if heldout_data is not None else None)
+    fields = resolve_loss_ceiling(fields, split.request.removes_images, heldout is not None)
     out.mkdir(parents=True, exist_ok=True)
     before = adapter.save(out / "original.pt")
     run = _run_method(adapter, method, fields, split.forget_data(train), split.retain_data(train), seed, device,
-                      progress)
+                      progress, heldout)
     unlearner, loop_result, seconds = run.method, run.result, run.seconds
     metrics: dict[str, float] = {}
     if test is not None:
@@ -397,8 +399,9 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
     after = adapter.save(out / "unlearned.pt", record=record_stub)
     result: dict[str, Any] = {"checkpoint": str(after), "audit": str(out / "audit.json"), "metrics": metrics,
                               "split": split.summary(), "seconds": seconds}
-    if ceiling is not None:
-        result["forget_loss_ceiling"] = ceiling
+    tracker = getattr(unlearner, "heldout_ceiling", None)
+    if tracker is not None and tracker.value is not None:
+        result["forget_loss_ceiling"] = {"start": tracker.start_value, "end": tracker.value}
     steering = save_steering_state(unlearner, out / STEERING_FILE,
                                    {"model": adapter.describe(), "forget": str(request), "seed": seed})
     if steering is not None:
@@ -426,6 +429,24 @@ def _default_methods() -> dict[str, dict[str, Any]]:
     }
 
 
+def _default_sample_methods() -> dict[str, dict[str, Any]]:
+    """Overrides for sample requests (images, patients), on top of :func:`_default_methods`.
+
+    A class request wants a class gone; a patient's images want their *membership* gone while their
+    classes stay. The ascent methods therefore lift each forget image's loss only to the current
+    detector's median loss on held-out images (``forget_loss_ceiling="heldout"``), with the
+    batch-norm statistics frozen: in training mode an ascent step raises the loss of a small forget
+    batch through its batch statistics, which breaks the running statistics the detector uses at
+    inference.
+    """
+    adam = {"optimizer": "adam", "weight_decay": 0.0, "batch_size": 16, "freeze_norm_stats": True,
+            "forget_loss_ceiling": HELDOUT}
+    return {
+        "grad_ascent": {**adam, "lr": 1e-5, "epochs": 5},
+        "neggrad_plus": {**adam, "lr": 2e-4, "epochs": 10, "alpha": 0.5},
+    }
+
+
 @dataclass(frozen=True)
 class DetectionBenchmarkConfig:
     """The benchmark preset (defaults: the CPU preset).
@@ -435,15 +456,18 @@ class DetectionBenchmarkConfig:
         image_size: network input side in pixels.
         n_train, n_test: toy images (ignored when ``data`` is given).
         data, test_data: dataset paths instead of the toy set.
-        heldout_data: images apart from the training and test images, on which the original
-            detector's loss sets ``forget_loss_ceiling="heldout"`` for image requests
-            (:func:`heldout_loss_ceiling`); the toy set draws ``n_test`` of them itself. Without it a
-            ``"heldout"`` ceiling resolves to none (recorded per row as ``forget_loss_ceiling``).
+        heldout_data: images apart from the training and test images, whose loss under the current
+            detector is the ascent ceiling of ``forget_loss_ceiling="heldout"`` for image requests
+            (:class:`~vision_unlearn.methods.grad_ascent.HeldoutCeiling`); the toy set draws
+            ``n_test`` of them itself. Without it a ``"heldout"`` ceiling resolves to none (recorded
+            per row as ``forget_loss_ceiling``).
         scenarios: forget requests; ``images:FRACTION`` forgets that share of the patients'
             images (drawn per seed) — the benchmark writes the id file itself.
         seeds: benchmark seeds (data order, initialisation, forget draw).
         original: config of the original training (``retrain`` method fields); ``retrain`` reuses it.
         methods: method name -> config overrides.
+        sample_methods: method name -> further overrides for sample requests (images, patients),
+            see :func:`_default_sample_methods`.
         ofmu_groups: parameter groups OFMU may update (its Hessian-vector products are costly).
         device: torch device.
         in_chans: image channels of the detector (1 for radiographs).
@@ -452,22 +476,23 @@ class DetectionBenchmarkConfig:
     model: str = "yolov8n.yaml"
     image_size: int = 128
     n_train: int = 240
-    n_test: int = 80
+    n_test: int = 200
     data: str | None = None
     test_data: str | None = None
     heldout_data: str | None = None
     scenarios: tuple[str, ...] = ("class:clamp", "images:0.1")
     seeds: tuple[int, ...] = (0,)
-    original: dict[str, Any] = field(default_factory=lambda: {"epochs": 30, "lr": 2e-3, "optimizer": "adam",
+    original: dict[str, Any] = field(default_factory=lambda: {"epochs": 60, "lr": 2e-3, "optimizer": "adam",
                                                                "weight_decay": 0.0, "batch_size": 16,
                                                                "schedule": "cosine", "warmup_steps": 20})
     methods: dict[str, dict[str, Any]] = field(default_factory=_default_methods)
+    sample_methods: dict[str, dict[str, Any]] = field(default_factory=_default_sample_methods)
     ofmu_groups: tuple[str, ...] = ("neck", "head")
     device: str = "cpu"
     in_chans: int = 1
 
 
-def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_train: int = 240, n_test: int = 80,
+def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_train: int = 240, n_test: int = 200,
                           data: str | None = None, test_data: str | None = None, heldout_data: str | None = None,
                           scenarios: Sequence[str] | None = None, methods: Sequence[str] | None = None,
                           seeds: Sequence[int] = (0,), original_epochs: int | None = None,
@@ -519,6 +544,7 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
             raise UserInputError(f"unknown unlearning method; known: {', '.join(sorted(known))}", field="--methods",
                                  value=name)
     method_configs = {m: dict(defaults.methods.get(m, {})) for m in chosen if m != "retrain"}
+    sample_configs = {m: dict(defaults.sample_methods[m]) for m in method_configs if m in defaults.sample_methods}
     original = dict(defaults.original)
     if original_epochs is not None:
         original["epochs"] = original_epochs
@@ -527,15 +553,20 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
             original.update(values)
         elif name in method_configs:
             method_configs[name].update(values)
+            if name in sample_configs:
+                sample_configs[name].update(values)
         else:
             raise UserInputError(f"this method is not benchmarked; methods: {', '.join(method_configs)}",
                                  field="--set", value=name)
     config_from_dict(config_class_of("retrain"), original, source="--set original")
     for name, values in method_configs.items():
         config_from_dict(config_class_of(name), values, source=f"--set {name}")
+        if name in sample_configs:
+            config_from_dict(config_class_of(name), {**values, **sample_configs[name]}, source=f"--set {name}")
     return DetectionBenchmarkConfig(model=source, image_size=image_size, n_train=n_train, n_test=n_test, data=data,
-                                    test_data=test_data, heldout_data=heldout_data, scenarios=requests, seeds=tuple(seeds), original=original,
-                                    methods=method_configs, device=device, in_chans=in_chans)
+                                    test_data=test_data, heldout_data=heldout_data, scenarios=requests,
+                                    seeds=tuple(seeds), original=original, methods=method_configs,
+                                    sample_methods=sample_configs, device=device, in_chans=in_chans)
 
 
 def _image_request(fraction: float, train: DetectionData, seed: int, out: Path) -> str:
@@ -586,10 +617,8 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
             forget, retain = split.forget_data(train), split.retain_data(train)
             adapter.model.load_state_dict(original_state)
             original_metrics = evaluate_detector(adapter, train, test, split)
-            ceiling = None
             if heldout is not None and split.request.removes_images:
-                ceiling = heldout_loss_ceiling(adapter, heldout)
-                original_metrics["heldout_loss_median"] = ceiling
+                original_metrics["heldout_loss_median"] = heldout_loss_median(adapter, heldout)
             logger.info("seed %d %s original: %s", seed, scenario, _brief(original_metrics))
             rows.append({"seed": seed, "scenario": scenario, "method": "original", "seconds": original_run.seconds,
                          "cpu_seconds": original_run.cpu_seconds, **original_metrics})
@@ -602,19 +631,21 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                          "cpu_seconds": retrain_run.cpu_seconds, "time_ratio": 1.0, "cpu_time_ratio": 1.0,
                          **reference})
             for name, overrides in config.methods.items():
+                if split.request.removes_images:
+                    overrides = {**overrides, **config.sample_methods.get(name, {})}
                 adapter.model.load_state_dict(original_state)
                 adapter.set_trainable_groups(config.ofmu_groups if name.startswith("ofmu") else
                                              ("backbone", "neck", "head"))
-                if ceiling is None and split.request.removes_images and \
+                if heldout is None and split.request.removes_images and \
                         overrides.get("forget_loss_ceiling") == HELDOUT:
                     logger.warning("%s: no held-out data for forget_loss_ceiling='heldout'; running without a "
                                    "ceiling", name)
                     overrides = {**overrides, "forget_loss_ceiling": None}
-                overrides = resolve_loss_ceiling(overrides, split.request.removes_images, ceiling)
+                overrides = resolve_loss_ceiling(overrides, split.request.removes_images, heldout is not None)
                 try:
                     metrics, seconds, cpu_seconds = _run_and_evaluate(adapter, name, overrides, forget, retain,
                                                                       train, test, split, seed, config.device,
-                                                                      progress)
+                                                                      progress, heldout)
                     status = "ok"
                 except UserInputError as err:  # a diverged run is a result, not a crash
                     logger.warning("%s on %s (seed %d) failed: %s", name, scenario, seed, err)
@@ -789,7 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default="yolov8n.yaml")
     bench.add_argument("--imgsz", type=int, default=128)
     bench.add_argument("--n-train", type=int, default=240)
-    bench.add_argument("--n-test", type=int, default=80)
+    bench.add_argument("--n-test", type=int, default=200)
     bench.add_argument("--data", default=None, help="dataset path instead of the toy set")
     bench.add_argument("--test-data", default=None)
     bench.add_argument("--scenarios", nargs="*", default=None, help="e.g. class:clamp images:0.1")

@@ -173,6 +173,22 @@ def _all_finite(tensors: list[Tensor]) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
+def train_mode(model: torch.nn.Module, freeze_norm_stats: bool = False) -> None:
+    """Put ``model`` in training mode; with ``freeze_norm_stats`` its batch-norm layers stay in eval mode.
+
+    Frozen, a batch-norm layer normalises with the running statistics the model was trained with
+    and does not update them, so a step changes only the weights. Unlearning from a trained model
+    wants this: a forget batch is small and not drawn like the training data, and an ascent step
+    in training mode can raise its loss through the batch statistics alone, which leaves the
+    running statistics, and so the model at inference, broken.
+    """
+    model.train()
+    if freeze_norm_stats:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def run_loop(
     adapter: ModelAdapter,
     method: Unlearner,
@@ -290,7 +306,7 @@ def run_loop(
             state = StepState(step=step, total_steps=total_steps, epoch=epoch, lr=lr, device=device,
                               generator=method_generator, all_reduce_mean=dist.all_reduce_mean,
                               world_size=dist.world_size)
-            model.train()
+            train_mode(model, freeze_norm_stats=config.freeze_norm_stats)
             optimizer.zero_grad(set_to_none=True)
             if method.owns_step:
                 output = method.owned_step(adapter, batch["forget"], batch["retain"], state)

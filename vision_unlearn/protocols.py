@@ -123,6 +123,8 @@ class MethodConfig:
         schedule: ``"constant"`` or ``"cosine"`` (decays to 0 over the run).
         warmup_steps: linear warm-up length in optimizer steps.
         grad_clip_norm: clip the global gradient norm to this value (0 disables).
+        freeze_norm_stats: keep batch-norm layers in eval mode during the run (normalise with the
+            trained running statistics, never update them); see :func:`vision_unlearn.loop.train_mode`.
     """
 
     epochs: int = 5
@@ -134,6 +136,7 @@ class MethodConfig:
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0
     grad_clip_norm: float = 0.0
+    freeze_norm_stats: bool = False
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,9 @@ def test_config_accepts_a_number_or_heldout_only() -> None:
 
 def test_heldout_resolves_per_request_kind() -> None:
     config = {"lr": 1e-3, "forget_loss_ceiling": "heldout"}
-    assert resolve_loss_ceiling(config, removes_images=True, ceiling=2.5)["forget_loss_ceiling"] == 2.5
+    assert resolve_loss_ceiling(config, removes_images=True, has_heldout=True) == config
     # a class or instance request wants the objects gone, not lifted to a held-out loss
-    assert resolve_loss_ceiling(config, removes_images=False, ceiling=2.5)["forget_loss_ceiling"] is None
-    assert resolve_loss_ceiling({"lr": 1e-3}, removes_images=True, ceiling=2.5) == {"lr": 1e-3}
+    assert resolve_loss_ceiling(config, removes_images=False, has_heldout=True)["forget_loss_ceiling"] is None
+    assert resolve_loss_ceiling({"lr": 1e-3}, removes_images=True, has_heldout=False) == {"lr": 1e-3}
     with pytest.raises(UserInputError, match="--heldout-data"):
-        resolve_loss_ceiling(config, removes_images=True, ceiling=None)
+        resolve_loss_ceiling(config, removes_images=True, has_heldout=False)

@@ -9,9 +9,11 @@ loss (the cross-entropy, unbounded), or the bounded objective a detector adapter
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from rfo_bench.errors import UserInputError
@@ -20,8 +22,8 @@ from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutp
 from vision_unlearn.registry import register_unlearner
 
 HELDOUT = "heldout"
-"""Config value of ``forget_loss_ceiling`` that the harness replaces by a number measured on held-out data
-(:func:`resolve_loss_ceiling`)."""
+"""Config value of ``forget_loss_ceiling``: follow the current model's median loss on held-out samples
+(:class:`HeldoutCeiling`; the harness attaches the held-out samples with ``attach_heldout``)."""
 
 LossCeiling = float | Literal["heldout"] | None
 
@@ -44,7 +46,7 @@ def forget_ascent_loss(adapter: ModelAdapter, batch: Batch, ceiling: LossCeiling
     class request wants the class gone, not its samples at a held-out loss.
 
     Raises:
-        UserInputError: the ceiling is still ``"heldout"`` (no held-out data resolved it).
+        UserInputError: the ceiling is still ``"heldout"`` (no held-out samples were attached).
     """
     if ceiling is not None:
         if isinstance(ceiling, str):
@@ -62,6 +64,95 @@ def forget_ascent_loss(adapter: ModelAdapter, batch: Batch, ceiling: LossCeiling
     return adapter.loss(batch)["loss"]
 
 
+class HeldoutCeiling:
+    """The median per-sample loss of the *current* model on held-out samples, followed during a run.
+
+    A fixed ceiling measured before unlearning is a moving target's old position: ascent on the
+    forget samples also raises the loss of unseen samples a little (shared features), so forget
+    samples held at the old level end up *below* the new non-member losses, and a loss attack still
+    finds them. This tracker starts from the median over all held-out samples and, at every step,
+    moves an exponential average (``momentum``) towards the median of the next ``batch_size``
+    held-out samples (cycled in order, so a resumed run sees the same ones). The losses are taken
+    without gradients and with the model in eval mode (batch-norm running statistics are neither
+    used from the batch nor updated), then every module's mode is restored.
+
+    Args:
+        stream: held-out samples, a batch dict like the forget stream (never trained on).
+        batch_size: held-out samples per step.
+        momentum: weight of the previous estimate.
+    """
+
+    def __init__(self, stream: Mapping[str, Tensor], batch_size: int, momentum: float = 0.9) -> None:
+        self.stream = dict(stream)
+        self.size = int(next(iter(self.stream.values())).shape[0])
+        if self.size == 0:
+            raise UserInputError("the held-out samples are empty", field="forget_loss_ceiling")
+        self.batch_size = max(1, min(batch_size, self.size))
+        self.momentum = momentum
+        self.value: float | None = None
+        self.start_value: float | None = None
+
+    def _median(self, adapter: ModelAdapter, rows: Tensor, device: torch.device) -> float:
+        model = adapter.model
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad():
+                batch = {k: v[rows].to(device) for k, v in self.stream.items()}
+                return float(adapter.loss(batch)["per_sample"].median())
+        finally:
+            for module, mode in modes:
+                module.training = mode
+
+    def start(self, adapter: ModelAdapter, device: torch.device) -> float:
+        """The median over every held-out sample (computed batch by batch); resets the average."""
+        values = []
+        model = adapter.model
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad():
+                for first in range(0, self.size, self.batch_size):
+                    rows = torch.arange(first, min(first + self.batch_size, self.size))
+                    batch = {k: v[rows].to(device) for k, v in self.stream.items()}
+                    values.append(adapter.loss(batch)["per_sample"].detach().cpu())
+        finally:
+            for module, mode in modes:
+                module.training = mode
+        self.value = self.start_value = float(torch.cat(values).median())
+        return self.value
+
+    def update(self, adapter: ModelAdapter, step: int, device: torch.device) -> float:
+        """The ceiling for step ``step``: the average moved towards this step's held-out median."""
+        if self.value is None:
+            self.start(adapter, device)
+        rows = (torch.arange(self.batch_size) + step * self.batch_size) % self.size
+        current = self._median(adapter, rows, device)
+        self.value = self.momentum * float(self.value) + (1.0 - self.momentum) * current
+        return self.value
+
+
+class CeilingMixin:
+    """Ascent methods with ``forget_loss_ceiling``: a fixed number, or ``"heldout"`` with
+    :meth:`attach_heldout` (the harness calls it with the held-out samples)."""
+
+    heldout_ceiling: HeldoutCeiling | None = None
+
+    def attach_heldout(self, stream: Mapping[str, Tensor]) -> None:
+        cfg = self.config  # type: ignore[attr-defined]
+        self.heldout_ceiling = HeldoutCeiling(stream, cfg.batch_size)
+
+    def current_ceiling(self, adapter: ModelAdapter, state: StepState) -> LossCeiling:
+        ceiling = self.config.forget_loss_ceiling  # type: ignore[attr-defined]
+        if ceiling == HELDOUT and self.heldout_ceiling is not None:
+            return self.heldout_ceiling.update(adapter, state.step, state.device)
+        return ceiling
+
+    def ceiling_logs(self) -> dict[str, float]:
+        tracker = self.heldout_ceiling
+        return {} if tracker is None or tracker.value is None else {"loss_ceiling": float(tracker.value)}
+
+
 def check_loss_ceiling(ceiling: LossCeiling) -> None:
     if isinstance(ceiling, (int, float)) and not (ceiling > 0 and ceiling < float("inf")):
         raise ValueError(f"forget_loss_ceiling must be a positive finite loss, got {ceiling}")
@@ -74,8 +165,8 @@ class GradAscentConfig(MethodConfig):
 
     Attributes:
         forget_loss_ceiling: ``None``; or a per-sample loss at which ascent stops (see
-            :func:`forget_ascent_loss`); ``"heldout"``: the median per-sample loss of the model
-            before unlearning on held-out data, measured by the harness when held-out data is given.
+            :func:`forget_ascent_loss`); ``"heldout"``: the current model's median per-sample loss
+            on held-out samples (:class:`HeldoutCeiling`), which the harness attaches.
     """
 
     epochs: int = 5
@@ -88,7 +179,7 @@ class GradAscentConfig(MethodConfig):
 
 
 @register_unlearner("grad_ascent")
-class GradAscent(BaseUnlearner):
+class GradAscent(CeilingMixin, BaseUnlearner):
     """``min_θ −L_forget(θ)`` with ``L_forget`` from :func:`forget_ascent_loss`.
 
     What "forget" means:
@@ -110,6 +201,5 @@ class GradAscent(BaseUnlearner):
     def compute_loss(self, adapter: ModelAdapter, forget: Batch | None, retain: Batch | None,
                      state: StepState) -> StepOutput:
         assert forget is not None
-        cfg: GradAscentConfig = self.config  # type: ignore[assignment]
-        forget_loss = forget_ascent_loss(adapter, forget, cfg.forget_loss_ceiling)
-        return StepOutput(loss=-forget_loss, logs={"forget_ce": float(forget_loss.detach())})
+        forget_loss = forget_ascent_loss(adapter, forget, self.current_ceiling(adapter, state))
+        return StepOutput(loss=-forget_loss, logs={"forget_ce": float(forget_loss.detach()), **self.ceiling_logs()})

@@ -8,7 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vision_unlearn.methods._base import BaseUnlearner
-from vision_unlearn.methods.grad_ascent import LossCeiling, check_loss_ceiling, forget_ascent_loss
+from vision_unlearn.methods.grad_ascent import (
+    CeilingMixin,
+    LossCeiling,
+    check_loss_ceiling,
+    forget_ascent_loss,
+)
 from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutput, StepState
 from vision_unlearn.registry import register_unlearner
 
@@ -18,7 +23,8 @@ class NegGradPlusConfig(MethodConfig):
     """Attributes:
     alpha: weight of the retain loss; ``1 − alpha`` weighs the negated forget loss.
     forget_loss_ceiling: as :class:`~vision_unlearn.methods.grad_ascent.GradAscentConfig`: ascent of
-        a forget sample stops at this loss (``"heldout"``: measured on held-out data by the harness).
+        a forget sample stops at this loss (``"heldout"``: the current model's median loss on held-out
+        samples the harness attaches).
     """
 
     epochs: int = 10
@@ -34,7 +40,7 @@ class NegGradPlusConfig(MethodConfig):
 
 
 @register_unlearner("neggrad_plus")
-class NegGradPlus(BaseUnlearner):
+class NegGradPlus(CeilingMixin, BaseUnlearner):
     """``min_θ α·L_retain(θ) − (1 − α)·L_forget(θ)``.
 
     ``L_retain`` is the adapter's training loss on the retain stream; ``L_forget`` the ascent
@@ -60,7 +66,7 @@ class NegGradPlus(BaseUnlearner):
         assert forget is not None and retain is not None
         cfg: NegGradPlusConfig = self.config  # type: ignore[assignment]
         retain_loss = adapter.loss(retain)["loss"]
-        forget_loss = forget_ascent_loss(adapter, forget, cfg.forget_loss_ceiling)
+        forget_loss = forget_ascent_loss(adapter, forget, self.current_ceiling(adapter, state))
         loss = cfg.alpha * retain_loss - (1.0 - cfg.alpha) * forget_loss
         return StepOutput(loss=loss, logs={"retain_ce": float(retain_loss.detach()),
-                                           "forget_ce": float(forget_loss.detach())})
+                                           "forget_ce": float(forget_loss.detach()), **self.ceiling_logs()})
