@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -106,6 +107,9 @@ def config_from_dict(cls: type[C], data: Mapping[str, Any], source: str | os.Pat
         raise UserInputError(str(err), file=source) from None
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(hint: Any, value: Any, source: Any, key: str) -> Any:
     origin = get_origin(hint)
     bad = UserInputError(f"expected {_hint_name(hint)}", file=source, field=key, value=value)
@@ -146,6 +150,8 @@ def _coerce(hint: Any, value: Any, source: Any, key: str) -> Any:
             raise bad
         return value
     if hint is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads ``1e-3`` (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)

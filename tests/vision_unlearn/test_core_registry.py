@@ -85,6 +85,17 @@ def test_int_accepted_for_float_and_overrides_parse() -> None:
         parse_overrides(["lr"])
 
 
+def test_exponent_without_a_dot_is_a_float(tmp_path) -> None:
+    """YAML 1.1 reads ``1e-3`` as a string; ``--set lr=1e-3`` and ``lr: 1e-3`` in a file must still work."""
+    assert config_from_dict(_ToyConfig, parse_overrides(["lr=1e-3", "beta=2E+1"])) == _ToyConfig(lr=1e-3, beta=20.0)
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 5e-4\n")
+    assert load_config_yaml(_ToyConfig, path).lr == 5e-4
+    with pytest.raises(UserInputError):  # only numbers: a word stays a string and is refused
+        config_from_dict(_ToyConfig, {"lr": "1e-3x"})
+    assert config_from_dict(_ToyConfig, {"note": "1e-3"}).note == "1e-3"  # a str field keeps the text
+
+
 def test_bad_yaml_is_user_error(tmp_path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("lr: [unclosed\n")

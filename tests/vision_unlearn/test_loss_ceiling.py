@@ -77,3 +77,50 @@ def test_heldout_resolves_per_request_kind() -> None:
     assert resolve_loss_ceiling({"lr": 1e-3}, removes_images=True, has_heldout=False) == {"lr": 1e-3}
     with pytest.raises(UserInputError, match="--heldout-data"):
         resolve_loss_ceiling(config, removes_images=True, has_heldout=False)
+
+
+class _StreamAdapter:
+    """Per-sample loss = the sample's ``value`` times a scale the test changes, to move the "model"."""
+
+    def __init__(self) -> None:
+        self.model = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.BatchNorm1d(1))
+        self.scale = 1.0
+        self.modes_seen: list[bool] = []
+
+    def loss(self, batch):
+        self.modes_seen.append(self.model[1].training)
+        per_sample = batch["value"] * self.scale
+        return {"loss": per_sample.mean(), "per_sample": per_sample}
+
+
+def test_heldout_ceiling_starts_at_the_median_and_follows_the_model() -> None:
+    from vision_unlearn.methods.grad_ascent import HeldoutCeiling
+
+    adapter = _StreamAdapter()
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0, 10.0])
+    tracker = HeldoutCeiling({"value": values, "labels": torch.zeros(5)}, batch_size=2, momentum=0.9)
+    assert tracker.start(adapter, torch.device("cpu")) == 3.0  # median of all five
+    adapter.scale = 2.0  # the model changed: held-out losses doubled
+    # step 1 reads rows 2, 3 -> losses 6, 8; torch's median of an even count is the lower middle value: 6
+    assert tracker.update(adapter, step=1, device=torch.device("cpu")) == pytest.approx(0.9 * 3.0 + 0.1 * 6.0)
+    # step 2 wraps around: rows 4, 0 -> losses 20, 2 -> median 2
+    assert tracker.update(adapter, step=2, device=torch.device("cpu")) == pytest.approx(0.9 * 3.3 + 0.1 * 2.0)
+    assert tracker.start_value == 3.0
+    # losses are read in eval mode and the modes are restored afterwards
+    adapter.model.train()
+    tracker.update(adapter, step=3, device=torch.device("cpu"))
+    assert adapter.modes_seen and not any(adapter.modes_seen) and adapter.model[1].training
+
+
+def test_train_mode_can_keep_batch_norm_frozen() -> None:
+    from vision_unlearn.loop import train_mode
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Dropout())
+    model.eval()
+    train_mode(model, freeze_norm_stats=True)
+    assert model.training and model[2].training and not model[1].training
+    before = model[1].running_mean.clone()
+    model(torch.randn(4, 1, 5, 5) + 3.0)
+    assert torch.equal(model[1].running_mean, before)
+    train_mode(model)
+    assert model[1].training

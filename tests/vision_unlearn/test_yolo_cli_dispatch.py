@@ -239,6 +239,9 @@ def test_detector_benchmark_runs_through_vision_unlearn(tmp_path: Path) -> None:
         ga["cpu_seconds"] / results["rows"][1]["cpu_seconds"])
     preset = DetectionBenchmarkConfig().methods["grad_ascent"]
     assert results["config"]["methods"] == {"grad_ascent": {**preset, "epochs": 1}}
+    # image requests layer their own preset on top; a --set reaches both
+    sample = results["config"]["sample_methods"]["grad_ascent"]
+    assert sample["epochs"] == 1 and sample["forget_loss_ceiling"] == "heldout"
     assert results["config"]["original"]["batch_size"] == 4 and results["config"]["original"]["epochs"] == 1
     assert results["command"].startswith("vision-unlearn benchmark --model yolo:yolov8n.yaml")
     assert (out / "results.md").exists() and (out / "results.png").exists()
@@ -265,3 +268,60 @@ def test_benchmark_cell_detaches_steering_hooks_before_the_next_method() -> None
     adapter.model.eval()
     with torch.no_grad():
         assert torch.equal(adapter.model(test.images), plain)
+
+
+# --- image requests: ascent up to the held-out loss -----------------------------------------------------
+def _image_ids(tmp_path: Path) -> Path:
+    ids = tmp_path / "withdrawn.txt"
+    ids.write_text("toy_0_00001.png\n")
+    return ids
+
+
+def test_heldout_ceiling_without_heldout_images_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    argv = _run(out, "--forget", f"images:{_image_ids(tmp_path)}", "--method", "neggrad_plus",
+                "--set", "forget_loss_ceiling=heldout", "--threads", "1")
+    assert main(argv) == 2
+    assert "--heldout-data" in _one_error_line(capsys)
+    _assert_nothing_written(out)
+
+
+def test_heldout_data_is_refused_with_a_classifier(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", "--model-file", str(tmp_path / "original.pt"), "--method", "neggrad_plus", "--forget", "class:3",
+            "--out", str(tmp_path / "out"), "--heldout-data", "toy:4"]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert "--heldout-data" in line and "for detectors" in line
+
+
+def test_image_request_follows_the_heldout_loss_and_freezes_batch_norm(tmp_path: Path) -> None:
+    from vision_unlearn.adapters.yolo import adapter_from_model_text
+
+    out = tmp_path / "out"
+    argv = _run(out, "--forget", f"images:{_image_ids(tmp_path)}", "--method", "neggrad_plus",
+                "--set", "forget_loss_ceiling=heldout", "--set", "freeze_norm_stats=true", "--set", "epochs=2",
+                "--set", "batch_size=2", "--set", "optimizer=adam", "--set", "lr=1e-3",
+                "--heldout-data", "toy:4:7", "--threads", "1")
+    assert main(argv) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    ceiling = summary["forget_loss_ceiling"]
+    assert ceiling["start"] > 0 and ceiling["end"] > 0
+    record = json.loads((out / "audit.json").read_text())
+    assert record["config"]["forget_loss_ceiling"] == "heldout" and record["config"]["freeze_norm_stats"] is True
+    # frozen statistics: the weights moved, the batch-norm running statistics did not
+    before = adapter_from_model_text(f"yolo:{out / 'original.pt'}", image_size=64).model.state_dict()
+    after = adapter_from_model_text(f"yolo:{out / 'unlearned.pt'}", image_size=64).model.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in before if k.endswith(".weight") and before[k].dtype.is_floating_point]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+    assert any(not torch.equal(before[k], after[k]) for k in weights)
+
+
+def test_class_request_ignores_the_heldout_ceiling(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = _run(out, "--forget", "class:clamp", "--method", "grad_ascent", "--set", "forget_loss_ceiling=heldout",
+                "--set", "epochs=1", "--set", "batch_size=4", "--threads", "1")
+    assert main(argv) == 0
+    record = json.loads((out / "audit.json").read_text())
+    assert record["config"]["forget_loss_ceiling"] is None
+    assert "forget_loss_ceiling" not in json.loads((out / "metrics.json").read_text())
