@@ -779,7 +779,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = run_detection_unlearning(args.model, args.data, args.forget, args.method, args.out,
                                       config=parse_overrides(args.set), image_size=args.imgsz,
                                       in_chans=args.in_chans, seed=args.seed, device=args.device,
-                                      test_data=args.test_data, trainable_groups=args.groups)
+                                      test_data=args.test_data, trainable_groups=args.groups,
+                                      heldout_data=args.heldout_data)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -789,7 +790,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     _set_threads(args)
     config = make_benchmark_config(model=args.model, image_size=args.imgsz, n_train=args.n_train, n_test=args.n_test,
-                                   data=args.data, test_data=args.test_data, scenarios=args.scenarios,
+                                   data=args.data, test_data=args.test_data, heldout_data=args.heldout_data,
+                                   scenarios=args.scenarios,
                                    methods=args.methods, seeds=args.seeds, original_epochs=args.original_epochs,
                                    overrides=split_method_overrides(args.set), device=args.device)
     results = run_detection_benchmark(config, args.out, command=args.command_text or None, progress=args.progress)
@@ -813,6 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="cpu")
     run.add_argument("--test-data", default=None, help="held-out data for the forgetting metrics")
+    run.add_argument("--heldout-data", default=None, help="other unseen images, for forget_loss_ceiling=heldout")
     run.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     run.add_argument("--groups", nargs="*", default=None, help="trainable parameter groups (backbone neck head)")
     bench = add_command(sub, "benchmark", _cmd_benchmark, "methods vs retrain on a small detection set")
@@ -823,6 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n-test", type=int, default=200)
     bench.add_argument("--data", default=None, help="dataset path instead of the toy set")
     bench.add_argument("--test-data", default=None)
+    bench.add_argument("--heldout-data", default=None, help="images for forget_loss_ceiling=heldout")
     bench.add_argument("--scenarios", nargs="*", default=None, help="e.g. class:clamp images:0.1")
     bench.add_argument("--methods", nargs="*", default=None)
     bench.add_argument("--seeds", type=int, nargs="+", default=[0])
