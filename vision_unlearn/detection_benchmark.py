@@ -251,6 +251,7 @@ def evaluate_detector(adapter: YoloAdapter, train: DetectionData, test: Detectio
     mia = loss_membership_attack(members, nonmembers)
     metrics["mia_auc"] = mia["auc"]
     metrics["mia_attack_accuracy"] = mia["attack_accuracy"]
+    metrics["mia_auc_ci_low"], metrics["mia_auc_ci_high"] = mia["auc_ci_low"], mia["auc_ci_high"]
     return metrics
 
 
@@ -679,7 +680,8 @@ def _is_fraction(text: str) -> bool:
 
 
 SUMMARY_COLUMNS = ("forget_ap50", "forget_ap50_95", "retain_map50", "retain_map50_95", "forget_recall",
-                   "misattribution_rate", "mia_auc", "seconds", "time_ratio", "cpu_seconds", "cpu_time_ratio")
+                   "misattribution_rate", "mia_auc", "mia_auc_ci_low", "mia_auc_ci_high", "seconds", "time_ratio",
+                   "cpu_seconds", "cpu_time_ratio")
 
 
 def summarise_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -703,6 +705,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if not isinstance(value, (int, float)) or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _mia_cell(entry: Mapping[str, Any]) -> str:
+    """The MIA AUC, with its DeLong 95 % interval (mean over seeds of each end) when recorded."""
+    low, high = entry.get("mia_auc_ci_low"), entry.get("mia_auc_ci_high")
+    if isinstance(low, float) and isinstance(high, float) and math.isfinite(low) and math.isfinite(high):
+        return f"{_fmt(entry['mia_auc'])} [{low:.2f}, {high:.2f}]"
+    return _fmt(entry["mia_auc"])
+
+
 def results_markdown(summary: Sequence[Mapping[str, Any]], command: str | None) -> str:
     lines = []
     if command:
@@ -716,7 +726,7 @@ def results_markdown(summary: Sequence[Mapping[str, Any]], command: str | None) 
                 continue
             lines.append(f"| {s['method']} | {_fmt(s['forget_ap50'])} | {_fmt(s['retain_map50'])} | "
                          f"{_fmt(s['retain_map50_95'])} | {_fmt(s['forget_recall'])} | "
-                         f"{_fmt(s['misattribution_rate'])} | {_fmt(s['mia_auc'])} | {_fmt(s['seconds'], 1)} | "
+                         f"{_fmt(s['misattribution_rate'])} | {_mia_cell(s)} | {_fmt(s['seconds'], 1)} | "
                          f"{_fmt(s['time_ratio'], 3)} | {_fmt(s['cpu_time_ratio'], 3)} |")
         lines.append("")
     return "\n".join(lines)

@@ -100,6 +100,29 @@ def test_loss_membership_attack_hand_cases() -> None:
     assert reversed_["auc"] == 0.0 and reversed_["attack_accuracy"] == 0.5
 
 
+def test_auc_interval_hand_case_and_sklearn_agreement() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from vision_unlearn.metrics.lira import roc_auc_ci
+
+    # members score 3, 1; non-members 2, 0. Placements: members [1, 0.5], non-members [0.5, 1]
+    # (share of the other side they beat); AUC 0.75; var = 0.125 / 2 + 0.125 / 2 -> SE sqrt(0.125)
+    auc, low, high = roc_auc_ci([3.0, 1.0, 2.0, 0.0], [1, 1, 0, 0])
+    assert auc == pytest.approx(0.75)
+    assert low == pytest.approx(0.75 - 1.959964 * 0.125 ** 0.5, abs=1e-5) and high == 1.0
+    rng = np.random.default_rng(0)
+    scores, members = rng.normal(size=300), rng.random(300) < 0.2
+    scores[members] += 1.0
+    auc, low, high = roc_auc_ci(np.round(scores, 1), members)  # rounding makes ties
+    assert auc == pytest.approx(roc_auc_score(members, np.round(scores, 1)))
+    assert low < auc < high and high - low < 0.3
+    with pytest.raises(ValueError):
+        roc_auc_ci([1.0, 0.0, 2.0], [1, 0, 0])
+    attack = loss_membership_attack([0.1, 0.3], [0.2, 0.4])
+    assert attack["auc_ci_low"] <= attack["auc"] <= attack["auc_ci_high"]
+    assert np.isnan(loss_membership_attack([0.1], [0.2, 0.4])["auc_ci_low"])
+
+
 def test_gaps_and_runtime_ratio() -> None:
     assert gaps_to_reference({"a": 0.5, "b": 0.2, "name": "x"}, {"a": 0.25, "name": "y"}) == {"a": 0.25}
     assert runtime_ratio(10.0, 100.0) == pytest.approx(0.1)

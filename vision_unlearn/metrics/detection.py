@@ -232,9 +232,11 @@ def loss_membership_attack(member_losses: Any, nonmember_losses: Any) -> dict[st
         saw the forget images; 1 = every member has a lower loss than every non-member);
         ``attack_accuracy``: the best balanced accuracy of any threshold ``loss <= t`` (an optimistic,
         in-sample attack; 0.5 = chance) and ``threshold``, that ``t``;
-        ``member_loss_mean``, ``nonmember_loss_mean``.
+        ``member_loss_mean``, ``nonmember_loss_mean``; ``auc_ci_low``/``auc_ci_high``, DeLong's
+        95 % interval of the AUC (:func:`~vision_unlearn.metrics.lira.roc_auc_ci`; NaN with fewer
+        than two images on a side).
     """
-    from vision_unlearn.metrics.lira import roc_auc
+    from vision_unlearn.metrics.lira import roc_auc, roc_auc_ci
 
     members = np.asarray(member_losses, dtype=np.float64).reshape(-1)
     nonmembers = np.asarray(nonmember_losses, dtype=np.float64).reshape(-1)
@@ -247,8 +249,12 @@ def loss_membership_attack(member_losses: Any, nonmember_losses: Any) -> dict[st
         accuracy = 0.5 * (float((members <= t).mean()) + float((nonmembers > t).mean()))
         if accuracy > best_accuracy:
             best_accuracy, best_threshold = accuracy, float(t)
+    low = high = float("nan")
+    if members.size >= 2 and nonmembers.size >= 2:
+        _, low, high = roc_auc_ci(scores, is_member)
     return {"auc": auc, "attack_accuracy": best_accuracy, "threshold": best_threshold,
-            "member_loss_mean": float(members.mean()), "nonmember_loss_mean": float(nonmembers.mean())}
+            "member_loss_mean": float(members.mean()), "nonmember_loss_mean": float(nonmembers.mean()),
+            "auc_ci_low": low, "auc_ci_high": high}
 
 
 def gaps_to_reference(metrics: Mapping[str, float], reference: Mapping[str, float],
