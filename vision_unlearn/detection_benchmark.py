@@ -579,6 +579,34 @@ def _image_request(fraction: float, train: DetectionData, seed: int, out: Path) 
     return f"images:{listing}"
 
 
+def benchmark_data(config: DetectionBenchmarkConfig,
+                   seed: int) -> tuple[DetectionData, DetectionData, DetectionData | None]:
+    """The training, test and held-out images of one benchmark seed.
+
+    The toy set draws them with seeds ``100 + seed``, ``200 + seed`` and ``300 + seed``; dataset paths
+    are read as given (the held-out set only when ``config.heldout_data`` names one).
+    """
+    if config.data is not None:
+        train = load_detection_data(config.data, config.image_size, config.in_chans)
+        test = load_detection_data(config.test_data or config.data, config.image_size, config.in_chans,
+                                   train.class_names)
+        heldout = (load_detection_data(config.heldout_data, config.image_size, config.in_chans, train.class_names)
+                   if config.heldout_data else None)
+        return train, test, heldout
+    return (toy_detection_data(config.n_train, 100 + seed, config.image_size, config.in_chans),
+            toy_detection_data(config.n_test, 200 + seed, config.image_size, config.in_chans),
+            toy_detection_data(config.n_test, 300 + seed, config.image_size, config.in_chans))
+
+
+def scenario_split(scenario: str, train: DetectionData, seed: int, out: Path) -> DetectionForgetSplit:
+    """The forget split of one benchmark scenario; ``images:FRACTION`` draws that share of the patients
+    for ``seed`` and writes the id file into ``out``."""
+    request = scenario
+    if scenario.startswith("images:") and _is_fraction(scenario.split(":", 1)[1]):
+        request = _image_request(float(scenario.split(":", 1)[1]), train, seed, out)
+    return resolve_detection_forget(request, train)
+
+
 def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.PathLike[str],
                             command: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Original -> retrain reference -> every method, per scenario and seed; write results and a figure.
@@ -591,16 +619,7 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
     rows: list[dict[str, Any]] = []
     for seed in config.seeds:
         torch.manual_seed(seed)
-        if config.data is not None:
-            train = load_detection_data(config.data, config.image_size, config.in_chans)
-            test = load_detection_data(config.test_data or config.data, config.image_size, config.in_chans,
-                                       train.class_names)
-            heldout = (load_detection_data(config.heldout_data, config.image_size, config.in_chans, train.class_names)
-                       if config.heldout_data else None)
-        else:
-            train = toy_detection_data(config.n_train, 100 + seed, config.image_size, config.in_chans)
-            test = toy_detection_data(config.n_test, 200 + seed, config.image_size, config.in_chans)
-            heldout = toy_detection_data(config.n_test, 300 + seed, config.image_size, config.in_chans)
+        train, test, heldout = benchmark_data(config, seed)
         spec = YoloModelSpec(config.model, num_classes=train.num_classes, in_chans=train.in_chans,
                              class_names=train.class_names, image_size=config.image_size)
         adapter = YoloAdapter(spec)
@@ -611,10 +630,7 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                                    config.device, progress)
         original_state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
         for scenario in config.scenarios:
-            request = scenario
-            if scenario.startswith("images:") and _is_fraction(scenario.split(":", 1)[1]):
-                request = _image_request(float(scenario.split(":", 1)[1]), train, seed, out)
-            split = resolve_detection_forget(request, train)
+            split = scenario_split(scenario, train, seed, out)
             forget, retain = split.forget_data(train), split.retain_data(train)
             adapter.model.load_state_dict(original_state)
             original_metrics = evaluate_detector(adapter, train, test, split)
