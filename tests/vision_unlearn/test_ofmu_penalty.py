@@ -146,3 +146,31 @@ def test_first_order_variant_registered_without_hessian() -> None:
     assert create_unlearner("ofmu").config.hessian == "exact"
     assert method.rho(0) == pytest.approx(method.config.rho0)
     assert method.rho(10_000) == pytest.approx(method.config.rho_max)
+
+
+def test_auto_objective_uses_the_adapter_ascent_when_there_is_one() -> None:
+    from vision_unlearn.methods.ofmu import forget_value, resolved_objective
+
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    batch = {"labels": torch.tensor([0])}
+
+    class _Classifier:
+        def loss(self, b):
+            return {"loss": torch.tensor(0.0), "logits": logits}
+
+    class _Detector(_Classifier):
+        def ascent_loss(self, b):
+            return {"loss": torch.tensor(0.25)}
+
+    config = OfmuConfig()
+    assert config.forget_objective == "auto"
+    assert resolved_objective(_Classifier(), "auto") == "log1mp"
+    assert resolved_objective(_Detector(), "auto") == "adapter"
+    assert forget_value(_Classifier(), batch, config).item() == pytest.approx(
+        forget_objective(logits, batch["labels"], "log1mp").item())
+    assert forget_value(_Detector(), batch, config).item() == 0.25
+    # an explicit choice wins over the adapter's objective
+    assert forget_value(_Detector(), batch, OfmuConfig(forget_objective="log1mp")).item() == pytest.approx(
+        forget_objective(logits, batch["labels"], "log1mp").item())
+    with pytest.raises(ValueError, match="ascent_loss"):
+        forget_value(_Classifier(), batch, OfmuConfig(forget_objective="adapter"))

@@ -33,6 +33,12 @@ objective chosen with ``forget_objective``:
   still classifies most forgotten samples correctly).
 * ``"kl_uniform"``: :math:`\ell_f = -\mathrm{KL}(u \,\|\, p)`, bounded above by 0 (forget = uniform).
 * ``"ce"``: the paper's unbounded cross-entropy, kept to measure the failure.
+* ``"adapter"``: the bounded ascent objective the adapter defines (``ascent_loss``; YOLO: the
+  clamped classification term of each forget box's class on the anchors answering for the box, see
+  :func:`vision_unlearn.adapters.yolo.bounded_class_ascent`), bounded in ``[0, −log τ]``. A
+  detector's image-level evidence (the ``logits`` of its adapter, a log-sum-exp over anchors) can be
+  lowered without removing every box of the class; the per-anchor objective cannot.
+* ``"auto"`` (default): ``"adapter"`` when the adapter defines ``ascent_loss``, else ``"log1mp"``.
 
 The implemented problem is :math:`\Phi_b(\theta) = \ell_f(\theta) - \beta \cos(\nabla \ell_f, \nabla L_r)`
 and :math:`F_k(\theta) = L_r(\theta) + \rho_k \lVert\nabla\Phi_b(\theta)\rVert^2` with
@@ -97,7 +103,8 @@ class OfmuConfig(MethodConfig):
         rho0: initial penalty weight ``ρ_0``.
         rho_growth: ``γ``, ``ρ_k = min(ρ_max, ρ_0 γ^k)`` per outer step ``k``.
         rho_max: cap of ``ρ_k``.
-        forget_objective: ``"log1mp"``, ``"kl_uniform"`` or ``"ce"`` (see the module docstring).
+        forget_objective: ``"auto"``, ``"log1mp"``, ``"kl_uniform"``, ``"ce"`` or ``"adapter"`` (see the
+            module docstring).
         forget_floor_prob: ``τ`` of ``"log1mp"``; 0 pushes every forget sample to ``p_y → 0``.
         hessian: ``"exact"`` (double backward) or ``"none"`` (first-order variant).
         inner_grad_clip: max norm of an inner ascent direction (0 disables).
@@ -113,7 +120,7 @@ class OfmuConfig(MethodConfig):
     rho0: float = 0.01
     rho_growth: float = 1.05
     rho_max: float = 1.0
-    forget_objective: Literal["log1mp", "kl_uniform", "ce"] = "log1mp"
+    forget_objective: Literal["auto", "log1mp", "kl_uniform", "ce", "adapter"] = "auto"
     forget_floor_prob: float = 0.0
     hessian: Literal["exact", "none"] = "exact"
     inner_grad_clip: float = 5.0
@@ -149,6 +156,25 @@ def forget_objective(logits: Tensor, labels: Tensor, kind: str, floor_prob: floa
     if kind == "ce":
         return F.cross_entropy(logits, labels)
     raise ValueError(f"unknown forget objective {kind!r}")
+
+
+def resolved_objective(adapter: ModelAdapter, kind: str) -> str:
+    """``"auto"`` -> ``"adapter"`` when ``adapter`` defines ``ascent_loss``, else ``"log1mp"``."""
+    if kind == "auto":
+        return "adapter" if callable(getattr(adapter, "ascent_loss", None)) else "log1mp"
+    return kind
+
+
+def forget_value(adapter: ModelAdapter, forget: Batch, config: OfmuConfig) -> Tensor:
+    """``ℓ_f`` on a forget batch for ``config.forget_objective`` (to maximise)."""
+    kind = resolved_objective(adapter, config.forget_objective)
+    if kind == "adapter":
+        ascent = getattr(adapter, "ascent_loss", None)
+        if ascent is None:
+            raise ValueError("forget_objective='adapter' needs an adapter with ascent_loss (a detector)")
+        return ascent(forget)["loss"]
+    out = adapter.loss(forget)
+    return forget_objective(out["logits"], forget["labels"], kind, config.forget_floor_prob)
 
 
 def flat_cosine(a: list[Tensor], b: list[Tensor]) -> Tensor:
@@ -187,8 +213,7 @@ def phi_gradient(adapter: ModelAdapter, params: list[Tensor], forget: Batch, ret
         ``(gradient list, logs)`` with ``forget_objective`` and ``cos`` in the logs.
     """
     cosine = cosine or ("exact" if config.hessian == "exact" else "surrogate")
-    out_f = adapter.loss(forget)
-    ell_f = forget_objective(out_f["logits"], forget["labels"], config.forget_objective, config.forget_floor_prob)
+    ell_f = forget_value(adapter, forget, config)
     logs = {"forget_objective": float(ell_f.detach())}
     if config.beta == 0.0 or retain is None:
         return _grads(ell_f, params, create_graph), logs
