@@ -439,12 +439,17 @@ def _default_sample_methods() -> dict[str, dict[str, Any]]:
     batch-norm statistics frozen: in training mode an ascent step raises the loss of a small forget
     batch through its batch statistics, which breaks the running statistics the detector uses at
     inference.
+
+    OFMU keeps its image-level forget objective ``log(1 - p_y)`` here: the per-anchor objective it uses
+    for class requests would erase every object on the forget images, which a patient request does
+    not ask for.
     """
     adam = {"optimizer": "adam", "weight_decay": 0.0, "batch_size": 16, "freeze_norm_stats": True,
             "forget_loss_ceiling": HELDOUT}
     return {
         "grad_ascent": {**adam, "lr": 1e-5, "epochs": 5},
         "neggrad_plus": {**adam, "lr": 2e-4, "epochs": 10, "alpha": 0.5},
+        "ofmu": {"forget_objective": "log1mp"},
     }
 
 
