@@ -9,7 +9,8 @@ loss (the cross-entropy, unbounded), or the bounded objective a detector adapter
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -92,33 +93,27 @@ class HeldoutCeiling:
         self.value: float | None = None
         self.start_value: float | None = None
 
-    def _median(self, adapter: ModelAdapter, rows: Tensor, device: torch.device) -> float:
-        model = adapter.model
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
+    @contextmanager
+    def _eval_mode(self, adapter: ModelAdapter) -> Iterator[None]:
+        """No gradients, every module in eval mode; each module's own mode restored afterwards."""
+        modes = [(m, m.training) for m in adapter.model.modules()]
+        adapter.model.eval()
         try:
             with torch.no_grad():
-                batch = {k: v[rows].to(device) for k, v in self.stream.items()}
-                return float(adapter.loss(batch)["per_sample"].median())
+                yield
         finally:
             for module, mode in modes:
                 module.training = mode
 
+    def _losses(self, adapter: ModelAdapter, rows: Tensor, device: torch.device) -> Tensor:
+        batch = {k: v[rows].to(device) for k, v in self.stream.items()}
+        return adapter.loss(batch)["per_sample"].detach().cpu()
+
     def start(self, adapter: ModelAdapter, device: torch.device) -> float:
         """The median over every held-out sample (computed batch by batch); resets the average."""
-        values = []
-        model = adapter.model
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
-            with torch.no_grad():
-                for first in range(0, self.size, self.batch_size):
-                    rows = torch.arange(first, min(first + self.batch_size, self.size))
-                    batch = {k: v[rows].to(device) for k, v in self.stream.items()}
-                    values.append(adapter.loss(batch)["per_sample"].detach().cpu())
-        finally:
-            for module, mode in modes:
-                module.training = mode
+        with self._eval_mode(adapter):
+            values = [self._losses(adapter, torch.arange(first, min(first + self.batch_size, self.size)), device)
+                      for first in range(0, self.size, self.batch_size)]
         self.value = self.start_value = float(torch.cat(values).median())
         return self.value
 
@@ -127,7 +122,8 @@ class HeldoutCeiling:
         if self.value is None:
             self.start(adapter, device)
         rows = (torch.arange(self.batch_size) + step * self.batch_size) % self.size
-        current = self._median(adapter, rows, device)
+        with self._eval_mode(adapter):
+            current = float(self._losses(adapter, rows, device).median())
         self.value = self.momentum * float(self.value) + (1.0 - self.momentum) * current
         return self.value
 
