@@ -194,7 +194,8 @@ def heldout_loss_median(adapter: YoloAdapter, heldout: DetectionData) -> float:
     return float(np.median(per_image_losses(adapter, heldout)))
 
 
-def resolve_loss_ceiling(config: Mapping[str, Any], removes_images: bool, has_heldout: bool) -> dict[str, Any]:
+def resolve_loss_ceiling(config: Mapping[str, Any], removes_images: bool, has_heldout: bool,
+                         strict: bool = True) -> dict[str, Any]:
     """``config`` with ``forget_loss_ceiling="heldout"`` resolved for this request.
 
     Only a sample request (images, patients) is served by a loss ceiling; for a class or instance
@@ -202,14 +203,21 @@ def resolve_loss_ceiling(config: Mapping[str, Any], removes_images: bool, has_he
     method's own ascent). For a sample request it stays ``"heldout"`` and needs held-out images
     (:func:`_run_method` attaches them). Other values pass unchanged.
 
+    Args:
+        strict: without held-out images, raise (``run``) or, when ``False`` (the benchmark), log a
+            warning and run without a ceiling (each row records ``forget_loss_ceiling``).
+
     Raises:
-        UserInputError: a sample request asks for ``"heldout"`` and there are no held-out images.
+        UserInputError: ``strict``, a sample request asks for ``"heldout"`` and there are no held-out images.
     """
     if config.get("forget_loss_ceiling") != HELDOUT:
         return dict(config)
     if not removes_images:
         return {**config, "forget_loss_ceiling": None}
     if not has_heldout:
+        if not strict:
+            logger.warning("no held-out images for forget_loss_ceiling='heldout'; running without a ceiling")
+            return {**config, "forget_loss_ceiling": None}
         raise UserInputError("forget_loss_ceiling='heldout' needs held-out images the detector never saw",
                              field="--heldout-data")
     return dict(config)
@@ -658,12 +666,8 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                 adapter.model.load_state_dict(original_state)
                 adapter.set_trainable_groups(config.ofmu_groups if name.startswith("ofmu") else
                                              ("backbone", "neck", "head"))
-                if heldout is None and split.request.removes_images and \
-                        overrides.get("forget_loss_ceiling") == HELDOUT:
-                    logger.warning("%s: no held-out data for forget_loss_ceiling='heldout'; running without a "
-                                   "ceiling", name)
-                    overrides = {**overrides, "forget_loss_ceiling": None}
-                overrides = resolve_loss_ceiling(overrides, split.request.removes_images, heldout is not None)
+                overrides = resolve_loss_ceiling(overrides, split.request.removes_images, heldout is not None,
+                                                 strict=False)
                 try:
                     metrics, seconds, cpu_seconds = _run_and_evaluate(adapter, name, overrides, forget, retain,
                                                                       train, test, split, seed, config.device,

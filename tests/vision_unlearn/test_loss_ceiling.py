@@ -77,6 +77,8 @@ def test_heldout_resolves_per_request_kind() -> None:
     assert resolve_loss_ceiling({"lr": 1e-3}, removes_images=True, has_heldout=False) == {"lr": 1e-3}
     with pytest.raises(UserInputError, match="--heldout-data"):
         resolve_loss_ceiling(config, removes_images=True, has_heldout=False)
+    # the benchmark runs on without held-out images, with no ceiling
+    assert resolve_loss_ceiling(config, True, False, strict=False)["forget_loss_ceiling"] is None
 
 
 class _StreamAdapter:
