@@ -302,7 +302,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         return _cmd_benchmark_detection(args)
     _refuse_flags([("--imgsz", args.imgsz), ("--n-train", args.n_train), ("--n-test", args.n_test),
                    ("--data", args.data), ("--test-data", args.test_data), ("--heldout-data", args.heldout_data),
-                   ("--original-epochs", args.original_epochs), ("--progress", args.progress)],
+                   ("--original-epochs", args.original_epochs), ("--progress", args.progress),
+                   ("--reference-retrains", args.reference_retrains), ("--models-dir", args.models_dir)],
                   "this flag is for detectors (--model yolo:MODEL.yaml); classifiers take --dataset, "
                   "--image-size and --set original.epochs=N")
     if not args.forget:
@@ -334,7 +335,9 @@ def _cmd_benchmark_detection(args: argparse.Namespace) -> int:
         heldout_data=args.heldout_data, scenarios=args.forget or None,
         methods=methods, seeds=range(args.seed_start, args.seed_start + args.seeds),
         original_epochs=args.original_epochs, overrides=split_method_overrides(args.set), device=args.device,
-        in_chans=args.in_chans)
+        in_chans=args.in_chans,
+        reference_retrains=1 if args.reference_retrains is None else args.reference_retrains,
+        models_dir=args.models_dir)
     results = run_detection_benchmark(config, out, command=_command_text(args), progress=bool(args.progress))
     print(results_markdown(results["summary"], None))
     print(json.dumps({"results": str(out / "results.json")}))
@@ -472,6 +475,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--imgsz", type=int, default=None, help="detector: network input side; 128 when not given")
     bench.add_argument("--n-train", type=int, default=None, help="detector: toy training images; 240 when not given")
     bench.add_argument("--n-test", type=int, default=None, help="detector: toy test images; 200 when not given")
+    bench.add_argument("--reference-retrains", type=int, default=None,
+                       help="detector: retrained detectors per request and seed; gaps are taken to their mean "
+                            "(1 when not given)")
+    bench.add_argument("--models-dir", default=None,
+                       help="detector: keep trained original/retrained detectors here and reuse them when "
+                            "everything their training depends on matches")
     bench.add_argument("--original-epochs", type=int, default=None,
                        help="detector: epochs of the original training and of retrain; 60 when not given")
     bench.add_argument("--progress", action="store_true", default=None, help="detector: progress bars")

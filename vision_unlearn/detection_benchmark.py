@@ -25,6 +25,7 @@ Command line (``python -m vision_unlearn.detection_benchmark``)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -485,6 +486,16 @@ class DetectionBenchmarkConfig:
         ofmu_groups: parameter groups OFMU may update (its Hessian-vector products are costly).
         device: torch device.
         in_chans: image channels of the detector (1 for radiographs).
+        reference_retrains: retrained detectors per request and seed. The first starts from the
+            original's seeded initialisation, retrain ``k`` from seed ``seed + 1000 k``; the gaps of
+            every method are taken to their mean, and each row records the reference's spread
+            (``reference_retain_map50_spread``, max - min). One retrain is a noisy reference: on the toy
+            preset two retrains of one class request differ by up to 3.5 points of retain mAP50.
+        models_dir: directory that keeps every trained original and retrained detector (state dict,
+            wall and CPU seconds), named by a hash of everything its training depends on (model, image
+            size, channels, recipe, seed, the exact training tensors, torch and Ultralytics versions).
+            A later benchmark with the same key loads it instead of training again, and keeps the
+            recorded times as the denominators of the cost ratios; rows say ``reused_model``.
     """
 
     model: str = "yolov8n.yaml"
@@ -504,6 +515,8 @@ class DetectionBenchmarkConfig:
     ofmu_groups: tuple[str, ...] = ("neck", "head")
     device: str = "cpu"
     in_chans: int = 1
+    reference_retrains: int = 1
+    models_dir: str | None = None
 
 
 def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_train: int = 240, n_test: int = 200,
@@ -511,7 +524,8 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
                           scenarios: Sequence[str] | None = None, methods: Sequence[str] | None = None,
                           seeds: Sequence[int] = (0,), original_epochs: int | None = None,
                           overrides: Mapping[str, Mapping[str, Any]] | None = None, device: str = "cpu",
-                          in_chans: int = 1) -> DetectionBenchmarkConfig:
+                          in_chans: int = 1, reference_retrains: int = 1,
+                          models_dir: str | None = None) -> DetectionBenchmarkConfig:
     """A validated :class:`DetectionBenchmarkConfig` from command-line style options (both CLIs use it).
 
     Args:
@@ -529,6 +543,8 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
         overrides: ``{"original" | METHOD: {FIELD: VALUE}}`` (the ``--set METHOD.FIELD=VALUE`` convention).
         device: torch device.
         in_chans: image channels (1 or 3).
+        reference_retrains: retrained detectors per request and seed (the reference is their mean).
+        models_dir: directory that keeps trained detectors for reuse (see :class:`DetectionBenchmarkConfig`).
 
     Raises:
         UserInputError: unknown method or field, a bad request, no seed, a bad image size.
@@ -545,6 +561,9 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
         raise UserInputError("in_chans must be 1 or 3", field="--in-chans", value=in_chans)
     if not seeds:
         raise UserInputError("need at least one seed", field="--seeds", value=list(seeds))
+    if reference_retrains < 1:
+        raise UserInputError("need at least one retrained reference", field="--reference-retrains",
+                             value=reference_retrains)
     defaults = DetectionBenchmarkConfig()
     requests = tuple(scenarios) if scenarios else defaults.scenarios
     for request in requests:
@@ -580,7 +599,9 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
     return DetectionBenchmarkConfig(model=source, image_size=image_size, n_train=n_train, n_test=n_test, data=data,
                                     test_data=test_data, heldout_data=heldout_data, scenarios=requests,
                                     seeds=tuple(seeds), original=original, methods=method_configs,
-                                    sample_methods=sample_configs, device=device, in_chans=in_chans)
+                                    sample_methods=sample_configs, device=device, in_chans=in_chans,
+                                    reference_retrains=reference_retrains,
+                                    models_dir=str(models_dir) if models_dir is not None else None)
 
 
 def _image_request(fraction: float, train: DetectionData, seed: int, out: Path) -> str:
@@ -620,6 +641,73 @@ def scenario_split(scenario: str, train: DetectionData, seed: int, out: Path) ->
     return resolve_detection_forget(request, train)
 
 
+def training_key(config: DetectionBenchmarkConfig, data: DetectionData, seed: int) -> str:
+    """A hash of everything a from-scratch training of the benchmark depends on.
+
+    The model yaml, image size, channels, training recipe (``config.original``), seed, device, the
+    exact training tensors (images, boxes, labels, which image each box is on, class names) and the
+    torch and Ultralytics versions. Training on a CPU is deterministic per key, so a detector stored
+    under it is the one a new training would produce.
+    """
+    from importlib.metadata import version
+
+    digest = hashlib.sha256()
+    header = {"model": config.model, "image_size": config.image_size, "in_chans": config.in_chans,
+              "recipe": config.original, "seed": seed, "device": config.device, "torch": torch.__version__,
+              "ultralytics": version("ultralytics"), "classes": list(data.class_names)}
+    digest.update(json.dumps(header, sort_keys=True, default=str).encode())
+    for tensor in (data.images, data.boxes_xyxy, data.labels, data.box_image):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class TrainedDetector:
+    """A from-scratch training of the benchmark: its state, its cost and where it came from."""
+
+    state: dict[str, torch.Tensor]
+    seconds: float
+    cpu_seconds: float
+    reused: str | None = None
+
+
+def train_detector(adapter: YoloAdapter, config: DetectionBenchmarkConfig, data: DetectionData, seed: int,
+                   label: str, progress: bool = False) -> TrainedDetector:
+    """Train ``adapter`` from a fresh ``seed`` initialisation on ``data`` with ``config.original``.
+
+    With ``config.models_dir`` the result is stored as ``{label}_seed{seed}_{key}.pt`` and loaded
+    instead of trained when that file exists (:func:`training_key`); the adapter ends up holding the
+    trained weights either way.
+    """
+    path = None
+    if config.models_dir is not None:
+        path = Path(config.models_dir) / f"{label}_seed{seed}_{training_key(config, data, seed)}.pt"
+        if path.is_file():
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            adapter.model.load_state_dict(stored["state"])
+            logger.info("%s (seed %d): reusing %s", label, seed, path)
+            return TrainedDetector(stored["state"], float(stored["seconds"]), float(stored["cpu_seconds"]),
+                                   str(path))
+    run = _run_method(adapter, "retrain", config.original, data.select([0]), data, seed, config.device, progress)
+    state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".pt.partial")
+        torch.save({"state": state, "seconds": run.seconds, "cpu_seconds": run.cpu_seconds}, partial)
+        os.replace(partial, path)
+    return TrainedDetector(state, run.seconds, run.cpu_seconds)
+
+
+def mean_reference(references: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The mean of every numeric metric over the retrained references (the first one's other fields)."""
+    merged = dict(references[0])
+    for key, value in references[0].items():
+        values = [r.get(key) for r in references]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            merged[key] = float(np.mean(values))
+    return merged
+
+
 def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.PathLike[str],
                             command: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Original -> retrain reference -> every method, per scenario and seed; write results and a figure.
@@ -639,9 +727,8 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
         adapter.reset_parameters(seed)
         everything = train.select(np.arange(len(train)))
         logger.info("seed %d: training the original detector on %d images", seed, len(train))
-        original_run = _run_method(adapter, "retrain", config.original, everything.select([0]), everything, seed,
-                                   config.device, progress)
-        original_state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
+        original_run = train_detector(adapter, config, everything, seed, "original", progress)
+        original_state = original_run.state
         for scenario in config.scenarios:
             split = scenario_split(scenario, train, seed, out)
             forget, retain = split.forget_data(train), split.retain_data(train)
@@ -651,15 +738,30 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                 original_metrics["heldout_loss_median"] = heldout_loss_median(adapter, heldout)
             logger.info("seed %d %s original: %s", seed, scenario, _brief(original_metrics))
             rows.append({"seed": seed, "scenario": scenario, "method": "original", "seconds": original_run.seconds,
-                         "cpu_seconds": original_run.cpu_seconds, **original_metrics})
+                         "cpu_seconds": original_run.cpu_seconds, "reused_model": original_run.reused,
+                         **original_metrics})
             adapter.set_trainable_groups(("backbone", "neck", "head"))
-            retrain_run = _run_method(adapter, "retrain", config.original, forget, retain, seed, config.device,
-                                      progress)
-            reference = evaluate_detector(adapter, train, test, split)
-            logger.info("seed %d %s retrain (%.0f s): %s", seed, scenario, retrain_run.seconds, _brief(reference))
-            rows.append({"seed": seed, "scenario": scenario, "method": "retrain", "seconds": retrain_run.seconds,
-                         "cpu_seconds": retrain_run.cpu_seconds, "time_ratio": 1.0, "cpu_time_ratio": 1.0,
-                         **reference})
+            references, retrain_rows = [], []
+            for k in range(config.reference_retrains):
+                retrain_seed = seed + 1000 * k
+                retrain_run = train_detector(adapter, config, retain, retrain_seed, "retrain", progress)
+                references.append(evaluate_detector(adapter, train, test, split))
+                logger.info("seed %d %s retrain %d (%.0f s): %s", seed, scenario, k, retrain_run.seconds,
+                            _brief(references[-1]))
+                retrain_rows.append({"seed": seed, "scenario": scenario, "method": "retrain",
+                                     "retrain_seed": retrain_seed, "seconds": retrain_run.seconds,
+                                     "cpu_seconds": retrain_run.cpu_seconds, "reused_model": retrain_run.reused,
+                                     **references[-1]})
+            reference = mean_reference(references)
+            retrain_seconds = float(np.mean([r["seconds"] for r in retrain_rows]))
+            retrain_cpu_seconds = float(np.mean([r["cpu_seconds"] for r in retrain_rows]))
+            spread = {f"reference_{k}_spread": float(np.ptp([r[k] for r in references]))
+                      for k in ("retain_map50", "mia_auc") if all(math.isfinite(r.get(k, float("nan")))
+                                                                   for r in references)}
+            for row in retrain_rows:
+                rows.append({**row, "time_ratio": runtime_ratio(row["seconds"], retrain_seconds),
+                             "cpu_time_ratio": runtime_ratio(row["cpu_seconds"], retrain_cpu_seconds),
+                             "reference_retrains": config.reference_retrains, **spread})
             for name, overrides in config.methods.items():
                 if split.request.removes_images:
                     overrides = {**overrides, **config.sample_methods.get(name, {})}
@@ -682,13 +784,13 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                 rows.append({"seed": seed, "scenario": scenario, "method": name, "seconds": seconds,
                              "cpu_seconds": cpu_seconds, "status": status,
                              "forget_loss_ceiling": overrides.get("forget_loss_ceiling"),
-                             "time_ratio": runtime_ratio(seconds, retrain_run.seconds) if finite else float("nan"),
-                             "cpu_time_ratio": runtime_ratio(cpu_seconds, retrain_run.cpu_seconds) if finite
-                             else float("nan"), **metrics, **{f"gap_{k}": v for k, v in gaps.items()}})
+                             "time_ratio": runtime_ratio(seconds, retrain_seconds) if finite else float("nan"),
+                             "cpu_time_ratio": runtime_ratio(cpu_seconds, retrain_cpu_seconds) if finite
+                             else float("nan"), "reference_retrains": config.reference_retrains, **spread,
+                             **metrics, **{f"gap_{k}": v for k, v in gaps.items()}})
                 logger.info("seed %d %s %s: %s", seed, scenario, name, _brief(rows[-1]))
             adapter.set_trainable_groups(("backbone", "neck", "head"))
             _write_results(out, config, rows, command)
-        del original_run
     return _write_results(out, config, rows, command)
 
 
@@ -828,7 +930,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
                                    data=args.data, test_data=args.test_data, heldout_data=args.heldout_data,
                                    scenarios=args.scenarios,
                                    methods=args.methods, seeds=args.seeds, original_epochs=args.original_epochs,
-                                   overrides=split_method_overrides(args.set), device=args.device)
+                                   overrides=split_method_overrides(args.set), device=args.device,
+                                   reference_retrains=args.reference_retrains, models_dir=args.models_dir)
     results = run_detection_benchmark(config, args.out, command=args.command_text or None, progress=args.progress)
     print(results_markdown(results["summary"], None))
     return 0
@@ -866,6 +969,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", nargs="*", default=None)
     bench.add_argument("--seeds", type=int, nargs="+", default=[0])
     bench.add_argument("--original-epochs", type=int, default=None)
+    bench.add_argument("--reference-retrains", type=int, default=1,
+                       help="retrained detectors per request and seed; gaps are taken to their mean")
+    bench.add_argument("--models-dir", default=None, help="keep trained detectors here and reuse them")
     bench.add_argument("--set", nargs="+", action="extend", default=[], metavar="METHOD.FIELD=VALUE",
                        help="override a method's config (or original.FIELD)")
     bench.add_argument("--device", default="cpu")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -325,3 +326,40 @@ def test_class_request_ignores_the_heldout_ceiling(tmp_path: Path) -> None:
     record = json.loads((out / "audit.json").read_text())
     assert record["config"]["forget_loss_ceiling"] is None
     assert "forget_loss_ceiling" not in json.loads((out / "metrics.json").read_text())
+
+
+def test_benchmark_reuses_stored_detectors_and_averages_several_retrains(tmp_path: Path) -> None:
+    """--models-dir keeps every trained detector; a second benchmark loads them and reproduces every row.
+    With two reference retrains the gaps are taken to their mean."""
+    models = tmp_path / "models"
+    base = ["benchmark", "--model", "yolo:yolov8n.yaml", "--imgsz", "64", "--n-train", "8", "--n-test", "4",
+            "--original-epochs", "1", "--forget", "class:clamp", "--methods", "finetune", "--seeds", "1",
+            "--seed-start", "3", "--set", "finetune.epochs=1", "--set", "original.batch_size=4",
+            "--reference-retrains", "2", "--models-dir", str(models), "--threads", "1"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    stored = sorted(p.name.split("_")[0] + "_" + p.name.split("_")[1] for p in models.glob("*.pt"))
+    assert stored == ["original_seed3", "retrain_seed1003", "retrain_seed3"]
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    first = json.loads((tmp_path / "a" / "results.json").read_text())["rows"]
+    second = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
+    assert [(r["method"], r.get("retrain_seed")) for r in first] == [("original", None), ("retrain", 3),
+                                                                    ("retrain", 1003), ("finetune", None)]
+    assert all(r["reused_model"] is None for r in first[:3])
+    assert all(str(models) in r["reused_model"] for r in second[:3])
+    skip = {"reused_model", "seconds", "cpu_seconds", "time_ratio", "cpu_time_ratio"}
+    for a, b in zip(first, second):
+        assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+    # the stored retraining times stay the denominators of the cost ratios
+    assert [r["seconds"] for r in second[:3]] == [r["seconds"] for r in first[:3]]
+    ft, retrains = first[3], first[1:3]
+    assert ft["gap_retain_map50"] == pytest.approx(ft["retain_map50"] - np.mean([r["retain_map50"]
+                                                                                 for r in retrains]))
+    assert ft["time_ratio"] == pytest.approx(ft["seconds"] / np.mean([r["seconds"] for r in retrains]))
+    assert ft["reference_retain_map50_spread"] == pytest.approx(abs(retrains[0]["retain_map50"]
+                                                                    - retrains[1]["retain_map50"]))
+
+
+def test_benchmark_refuses_zero_reference_retrains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["benchmark", "--model", "yolo:yolov8n.yaml", "--reference-retrains", "0", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--reference-retrains" in capsys.readouterr().err
