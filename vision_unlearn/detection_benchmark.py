@@ -701,7 +701,7 @@ def train_detector(adapter: YoloAdapter, config: DetectionBenchmarkConfig, data:
 def mean_reference(references: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The mean of every numeric metric over the retrained references (the first one's other fields)."""
     merged = dict(references[0])
-    for key, value in references[0].items():
+    for key in references[0]:
         values = [r.get(key) for r in references]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             merged[key] = float(np.mean(values))
