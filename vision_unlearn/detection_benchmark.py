@@ -756,8 +756,8 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
             retrain_seconds = float(np.mean([r["seconds"] for r in retrain_rows]))
             retrain_cpu_seconds = float(np.mean([r["cpu_seconds"] for r in retrain_rows]))
             spread = {f"reference_{k}_spread": float(np.ptp([r[k] for r in references]))
-                      for k in ("retain_map50", "mia_auc") if all(math.isfinite(r.get(k, float("nan")))
-                                                                   for r in references)}
+                      for k in ("retain_map50", "mia_auc") if len(references) > 1
+                      and all(math.isfinite(r.get(k, float("nan"))) for r in references)}
             for row in retrain_rows:
                 rows.append({**row, "time_ratio": runtime_ratio(row["seconds"], retrain_seconds),
                              "cpu_time_ratio": runtime_ratio(row["cpu_seconds"], retrain_cpu_seconds),
@@ -808,53 +808,118 @@ def _is_fraction(text: str) -> bool:
 
 SUMMARY_COLUMNS = ("forget_ap50", "forget_ap50_95", "retain_map50", "retain_map50_95", "forget_recall",
                    "misattribution_rate", "mia_auc", "mia_auc_ci_low", "mia_auc_ci_high", "seconds", "time_ratio",
-                   "cpu_seconds", "cpu_time_ratio")
+                   "cpu_seconds", "cpu_time_ratio", "gap_retain_map50", "gap_mia_auc", "reference_retain_map50_spread")
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
 def summarise_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation over seeds per (scenario, method)."""
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    """Per (scenario, method): every column's mean over seeds, its standard deviation and its value per seed.
+
+    Rows of one seed are averaged first (several reference retrains), so each seed weighs the same.
+    ``COLUMN_by_seed`` maps the seed (as a string) to that seed's value.
+    """
+    groups: dict[tuple[str, str], dict[int, list[Mapping[str, Any]]]] = {}
     for row in rows:
-        groups.setdefault((str(row["scenario"]), str(row["method"])), []).append(row)
+        groups.setdefault((str(row["scenario"]), str(row["method"])), {}).setdefault(int(row["seed"]), []).append(row)
     summary = []
-    for (scenario, method), members in groups.items():
-        entry: dict[str, Any] = {"scenario": scenario, "method": method, "seeds": len(members)}
+    for (scenario, method), by_seed in groups.items():
+        entry: dict[str, Any] = {"scenario": scenario, "method": method, "seeds": len(by_seed)}
         for column in SUMMARY_COLUMNS:
-            values = np.array([float(m[column]) for m in members if isinstance(m.get(column), (int, float))])
-            values = values[np.isfinite(values)]
-            entry[column] = float(values.mean()) if values.size else float("nan")
-            entry[f"{column}_std"] = float(values.std()) if values.size > 1 else 0.0
+            per_seed = {}
+            for seed, members in sorted(by_seed.items()):
+                values = np.array([_number(m.get(column)) for m in members])
+                values = values[np.isfinite(values)]
+                per_seed[str(seed)] = float(values.mean()) if values.size else float("nan")
+            finite = np.array([v for v in per_seed.values() if math.isfinite(v)])
+            entry[column] = float(finite.mean()) if finite.size else float("nan")
+            entry[f"{column}_std"] = float(finite.std()) if finite.size > 1 else 0.0
+            entry[f"{column}_by_seed"] = per_seed
         summary.append(entry)
     return summary
+
+
+def merge_results(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """Rows of several ``results.json`` (e.g. one process per seed) as one results dict.
+
+    Raises:
+        UserInputError: a file that is missing or not a detector benchmark's results, or two files
+            holding the same (seed, scenario, method) cell.
+    """
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple[Any, ...], str] = {}
+    commands, configs = [], []
+    for path in paths:
+        try:
+            results = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise UserInputError(f"cannot read benchmark results: {err}", field="results", value=str(path)) from err
+        if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
+            raise UserInputError("not a detector benchmark's results.json (no 'rows')", field="rows", value=str(path))
+        for row in results["rows"]:
+            key = (row.get("seed"), row.get("scenario"), row.get("method"), row.get("retrain_seed"))
+            if key in seen:
+                raise UserInputError(f"the cell seed {key[0]} {key[1]} {key[2]} is also in {seen[key]}",
+                                     field="rows", value=str(path))
+            seen[key] = str(path)
+            rows.append(row)
+        commands.append(results.get("command"))
+        configs.append(results.get("config"))
+    return {"commands": commands, "configs": configs, "rows": rows, "summary": summarise_rows(rows)}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if not isinstance(value, (int, float)) or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _mia_cell(entry: Mapping[str, Any]) -> str:
-    """The MIA AUC, with its DeLong 95 % interval (mean over seeds of each end) when recorded."""
-    low, high = entry.get("mia_auc_ci_low"), entry.get("mia_auc_ci_high")
-    if isinstance(low, float) and isinstance(high, float) and math.isfinite(low) and math.isfinite(high):
-        return f"{_fmt(entry['mia_auc'])} [{low:.2f}, {high:.2f}]"
-    return _fmt(entry["mia_auc"])
+def _interval(low: Any, high: Any) -> str:
+    low, high = _number(low), _number(high)
+    return f" [{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else ""
+
+
+def _cell(entry: Mapping[str, Any], column: str, digits: int = 3, interval: bool = False) -> str:
+    """``mean`` or, over several seeds, ``mean (seed a / seed b / ...)``; the MIA AUC with its DeLong
+    95 % interval (the interval per seed, and the mean of each end for one seed)."""
+    by_seed = entry.get(f"{column}_by_seed") or {}
+    ci = (lambda key: _interval(entry.get("mia_auc_ci_low_by_seed", {}).get(key),
+                                entry.get("mia_auc_ci_high_by_seed", {}).get(key))) if interval else (lambda key: "")
+    if len(by_seed) <= 1:
+        only = next(iter(by_seed), None)
+        return _fmt(entry.get(column), digits) + (ci(only) if only is not None else "")
+    parts = " / ".join(f"{_fmt(v, 2)}{ci(k)}" for k, v in by_seed.items())
+    return f"{_fmt(entry.get(column), digits)} ({parts})"
 
 
 def results_markdown(summary: Sequence[Mapping[str, Any]], command: str | None) -> str:
+    """One table per request: mean over seeds, then each seed's value in brackets (seed order).
+
+    ``retain gap`` is retain mAP50 minus the reference's (the mean of the request's retrained
+    detectors), so 0.01 is one point.
+    """
     lines = []
     if command:
         lines += ["Reproduce with:", "", "```", command, "```", ""]
     for scenario in dict.fromkeys(s["scenario"] for s in summary):
-        lines += [f"### `{scenario}`", "", "| method | forget AP50 | retain mAP50 | retain mAP50-95 | forget recall "
-                  "| misattribution | MIA AUC | time (s) | time / retrain | CPU time / retrain |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for s in summary:
-            if s["scenario"] != scenario:
-                continue
-            lines.append(f"| {s['method']} | {_fmt(s['forget_ap50'])} | {_fmt(s['retain_map50'])} | "
-                         f"{_fmt(s['retain_map50_95'])} | {_fmt(s['forget_recall'])} | "
-                         f"{_fmt(s['misattribution_rate'])} | {_mia_cell(s)} | {_fmt(s['seconds'], 1)} | "
-                         f"{_fmt(s['time_ratio'], 3)} | {_fmt(s['cpu_time_ratio'], 3)} |")
+        entries = [s for s in summary if s["scenario"] == scenario]
+        seeds = next(iter(entries))["retain_map50_by_seed"].keys()
+        lines += [f"### `{scenario}`", "", f"Seeds: {', '.join(seeds)}.", "",
+                  "| method | forget AP50 | retain mAP50 | retain gap to retrain | forget recall | misattribution "
+                  "| MIA AUC [95 % CI] | time / retrain | CPU time / retrain |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for s in entries:
+            gap = "reference" if s["method"] == "retrain" else _cell(s, "gap_retain_map50")
+            lines.append(f"| {s['method']} | {_cell(s, 'forget_ap50')} | {_cell(s, 'retain_map50')} | {gap} | "
+                         f"{_cell(s, 'forget_recall')} | {_cell(s, 'misattribution_rate')} | "
+                         f"{_cell(s, 'mia_auc', interval=True)} | {_cell(s, 'time_ratio')} | "
+                         f"{_cell(s, 'cpu_time_ratio')} |")
+        spread = [s for s in entries if s["method"] == "retrain"]
+        if spread and any(math.isfinite(v) for v in spread[0]["reference_retain_map50_spread_by_seed"].values()):
+            per_seed = ", ".join(f"seed {k}: {_fmt(v, 3)}" for k, v in
+                                 spread[0]["reference_retain_map50_spread_by_seed"].items())
+            lines += ["", f"The reference is the mean of several retrained detectors per seed; their retain mAP50 "
+                          f"spread (max - min): {per_seed}."]
         lines.append("")
     return "\n".join(lines)
 
@@ -937,6 +1002,19 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    merged = merge_results(args.results)
+    (out / "results.json").write_text(json.dumps(merged, indent=2, default=str, allow_nan=True) + "\n")
+    commands = "\n".join(c for c in merged["commands"] if c)
+    (out / "results.md").write_text(results_markdown(merged["summary"], commands or None))
+    if merged["summary"]:
+        plot_summary(merged["summary"], out / "results.png")
+    print(results_markdown(merged["summary"], None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = make_parser("vision-unlearn-yolo", "Unlearning for Ultralytics YOLO detectors (alias of "
                                                      "`vision-unlearn run|benchmark --model yolo:...`).")
@@ -978,6 +1056,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     bench.add_argument("--progress", action="store_true")
     bench.add_argument("--command-text", default=None, help=argparse.SUPPRESS)
+    merge = add_command(sub, "merge", _cmd_merge, "one table from several benchmark results (e.g. one per seed)")
+    merge.add_argument("--results", nargs="+", required=True, help="results.json files")
+    merge.add_argument("--out", required=True, help="directory for the merged results.json, .md and .png")
     return parser
 
 
