@@ -18,6 +18,7 @@ Writes ``retrain_noise.json`` and ``retrain_noise.md`` into ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -39,8 +40,9 @@ KEYS = ("retain_map50", "retain_map50_95", "forget_ap50", "forget_recall", "mia_
 
 
 def _config(results: dict) -> DetectionBenchmarkConfig:
-    fields = dict(results["config"])
-    for key in ("scenarios", "seeds", "ofmu_groups"):
+    known = {f.name for f in dataclasses.fields(DetectionBenchmarkConfig)}
+    fields = {k: v for k, v in results["config"].items() if k in known}
+    for key in ("scenarios", "seeds"):
         fields[key] = tuple(fields[key])
     return DetectionBenchmarkConfig(**fields)
 

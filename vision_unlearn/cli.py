@@ -96,6 +96,22 @@ def split_method_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return per_method
 
 
+def parse_method_groups(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["ofmu=neck,head", "finetune=head"]`` -> ``{"ofmu": ["neck", "head"], "finetune": ["head"]}``.
+
+    Raises:
+        UserInputError: an item that is not ``METHOD=GROUP[,GROUP...]``.
+    """
+    chosen: dict[str, list[str]] = {}
+    for item in items:
+        name, eq, groups = item.partition("=")
+        if not eq or not name.strip() or not groups.strip():
+            raise UserInputError("expected METHOD=GROUP[,GROUP...] (groups: backbone, neck, head)", field="--groups",
+                                 value=item)
+        chosen[name.strip()] = [g.strip() for g in groups.split(",") if g.strip()]
+    return chosen
+
+
 def _refuse_flags(flags: Sequence[tuple[str, Any]], why: str) -> None:
     """One error for the first flag of ``(name, value)`` that was given (value not ``None``/``False``)."""
     for name, value in flags:
@@ -303,7 +319,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     _refuse_flags([("--imgsz", args.imgsz), ("--n-train", args.n_train), ("--n-test", args.n_test),
                    ("--data", args.data), ("--test-data", args.test_data), ("--heldout-data", args.heldout_data),
                    ("--original-epochs", args.original_epochs), ("--progress", args.progress),
-                   ("--reference-retrains", args.reference_retrains), ("--models-dir", args.models_dir)],
+                   ("--reference-retrains", args.reference_retrains), ("--models-dir", args.models_dir),
+                   ("--groups", args.groups or None)],
                   "this flag is for detectors (--model yolo:MODEL.yaml); classifiers take --dataset, "
                   "--image-size and --set original.epochs=N")
     if not args.forget:
@@ -337,7 +354,7 @@ def _cmd_benchmark_detection(args: argparse.Namespace) -> int:
         original_epochs=args.original_epochs, overrides=split_method_overrides(args.set), device=args.device,
         in_chans=args.in_chans,
         reference_retrains=1 if args.reference_retrains is None else args.reference_retrains,
-        models_dir=args.models_dir)
+        models_dir=args.models_dir, groups=parse_method_groups(args.groups))
     results = run_detection_benchmark(config, out, command=_command_text(args), progress=bool(args.progress))
     print(results_markdown(results["summary"], None))
     print(json.dumps({"results": str(out / "results.json")}))
@@ -478,6 +495,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--reference-retrains", type=int, default=None,
                        help="detector: retrained detectors per request and seed; gaps are taken to their mean "
                             "(1 when not given)")
+    bench.add_argument("--groups", action="append", default=[], metavar="METHOD=GROUP[,GROUP...]",
+                       help="detector: parameter groups (backbone, neck, head) a method may update (repeatable; "
+                            "the preset restricts OFMU to neck,head)")
     bench.add_argument("--models-dir", default=None,
                        help="detector: keep trained original/retrained detectors here and reuse them when "
                             "everything their training depends on matches")

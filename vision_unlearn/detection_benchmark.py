@@ -62,6 +62,9 @@ from vision_unlearn.metrics.detection import (
 
 logger = logging.getLogger(__name__)
 
+ALL_GROUPS = ("backbone", "neck", "head")
+"""The parameter groups of a YOLO detector (:meth:`YoloAdapter.set_trainable_groups`)."""
+
 TOY_CLASSES = ("needle", "sponge", "clamp")
 """Classes of the toy set (names from :mod:`rfo_bench.categories`)."""
 
@@ -483,7 +486,9 @@ class DetectionBenchmarkConfig:
         methods: method name -> config overrides.
         sample_methods: method name -> further overrides for sample requests (images, patients),
             see :func:`_default_sample_methods`.
-        ofmu_groups: parameter groups OFMU may update (its Hessian-vector products are costly).
+        groups: method name -> the parameter groups (``backbone``, ``neck``, ``head``) it may update;
+            a method not named updates all three. OFMU's Hessian-vector products are costly, so the
+            preset restricts both OFMU variants to neck and head.
         device: torch device.
         in_chans: image channels of the detector (1 for radiographs).
         reference_retrains: retrained detectors per request and seed. The first starts from the
@@ -512,7 +517,8 @@ class DetectionBenchmarkConfig:
                                                                "schedule": "cosine", "warmup_steps": 20})
     methods: dict[str, dict[str, Any]] = field(default_factory=_default_methods)
     sample_methods: dict[str, dict[str, Any]] = field(default_factory=_default_sample_methods)
-    ofmu_groups: tuple[str, ...] = ("neck", "head")
+    groups: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"ofmu": ("neck", "head"),
+                                                                        "ofmu_first_order": ("neck", "head")})
     device: str = "cpu"
     in_chans: int = 1
     reference_retrains: int = 1
@@ -524,8 +530,8 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
                           scenarios: Sequence[str] | None = None, methods: Sequence[str] | None = None,
                           seeds: Sequence[int] = (0,), original_epochs: int | None = None,
                           overrides: Mapping[str, Mapping[str, Any]] | None = None, device: str = "cpu",
-                          in_chans: int = 1, reference_retrains: int = 1,
-                          models_dir: str | None = None) -> DetectionBenchmarkConfig:
+                          in_chans: int = 1, reference_retrains: int = 1, models_dir: str | None = None,
+                          groups: Mapping[str, Sequence[str]] | None = None) -> DetectionBenchmarkConfig:
     """A validated :class:`DetectionBenchmarkConfig` from command-line style options (both CLIs use it).
 
     Args:
@@ -545,6 +551,7 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
         in_chans: image channels (1 or 3).
         reference_retrains: retrained detectors per request and seed (the reference is their mean).
         models_dir: directory that keeps trained detectors for reuse (see :class:`DetectionBenchmarkConfig`).
+        groups: method name -> parameter groups it may update, on top of the preset's.
 
     Raises:
         UserInputError: unknown method or field, a bad request, no seed, a bad image size.
@@ -591,6 +598,16 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
         else:
             raise UserInputError(f"this method is not benchmarked; methods: {', '.join(method_configs)}",
                                  field="--set", value=name)
+    method_groups = {m: g for m, g in defaults.groups.items() if m in method_configs}
+    for name, chosen_groups in (groups or {}).items():
+        if name not in method_configs:
+            raise UserInputError(f"this method is not benchmarked; methods: {', '.join(method_configs)}",
+                                 field="--groups", value=name)
+        unknown = [g for g in chosen_groups if g not in ALL_GROUPS]
+        if unknown or not chosen_groups:
+            raise UserInputError(f"parameter groups are {', '.join(ALL_GROUPS)}", field="--groups",
+                                 value=f"{name}={','.join(chosen_groups)}")
+        method_groups[name] = tuple(chosen_groups)
     config_from_dict(config_class_of("retrain"), original, source="--set original")
     for name, values in method_configs.items():
         config_from_dict(config_class_of(name), values, source=f"--set {name}")
@@ -600,7 +617,7 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
                                     test_data=test_data, heldout_data=heldout_data, scenarios=requests,
                                     seeds=tuple(seeds), original=original, methods=method_configs,
                                     sample_methods=sample_configs, device=device, in_chans=in_chans,
-                                    reference_retrains=reference_retrains,
+                                    reference_retrains=reference_retrains, groups=method_groups,
                                     models_dir=str(models_dir) if models_dir is not None else None)
 
 
@@ -740,7 +757,7 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
             rows.append({"seed": seed, "scenario": scenario, "method": "original", "seconds": original_run.seconds,
                          "cpu_seconds": original_run.cpu_seconds, "reused_model": original_run.reused,
                          **original_metrics})
-            adapter.set_trainable_groups(("backbone", "neck", "head"))
+            adapter.set_trainable_groups(ALL_GROUPS)
             references, retrain_rows = [], []
             for k in range(config.reference_retrains):
                 retrain_seed = seed + 1000 * k
@@ -766,8 +783,7 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                 if split.request.removes_images:
                     overrides = {**overrides, **config.sample_methods.get(name, {})}
                 adapter.model.load_state_dict(original_state)
-                adapter.set_trainable_groups(config.ofmu_groups if name.startswith("ofmu") else
-                                             ("backbone", "neck", "head"))
+                adapter.set_trainable_groups(config.groups.get(name, ALL_GROUPS))
                 overrides = resolve_loss_ceiling(overrides, split.request.removes_images, heldout is not None,
                                                  strict=False)
                 try:
@@ -789,7 +805,7 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                              else float("nan"), "reference_retrains": config.reference_retrains, **spread,
                              **metrics, **{f"gap_{k}": v for k, v in gaps.items()}})
                 logger.info("seed %d %s %s: %s", seed, scenario, name, _brief(rows[-1]))
-            adapter.set_trainable_groups(("backbone", "neck", "head"))
+            adapter.set_trainable_groups(ALL_GROUPS)
             _write_results(out, config, rows, command)
     return _write_results(out, config, rows, command)
 
@@ -988,7 +1004,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from vision_unlearn.cli import split_method_overrides
+    from vision_unlearn.cli import parse_method_groups, split_method_overrides
 
     _set_threads(args)
     config = make_benchmark_config(model=args.model, image_size=args.imgsz, n_train=args.n_train, n_test=args.n_test,
@@ -996,7 +1012,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
                                    scenarios=args.scenarios,
                                    methods=args.methods, seeds=args.seeds, original_epochs=args.original_epochs,
                                    overrides=split_method_overrides(args.set), device=args.device,
-                                   reference_retrains=args.reference_retrains, models_dir=args.models_dir)
+                                   reference_retrains=args.reference_retrains, models_dir=args.models_dir,
+                                   groups=parse_method_groups(args.groups))
     results = run_detection_benchmark(config, args.out, command=args.command_text or None, progress=args.progress)
     print(results_markdown(results["summary"], None))
     return 0
@@ -1050,6 +1067,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--reference-retrains", type=int, default=1,
                        help="retrained detectors per request and seed; gaps are taken to their mean")
     bench.add_argument("--models-dir", default=None, help="keep trained detectors here and reuse them")
+    bench.add_argument("--groups", action="append", default=[], metavar="METHOD=GROUP[,GROUP...]",
+                       help="parameter groups a method may update (repeatable)")
     bench.add_argument("--set", nargs="+", action="extend", default=[], metavar="METHOD.FIELD=VALUE",
                        help="override a method's config (or original.FIELD)")
     bench.add_argument("--device", default="cpu")

@@ -363,3 +363,17 @@ def test_benchmark_refuses_zero_reference_retrains(tmp_path: Path, capsys: pytes
     argv = ["benchmark", "--model", "yolo:yolov8n.yaml", "--reference-retrains", "0", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "--reference-retrains" in capsys.readouterr().err
+
+
+def test_benchmark_groups_per_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vision_unlearn.detection_benchmark import make_benchmark_config
+
+    config = make_benchmark_config(methods=["finetune", "ofmu"], groups={"finetune": ["head"]})
+    assert config.groups == {"ofmu": ("neck", "head"), "finetune": ("head",)}
+    # only the benchmarked methods keep a preset entry
+    assert make_benchmark_config(methods=["finetune"]).groups == {}
+    base = ["benchmark", "--model", "yolo:yolov8n.yaml", "--methods", "finetune", "--out", str(tmp_path)]
+    for bad, named in ((["--groups", "finetune=torso"], "torso"), (["--groups", "scrub=head"], "scrub"),
+                       (["--groups", "finetune"], "finetune")):
+        assert main([*base, *bad]) == 2
+        assert named in capsys.readouterr().err
