@@ -48,7 +48,7 @@ from vision_unlearn.detection_forget import (
     parse_detection_forget,
     resolve_detection_forget,
 )
-from vision_unlearn.methods.grad_ascent import HELDOUT
+from vision_unlearn.methods.grad_ascent import HELDOUT, HELDOUT_MODES
 from vision_unlearn.metrics.detection import (
     Boxes,
     class_forgetting_ap,
@@ -200,11 +200,11 @@ def heldout_loss_median(adapter: YoloAdapter, heldout: DetectionData) -> float:
 
 def resolve_loss_ceiling(config: Mapping[str, Any], removes_images: bool, has_heldout: bool,
                          strict: bool = True) -> dict[str, Any]:
-    """``config`` with ``forget_loss_ceiling="heldout"`` resolved for this request.
+    """``config`` with ``forget_loss_ceiling="heldout"`` (or ``"heldout_quantiles"``) resolved for this request.
 
     Only a sample request (images, patients) is served by a loss ceiling; for a class or instance
-    request the objects must go, not reach a held-out loss, so ``"heldout"`` becomes ``None`` (the
-    method's own ascent). For a sample request it stays ``"heldout"`` and needs held-out images
+    request the objects must go, not reach a held-out loss, so the held-out ceiling becomes ``None``
+    (the method's own ascent). For a sample request it stays and needs held-out images
     (:func:`_run_method` attaches them). Other values pass unchanged.
 
     Args:
@@ -214,15 +214,16 @@ def resolve_loss_ceiling(config: Mapping[str, Any], removes_images: bool, has_he
     Raises:
         UserInputError: ``strict``, a sample request asks for ``"heldout"`` and there are no held-out images.
     """
-    if config.get("forget_loss_ceiling") != HELDOUT:
+    mode = config.get("forget_loss_ceiling")
+    if mode not in HELDOUT_MODES:
         return dict(config)
     if not removes_images:
         return {**config, "forget_loss_ceiling": None}
     if not has_heldout:
         if not strict:
-            logger.warning("no held-out images for forget_loss_ceiling='heldout'; running without a ceiling")
+            logger.warning("no held-out images for forget_loss_ceiling=%r; running without a ceiling", mode)
             return {**config, "forget_loss_ceiling": None}
-        raise UserInputError("forget_loss_ceiling='heldout' needs held-out images the detector never saw",
+        raise UserInputError(f"forget_loss_ceiling={mode!r} needs held-out images the detector never saw",
                              field="--heldout-data")
     return dict(config)
 
@@ -293,7 +294,7 @@ def _run_method(adapter: YoloAdapter, name: str, config: Mapping[str, Any], forg
     from vision_unlearn.loop import LoopSettings, run_loop
 
     method = create_unlearner(name, adapter, dict(config))
-    if config.get("forget_loss_ceiling") == HELDOUT and heldout is not None:
+    if config.get("forget_loss_ceiling") in HELDOUT_MODES and heldout is not None:
         method.attach_heldout(heldout.stream())
     start, cpu_start = time.perf_counter(), time.process_time()
     result = run_loop(adapter, method, forget.stream(), retain.stream(),

@@ -126,3 +126,56 @@ def test_train_mode_can_keep_batch_norm_frozen() -> None:
     assert torch.equal(model[1].running_mean, before)
     train_mode(model)
     assert model[1].training
+
+
+def test_rank_matched_ceilings_give_each_rank_its_held_out_quantile() -> None:
+    from vision_unlearn.methods.grad_ascent import rank_matched_ceilings
+
+    # held-out quantiles at levels 0, 0.25, 0.5, 0.75, 1
+    quantiles = torch.tensor([0.0, 4.0, 8.0, 12.0, 16.0])
+    # ranks of [5, 1, 3, 9]: 2, 0, 1, 3 -> levels 0.625, 0.125, 0.375, 0.875 -> positions 2.5, 0.5, 1.5, 3.5
+    ceilings = rank_matched_ceilings(torch.tensor([5.0, 1.0, 3.0, 9.0]), quantiles)
+    assert ceilings.tolist() == pytest.approx([10.0, 2.0, 6.0, 14.0])
+    # ties keep their batch order; one sample gets the median
+    assert rank_matched_ceilings(torch.tensor([2.0, 2.0]), quantiles).tolist() == pytest.approx([4.0, 12.0])
+    assert rank_matched_ceilings(torch.tensor([7.0]), quantiles).tolist() == pytest.approx([8.0])
+
+
+def test_per_sample_ceilings_clamp_each_sample_at_its_own_loss() -> None:
+    adapter = _PerSampleAdapter([1.0, 3.0, 5.0])
+    seen = []
+
+    def ceilings(losses: torch.Tensor) -> torch.Tensor:
+        seen.append(losses.requires_grad)
+        return torch.tensor([0.5, 4.0, 4.0])
+
+    value = forget_ascent_loss(adapter, {"scale": torch.ones(3)}, ceiling=ceilings)
+    assert value.item() == pytest.approx((0.5 + 3.0 + 4.0) / 3)
+    value.backward()
+    assert adapter.weights.grad.tolist() == pytest.approx([0.0, 1 / 3, 0.0])
+    assert seen == [False]  # the ceilings see detached losses
+
+
+def test_quantile_tracker_follows_the_held_out_distribution() -> None:
+    from vision_unlearn.methods.grad_ascent import HeldoutCeiling
+
+    adapter = _StreamAdapter()
+    values = torch.arange(1.0, 102.0)  # 1..101: quantile at level k/100 is 1 + k
+    tracker = HeldoutCeiling({"value": values, "labels": torch.zeros(101)}, batch_size=101, momentum=0.5,
+                             quantiles=True)
+    assert tracker.start(adapter, torch.device("cpu")) == 51.0
+    adapter.scale = 3.0
+    ceilings = tracker.update(adapter, step=0, device=torch.device("cpu"))
+    # every quantile moved half-way to three times itself: level k -> 2 (1 + k)
+    assert tracker.value == pytest.approx(102.0)
+    assert ceilings(torch.tensor([0.0, 1.0])).tolist() == pytest.approx([2 * (1 + 25), 2 * (1 + 75)])
+
+
+def test_neggrad_plus_attaches_a_quantile_tracker() -> None:
+    config = config_from_dict(NegGradPlusConfig, {"forget_loss_ceiling": "heldout_quantiles"})
+    method = NegGradPlus(config)
+    method.attach_heldout({"value": torch.ones(4), "labels": torch.zeros(4)})
+    assert method.heldout_ceiling is not None and method.heldout_ceiling.quantiles
+    assert resolve_loss_ceiling({"forget_loss_ceiling": "heldout_quantiles"}, False, True)["forget_loss_ceiling"] is None
+    with pytest.raises(UserInputError, match="heldout_quantiles"):
+        resolve_loss_ceiling({"forget_loss_ceiling": "heldout_quantiles"}, True, False)

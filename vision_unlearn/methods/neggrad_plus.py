@@ -24,7 +24,8 @@ class NegGradPlusConfig(MethodConfig):
     alpha: weight of the retain loss; ``1 − alpha`` weighs the negated forget loss.
     forget_loss_ceiling: as :class:`~vision_unlearn.methods.grad_ascent.GradAscentConfig`: ascent of
         a forget sample stops at this loss (``"heldout"``: the current model's median loss on held-out
-        samples the harness attaches).
+        samples the harness attaches; ``"heldout_quantiles"``: the held-out loss quantile of the
+        sample's rank in its batch).
     """
 
     epochs: int = 10
