@@ -48,7 +48,7 @@ from vision_unlearn.detection_forget import (
     parse_detection_forget,
     resolve_detection_forget,
 )
-from vision_unlearn.methods.grad_ascent import HELDOUT, HELDOUT_MODES
+from vision_unlearn.methods.grad_ascent import HELDOUT_MODES, HELDOUT_QUANTILES
 from vision_unlearn.metrics.detection import (
     Boxes,
     class_forgetting_ap,
@@ -431,15 +431,28 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
 
 # --------------------------------------------------------------------------------------------- benchmark
 def _default_methods() -> dict[str, dict[str, Any]]:
+    """The benchmark's method presets (class requests; sample requests add :func:`_default_sample_methods`).
+
+    Adam restarted on a converged detector takes a step of about ``lr`` in every weight at once;
+    a short warm-up and a cosine decay to zero let the methods that move the most weights settle
+    again (on the tuning seed, toy seed 2: SCRUB's retain gap to retraining went from -7.7 to +0.4
+    points, NegGrad+'s from -25 to -8). SCRUB and both OFMU variants update only the Detect head
+    (:attr:`DetectionBenchmarkConfig.groups`): a class lives in the head's classification branch,
+    and the thin needles, the most fragile retained class, lost less when the backbone and neck
+    stayed fixed (SCRUB +1.4, OFMU -2.0, first-order OFMU -1.1 points, all at forget AP50 0.000).
+    """
     adam = {"optimizer": "adam", "weight_decay": 0.0, "batch_size": 16}
+    settle = {"schedule": "cosine", "warmup_steps": 5}
+    ofmu = {**adam, **settle, "lr": 5e-4, "epochs": 2, "inner_lr": 0.01, "inner_steps": 1}
     return {
         "finetune": {**adam, "lr": 1e-3, "epochs": 2},
         "grad_ascent": {**adam, "lr": 5e-4, "epochs": 2},
-        "neggrad_plus": {**adam, "lr": 1e-3, "epochs": 2, "alpha": 0.9},
+        "neggrad_plus": {**adam, **settle, "lr": 1e-3, "epochs": 2, "alpha": 0.9},
         "random_label": {**adam, "lr": 5e-4, "epochs": 2},
         "salun": {**adam, "lr": 5e-4, "epochs": 2},
-        "scrub": {**adam, "lr": 1e-3, "epochs": 8, "max_epochs": 4, "temperature": 4.0},
-        "ofmu": {**adam, "lr": 5e-4, "epochs": 2, "inner_lr": 0.01, "inner_steps": 1},
+        "scrub": {**adam, **settle, "lr": 1e-3, "epochs": 8, "max_epochs": 4, "temperature": 4.0},
+        "ofmu": dict(ofmu),
+        "ofmu_first_order": dict(ofmu),
     }
 
 
@@ -448,21 +461,26 @@ def _default_sample_methods() -> dict[str, dict[str, Any]]:
 
     A class request wants a class gone; a patient's images want their *membership* gone while their
     classes stay. The ascent methods therefore lift each forget image's loss only to the current
-    detector's median loss on held-out images (``forget_loss_ceiling="heldout"``), with the
-    batch-norm statistics frozen: in training mode an ascent step raises the loss of a small forget
-    batch through its batch statistics, which breaks the running statistics the detector uses at
-    inference.
+    detector's loss on held-out images, the quantile of the image's rank in its batch
+    (``forget_loss_ceiling="heldout_quantiles"``), with the batch-norm statistics frozen: in training
+    mode an ascent step raises the loss of a small forget batch through its batch statistics, which
+    breaks the running statistics the detector uses at inference. NegGrad+ (Adam 4e-4, 15 epochs over
+    the forget images, alpha 0.5, constant rate) was chosen on synthetic radiographs, seed 0: with the
+    held-out median as the one ceiling, no rate or length brought the membership AUC below 0.59
+    (retraining: 0.48), because the forget losses gathered at the median inside the wider spread of
+    unseen losses; with rank-matched quantiles it reached 0.49.
 
     OFMU keeps its image-level forget objective ``log(1 - p_y)`` here: the per-anchor objective it uses
     for class requests would erase every object on the forget images, which a patient request does
     not ask for.
     """
     adam = {"optimizer": "adam", "weight_decay": 0.0, "batch_size": 16, "freeze_norm_stats": True,
-            "forget_loss_ceiling": HELDOUT}
+            "forget_loss_ceiling": HELDOUT_QUANTILES, "schedule": "constant", "warmup_steps": 0}
     return {
         "grad_ascent": {**adam, "lr": 1e-5, "epochs": 5},
-        "neggrad_plus": {**adam, "lr": 2e-4, "epochs": 10, "alpha": 0.5},
+        "neggrad_plus": {**adam, "lr": 4e-4, "epochs": 15, "alpha": 0.5},
         "ofmu": {"forget_objective": "log1mp"},
+        "ofmu_first_order": {"forget_objective": "log1mp"},
     }
 
 
@@ -488,8 +506,8 @@ class DetectionBenchmarkConfig:
         sample_methods: method name -> further overrides for sample requests (images, patients),
             see :func:`_default_sample_methods`.
         groups: method name -> the parameter groups (``backbone``, ``neck``, ``head``) it may update;
-            a method not named updates all three. OFMU's Hessian-vector products are costly, so the
-            preset restricts both OFMU variants to neck and head.
+            a method not named updates all three. The preset restricts SCRUB and both OFMU variants
+            to the Detect head (see :func:`_default_methods`).
         device: torch device.
         in_chans: image channels of the detector (1 for radiographs).
         reference_retrains: retrained detectors per request and seed. The first starts from the
@@ -518,8 +536,8 @@ class DetectionBenchmarkConfig:
                                                                "schedule": "cosine", "warmup_steps": 20})
     methods: dict[str, dict[str, Any]] = field(default_factory=_default_methods)
     sample_methods: dict[str, dict[str, Any]] = field(default_factory=_default_sample_methods)
-    groups: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"ofmu": ("neck", "head"),
-                                                                        "ofmu_first_order": ("neck", "head")})
+    groups: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"scrub": ("head",), "ofmu": ("head",),
+                                                                        "ofmu_first_order": ("head",)})
     device: str = "cpu"
     in_chans: int = 1
     reference_retrains: int = 1

@@ -242,7 +242,7 @@ def test_detector_benchmark_runs_through_vision_unlearn(tmp_path: Path) -> None:
     assert results["config"]["methods"] == {"grad_ascent": {**preset, "epochs": 1}}
     # image requests layer their own preset on top; a --set reaches both
     sample = results["config"]["sample_methods"]["grad_ascent"]
-    assert sample["epochs"] == 1 and sample["forget_loss_ceiling"] == "heldout"
+    assert sample["epochs"] == 1 and sample["forget_loss_ceiling"] == "heldout_quantiles"
     assert results["config"]["original"]["batch_size"] == 4 and results["config"]["original"]["epochs"] == 1
     assert results["command"].startswith("vision-unlearn benchmark --model yolo:yolov8n.yaml")
     assert (out / "results.md").exists() and (out / "results.png").exists()
