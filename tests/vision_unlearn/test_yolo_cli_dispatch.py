@@ -369,7 +369,7 @@ def test_benchmark_groups_per_method(tmp_path: Path, capsys: pytest.CaptureFixtu
     from vision_unlearn.detection_benchmark import make_benchmark_config
 
     config = make_benchmark_config(methods=["finetune", "ofmu"], groups={"finetune": ["head"]})
-    assert config.groups == {"ofmu": ("neck", "head"), "finetune": ("head",)}
+    assert config.groups == {"ofmu": ("head",), "finetune": ("head",)}
     # only the benchmarked methods keep a preset entry
     assert make_benchmark_config(methods=["finetune"]).groups == {}
     base = ["benchmark", "--model", "yolo:yolov8n.yaml", "--methods", "finetune", "--out", str(tmp_path)]
