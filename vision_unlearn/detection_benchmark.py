@@ -914,7 +914,8 @@ def _interval(low: Any, high: Any) -> str:
     return f" [{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else ""
 
 
-def _cell(entry: Mapping[str, Any], column: str, digits: int = 3, interval: bool = False) -> str:
+def _cell(entry: Mapping[str, Any], column: str, digits: int = 3, interval: bool = False,
+          seed_digits: int = 2) -> str:
     """``mean`` or, over several seeds, ``mean (seed a / seed b / ...)``; the MIA AUC with its DeLong
     95 % interval (the interval per seed, and the mean of each end for one seed)."""
     by_seed = entry.get(f"{column}_by_seed") or {}
@@ -923,7 +924,7 @@ def _cell(entry: Mapping[str, Any], column: str, digits: int = 3, interval: bool
     if len(by_seed) <= 1:
         only = next(iter(by_seed), None)
         return _fmt(entry.get(column), digits) + (ci(only) if only is not None else "")
-    parts = " / ".join(f"{_fmt(v, 2)}{ci(k)}" for k, v in by_seed.items())
+    parts = " / ".join(f"{_fmt(v, seed_digits)}{ci(k)}" for k, v in by_seed.items())
     return f"{_fmt(entry.get(column), digits)} ({parts})"
 
 
@@ -944,7 +945,7 @@ def results_markdown(summary: Sequence[Mapping[str, Any]], command: str | None) 
                   "| MIA AUC [95 % CI] | time / retrain | CPU time / retrain |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for s in entries:
-            gap = "reference" if s["method"] == "retrain" else _cell(s, "gap_retain_map50")
+            gap = "reference" if s["method"] == "retrain" else _cell(s, "gap_retain_map50", seed_digits=3)
             lines.append(f"| {s['method']} | {_cell(s, 'forget_ap50')} | {_cell(s, 'retain_map50')} | {gap} | "
                          f"{_cell(s, 'forget_recall')} | {_cell(s, 'misattribution_rate')} | "
                          f"{_cell(s, 'mia_auc', interval=True)} | {_cell(s, 'time_ratio')} | "

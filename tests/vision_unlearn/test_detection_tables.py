@@ -42,7 +42,7 @@ def test_table_cells_show_mean_then_each_seed_with_intervals() -> None:
     finetune = next(line for line in text.splitlines() if line.startswith("| finetune"))
     cells = [c.strip() for c in finetune.strip("|").split("|")]
     assert cells[2] == "0.890 (0.85 / 0.93)"
-    assert cells[3] == "0.005 (-0.02 / 0.03)"
+    assert cells[3] == "0.005 (-0.020 / 0.030)"  # gaps keep three decimals per seed (0.001 = 0.1 point)
     assert cells[6] == "0.600 (0.50 [0.40, 0.60] / 0.70 [0.60, 0.80])"
     retrain = next(line for line in text.splitlines() if line.startswith("| retrain"))
     assert "| reference |" in retrain
