@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -719,11 +720,15 @@ def train_detector(adapter: YoloAdapter, config: DetectionBenchmarkConfig, data:
     if config.models_dir is not None:
         path = Path(config.models_dir) / f"{label}_seed{seed}_{training_key(config, data, seed)}.pt"
         if path.is_file():
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-            adapter.model.load_state_dict(stored["state"])
-            logger.info("%s (seed %d): reusing %s", label, seed, path)
-            return TrainedDetector(stored["state"], float(stored["seconds"]), float(stored["cpu_seconds"]),
-                                   str(path))
+            try:
+                stored = torch.load(path, map_location="cpu", weights_only=True)
+                adapter.model.load_state_dict(stored["state"])
+                logger.info("%s (seed %d): reusing %s", label, seed, path)
+                return TrainedDetector(stored["state"], float(stored["seconds"]), float(stored["cpu_seconds"]),
+                                       str(path))
+            except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:
+                # a damaged or foreign file: train anew and replace it
+                logger.warning("%s is not a stored detector of this benchmark (%s); training again", path, err)
     run = _run_method(adapter, "retrain", config.original, data.select([0]), data, seed, config.device, progress)
     state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
     if path is not None:

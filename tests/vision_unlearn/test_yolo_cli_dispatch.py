@@ -377,3 +377,23 @@ def test_benchmark_groups_per_method(tmp_path: Path, capsys: pytest.CaptureFixtu
                        (["--groups", "finetune"], "finetune")):
         assert main([*base, *bad]) == 2
         assert named in capsys.readouterr().err
+
+
+def test_a_damaged_stored_detector_is_trained_again(tmp_path: Path) -> None:
+    from vision_unlearn.adapters.yolo import YoloAdapter, YoloModelSpec
+    from vision_unlearn.detection_benchmark import make_benchmark_config, toy_detection_data, train_detector
+
+    models = tmp_path / "models"
+    config = make_benchmark_config(image_size=64, overrides={"original": {"epochs": 1, "batch_size": 4}},
+                                   models_dir=str(models))
+    data = toy_detection_data(4, 0, 64)
+    adapter = YoloAdapter(YoloModelSpec("yolov8n.yaml", num_classes=data.num_classes, in_chans=1,
+                                        class_names=data.class_names, image_size=64))
+    first = train_detector(adapter, config, data, 0, "original")
+    (stored,) = models.glob("*.pt")
+    stored.write_bytes(b"not a checkpoint")
+    again = train_detector(adapter, config, data, 0, "original")
+    assert again.reused is None and stored.stat().st_size > 100
+    for key, value in first.state.items():
+        assert torch.equal(value, again.state[key])  # training is deterministic per key
+    assert train_detector(adapter, config, data, 0, "original").reused == str(stored)
