@@ -497,7 +497,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                             "(1 when not given)")
     bench.add_argument("--groups", action="append", default=[], metavar="METHOD=GROUP[,GROUP...]",
                        help="detector: parameter groups (backbone, neck, head) a method may update (repeatable; "
-                            "the preset restricts OFMU to neck,head)")
+                            "the preset restricts SCRUB and both OFMU variants to head)")
     bench.add_argument("--models-dir", default=None,
                        help="detector: keep trained original/retrained detectors here and reuse them when "
                             "everything their training depends on matches")

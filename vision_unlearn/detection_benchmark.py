@@ -42,7 +42,7 @@ import torch
 
 from rfo_bench.cli_support import add_command, make_parser, run_cli
 from rfo_bench.errors import UserInputError
-from vision_unlearn.adapters.yolo import YoloAdapter, YoloModelSpec
+from vision_unlearn.adapters.yolo import PARAMETER_GROUPS, YoloAdapter, YoloModelSpec
 from vision_unlearn.adapters.yolo_data import DetectionData
 from vision_unlearn.detection_forget import (
     DetectionForgetSplit,
@@ -62,9 +62,6 @@ from vision_unlearn.metrics.detection import (
 )
 
 logger = logging.getLogger(__name__)
-
-ALL_GROUPS = ("backbone", "neck", "head")
-"""The parameter groups of a YOLO detector (:meth:`YoloAdapter.set_trainable_groups`)."""
 
 TOY_CLASSES = ("needle", "sponge", "clamp")
 """Classes of the toy set (names from :mod:`rfo_bench.categories`)."""
@@ -496,9 +493,9 @@ class DetectionBenchmarkConfig:
         data, test_data: dataset paths instead of the toy set.
         heldout_data: images apart from the training and test images, whose loss under the current
             detector is the ascent ceiling of ``forget_loss_ceiling="heldout"`` for image requests
-            (:class:`~vision_unlearn.methods.grad_ascent.HeldoutCeiling`); the toy set draws
-            ``n_test`` of them itself. Without it a ``"heldout"`` ceiling resolves to none (recorded
-            per row as ``forget_loss_ceiling``).
+            (:class:`~vision_unlearn.methods.grad_ascent.HeldoutCeiling`; also ``"heldout_quantiles"``);
+            the toy set draws ``n_test`` of them itself. Without it a held-out ceiling resolves to
+            none (recorded per row as ``forget_loss_ceiling``).
         scenarios: forget requests; ``images:FRACTION`` forgets that share of the patients'
             images (drawn per seed) — the benchmark writes the id file itself.
         seeds: benchmark seeds (data order, initialisation, forget draw).
@@ -623,9 +620,9 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
         if name not in method_configs:
             raise UserInputError(f"this method is not benchmarked; methods: {', '.join(method_configs)}",
                                  field="--groups", value=name)
-        unknown = [g for g in chosen_groups if g not in ALL_GROUPS]
+        unknown = [g for g in chosen_groups if g not in PARAMETER_GROUPS]
         if unknown or not chosen_groups:
-            raise UserInputError(f"parameter groups are {', '.join(ALL_GROUPS)}", field="--groups",
+            raise UserInputError(f"parameter groups are {', '.join(PARAMETER_GROUPS)}", field="--groups",
                                  value=f"{name}={','.join(chosen_groups)}")
         method_groups[name] = tuple(chosen_groups)
     config_from_dict(config_class_of("retrain"), original, source="--set original")
@@ -781,7 +778,7 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
             rows.append({"seed": seed, "scenario": scenario, "method": "original", "seconds": original_run.seconds,
                          "cpu_seconds": original_run.cpu_seconds, "reused_model": original_run.reused,
                          **original_metrics})
-            adapter.set_trainable_groups(ALL_GROUPS)
+            adapter.set_trainable_groups(PARAMETER_GROUPS)
             references, retrain_rows = [], []
             for k in range(config.reference_retrains):
                 retrain_seed = seed + 1000 * k
@@ -807,7 +804,7 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                 if split.request.removes_images:
                     overrides = {**overrides, **config.sample_methods.get(name, {})}
                 adapter.model.load_state_dict(original_state)
-                adapter.set_trainable_groups(config.groups.get(name, ALL_GROUPS))
+                adapter.set_trainable_groups(config.groups.get(name, PARAMETER_GROUPS))
                 overrides = resolve_loss_ceiling(overrides, split.request.removes_images, heldout is not None,
                                                  strict=False)
                 try:
@@ -829,7 +826,7 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                              else float("nan"), "reference_retrains": config.reference_retrains, **spread,
                              **metrics, **{f"gap_{k}": v for k, v in gaps.items()}})
                 logger.info("seed %d %s %s: %s", seed, scenario, name, _brief(rows[-1]))
-            adapter.set_trainable_groups(ALL_GROUPS)
+            adapter.set_trainable_groups(PARAMETER_GROUPS)
             _write_results(out, config, rows, command)
     return _write_results(out, config, rows, command)
 

@@ -183,8 +183,8 @@ class HeldoutCeiling:
         rows = (torch.arange(self.batch_size) + step * self.batch_size) % self.size
         with self._eval_mode(adapter):
             losses = self._losses(adapter, rows, device)
-        self.value = self.momentum * float(self.value) + (1.0 - self.momentum) * float(losses.median())
         if not self.quantiles:
+            self.value = self.momentum * float(self.value) + (1.0 - self.momentum) * float(losses.median())
             return self.value
         assert self.quantile_values is not None
         current = torch.quantile(losses.double(), self.levels.double()).float()
