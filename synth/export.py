@@ -9,36 +9,28 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.errors import UserInputError
+from rfo_bench.output_dirs import staged_output_dir
+from rfo_bench.utils import atomic_write_text
 
 
 @contextmanager
-def staged_directory(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+def staged_directory(out: str | os.PathLike[str], overwrite: bool = False,
+                     tool: str = "rfo-synth") -> Iterator[Path]:
     """Yield an empty staging directory that replaces ``out`` on success and is deleted on failure.
 
+    Only an empty folder or one this toolkit wrote is replaced (see :mod:`rfo_bench.output_dirs`).
+
     Raises:
-        UserInputError: ``out`` exists, is not empty and ``overwrite`` is false.
+        UserInputError: ``out`` exists and is not empty and ``overwrite`` is false, or ``out`` is not a
+            folder this toolkit wrote.
     """
-    target = Path(out)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
-        raise UserInputError("output directory exists and is not empty (use --overwrite)", file=target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with staged_output_dir(out, tool, overwrite=overwrite) as staging:
         yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if target.exists():
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    os.replace(staging, target)
 
 
 def image_file_name(index: int) -> str:
@@ -58,8 +50,8 @@ def coco_document(images: list[dict[str, Any]], annotations: list[dict[str, Any]
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Deterministic JSON (sorted keys, 1-space indent, trailing newline)."""
-    path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    """Deterministic JSON (sorted keys, 1-space indent, trailing newline), written atomically."""
+    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
 
 
 def merge_coco(parts: list[dict[str, Any]]) -> dict[str, Any]:

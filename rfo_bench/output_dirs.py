@@ -1,0 +1,174 @@
+"""Output folders the toolkit may replace: only those it wrote itself.
+
+Every folder a command assembles is built in a hidden staging folder beside the destination and renamed
+into place when complete. Both carry an ownership marker (:data:`OWNER_MARKER`): which tool wrote the
+folder and the top-level entries it wrote. ``--overwrite`` replaces a destination only when
+
+- it does not exist, or is an empty folder, or
+- it is a real folder (not a link) holding a valid marker, and every top-level entry in it is one the
+  marker lists (a user's file added later keeps the folder from being deleted).
+
+Anything else (``/``, a home folder, a user's data folder, a file) is refused with one line naming the
+folder and why. Staging folders left by a killed run carry the marker with ``"state": "staging"`` and
+their process id; the next run that stages beside them removes them once that process is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rfo_bench.errors import UserInputError
+
+OWNER_MARKER = ".rfo-toolkit-output.json"
+"""File name of the ownership marker written into every folder the toolkit assembles."""
+
+_MARKER_MAX_BYTES = 1 << 20
+
+
+def read_marker(directory: Path) -> dict | None:
+    """The ownership marker of ``directory`` or ``None`` when absent, unreadable or not ours."""
+    marker = directory / OWNER_MARKER
+    try:
+        if marker.is_symlink() or not marker.is_file() or marker.stat().st_size > _MARKER_MAX_BYTES:
+            return None
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("tool"), str):
+        return None
+    entries = data.get("entries")
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        return None
+    return data
+
+
+def write_marker(directory: Path, tool: str, *, state: str = "complete") -> None:
+    """Record that ``tool`` wrote ``directory``, listing its current top-level entries."""
+    entries = sorted(p.name for p in directory.iterdir() if p.name != OWNER_MARKER)
+    payload = {"tool": tool, "state": state, "pid": os.getpid(), "entries": entries}
+    (directory / OWNER_MARKER).write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _is_protected(target: Path) -> bool:
+    """True for the file-system root, the home folder and any folder holding the working directory."""
+    resolved = target.resolve()
+    protected = {Path(resolved.anchor), Path.home().resolve()}
+    cwd = Path.cwd().resolve()
+    return resolved in protected or resolved == cwd or resolved in cwd.parents
+
+
+def why_not_replaceable(target: str | os.PathLike[str]) -> str | None:
+    """``None`` when ``target`` may be replaced by the toolkit, else the reason in a few words."""
+    path = Path(target)
+    if path.is_symlink():
+        return "it is a symbolic link"
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return "it is a file, not a folder this tool wrote"
+    if _is_protected(path):
+        return "it is the root, the home folder or a folder holding the working directory"
+    names = {p.name for p in path.iterdir()}
+    if not names:
+        return None
+    marker = read_marker(path)
+    if marker is None:
+        return "it was not written by this toolkit (no valid ownership marker)"
+    foreign = sorted(names - set(marker["entries"]) - {OWNER_MARKER})
+    if foreign:
+        return f"it holds entries this toolkit did not write: {', '.join(foreign[:5])}"
+    return None
+
+
+def check_output_dir(target: str | os.PathLike[str], *, overwrite: bool, flag: str = "--overwrite") -> None:
+    """Raise :class:`UserInputError` unless ``target`` can be written (and replaced if ``overwrite``).
+
+    A missing or empty folder is always fine. A non-empty one needs ``overwrite`` and must pass
+    :func:`why_not_replaceable`.
+    """
+    path = Path(target)
+    if path.is_symlink() or path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not overwrite:
+            raise UserInputError(f"output exists and is not empty (use {flag} to replace it)", file=path)
+        reason = why_not_replaceable(path)
+        if reason is not None:
+            raise UserInputError(f"refusing to replace: {reason}", file=path)
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(parent: Path, name: str) -> list[Path]:
+    """Remove staging folders for ``name`` in ``parent`` left by runs that are no longer alive."""
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for candidate in parent.glob(f".{name}.tmp-*"):
+        if candidate.is_symlink() or not candidate.is_dir():
+            continue
+        marker = read_marker(candidate)
+        if marker is None or marker.get("state") != "staging" or _pid_alive(marker.get("pid")):
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
+        removed.append(candidate)
+    return removed
+
+
+def replace_dir(staging: Path, target: Path, tool: str) -> None:
+    """Move a finished ``staging`` folder to ``target``, replacing a folder this toolkit wrote there."""
+    reason = why_not_replaceable(target)
+    if reason is not None:  # the destination changed while we worked
+        raise UserInputError(f"refusing to replace: {reason}", file=target)
+    write_marker(staging, tool)
+    old: Path | None = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_output_dir(out: str | os.PathLike[str], tool: str, *, overwrite: bool = False,
+                      flag: str = "--overwrite") -> Iterator[Path]:
+    """Yield an empty staging folder that replaces ``out`` on success and is deleted on failure.
+
+    Args:
+        out: the destination folder.
+        tool: the command that writes it, recorded in the ownership marker.
+        overwrite: replace an existing non-empty ``out`` (only one this toolkit wrote).
+        flag: the option named in the refusal message.
+
+    Raises:
+        UserInputError: ``out`` exists and may not be replaced (see :func:`check_output_dir`).
+    """
+    target = Path(out)
+    check_output_dir(target, overwrite=overwrite, flag=flag)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target.parent, target.name)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write_marker(staging, tool, state="staging")
+        yield staging
+        replace_dir(staging, target, tool)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
