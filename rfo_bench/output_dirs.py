@@ -101,6 +101,33 @@ def check_output_dir(target: str | os.PathLike[str], *, overwrite: bool, flag: s
             raise UserInputError(f"refusing to replace: {reason}", file=path)
 
 
+def require_writable(path: str | os.PathLike[str], *, field: str = "--out", is_dir: bool = True) -> None:
+    """Fail fast, before any computation, when ``path`` cannot be written.
+
+    Checks that ``path`` (a folder when ``is_dir``, else a file) is not the wrong kind of entry, that its
+    nearest existing ancestor is a folder, and that a file can be created there. Nothing is left behind.
+
+    Raises:
+        UserInputError: naming ``path``, ``field`` and the reason.
+    """
+    target = Path(path)
+    if target.exists():
+        if is_dir and not target.is_dir():
+            raise UserInputError("is a file, expected a folder", file=target, field=field)
+        if not is_dir and target.is_dir():
+            raise UserInputError("is a folder, expected a file", file=target, field=field)
+    probe_dir = target if is_dir and target.is_dir() else target.parent
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UserInputError(f"cannot be created: {probe_dir} is a file", file=target, field=field)
+    try:
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as err:
+        raise UserInputError(f"cannot be written: {err.strerror or err}", file=target, field=field) from err
+
+
 def _pid_alive(pid: object) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -162,6 +189,7 @@ def staged_output_dir(out: str | os.PathLike[str], tool: str, *, overwrite: bool
     """
     target = Path(out)
     check_output_dir(target, overwrite=overwrite, flag=flag)
+    require_writable(target, field="--out")
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target.parent, target.name)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))

@@ -66,6 +66,10 @@ def _method_config(name: str, config_file: str | None, overrides: Sequence[str])
 
 
 def _refuse_overwrite(paths: Sequence[Path], force: bool, resume: bool = False) -> None:
+    from rfo_bench.output_dirs import require_writable
+
+    for path in paths:  # fail before any computation when an output cannot be written
+        require_writable(path, is_dir=False)
     if force or resume:
         return
     for path in paths:
