@@ -35,7 +35,6 @@ import math
 import os
 import platform
 import shlex
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,9 +45,13 @@ import numpy as np
 
 from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import DetectionDataset
+from rfo_bench.output_dirs import claim_output_dir, release_output_dir, remove_owned
 from rfo_bench.utils import atomic_write_bytes, sha256_file, sha256_text
 
 logger = logging.getLogger(__name__)
+
+BENCHMARK_TOOL = "rfo-bench benchmark"
+"""The tool name recorded in the benchmark output folder's ownership marker."""
 
 ARMS = ("real", "real+physics", "real+diffusion", "synthetic_only")
 ARM_GENERATORS = {"real": (), "real+physics": ("physics",), "real+diffusion": ("diffusion",)}
@@ -399,8 +402,7 @@ def _write_background_pool(images: Sequence[tuple[str, np.ndarray]], directory: 
     from rfo_bench.categories import coco_categories
     from rfo_bench.io.images import write_png16
 
-    if directory.exists():
-        shutil.rmtree(directory)
+    remove_owned(directory)
     directory.mkdir(parents=True)
     entries = []
     for index, (stem, pixels) in enumerate(images, start=1):
@@ -479,8 +481,7 @@ def run_generator(
         logger.info("reusing synthetic set %s", out)
         return read_generated_set(annotations, entry.name)
     for directory in (out, work):
-        if directory.exists():
-            shutil.rmtree(directory)
+        remove_owned(directory)
     work.mkdir(parents=True)
     from synth.cli import main as synth_main
 
@@ -923,8 +924,7 @@ def run_benchmark(
     from rfo_bench.detectors.data import count_objects, require_trainable
     from rfo_bench.io.coco import read_coco
 
-    out = Path(out_dir or config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_dir(out_dir or config.out, BENCHMARK_TOOL)
     notes = _Notes()
     start = time.perf_counter()
     backgrounds: Path | None
@@ -1010,6 +1010,7 @@ def run_benchmark(
     atomic_write_bytes(json_path, json.dumps(_finite_or_none(summary), indent=2).encode("utf-8"))
     atomic_write_bytes(md_path, markdown.encode("utf-8"))
     atomic_write_bytes(out / "config.json", json.dumps(config.to_dict(), indent=2).encode("utf-8"))
+    release_output_dir(out, BENCHMARK_TOOL)
     logger.info("leaderboard written to %s (%.0f s)", md_path, summary["seconds"])
     return BenchmarkResult(out_dir=out, markdown_path=md_path, json_path=json_path, plot_path=plot_path,
                            summary=summary)

@@ -120,12 +120,72 @@ def require_writable(path: str | os.PathLike[str], *, field: str = "--out", is_d
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir():
-        raise UserInputError(f"cannot be created: {probe_dir} is a file", file=target, field=field)
+        raise UserInputError(f"not writable: {probe_dir} is a file, not a folder", file=target, field=field)
     try:
         with tempfile.TemporaryFile(dir=probe_dir):
             pass
     except OSError as err:
-        raise UserInputError(f"cannot be written: {err.strerror or err}", file=target, field=field) from err
+        raise UserInputError(f"not writable: {err.strerror or err}", file=target, field=field) from err
+
+
+def claim_output_dir(out: str | os.PathLike[str], tool: str) -> Path:
+    """Create ``out`` (or take it up again) for a command that fills and prunes it over several steps.
+
+    The folder must be new, empty, or one that ``tool`` claimed before (a resumed run): a command that
+    deletes stale results below its output folder may then only ever delete what it wrote itself. The
+    marker's entry list is refreshed by :func:`release_output_dir` when the command finishes.
+
+    Raises:
+        UserInputError: ``out`` holds other files, is a link, a file, or cannot be written.
+    """
+    target = Path(out)
+    require_writable(target, field="--out")
+    if target.is_symlink():
+        raise UserInputError("refusing to use a symbolic link as output folder", file=target)
+    if target.is_dir() and any(target.iterdir()):
+        marker = read_marker(target)
+        if marker is None or marker["tool"] != tool:
+            raise UserInputError(
+                f"output folder holds files {tool} did not write; choose a new or empty folder", file=target)
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    write_marker(target, tool, state="in-use")
+    return target
+
+
+def release_output_dir(out: str | os.PathLike[str], tool: str) -> None:
+    """Record the entries of a folder claimed by :func:`claim_output_dir` once the command has finished."""
+    write_marker(Path(out), tool)
+
+
+def _claimed_ancestor(path: Path) -> Path | None:
+    for parent in Path(os.path.abspath(path)).parents:
+        if read_marker(parent) is not None:
+            return parent
+    return None
+
+
+def remove_owned(path: str | os.PathLike[str], owner: str | os.PathLike[str] | None = None) -> None:
+    """Delete ``path``, a file or folder strictly below a folder this toolkit wrote or claimed.
+
+    Args:
+        path: what to delete; nothing happens when it does not exist.
+        owner: the claimed folder it must lie below; by default the nearest ancestor carrying a marker.
+
+    Raises:
+        UserInputError: no such owner, or ``path`` does not lie below it.
+    """
+    target = Path(path)
+    if not target.exists() and not target.is_symlink():
+        return
+    absolute = Path(os.path.abspath(target))
+    folder = _claimed_ancestor(target) if owner is None else Path(os.path.abspath(owner))
+    if folder is None or read_marker(folder) is None or absolute == folder or not absolute.is_relative_to(folder):
+        raise UserInputError("refusing to delete: it does not lie below a folder this toolkit wrote", file=target)
+    if target.is_symlink() or not target.is_dir():
+        target.unlink()
+    else:
+        shutil.rmtree(target)
 
 
 def _pid_alive(pid: object) -> bool:

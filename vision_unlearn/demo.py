@@ -14,7 +14,6 @@ import errno
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,11 +22,13 @@ from typing import Any
 
 from rfo_bench.errors import UserInputError
 from rfo_bench.html_report import Figure, Section, Table, render_html, render_markdown
+from rfo_bench.output_dirs import claim_output_dir, release_output_dir, remove_owned
 from rfo_bench.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
 STAGE_FILE = "stage.json"
+DEMO_TOOL = "vision-unlearn demo"
 
 
 @dataclass(frozen=True)
@@ -60,18 +61,6 @@ class Stage:
     title: str
     run: Callable[[DemoConfig, Path, dict[str, dict[str, Any]]], dict[str, Any]]
     section: Callable[[dict[str, Any], Path], Section]
-
-
-def check_writable_dir(out_dir: Path) -> None:
-    """Create ``out_dir`` or fail with a clear error if it cannot be written."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as err:
-        reason = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
-        raise UserInputError(f"output directory is not writable: {reason}", file=out_dir) from None
 
 
 def _stage_data(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -281,7 +270,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     out_dir = Path(config.out_dir)
-    check_writable_dir(out_dir)
+    claim_output_dir(out_dir, DEMO_TOOL)
     _write_json(out_dir / "run.json", {"config": asdict(config), "stages": [s.name for s in STAGES]})
     done = {} if config.force else load_stage_summaries(out_dir)
     status: dict[str, str] = {}
@@ -292,7 +281,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             logger.info("stage %s already finished; skipping (use --force to re-run)", stage.name)
             continue
         final_dir, partial_dir = out_dir / stage.name, out_dir / f"{stage.name}.partial"
-        shutil.rmtree(partial_dir, ignore_errors=True)
+        remove_owned(partial_dir, out_dir)
         partial_dir.mkdir(parents=True)
         logger.info("stage %s: %s", stage.name, stage.title)
         start = time.perf_counter()
@@ -305,9 +294,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         seconds[stage.name] = round(time.perf_counter() - start, 3)
         summary = {**summary, "seconds": seconds[stage.name]}
         _write_json(partial_dir / STAGE_FILE, summary)
-        shutil.rmtree(final_dir, ignore_errors=True)
+        remove_owned(final_dir, out_dir)
         os.replace(partial_dir, final_dir)
         done[stage.name] = summary
         status[stage.name] = "ran"
     report = build_report(out_dir)
+    release_output_dir(out_dir, DEMO_TOOL)
     return {"stages": status, "seconds": seconds, "report": {k: str(v) for k, v in report.items()}}

@@ -1,0 +1,151 @@
+"""The toolkit replaces or deletes only what it wrote itself (``rfo_bench.output_dirs``).
+
+The destructive cases are checked through the pure predicates only (``/`` and the home folder are
+never handed to a command that could delete them); the CLI cases use folders in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rfo_bench.errors import UserInputError
+from rfo_bench.output_dirs import (
+    OWNER_MARKER,
+    check_output_dir,
+    claim_output_dir,
+    release_output_dir,
+    remove_owned,
+    remove_stale_staging,
+    staged_output_dir,
+    why_not_replaceable,
+)
+from synth.cli import main as synth_main
+
+SYNTH = [str(Path(sys.executable).parent / "rfo-synth"), "physics", "--n", "1", "--size", "64", "--no-progress"]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("protected", ["/", "~", "."])
+def test_root_home_and_working_directory_are_never_replaceable(protected: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x").write_text("x")
+    path = Path(protected).expanduser()
+    assert why_not_replaceable(path) is not None
+    with pytest.raises(UserInputError, match="refusing to replace"):
+        check_output_dir(path, overwrite=True)
+
+
+def test_overwrite_of_a_foreign_folder_is_refused_and_the_folder_is_intact(tmp_path: Path) -> None:
+    foreign = tmp_path / "patients"
+    (foreign / "scans").mkdir(parents=True)
+    (foreign / "scans" / "004711.dcm").write_bytes(b"DICM" * 10)
+    (foreign / "notes.txt").write_text("keep me")
+    before = _tree(foreign)
+    result = subprocess.run([*SYNTH, "--out", str(foreign), "--overwrite"], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "refusing to replace" in result.stderr and str(foreign) in result.stderr
+    assert _tree(foreign) == before
+    assert not list(tmp_path.glob(".patients.tmp-*"))  # the staging folder is gone too
+
+
+def test_own_output_is_replaced_but_not_once_a_user_file_is_added(tmp_path: Path) -> None:
+    out = tmp_path / "synthetic"
+    assert synth_main(["physics", "--n", "1", "--size", "64", "--no-progress", "--out", str(out)]) == 0
+    marker = json.loads((out / OWNER_MARKER).read_text())
+    assert marker["tool"].startswith("rfo-synth") and "annotations.json" in marker["entries"]
+    assert synth_main(["physics", "--n", "1", "--size", "64", "--seed", "1", "--no-progress", "--out", str(out),
+                       "--overwrite"]) == 0
+    (out / "my_labels.csv").write_text("user work")
+    assert synth_main(["physics", "--n", "1", "--size", "64", "--no-progress", "--out", str(out),
+                       "--overwrite"]) == 2
+    assert (out / "my_labels.csv").read_text() == "user work"
+
+
+def test_a_link_to_an_own_output_is_not_followed(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    with staged_output_dir(real, "test") as staging:
+        (staging / "a.txt").write_text("a")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert why_not_replaceable(link) == "it is a symbolic link"
+    with pytest.raises(UserInputError):
+        check_output_dir(link, overwrite=True)
+    assert (real / "a.txt").read_text() == "a"
+
+
+def test_a_forged_marker_does_not_cover_unlisted_entries(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "study.dcm").write_bytes(b"x")
+    (folder / OWNER_MARKER).write_text(json.dumps({"tool": "rfo-synth", "entries": []}))
+    assert "did not write: study.dcm" in why_not_replaceable(folder)
+
+
+def test_a_failed_run_leaves_no_staging_and_the_old_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with staged_output_dir(out, "test") as staging:
+        (staging / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), staged_output_dir(out, "test", overwrite=True) as staging:
+        (staging / "new.txt").write_text("new")
+        raise RuntimeError("killed")
+    assert (out / "old.txt").read_text() == "old" and not (out / "new.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_staging_of_a_dead_run_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale, live, foreign = (tmp_path / f".out.tmp-{k}" for k in ("stale", "live", "foreign"))
+    for folder, pid in ((stale, dead_pid), (live, os.getpid())):
+        folder.mkdir()
+        (folder / "0000001.png").write_bytes(b"x")
+        (folder / OWNER_MARKER).write_text(json.dumps({"tool": "t", "state": "staging", "pid": pid,
+                                                       "entries": []}))
+    foreign.mkdir()  # looks like ours by name only: kept
+    assert remove_stale_staging(tmp_path, "out") == [stale]
+    assert not stale.exists() and live.exists() and foreign.exists()
+
+
+def test_claimed_folder_refuses_foreign_content_and_deletes_only_below_itself(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x.txt").write_text("x")
+    with pytest.raises(UserInputError, match="did not write"):
+        claim_output_dir(foreign, "rfo-bench benchmark")
+    run = claim_output_dir(tmp_path / "run", "rfo-bench benchmark")
+    assert claim_output_dir(run, "rfo-bench benchmark") == run  # a resumed run
+    with pytest.raises(UserInputError):
+        claim_output_dir(run, "vision-unlearn demo")  # another tool's folder
+    (run / "cache").mkdir()
+    (run / "cache" / "a.bin").write_bytes(b"a")
+    remove_owned(run / "cache")
+    assert not (run / "cache").exists()
+    with pytest.raises(UserInputError, match="refusing to delete"):
+        remove_owned(foreign / "x.txt")
+    with pytest.raises(UserInputError, match="refusing to delete"):
+        remove_owned(run)  # never the claimed folder itself
+    release_output_dir(run, "rfo-bench benchmark")
+    assert why_not_replaceable(run) is None
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    foreign = tmp_path / "study"
+    (foreign / "data").mkdir(parents=True)
+    (foreign / "data" / "scan.png").write_bytes(b"x")
+    exe = Path(sys.executable).parent / "vision-unlearn"
+    result = subprocess.run([str(exe), "demo", "--out", str(foreign)], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (foreign / "data" / "scan.png").read_bytes() == b"x"
