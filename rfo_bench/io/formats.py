@@ -156,10 +156,11 @@ def fill_image_sizes(dataset: DetectionDataset, *, missing_ok: bool = False) -> 
 def dicom_patient_key(path: Path) -> str | None:
     """The pseudonymous patient key of a DICOM file (as :attr:`LoadedImage.patient_key`), header only.
 
+    The key is the keyed HMAC of ``PatientID`` (:func:`rfo_bench.pseudonym.patient_pseudonym`).
     Returns None for non-DICOM or unreadable files and files without ``PatientID``.
     """
-    from rfo_bench.io.images import _PATIENT_SALT, _is_dicom
-    from rfo_bench.utils import sha256_text
+    from rfo_bench.io.images import _is_dicom
+    from rfo_bench.pseudonym import patient_pseudonym
 
     if not path.is_file() or not _is_dicom(path):
         return None
@@ -170,7 +171,7 @@ def dicom_patient_key(path: Path) -> str | None:
     except Exception:  # unreadable files are reported by the validator, not here
         return None
     patient_id = str(getattr(ds, "PatientID", "") or "").strip()
-    return sha256_text(f"{_PATIENT_SALT}:{patient_id}")[:16] if patient_id else None
+    return patient_pseudonym(patient_id) if patient_id else None
 
 
 def fill_patient_ids(dataset: DetectionDataset) -> DetectionDataset:
@@ -184,9 +185,10 @@ def fill_patient_ids(dataset: DetectionDataset) -> DetectionDataset:
     for record in dataset.images:
         if record.patient_id is None:
             try:
-                key = dicom_patient_key(dataset.resolve(record))
-            except UserInputError:
-                key = None
+                path = dataset.resolve(record)
+            except UserInputError:  # a path outside the root is reported by the validator
+                path = None
+            key = dicom_patient_key(path) if path is not None else None  # a bad pseudonym key still raises
             if key is not None:
                 record = replace(record, patient_id=key)
                 changed += 1

@@ -6,12 +6,18 @@ Convention: pixels come back as ``float32`` in ``[0, 1]``; bright = dense (MONOC
   maximum of the stored integer type (255 or 65535), so 16-bit precision is kept.
 * DICOM through pydicom: the modality LUT (rescale slope / intercept) is applied, then the VOI LUT or
   window when the file has one (``apply_window=True``), otherwise the stored-bits range is mapped to
-  ``[0, 1]``; MONOCHROME1 is inverted. Pixel spacing comes from ``PixelSpacing`` or
-  ``ImagerPixelSpacing``; when missing or zero (as in the real ``RG1_UNCR.dcm``) the documented default
-  :data:`DEFAULT_PIXEL_SPACING_MM` is used and a warning is logged.
+  ``[0, 1]``; MONOCHROME1 is inverted. The window is the first ``WindowCenter`` / ``WindowWidth`` pair
+  through ``VOILUTFunction`` (PS3.3 C.11.2.1.2: values below the window saturate to black, values above
+  to white); a missing, zero or negative width counts as no window. Pixel spacing comes from
+  ``PixelSpacing`` or ``ImagerPixelSpacing``; when missing or zero (as in the real ``RG1_UNCR.dcm``) the
+  documented default :data:`DEFAULT_PIXEL_SPACING_MM` is used and a warning is logged.
+
+Decompression bombs: a small file can claim a huge image (an RLE DICOM of 20000 x 20000 decodes to
+gigabytes). The size the header states is checked against :data:`MAX_IMAGE_PIXELS` before any pixel is
+decoded, and a larger image is refused with a :class:`~rfo_bench.errors.UserInputError`.
 
 No DICOM patient tag is ever returned; the patient id, needed for patient-level splits, is returned
-only as a salted SHA-256 pseudonym (:attr:`LoadedImage.patient_key`).
+only as a keyed pseudonym (:attr:`LoadedImage.patient_key`, see :mod:`rfo_bench.pseudonym`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from rfo_bench.errors import UserInputError
-from rfo_bench.utils import sha256_text
+from rfo_bench.utils import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +42,19 @@ DEFAULT_PIXEL_SPACING_MM = 0.2
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
 DICOM_SUFFIXES = (".dcm", ".dicom")
-_PATIENT_SALT = "rfo-toolkit/patient"
+
+MAX_IMAGE_PIXELS = 2**27
+"""Most pixel values (rows x columns x frames x samples per pixel) an image may state: 134 million.
+
+A large chest radiograph (4300 x 3500 pixels) holds 15 million, so this leaves nine-fold headroom,
+while the float pipeline of the reader (about 30 bytes per value at its peak) stays near 4 GB. It is
+below Pillow's own hard limit (``2 * PIL.Image.MAX_IMAGE_PIXELS``, 179 million), so by default one
+limit governs every format. Override it with ``$RFO_MAX_IMAGE_PIXELS`` or the ``max_pixels`` argument
+of :func:`read_image`; PNG / JPEG / TIFF files stay bound by Pillow's hard limit as well.
+"""
+
+MAX_PIXELS_ENV = "RFO_MAX_IMAGE_PIXELS"
+"""Environment variable that overrides :data:`MAX_IMAGE_PIXELS`."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +68,8 @@ class LoadedImage:
         bits_stored: bit depth of the stored samples (8, 12, 15, 16, ...).
         source: the path read.
         photometric: ``MONOCHROME1``/``MONOCHROME2``/``RGB`` as stored in the file (before inversion).
-        patient_key: pseudonymous patient key (SHA-256 of the DICOM PatientID) or ``None``.
+        patient_key: pseudonymous patient key (keyed HMAC of the DICOM PatientID, see
+            :func:`rfo_bench.pseudonym.patient_pseudonym`) or ``None``.
     """
 
     pixels: np.ndarray
@@ -76,32 +96,93 @@ def _is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_image(path: str | os.PathLike[str], *, as_gray: bool = True, apply_window: bool = True) -> LoadedImage:
+def size_limit(override: int | None, env: str, default: int) -> int:
+    """The size limit in force: ``override``, else the integer in ``$env``, else ``default``.
+
+    Raises:
+        UserInputError: a limit that is not a positive integer.
+    """
+    if override is not None:
+        value: object = override
+        where = {"field": "max_pixels"}
+    else:
+        value = os.environ.get(env)
+        where = {"field": env}
+        if not value:
+            return default
+    try:
+        limit = int(str(value).replace("_", ""))
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise UserInputError("size limit must be a positive integer", value=value, **where)
+    return limit
+
+
+def check_image_size(
+    dims: dict[str, int], limit: int, *, file: Path, field: str, env: str = MAX_PIXELS_ENV
+) -> None:
+    """Refuse an image whose stated size (product of ``dims``) exceeds ``limit`` values.
+
+    Args:
+        dims: named dimensions as the header states them, e.g. ``{"rows": 20000, "columns": 20000}``.
+        limit: the most values allowed (see :data:`MAX_IMAGE_PIXELS`).
+        file: the file, for the message.
+        field: the header field to name.
+        env: the environment variable that raises the limit, for the message.
+
+    Raises:
+        UserInputError: a non-positive dimension, or more than ``limit`` values.
+    """
+    if any(int(n) <= 0 for n in dims.values()):
+        raise UserInputError("image header states an empty size", file=file, field=field, value=dims)
+    total = int(np.prod([int(n) for n in dims.values()], dtype=object))
+    if total > limit:
+        shape = " x ".join(f"{n} {name}" for name, n in dims.items())
+        raise UserInputError(
+            f"image too large to decode: {shape} = {total:,} values, more than the limit of {limit:,} "
+            f"(a possible decompression bomb; set ${env} to allow more)", file=file, field=field,
+        )
+
+
+def read_image(
+    path: str | os.PathLike[str], *, as_gray: bool = True, apply_window: bool = True, max_pixels: int | None = None
+) -> LoadedImage:
     """Read a PNG, JPEG, TIFF or DICOM file into the toolkit's pixel convention.
 
     Args:
         path: the file.
         as_gray: convert RGB images to one channel (ITU-R 601 luma); grayscale stays ``(H, W)``.
         apply_window: for DICOM, apply the file's VOI LUT / window when present.
+        max_pixels: the most pixel values the header may state; default ``$RFO_MAX_IMAGE_PIXELS`` or
+            :data:`MAX_IMAGE_PIXELS`.
 
     Raises:
-        UserInputError: missing, truncated or non-image file, or DICOM without pixel data.
+        UserInputError: missing, truncated or non-image file, DICOM without pixel data, or an image
+            larger than the limit (checked before decoding).
     """
     file = Path(path)
+    limit = size_limit(max_pixels, MAX_PIXELS_ENV, MAX_IMAGE_PIXELS)
     if not file.exists():
         raise UserInputError("image file does not exist", file=file)
     if file.is_dir():
         raise UserInputError("expected an image file, got a directory", file=file)
     if _is_dicom(file):
-        return _read_dicom(file, apply_window=apply_window)
-    return _read_raster(file, as_gray=as_gray)
+        return _read_dicom(file, apply_window=apply_window, limit=limit)
+    return _read_raster(file, as_gray=as_gray, limit=limit)
 
 
-def _read_raster(file: Path, *, as_gray: bool) -> LoadedImage:
+def _read_raster(file: Path, *, as_gray: bool, limit: int) -> LoadedImage:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(file) as img:
+        with warnings.catch_warnings():
+            # Pillow warns above its soft limit; check_image_size below applies the toolkit's limit instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(file)
+        with opened as img:
+            check_image_size({"columns": img.width, "rows": img.height, "samples": len(img.getbands())}, limit,
+                             file=file, field="size")
             img.load()
             mode = img.mode
             if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
@@ -122,6 +203,11 @@ def _read_raster(file: Path, *, as_gray: bool) -> LoadedImage:
                 scale, bits = 255.0, 8
     except UnidentifiedImageError:
         raise UserInputError("not a readable image (unknown format)", file=file) from None
+    except Image.DecompressionBombError as err:
+        raise UserInputError(f"image too large to decode (Pillow's decompression-bomb limit): {err}",
+                             file=file, field="size") from None
+    except UserInputError:
+        raise
     except (OSError, SyntaxError, ValueError) as err:
         raise UserInputError(f"image is truncated or corrupt: {err}", file=file) from None
     pixels = np.clip(array.astype(np.float32) / np.float32(scale), 0.0, 1.0)
@@ -156,10 +242,105 @@ def _dicom_spacing(ds, file: Path) -> tuple[tuple[float, float], bool]:
     return (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM), True
 
 
-def _read_dicom(file: Path, *, apply_window: bool) -> LoadedImage:
+def voi_window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """The DICOM VOI window of ``values`` scaled to ``[0, 1]`` (0 = lowest output, 1 = highest).
+
+    PS3.3 C.11.2.1.2 and C.11.2.1.3: ``LINEAR`` maps values ``<= c - 0.5 - (w - 1) / 2`` to 0, values
+    ``> c - 0.5 + (w - 1) / 2`` to 1 and is linear between (``w = 1`` is a threshold at ``c - 0.5``);
+    ``LINEAR_EXACT`` is ``(x - c) / w + 0.5`` clipped; ``SIGMOID`` is ``1 / (1 + exp(-4 (x - c) / w))``.
+    A window entirely below the data therefore gives white, entirely above it black.
+
+    Args:
+        values: any-shaped array of modality values (after rescale slope / intercept).
+        center: window centre ``c``.
+        width: window width ``w``: at least 1 for ``LINEAR``, positive for the others.
+        function: ``VOILUTFunction``: ``LINEAR``, ``LINEAR_EXACT`` or ``SIGMOID``.
+
+    Returns:
+        ``float64`` array of the shape of ``values``.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if function == "LINEAR_EXACT":
+        out = (x - center) / width + 0.5
+    elif function == "SIGMOID":
+        with np.errstate(over="ignore"):
+            out = 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+    elif width == 1:
+        out = (x > center - 0.5).astype(np.float64)
+    else:
+        out = (x - (center - 0.5)) / (width - 1) + 0.5
+    return np.clip(out, 0.0, 1.0)
+
+
+def _first_number(value) -> float | None:
+    """The first value of a (possibly multi-valued) DICOM number, or None when absent or not a number."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
+        if len(value) == 0:
+            return None
+        value = value[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _dicom_window(ds, file: Path) -> tuple[float, float, str] | None:
+    """``(center, width, function)`` of the file's first window, or None when it has no usable one."""
+    raw_center, raw_width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if raw_center is None and raw_width is None:
+        return None
+    center, width = _first_number(raw_center), _first_number(raw_width)
+    function = str(ds.get("VOILUTFunction") or "LINEAR").strip().upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        logger.warning("%s: unknown VOILUTFunction %r; using LINEAR", file, function)
+        function = "LINEAR"
+    if center is None or width is None or not (width >= 1.0 if function == "LINEAR" else width > 0.0):
+        logger.warning("%s: WindowCenter/WindowWidth unusable (%r, %r); using the stored range instead",
+                       file, raw_center, raw_width)
+        return None
+    return center, width, function
+
+
+def _dicom_voi_lut(modality: np.ndarray, ds, file: Path) -> np.ndarray:
+    """The first VOI LUT of the file applied to ``modality``, scaled by the LUT's own output range."""
+    from pydicom.pixels import apply_voi
+
+    try:
+        descriptor = [int(v) for v in ds.VOILUTSequence[0].LUTDescriptor]
+        entries = np.arange(descriptor[1], descriptor[1] + (descriptor[0] or 2**16), dtype=np.int64)
+        table = apply_voi(entries, ds).astype(np.float64)
+        mapped = apply_voi(np.rint(modality).astype(np.int64), ds).astype(np.float64)
+    except Exception as err:  # pydicom raises several types for a malformed LUT
+        raise UserInputError(f"cannot apply the VOI LUT: {err}", file=file, field="VOILUTSequence") from None
+    lo, hi = float(table.min()), float(table.max())
+    return (mapped - lo) / (hi - lo) if hi > lo else np.zeros_like(mapped)
+
+
+def _check_dicom_size(ds, file: Path, limit: int) -> None:
+    """Refuse, before decoding, pixel data whose stated size exceeds ``limit`` values."""
+    dims = {}
+    for keyword, name in (("Rows", "rows"), ("Columns", "columns"), ("NumberOfFrames", "frames"),
+                          ("SamplesPerPixel", "samples")):
+        value = getattr(ds, keyword, None)
+        if value in (None, "") and keyword in ("NumberOfFrames", "SamplesPerPixel"):
+            value = 1
+        try:
+            dims[name] = int(value)
+        except (TypeError, ValueError):
+            raise UserInputError("DICOM header lacks a valid image size", file=file, field=keyword,
+                                 value=value) from None
+    check_image_size(dims, limit, file=file, field="Rows")
+
+
+def _read_dicom(file: Path, *, apply_window: bool, limit: int) -> LoadedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut
+
+    from rfo_bench.pseudonym import patient_pseudonym
 
     try:
         ds = pydicom.dcmread(file)
@@ -169,6 +350,7 @@ def _read_dicom(file: Path, *, apply_window: bool) -> LoadedImage:
         raise UserInputError(f"DICOM file is truncated or corrupt: {err}", file=file) from None
     if "PixelData" not in ds:
         raise UserInputError("DICOM file has no pixel data", file=file, field="PixelData")
+    _check_dicom_size(ds, file, limit)
     try:
         stored = ds.pixel_array
     except Exception as err:  # pydicom raises many types for unsupported transfer syntaxes
@@ -184,11 +366,11 @@ def _read_dicom(file: Path, *, apply_window: bool) -> LoadedImage:
                 "expected a single-frame grayscale DICOM", file=file, field="NumberOfFrames", value=stored.shape
             )
         modality = apply_modality_lut(stored, ds).astype(np.float64)
-        has_window = "WindowCenter" in ds or "VOILUTSequence" in ds
-        if apply_window and has_window:
-            windowed = apply_voi_lut(modality, ds).astype(np.float64)
-            lo, hi = float(windowed.min()), float(windowed.max())
-            pixels = (windowed - lo) / (hi - lo) if hi > lo else np.zeros_like(windowed)
+        window = _dicom_window(ds, file) if apply_window else None
+        if apply_window and ds.get("VOILUTSequence"):
+            pixels = _dicom_voi_lut(modality, ds, file)
+        elif window is not None:
+            pixels = voi_window(modality, *window)
         else:
             signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
             raw_lo = -(2 ** (bits_stored - 1)) if signed else 0
@@ -202,7 +384,7 @@ def _read_dicom(file: Path, *, apply_window: bool) -> LoadedImage:
             pixels = 1.0 - pixels
     spacing, is_default = _dicom_spacing(ds, file)
     patient_id = str(getattr(ds, "PatientID", "") or "").strip()
-    patient_key = sha256_text(f"{_PATIENT_SALT}:{patient_id}")[:16] if patient_id else None
+    patient_key = patient_pseudonym(patient_id) if patient_id else None
     return LoadedImage(
         pixels=np.ascontiguousarray(pixels.astype(np.float32)),
         pixel_spacing_mm=spacing,
@@ -278,23 +460,27 @@ def _quantise_uint16(pixels: np.ndarray, dtype: str) -> np.ndarray:
 def write_png16(path: str | os.PathLike[str], pixels: np.ndarray, compress_level: int = 1) -> Path:
     """Write a ``[0, 1]`` grayscale array as a 16-bit PNG (the inverse of :func:`read_image`).
 
+    The file is written atomically (temporary file + rename): a killed run never leaves a truncated PNG
+    under ``path``.
+
     Args:
         path: destination; parent directories are created.
         pixels: ``(H, W)`` float array in ``[0, 1]`` (values outside are clipped).
         compress_level: ISA-L level 0-3 (see :func:`encode_png16`).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(encode_png16(pixels, compress_level))
+    data = encode_png16(pixels, compress_level)
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(data)  # no fsync: rename is enough against a killed run, and synthesis writes many
     return target
 
 
 def write_png8(path: str | os.PathLike[str], pixels: np.ndarray) -> Path:
-    """Write a ``[0, 1]`` grayscale or RGB array as an 8-bit PNG (previews, figures)."""
+    """Write a ``[0, 1]`` grayscale or RGB array as an 8-bit PNG (previews, figures), atomically."""
     from PIL import Image
 
     array = np.round(np.clip(np.asarray(pixels, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(target, format="PNG")
+    with atomic_output(target) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
     return target

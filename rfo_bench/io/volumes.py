@@ -4,6 +4,10 @@
 ``nibabel.as_closest_canonical`` gives: axis 0 runs from the patient's left to right, axis 1 from
 posterior to anterior, axis 2 from inferior to superior (feet to head). A PA chest projection is
 therefore a sum over axis 1, displayed with axis 2 flipped so that the head is up.
+
+The shape the header states is checked against :data:`MAX_VOLUME_VOXELS` before any voxel is read, so
+that a small ``.nii.gz`` claiming a huge volume (a decompression bomb) is refused instead of exhausting
+memory.
 """
 
 from __future__ import annotations
@@ -15,6 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from rfo_bench.errors import UserInputError
+
+MAX_VOLUME_VOXELS = 2**29
+"""Most voxels a CT header may state: 537 million (2 GB of ``float32``), e.g. 512 x 512 x 2048 slices.
+
+A thin-slice chest CT holds about 512 x 512 x 600 = 157 million. Override it with
+``$RFO_MAX_VOLUME_VOXELS`` or the ``max_voxels`` argument of :func:`read_volume`.
+"""
+
+MAX_VOXELS_ENV = "RFO_MAX_VOLUME_VOXELS"
+"""Environment variable that overrides :data:`MAX_VOLUME_VOXELS`."""
 
 
 @dataclass(frozen=True)
@@ -57,14 +71,23 @@ def _raw_nifti_zooms(file: Path) -> tuple[float, ...] | None:
     return None
 
 
-def read_volume(path: str | os.PathLike[str]) -> Volume:
+def read_volume(path: str | os.PathLike[str], *, max_voxels: int | None = None) -> Volume:
     """Read a NIfTI CT (``.nii`` / ``.nii.gz``) as Hounsfield units in RAS+ order.
 
+    Args:
+        path: the file.
+        max_voxels: the most voxels the header may state; default ``$RFO_MAX_VOLUME_VOXELS`` or
+            :data:`MAX_VOLUME_VOXELS`.
+
     Raises:
-        UserInputError: missing or unreadable file, not 3-D, or missing / non-positive voxel spacing.
+        UserInputError: missing or unreadable file, not 3-D, missing / non-positive voxel spacing, or
+            more voxels than the limit (checked before the data are read).
     """
     import nibabel as nib
 
+    from rfo_bench.io.images import check_image_size, size_limit
+
+    limit = size_limit(max_voxels, MAX_VOXELS_ENV, MAX_VOLUME_VOXELS)
     file = Path(path)
     if not file.exists():
         raise UserInputError("CT volume does not exist", file=file)
@@ -78,6 +101,8 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
         raise UserInputError(f"not a readable NIfTI volume: {err}", file=file) from None
     if len(image.shape) != 3:
         raise UserInputError("expected a 3-D CT volume", file=file, field="shape", value=tuple(image.shape))
+    # nib.load reads only the header; the data are read by get_fdata (or by reorientation) below.
+    check_image_size(dict(zip(("x", "y", "z"), image.shape)), limit, file=file, field="dim", env=MAX_VOXELS_ENV)
     canonical = nib.as_closest_canonical(image)
     zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
     if not all(np.isfinite(z) and z > 0 for z in zooms):
