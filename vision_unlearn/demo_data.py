@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rfo_bench.io.coco import read_coco, write_coco
+from rfo_bench.output_dirs import remove_owned
 from rfo_bench.splits import split_dataset, split_summary
 
 
@@ -85,7 +86,7 @@ def synthesise_demo_data(stage_dir: Path, plan: DemoDataPlan, seed: int, radiogr
                            "patient_id": f"patient-{patient:03d}"})
         for ann in coco["annotations"]:
             annotations.append({**ann, "id": len(annotations) + 1, "image_id": id_map[ann["image_id"]]})
-        shutil.rmtree(stage_dir / f"raw_{mode}" / "images")
+        remove_owned(stage_dir / f"raw_{mode}" / "images")
     (merged / "annotations.json").write_text(json.dumps(
         {"images": images, "annotations": annotations, "categories": categories}, indent=1))
 

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rfo_bench.utils import atomic_output, atomic_write_text
+
 ADAM = {"optimizer": "adam", "weight_decay": 0.0, "batch_size": 16}
 
 
@@ -102,7 +104,7 @@ def train_and_evaluate_detector(stage_dir: Path, synth_dir: Path, plan: DemoMode
     seconds = _run(adapter, "retrain", _original_config(plan), train.select([0]), train, seed)
     adapter.save(stage_dir / "original.pt")
     results = predictions_json(adapter, test, gt_test)
-    (stage_dir / "predictions.json").write_text(json.dumps(results))
+    atomic_write_text(stage_dir / "predictions.json", json.dumps(results))
     predictions = read_coco_results(stage_dir / "predictions.json", gt_test)
     evaluation = evaluate_detailed(gt_test, predictions, EvalConfig(bootstrap=plan.bootstrap, seed=seed))
     write_report(evaluation, stage_dir / "eval", gt_test, predictions)
@@ -123,7 +125,7 @@ def _patient_request(train: Any, stage_dir: Path) -> tuple[str, str]:
         counts[patient] = counts.get(patient, 0) + int((train.box_image == row).sum())
     patient = max(sorted(counts), key=lambda p: counts[p])
     listing = stage_dir / "forget_patient_images.txt"
-    listing.write_text("".join(f"{s}\n" for s, p in zip(train.sample_ids, train.patient_ids) if p == patient))
+    atomic_write_text(listing, "".join(f"{s}\n" for s, p in zip(train.sample_ids, train.patient_ids) if p == patient))
     return f"images:{listing}", patient
 
 
@@ -147,7 +149,8 @@ def _draw_detections(path: Path, images: list[np.ndarray], detections: list[list
                 draw.rectangle([x0 + x1, y0 + y1, x0 + x2, y0 + y2], outline=(230, 60, 40), width=2)
                 draw.text((x0 + x1 + 2, y0 + max(y1 - 11, 0)), f"{class_names[int(cls)]} {score:.2f}",
                           fill=(230, 60, 40))
-    sheet.save(path)
+    with atomic_output(path) as tmp:
+        sheet.save(tmp)
 
 
 def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan: DemoModelPlan, seed: int,
@@ -204,7 +207,7 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
             titles.append(name)
         _draw_detections(stage_dir / f"detections_{scenario}.png", [train.images[i].numpy() for i in shown],
                          drawn, titles, adapter.class_names)
-    (stage_dir / "results.json").write_text(json.dumps(rows, indent=1, default=float))
+    atomic_write_text(stage_dir / "results.json", json.dumps(rows, indent=1, default=float))
     return {"requests": {"class": forget_class, "patient": patient}, "rows": rows,
             "figures": [f"detections_{s}.png" for s in requests],
             "audit_records": sorted(str(p.relative_to(stage_dir)) for p in (stage_dir / "audit").glob("*.json"))}

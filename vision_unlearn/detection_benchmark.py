@@ -42,6 +42,7 @@ import torch
 
 from rfo_bench.cli_support import add_command, make_parser, run_cli
 from rfo_bench.errors import UserInputError
+from rfo_bench.utils import atomic_output, atomic_write_text
 from vision_unlearn.adapters.yolo import PARAMETER_GROUPS, YoloAdapter, YoloModelSpec
 from vision_unlearn.adapters.yolo_data import DetectionData
 from vision_unlearn.detection_forget import (
@@ -643,7 +644,7 @@ def _image_request(fraction: float, train: DetectionData, seed: int, out: Path) 
     rng = np.random.default_rng(seed + 1000)
     chosen = set(rng.choice(patients, size=max(1, round(fraction * len(patients))), replace=False).tolist())
     listing = out / f"forget_images_seed{seed}.txt"
-    listing.write_text("".join(f"{s}\n" for s, p in zip(train.sample_ids, train.patient_ids) if p in chosen))
+    atomic_write_text(listing, "".join(f"{s}\n" for s, p in zip(train.sample_ids, train.patient_ids) if p in chosen))
     return f"images:{listing}"
 
 
@@ -987,7 +988,8 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:
         ax.set_title(scenario)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -996,8 +998,8 @@ def _write_results(out: Path, config: DetectionBenchmarkConfig, rows: list[dict[
                    command: str | None) -> dict[str, Any]:
     summary = summarise_rows(rows)
     results = {"config": asdict(config), "command": command, "rows": rows, "summary": summary}
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str, allow_nan=True) + "\n")
-    (out / "results.md").write_text(results_markdown(summary, command))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str, allow_nan=True) + "\n")
+    atomic_write_text(out / "results.md", results_markdown(summary, command))
     if summary:
         plot_summary(summary, out / "results.png")
     return results
@@ -1045,9 +1047,9 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     merged = merge_results(args.results)
-    (out / "results.json").write_text(json.dumps(merged, indent=2, default=str, allow_nan=True) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(merged, indent=2, default=str, allow_nan=True) + "\n")
     commands = "\n".join(c for c in merged["commands"] if c)
-    (out / "results.md").write_text(results_markdown(merged["summary"], commands or None))
+    atomic_write_text(out / "results.md", results_markdown(merged["summary"], commands or None))
     if merged["summary"]:
         plot_summary(merged["summary"], out / "results.png")
     print(results_markdown(merged["summary"], None))
