@@ -162,9 +162,11 @@ def test_reva_on_a_detector_aligns_forget_box_cells_to_the_background_prototype(
         method.compute_loss(adapter, forget, retain, state).loss.backward()
         optimizer.step()
     last = method.compute_loss(adapter, forget, retain, state)
-    # measured: align 21.5 -> 0.24 while the retain cells moved by keep = 1.1 (same normalisation)
+    # What is tested is a margin, not a value from one machine. Over five model and data seeds (a far larger
+    # perturbation than another CPU's rounding) four Adam steps left align at 0.008-0.025 of its start and
+    # moved the retain cells by keep = 0.05-0.072 of it: the bounds below hold with >= 4x and >= 2.8x margin.
     assert last.logs["align"] < 0.1 * first.logs["align"]
-    assert last.logs["keep"] < 0.1 * first.logs["align"]
+    assert last.logs["keep"] < 0.2 * first.logs["align"]
     # resume: the per-level state round-trips
     again = create_unlearner("reva", None, {})
     again.load_state_dict(method.state_dict())

@@ -104,6 +104,7 @@ def train_tiny(seed: int = 0) -> tuple[TinyAdapter, torch.Tensor, torch.Tensor]:
         loss.backward()
         optimizer.step()
     adapter.model.eval()
+    # Training seeds 0-7 all reach 100 % here (one wrong image of 60 would still pass).
     assert (adapter.predict(images).argmax(1) == labels).float().mean() > 0.95
     return adapter, images, labels
 
@@ -135,6 +136,9 @@ def test_steer_erases_the_class_with_zero_steps_and_restores_exactly(trained) ->
 
     steered = adapter.predict(test_images)
     held_forget, held_retain = test_labels == 2, test_labels != 2
+    # Margins, not one machine's values: over training seeds 0-7 (a larger perturbation than another CPU's
+    # rounding) the steered forget accuracy was 0.000, retain accuracy 1.000 before and after, and
+    # 97.5-100 % of retain inputs kept bit-identical logits (their gate is exactly 0; same arithmetic path).
     assert (steered.argmax(1)[held_forget] == 2).float().mean() <= 0.05
     original_retain_acc = (original.argmax(1)[held_retain] == test_labels[held_retain]).float().mean()
     steered_retain_acc = (steered.argmax(1)[held_retain] == test_labels[held_retain]).float().mean()
