@@ -459,7 +459,7 @@ def per_image_table(evaluation: Evaluation, gt: DetectionDataset, predictions: P
         counted = ~table.ignored[0, t50]
         # table image indices follow the sorted image ids; map them back to record order
         position = {int(image_id): k for k, image_id in enumerate(arrays.image_ids)}
-        record_of = np.array([position[r.image_id] for r in gt.images])
+        record_of = np.array([position[r.image_id] for r in gt.images], dtype=np.int64)
         tp_sorted = np.bincount(table.det_image[table.matched[0, t50] & counted], minlength=arrays.num_images)
         fp_sorted = np.bincount(table.det_image[~table.matched[0, t50] & counted], minlength=arrays.num_images)
         tp, fp = tp_sorted[record_of], fp_sorted[record_of]
@@ -472,33 +472,47 @@ def per_image_table(evaluation: Evaluation, gt: DetectionDataset, predictions: P
     for k, record in enumerate(gt.images):
         writer.writerow([
             record.file_name, record.image_id, record.patient_id or "", gt.stratum(record), len(record.objects),
-            int(detections[k]), "" if scores is None else f"{scores[k]:.6g}",
+            int(detections[k]), "" if scores is None or not np.isfinite(scores[k]) else f"{scores[k]:.6g}",
             "" if tp is None else int(tp[k]), "" if fp is None else int(fp[k]), "" if missed is None else int(missed[k]),
         ])
     return buffer.getvalue()
 
 
-def _error_examples(evaluation: Evaluation, gt: DetectionDataset, max_examples: int) -> list[tuple[str, int, tuple]]:
-    """Worst false positives (highest-scoring unmatched detections at IoU 0.5) and missed objects."""
+def _record_index(gt: DetectionDataset, image_ids: np.ndarray) -> np.ndarray:
+    """``(I,)`` position in ``gt.images`` of each image of a sorted ``image_ids`` (the COCO image order)."""
+    position = {r.image_id: k for k, r in enumerate(gt.images)}
+    return np.array([position[int(i)] for i in image_ids], dtype=np.int64)
+
+
+def error_examples(
+    evaluation: Evaluation, gt: DetectionDataset, max_examples: int
+) -> list[tuple[str, int, tuple[float, float, float, float]]]:
+    """Worst false positives (highest-scoring unmatched detections at IoU 0.5) and missed objects.
+
+    Returns:
+        ``(title, record index into gt.images, box x1 y1 x2 y2 in px)`` per panel of the error grid.
+    """
     table, arrays = evaluation.table, evaluation.arrays
-    examples: list[tuple[str, int, tuple]] = []
+    examples: list[tuple[str, int, tuple[float, float, float, float]]] = []
     if table is None or arrays is None:
         return examples
+    # the table's image indices follow the sorted image ids, not the order of gt.images
+    record_of = _record_index(gt, arrays.image_ids)
     t50 = int(np.where(table.iou_thresholds == 0.5)[0][0])
     fp = np.flatnonzero(~table.matched[0, t50] & ~table.ignored[0, t50])
     fp = fp[np.argsort(-table.det_score[fp], kind="stable")][:max_examples]
     for j in fp:
-        x, y, w, h = arrays.dt_xywh[table.det_source[j]]
-        examples.append((f"FP {table.det_score[j]:.2f}", int(table.det_image[j]), (x, y, x + w, y + h)))
+        x, y, w, h = (float(v) for v in arrays.dt_xywh[table.det_source[j]])
+        examples.append((f"FP {table.det_score[j]:.2f}", int(record_of[table.det_image[j]]), (x, y, x + w, y + h)))
     hit = np.zeros(arrays.gt_image.size, dtype=bool)
     rows = table.matched_gt[0, t50]
     hit[rows[rows >= 0]] = True
     missed = np.flatnonzero(~hit)
     missed = missed[np.argsort(-arrays.gt_area[missed], kind="stable")][:max_examples]
     for g in missed:
-        x, y, w, h = arrays.gt_xywh[g]
+        x, y, w, h = (float(v) for v in arrays.gt_xywh[g])
         name = gt.category(int(arrays.category_ids[arrays.gt_category[g]])).name
-        examples.append((f"missed {name}", int(arrays.gt_image[g]), (x, y, x + w, y + h)))
+        examples.append((f"missed {name}", int(record_of[arrays.gt_image[g]]), (x, y, x + w, y + h)))
     return examples
 
 
@@ -553,7 +567,7 @@ def write_plots(
         written["pr_curves"] = out / "pr_curves.png"
         fig.tight_layout()
         fig.savefig(written["pr_curves"], dpi=120)
-    examples = _error_examples(evaluation, gt, max_examples)
+    examples = error_examples(evaluation, gt, max_examples)
     if examples:
         from rfo_bench.io.images import read_image
 

@@ -2,7 +2,8 @@
 
 * COCO results: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`` (a dict with an
   ``annotations`` list is accepted too; a string ``image_id`` is matched as an image path). Boxes give COCO metrics; their centres are the FROC points.
-* Localization CSV: ``image_path,prediction`` with ``prob x y`` points separated by ``;`` (FROC only).
+* Localization CSV: ``image_path,prediction`` with ``prob x y`` points separated by ``;`` (a trailing
+  ``;`` is ignored) (FROC only).
 * Classification CSV: ``image_path,prediction`` with one probability per image (AUROC).
 
 Every entry is checked against the ground truth: an unknown image, an unknown category, a NaN or
@@ -24,8 +25,8 @@ import numpy as np
 
 from rfo_bench.errors import UserInputError
 from rfo_bench.io.coco import load_json
-from rfo_bench.io.records import DetectionDataset
-from rfo_bench.io.rfo_csv import _has_header, read_text_rows
+from rfo_bench.io.records import DetectionDataset, id_in_range
+from rfo_bench.io.rfo_csv import _has_header, read_text_rows, split_objects
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,11 @@ def read_coco_results(path: str | os.PathLike[str], gt: DetectionDataset) -> Pre
         if image is None:
             raise UserInputError("prediction for an image id that is not in the ground truth", file=file,
                                  field=f"{where}.image_id", value=entry["image_id"])
-        if entry["category_id"] not in known_categories or isinstance(entry["category_id"], bool):
+        category_id = entry["category_id"]
+        if isinstance(category_id, int) and not isinstance(category_id, bool) and not id_in_range(category_id):
+            raise UserInputError("category id does not fit a signed 64-bit integer", file=file,
+                                 field=f"{where}.category_id", value=category_id)
+        if category_id not in known_categories or isinstance(category_id, bool):
             raise UserInputError(
                 "unknown category id; the ground truth has " + ", ".join(str(c) for c in sorted(known_categories)),
                 file=file, field=f"{where}.category_id", value=entry["category_id"],
@@ -181,8 +186,7 @@ def read_localization_csv(path: str | os.PathLike[str], gt: DetectionDataset) ->
         if image is None:
             raise UserInputError("prediction for an image that is not in the ground truth", file=file,
                                  field=f"line {line}", value=row[0])
-        cell = row[1].strip()
-        for k, item in enumerate(cell.split(";") if cell else []):
+        for k, item in enumerate(split_objects(row[1])):
             parts = item.split()
             try:
                 triple = tuple(float(p) for p in parts)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rfo_bench.errors import UserInputError
-from rfo_bench.io.records import DetectionDataset, ImageRecord, RFOObject
+from rfo_bench.io.records import ID_RANGE, DetectionDataset, ImageRecord, RFOObject, id_in_range
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +26,9 @@ KINDS = (
     "malformed_entry", "mixed_conventions", "duplicate_image_id", "duplicate_file_name", "duplicate_annotation_id",
     "duplicate_category_id",
     "unknown_category", "degenerate_box", "box_outside_image", "path_escapes_root", "missing_image",
-    "unreadable_image", "size_mismatch",
+    "unreadable_image", "size_mismatch", "id_out_of_range",
 )
-_BLOCKING = ("duplicate_image_id", "duplicate_category_id", "unknown_category", "degenerate_box", "path_escapes_root")
+_BLOCKING = ("duplicate_image_id", "duplicate_category_id", "unknown_category", "degenerate_box", "id_out_of_range")
 EDGE_TOLERANCE_PX = 1e-6
 
 
@@ -55,10 +55,17 @@ def _degenerate(obj: RFOObject) -> str | None:
     return None
 
 
-def check_annotations(dataset: DetectionDataset) -> list[Problem]:
-    """Problems visible without opening any image."""
+def check_annotations(dataset: DetectionDataset, *, paths: bool = True) -> list[Problem]:
+    """Problems visible without opening any image.
+
+    Args:
+        dataset: the dataset.
+        paths: also check that every image path stays inside the dataset root (off for the evaluator,
+            which never opens an image).
+    """
     problems: list[Problem] = []
     known = {c.id for c in dataset.categories}
+    problems += _ids_out_of_range(dataset)
     for value, n in Counter(c.id for c in dataset.categories).items():
         if n > 1:
             problems.append(Problem("duplicate_category_id", f"category id {value}", f"category id used {n} times"))
@@ -73,10 +80,11 @@ def check_annotations(dataset: DetectionDataset) -> list[Problem]:
         if n > 1 and dataset.source.endswith(".json"):
             problems.append(Problem("duplicate_annotation_id", f"annotation id {value}", f"used {n} times"))
     for record in dataset.images:
-        try:
-            dataset.resolve(record)
-        except UserInputError as err:
-            problems.append(Problem("path_escapes_root", record.file_name, err.message))
+        if paths:
+            try:
+                dataset.resolve(record)
+            except UserInputError as err:
+                problems.append(Problem("path_escapes_root", record.file_name, err.message))
         for k, obj in enumerate(record.objects):
             where = f"{record.file_name} object {k + 1}"
             if obj.category_id not in known:
@@ -87,6 +95,25 @@ def check_annotations(dataset: DetectionDataset) -> list[Problem]:
                 problems.append(Problem("degenerate_box", where, reason))
             elif record.width and record.height:
                 problems += _outside(record, obj, where)
+    return problems
+
+
+def _ids_out_of_range(dataset: DetectionDataset) -> list[Problem]:
+    """Image and category ids that are not integers of :data:`~rfo_bench.io.records.ID_RANGE` (the
+    readers refuse them; a dataset built in code may hold them)."""
+    def bad(value: object) -> bool:
+        return isinstance(value, bool) or not isinstance(value, int) or not id_in_range(value)
+
+    expected = f"ids must be integers from {ID_RANGE[0]} to {ID_RANGE[1]}"
+    problems = [Problem("id_out_of_range", "categories.id", f"category id {c.id!r}: {expected}")
+                for c in dataset.categories if bad(c.id)]
+    for record in dataset.images:
+        if bad(record.image_id):
+            problems.append(Problem("id_out_of_range", f"{record.file_name} image_id",
+                                    f"image id {record.image_id!r}: {expected}"))
+        problems += [Problem("id_out_of_range", f"{record.file_name} object {k + 1}",
+                             f"category id {obj.category_id!r}: {expected}")
+                     for k, obj in enumerate(record.objects) if bad(obj.category_id)]
     return problems
 
 
@@ -175,9 +202,11 @@ def _split_message(message: str, file: str) -> tuple[str, str]:
 def require_valid_annotations(dataset: DetectionDataset) -> None:
     """Raise :class:`UserInputError` on the first problem that would make an evaluation wrong.
 
-    Blocking: duplicate image or category ids, unknown categories, degenerate boxes, paths escaping the root.
+    Blocking: duplicate image or category ids, ids out of range, unknown categories, degenerate boxes.
+    Image paths are not checked: the evaluation never opens an image (the error grid skips one it
+    may not read).
     """
-    for problem in check_annotations(dataset):
+    for problem in check_annotations(dataset, paths=False):
         if problem.kind in _BLOCKING:
             raise UserInputError(problem.message, file=dataset.source or None, field=problem.where)
         logger.warning("%s: %s", dataset.source, problem)

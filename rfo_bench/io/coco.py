@@ -4,8 +4,10 @@ Reading keeps what the evaluator and the converters need: images (``id``, ``file
 ``height`` and the optional ``patient_id``), annotations (``bbox`` in ``[x, y, w, h]``, a single-part
 ``segmentation`` polygon, the optional ``area``) and categories (``supercategory`` ``critical`` /
 ``non_critical`` sets the critical flag). Two extra keys round-trip the RFO shapes COCO cannot say:
-``annotations[].rfo_shape`` (``box`` / ``ellipse`` / ``polygon``) and ``images[].rfo_positive`` (an
-image-level label without boxes). Crowd annotations (``iscrowd: 1``) are refused: RFOs are countable.
+``annotations[].rfo_shape`` (``box`` / ``ellipse`` / ``polygon``), ``annotations[].rfo_object_id`` (the
+Hopkins ``<ID>`` of an object; COCO ``id`` values are renumbered to stay unique) and
+``images[].rfo_positive`` (an image-level label without boxes). Image and category ids must fit a
+signed 64-bit integer (what NumPy and pycocotools index with). Crowd annotations (``iscrowd: 1``) are refused: RFOs are countable.
 
 Structural problems (not json, a missing key, a malformed entry) raise :class:`UserInputError`
 naming the file and the entry, unless a ``problems`` list is given, in which case malformed entries
@@ -30,6 +32,7 @@ from rfo_bench.io.records import (
     ImageRecord,
     RFOObject,
     category_from_name,
+    id_in_range,
     polygon_bbox,
 )
 from rfo_bench.utils import atomic_write_bytes
@@ -58,6 +61,18 @@ def _number_list(value: Any) -> list[float] | None:
             return None
         out.append(float(v))
     return out
+
+
+def _too_large(entry: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first of ``keys`` holding an integer id outside :data:`ID_RANGE`, else None."""
+    for key in keys:
+        number = _int_id(entry.get(key))
+        if number is not None and not id_in_range(number):
+            return key
+    return None
+
+
+_RANGE_MESSAGE = "id does not fit a signed 64-bit integer"
 
 
 def _int_id(value: Any) -> int | None:
@@ -126,6 +141,9 @@ def coco_dict_to_dataset(
         if cid is None or not isinstance(name, str):
             _fail(problems, "category needs an integer `id` and a string `name`", file, f"categories[{i}]", entry)
             continue
+        if not id_in_range(cid):
+            _fail(problems, _RANGE_MESSAGE, file, f"categories[{i}].id", cid)
+            continue
         categories.append(category_from_name(cid, name, entry.get("supercategory")))
 
     objects: dict[int, list[RFOObject]] = {}
@@ -138,6 +156,10 @@ def coco_dict_to_dataset(
         if image_id is None or category_id is None:
             _fail(problems, "annotation needs integer `image_id` and `category_id`", file, where,
                   {k: ann.get(k) for k in ("image_id", "category_id")})
+            continue
+        bad = _too_large(ann, ("image_id", "category_id"))
+        if bad is not None:
+            _fail(problems, _RANGE_MESSAGE, file, f"{where}.{bad}", ann.get(bad))
             continue
         if ann.get("iscrowd", 0):
             _fail(problems, "crowd annotations (iscrowd=1) are not supported for RFOs", file, where, ann.get("id"))
@@ -170,6 +192,7 @@ def coco_dict_to_dataset(
             bbox_xyxy=(x, y, x + w, y + h), category_id=category_id, shape=shape,
             polygon_xy=polygon if shape == "polygon" else (), annotation_id=ann_id,
             source_area=float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) else None,
+            object_id=_int_id(ann.get("rfo_object_id")),
         )
         objects.setdefault(image_id, []).append(obj)
 
@@ -183,6 +206,9 @@ def coco_dict_to_dataset(
         if image_id is None or not isinstance(name, str) or not name:
             _fail(problems, "image needs an integer `id` and a `file_name`", file, where,
                   {k: entry.get(k) for k in ("id", "file_name")})
+            continue
+        if not id_in_range(image_id):
+            _fail(problems, _RANGE_MESSAGE, file, f"{where}.id", image_id)
             continue
         width, height = _int_id(entry.get("width")), _int_id(entry.get("height"))
         patient = entry.get("patient_id")
@@ -215,6 +241,8 @@ def object_to_coco(obj: RFOObject, image_id: int, annotation_id: int) -> dict[st
         "id": annotation_id, "image_id": image_id, "category_id": obj.category_id,
         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": obj.area, "iscrowd": 0, "rfo_shape": obj.shape,
     }
+    if obj.object_id is not None:
+        entry["rfo_object_id"] = obj.object_id
     if obj.shape == "polygon":
         entry["segmentation"] = [list(obj.polygon_xy)]
     elif obj.shape == "ellipse":
@@ -226,7 +254,8 @@ def object_to_coco(obj: RFOObject, image_id: int, annotation_id: int) -> dict[st
 
 def dataset_to_coco_dict(dataset: DetectionDataset, *, renumber_annotations: bool = True) -> dict[str, Any]:
     """The COCO dict of a dataset. Annotation ids are renumbered from 1 unless told otherwise
-    (pycocotools treats an annotation id of 0 as "unmatched")."""
+    (pycocotools treats an annotation id of 0 as "unmatched"); a Hopkins object id is kept as
+    ``rfo_object_id``."""
     images, annotations = [], []
     next_id = 1
     for record in dataset.images:

@@ -9,8 +9,10 @@ An object keeps the shape it was annotated with (``box``, ``ellipse`` inscribed 
 ``polygon``) because the FROC protocol of object-CXR / RFO Bench tests whether a predicted point lies
 inside that shape, not inside its bounding box.
 
-Image paths are stored relative to the dataset root as POSIX strings; :meth:`DetectionDataset.resolve`
-refuses any path that would leave the root (``../``, absolute paths, symbolic links pointing out).
+Image paths are stored relative to the dataset root as POSIX strings (or absolute, as a file gave them);
+:meth:`DetectionDataset.resolve` refuses any path that would leave the root (``../``, an absolute path
+elsewhere) and so never opens a file outside it. Reading annotations never resolves paths: the evaluator
+accepts any path and matches predictions by name.
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ from rfo_bench.errors import UserInputError
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 SHAPE_KINDS = ("box", "ellipse", "polygon")
 """Annotation shapes: an axis-aligned box, the ellipse inscribed in that box, or a closed polygon."""
+
+ID_RANGE = (-(2**63), 2**63 - 1)
+"""Inclusive range of image and category ids: a signed 64-bit integer."""
+
+
+def id_in_range(value: int) -> bool:
+    """Whether an integer id fits :data:`ID_RANGE`."""
+    return ID_RANGE[0] <= value <= ID_RANGE[1]
+
 
 STRATA = ("critical", "non_critical", "none")
 """Image strata used for stratified splits and results: has a critical RFO / only non-critical / none."""
@@ -76,6 +87,9 @@ class RFOObject:
         annotation_id: id from the source file, when it had one.
         source_area: the ``area`` the source file stated (COCO), used by the COCO size ranges
             exactly as pycocotools uses it; None = computed from the shape.
+        object_id: the Hopkins ``<ID>`` of ``<ID>_<type>_<shape>``, kept through COCO (as
+            ``annotations[].rfo_object_id``, since COCO ids must be unique and are renumbered) and
+            written back to a Hopkins CSV; None when the source had none.
     """
 
     bbox_xyxy: tuple[float, float, float, float]
@@ -84,6 +98,7 @@ class RFOObject:
     polygon_xy: tuple[float, ...] = ()
     annotation_id: int | None = None
     source_area: float | None = None
+    object_id: int | None = None
 
     @property
     def width(self) -> float:
@@ -119,7 +134,7 @@ class ImageRecord:
     """One image and its annotations.
 
     Attributes:
-        file_name: POSIX path relative to the dataset root.
+        file_name: POSIX path relative to the dataset root, or absolute (see :func:`resolve_inside`).
         image_id: positive integer id (COCO ``images[].id``).
         width: image width in pixels (columns), None when not known without reading the image.
         height: image height in pixels (rows), None when unknown.
@@ -218,19 +233,29 @@ class DetectionDataset:
 def resolve_inside(root: Path, name: str, *, source: str | None = None) -> Path:
     """``root / name`` resolved, or :class:`UserInputError` when it escapes ``root``.
 
-    Absolute names and ``..`` components that climb out are refused. The check is on the path as
-    written (normalised, symbolic links not followed): a link the dataset owner placed inside the root,
-    as the YOLO layout's image links, is allowed.
+    A relative name is taken relative to ``root``; ``..`` components that climb out are refused. An
+    absolute name (the Hopkins CSV writes ``/path/#####.jpg``) is used as is when it lies inside
+    ``root``: ``--root /`` (or any folder above the images) allows such paths, the default root (the
+    annotation file's folder) refuses those that point elsewhere. The check is on the path as written
+    (normalised, symbolic links not followed): a link the dataset owner placed inside the root, as the
+    YOLO layout's image links, is allowed.
     """
-    if not name or os.path.isabs(name) or name.startswith("/") or _DRIVE.match(name):
-        raise UserInputError(
-            "image path must be relative to the dataset root", file=source or None, field="file_name", value=name
-        )
     base = os.path.abspath(root)
-    target = os.path.normpath(os.path.join(base, name))
+    if not name or (_DRIVE.match(name) and not os.path.isabs(name)):
+        raise UserInputError(
+            "image path must be relative to the dataset root or absolute on this system", file=source or None,
+            field="file_name", value=name,
+        )
+    if os.path.isabs(name):
+        target = os.path.normpath(name)
+        hint = "; refused (pass --root / or a folder above the images to read absolute paths)"
+    else:
+        target = os.path.normpath(os.path.join(base, name))
+        hint = "; refused"
     if not (target == base or target.startswith(base.rstrip(os.sep) + os.sep)):
         raise UserInputError(
-            f"image path escapes the dataset root {root}; refused", file=source or None, field="file_name", value=name
+            f"image path lies outside the dataset root {root}{hint}", file=source or None, field="file_name",
+            value=name,
         )
     return Path(target)
 

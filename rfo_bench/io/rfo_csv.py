@@ -1,6 +1,7 @@
 """The object-CXR / Hopkins RFO Bench ground-truth CSV: ``image_path,annotation``.
 
-One row per image; the annotation holds ``;``-separated objects and is empty for a negative image.
+One row per image; the annotation holds ``;``-separated objects (a trailing ``;``, as in the Hopkins
+README, is ignored) and is empty for a negative image.
 Two object conventions exist:
 
 * **object-CXR** (JF Healthcare): ``<shape> coords`` with shape ``0`` box ``x1 y1 x2 y2``, ``1``
@@ -102,10 +103,22 @@ def parse_object(
         if len(coords) != 4:
             raise UserInputError(f"a {shape} needs 4 numbers x1 y1 x2 y2", file=file, field=where, value=text)
         x1, y1, x2, y2 = coords
-        return RFOObject((x1, y1, x2, y2), category_id, shape, (), ann_id), used
+        return RFOObject((x1, y1, x2, y2), category_id, shape, (), ann_id, object_id=ann_id), used
     if len(coords) < 6 or len(coords) % 2:
         raise UserInputError("a polygon needs at least 3 x y pairs", file=file, field=where, value=text)
-    return RFOObject(polygon_bbox(coords), category_id, "polygon", tuple(coords), ann_id), used
+    return RFOObject(polygon_bbox(coords), category_id, "polygon", tuple(coords), ann_id, object_id=ann_id), used
+
+
+def split_objects(cell: str) -> list[str]:
+    """The ``;``-separated items of an annotation or prediction cell, without empty trailing items.
+
+    The Hopkins README ends its example annotation with ``;``; an empty item between two others is
+    kept (and refused by the parser).
+    """
+    items = cell.strip().split(";") if cell.strip() else []
+    while items and not items[-1].strip():
+        items.pop()
+    return items
 
 
 def read_rfo_csv(
@@ -155,7 +168,7 @@ def read_rfo_csv(
                 raise UserInputError("empty image path", file=file, field=f"line {line}")
             annotation = row[ann_col].strip() if len(row) > ann_col else ""
             objects = []
-            for k, text in enumerate(annotation.split(";") if annotation else []):
+            for k, text in enumerate(split_objects(annotation)):
                 obj, conv = parse_object(text, convention, file=file, line=line, object_index=k)
                 used[conv] = used.get(conv, line)
                 objects.append(obj)
@@ -213,7 +226,7 @@ def format_object(dataset: DetectionDataset, obj: RFOObject, convention: str, in
     if convention == "hopkins":
         critical = dataset.is_critical(obj)
         shape = "0" if obj.shape == "box" else "1"
-        ident = obj.annotation_id if obj.annotation_id is not None else index
+        ident = next((i for i in (obj.object_id, obj.annotation_id) if i is not None), index)
         return f"{ident}_{0 if critical is False else 1}_{shape} {numbers}"
     shape = {"box": "0", "ellipse": "1", "polygon": "2"}[obj.shape]
     return f"{shape} {numbers}"

@@ -4,7 +4,8 @@ The numbers are those of ``pycocotools.cocoeval.COCOeval`` (``iouType="bbox"``, 
 bit for bit: the same IoU formula (``maskUtils.iou`` in float64), the same greedy matching (detections
 by descending score with a stable sort, each ground truth matched once, the last ground truth of
 maximal IoU wins, non-ignored ground truths first), the same 101-point interpolated precision and the
-same averages. Tests compare all of this with pycocotools and faster-coco-eval on randomised cases.
+same averages. Crowd ground truths (``iscrowd=1``) are handled as pycocotools does: always ignored,
+their IoU is the intersection over the detection's area, and any number of detections may match one. Tests compare all of this with pycocotools and faster-coco-eval on randomised cases.
 
 Why re-implement: a confidence interval needs AP on hundreds of resampled image sets. pycocotools
 computes the matching per image and throws it away in ``accumulate``; here :func:`match_detections`
@@ -16,7 +17,8 @@ libraries are :func:`reference_coco_eval`. faster-coco-eval computes precision a
 without pycocotools' ``+ np.spacing(1)`` and averages in another order, so its numbers differ from
 pycocotools (and from this module) in the last bits only (<= 1e-12 in the tests).
 
-Limitations (shared with how :mod:`rfo_bench` uses COCO): no crowd annotations, ``useCats=1``.
+Limitations: ``useCats=1`` and boxes only (no segmentation masks). :mod:`rfo_bench`'s own readers refuse
+crowd annotations (RFOs are countable), so the crowd path serves COCO dicts passed in directly.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class CocoArrays:
         dt_category: ``(D,)`` index into ``category_ids``.
         dt_xywh: ``(D, 4)`` float64 boxes.
         dt_score: ``(D,)`` float64 confidences.
+        gt_crowd: ``(G,)`` bool COCO ``iscrowd`` of each ground-truth box; None = no crowd box.
     """
 
     image_ids: np.ndarray
@@ -68,6 +71,7 @@ class CocoArrays:
     dt_category: np.ndarray
     dt_xywh: np.ndarray
     dt_score: np.ndarray
+    gt_crowd: np.ndarray | None = None
 
     @property
     def num_images(self) -> int:
@@ -77,7 +81,8 @@ class CocoArrays:
 def coco_arrays(gt: dict[str, Any], results: list[dict[str, Any]]) -> CocoArrays:
     """:class:`CocoArrays` from a COCO ground-truth dict and a results list (already validated).
 
-    Detections of categories absent from the ground truth are dropped, as pycocotools does.
+    Detections of categories absent from the ground truth are dropped, as pycocotools does; an
+    annotation with a true ``iscrowd`` is a crowd box (see :func:`match_detections`).
     """
     image_ids = np.unique(np.array([im["id"] for im in gt["images"]], dtype=np.int64))
     category_ids = np.unique(np.array([c["id"] for c in gt["categories"]], dtype=np.int64))
@@ -87,6 +92,7 @@ def coco_arrays(gt: dict[str, Any], results: list[dict[str, Any]]) -> CocoArrays
     gt_cat = np.searchsorted(category_ids, gt_cat_id)
     gt_xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
     gt_area = np.array([a["area"] for a in anns], dtype=np.float64)
+    gt_crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
     dt_cat_id = np.array([r["category_id"] for r in results], dtype=np.int64)
     keep = np.isin(dt_cat_id, category_ids)
     kept = [r for r, k in zip(results, keep) if k]
@@ -97,6 +103,7 @@ def coco_arrays(gt: dict[str, Any], results: list[dict[str, Any]]) -> CocoArrays
         dt_image=dt_img.astype(np.int64), dt_category=np.searchsorted(category_ids, dt_cat_id[keep]).astype(np.int64),
         dt_xywh=np.array([r["bbox"] for r in kept], dtype=np.float64).reshape(-1, 4),
         dt_score=np.array([r["score"] for r in kept], dtype=np.float64),
+        gt_crowd=gt_crowd if gt_crowd.any() else None,
     )
 
 
@@ -140,11 +147,12 @@ class MatchTable:
         return int(self.gt_count.shape[1])
 
 
-def box_iou_xywh(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
+def box_iou_xywh(dt: np.ndarray, gt: np.ndarray, gt_crowd: np.ndarray | None = None) -> np.ndarray:
     """IoU of ``dt (..., D, 4)`` and ``gt (..., G, 4)`` ``[x, y, w, h]`` boxes as ``(..., D, G)``.
 
-    Same float64 operations and order as ``pycocotools.mask.iou`` (non-crowd), so ties and exact
-    threshold hits resolve identically.
+    Same float64 operations and order as ``pycocotools.mask.iou``, so ties and exact threshold hits
+    resolve identically. For a crowd ground truth (``gt_crowd (..., G)`` true) the "union" is the
+    detection's area: the share of the detection inside the crowd region.
     """
     dx, dy, dw, dh = (dt[..., :, None, i] for i in range(4))
     gx, gy, gw, gh = (gt[..., None, :, i] for i in range(4))
@@ -152,6 +160,8 @@ def box_iou_xywh(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
     h = np.minimum(dh + dy, gh + gy) - np.maximum(dy, gy)
     inter = w * h
     union = dw * dh + gw * gh - inter
+    if gt_crowd is not None:
+        union = np.where(gt_crowd[..., None, :], dw * dh, union)
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = inter / union
     return np.where((w > 0) & (h > 0), iou, 0.0)
@@ -180,6 +190,9 @@ def match_detections(
 ) -> MatchTable:
     """Greedy COCO matching of every (image, category) pair, vectorised over pairs, area ranges and IoU thresholds.
 
+    Crowd ground truths are ignored in every area range, never counted, and stay available after a
+    match (several detections may match one crowd box); a detection matched to one is ignored.
+
     Args:
         data: ground truth and detections.
         iou_thresholds: ``(T,)`` IoU thresholds.
@@ -197,6 +210,8 @@ def match_detections(
 
     # Ground-truth counts per area range, category and image (non-ignored = area inside the range).
     gt_in = (data.gt_area[None, :] >= lo[:, None]) & (data.gt_area[None, :] <= hi[:, None])  # (A, G)
+    if data.gt_crowd is not None:
+        gt_in &= ~data.gt_crowd[None, :]
     gt_count = np.zeros((num_a, num_k, num_i), dtype=np.int64)
     for a in range(num_a):
         np.add.at(gt_count[a], (data.gt_category[gt_in[a]], data.gt_image[gt_in[a]]), 1)
@@ -255,7 +270,8 @@ def _match_bucket(
     g_valid = np.arange(g_max)[None, :] < g_num[:, None]
     g_rows = gt_order[np.minimum(g_start[:, None] + np.arange(g_max)[None, :], gt_order.size - 1)]  # (P, G)
     d_rows = det_idx[np.where(d_valid, d_pos, det_start[members][:, None])]  # (P, D)
-    iou = box_iou_xywh(data.dt_xywh[d_rows], data.gt_xywh[g_rows])  # (P, D, G)
+    crowd = None if data.gt_crowd is None else data.gt_crowd[g_rows] & g_valid  # (P, G)
+    iou = box_iou_xywh(data.dt_xywh[d_rows], data.gt_xywh[g_rows], crowd)  # (P, D, G)
     non_ignored = gt_in[:, g_rows] & g_valid[None]  # (A, P, G)
     ignored_gt = ~gt_in[:, g_rows] & g_valid[None]
     num_a, num_t = gt_in.shape[0], thr.shape[0]
@@ -270,7 +286,11 @@ def _match_bucket(
         hit = (any_n | any_i) & d_valid[None, None, :, d]
         chosen = np.where(any_n, best_n, best_i)
         a_idx, t_idx, p_idx = np.nonzero(hit)
-        taken[a_idx, t_idx, p_idx, chosen[a_idx, t_idx, p_idx]] = True
+        g_idx = chosen[a_idx, t_idx, p_idx]
+        if crowd is not None:  # a crowd box stays available to later detections
+            keep = ~crowd[p_idx, g_idx]
+            a_idx, t_idx, p_idx, g_idx = a_idx[keep], t_idx[keep], p_idx[keep], g_idx[keep]
+        taken[a_idx, t_idx, p_idx, g_idx] = True
         pos = d_pos[:, d]
         valid = d_valid[:, d]
         matched[:, :, pos[valid]] = hit[:, :, rows[valid]]

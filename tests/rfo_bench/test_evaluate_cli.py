@@ -45,7 +45,9 @@ def test_evaluate_report_matches_components(small_set):
     report = evaluate(gt, read_predictions(root / "pred.json", gt), EvalConfig(bootstrap=200, seed=1))
     reference = ce.reference_coco_eval(gt_dict, preds, "pycocotools")
     assert set(report["coco"]) == REQUIRED_COCO
-    assert report["coco"] == reference.stats
+    # two float64 code paths of the same formulas: equal up to rounding (see test_coco_eval)
+    np.testing.assert_allclose([report["coco"][k] for k in ce.STAT_NAMES], [reference.stats[k] for k in ce.STAT_NAMES],
+                               rtol=0, atol=1e-12)
     assert set(report["per_category"]) == {"sponge", "chain"}
     assert set(report["strata"]) == {"critical", "non_critical"}
     assert report["froc"]["fps_per_image"] == [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
@@ -282,3 +284,87 @@ def test_cli_kfold_and_yolo_from_split_file(small_set):
     assert config["path"] == str((root / "yolo").resolve()) and config["names"] == {0: "sponge", 1: "chain"}
     n_val = len(list((root / "yolo" / "labels" / "val").glob("*.txt")))
     assert n_val == len(manifest["folds"][0]["test"])
+
+
+@pytest.mark.parametrize("shift", [-1.0, 5.0])
+def test_report_auroc_invariant_to_a_constant_score_shift(small_set, shift):
+    root, _, preds = small_set
+    gt = read_coco(root / "gt.json")
+    # images 0 and 3 get no detection at all
+    kept = [p for p in preds if p["image_id"] not in (1, 4)]
+    (root / "p.json").write_text(json.dumps(kept))
+    (root / "shifted.json").write_text(json.dumps([{**p, "score": p["score"] + shift} for p in kept]))
+    config = EvalConfig(bootstrap=100, seed=2)
+    base = evaluate(gt, read_predictions(root / "p.json", gt), config)
+    shifted = evaluate(gt, read_predictions(root / "shifted.json", gt), config)
+    assert shifted["auroc"] == pytest.approx(base["auroc"], rel=0, abs=1e-12)
+    np.testing.assert_allclose(shifted["ci95"]["auroc"], base["ci95"]["auroc"], rtol=0, atol=1e-12)
+
+
+def test_error_grid_boxes_belong_to_their_image_when_ids_are_not_in_file_order(tmp_path):
+    from rfo_bench.evaluate import error_examples, evaluate_detailed
+
+    # images listed with ids 30, 10, 20: COCO order (sorted ids) differs from file order
+    images, anns, preds = [], [], []
+    for k, image_id in enumerate((30, 10, 20)):
+        images.append({"id": image_id, "file_name": f"im{image_id}.png", "width": 60, "height": 40})
+        x = 5 + 10 * k
+        anns.append({"id": k + 1, "image_id": image_id, "category_id": 1, "bbox": [x, 5, 8, 6 + k], "area": 1,
+                     "iscrowd": 0})
+        preds.append({"image_id": image_id, "category_id": 1, "bbox": [40, 20 + k, 5, 5], "score": 0.9 - k / 10})
+    (tmp_path / "gt.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                  "categories": [{"id": 1, "name": "sponge"}]}))
+    (tmp_path / "pred.json").write_text(json.dumps(preds))
+    gt = read_coco(tmp_path / "gt.json")
+    evaluation = evaluate_detailed(gt, read_predictions(tmp_path / "pred.json", gt), EvalConfig(bootstrap=0))
+    examples = error_examples(evaluation, gt, max_examples=8)
+    assert sorted(title.split()[0] for title, _, _ in examples) == ["FP"] * 3 + ["missed"] * 3
+    for title, index, (x1, y1, x2, y2) in examples:
+        record = gt.images[index]
+        if title.startswith("missed"):
+            assert [o.bbox_xyxy for o in record.objects] == [(x1, y1, x2, y2)]
+        else:
+            own = [p["bbox"] for p in preds if p["image_id"] == record.image_id]
+            assert own == [[x1, y1, x2 - x1, y2 - y1]]
+
+
+def test_eval_accepts_the_hopkins_readme_format(tmp_path, capsys):
+    # absolute paths as in the Hopkins README (`/path/#####.jpg`, never opened by eval) and a
+    # trailing `;` after the last object and the last prediction
+    (tmp_path / "gt.csv").write_text("image_path,annotation\n/path/00001.jpg,1_1_0 10 10 30 30;\n"
+                                     "/path/00002.jpg,\n/path/00003.jpg,2_0_1 50 50 70 50 60 70;\n")
+    (tmp_path / "loc.csv").write_text("image_path,prediction\n/path/00001.jpg,0.9 20 20;0.2 90 90;\n"
+                                      "/path/00002.jpg,0.4 5 5;\n/path/00003.jpg,0.8 60 58;\n")
+    out = tmp_path / "out"
+    code = main(["eval", "--gt", str(tmp_path / "gt.csv"), "--pred", str(tmp_path / "loc.csv"), "--out", str(out),
+                 "--bootstrap", "0", "--no-plots"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"] == {"images": 3, "positive_images": 2, "critical_images": 1, "objects": 2,
+                                "predictions": 4}
+    # sorted: 0.9 hit, 0.8 hit, 0.4 FP (1/3 FP/image: 0.125 recorded at 2/2), ...
+    assert report["froc"]["sensitivity"][0] == 1.0
+
+
+@pytest.mark.parametrize("where", ["images", "categories", "prediction"])
+def test_ids_beyond_64_bits_are_one_line_exit_2(small_set, capsys, where):
+    root, gt_dict, preds = small_set
+    huge = 2**64
+    if where == "images":
+        gt_dict["images"][0]["id"] = huge
+        for ann in gt_dict["annotations"]:
+            ann["image_id"] = huge if ann["image_id"] == 1 else ann["image_id"]
+        preds = [{**p, "image_id": huge if p["image_id"] == 1 else p["image_id"]} for p in preds]
+        expected = "gt.json: images[0].id: id does not fit a signed 64-bit integer"
+    elif where == "categories":
+        gt_dict["categories"][1]["id"] = 2**63
+        expected = "gt.json: categories[1].id: id does not fit a signed 64-bit integer"
+    else:
+        preds = [*preds, {**preds[0], "category_id": -(2**63) - 1}]
+        expected = f"pred.json: [{len(preds) - 1}].category_id: category id does not fit a signed 64-bit integer"
+    (root / "gt.json").write_text(json.dumps(gt_dict))
+    (root / "pred.json").write_text(json.dumps(preds))
+    code = main(["eval", "--gt", str(root / "gt.json"), "--pred", str(root / "pred.json"), "--out", str(root / "o"),
+                 "--no-plots"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and expected in err[0], err

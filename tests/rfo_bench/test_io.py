@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from rfo_bench.errors import UserInputError
 from rfo_bench.io.coco import read_coco, write_coco
 from rfo_bench.io.folders import read_image_folders
 from rfo_bench.io.formats import read_dataset
-from rfo_bench.io.images import write_png16
+from rfo_bench.io.images import read_image, write_png16
 from rfo_bench.io.records import Category, DetectionDataset, ImageRecord, RFOObject, resolve_inside
 from rfo_bench.io.rfo_csv import read_rfo_csv, write_rfo_csv
 from rfo_bench.io.yolo_format import read_yolo, write_yolo
@@ -151,3 +152,52 @@ def test_yolo_round_trip(tmp_path):
     np.testing.assert_allclose(a.objects[0].bbox_xyxy, (1, 2, 9, 7), atol=1e-5)
     assert (a.width, a.height) == (17, 11)
     assert (tmp_path / "yolo" / "images" / "train" / "a.png").is_file()
+
+
+def test_trailing_semicolon_of_the_hopkins_readme_is_accepted(tmp_path):
+    # the Hopkins README example ends the annotation with `;`
+    (tmp_path / "gt.csv").write_text("image_path,annotation\na.png,1_1_0 10 20 30 40;\n"
+                                     "b.png,1_0_0 1 2 3 4;2_1_1 5 5 15 5 10 12; \nc.png,\n")
+    a, b, c = read_rfo_csv(tmp_path / "gt.csv").images
+    assert [o.bbox_xyxy for o in a.objects] == [(10, 20, 30, 40)]
+    assert [o.shape for o in b.objects] == ["box", "polygon"] and c.objects == ()
+    # an empty object between two others is still an error
+    (tmp_path / "bad.csv").write_text("image_path,annotation\na.png,1_1_0 10 20 30 40;;2_1_0 1 2 3 4\n")
+    with pytest.raises(UserInputError, match="line 2 object 2: empty object"):
+        read_rfo_csv(tmp_path / "bad.csv")
+
+
+def test_hopkins_object_ids_survive_csv_coco_csv(tmp_path):
+    (tmp_path / "gt.csv").write_text("image_path,annotation\na.png,7_1_0 10 20 30 40;3_0_1 5 5 15 5 10 12\n"
+                                     "b.png,7_0_0 1 2 3 4\nc.png,\n")
+    ds = read_rfo_csv(tmp_path / "gt.csv")
+    write_coco(ds, tmp_path / "gt.json")
+    coco = json.loads((tmp_path / "gt.json").read_text())
+    assert [a["id"] for a in coco["annotations"]] == [1, 2, 3]  # unique COCO ids, as pycocotools needs
+    assert [a["rfo_object_id"] for a in coco["annotations"]] == [7, 3, 7]
+    write_rfo_csv(read_coco(tmp_path / "gt.json"), tmp_path / "back.csv")
+    lines = (tmp_path / "back.csv").read_text().splitlines()
+    assert lines[1].startswith("a.png,7_1_0 10 20 30 40;3_0_1 5 5")
+    assert lines[2] == "b.png,7_0_0 1 2 3 4"
+    again = read_rfo_csv(tmp_path / "back.csv")
+    assert [[o.object_id for o in r.objects] for r in again.images] == [[7, 3], [7], []]
+    assert [r.objects for r in again.images] == [r.objects for r in ds.images]
+
+
+def test_absolute_image_paths_inside_the_root_are_used_as_is(tmp_path):
+    root = tmp_path / "data"
+    write_png16(root / "x" / "a.png", np.zeros((11, 17)))
+    absolute = str(root / "x" / "a.png")
+    assert resolve_inside(root, absolute) == root / "x" / "a.png"
+    assert resolve_inside(Path("/"), absolute) == root / "x" / "a.png"  # --root /
+    with pytest.raises(UserInputError, match=r"outside the dataset root .*refused \(pass --root /"):
+        resolve_inside(tmp_path / "elsewhere", absolute)
+    (tmp_path / "gt.csv").write_text(f"image_path,annotation\n{absolute},1_1_0 1 1 5 5;\n")
+    # a root that is not above the image: refused, never opened
+    with pytest.raises(UserInputError, match="outside the dataset root"):
+        read_dataset(tmp_path / "gt.csv", root=tmp_path / "elsewhere").resolve(absolute)
+    for given in ("/", str(root)):
+        ds = read_dataset(tmp_path / "gt.csv", root=given)
+        assert ds.images[0].file_name == absolute
+        assert ds.resolve(ds.images[0]) == root / "x" / "a.png"
+        assert read_image(ds.resolve(ds.images[0])).pixels.shape == (11, 17)

@@ -160,3 +160,40 @@ def test_validate_cli_prints_one_line_per_problem_and_exits_1(tmp_path, capsys):
     write_png16(tmp_path / "c.png", np.zeros((11, 17)))
     (tmp_path / "ok.csv").write_text("image_path,annotation\nc.png,0 1 1 5 5\n")
     assert main(["validate", str(tmp_path / "ok.csv")]) == 0
+
+
+def test_validate_absolute_paths_need_a_root_above_them(tmp_path, capsys):
+    from rfo_bench.cli import main
+
+    image = tmp_path / "images" / "a.png"
+    write_png16(image, np.zeros((11, 17)))
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "gt.csv").write_text(f"image_path,annotation\n{image},1_1_0 1 1 5 5;\n")
+    assert main(["validate", str(tmp_path / "csv" / "gt.csv")]) == 1
+    out = capsys.readouterr().out
+    assert "path_escapes_root" in out and "--root /" in out
+    assert main(["validate", str(tmp_path / "csv" / "gt.csv"), "--root", "/"]) == 0
+    assert "no problem" in capsys.readouterr().out
+
+
+def test_ids_beyond_64_bits_are_reported(tmp_path, capsys):
+    from rfo_bench.cli import main
+
+    write_png16(tmp_path / "a.png", np.zeros((11, 17)))
+    data = {"images": [{"id": 2**64, "file_name": "a.png", "width": 17, "height": 11}],
+            "annotations": [{"id": 1, "image_id": 2**64, "category_id": 1, "bbox": [1, 1, 2, 2], "area": 4}],
+            "categories": [{"id": 1, "name": "sponge"}, {"id": 2**63, "name": "clip"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(data))
+    assert main(["validate", str(tmp_path / "gt.json")]) == 1
+    out = capsys.readouterr().out
+    assert "categories[1].id: id does not fit a signed 64-bit integer" in out
+    assert "images[0].id: id does not fit a signed 64-bit integer" in out
+    assert "annotations[0].image_id: id does not fit" in out
+    # a dataset built in code: the validator names the id, the evaluator refuses it
+    ds = DetectionDataset(tmp_path, (ImageRecord("a.png", 2**63, objects=(RFOObject((1, 1, 5, 5), 1),)),),
+                          (Category(1, "sponge", True),), source="gt.json")
+    from rfo_bench.validate import check_annotations
+
+    assert [p.kind for p in check_annotations(ds)] == ["id_out_of_range"]
+    with pytest.raises(UserInputError, match="gt.json: a.png image_id: image id 9223372036854775808"):
+        require_valid_annotations(ds)
