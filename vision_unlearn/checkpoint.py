@@ -17,7 +17,7 @@ import io
 import json
 import os
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,12 @@ from rfo_bench.errors import UserInputError
 from rfo_bench.utils import atomic_write_bytes
 
 FORMAT = "vision_unlearn/1"
+
+
+def _refused_global(err: BaseException) -> str | None:
+    """The global a ``weights_only`` load refused (``"posix.system"``), read from torch's message."""
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    return match.group(1) if match else None
 
 
 def save_checkpoint(path: str | os.PathLike[str], kind: str, payload: dict[str, Any],
@@ -61,8 +67,11 @@ def load_checkpoint(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, 
         raise UserInputError("checkpoint file not found", file=file)
     try:
         data = torch.load(file, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
-            AttributeError, KeyError, IndexError) as err:
+    except pickle.UnpicklingError as err:
+        reason = _refused_global(err)
+        what = f"refused: it names {reason}, which a checkpoint never holds" if reason else "corrupted checkpoint"
+        raise UserInputError(f"{what} (UnpicklingError)", file=file) from None
+    except Exception as err:  # torch raises many types (RuntimeError, EOFError, struct.error, ...) for damaged files
         raise UserInputError(f"corrupted or unreadable checkpoint ({type(err).__name__})", file=file) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserInputError(f"not a {FORMAT} checkpoint", file=file)

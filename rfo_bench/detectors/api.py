@@ -24,9 +24,12 @@ from rfo_bench.detectors.data import CategoryMap, category_map, count_objects, r
 from rfo_bench.detectors.registry import get_detector
 from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import DetectionDataset
-from rfo_bench.utils import atomic_write_bytes, seed_everything
+from rfo_bench.utils import atomic_output, atomic_write_bytes, seed_everything
 
 logger = logging.getLogger(__name__)
+
+MAX_WEIGHTS_BYTES = 4 << 30
+"""Largest weights file read (4 GiB; the largest baseline, Faster R-CNN ResNet-50, is about 0.17 GiB)."""
 
 RECORD_NAME = "detector.json"
 RECORD_FORMAT = "rfo-detector/1"
@@ -150,7 +153,8 @@ def _train_torchvision(builder, config: TrainConfig, train_sets: Sequence[Detect
                                 seed=config.seed)
     samples = DetectionSamples(train_sets, categories, transform)
     history = train_torchvision(model, samples, recipe, seed=config.seed, device=config.device, progress=progress)
-    torch.save(model.state_dict(), out / "model.pt")
+    with atomic_output(out / "model.pt") as tmp:  # a killed run never leaves a half-written model.pt
+        torch.save(model.state_dict(), tmp)
     return "model.pt", history
 
 
@@ -170,6 +174,10 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
         raise UserInputError(f"unsupported detector record; expected format {RECORD_FORMAT}", file=path,
                              field="format", value=record.get("format") if isinstance(record, dict) else None)
+    for key, kind in (("model", str), ("weights", str), ("config", dict), ("categories", list)):
+        if not isinstance(record.get(key), kind):
+            raise UserInputError(f"corrupt detector record: expected a {kind.__name__}", file=path, field=key,
+                                 value=record.get(key))
     return record
 
 
@@ -184,11 +192,37 @@ def load_detector(run_dir: str | Path, *, device: str | None = None) -> TrainedD
     weights = Path(run_dir) / record["weights"]
     if not weights.is_file():
         raise UserInputError("weights file of the trained detector is missing", file=weights)
+    if weights.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise UserInputError(f"weights file is larger than {MAX_WEIGHTS_BYTES >> 30} GiB", file=weights)
     if spec.family == "torchvision":
         return TorchvisionDetector(spec.builder, config, categories, weights)
     from rfo_bench.detectors.yolo import UltralyticsDetector
 
     return UltralyticsDetector(config, categories, weights)
+
+
+def _read_state_dict(path: Path, expected: dict[str, Any]) -> dict[str, Any]:
+    """Read a ``state_dict`` with ``weights_only=True`` and check it fits ``expected`` (keys and shapes).
+
+    Raises:
+        UserInputError: a damaged file, not a state dict, or one of another model (names the first key).
+    """
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for damaged or foreign files
+        raise UserInputError(f"damaged or unreadable weights file ({type(err).__name__})", file=path) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserInputError("the weights file is not a state dict of tensors", file=path)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        key = (wrong or missing or unexpected)[0]
+        what = "wrong shape" if wrong else "missing" if missing else "unexpected"
+        raise UserInputError(f"the weights do not fit the recorded model ({what})", file=path, field=key)
+    return state
 
 
 class TorchvisionDetector:
@@ -205,7 +239,7 @@ class TorchvisionDetector:
         # the backbone weights come from model.pt, so the local timm checkpoint is not needed again
         build_config = TrainConfig(**{**config.__dict__, "weights": None})
         self.model = builder(categories.num_classes + 1, build_config)
-        self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.model.load_state_dict(_read_state_dict(weights, self.model.state_dict()))
         self.model.to(self.device).eval()
         self.resize = build_transform(config.recipe.imgsz)
 

@@ -81,12 +81,36 @@ class TimmFPNBackbone(nn.Module):
         return self.fpn(chosen)
 
 
+MAX_BACKBONE_BYTES = 4 << 30
+"""Largest backbone weights file read (4 GiB)."""
+
+
+def _check_backbone_weights(path: Path) -> None:
+    """Read a backbone file the way timm will (``weights_only=True`` or safetensors) to fail with one line.
+
+    Raises:
+        UserInputError: an oversized, damaged or foreign file, naming it.
+    """
+    from timm.models import load_state_dict
+
+    if path.stat().st_size > MAX_BACKBONE_BYTES:
+        raise UserInputError(f"backbone weights file is larger than {MAX_BACKBONE_BYTES >> 30} GiB", file=path,
+                             field="weights")
+    try:
+        state = load_state_dict(str(path))
+    except Exception as err:  # torch and safetensors raise many types for damaged or foreign files
+        raise UserInputError(f"damaged or unreadable backbone weights ({type(err).__name__})", file=path,
+                             field="weights") from None
+    if not isinstance(state, dict) or not state:
+        raise UserInputError("backbone weights hold no state dict", file=path, field="weights")
+
+
 def create_timm_features(model_name: str, *, in_chans: int = 1, weights: str | None = None) -> nn.Module:
     """``timm.create_model(..., features_only=True)`` without network access.
 
     Raises:
-        UserInputError: unknown timm model, a model without ``features_only`` support, or a missing
-            weights file.
+        UserInputError: unknown timm model, a model without ``features_only`` support, or a missing,
+            damaged or foreign weights file.
     """
     from rfo_bench.offline import prepare_offline
 
@@ -98,6 +122,7 @@ def create_timm_features(model_name: str, *, in_chans: int = 1, weights: str | N
         path = Path(weights)
         if not path.is_file():
             raise UserInputError("backbone weights file does not exist", file=path, field="weights")
+        _check_backbone_weights(path)
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path.resolve()), "num_classes": 0})
     if not timm.is_model(model_name):
         raise UserInputError("unknown timm model name (see timm.list_models())", field="backbone", value=model_name)

@@ -1,8 +1,11 @@
 """Ultralytics YOLO baselines (YOLOv8 / YOLO11, n and s) trained by the Ultralytics trainer.
 
 Models are built from their architecture yaml (random initialisation) or, when
-``TrainConfig.weights`` names a local ``.pt``, from that file; nothing is downloaded
-(:func:`rfo_bench.offline.prepare_offline` runs before Ultralytics is imported).
+``TrainConfig.weights`` names a local ``.pt``, from that file; nothing is downloaded. Ultralytics is
+set up by :func:`rfo_bench.detectors.ultralytics_setup.import_ultralytics` (offline, restricted
+checkpoint loading) and every checkpoint a user passes in is vetted by
+:func:`~rfo_bench.detectors.ultralytics_setup.check_yolo_checkpoint` first: a crafted ``.pt`` is
+refused with one line naming the file instead of running code.
 
 Training data go through :func:`rfo_bench.io.yolo_format.write_yolo` (links to the PNG/JPEG files,
 16-bit PNGs for DICOM). The Ultralytics data pipeline then decodes images with OpenCV as 8-bit
@@ -16,6 +19,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -86,17 +90,29 @@ def write_training_layout(
     return target
 
 
+LAYOUT_NAME = "yolo_data"
+"""Stem of the hidden training-layout folder written inside the output directory."""
+
+
 def train_ultralytics(
     builder, config: TrainConfig, train_sets: Sequence[DetectionDataset], categories: CategoryMap, out: Path,
     *, val_set: DetectionDataset | None = None,
 ) -> tuple[str, list[dict[str, Any]]]:
-    """Train one YOLO model with the Ultralytics trainer; returns ``(weights path relative to out, history)``."""
-    from rfo_bench.offline import prepare_offline
+    """Train one YOLO model with the Ultralytics trainer; returns ``(weights path relative to out, history)``.
 
-    prepare_offline()
-    from ultralytics import YOLO
+    The training layout is written into a fresh hidden folder of ``out`` (owned by this run) and
+    removed afterwards; no folder that was already there is deleted.
 
-    recipe = config.recipe
+    Raises:
+        UserInputError: a missing image, or ``config.weights`` is missing or refused (see
+            :func:`~rfo_bench.detectors.ultralytics_setup.check_yolo_checkpoint`).
+    """
+    from rfo_bench.detectors.ultralytics_setup import check_yolo_checkpoint, import_ultralytics
+    from rfo_bench.output_dirs import remove_stale_staging, write_marker
+
+    import_ultralytics()
+    if config.weights is not None:
+        check_yolo_checkpoint(config.weights)  # before anything is written; YOLO() reads it restrictedly too
     # the layout links image files; a missing one would become a dangling link that the Ultralytics
     # loader skips with a warning, silently training on fewer images than the record states
     for dataset in [*train_sets, *([val_set] if val_set is not None else [])]:
@@ -104,19 +120,27 @@ def train_ultralytics(
             if not (dataset.root / record.file_name).is_file():
                 raise UserInputError("image file does not exist", file=dataset.root / record.file_name,
                                      field="images.file_name")
-    layout = out / "yolo_data"
-    if layout.exists():
-        shutil.rmtree(layout)
     sources: dict[str, Sequence[DetectionDataset]] = {"train": train_sets}
     if val_set is not None and len(val_set):
         sources["val"] = [val_set]
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out, LAYOUT_NAME)  # layouts of killed runs (their process is gone)
+    layout = Path(tempfile.mkdtemp(prefix=f".{LAYOUT_NAME}.tmp-", dir=out))
+    try:
+        write_marker(layout, "rfo-bench train", state="staging")
+        return _train_on_layout(builder, config, sources, categories, out, layout)
+    finally:
+        shutil.rmtree(layout, ignore_errors=True)  # created above by this call: never a user's folder
+
+
+def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[DetectionDataset]],
+                     categories: CategoryMap, out: Path, layout: Path) -> tuple[str, list[dict[str, Any]]]:
+    from ultralytics import YOLO  # set up by train_ultralytics
+
+    recipe = config.recipe
+    train_sets = sources["train"]
     data_yaml = write_training_layout(sources, categories, layout)
-    if config.weights is not None:
-        if not Path(config.weights).is_file():
-            raise UserInputError("YOLO weights file does not exist", file=config.weights, field="weights")
-        model = YOLO(str(config.weights))
-    else:
-        model = YOLO(builder())
+    model = YOLO(str(config.weights)) if config.weights is not None else YOLO(builder())
     # Ultralytics warms up for max(warmup_epochs * batches, 100) iterations; below 100 it cannot honour the
     # recipe, so short recipes train without warm-up rather than spending every iteration in it.
     batches = max(1, math.ceil(sum(len(d) for d in train_sets) / recipe.batch_size))
@@ -135,7 +159,6 @@ def train_ultralytics(
     best, last = run / "weights" / "best.pt", run / "weights" / "last.pt"
     weights = best if best.is_file() else last
     history = _read_results_csv(run / "results.csv")
-    shutil.rmtree(layout, ignore_errors=True)
     return os.path.relpath(weights, out), history
 
 
@@ -162,13 +185,14 @@ class UltralyticsDetector:
     """A trained YOLO model; see :class:`rfo_bench.detectors.api.TrainedDetector`."""
 
     def __init__(self, config: TrainConfig, categories: CategoryMap, weights: Path) -> None:
-        from rfo_bench.offline import prepare_offline
+        from rfo_bench.detectors.ultralytics_setup import check_yolo_checkpoint, import_ultralytics
 
-        prepare_offline()
+        import_ultralytics()
         from ultralytics import YOLO
 
         self.config = config
         self.categories = categories
+        check_yolo_checkpoint(weights)  # refuses a crafted file; YOLO() then reads it restrictedly as well
         self.model = YOLO(str(weights))
 
     def predict(self, pixels: np.ndarray) -> Detections:

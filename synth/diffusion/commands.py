@@ -132,8 +132,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                    "patch": spec.__dict__})
     text = json.dumps(report, indent=2)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        from rfo_bench.utils import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
     print(text)
     return 0
 

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -249,26 +251,61 @@ def write_checkpoint_info(ckpt_dir: Path, info: CheckpointInfo) -> None:
     atomic_write_bytes(ckpt_dir / META_FILE, (json.dumps(info.to_json(), indent=2) + "\n").encode())
 
 
+MASK_BANK_MAX_BYTES = 1 << 30
+"""Largest decompressed mask bank read (1 GiB; a bank holds a few thousand masks of under 64 kB each)."""
+
+
 def save_mask_bank(ckpt_dir: Path, bank: dict[int, list[np.ndarray]]) -> None:
-    """Store the tight object masks per class as ``mask_bank.npz`` (keys ``c{id}_{k}``)."""
+    """Store the tight object masks per class as ``mask_bank.npz`` (keys ``c{id}_{k}``), atomically."""
+    from rfo_bench.utils import atomic_output
+
     arrays = {f"c{cid}_{k}": m.astype(bool) for cid, masks in bank.items() for k, m in enumerate(masks)}
-    tmp = ckpt_dir / f".{MASK_BANK_FILE}.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(ckpt_dir / MASK_BANK_FILE)
+    with atomic_output(ckpt_dir / MASK_BANK_FILE) as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
+_MASK_KEY = re.compile(r"c(\d+)_(\d+)")
 
 
 def load_mask_bank(ckpt_dir: str | Path) -> dict[int, list[np.ndarray]]:
-    """Inverse of :func:`save_mask_bank`."""
+    """Inverse of :func:`save_mask_bank`.
+
+    Read with ``allow_pickle=False`` (an object array, which would un-pickle, is refused) after the
+    decompressed sizes the archive declares are checked against :data:`MASK_BANK_MAX_BYTES`.
+
+    Raises:
+        UserInputError: missing, damaged or oversized file, an object array, a key not ``c{id}_{k}``
+            or a mask that is not 2-D.
+    """
     path = Path(ckpt_dir) / MASK_BANK_FILE
     if not path.exists():
         raise UserInputError("checkpoint has no mask bank; sample with explicit masks (--requests)", file=path)
-    bank: dict[int, list[np.ndarray]] = {}
-    with np.load(path) as data:
-        keys = sorted(data.files, key=lambda k: (int(k[1:].split("_")[0]), int(k.split("_")[1])))
-        for key in keys:
-            cid = int(key[1:].split("_")[0])
-            bank.setdefault(cid, []).append(data[key].astype(bool))
-    return bank
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (OSError, zipfile.BadZipFile) as err:
+        raise UserInputError(f"damaged mask bank ({type(err).__name__})", file=path) from None
+    if declared > MASK_BANK_MAX_BYTES:
+        raise UserInputError(f"mask bank decompresses to {declared / 2**20:.0f} MiB, more than the "
+                             f"{MASK_BANK_MAX_BYTES >> 20} MiB a bank can be", file=path)
+    bank: dict[int, list[tuple[int, np.ndarray]]] = {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                match = _MASK_KEY.fullmatch(key)
+                if match is None:
+                    raise UserInputError("mask bank keys must be c{category id}_{index}", file=path, field=key)
+                mask = data[key]
+                if mask.ndim != 2:
+                    raise UserInputError("a mask must be a 2-D array", file=path, field=key, value=mask.shape)
+                bank.setdefault(int(match.group(1)), []).append((int(match.group(2)), mask.astype(bool)))
+    except UserInputError:
+        raise
+    except ValueError as err:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+        raise UserInputError(f"refused mask bank: {err}", file=path) from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise UserInputError(f"damaged mask bank ({type(err).__name__})", file=path) from None
+    return {cid: [m for _, m in sorted(masks, key=lambda item: item[0])] for cid, masks in sorted(bank.items())}
 
 
 def load_unet(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> UNet2DModel:

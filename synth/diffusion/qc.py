@@ -30,7 +30,7 @@ import numpy as np
 
 from rfo_bench.categories import RFO_CATEGORIES, category
 from rfo_bench.errors import UserInputError
-from rfo_bench.utils import sha256_file
+from rfo_bench.utils import atomic_output, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,9 @@ def _read_timm_checkpoint(path: Path) -> dict[str, Any]:
             return {"state_dict": load_file(str(path))}
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign files
-        raise UserInputError(f"not a readable torch checkpoint: {err}", file=path) from None
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        raise UserInputError(f"not a readable torch checkpoint ({type(err).__name__}: {first_line})",
+                             file=path) from None
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         return data
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
@@ -426,8 +428,7 @@ def fit_patch_classifier(
 
     result = {"path": str(out_path), "class_names": names, "train_accuracy": accuracy(patches, class_ids),
               "val_accuracy": accuracy(val_patches, val_class_ids) if val_patches is not None else None}
-    target = Path(out_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"arch": config.arch, "in_chans": 1, "class_names": names, "input_size": int(patches.shape[-1]),
-                "state_dict": model.state_dict(), "train_config": config.__dict__, "accuracy": result}, target)
+    with atomic_output(out_path) as tmp:  # a killed run never leaves a half-written classifier
+        torch.save({"arch": config.arch, "in_chans": 1, "class_names": names, "input_size": int(patches.shape[-1]),
+                    "state_dict": model.state_dict(), "train_config": config.__dict__, "accuracy": result}, tmp)
     return result

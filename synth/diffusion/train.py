@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +31,10 @@ from typing import Any
 import numpy as np
 
 from rfo_bench.errors import UserInputError
-from rfo_bench.utils import sha256_file
+from rfo_bench.output_dirs import remove_stale_staging, write_marker
+from rfo_bench.utils import atomic_output, sha256_file
 from synth.diffusion.model import (
+    META_FILE,
     NULL_CLASS,
     STATE_FILE,
     CheckpointInfo,
@@ -204,16 +208,85 @@ def training_arrays(patches: PatchSet, target: str) -> TrainingArrays:
                           classes=classes, residual_scale=scale)
 
 
+TOOL = "rfo-synth diffusion train"
+"""Recorded in the ownership marker of the folders the trainer writes."""
+
+
+def _check_out_dir(ckpt: Path) -> None:
+    """Refuse an output that is not new, empty or a checkpoint of this trainer.
+
+    The trainer replaces ``unet/`` and ``scheduler/`` inside its output; in a user's folder (a Stable
+    Diffusion pipeline, say) that would delete the user's own ``unet/``.
+
+    Raises:
+        UserInputError: ``ckpt`` is a link, a file, or a non-empty folder without ``training_state.pt``
+            or ``rfo_diffusion.json``.
+    """
+    if ckpt.is_symlink():
+        raise UserInputError("the checkpoint folder is a symbolic link; give a real folder", file=ckpt, field="--out")
+    if not ckpt.exists():
+        return
+    if not ckpt.is_dir():
+        raise UserInputError("is a file, expected a checkpoint folder", file=ckpt, field="--out")
+    if not any(ckpt.iterdir()) or (ckpt / STATE_FILE).is_file() or (ckpt / META_FILE).is_file():
+        return
+    raise UserInputError(f"refusing to write into a folder that is not an rfo-synth diffusion checkpoint (no "
+                         f"{STATE_FILE} or {META_FILE}); give a new or empty folder", file=ckpt, field="--out")
+
+
 def _save_dir_atomically(target: Path, writer) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    writer(tmp)
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    """Write a folder with ``writer`` beside ``target`` and swap it in with renames.
+
+    Only folders created here (unique hidden names) are ever deleted; ``target`` itself is moved
+    aside first, and it lies in a checkpoint folder :func:`_check_out_dir` accepted.
+    """
+    remove_stale_staging(target.parent, target.name)  # staging folders of killed runs
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    old: Path | None = None
+    try:
+        write_marker(staging, TOOL, state="staging")
+        writer(staging)
+        write_marker(staging, TOOL)
+        if target.is_symlink() or target.exists() and not target.is_dir():
+            raise UserInputError("expected a folder written by the trainer", file=target)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_training_state(state_path: Path, device: str, unet, optimizer, ema) -> int:
+    """Restore model, optimizer and EMA from ``training_state.pt``; return the step it was saved at.
+
+    Raises:
+        UserInputError: a damaged file or one that does not fit this model (naming the file).
+    """
+    import torch
+
+    try:
+        state = torch.load(state_path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises many types for damaged or foreign files
+        raise UserInputError(f"damaged or unreadable training state ({type(err).__name__}); delete it to "
+                             "train from scratch", file=state_path) from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "ema", "step"} <= set(state):
+        raise UserInputError("not a training state (expected model, optimizer, ema and step)", file=state_path)
+    try:
+        unet.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.load_state_dict(state["ema"])
+        step = int(state["step"])
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        raise UserInputError(f"the training state does not fit this model ({type(err).__name__}: {first_line})",
+                             file=state_path) from None
+    if step < 0:
+        raise UserInputError("negative step in the training state", file=state_path, field="step", value=step)
+    return step
 
 
 def _check_resume(ckpt: Path, model: ModelConfig, patch: PatchSpec) -> CheckpointInfo:
@@ -250,6 +323,10 @@ def train(
 
     Returns:
         A :class:`TrainResult`.
+
+    Raises:
+        UserInputError: ``out_dir`` is a foreign folder, or its checkpoint or training state is damaged
+            or does not fit (see :func:`_check_out_dir`, :func:`_load_training_state`).
     """
     import torch
     from diffusers.training_utils import EMAModel
@@ -261,6 +338,7 @@ def train(
     model_config = model_config or ModelConfig()
     patch_spec = patch_spec or PatchSpec()
     ckpt = Path(out_dir)
+    _check_out_dir(ckpt)
     data_root = Path(data_dir)
     patch_set = load_coco_patches(data_root, patch_spec)
     arrays = training_arrays(patch_set, model_config.target)
@@ -277,11 +355,7 @@ def train(
     state_path = ckpt / STATE_FILE
     if state_path.exists():
         _check_resume(ckpt, model_config, patch_spec)
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        unet.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        ema.load_state_dict(state["ema"])
-        start = int(state["step"])
+        start = _load_training_state(state_path, device, unet, optimizer, ema)
         logger.info("resuming %s from step %d", ckpt, start)
     ckpt.mkdir(parents=True, exist_ok=True)
     save_mask_bank(ckpt, patch_set.object_masks)
@@ -290,14 +364,14 @@ def train(
                                     "num_patches": len(classes)}
 
     def save(step: int) -> None:
-        torch.save({"step": step, "model": unet.state_dict(), "optimizer": optimizer.state_dict(),
-                    "ema": ema.state_dict()}, ckpt / (STATE_FILE + ".tmp"))
-        (ckpt / (STATE_FILE + ".tmp")).replace(state_path)
+        with atomic_output(state_path) as tmp:
+            torch.save({"step": step, "model": unet.state_dict(), "optimizer": optimizer.state_dict(),
+                        "ema": ema.state_dict()}, tmp)
         ema.store(unet.parameters())
         ema.copy_to(unet.parameters())
         _save_dir_atomically(ckpt / "unet", unet.save_pretrained)
         ema.restore(unet.parameters())
-        scheduler.save_pretrained(ckpt / "scheduler")
+        _save_dir_atomically(ckpt / "scheduler", scheduler.save_pretrained)
         info = CheckpointInfo(model=model_config, patch=patch_spec, category_ids=category_ids,
                               spacing_mm=patch_set.spacing_mm, step=step, train=train_record,
                               residual_scale=arrays.residual_scale)

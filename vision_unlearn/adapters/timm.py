@@ -176,9 +176,12 @@ class TimmAdapter:
         except UserInputError as err:
             if "not a vision_unlearn" not in err.message:
                 raise
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict):
-                raise UserInputError("not a state_dict", file=path) from None
+            try:  # a readable torch file that is not ours: a plain state_dict
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as load_err:  # torch raises many types for damaged files
+                raise UserInputError(f"unreadable weights ({type(load_err).__name__})", file=path) from None
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise UserInputError("not a state_dict of tensors", file=path) from None
         own = self.model.state_dict()
         problems = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
         missing = [k for k in own if k not in state]

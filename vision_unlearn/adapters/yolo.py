@@ -24,8 +24,9 @@ Checkpoints written by :func:`save_ultralytics_checkpoint` have the layout Ultra
 (``{"model": half-precision module, "train_args": {...}, ...}``), so ``YOLO(path).predict()`` and
 ``YOLO(path).val(data=...)`` load them directly.
 
-Loading a ``.pt`` file un-pickles Python objects (that is the Ultralytics format): load only
-checkpoints you trust.
+A ``.pt`` file is un-pickled, which is the Ultralytics format; it is read only through
+:func:`rfo_bench.detectors.ultralytics_setup.load_yolo_checkpoint` (``weights_only=True`` and
+Ultralytics' allow-list of model classes), so a crafted checkpoint is refused instead of running code.
 """
 
 from __future__ import annotations
@@ -143,12 +144,9 @@ class YoloModelSpec:
 
 
 def _import_ultralytics() -> Any:
-    from rfo_bench.offline import prepare_offline
+    from rfo_bench.detectors.ultralytics_setup import import_ultralytics
 
-    prepare_offline()
-    import ultralytics
-
-    return ultralytics
+    return import_ultralytics()
 
 
 def _task_of(model_or_yaml: Any) -> str:
@@ -186,25 +184,21 @@ def build_detection_model(spec: YoloModelSpec) -> tuple[nn.Module, dict[int, str
         ``(model, names)``: the :class:`~ultralytics.nn.tasks.DetectionModel` and its class names.
 
     Raises:
-        UserInputError: missing file, unknown yaml, a segment/pose/classify/OBB model, an end-to-end
-            head, wrong channel count or a class count that contradicts the checkpoint.
+        UserInputError: missing, damaged or refused file (one naming Python objects outside Ultralytics'
+            allow-list), unknown yaml, a segment/pose/classify/OBB model, an end-to-end head, wrong channel
+            count or a class count that contradicts the checkpoint.
     """
     _import_ultralytics()
-    from ultralytics.nn.tasks import DetectionModel, load_checkpoint, yaml_model_load
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+
+    from rfo_bench.detectors.ultralytics_setup import load_yolo_checkpoint
 
     source = spec.model
     if spec.in_chans not in (1, 3):
         raise UserInputError("in_chans must be 1 or 3", field="in_chans", value=spec.in_chans)
     suffix = Path(source).suffix.lower()
     if suffix in (".pt", ".pth"):
-        if not Path(source).is_file():
-            raise UserInputError("checkpoint not found (models are never downloaded; give a local file)",
-                                 file=source)
-        try:
-            model, _ckpt = load_checkpoint(source, device="cpu")
-        except (TypeError, RuntimeError, KeyError, AttributeError, EOFError, ModuleNotFoundError) as err:
-            raise UserInputError(f"not a readable Ultralytics checkpoint ({type(err).__name__}: {err})",
-                                 file=source) from None
+        model, _ckpt = load_yolo_checkpoint(source)  # restricted un-pickling: refuses code, names the file
         _check_detection_model(model, source)
         nc = int(model.model[-1].nc)
         if spec.num_classes is not None and spec.num_classes != nc:
@@ -227,7 +221,12 @@ def build_detection_model(spec: YoloModelSpec) -> tuple[nn.Module, dict[int, str
     if task != "detect":
         raise UserInputError(f"this yaml describes a {task} model; the YOLO adapter needs a detection model",
                              field="model", value=source)
-    model = DetectionModel(cfg, ch=spec.in_chans, nc=spec.num_classes, verbose=False)
+    try:  # restricted mode (import_ultralytics): a layer or activation outside torch.nn / Ultralytics is refused
+        model = DetectionModel(cfg, ch=spec.in_chans, nc=spec.num_classes, verbose=False)
+    except (TypeError, KeyError, ValueError, IndexError, AttributeError) as err:
+        first_line = (str(err).splitlines() or [""])[0]
+        raise UserInputError(f"cannot build a detection model from this yaml ({type(err).__name__}: {first_line})",
+                             field="model", value=source) from None
     _check_detection_model(model, source)
     return model, {i: str(i) for i in range(spec.num_classes)}
 
@@ -773,10 +772,9 @@ def save_ultralytics_checkpoint(adapter: YoloAdapter, path: str | os.PathLike[st
         record: JSON-serialisable audit record of the run.
         data_yaml: the dataset yaml to remember as ``train_args["data"]`` (so ``val()`` finds it).
     """
-    import ultralytics
-
     from rfo_bench.utils import atomic_write_bytes
 
+    ultralytics = _import_ultralytics()
     model = copy.deepcopy(adapter.detector).cpu().float()
     model.criterion = None
     for module in model.modules():  # hooks would pickle closures

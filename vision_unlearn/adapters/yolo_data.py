@@ -77,9 +77,9 @@ def letterbox(pixels: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarray,
     Returns:
         ``(image (h, w, C) float32, params)``; ``C`` is 1 for a 2-D input.
     """
-    from rfo_bench.offline import prepare_offline
+    from rfo_bench.detectors.ultralytics_setup import import_ultralytics
 
-    prepare_offline()
+    import_ultralytics()
     from ultralytics.data.augment import LetterBox
 
     image = np.ascontiguousarray(pixels, dtype=np.float32)
@@ -401,8 +401,14 @@ def save_detection_data(data: DetectionData, path: str | os.PathLike[str]) -> Pa
 
 def load_detection_data(path: str | os.PathLike[str]) -> DetectionData:
     """Read a file written by :func:`save_detection_data`."""
+    if not Path(path).is_file():
+        raise UserInputError("cached detection data not found", file=path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserInputError("cached detection data not found", file=path) from None
+    except Exception as err:  # torch raises many types for damaged or foreign files
+        raise UserInputError(f"damaged or unreadable detection-data cache ({type(err).__name__})", file=path) from None
+    fields = set(DetectionData.__dataclass_fields__)
+    if not isinstance(state, dict) or set(state) != fields:
+        raise UserInputError(f"not a detection-data cache (expected the fields {', '.join(sorted(fields))})",
+                             file=path)
     return DetectionData(**{k: tuple(v) if isinstance(v, list) else v for k, v in state.items()})
