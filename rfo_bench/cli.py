@@ -140,6 +140,10 @@ def _cmd_split(args: argparse.Namespace) -> int:
         manifest = {"seed": args.seed, "fractions": dict(zip(names, values)), "splits": named,
                     "summary": split_summary(dataset, named)}
     atomic_write_bytes(out / "splits.json", json.dumps(manifest, indent=1).encode("utf-8"))
+    if args.pseudonymise_names:
+        from rfo_bench.splits import pseudonymised_dataset
+
+        dataset = pseudonymised_dataset(dataset, root=out)
     by_id = dataset.image_by_id()
     for name, ids in named.items():
         write_coco(dataset.with_images(by_id[i] for i in ids), out / f"{name}.json")
@@ -211,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--fractions", default="0.7,0.1,0.2", help="train,val,test fractions")
     cmd.add_argument("--kfold", type=int, default=0, help="k-fold cross-validation instead of fractions")
     cmd.add_argument("--seed", type=int, default=0, help="shuffle seed")
+    cmd.add_argument("--pseudonymise-names", action="store_true",
+                     help="write keyed pseudonyms (see rfo_bench.pseudonym) instead of file names and patient "
+                          "ids into the per-split COCO files, for manifests that leave the site")
 
     cmd = add_command(sub, "eval", _cmd_eval,
                       "evaluate detections: COCO mAP, FROC, AUROC with bootstrap CIs; writes report.json/.md and plots")

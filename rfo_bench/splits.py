@@ -7,12 +7,21 @@ keeps the dataset's mix of critical, non-critical and negative studies (the Hopk
 
 Ratio splits allocate the patients of each stratum by largest remainder after a seeded shuffle; k-fold
 uses scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold`.
+
+Manifests that leave the site: file names often carry patient names (``Smith_John_CXR.dcm``) and CSV
+patient columns raw MRNs. :func:`pseudonymised_dataset` replaces both by keyed pseudonyms
+(:mod:`rfo_bench.pseudonym`) before a split is written (``rfo-bench split --pseudonymise-names``). The
+image ids, the split and its summary stay the same; whoever holds the site key maps a pseudonym back by
+pseudonymising the local file list.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -114,3 +123,32 @@ def split_summary(dataset: DetectionDataset, split: dict[str, list[int]]) -> dic
         name: {s: sum(dataset.stratum(by_id[i]) == s for i in ids) for s in STRATA} | {"images": len(ids)}
         for name, ids in split.items()
     }
+
+
+def pseudonymised_dataset(
+    dataset: DetectionDataset, *, root: str | os.PathLike[str] | None = None, key: bytes | None = None
+) -> DetectionDataset:
+    """A copy to share: every file name and patient id replaced by its keyed pseudonym.
+
+    A file name becomes ``<32 hex>.<suffix>`` (:func:`rfo_bench.pseudonym.file_name_pseudonym`: no
+    folder and no part of the name survives), a patient id its
+    :func:`~rfo_bench.pseudonym.patient_pseudonym` (ids read from DICOM headers are pseudonyms already
+    and are pseudonymised once more, consistently). Image ids, sizes, annotations and the grouping of
+    images by patient are unchanged, so a split computed on the original applies to the copy.
+
+    Args:
+        dataset: the dataset.
+        root: root of the copy; pass the folder the manifests are written to, so that a COCO writer
+            records neither the original image folder nor paths relative to it. Default: unchanged.
+        key: the secret key; default :func:`rfo_bench.pseudonym.load_key`.
+    """
+    from rfo_bench.pseudonym import file_name_pseudonym, load_key, patient_pseudonym
+
+    secret = load_key() if key is None else key
+    records = [
+        replace(r, file_name=file_name_pseudonym(r.file_name, key=secret),
+                patient_id=None if r.patient_id is None else patient_pseudonym(r.patient_id, key=secret))
+        for r in dataset.images
+    ]
+    base = dataset.root if root is None else Path(root).resolve()
+    return replace(dataset, root=base, images=tuple(records))

@@ -1,16 +1,20 @@
 """Audit records of unlearning runs: the JSON a hospital files with a deletion request.
 
 An :class:`AuditRecord` states *what* was forgotten (the request kind, the number of samples and
-patients, and salted SHA-256 digests of their ids — never the raw ids), *how* (method, its config and
+patients, and keyed or salted digests of their ids — never the raw ids), *how* (method, its config and
 seed), *with what result* (the metrics), and *which model* (SHA-256 of the checkpoint before and after
 unlearning), plus timings, library versions and a UTC timestamp. A digest over the whole record
 (:attr:`AuditRecord.record_sha256`) reveals later edits of the file.
 
-Id digests are ``sha256(salt + ":" + id)``. A salt drawn at random per record defeats precomputed
-tables and keeps two records from being linked, and is stored in the record so that whoever holds an
-id can check it was included (:func:`verify_audit_record`). Patient ids and MRNs are short and can be
-enumerated: for those, pass your own secret ``salt`` with ``store_salt=False`` and keep the salt out of
-the record — verification then needs the same salt.
+Id digests are keyed by default: ``HMAC-SHA256(site key, salt + ":" + id)`` with the site's pseudonym
+key (:mod:`rfo_bench.pseudonym`) and a salt drawn at random per record (``id_digest: "hmac-sha256"``).
+Patient ids and MRNs are short and can be enumerated; with the key no reader of the record can try
+them all, while the stored salt keeps two records from being linked. Whoever holds the key (the site,
+or whom it shares the key with) and an id can check that the id was included
+(:func:`verify_audit_record`). A caller that passes its own ``salt`` gets the unkeyed
+``sha256(salt + ":" + id)`` of earlier records (``id_digest: "sha256"``): keep such a salt secret
+(``store_salt=False``), because a stored salt lets anyone enumerate short ids. Records without the
+``id_digest`` field were written unkeyed.
 
 Raw request values that can identify a person (``patient:ID``, the path of an id file) are not written;
 an id file is represented by the SHA-256 of its bytes.
@@ -19,6 +23,8 @@ an id file is represented by the SHA-256 of its bytes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import logging
 import math
@@ -45,9 +51,39 @@ _PUBLIC_VALUE_KINDS = ("class", "random")
 """Request kinds whose value (a class name, a fraction) identifies nobody and is kept verbatim."""
 
 
+ID_DIGESTS = ("hmac-sha256", "sha256")
+"""Digest schemes of :attr:`ForgottenData.id_digest`: keyed with the site's pseudonym key, or unkeyed."""
+
+
 def hash_id(identifier: str, salt: str) -> str:
-    """Salted SHA-256 hex digest of one sample or patient id."""
+    """Salted SHA-256 hex digest of one sample or patient id (the unkeyed ``sha256`` scheme)."""
     return sha256_text(f"{salt}:{identifier}")
+
+
+def keyed_hash_id(identifier: str, salt: str, *, key: bytes | None = None) -> str:
+    """HMAC-SHA256 hex digest of ``salt:id`` under the site's pseudonym key (the ``hmac-sha256`` scheme).
+
+    Args:
+        identifier: a sample or patient id.
+        salt: the record's salt.
+        key: the secret key; default :func:`rfo_bench.pseudonym.load_key`.
+    """
+    from rfo_bench.pseudonym import load_key
+
+    secret = load_key() if key is None else key
+    return hmac.new(secret, f"{salt}:{identifier}".encode(), hashlib.sha256).hexdigest()
+
+
+def _digest_function(scheme: str):
+    if scheme == "sha256":
+        return hash_id
+    if scheme == "hmac-sha256":
+        from rfo_bench.pseudonym import load_key
+
+        key = load_key()  # read once per record, not once per id
+        return lambda identifier, salt: keyed_hash_id(identifier, salt, key=key)
+    raise UserInputError("unknown id digest scheme; expected " + " or ".join(ID_DIGESTS), field="id_digest",
+                         value=scheme)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +97,11 @@ class ForgottenData:
         sample_count: number of forgotten samples.
         patient_count: number of distinct patients among them.
         id_salt: the salt of the digests, or ``None`` when a secret salt was kept out of the record.
-        sample_id_sha256: sorted salted digests of the forgotten sample ids.
-        patient_id_sha256: sorted salted digests of the distinct patient ids.
+        sample_id_sha256: sorted digests of the forgotten sample ids.
+        patient_id_sha256: sorted digests of the distinct patient ids.
         set_sha256: digest of the sorted sample digests: one fingerprint of the whole forget set.
+        id_digest: the digest scheme of the ids (:data:`ID_DIGESTS`); ``sha256`` in records written
+            before the field existed.
     """
 
     request_kind: str
@@ -75,6 +113,7 @@ class ForgottenData:
     sample_id_sha256: tuple[str, ...]
     patient_id_sha256: tuple[str, ...]
     set_sha256: str
+    id_digest: str = "sha256"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +240,7 @@ def summarise_forgotten(
     salt: str | None = None,
     store_salt: bool = True,
     request_file: str | os.PathLike[str] | None = None,
+    keyed: bool | None = None,
 ) -> ForgottenData:
     """Describe a forget set without raw identifiers.
 
@@ -212,17 +252,21 @@ def summarise_forgotten(
         salt: digest salt; default a fresh random 128-bit salt.
         store_salt: write the salt into the record (set False for a secret salt).
         request_file: the id file of a file-based request; its bytes are hashed.
+        keyed: digest with the site's pseudonym key (``hmac-sha256``); default keyed unless ``salt``
+            is given (see the module docstring).
 
     Raises:
-        UserInputError: an empty forget set, or a missing request file.
+        UserInputError: an empty forget set, a missing request file, or an unusable pseudonym key.
     """
     samples = sorted({str(s) for s in sample_ids})
     if not samples:
         raise UserInputError("the forget set is empty; nothing to record", field="forget")
     patients = sorted({str(p) for p in patient_ids})
     used_salt = secrets.token_hex(16) if salt is None else str(salt)
-    sample_digests = tuple(sorted(hash_id(s, used_salt) for s in samples))
-    patient_digests = tuple(sorted(hash_id(p, used_salt) for p in patients))
+    scheme = "hmac-sha256" if (salt is None if keyed is None else keyed) else "sha256"
+    hash_one = _digest_function(scheme)
+    sample_digests = tuple(sorted(hash_one(s, used_salt) for s in samples))
+    patient_digests = tuple(sorted(hash_one(p, used_salt) for p in patients))
     file_digest = None
     if request_file is not None:
         file = Path(request_file)
@@ -240,6 +284,7 @@ def summarise_forgotten(
         sample_id_sha256=sample_digests,
         patient_id_sha256=patient_digests,
         set_sha256=sha256_text("\n".join(sample_digests)),
+        id_digest=scheme,
     )
 
 
@@ -362,6 +407,8 @@ def read_audit_record(path: str | os.PathLike[str]) -> AuditRecord:
     if missing:
         raise UserInputError("audit record lacks fields", file=file, field=missing[0], value=missing)
     forgotten = payload["forgotten"]
+    if isinstance(forgotten, dict):
+        forgotten.setdefault("id_digest", "sha256")  # records written before keyed digests
     forgotten_names = {f.name for f in dataclasses.fields(ForgottenData)}
     if not isinstance(forgotten, dict) or forgotten_names - set(forgotten):
         raise UserInputError("audit record has an incomplete 'forgotten' section", file=file, field="forgotten")
@@ -404,10 +451,11 @@ def verify_audit_record(
         if used_salt is None:
             raise UserInputError("the record does not store its salt; pass the secret salt to check ids",
                                  file=file, field="id_salt")
+        hash_one = _digest_function(record.forgotten.id_digest)
         listed_samples = set(record.forgotten.sample_id_sha256)
         listed_patients = set(record.forgotten.patient_id_sha256)
-        found = sum(hash_id(s, used_salt) in listed_samples for s in wanted_samples)
-        found += sum(hash_id(p, used_salt) in listed_patients for p in wanted_patients)
+        found = sum(hash_one(s, used_salt) in listed_samples for s in wanted_samples)
+        found += sum(hash_one(p, used_salt) in listed_patients for p in wanted_patients)
     return AuditVerification(
         record_intact=intact,
         checkpoint_matches=digest == record.checkpoint_after_sha256,
