@@ -131,3 +131,84 @@ def test_dicom_without_pixel_data_is_user_error(tmp_path: Path) -> None:
     assert pydicom.dcmread(path).get("PixelData") is None
     with pytest.raises(UserInputError, match="PixelData"):
         read_image(path)
+
+
+RAMP = np.tile(np.arange(W, dtype=np.uint16) * 100 + 1000, (H, 1))  # 1000 .. 2000 along columns
+
+
+def _windowed(tmp_path: Path, name: str, stored: np.ndarray = RAMP, **attrs) -> np.ndarray:
+    attrs = {"BitsStored": 16, "PhotometricInterpretation": "MONOCHROME2"} | attrs
+    return read_image(_dicom(tmp_path / name, stored, **attrs)).pixels
+
+
+def test_dicom_linear_window_hand_computed(tmp_path: Path) -> None:
+    # PS3.3 C.11.2.1.2, c = 1500, w = 401: y = (x - 1499.5) / 400 + 0.5, 0 at x <= 1299.5, 1 above 1699.5
+    pixels = _windowed(tmp_path, "lin.dcm", WindowCenter=1500, WindowWidth=401)
+    expected = np.clip((RAMP[0].astype(np.float64) - 1499.5) / 400 + 0.5, 0.0, 1.0)
+    np.testing.assert_allclose(pixels[0], expected, atol=1e-6)
+    assert pixels[0, 4] == pytest.approx(0.25125, abs=1e-6)  # x = 1400: -99.5 / 400 + 0.5
+    assert pixels[0, 2] == 0.0 and pixels[0, 8] == 1.0
+
+
+def test_dicom_window_below_or_above_the_data_saturates(tmp_path: Path) -> None:
+    below = _windowed(tmp_path, "below.dcm", WindowCenter=100, WindowWidth=51)
+    np.testing.assert_array_equal(below, np.ones((H, W), dtype=np.float32))  # every value above the window: white
+    above = _windowed(tmp_path, "above.dcm", WindowCenter=5000, WindowWidth=51)
+    np.testing.assert_array_equal(above, np.zeros((H, W), dtype=np.float32))
+    inverted = _windowed(tmp_path, "below_m1.dcm", WindowCenter=100, WindowWidth=51,
+                         PhotometricInterpretation="MONOCHROME1")
+    np.testing.assert_array_equal(inverted, np.zeros((H, W), dtype=np.float32))
+
+
+@pytest.mark.parametrize("width", [0, -10, "", None])
+def test_dicom_unusable_window_width_falls_back_to_the_stored_range(tmp_path: Path, width, caplog) -> None:
+    attrs = {"WindowCenter": 1500} | ({} if width is None else {"WindowWidth": width})
+    with caplog.at_level(logging.WARNING):
+        pixels = _windowed(tmp_path, "w0.dcm", **attrs)
+    np.testing.assert_allclose(pixels, RAMP / 65535.0, atol=1e-6)  # 16 bits stored, no rescale
+    assert any("WindowWidth" in rec.message for rec in caplog.records)
+
+
+def test_dicom_multi_valued_window_uses_the_first(tmp_path: Path) -> None:
+    pixels = _windowed(tmp_path, "multi.dcm", WindowCenter=[1500, 40], WindowWidth=[401, 80])
+    assert pixels[0, 4] == pytest.approx(0.25125, abs=1e-6)
+
+
+def test_voi_window_functions_hand_computed() -> None:
+    from rfo_bench.io.images import voi_window
+
+    x = np.array([-1.0, 9.5, 10.0, 10.5, 30.0])
+    np.testing.assert_array_equal(voi_window(x, 10.0, 1.0), [0.0, 0.0, 1.0, 1.0, 1.0])  # w = 1: threshold
+    np.testing.assert_allclose(voi_window(x, 10.0, 4.0, "LINEAR_EXACT"), [0.0, 0.375, 0.5, 0.625, 1.0])
+    sigmoid = voi_window(x, 10.0, 4.0, "SIGMOID")
+    assert sigmoid[2] == pytest.approx(0.5) and sigmoid[0] < 1e-4 and sigmoid[-1] > 1 - 1e-8
+    assert sigmoid[1] == pytest.approx(1 / (1 + np.exp(0.5)))
+
+
+def test_png_writers_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rfo_bench.io.images import write_png8
+
+    target = tmp_path / "x.png"
+    write_png16(target, np.full((H, W), 0.5))
+    before = target.read_bytes()
+
+    def half_then_fail(self, data):  # a writer killed half way (disk full, signal)
+        with open(self, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_fail)
+    with pytest.raises(OSError):
+        write_png16(target, np.zeros((H, W)))
+    monkeypatch.undo()
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+    def fail_on_save(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\x89PNG partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", fail_on_save)
+    with pytest.raises(OSError):
+        write_png8(target, np.zeros((H, W)))
+    monkeypatch.undo()
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["x.png"]
