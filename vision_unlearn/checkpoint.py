@@ -31,7 +31,7 @@ FORMAT = "vision_unlearn/1"
 
 def _refused_global(err: BaseException) -> str | None:
     """The global a ``weights_only`` load refused (``"posix.system"``), read from torch's message."""
-    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    match = re.search(r"\bGLOBAL (\S+)", str(err))  # torch: "Unsupported global: GLOBAL io.open ..."
     return match.group(1) if match else None
 
 

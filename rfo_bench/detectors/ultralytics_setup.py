@@ -69,7 +69,7 @@ def _refused_global(err: BaseException) -> str | None:
     for candidate in (err, err.__cause__, err.__context__):
         if candidate is None:
             continue
-        match = re.search(r"Unsupported global: GLOBAL (\S+)", str(candidate))
+        match = re.search(r"\bGLOBAL (\S+)", str(candidate))  # torch: "Unsupported global: GLOBAL io.open ..."
         if match:
             return match.group(1)
         match = re.search(r"WeightsUnpickler error: ([^\n]+)", str(candidate))
