@@ -22,7 +22,13 @@ from typing import Any
 
 from rfo_bench.errors import UserInputError
 from rfo_bench.html_report import Figure, Section, Table, render_html, render_markdown
-from rfo_bench.output_dirs import claim_output_dir, release_output_dir, remove_owned
+from rfo_bench.output_dirs import (
+    claim_output_dir,
+    read_marker,
+    release_output_dir,
+    remove_owned,
+    write_marker,
+)
 from rfo_bench.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -261,6 +267,27 @@ def build_report(out_dir: Path) -> dict[str, Path]:
     return {"html": html_path, "markdown": md_path}
 
 
+def _adopt_earlier_run(out_dir: Path) -> None:
+    """Mark a run folder of an earlier release (no ownership marker yet) as the demo's, so it resumes.
+
+    It is recognised by its ``run.json`` listing exactly the demo's stages and by holding nothing but
+    those stages, their partial folders, the report and ``run.json``.
+    """
+    run_json = out_dir / "run.json"
+    if read_marker(out_dir) is not None or not run_json.is_file() or run_json.stat().st_size > 1 << 20:
+        return
+    try:
+        recorded = json.loads(run_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    stages = [s.name for s in STAGES]
+    if not isinstance(recorded, dict) or recorded.get("stages") != stages:
+        return
+    allowed = {"run.json", "report.html", "report.md", *stages, *(f"{s}.partial" for s in stages)}
+    if all(p.name in allowed for p in out_dir.iterdir()):
+        write_marker(out_dir, DEMO_TOOL, state="in-use")
+
+
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run (or resume) every stage into ``config.out_dir`` and build the report.
 
@@ -270,6 +297,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     out_dir = Path(config.out_dir)
+    _adopt_earlier_run(out_dir)
     claim_output_dir(out_dir, DEMO_TOOL)
     _write_json(out_dir / "run.json", {"config": asdict(config), "stages": [s.name for s in STAGES]})
     done = {} if config.force else load_stage_summaries(out_dir)

@@ -149,3 +149,21 @@ def test_demo_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
                             timeout=300, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert (foreign / "data" / "scan.png").read_bytes() == b"x"
+
+
+def test_a_demo_run_of_an_earlier_release_is_taken_up_but_a_lookalike_is_not(tmp_path: Path) -> None:
+    from vision_unlearn.demo import DEMO_TOOL, STAGES, _adopt_earlier_run
+
+    stages = [s.name for s in STAGES]
+    earlier = tmp_path / "earlier"
+    (earlier / stages[0]).mkdir(parents=True)
+    (earlier / "run.json").write_text(json.dumps({"config": {}, "stages": stages}))
+    _adopt_earlier_run(earlier)
+    assert claim_output_dir(earlier, DEMO_TOOL) == earlier
+    lookalike = tmp_path / "lookalike"
+    lookalike.mkdir()
+    (lookalike / "run.json").write_text(json.dumps({"config": {}, "stages": stages}))
+    (lookalike / "thesis.tex").write_text("user work")
+    _adopt_earlier_run(lookalike)
+    with pytest.raises(UserInputError):
+        claim_output_dir(lookalike, DEMO_TOOL)
