@@ -49,12 +49,21 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
 def test_yolo_trains_through_ultralytics_and_predicts(tmp_path: Path) -> None:
     dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=44, width=68))
     config = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=0)
+    mine = tmp_path / "run" / "yolo_data"  # a user's folder named like the training layout is not touched
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep")
     result = train_detector(config, [dataset], tmp_path / "run", val_set=dataset, progress=False)
     assert (tmp_path / "run" / result.record["weights"]).is_file()
-    assert not (tmp_path / "run" / "yolo_data").exists()  # the 8-bit training cache is removed
+    assert (mine / "notes.txt").read_text() == "keep"
+    assert not list((tmp_path / "run").glob(".yolo_data*"))  # the 8-bit training layout is removed
     detections = load_detector(result.run_dir).predict(load_pixels(dataset, dataset.images[0]))
     assert detections.boxes_xyxy.shape[1] == 4
     assert set(detections.category_ids.tolist()) <= {3}
+    # a checkpoint written by the Ultralytics trainer passes the restricted loader as --weights too
+    weights = str(tmp_path / "run" / result.record["weights"])
+    tuned = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=0, weights=weights)
+    again = train_detector(tuned, [dataset], tmp_path / "tuned", progress=False)
+    assert (tmp_path / "tuned" / again.record["weights"]).is_file()
 
 
 def test_cli_train_on_yolo_layout_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
