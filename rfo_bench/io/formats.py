@@ -108,11 +108,18 @@ def image_size(path: Path) -> tuple[int, int]:
             return int(ds.Columns), int(ds.Rows)
         except (InvalidDicomError, OSError, EOFError, AttributeError, ValueError) as err:
             raise UserInputError(f"not a readable DICOM file: {err}", file=path) from None
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            return int(img.width), int(img.height)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read here
+            with Image.open(path) as img:
+                return int(img.width), int(img.height)
+    except Image.DecompressionBombError as err:
+        raise UserInputError(f"image too large to decode (Pillow's decompression-bomb limit): {err}", file=path,
+                             field="size") from None
     except UnidentifiedImageError:
         try:  # DICOM without a .dcm suffix
             import pydicom

@@ -156,6 +156,15 @@ def test_png_bomb_is_a_user_error(tmp_path: Path) -> None:
     assert info.value.field == "size" and "bomb.png" in str(info.value)
 
 
+def test_header_size_lookup_of_a_png_bomb_is_a_user_error(tmp_path: Path) -> None:
+    from rfo_bench.io.formats import image_size
+
+    path = _png_header_only(tmp_path / "bomb.png", BOMB_SIDE, BOMB_SIDE)
+    with pytest.raises(UserInputError, match="too large") as info:
+        image_size(path)
+    assert info.value.field == "size"
+
+
 def test_raster_limit_is_checked_before_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Image.fromarray(np.zeros((17, 11), dtype=np.uint8)).save(tmp_path / "small.png")
 
