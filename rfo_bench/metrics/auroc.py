@@ -50,30 +50,31 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 def weighted_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUROC for each row of integer image weights.
 
+    The Mann-Whitney count: each positive image wins over every negative image scored below it and
+    half-wins over every tie, all counted with the images' weights. The doubled count is an integer,
+    so it is summed exactly in int64 (any order gives the same float64 AUROC).
+
     Args:
         labels: ``(I,)`` bool.
-        scores: ``(I,)`` float.
-        weights: ``(B, I)`` or ``(I,)`` non-negative weights (bootstrap multiplicities).
+        scores: ``(I,)`` float (``-inf`` allowed).
+        weights: ``(B, I)`` or ``(I,)`` non-negative integer weights (bootstrap multiplicities).
 
     Returns:
         ``(B,)`` (or a scalar array) AUROC; NaN where a row has no positive or no negative weight.
     """
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
-    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    order = np.argsort(scores, kind="stable")
-    s_sorted = scores[order]
-    # `!=` rather than np.diff: two -inf scores (no detection) tie, and -inf - -inf is NaN
-    starts = np.r_[0, np.flatnonzero(s_sorted[1:] != s_sorted[:-1]) + 1] if s_sorted.size else np.zeros(0, np.int64)
-    pos_w = np.where(labels[order], w[:, order], 0.0)
-    neg_w = np.where(labels[order], 0.0, w[:, order])
-    if s_sorted.size == 0:
-        return np.full(w.shape[0], np.nan)
-    pos_g = np.add.reduceat(pos_w, starts, axis=1)  # (B, groups) weight per tied-score group
-    neg_g = np.add.reduceat(neg_w, starts, axis=1)
-    neg_below = np.cumsum(neg_g, axis=1) - neg_g
-    numerator = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1)
-    denominator = pos_g.sum(axis=1) * neg_g.sum(axis=1)
+    w = np.atleast_2d(np.asarray(weights)).astype(np.int64)
+    positives, negatives = np.flatnonzero(labels), np.flatnonzero(~labels)
+    negatives = negatives[np.argsort(scores[negatives], kind="stable")]
+    negative_scores = scores[negatives]
+    below = np.searchsorted(negative_scores, scores[positives], side="left")  # negatives scored lower
+    at_most = np.searchsorted(negative_scores, scores[positives], side="right")  # ... lower or tied
+    negative_cum = np.concatenate([np.zeros((w.shape[0], 1), np.int64), np.cumsum(w[:, negatives], axis=1)], axis=1)
+    positive_w = w[:, positives]
+    # 2 x wins = sum over positives of weight x (negatives below + negatives below or tied)
+    twice_wins = (positive_w * (negative_cum[:, below] + negative_cum[:, at_most])).sum(axis=1)
+    denominator = positive_w.sum(axis=1).astype(np.float64) * negative_cum[:, -1].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
+        out = np.where(denominator > 0, (twice_wins / 2) / np.where(denominator > 0, denominator, 1.0), np.nan)
     return out if np.ndim(weights) == 2 else out.reshape(())

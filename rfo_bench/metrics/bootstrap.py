@@ -34,15 +34,18 @@ def resample_counts(
     rng = np.random.default_rng(seed)
     if clusters is None:
         draws = rng.integers(0, num_images, size=(replicates, num_images))
-        counts = np.zeros((replicates, num_images), dtype=np.int32)
-        np.add.at(counts, (np.repeat(np.arange(replicates), num_images), draws.ravel()), 1)
-        return counts
+        return _row_counts(draws, num_images)
     clusters = np.asarray(clusters, dtype=np.int64)
     num_c = int(clusters.max()) + 1 if clusters.size else 0
     draws = rng.integers(0, num_c, size=(replicates, num_c))
-    cluster_counts = np.zeros((replicates, num_c), dtype=np.int32)
-    np.add.at(cluster_counts, (np.repeat(np.arange(replicates), num_c), draws.ravel()), 1)
-    return cluster_counts[:, clusters]
+    return _row_counts(draws, num_c)[:, clusters]
+
+
+def _row_counts(draws: np.ndarray, size: int) -> np.ndarray:
+    """``(B, size)`` int32: how often each value ``0..size-1`` occurs in each row of ``draws (B, n)``."""
+    rows = draws.shape[0]
+    flat = (draws + np.arange(rows, dtype=draws.dtype)[:, None] * size).ravel()
+    return np.bincount(flat, minlength=rows * size).astype(np.int32).reshape(rows, size)
 
 
 def _min_count_for_recall(num_gt: np.ndarray) -> np.ndarray:
@@ -59,22 +62,24 @@ def _min_count_for_recall(num_gt: np.ndarray) -> np.ndarray:
     return v.astype(np.int64)
 
 
-def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int = 256) -> np.ndarray:
+def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int = 128) -> np.ndarray:
     """COCO interpolated precision ``(B, T, R, K)`` (area ``all``, all kept detections) per replicate.
 
     Only positions right after a true positive can hold the interpolated precision (a false positive
     lowers precision at unchanged recall), so each replicate evaluates the precision at the true
-    positives only: cumulative true positives there, and false positives as (detections so far -
-    true positives so far).
+    positives only: cumulative true positives there, over the detections counted so far (true or
+    false positives). The interpolated precision at a recall threshold is the maximum precision from
+    the first position reaching it on; one ``maximum.reduceat`` over the segments between those
+    positions and a running maximum over the 101 thresholds give it without the full envelope.
 
     Args:
         table: the matching (its ``max_dets`` = 100, as COCO's AP uses).
         counts: ``(B, I)`` image multiplicities.
-        chunk: replicates processed together.
+        chunk: replicates processed together (bounds the memory: positions x chunk per array).
 
     Returns:
         Precision with -1 for categories without ground truth in a replicate; ``counts`` of ones gives
-        COCO's ``precision[:, :, :, 0, -1]`` bit for bit.
+        COCO's ``precision[:, :, :, 0, -1]`` (the same float64 operations in the same order).
     """
     counts = np.asarray(counts)
     num_b = counts.shape[0]
@@ -83,41 +88,46 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int = 
     out = -np.ones((num_b, num_t, num_r, num_k))
     by_cat = np.argsort(table.det_category, kind="stable")
     bounds = np.searchsorted(table.det_category[by_cat], np.arange(num_k + 1))
-    counts_i64 = counts.astype(np.int64)
+    weights = counts.astype(np.int64)
+    num_gt_all = weights @ table.gt_count[0].T  # (B, K)
     for k in range(num_k):
         sel = by_cat[bounds[k]:bounds[k + 1]]
         order = sel[np.argsort(-table.det_score[sel], kind="mergesort")]
         dt_ig = table.ignored[0][:, order]
         tp_flag = table.matched[0][:, order] & ~dt_ig  # (T, n)
-        counted = ~dt_ig  # detections that are a TP or an FP at each threshold
         det_img = table.det_image[order]
         union = np.flatnonzero(tp_flag.any(axis=0))
-        uniform = bool(counted.all())
-        segments_t = _segment_matrix(union, det_img, counted.all(axis=0), table.num_images).T.tocsr() \
-            if union.size else None
+        if union.size == 0:  # no true positive: precision 0 wherever the category has ground truth
+            out[:, :, :, k] = np.where(num_gt_all[:, k] > 0, 0.0, -1.0)[:, None, None]
+            continue
+        # detections counted so far (TP or FP) = all detections - those ignored at the threshold
+        segments = _segment_matrix(union, det_img, np.ones(det_img.size, dtype=bool), table.num_images).T.tocsr()
+        ignored_segments = [_segment_matrix(union, det_img, dt_ig[t], table.num_images).T.tocsr()
+                            if dt_ig[t].any() else None for t in range(num_t)]
+        positions = [np.flatnonzero(tp_flag[t]) for t in range(num_t)]
+        at_union = [np.searchsorted(union, p) for p in positions]
         for b0 in range(0, num_b, chunk):
-            c = counts_i64[b0:b0 + chunk]  # (Bc, I)
-            num_gt = c @ table.gt_count[0, k]  # (Bc,)
+            w = weights[b0:b0 + chunk]  # (Bc, I)
+            num_gt = num_gt_all[b0:b0 + chunk, k]
             valid = num_gt > 0
-            q = np.zeros((c.shape[0], num_t, num_r))
-            if valid.any() and union.size:
-                need = _min_count_for_recall(np.where(valid, num_gt, 1))  # (Bc, R)
-                # detections counted so far (TP or FP) at each position of `union`
-                seen_union = np.cumsum(np.asarray(c @ segments_t), axis=1) if uniform else None  # (Bc, m)
-                for t in range(num_t):
-                    positions = np.flatnonzero(tp_flag[t])
-                    if positions.size == 0:
-                        continue
-                    if uniform:
-                        seen = seen_union[:, np.searchsorted(union, positions)]
-                    else:
-                        seen = np.cumsum(c[:, det_img] * counted[t], axis=1)[:, positions]
-                    tp = np.cumsum(c[:, det_img[positions]], axis=1)  # (Bc, n_t)
-                    fp = seen - tp
-                    tp_f = tp.astype(np.float64)
-                    precision = tp_f / (fp.astype(np.float64) + tp_f + _EPS)
-                    envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-                    q[:, t, :] = _first_at_least(tp, envelope, need)
+            if not valid.any():
+                continue
+            q = np.zeros((w.shape[0], num_t, num_r))
+            need = _min_count_for_recall(np.where(valid, num_gt, 1))  # (Bc, R)
+            seen_all = np.cumsum(np.asarray(w @ segments), axis=1)  # (Bc, m)
+            # COCO's tp / (fp + tp + eps): fp + tp is the integer count seen so far, exact in float64
+            denominator_all = seen_all.astype(np.float64) + _EPS
+            for t in range(num_t):
+                if positions[t].size == 0:
+                    continue
+                if ignored_segments[t] is None:
+                    denominator = denominator_all[:, at_union[t]]  # (Bc, n_t)
+                else:
+                    seen = seen_all - np.cumsum(np.asarray(w @ ignored_segments[t]), axis=1)
+                    denominator = seen[:, at_union[t]].astype(np.float64) + _EPS
+                tp = np.cumsum(w[:, det_img[positions[t]]], axis=1)  # (Bc, n_t)
+                precision = tp.astype(np.float64) / denominator
+                q[:, t, :] = _max_from_first_at_least(tp, precision, need)
             q[~valid] = -1
             out[b0:b0 + chunk, :, :, k] = q
     return out
@@ -151,15 +161,22 @@ def first_index_at_least(cum: np.ndarray, need: np.ndarray) -> np.ndarray:
     return idx - np.arange(rows)[:, None] * n
 
 
-def _first_at_least(cum: np.ndarray, values: np.ndarray, need: np.ndarray) -> np.ndarray:
-    """``values[b, j]`` at :func:`first_index_at_least`, else 0."""
+def _max_from_first_at_least(cum: np.ndarray, values: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """``(B, R)``: ``max(values[b, j:])`` at ``j`` = :func:`first_index_at_least`, 0 where none.
+
+    ``values`` must be non-negative. Per row the first indices rise with ``r``; the maximum over each
+    stretch between consecutive ones (``maximum.reduceat``, each row closed by its end) and a running
+    maximum from the last stretch back give every suffix maximum, as COCO's envelope would.
+    """
     rows, n = cum.shape
-    idx = first_index_at_least(cum, need)
-    found = idx < n
-    out = np.zeros(need.shape)
-    row_idx = np.broadcast_to(np.arange(rows)[:, None], need.shape)
-    out[found] = values[row_idx[found], idx[found]]
-    return out
+    first = first_index_at_least(cum, need)  # (B, R), n = none
+    found = first < n
+    base = np.arange(rows, dtype=np.int64)[:, None] * n
+    starts = np.concatenate([base + first, base + n], axis=1).ravel()  # non-decreasing; row ends as stops
+    flat = np.concatenate([values.ravel(), np.zeros(1)])  # a last row's stop indexes this pad
+    stretch = np.maximum.reduceat(flat, starts).reshape(rows, -1)[:, :-1]
+    stretch = np.where(found, stretch, 0.0)
+    return np.maximum.accumulate(stretch[:, ::-1], axis=1)[:, ::-1]
 
 
 def mean_ap(precision_b: np.ndarray, iou_index: np.ndarray | slice = slice(None),

@@ -268,15 +268,90 @@ def froc_curve(
 
 def froc_score_replicates(
     events: FrocEvents, counts: np.ndarray, *, fps_thresholds: Sequence[float] = FPS_THRESHOLDS,
-    variant: str = "reference",
+    variant: str = "reference", chunk: int = 128,
 ) -> np.ndarray:
     """FROC score of each bootstrap replicate, ``counts (B, I)`` image multiplicities -> ``(B,)``.
 
-    One :func:`froc_curve` per replicate: three cumulative sums over the predictions and a few
-    searches, well under a millisecond for 40 000 predictions (faster than a replicate-batched version,
-    whose cumulative sums along rows numpy does not vectorise).
+    The same numbers as one :func:`froc_curve` per replicate, computed for a chunk of replicates at
+    once. A threshold is read at the false positive that brings the weighted false positives to the
+    needed count, and the sensitivity there is the weighted hits before it. Locating that false positive takes block sums of the
+    false-positive weights and a running sum inside one block only. Replicates in which two thresholds
+    need the same number of false positives (the reference script's one-threshold-per-prediction
+    lag, only with fewer than 8 images) go through :func:`froc_curve`.
     """
-    return np.array([
-        froc_curve(events, c, fps_thresholds=fps_thresholds, variant=variant, curves=False).score
-        for c in np.asarray(counts)
-    ])
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown FROC variant {variant!r}; expected one of {VARIANTS}")
+    counts = np.asarray(counts)
+    out = np.empty(counts.shape[0])
+    for b0 in range(0, counts.shape[0], chunk):
+        out[b0:b0 + chunk] = _froc_scores_chunk(events, counts[b0:b0 + chunk], np.asarray(fps_thresholds,
+                                                dtype=np.float64), variant)
+    return out
+
+
+_FP_BLOCK = 256
+"""False positives per block when locating a threshold (a running sum runs inside one block only)."""
+
+
+def _froc_scores_chunk(events: FrocEvents, counts: np.ndarray, thresholds: np.ndarray, variant: str) -> np.ndarray:
+    """:func:`froc_score_replicates` for one chunk ``counts (Bc, I)``."""
+    rows = counts.shape[0]
+    # int32 gathers (half the memory traffic); every sum below runs in int64
+    weights = np.concatenate([counts.astype(np.int32), np.zeros((rows, 1), np.int32)], axis=1)  # pad image: 0
+    pad_image = counts.shape[1]
+    num_images = weights.sum(axis=1, dtype=np.int64)
+    num_objects = (weights[:, :pad_image].astype(np.int64) @ events.objects_per_image).astype(np.float64)
+    fp_positions = np.flatnonzero(events.false_positive)
+    hit_positions = events.hit_positions
+    # weighted hits before any hit position: leading 0, then running sums
+    hit_w = weights[:, events.image[hit_positions]].astype(np.int64)
+    if (events.hits[hit_positions] > 1).any():  # a point inside several objects
+        hit_w *= events.hits[hit_positions]
+    hit_cum = np.concatenate([np.zeros((rows, 1), np.int64), np.cumsum(hit_w, axis=1)], axis=1)
+    # false-positive weights in blocks of _FP_BLOCK (the last one padded with the 0-weight image)
+    num_blocks = max(-(-fp_positions.size // _FP_BLOCK), 1)
+    fp_image = np.full(num_blocks * _FP_BLOCK, pad_image, dtype=np.int64)
+    fp_image[:fp_positions.size] = events.image[fp_positions]
+    fp_w = weights[:, fp_image]  # (Bc, blocks * block)
+    block_cum = np.cumsum(fp_w.reshape(rows, num_blocks, _FP_BLOCK).sum(axis=2, dtype=np.int64), axis=1)
+    total_fp = block_cum[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        needed = _needed_false_positives(thresholds[None, :], num_images[:, None].astype(np.float64))  # (Bc, T)
+    reached = (needed <= total_fp[:, None]) & (num_images[:, None] > 0)
+    lagging = (num_images == 0) | (np.diff(needed, axis=1) == 0).any(axis=1)
+    # the block holding each crossing, then the crossing inside it
+    row = np.broadcast_to(np.arange(rows)[:, None], needed.shape)
+    goal = np.where(reached, needed, 1)
+    block = np.minimum(_first_at_least_rows(block_cum, goal), num_blocks - 1)
+    before_block = np.where(block > 0, block_cum[row, np.maximum(block - 1, 0)], 0)
+    inside = fp_w[row[..., None], block[..., None] * _FP_BLOCK + np.arange(_FP_BLOCK)]  # (Bc, T, block)
+    local = np.cumsum(inside, axis=2, dtype=np.int64)
+    offset = np.argmax(local >= (goal - before_block)[..., None], axis=2)
+    crossing_fp = np.minimum(block * _FP_BLOCK + offset, max(fp_positions.size - 1, 0))
+    crossing = fp_positions[crossing_fp] if fp_positions.size else np.zeros_like(crossing_fp)  # sorted position
+    hits_before = hit_cum[row, np.searchsorted(hit_positions, crossing)]
+    final_hits = hit_cum[:, -1]
+    if variant == "reference":
+        # unreached thresholds repeat the last recorded sensitivity (the final one when none was)
+        reached_count = reached.sum(axis=1)
+        last = np.where(reached_count > 0, hits_before[np.arange(rows), np.maximum(reached_count - 1, 0)],
+                        final_hits)
+        hit_values = np.where(reached, hits_before, last[:, None])
+    else:
+        hit_values = np.where(reached, hits_before, final_hits[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sensitivity = np.where(num_objects[:, None] > 0, hit_values.astype(np.float64) / num_objects[:, None],
+                               np.nan)
+    scores = np.mean(sensitivity, axis=1)
+    for b in np.flatnonzero(lagging):
+        scores[b] = froc_curve(events, counts[b], fps_thresholds=thresholds, variant=variant, curves=False).score
+    return scores
+
+
+def _first_at_least_rows(cum: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Per row ``b`` of a non-decreasing integer ``cum (B, n)``: first ``j`` with ``cum[b, j] >= need[b, k]``."""
+    rows, n = cum.shape
+    big = int(max(cum.max(initial=0), need.max(initial=0))) + 2
+    offsets = np.arange(rows, dtype=np.int64)[:, None] * big
+    idx = np.searchsorted((cum + offsets).ravel(), (need + offsets).ravel(), side="left").reshape(need.shape)
+    return idx - np.arange(rows)[:, None] * n
