@@ -41,6 +41,7 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from rfo_bench.errors import UserInputError
+from rfo_bench.offline import CACHE_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def key_file_path() -> Path:
     explicit = os.environ.get(KEY_FILE_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    cache = os.environ.get("RFO_CACHE_DIR")
+    cache = os.environ.get(CACHE_ENV)
     if cache:
         return Path(cache).expanduser() / KEY_FILE_NAME
     config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
