@@ -64,7 +64,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _link_atomically(source: Path, target: Path) -> None:
-    """Point ``target`` at ``source`` in one rename (a link already there is replaced, never a file)."""
+    """Point ``target`` at ``source`` in one rename; the caller has checked that ``target`` may be replaced."""
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     staging.symlink_to(source)
     try:
