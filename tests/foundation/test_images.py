@@ -212,3 +212,17 @@ def test_png_writers_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         write_png8(target, np.zeros((H, W)))
     monkeypatch.undo()
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def test_dicom_voi_lut_is_scaled_by_its_own_output_range(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.LUTDescriptor = [4, 1100, 16]  # 4 entries, first input value 1100, 16-bit output
+    item.add_new("LUTData", "US", [0, 100, 200, 300])
+    pixels = _windowed(tmp_path, "lut.dcm", VOILUTSequence=Sequence([item]))
+    # inputs 1000, 1100 -> entry 0; 1200 and above -> the last entry (300 = the LUT's maximum)
+    np.testing.assert_allclose(pixels[0], [0.0, 0.0] + [1.0] * (W - 2), atol=1e-6)
+    above = _windowed(tmp_path, "lut_above.dcm", RAMP + 1000, VOILUTSequence=Sequence([item]))
+    np.testing.assert_array_equal(above, np.ones((H, W), dtype=np.float32))  # beyond the LUT: its top, white
