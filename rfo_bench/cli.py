@@ -99,15 +99,24 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from rfo_bench.io.coco import write_coco
     from rfo_bench.io.rfo_csv import write_rfo_csv
     from rfo_bench.io.yolo_format import write_yolo
+    from rfo_bench.splits import pseudonymised_dataset
 
+    if args.pseudonymise_names and args.to == "yolo":
+        raise UserInputError("applies to coco and csv outputs only: a YOLO layout must name the real images",
+                             field="--pseudonymise-names")
     dataset = _read(args.src, args)
     out = Path(args.out)
     if args.to == "coco":
         from rfo_bench.io.formats import fill_image_sizes
 
-        written = write_coco(fill_image_sizes(dataset, missing_ok=True), out)
+        dataset = fill_image_sizes(dataset, missing_ok=True)  # read from the real files, before any pseudonym
+        if args.pseudonymise_names:
+            dataset = pseudonymised_dataset(dataset, root=out.parent)
+        written = write_coco(dataset, out)
     elif args.to == "csv":
         convention = args.csv_out_convention
+        if args.pseudonymise_names:
+            dataset = pseudonymised_dataset(dataset, root=out.parent)
         written = write_rfo_csv(dataset, out, convention=convention, include_patient=args.with_patient)
     else:
         splits = _load_split_file(args.split_file) if args.split_file else None
@@ -206,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--with-patient", action="store_true", help="add a patient_id column to a written CSV")
     cmd.add_argument("--split-file", default=None, help="splits.json from `rfo-bench split` (YOLO train/val/test)")
     cmd.add_argument("--copy-images", action="store_true", help="copy images into the YOLO layout instead of linking")
+    cmd.add_argument("--pseudonymise-names", action="store_true",
+                     help="coco/csv: write keyed pseudonyms (see rfo_bench.pseudonym) instead of file names and "
+                          "patient ids, for files that leave the site")
 
     cmd = add_command(sub, "split", _cmd_split,
                       "patient-level stratified split (or k-fold); writes DIR/splits.json and one COCO json per split")

@@ -239,3 +239,30 @@ def test_audit_patient_digests_need_the_site_key(monkeypatch: pytest.MonkeyPatch
     listed = set(summary.patient_id_sha256)
     assert not any(hash_id(f"{k:06d}", salt) in listed for k in range(1_000_000))
     assert keyed_hash_id(PATIENT, salt, key=KEY_B) not in listed
+
+
+def test_convert_writes_pseudonymised_names_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import replace
+
+    from rfo_bench.cli import main
+    from rfo_bench.io.coco import read_coco, write_coco
+
+    monkeypatch.setenv(KEY_ENV, KEY_A.hex())
+    dataset = _named_dataset(tmp_path / "data")
+    dataset = dataset.with_images(replace(r, width=None, height=None) for r in dataset.images)  # sizes unknown
+    write_coco(dataset, tmp_path / "data" / "gt.json")
+    gt = str(tmp_path / "data" / "gt.json")
+    assert main(["convert", gt, "--to", "coco", "--out", str(tmp_path / "shared.json"), "--pseudonymise-names"]) == 0
+    assert main(["convert", gt, "--to", "csv", "--out", str(tmp_path / "shared.csv"), "--with-patient",
+                 "--pseudonymise-names"]) == 0
+    for name in ("shared.json", "shared.csv"):
+        text = (tmp_path / name).read_text()
+        assert "Smith" not in text and "John" not in text and "MRN-" not in text and "data" not in text, name
+    shared = read_coco(tmp_path / "shared.json")
+    assert [(r.width, r.height) for r in shared.images] == [(17, 11)] * len(dataset.images)  # from the real files
+    assert [r.file_name for r in shared.images] == [file_name_pseudonym(r.file_name, key=KEY_A)
+                                                    for r in dataset.images]
+    capsys.readouterr()
+    assert main(["convert", gt, "--to", "yolo", "--out", str(tmp_path / "yolo"), "--pseudonymise-names"]) == 2
+    assert "--pseudonymise-names" in capsys.readouterr().err and not (tmp_path / "yolo").exists()
