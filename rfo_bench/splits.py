@@ -10,9 +10,11 @@ uses scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold`.
 
 Manifests that leave the site: file names often carry patient names (``Smith_John_CXR.dcm``) and CSV
 patient columns raw MRNs. :func:`pseudonymised_dataset` replaces both by keyed pseudonyms
-(:mod:`rfo_bench.pseudonym`) before a split is written (``rfo-bench split --pseudonymise-names``). The
-image ids, the split and its summary stay the same; whoever holds the site key maps a pseudonym back by
-pseudonymising the local file list.
+(:mod:`rfo_bench.pseudonym`) before a split is written (``rfo-bench split --pseudonymise-names``;
+``rfo-bench convert --pseudonymise-names`` does the same for a COCO or CSV file). The image ids, the
+split and its summary stay the same; whoever holds the site key maps a pseudonym back by pseudonymising
+the local file list. Without the option the real names are written, so that the files still lead to
+the images.
 """
 
 from __future__ import annotations
