@@ -14,9 +14,9 @@ data gives away by itself (how many images a patient has, which split they are i
 The key, read lazily on the first pseudonym (never at import), comes from:
 
 1. ``$RFO_PSEUDONYM_KEY``: at least 32 bytes, written as hex or base64;
-2. otherwise a key file: ``$RFO_PSEUDONYM_KEY_FILE``, else ``$RFO_CACHE_DIR/pseudonym.key`` when
-   ``RFO_CACHE_DIR`` is set, else ``$XDG_CONFIG_HOME/rfo-toolkit/pseudonym.key`` (default
-   ``~/.config/rfo-toolkit/pseudonym.key``). It holds the key as hex text. When it does not exist a
+2. otherwise a key file: ``$RFO_PSEUDONYM_KEY_FILE``, else ``$XDG_CONFIG_HOME/rfo-toolkit/pseudonym.key``
+   (default ``~/.config/rfo-toolkit/pseudonym.key``). The key is a site secret, not a cache: it never
+   lives in ``$RFO_CACHE_DIR``, which ``make clean`` deletes. It holds the key as hex text. When it does not exist a
    fresh random 256-bit key is written there, created with mode 0600 (``O_CREAT | O_EXCL``, so a
    concurrent run never overwrites it), and a warning names the file. A key file that the group or
    other users may read, or that holds fewer than 32 bytes, is refused.
@@ -41,7 +41,6 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from rfo_bench.errors import UserInputError
-from rfo_bench.offline import CACHE_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +68,6 @@ def key_file_path() -> Path:
     explicit = os.environ.get(KEY_FILE_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    cache = os.environ.get(CACHE_ENV)
-    if cache:
-        return Path(cache).expanduser() / KEY_FILE_NAME
     config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(config).expanduser() / "rfo-toolkit" / KEY_FILE_NAME
 

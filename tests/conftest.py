@@ -15,6 +15,8 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(_REPO / ".cache" / "ultralytics"))
 os.environ.setdefault("MPLCONFIGDIR", str(_REPO / ".cache" / "matplotlib"))
+# A test-only pseudonym key, never the site's key in ~/.config (tests that need another set their own).
+os.environ.setdefault("RFO_PSEUDONYM_KEY_FILE", str(_REPO / ".cache" / "test-pseudonym.key"))
 
 
 @pytest.fixture(autouse=True, scope="session")

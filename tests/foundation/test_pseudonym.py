@@ -36,8 +36,7 @@ PATIENT = "004711"  # the id the issue recovered from splits/*.json in 0.01 s
 def key_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No key in the environment; the key file lives in a fresh folder (never the real home)."""
     monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.delenv(KEY_FILE_ENV, raising=False)
-    monkeypatch.setenv("RFO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "cache" / "pseudonym.key"))
     return tmp_path / "cache"
 
 
@@ -104,7 +103,7 @@ def test_key_from_environment_as_hex_or_base64(monkeypatch: pytest.MonkeyPatch) 
 
 def test_key_file_is_created_private_once_and_reused(key_dir: Path) -> None:
     path = key_file_path()
-    assert path == key_dir / "pseudonym.key"  # follows RFO_CACHE_DIR, so the suite never writes to $HOME
+    assert path == key_dir / "pseudonym.key"  # the suite never writes to $HOME
     assert not path.exists()
     first = patient_pseudonym(PATIENT)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -145,16 +144,17 @@ def test_short_key_file_is_refused(key_dir: Path) -> None:
         load_key()
 
 
-def test_default_key_location_without_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_key_location_is_the_user_config_not_the_cache(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEY_FILE_ENV, raising=False)
-    monkeypatch.delenv("RFO_CACHE_DIR", raising=False)
+    monkeypatch.setenv("RFO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert key_file_path() == tmp_path / "config" / "rfo-toolkit" / "pseudonym.key"
 
 
 def test_no_key_is_read_or_written_at_import(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in (KEY_ENV, KEY_FILE_ENV)}
-    env["RFO_CACHE_DIR"] = str(tmp_path / "cache")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "cache")
     code = "import rfo_bench.pseudonym, rfo_bench.io.images, rfo_bench.io.formats, rfo_bench.splits"
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
     assert not (tmp_path / "cache").exists()
