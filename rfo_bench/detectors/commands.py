@@ -14,6 +14,7 @@ from pathlib import Path
 from rfo_bench.cli_support import add_command
 from rfo_bench.detectors.config import RECIPES, TrainConfig, recipe_with_overrides
 from rfo_bench.errors import UserInputError
+from rfo_bench.output_dirs import require_writable
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from rfo_bench.detectors.registry import get_detector
 
     get_detector(args.model)  # unknown names fail before any data is read
+    require_writable(args.out)  # and an output that cannot be written, before hours of training
     recipe = recipe_with_overrides(args.recipe, {
         "epochs": args.epochs, "imgsz": args.imgsz, "batch_size": args.batch, "lr": args.lr,
     })
@@ -76,6 +78,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from rfo_bench.detectors.predict import predict_dataset, write_predictions
 
     set_torch_threads(args.threads)
+    require_writable(args.out)
     detector = load_detector(args.model_dir, device=args.device)
     dataset = load_training_data(args.data, split=args.split)
     predictions = predict_dataset(detector, dataset, progress=not args.no_progress)

@@ -59,6 +59,8 @@ def _commands(data: Path) -> dict[str, list[str]]:
                        "--bootstrap", "0", "--out"],
         "bench-train": ["rfo-bench", "train", "--model", "fasterrcnn", "--data", gt, "--epochs", "1", "--imgsz",
                         "64", "--no-progress", "--out"],
+        "bench-predict": ["rfo-bench", "predict", "--model-dir", str(data / "no-model-here"), "--data", gt,
+                          "--no-progress", "--out"],
         "unlearn-train": ["vision-unlearn", "train", "--dataset", "digits", "--set", "epochs=1", "--no-progress",
                           "--out"],
         "diffusion-train": ["rfo-synth", "diffusion", "train", "--data", str(data), "--preset", "tiny", "--size",
