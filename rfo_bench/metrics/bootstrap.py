@@ -62,24 +62,28 @@ def _min_count_for_recall(num_gt: np.ndarray) -> np.ndarray:
     return v.astype(np.int64)
 
 
-def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int = 128) -> np.ndarray:
+def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int | None = None) -> np.ndarray:
     """COCO interpolated precision ``(B, T, R, K)`` (area ``all``, all kept detections) per replicate.
 
     Only positions right after a true positive can hold the interpolated precision (a false positive
     lowers precision at unchanged recall), so each replicate evaluates the precision at the true
     positives only: cumulative true positives there, over the detections counted so far (true or
-    false positives). The interpolated precision at a recall threshold is the maximum precision from
-    the first position reaching it on; one ``maximum.reduceat`` over the segments between those
-    positions and a running maximum over the 101 thresholds give it without the full envelope.
+    false positives). COCO's interpolated precision at recall threshold ``r`` is the largest precision
+    among the positions whose true positives reach ``r``; a position's true-positive count says which
+    thresholds it reaches (a lookup table per replicate), so one ``maximum.at`` into (threshold,
+    replicate, recall bucket) and a running maximum over the 101 buckets give every value. All IoU
+    thresholds of a category go through together: their positions are concatenated and the running
+    sums restart at each threshold.
 
     Args:
         table: the matching (its ``max_dets`` = 100, as COCO's AP uses).
         counts: ``(B, I)`` image multiplicities.
-        chunk: replicates processed together (bounds the memory: positions x chunk per array).
+        chunk: replicates processed together; default: about :data:`_CHUNK_ELEMENTS` positions x
+            replicates per array (temporaries of about 1 MiB, which stay in a CPU's L2 cache).
 
     Returns:
         Precision with -1 for categories without ground truth in a replicate; ``counts`` of ones gives
-        COCO's ``precision[:, :, :, 0, -1]`` (the same float64 operations in the same order).
+        COCO's ``precision[:, :, :, 0, -1]`` (the same float64 operations on the same counts).
     """
     counts = np.asarray(counts)
     num_b = counts.shape[0]
@@ -88,8 +92,10 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int = 
     out = -np.ones((num_b, num_t, num_r, num_k))
     by_cat = np.argsort(table.det_category, kind="stable")
     bounds = np.searchsorted(table.det_category[by_cat], np.arange(num_k + 1))
-    weights = counts.astype(np.int64)
-    num_gt_all = weights @ table.gt_count[0].T  # (B, K)
+    num_gt_all = counts.astype(np.int64) @ table.gt_count[0].T  # (B, K)
+    # int32 halves the traffic of the gathers; a running sum stays below 2**31 when this holds
+    small = int(counts.max(initial=0)) * max(table.det_image.size, 1) < 2**31
+    weights = counts.astype(np.int32 if small else np.int64)
     for k in range(num_k):
         sel = by_cat[bounds[k]:bounds[k + 1]]
         order = sel[np.argsort(-table.det_score[sel], kind="mergesort")]
@@ -102,35 +108,57 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int = 
             continue
         # detections counted so far (TP or FP) = all detections - those ignored at the threshold
         segments = _segment_matrix(union, det_img, np.ones(det_img.size, dtype=bool), table.num_images).T.tocsr()
-        ignored_segments = [_segment_matrix(union, det_img, dt_ig[t], table.num_images).T.tocsr()
-                            if dt_ig[t].any() else None for t in range(num_t)]
         positions = [np.flatnonzero(tp_flag[t]) for t in range(num_t)]
-        at_union = [np.searchsorted(union, p) for p in positions]
-        for b0 in range(0, num_b, chunk):
-            w = weights[b0:b0 + chunk]  # (Bc, I)
-            num_gt = num_gt_all[b0:b0 + chunk, k]
+        sizes = np.array([p.size for p in positions])
+        starts = np.r_[0, np.cumsum(sizes)[:-1]]
+        nonempty = np.flatnonzero(sizes)
+        all_positions = np.concatenate(positions)
+        all_images = det_img[all_positions]
+        all_union = np.searchsorted(union, all_positions)
+        threshold_of = np.repeat(np.arange(num_t), sizes)
+        ignored = [(t, _segment_matrix(union, det_img, dt_ig[t], table.num_images).T.tocsr())
+                   for t in nonempty if dt_ig[t].any()]
+        top = int(num_gt_all[:, k].max()) + 1  # true positives never exceed the ground truths
+        rows = chunk or int(np.clip(_CHUNK_ELEMENTS // all_positions.size, 4, 256))
+        for b0 in range(0, num_b, rows):
+            w = weights[b0:b0 + rows]  # (Bc, I)
+            num_gt = num_gt_all[b0:b0 + rows, k]
             valid = num_gt > 0
             if not valid.any():
                 continue
-            q = np.zeros((w.shape[0], num_t, num_r))
-            need = _min_count_for_recall(np.where(valid, num_gt, 1))  # (Bc, R)
-            seen_all = np.cumsum(np.asarray(w @ segments), axis=1)  # (Bc, m)
+            bc = w.shape[0]
+            need = _min_count_for_recall(np.where(valid, num_gt, 1))  # (Bc, R), values < top
+            # slot of a position with v true positives in row b: (b, number of thresholds v reaches)
+            reached = np.cumsum(np.bincount((need + np.arange(bc)[:, None] * top).ravel(),
+                                            minlength=bc * top).reshape(bc, top), axis=1)
+            slot_of = (reached + (np.arange(bc) * (num_r + 1))[:, None]).ravel()
             # COCO's tp / (fp + tp + eps): fp + tp is the integer count seen so far, exact in float64
-            denominator_all = seen_all.astype(np.float64) + _EPS
-            for t in range(num_t):
-                if positions[t].size == 0:
-                    continue
-                if ignored_segments[t] is None:
-                    denominator = denominator_all[:, at_union[t]]  # (Bc, n_t)
-                else:
-                    seen = seen_all - np.cumsum(np.asarray(w @ ignored_segments[t]), axis=1)
-                    denominator = seen[:, at_union[t]].astype(np.float64) + _EPS
-                tp = np.cumsum(w[:, det_img[positions[t]]], axis=1)  # (Bc, n_t)
-                precision = tp.astype(np.float64) / denominator
-                q[:, t, :] = _max_from_first_at_least(tp, precision, need)
-            q[~valid] = -1
-            out[b0:b0 + chunk, :, :, k] = q
+            seen_all = np.cumsum(np.asarray(w @ segments), axis=1)  # (Bc, m)
+            denominator = (seen_all.astype(np.float64) + _EPS)[:, all_union]  # (Bc, P)
+            for t, ignored_segments in ignored:
+                seen = seen_all - np.cumsum(np.asarray(w @ ignored_segments), axis=1)
+                span = slice(starts[t], starts[t] + sizes[t])
+                denominator[:, span] = seen[:, all_union[span]].astype(np.float64) + _EPS
+            gathered = w[:, all_images]  # (Bc, P)
+            # the running sums restart at each IoU threshold: the first position of a threshold takes
+            # away the previous threshold's total
+            totals = np.add.reduceat(gathered, starts[nonempty], axis=1)
+            gathered[:, starts[nonempty[1:]]] -= totals[:, :-1]
+            tp = np.cumsum(gathered, axis=1)
+            precision = tp / denominator
+            slot = slot_of[tp + (np.arange(bc, dtype=np.int64) * top)[:, None]]
+            slot += (threshold_of * (bc * (num_r + 1)))[None, :]
+            best = np.zeros(num_t * bc * (num_r + 1))
+            np.maximum.at(best, slot.ravel(), precision.ravel())
+            # precision at threshold r: the best over the positions reaching more than r thresholds
+            best = best.reshape(num_t, bc, num_r + 1)[:, :, :0:-1]
+            q = np.maximum.accumulate(best, axis=2)[:, :, ::-1].transpose(1, 0, 2)  # (Bc, T, R)
+            out[b0:b0 + rows, :, :, k] = np.where(valid[:, None, None], q, -1.0)
     return out
+
+
+_CHUNK_ELEMENTS = 1 << 17
+"""Positions x replicates per array in :func:`precision_replicates` (1 MiB of float64)."""
 
 
 def _segment_matrix(union: np.ndarray, det_img: np.ndarray, counted: np.ndarray, num_images: int):
@@ -146,37 +174,6 @@ def _segment_matrix(union: np.ndarray, det_img: np.ndarray, counted: np.ndarray,
     keep = (segment < union.size) & counted
     data = np.ones(int(keep.sum()), dtype=np.int64)
     return csr_matrix((data, (segment[keep], det_img[keep])), shape=(union.size, num_images))
-
-
-def first_index_at_least(cum: np.ndarray, need: np.ndarray) -> np.ndarray:
-    """Per row ``b``: the first ``j`` with ``cum[b, j] >= need[b, r]`` (``n`` when none), as ``(B, R)``.
-
-    ``cum (B, n)`` must be non-decreasing per row (integers); one batched ``searchsorted`` over
-    row-offset values does all rows at once.
-    """
-    rows, n = cum.shape
-    big = int(max(cum.max(initial=0), need.max(initial=0))) + 2
-    offsets = np.arange(rows, dtype=np.int64)[:, None] * big
-    idx = np.searchsorted((cum + offsets).ravel(), (need + offsets).ravel(), side="left").reshape(need.shape)
-    return idx - np.arange(rows)[:, None] * n
-
-
-def _max_from_first_at_least(cum: np.ndarray, values: np.ndarray, need: np.ndarray) -> np.ndarray:
-    """``(B, R)``: ``max(values[b, j:])`` at ``j`` = :func:`first_index_at_least`, 0 where none.
-
-    ``values`` must be non-negative. Per row the first indices rise with ``r``; the maximum over each
-    stretch between consecutive ones (``maximum.reduceat``, each row closed by its end) and a running
-    maximum from the last stretch back give every suffix maximum, as COCO's envelope would.
-    """
-    rows, n = cum.shape
-    first = first_index_at_least(cum, need)  # (B, R), n = none
-    found = first < n
-    base = np.arange(rows, dtype=np.int64)[:, None] * n
-    starts = np.concatenate([base + first, base + n], axis=1).ravel()  # non-decreasing; row ends as stops
-    flat = np.concatenate([values.ravel(), np.zeros(1)])  # a last row's stop indexes this pad
-    stretch = np.maximum.reduceat(flat, starts).reshape(rows, -1)[:, :-1]
-    stretch = np.where(found, stretch, 0.0)
-    return np.maximum.accumulate(stretch[:, ::-1], axis=1)[:, ::-1]
 
 
 def mean_ap(precision_b: np.ndarray, iou_index: np.ndarray | slice = slice(None),
