@@ -5,7 +5,8 @@ patient's images together, when patient ids are known — with replacement. Ever
 re-aggregated from per-image results computed once: COCO AP from the :class:`MatchTable`, FROC from
 the :class:`FrocEvents`, AUROC from the image scores. A replicate of AP is therefore a few cumulative
 sums over the detections instead of a COCO evaluation; with all multiplicities equal to one it
-reproduces the full COCO AP bit for bit (a test checks this).
+reproduces the full COCO AP (the same float64 operations on the same counts; tests compare with
+pycocotools within 1e-12).
 
 The interval is the percentile interval of the replicates (2.5th and 97.5th percentiles for 95 %);
 replicates in which a metric is undefined (e.g. no positive image drawn) are left out and counted.
@@ -93,9 +94,16 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int | 
     by_cat = np.argsort(table.det_category, kind="stable")
     bounds = np.searchsorted(table.det_category[by_cat], np.arange(num_k + 1))
     num_gt_all = counts.astype(np.int64) @ table.gt_count[0].T  # (B, K)
-    # int32 halves the traffic of the gathers; a running sum stays below 2**31 when this holds
+    positions_per_category = np.bincount(table.det_category, minlength=num_k,
+                                         weights=(table.matched[0] & ~table.ignored[0]).sum(axis=0))
+    rows = chunk or int(np.clip(_CHUNK_ELEMENTS // max(int(positions_per_category.max(initial=0)), 1), 4, 256))
+    # int32 halves the traffic of the gathers (a running sum stays below 2**31 when this holds). Each
+    # chunk is kept as (replicate, image) for the gathers and running sums along rows, and as
+    # (image, replicate) for the sparse products (both contiguous: no copy inside the loop)
     small = int(counts.max(initial=0)) * max(table.det_image.size, 1) < 2**31
     weights = counts.astype(np.int32 if small else np.int64)
+    blocks = [(weights[b0:b0 + rows], np.ascontiguousarray(weights[b0:b0 + rows].T, dtype=np.int64))
+              for b0 in range(0, num_b, rows)]  # int64 as the sparse matrices' data: no conversion there
     for k in range(num_k):
         sel = by_cat[bounds[k]:bounds[k + 1]]
         order = sel[np.argsort(-table.det_score[sel], kind="mergesort")]
@@ -107,7 +115,7 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int | 
             out[:, :, :, k] = np.where(num_gt_all[:, k] > 0, 0.0, -1.0)[:, None, None]
             continue
         # detections counted so far (TP or FP) = all detections - those ignored at the threshold
-        segments = _segment_matrix(union, det_img, np.ones(det_img.size, dtype=bool), table.num_images).T.tocsr()
+        segments = _segment_matrix(union, det_img, np.ones(det_img.size, dtype=bool), table.num_images)
         positions = [np.flatnonzero(tp_flag[t]) for t in range(num_t)]
         sizes = np.array([p.size for p in positions])
         starts = np.r_[0, np.cumsum(sizes)[:-1]]
@@ -116,12 +124,10 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int | 
         all_images = det_img[all_positions]
         all_union = np.searchsorted(union, all_positions)
         threshold_of = np.repeat(np.arange(num_t), sizes)
-        ignored = [(t, _segment_matrix(union, det_img, dt_ig[t], table.num_images).T.tocsr())
+        ignored = [(t, _segment_matrix(union, det_img, dt_ig[t], table.num_images))
                    for t in nonempty if dt_ig[t].any()]
         top = int(num_gt_all[:, k].max()) + 1  # true positives never exceed the ground truths
-        rows = chunk or int(np.clip(_CHUNK_ELEMENTS // all_positions.size, 4, 256))
-        for b0 in range(0, num_b, rows):
-            w = weights[b0:b0 + rows]  # (Bc, I)
+        for b0, (w, w_t) in zip(range(0, num_b, rows), blocks):  # (Bc, I), (I, Bc)
             num_gt = num_gt_all[b0:b0 + rows, k]
             valid = num_gt > 0
             if not valid.any():
@@ -133,20 +139,20 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int | 
                                             minlength=bc * top).reshape(bc, top), axis=1)
             slot_of = (reached + (np.arange(bc) * (num_r + 1))[:, None]).ravel()
             # COCO's tp / (fp + tp + eps): fp + tp is the integer count seen so far, exact in float64
-            seen_all = np.cumsum(np.asarray(w @ segments), axis=1)  # (Bc, m)
+            seen_all = np.cumsum(np.ascontiguousarray((segments @ w_t).T), axis=1)  # (Bc, m)
             denominator = (seen_all.astype(np.float64) + _EPS)[:, all_union]  # (Bc, P)
             for t, ignored_segments in ignored:
-                seen = seen_all - np.cumsum(np.asarray(w @ ignored_segments), axis=1)
+                seen = seen_all - np.cumsum(np.ascontiguousarray((ignored_segments @ w_t).T), axis=1)
                 span = slice(starts[t], starts[t] + sizes[t])
                 denominator[:, span] = seen[:, all_union[span]].astype(np.float64) + _EPS
-            gathered = w[:, all_images]  # (Bc, P)
+            tp = w[:, all_images]  # (Bc, P)
             # the running sums restart at each IoU threshold: the first position of a threshold takes
             # away the previous threshold's total
-            totals = np.add.reduceat(gathered, starts[nonempty], axis=1)
-            gathered[:, starts[nonempty[1:]]] -= totals[:, :-1]
-            tp = np.cumsum(gathered, axis=1)
+            totals = np.add.reduceat(tp, starts[nonempty], axis=1)
+            tp[:, starts[nonempty[1:]]] -= totals[:, :-1]
+            tp = np.cumsum(tp, axis=1, dtype=tp.dtype)  # in the weights' integer type
             precision = tp / denominator
-            slot = slot_of[tp + (np.arange(bc, dtype=np.int64) * top)[:, None]]
+            slot = slot_of[tp + np.arange(0, bc * top, top, dtype=np.int64)[:, None]]
             slot += (threshold_of * (bc * (num_r + 1)))[None, :]
             best = np.zeros(num_t * bc * (num_r + 1))
             np.maximum.at(best, slot.ravel(), precision.ravel())

@@ -268,7 +268,7 @@ def froc_curve(
 
 def froc_score_replicates(
     events: FrocEvents, counts: np.ndarray, *, fps_thresholds: Sequence[float] = FPS_THRESHOLDS,
-    variant: str = "reference", chunk: int = 128,
+    variant: str = "reference", chunk: int = 64,
 ) -> np.ndarray:
     """FROC score of each bootstrap replicate, ``counts (B, I)`` image multiplicities -> ``(B,)``.
 
