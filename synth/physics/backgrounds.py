@@ -26,6 +26,7 @@ from rfo_bench.errors import UserInputError
 from synth.physics.detector import ScatterConfig
 from synth.physics.geometry import Detector
 from synth.physics.materials import linear_attenuation_per_mm, mass_attenuation
+from synth.physics.placement import SoftTissueRegion, soft_tissue_region
 from synth.physics.spectra import Spectrum
 
 logger = logging.getLogger(__name__)
@@ -94,9 +95,12 @@ def square_resample(pixels: np.ndarray, spacing_mm: tuple[float, float], size: i
 def prepare_radiograph(
     path: str | os.PathLike[str], size: int, spectrum: Spectrum, source_to_detector_mm: float,
     source_to_object_mm: float, wet_range_mm: tuple[float, float], percentiles: tuple[float, float],
-    scatter_config: ScatterConfig, body_threshold_mm: float,
+    scatter_config: ScatterConfig, body_threshold_mm: float, spacing_mm: float | None = None,
 ) -> RadiographBackground:
     """Read a radiograph (PNG/JPEG/DICOM) and calibrate it for insertion.
+
+    ``spacing_mm``: the detector pitch of the file (from its acquisition, :mod:`synth.physics.acquisition`);
+    ``None`` keeps the reader's spacing.
 
     Raises:
         UserInputError: unreadable image (from :func:`rfo_bench.io.images.read_image`).
@@ -108,7 +112,8 @@ def prepare_radiograph(
     from synth.physics.detector import scatter_signal
 
     image = read_image(path)
-    display, pixel_mm = square_resample(image.pixels, image.pixel_spacing_mm, size)
+    spacing = image.pixel_spacing_mm if spacing_mm is None else (float(spacing_mm), float(spacing_mm))
+    display, pixel_mm = square_resample(image.pixels, spacing, size)
     p_lo, p_hi = (float(v) for v in np.percentile(display, percentiles))
     if not p_hi > p_lo:
         raise UserInputError("radiograph has no contrast (constant image)", file=path)
@@ -179,6 +184,8 @@ class CTBackground:
         hu: the CT, ``(X, Y, Z)`` RAS+.
         spacing_mm: voxel size.
         body_voxels: ``(N, 3)`` object-frame positions (mm) of soft-tissue voxels where objects may go.
+        soft_tissue: the soft-tissue region internal objects must lie in
+            (:class:`synth.physics.placement.SoftTissueRegion`), with the CT's segmentation when one ships with it.
         anterior_mm, posterior_mm: object-frame depth of the body's front / back surface.
         name, sha256: the source file.
     """
@@ -192,6 +199,7 @@ class CTBackground:
     posterior_mm: float
     name: str
     sha256: str
+    soft_tissue: SoftTissueRegion | None = None
 
     def voxel_to_object(self, ijk: np.ndarray) -> np.ndarray:
         """``(N, 3)`` voxel indices → object-frame mm (volume centred at the isocentre, PA beam)."""
@@ -308,8 +316,9 @@ def prepare_ct(path: str | os.PathLike[str], size: int, source_to_detector_mm: f
     # Keep voxels whose projection falls well inside the detector.
     rc = detector.project(positions)
     inside = np.all((rc > 0.08 * size) & (rc < 0.92 * size), axis=1)
+    region = soft_tissue_region(hu, volume.spacing_mm, path)
     return CTBackground(detector, materials, hu, volume.spacing_mm, positions[inside], front, back,
-                        Path(path).name, sha256_file(path))
+                        Path(path).name, sha256_file(path), region)
 
 
 def material_mass_attenuation(spectrum: Spectrum, names: tuple[str, ...]) -> np.ndarray:

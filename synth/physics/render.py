@@ -1,0 +1,387 @@
+"""Rendering of one labelled image over one background (radiograph insertion or CT projection).
+
+A :class:`Renderer` holds what one background needs once (spectrum, calibration, CT projection, the
+soft-tissue region); :meth:`Renderer.render_with_info` draws everything random of one image from the
+image's stream, in a fixed order: the film (radiograph mode) or patient pose (CT mode), the objects and
+their poses, then the noise. Equal streams give equal bytes.
+
+Radiograph mode, per image: a new film (:mod:`synth.physics.film`), each object's primary
+transmission through the patient's local water-equivalent thickness, scatter, its extra quantum noise,
+detector and focal-spot blur and the console's edge enhancement (the film was processed so; the object's
+contribution is linear and processed alone), fresh detector noise over the whole film, then the image's
+processing curve. CT mode: the posed patient's material line integrals (:mod:`synth.physics.patient_pose`),
+objects placed in soft tissue (:mod:`synth.physics.placement`), displaced patient material, scatter,
+detector noise, blur, edge enhancement, window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from synth.physics.config import PhysicsConfig, detected_spectrum
+from synth.physics.detector import (
+    add_detector_noise,
+    blur,
+    blur_sigma_px,
+    display_transform,
+    scatter_signal,
+    unsharp_mask,
+)
+from synth.physics.film import Film, draw_film, process
+from synth.physics.geometry import Detector, Pose, axis_angle_matrix
+from synth.physics.objects.library import Part, RFOObject, make_object
+from synth.physics.patient_pose import PatientPose, draw_patient_pose, warp_projection
+from synth.physics.placement import draw_rotation, min_half_extent_mm, object_sample_points
+from synth.physics.project import ROI
+from synth.physics.scene import PlacedObject, annotation, layer_exponent, place_and_project, warm_rasteriser
+
+PLACEMENT_ATTEMPTS = 40
+
+
+class Renderer:
+    """Renders labelled images for one background; holds the per-background precomputation.
+
+    Args:
+        config: the configuration with the background's acquisition already applied
+            (:meth:`PhysicsConfig.with_acquisition`).
+        background: a prepared :class:`~synth.physics.backgrounds.RadiographBackground` or
+            :class:`~synth.physics.backgrounds.CTBackground`.
+        mesh_pool: user meshes (replace the procedural objects of their classes).
+    """
+
+    def __init__(self, config: PhysicsConfig, background, mesh_pool: list | None = None) -> None:
+        from synth.physics.materials import linear_attenuation_per_mm
+
+        self.config = config
+        self.background = background
+        self.spectrum = detected_spectrum(config)
+        self.mesh_pool = mesh_pool or []
+        self._mu_cache: dict = {}
+        self._mu_water = linear_attenuation_per_mm("water", self.spectrum.energies_kev)
+        self._warm_attenuation_tables()
+        warm_rasteriser()
+        self.detector: Detector = background.detector
+        self.flip_lr = config.mode == "ct"
+        self.quanta_open = self.spectrum.total_photons_per_mm2 * self.detector.pixel_mm**2  # per pixel, no patient
+        if config.mode == "ct":
+            self._prepare_ct()
+        else:
+            self._body_rc = np.nonzero(background.body_mask)
+            # The film rescaled into [0, headroom] so that objects denser than the patient stay visible.
+            self._display_base = background.display * np.float32(config.display.radiograph_headroom)
+            self._display_base_in_range = bool(self._display_base.min() >= 0.0 and self._display_base.max() <= 1.0)
+            self._still_film = Film(background.display)
+
+    def _warm_attenuation_tables(self) -> None:
+        """Tabulate μ/ρ of every registered material at the spectrum's energies now, once per process."""
+        from synth.physics.materials import list_materials, mass_attenuation
+        from synth.physics.objects.library import reference_attenuation
+
+        for name in list_materials():
+            mass_attenuation(name, self.spectrum.energies_kev)
+            reference_attenuation(name)
+
+    # --- one image ----------------------------------------------------------------------------------
+    def render(self, rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """One image ``(H, W)`` float32 in ``[0, 1]`` and its annotations (without ids)."""
+        image, annotations, _ = self.render_with_info(rng)
+        return image, annotations
+
+    def render_with_info(self, rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
+        """:meth:`render` plus what was drawn for the image as a whole (film or patient pose)."""
+        if self.config.mode == "ct":
+            det = self.detector
+            pose = draw_patient_pose(rng, self.config.ct_pose, det.cols * det.pixel_mm / det.magnification)
+            placed = self.draw_scene(rng, pose=pose)
+            image, annotations = self.render_ct(rng, placed, pose)
+            return image, annotations, {"patient_pose": pose.to_dict()}
+        film = self.draw_film(rng)
+        placed = self.draw_scene(rng, film=film)
+        image, annotations = self.render_radiograph(rng, placed, film)
+        if self.config.display.photometric == "MONOCHROME1":
+            image = 1.0 - image
+        return image, annotations, {"film": film.params} if film.params else {}
+
+    def draw_film(self, rng: np.random.Generator) -> Film:
+        """This image's film (the prepared film itself when the variation is off; no number drawn then)."""
+        cfg = self.config
+        if not cfg.film.enabled:
+            return self._still_film
+        return draw_film(self.background.display, rng, cfg.film, self.detector.pixel_mm, cfg.display.radiograph_headroom)
+
+    # --- object sampling ----------------------------------------------------------------------------
+    def _draw_object(self, class_name: str, rng: np.random.Generator) -> RFOObject:
+        if self.mesh_pool:
+            pool = [m for m in self.mesh_pool if m.class_name == class_name]
+            if pool:
+                from synth.physics.materials import get_material
+
+                mesh = pool[int(rng.integers(len(pool)))]
+                density = mesh.density_g_cm3 or get_material(mesh.material).density_g_cm3
+                part = Part("mesh", mesh.vertices_mm, mesh.faces, mesh.material, density)
+                return RFOObject(mesh.class_name, (part,), {"mesh": mesh.name})
+        return make_object(class_name, rng)
+
+    def _rotation(self, obj: RFOObject, rng: np.random.Generator) -> np.ndarray:
+        return draw_rotation(obj.class_name, obj.vertices_mm, rng, self.config.orientation)
+
+    def _pose_radiograph(self, obj: RFOObject, rng: np.random.Generator, film: Film) -> Pose:
+        det = self.detector
+        rotation = self._rotation(obj, rng)
+        rows, cols = self._body_rc
+        for _ in range(64):  # a body pixel of this image's film (the film is warped per image)
+            r, c = int(rng.integers(det.rows)), int(rng.integers(det.cols))
+            fr, fc = film.film_pixel(np.array([r]), np.array([c]))
+            if self.background.body_mask[fr[0], fc[0]]:
+                break
+        else:
+            k = int(rng.integers(len(rows)))
+            r, c = int(rows[k]), int(cols[k])
+        if obj.external:
+            to_detector = rng.uniform(10, 30) if rng.random() < 0.6 else rng.uniform(220, 260)
+        else:
+            to_detector = rng.uniform(50, 220)
+        depth = det.source_to_detector_mm - to_detector - det.source_to_object_mm
+        scale = (depth + det.source_to_object_mm) / det.source_to_detector_mm * det.pixel_mm
+        xy = np.array([(c + rng.uniform(-0.5, 0.5) - (det.cols - 1) / 2) * scale,
+                       (r + rng.uniform(-0.5, 0.5) - (det.rows - 1) / 2) * scale])
+        return Pose(rotation, np.array([xy[0], xy[1], depth]))
+
+    def _pose_ct(self, obj: RFOObject, rng: np.random.Generator, patient: PatientPose) -> Pose | None:
+        """A pose in the posed patient: external objects on the skin, internal ones wholly in soft tissue."""
+        bg, det = self.background, self.detector
+        rotation = patient.rotation @ self._rotation(obj, rng)
+        if obj.external:
+            row, col = self._ct_body_pixels[int(rng.integers(len(self._ct_body_pixels)))]
+            depth = bg.anterior_mm + 4.0 if rng.random() < 0.7 else bg.posterior_mm - 4.0
+            scale = (depth + det.source_to_object_mm) / det.source_to_detector_mm * det.pixel_mm
+            centre_ct = np.array([(col - (det.cols - 1) / 2) * scale, (row - (det.rows - 1) / 2) * scale, depth])
+            return Pose(rotation, patient.to_image(centre_ct[None])[0])  # the skin moves with the habitus
+        region = bg.soft_tissue
+        if region is None:  # no soft-tissue map: the centre in a soft-tissue voxel (as before)
+            centre = bg.body_voxels[int(rng.integers(len(bg.body_voxels)))] + rng.uniform(-2, 2, size=3)
+            return Pose(rotation, patient.to_image(centre[None])[0])
+        candidates = region.candidates(min_half_extent_mm(obj.vertices_mm) + 1.0)
+        points = object_sample_points(obj.parts)
+        turn = axis_angle_matrix(np.array([0.0, 0.0, 1.0]), 0.0)
+        for _ in range(PLACEMENT_ATTEMPTS):
+            ijk = region.centres_ijk[candidates[int(rng.integers(len(candidates)))]]
+            centre = patient.to_image(bg.voxel_to_object(ijk[None] + rng.uniform(-0.5, 0.5, size=3)))[0]
+            pose = Pose(turn @ rotation, centre)
+            if region.contains(bg.object_to_voxel(patient.to_ct(pose.apply(points)))).all():
+                return pose
+            # Another in-plane heading about the beam keeps the prior's tilt.
+            turn = axis_angle_matrix(np.array([0.0, 0.0, 1.0]), rng.uniform(0.0, 2.0 * np.pi))
+        return None
+
+    def draw_scene(self, rng: np.random.Generator, film: Film | None = None, pose: PatientPose | None = None
+                   ) -> list[PlacedObject]:
+        """Objects and poses of one image (possibly none). A slot keeps its class over its attempts."""
+        cfg = self.config
+        n = 0 if (cfg.max_objects == 0 or rng.random() < cfg.negative_fraction) else int(rng.integers(1, cfg.max_objects + 1))
+        film = film if film is not None else (self._still_film if cfg.mode == "radiograph" else None)
+        patient = pose if pose is not None else PatientPose()
+        placed = []
+        for _ in range(n):
+            class_name = cfg.classes[int(rng.integers(len(cfg.classes)))]
+            for _attempt in range(5):
+                obj = self._draw_object(class_name, rng)
+                if cfg.mode == "ct":
+                    obj_pose = self._pose_ct(obj, rng, patient)
+                    if obj_pose is None:
+                        continue
+                else:
+                    obj_pose = self._pose_radiograph(obj, rng, film)
+                result = place_and_project(obj, obj_pose, self.detector, cfg.supersample, with_depth=cfg.mode == "ct")
+                if result is not None:
+                    placed.append(result)
+                    break
+        return placed
+
+    # --- radiograph mode ------------------------------------------------------------------------------
+    def _object_ratio_radiograph(self, placed: PlacedObject, film: Film) -> np.ndarray:
+        """Noise-free primary transmission ratio ``R`` of one object over its ROI."""
+        energies = self.spectrum.energies_kev
+        mask = np.zeros((placed.roi.rows, placed.roi.cols), dtype=bool)
+        for layer in placed.layers:
+            mask |= layer.lengths_mm > 0
+        ratio = np.ones(mask.shape)
+        if not mask.any():
+            return ratio
+        water = film.resample(self.background.water_mm, *placed.roi.slices)[mask].astype(np.float32)
+        weights = self.spectrum.integrating_weights().astype(np.float32)[:, None] * np.exp(
+            -self._mu_water.astype(np.float32)[:, None] * water[None])
+        host = "air" if placed.obj.external else "soft_tissue"
+        exponent = layer_exponent(placed.layers, mask, self._mu_cache, energies, host)
+        ratio[mask] = (weights * np.exp(-exponent)).sum(axis=0) / weights.sum(axis=0)
+        return ratio
+
+    def _log_noise_variance(self, attenuation: np.ndarray, ratio: np.ndarray | float = 1.0) -> np.ndarray:
+        """Variance of the log-signal at log-attenuation ``A`` times ``ratio``: ``var(q)/q²``, ``q`` the quanta."""
+        quanta = np.maximum(self.quanta_open * np.exp(-attenuation.astype(np.float64)) * ratio, 1.0)
+        return self.config.noise.variance_quanta2(quanta) / quanta**2
+
+    def render_radiograph(self, rng: np.random.Generator, placed: list[PlacedObject], film: Film | None = None
+                          ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The image over ``film`` (default the prepared film) with the placed objects, and their labels."""
+        cfg, bg, det = self.config, self.background, self.detector
+        film = film if film is not None else self._still_film
+        varied = film.map_x is not None
+        headroom = cfg.display.radiograph_headroom
+        display = film.display * np.float32(headroom) if varied else self._display_base.copy()
+        annotations = []
+        changed: list[ROI] = []
+        slope = bg.display_per_attenuation * headroom
+        for obj in placed:
+            ratio = self._object_ratio_radiograph(obj, film)
+            magnification = det.source_to_detector_mm / (det.source_to_object_mm + obj.pose.translation_mm[2])
+            sigma = blur_sigma_px(cfg.blur, det.pixel_mm, magnification)
+            sharpen = cfg.display.unsharp_sigma_mm / det.pixel_mm if cfg.display.unsharp_amount > 0 else 0.0
+            pad = int(np.ceil(3 * max(sigma, sharpen))) + 1
+            roi = obj.roi.padded(pad, det)
+            inner = (slice(obj.roi.row0 - roi.row0, obj.roi.row0 - roi.row0 + obj.roi.rows),
+                     slice(obj.roi.col0 - roi.col0, obj.roi.col0 - roi.col0 + obj.roi.cols))
+            full_ratio = np.ones((roi.rows, roi.cols))
+            full_ratio[inner] = ratio
+            spr = film.resample(bg.spr, *roi.slices).astype(np.float64) if cfg.scatter.enabled else 0.0
+            total_ratio = (full_ratio + spr) / (1.0 + spr)  # scatter of the patient is unchanged by a small object
+            clean = -np.log(total_ratio)
+            # The label: where the object's processed, noise-free signal reaches the threshold.
+            signal = unsharp_mask(blur(clean, sigma), cfg.display, det.pixel_mm)
+            footprint = np.abs(signal[inner]) >= cfg.label_min_attenuation
+            ann = annotation(obj, footprint, det.shape, False, -np.log(ratio))
+            if ann is None:
+                continue
+            delta = clean
+            if cfg.noise.enabled:
+                attenuation = film.resample(bg.attenuation, *roi.slices)
+                extra = np.clip(self._log_noise_variance(attenuation, total_ratio) - self._log_noise_variance(attenuation),
+                                0.0, None)
+                delta = clean + np.sqrt(extra) * rng.standard_normal(delta.shape) * (total_ratio < 1.0)
+                delta = unsharp_mask(blur(delta, sigma), cfg.display, det.pixel_mm)
+            else:
+                delta = signal
+            display[roi.slices] = display[roi.slices] + (delta * slope).astype(np.float32)
+            changed.append(roi)
+            annotations.append(ann)
+        if varied:
+            if cfg.noise.enabled:
+                display += self._film_noise(rng, film, slope)
+            return process(display, film), annotations
+        if not self._display_base_in_range:
+            return np.clip(display, 0.0, 1.0), annotations
+        for roi in changed:  # elsewhere the background is already in [0, 1]; clipping is idempotent
+            np.clip(display[roi.slices], 0.0, 1.0, out=display[roi.slices])
+        return display, annotations
+
+    def _film_noise(self, rng: np.random.Generator, film: Film, slope: float) -> np.ndarray:
+        """Fresh detector noise at the film's own dose, in display units (see :mod:`synth.physics.film`)."""
+        import cv2
+
+        cfg, bg, det = self.config, self.background, self.detector
+        h, w = film.display.shape
+        small = cv2.resize(film.display, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
+        attenuation = bg.a_lo + (small.astype(np.float64) - bg.p_lo) / bg.display_per_attenuation
+        gain = 1.0 + max(cfg.display.unsharp_amount, 0.0)  # the console's edge enhancement of fine noise
+        sigma = (slope * gain * np.sqrt(self._log_noise_variance(attenuation))).astype(np.float32)
+        sigma = cv2.resize(sigma, (w, h), interpolation=cv2.INTER_LINEAR)
+        white = rng.standard_normal((h, w), dtype=np.float32)
+        mtf = blur_sigma_px(cfg.blur, det.pixel_mm, 1.0)
+        if mtf > 0:
+            white = cv2.GaussianBlur(white, (0, 0), mtf, borderType=cv2.BORDER_REPLICATE)
+        return white * sigma
+
+    # --- CT mode -----------------------------------------------------------------------------------------
+    def _prepare_ct(self) -> None:
+        from synth.physics.backgrounds import CT_MATERIALS, material_mass_attenuation
+
+        bg = self.background
+        self._ct_mass_mu = material_mass_attenuation(self.spectrum, CT_MATERIALS)  # (M, K)
+        self._ct_primary = self._primary(bg.material_g_cm2)  # relative to the open beam
+        soft = bg.material_g_cm2["soft_tissue"] + bg.material_g_cm2["cortical_bone"]
+        body = soft > 0.125 * soft.max()
+        rows, cols = np.nonzero(body)
+        keep = (rows > 0.05 * len(body)) & (rows < 0.95 * len(body)) & (cols > 0.05 * len(body)) & (cols < 0.95 * len(body))
+        self._ct_body_pixels = np.column_stack([rows[keep], cols[keep]])
+
+    def _primary(self, maps: dict[str, np.ndarray]) -> np.ndarray:
+        from synth.physics.backgrounds import CT_MATERIALS
+
+        stacked = np.stack([maps[m] for m in CT_MATERIALS]).astype(np.float32)  # (M, H, W)
+        weights = self.spectrum.integrating_weights()
+        primary = np.zeros(stacked.shape[1:], dtype=np.float64)
+        for k in range(len(weights)):  # one energy at a time keeps memory at a few images
+            primary += weights[k] * np.exp(-np.tensordot(self._ct_mass_mu[:, k].astype(np.float32), stacked, axes=1))
+        return primary
+
+    def _object_primary_ct(self, placed: PlacedObject, maps: dict[str, np.ndarray], patient: PatientPose) -> np.ndarray:
+        """The primary over the object's ROI with the object in place (patient material displaced)."""
+        from synth.physics.backgrounds import CT_MATERIALS
+
+        bg, det = self.background, self.detector
+        energies = self.spectrum.energies_kev
+        sl = placed.roi.slices
+        mask = np.ones((placed.roi.rows, placed.roi.cols), dtype=bool)
+        stacked = np.stack([maps[m][sl] for m in CT_MATERIALS]).astype(np.float32)
+        exponent = np.tensordot(self._ct_mass_mu.T.astype(np.float32), stacked, axes=1)  # (K, h, w)
+        exponent += layer_exponent(placed.layers, mask, self._mu_cache, energies, None).reshape(exponent.shape)
+        # Displaced patient material, sampled where each ray crosses the object (mid-depth of its segments).
+        u, v = det.pixel_centres_mm()
+        uu, vv = np.meshgrid(u[placed.roi.col0:placed.roi.col0 + placed.roi.cols],
+                             v[placed.roi.row0:placed.roi.row0 + placed.roi.rows])
+        direction = np.stack([uu, vv, np.full_like(uu, det.source_to_detector_mm)], axis=-1)
+        direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
+        for layer in placed.layers:
+            if layer.host_material is not None or layer.mean_depth_mm is None:
+                continue
+            hit = layer.lengths_mm > 0
+            if not hit.any():
+                continue
+            points = det.source_mm + direction[hit] * layer.mean_depth_mm[hit][:, None]
+            index, density = bg.sample_materials(patient.to_ct(points))
+            length = layer.lengths_mm[hit]
+            displaced = np.zeros((len(energies), int(hit.sum())), dtype=np.float32)
+            for k in range(len(CT_MATERIALS)):
+                sel = index == k
+                displaced[:, sel] = self._ct_mass_mu[k][:, None] * density[sel][None] * length[sel][None] / 10.0
+            exponent[:, hit] -= displaced
+        weights = self.spectrum.integrating_weights().astype(np.float32)
+        return np.tensordot(weights, np.exp(-exponent), axes=1).astype(np.float64)
+
+    def render_ct(self, rng: np.random.Generator, placed: list[PlacedObject], pose: PatientPose | None = None
+                  ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The posed patient's projection with the placed objects, and their labels."""
+        cfg, det = self.config, self.detector
+        patient = pose if pose is not None else PatientPose()
+        if patient.is_identity:
+            maps, base = self.background.material_g_cm2, self._ct_primary
+        else:
+            maps = warp_projection(self.background.material_g_cm2, patient, det.magnification, det.pixel_mm)
+            base = self._primary(maps)
+        primary = base.copy()
+        annotations = []
+        for obj in placed:
+            before = primary[obj.roi.slices].copy()
+            # Objects overlapping earlier ones multiply their transmissions.
+            after = self._object_primary_ct(obj, maps, patient) * (before / np.maximum(base[obj.roi.slices], 1e-300))
+            log_att = -np.log(np.maximum(after, 1e-300) / np.maximum(before, 1e-300))
+            ann = annotation(obj, log_att >= cfg.label_min_attenuation, det.shape, self.flip_lr, log_att)
+            primary[obj.roi.slices] = after
+            if ann is not None:
+                annotations.append(ann)
+        attenuation = -np.log(np.maximum(primary, 1e-12))
+        signal = primary.copy()
+        if cfg.scatter.enabled:
+            signal += scatter_signal(primary, attenuation, cfg.scatter, det.pixel_mm, float(np.mean(self._mu_water)))
+        quanta = add_detector_noise(signal * self.quanta_open, rng, cfg.noise)
+        mean_depth = np.mean([o.pose.translation_mm[2] for o in placed]) if placed else 0.0
+        sigma = blur_sigma_px(cfg.blur, det.pixel_mm, det.source_to_detector_mm / (det.source_to_object_mm + mean_depth))
+        quanta = blur(quanta, sigma)
+        log_image = unsharp_mask(-np.log(np.maximum(quanta, 0.5) / self.quanta_open), cfg.display, det.pixel_mm)
+        lo, hi = np.percentile(log_image[::4, ::4], cfg.display.window_percentiles)
+        image = display_transform(log_image, float(lo), float(hi), cfg.display)
+        if self.flip_lr:
+            image = image[:, ::-1]
+        return np.ascontiguousarray(image), annotations
