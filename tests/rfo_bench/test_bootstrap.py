@@ -145,3 +145,35 @@ def test_auroc_invariant_to_a_constant_score_shift(shift):
     # rounding error (~1e-15), which these two-decimal scores are not
     assert shifted == pytest.approx(base, rel=0, abs=1e-12)
     np.testing.assert_allclose(shifted_b, base_b, rtol=0, atol=1e-12)
+
+
+def test_resample_counts_are_the_multiplicities_of_the_seeded_draws():
+    # the same draws as before the counting was vectorised: replicate b counts rng.integers(0, I) draws
+    draws = np.random.default_rng(4).integers(0, 9, size=(30, 9))
+    expected = np.stack([np.bincount(row, minlength=9) for row in draws])
+    np.testing.assert_array_equal(bs.resample_counts(9, 30, seed=4), expected)
+    clusters = np.array([2, 0, 0, 1, 2, 2, 1, 0, 3])
+    draws = np.random.default_rng(5).integers(0, 4, size=(30, 4))
+    per_cluster = np.stack([np.bincount(row, minlength=4) for row in draws])
+    np.testing.assert_array_equal(bs.resample_counts(9, 30, seed=5, clusters=clusters), per_cluster[:, clusters])
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+@pytest.mark.parametrize("crowd", [False, True])
+def test_replicates_equal_weighted_accumulate_for_any_chunk(coco_problem, chunk, crowd):
+    # crowd boxes make detections ignored at some IoU thresholds only (the per-threshold correction)
+    gt, results = coco_problem(31, integer=crowd)
+    if crowd:
+        for ann in gt["annotations"][::4]:
+            ann["iscrowd"] = 1
+    arrays = ce.coco_arrays(gt, results)
+    table = ce.match_detections(arrays)
+    assert table.ignored[0].any() == crowd
+    counts = bs.resample_counts(arrays.num_images, 9, seed=2)
+    counts[0] = 0  # an empty replicate: every category undefined (-1)
+    counts[1] = 1
+    replicated = bs.precision_replicates(table, counts, chunk=chunk)
+    assert (replicated[0] == -1).all()
+    for b in range(1, 9):
+        precision, _ = ce.accumulate(table, counts[b])
+        np.testing.assert_allclose(replicated[b], precision[:, :, :, 0, -1], rtol=0, atol=TOLERANCE)

@@ -172,3 +172,20 @@ def test_weights_equal_duplicated_images(seed):
         got = froc_curve(events, weights, variant=variant)
         if expected:
             np.testing.assert_allclose(got.sensitivity, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_images", [3, 6, 40])
+@pytest.mark.parametrize("variant", ["reference", "corrected"])
+def test_score_replicates_equal_one_curve_per_replicate(num_images, variant):
+    # 3 and 6 images: two thresholds need the same false-positive count (the reference's lag)
+    from rfo_bench.metrics.bootstrap import resample_counts
+    from rfo_bench.metrics.froc import froc_score_replicates
+
+    pred_image, pred_score, pred_xy, shapes = random_problem(70 + num_images, num_images=num_images)
+    events = froc_events(pred_image, pred_score, pred_xy, shapes)
+    counts = np.concatenate([resample_counts(num_images, 40, seed=1),
+                             resample_counts(num_images, 40, seed=2, clusters=np.arange(num_images) // 2)])
+    expected = [froc_curve(events, c, variant=variant, curves=False).score for c in counts]
+    # the same integer counts and divisions by two routes: equal up to the rounding of the mean
+    np.testing.assert_allclose(froc_score_replicates(events, counts, variant=variant, chunk=16), expected,
+                               rtol=0, atol=1e-12)
