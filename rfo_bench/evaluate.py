@@ -24,7 +24,12 @@ What is computed (see each module for the exact definition):
 * ``froc``: the object-CXR / RFO Bench protocol (:mod:`rfo_bench.metrics.froc`), box centres as points,
   class-agnostic like the reference; ``froc_strata`` the same for the critical and the non-critical
   task separately (the other task's annotations and detections left out).
-* ``auroc``: image-level, image score = max box score (or the classification CSV).
+* ``auroc``: image-level, image score = max box score (or the classification CSV); an image without
+  detection ranks below every image with one, so AUROC depends on the order of the scores only (logits
+  welcome).
+* Image paths are never opened by the evaluation (only the optional error grid reads images, and
+  skips one it may not read): absolute paths such as the Hopkins README's ``/path/#####.jpg`` are
+  accepted.
 * ``ci95``: percentile bootstrap over images, or over patients when every image has a patient id, from
   the per-image results computed once (:mod:`rfo_bench.metrics.bootstrap`).
 """
