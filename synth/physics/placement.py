@@ -90,13 +90,27 @@ def draw_rotation(class_name: str, vertices_mm: np.ndarray, rng: np.random.Gener
     return tilt @ spin @ flip @ align
 
 
-def object_sample_points(parts, max_points: int = 6000) -> np.ndarray:
-    """Points that stand for a posed object's volume: its vertices, plus points a third and two thirds of
-    the way from each bulky part's vertices to its centroid (thin parts are their surface)."""
+def object_sample_points(parts, max_points: int = 8000, spacing_mm: float = 1.0) -> np.ndarray:
+    """Points that stand for an object's volume (object frame).
+
+    Its vertices; points spread over its faces about ``spacing_mm`` apart (a blade's large flat faces
+    have vertices only on its outline); and, for bulky parts, points a third and two thirds of the way
+    from the vertices to the part's centroid (thin parts are their surface). Deterministic.
+    """
+    rng = np.random.default_rng(0)
     points = []
     for part in parts:
         v = part.vertices_mm
         points.append(v)
+        a, b, c = (v[part.faces[:, k]] for k in range(3))
+        area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+        count = np.minimum(np.floor(area / spacing_mm**2), 64).astype(np.int64)
+        if count.sum():
+            face = np.repeat(np.arange(len(area)), count)
+            uv = rng.random((len(face), 2))
+            flip = uv.sum(axis=1) > 1.0
+            uv[flip] = 1.0 - uv[flip]
+            points.append(a[face] + uv[:, :1] * (b[face] - a[face]) + uv[:, 1:] * (c[face] - a[face]))
         extent = v.max(axis=0) - v.min(axis=0)
         if np.sort(extent)[0] > 4.0:  # bulky: thicker than 4 mm in every direction
             centre = v.mean(axis=0)

@@ -169,6 +169,9 @@ class Renderer:
         for _ in range(PLACEMENT_ATTEMPTS):
             ijk = region.centres_ijk[candidates[int(rng.integers(len(candidates)))]]
             centre = patient.to_image(bg.voxel_to_object(ijk[None] + rng.uniform(-0.5, 0.5, size=3)))[0]
+            row, col = det.project(centre[None])[0]
+            if not (0.08 * det.rows < row < 0.92 * det.rows and 0.08 * det.cols < col < 0.92 * det.cols):
+                continue  # the centre must lie well inside the field
             pose = Pose(turn @ rotation, centre)
             if region.contains(bg.object_to_voxel(patient.to_ct(pose.apply(points)))).all():
                 return pose

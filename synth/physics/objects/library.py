@@ -183,8 +183,145 @@ def _crumple(points: np.ndarray, rng: np.random.Generator, amplitude_mm: float, 
 
 # --- critical objects ------------------------------------------------------------------------------
 
+def _wad_radius_function(rng: np.random.Generator, amplitude: float) -> Callable[[np.ndarray], np.ndarray]:
+    """A smooth positive function on unit directions, ``1 + amplitude · f(d)`` with ``|f| <= 1``."""
+    n_terms = 5
+    axes = rng.normal(size=(n_terms, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    freq = rng.uniform(1.0, 3.0, size=n_terms)
+    phase = rng.uniform(0, 2 * np.pi, size=n_terms)
+    weight = rng.uniform(0.5, 1.0, size=n_terms)
+    weight /= weight.sum()
+
+    def radius(directions: np.ndarray) -> np.ndarray:
+        return 1.0 + amplitude * (weight[None] * np.cos(freq[None] * (directions @ axes.T) + phase[None])).sum(axis=1)
+
+    return radius
+
+
+def _tangled_thread(rng: np.random.Generator, inside: Callable[[np.ndarray, float], np.ndarray], length_mm: float,
+                    radius_mm: float, clearance_mm: float, avoid: list[np.ndarray]) -> np.ndarray:
+    """A persistent random walk that stays inside a solid and keeps ``2r + step`` from itself and ``avoid``.
+
+    Steps of at most 1.5 mm turn by at most 0.6 rad, so the tube around it bends with a radius above
+    its own and never meets itself; within 6 mm of the surface the walk is steered back towards the
+    centre; a walk that cannot go on ends early. ``inside(points, extra_margin_mm)`` tests containment.
+    """
+    step = min(1.5, max(0.6, 3.0 * radius_mm))
+    gap = 2.0 * radius_mm + step + clearance_mm
+    skip = int(np.ceil(gap / step)) + 2  # neighbours along the walk are close by construction
+    points = [np.zeros(3)]
+    heading = rng.normal(size=3)
+    heading /= np.linalg.norm(heading)
+    others = np.concatenate(avoid) if avoid else np.zeros((0, 3))
+    for _ in range(int(length_mm / step)):
+        here = points[-1]
+        steer = np.zeros(3)
+        if not inside(here[None], 6.0)[0]:
+            steer = -here / max(np.linalg.norm(here), 1e-9)
+        for attempt in range(24):
+            turn = rng.normal(size=3) * (0.25 + 0.05 * attempt) + steer * (0.5 + 0.1 * attempt)
+            proposal = heading + turn - np.dot(turn, heading) * heading
+            proposal /= np.linalg.norm(proposal)
+            angle = np.arccos(np.clip(np.dot(proposal, heading), -1.0, 1.0))
+            if angle > 0.6:  # limit the bend per step
+                proposal = heading * np.cos(0.6) + (proposal - np.dot(proposal, heading) * heading) / max(
+                    np.linalg.norm(proposal - np.dot(proposal, heading) * heading), 1e-12) * np.sin(0.6)
+            candidate = points[-1] + step * proposal
+            if not inside(candidate[None], 0.0)[0]:
+                continue
+            old = np.asarray(points[:-skip]) if len(points) > skip else np.zeros((0, 3))
+            near = np.concatenate([old, others])
+            if len(near) and np.min(np.linalg.norm(near - candidate, axis=1)) < gap:
+                continue
+            points.append(candidate)
+            heading = proposal
+            break
+        else:
+            break
+    return np.asarray(points)
+
+
 @register_object("sponge")
 def make_sponge(rng: np.random.Generator) -> RFOObject:
+    """A retained gauze sponge or laparotomy pad: usually wadded with a tangled marker thread, sometimes flat.
+
+    Wadded (80 %): the cotton of the pad (its sheet volume times a bulk factor of 1.0–1.6) as an
+    irregular, star-shaped wad; a tangled 3-D BaSO4 marker thread (the pad's length, two threads on half
+    the laparotomy pads) runs through it; 8–40 trapped gas pockets (1–3.5 mm) give the mottled, whorled
+    look of a gossypiboma. Flat (20 %): the pad folded at most twice and crumpled, its thread woven
+    along its length (a pad laid flat in a wound).
+    """
+    if rng.random() < 0.2:
+        return _flat_sponge(rng)
+    kind = "laparotomy_pad" if rng.random() < 0.4 else "gauze"
+    if kind == "gauze":
+        width, height = rng.uniform(70, 105, size=2)
+        thickness = rng.uniform(1.8, 3.0)
+    else:
+        width, height = rng.uniform(140, 230, size=2)
+        thickness = rng.uniform(2.5, 4.0)
+    density = rng.uniform(0.6, 1.1)
+    bulk = rng.uniform(1.0, 1.6)
+    radius = (3.0 * width * height * thickness * bulk / (4.0 * np.pi)) ** (1.0 / 3.0)
+    scales = np.array([1.0, rng.uniform(0.75, 1.0), rng.uniform(0.55, 0.9)])
+    scales /= np.cbrt(np.prod(scales))  # the same volume
+    amplitude = rng.uniform(0.08, 0.22)
+    shape = _wad_radius_function(rng, amplitude)
+    angles = np.linspace(0.0, np.pi, 25)
+    profile = np.column_stack([np.sin(angles), -np.cos(angles)])
+    profile[0, 0] = profile[-1, 0] = 0.0
+    unit_v, body_f = P.revolve(profile, 40)
+    directions = unit_v / np.linalg.norm(unit_v, axis=1, keepdims=True)
+    body_v = directions * (radius * shape(directions))[:, None] * scales
+
+    def inside(points: np.ndarray, margin: float) -> np.ndarray:
+        q = points / scales
+        norm = np.linalg.norm(q, axis=1)
+        d = q / np.maximum(norm, 1e-12)[:, None]
+        return norm < radius * shape(d) - margin / scales.min()
+
+    thread_r = rng.uniform(0.25, 0.5)
+    n_threads = 2 if kind == "laparotomy_pad" and rng.random() < 0.5 else 1
+    threads: list[np.ndarray] = []
+    for _ in range(n_threads):
+        line = _tangled_thread(rng, lambda p, extra: inside(p, thread_r + 0.8 + extra), height, thread_r, 0.2,
+                               threads)
+        if len(line) >= 4:
+            threads.append(line)
+    parts = [Part("body", body_v, body_f, "cellulose", density)]
+    for i, line in enumerate(threads):
+        v, f = P.tube(line, thread_r, sides=8)
+        parts.append(Part(f"marker_{i}", v, f, "marker_thread", get_material("marker_thread").density_g_cm3, "body"))
+    # Gas pockets: small ellipsoids away from the threads, each other and the wad's surface.
+    coarse = profile[::3].copy()
+    coarse[0, 0] = coarse[-1, 0] = 0.0
+    sphere_v, sphere_f = P.revolve(coarse, 12)
+    pockets: list[tuple[np.ndarray, float]] = []
+    thread_points = np.concatenate(threads) if threads else np.zeros((0, 3))
+    for _ in range(int(rng.integers(8, 41))):
+        r_gas = rng.uniform(1.0, 3.5)
+        centre = rng.uniform(-1, 1, size=3) * radius * scales * 0.8
+        if not inside(centre[None], r_gas * 1.3 + 1.0)[0]:
+            continue
+        if len(thread_points) and np.min(np.linalg.norm(thread_points - centre, axis=1)) < r_gas * 1.3 + thread_r + 0.5:
+            continue
+        if any(np.linalg.norm(centre - c) < (r_gas + r) * 1.3 + 0.5 for c, r in pockets):
+            continue
+        pockets.append((centre, r_gas))
+        stretch = np.array([1.0, rng.uniform(0.6, 1.0), rng.uniform(0.5, 1.0)]) * r_gas
+        rot = axis_angle_matrix(rng.normal(size=3), rng.uniform(0, np.pi))
+        parts.append(Part(f"gas_{len(pockets) - 1}", (sphere_v * stretch) @ rot.T + centre, sphere_f, "air",
+                          get_material("air").density_g_cm3, "body"))
+    params = {"kind": kind, "form": "wadded", "width_mm": _r(width, 1), "height_mm": _r(height, 1),
+              "thickness_mm": _r(thickness, 2), "cotton_density_g_cm3": _r(density), "wad_radius_mm": _r(radius, 2),
+              "marker_radius_mm": _r(thread_r), "n_marker_threads": len(threads),
+              "marker_length_mm": _r(sum(np.linalg.norm(np.diff(t, axis=0), axis=1).sum() for t in threads), 1),
+              "n_gas_pockets": len(pockets)}
+    return RFOObject("sponge", tuple(parts), params)
+
+
+def _flat_sponge(rng: np.random.Generator) -> RFOObject:
     """Gauze sponge or laparotomy pad with a woven BaSO4 marker thread, folded and crumpled."""
     kind = "laparotomy_pad" if rng.random() < 0.4 else "gauze"
     if kind == "gauze":
@@ -234,7 +371,8 @@ def make_sponge(rng: np.random.Generator) -> RFOObject:
     for i, line in enumerate(pts_all[1:]):
         v, f = P.tube(line, thread_r, sides=8)
         parts.append(Part(f"marker_{i}", v, f, "marker_thread", get_material("marker_thread").density_g_cm3, "body"))
-    params = {"kind": kind, "width_mm": _r(width, 1), "height_mm": _r(height, 1), "thickness_mm": _r(thickness, 2),
+    params = {"kind": kind, "form": "flat", "width_mm": _r(width, 1), "height_mm": _r(height, 1),
+              "thickness_mm": _r(thickness, 2),
               "cotton_density_g_cm3": _r(density), "marker_radius_mm": _r(thread_r), "folds": folds,
               "crumple_amplitude_mm": _r(amplitude, 2), "n_marker_threads": len(threads)}
     return RFOObject("sponge", tuple(parts), params)
