@@ -274,18 +274,20 @@ def froc_score_replicates(
 
     The same numbers as one :func:`froc_curve` per replicate, computed for a chunk of replicates at
     once. A threshold is read at the false positive that brings the weighted false positives to the
-    needed count, and the sensitivity there is the weighted hits before it. Locating that false positive takes block sums of the
-    false-positive weights and a running sum inside one block only. Replicates in which two thresholds
-    need the same number of false positives (the reference script's one-threshold-per-prediction
-    lag, only with fewer than 8 images) go through :func:`froc_curve`.
+    needed count, and the sensitivity there is the weighted hits before it. Locating that false
+    positive takes block sums of the false-positive weights and a running sum inside one block only
+    (no running sum over all predictions per replicate). Replicates in
+    which two thresholds need the same number of false positives (the reference script's
+    one-threshold-per-prediction lag, only with fewer than 8 images) go through :func:`froc_curve`.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown FROC variant {variant!r}; expected one of {VARIANTS}")
     counts = np.asarray(counts)
+    thresholds = np.asarray(fps_thresholds, dtype=np.float64)
+    layout = _FalsePositiveBlocks.of(events, counts.shape[1])
     out = np.empty(counts.shape[0])
     for b0 in range(0, counts.shape[0], chunk):
-        out[b0:b0 + chunk] = _froc_scores_chunk(events, counts[b0:b0 + chunk], np.asarray(fps_thresholds,
-                                                dtype=np.float64), variant)
+        out[b0:b0 + chunk] = _froc_scores_chunk(events, layout, counts[b0:b0 + chunk], thresholds, variant)
     return out
 
 
@@ -293,7 +295,34 @@ _FP_BLOCK = 256
 """False positives per block when locating a threshold (a running sum runs inside one block only)."""
 
 
-def _froc_scores_chunk(events: FrocEvents, counts: np.ndarray, thresholds: np.ndarray, variant: str) -> np.ndarray:
+@dataclass(frozen=True)
+class _FalsePositiveBlocks:
+    """The false positives of :class:`FrocEvents` in processing order, cut into blocks of :data:`_FP_BLOCK`.
+
+    Attributes:
+        positions: ``(F,)`` positions of the false positives among the processed predictions.
+        image: ``(blocks * block,)`` image of each false positive; the padding uses image ``I`` (weight 0).
+    """
+
+    positions: np.ndarray
+    image: np.ndarray
+
+    @property
+    def num_blocks(self) -> int:
+        return self.image.size // _FP_BLOCK
+
+    @staticmethod
+    def of(events: FrocEvents, num_images: int) -> _FalsePositiveBlocks:
+        positions = np.flatnonzero(events.false_positive)
+        num_blocks = max(-(-positions.size // _FP_BLOCK), 1)
+        image = np.full(num_blocks * _FP_BLOCK, num_images, dtype=np.int64)
+        image[:positions.size] = events.image[positions]
+        return _FalsePositiveBlocks(positions, image)
+
+
+def _froc_scores_chunk(
+    events: FrocEvents, layout: _FalsePositiveBlocks, counts: np.ndarray, thresholds: np.ndarray, variant: str
+) -> np.ndarray:
     """:func:`froc_score_replicates` for one chunk ``counts (Bc, I)``."""
     rows = counts.shape[0]
     # int32 gathers (half the memory traffic); every sum below runs in int64
@@ -301,19 +330,15 @@ def _froc_scores_chunk(events: FrocEvents, counts: np.ndarray, thresholds: np.nd
     pad_image = counts.shape[1]
     num_images = weights.sum(axis=1, dtype=np.int64)
     num_objects = (weights[:, :pad_image].astype(np.int64) @ events.objects_per_image).astype(np.float64)
-    fp_positions = np.flatnonzero(events.false_positive)
+    fp_positions, num_blocks = layout.positions, layout.num_blocks
     hit_positions = events.hit_positions
     # weighted hits before any hit position: leading 0, then running sums
     hit_w = weights[:, events.image[hit_positions]].astype(np.int64)
     if (events.hits[hit_positions] > 1).any():  # a point inside several objects
         hit_w *= events.hits[hit_positions]
     hit_cum = np.concatenate([np.zeros((rows, 1), np.int64), np.cumsum(hit_w, axis=1)], axis=1)
-    # false-positive weights in blocks of _FP_BLOCK (the last one padded with the 0-weight image)
-    num_blocks = max(-(-fp_positions.size // _FP_BLOCK), 1)
-    fp_image = np.full(num_blocks * _FP_BLOCK, pad_image, dtype=np.int64)
-    fp_image[:fp_positions.size] = events.image[fp_positions]
-    fp_w = weights[:, fp_image]  # (Bc, blocks * block)
-    block_cum = np.cumsum(fp_w.reshape(rows, num_blocks, _FP_BLOCK).sum(axis=2, dtype=np.int64), axis=1)
+    fp_w = weights[:, layout.image].reshape(rows, num_blocks, _FP_BLOCK)  # false-positive weights by block
+    block_cum = np.cumsum(fp_w.sum(axis=2, dtype=np.int64), axis=1)
     total_fp = block_cum[:, -1]
     with np.errstate(divide="ignore", invalid="ignore"):
         needed = _needed_false_positives(thresholds[None, :], num_images[:, None].astype(np.float64))  # (Bc, T)
@@ -324,8 +349,7 @@ def _froc_scores_chunk(events: FrocEvents, counts: np.ndarray, thresholds: np.nd
     goal = np.where(reached, needed, 1)
     block = np.minimum(_first_at_least_rows(block_cum, goal), num_blocks - 1)
     before_block = np.where(block > 0, block_cum[row, np.maximum(block - 1, 0)], 0)
-    inside = fp_w[row[..., None], block[..., None] * _FP_BLOCK + np.arange(_FP_BLOCK)]  # (Bc, T, block)
-    local = np.cumsum(inside, axis=2, dtype=np.int64)
+    local = np.cumsum(fp_w[row, block], axis=2, dtype=np.int64)  # (Bc, T, block)
     offset = np.argmax(local >= (goal - before_block)[..., None], axis=2)
     crossing_fp = np.minimum(block * _FP_BLOCK + offset, max(fp_positions.size - 1, 0))
     crossing = fp_positions[crossing_fp] if fp_positions.size else np.zeros_like(crossing_fp)  # sorted position
