@@ -120,7 +120,7 @@ def image_size(path: Path) -> tuple[int, int]:
     except Image.DecompressionBombError as err:
         raise UserInputError(f"image too large to decode (Pillow's decompression-bomb limit): {err}", file=path,
                              field="size") from None
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):  # ImportError: see rfo_bench.io.images._read_raster
         try:  # DICOM without a .dcm suffix
             import pydicom
 

@@ -201,7 +201,9 @@ def _read_raster(file: Path, *, as_gray: bool, limit: int) -> LoadedImage:
             else:
                 array = np.asarray(img.convert("RGB"), dtype=np.uint8)
                 scale, bits = 255.0, 8
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):
+        # ImportError: Ultralytics, once imported, replaces Image.open with a version that tries to load an
+        # optional HEIF plugin for any file Pillow cannot identify, and fails when it is not installed.
         raise UserInputError("not a readable image (unknown format)", file=file) from None
     except Image.DecompressionBombError as err:
         raise UserInputError(f"image too large to decode (Pillow's decompression-bomb limit): {err}",

@@ -226,3 +226,29 @@ def test_dicom_voi_lut_is_scaled_by_its_own_output_range(tmp_path: Path) -> None
     np.testing.assert_allclose(pixels[0], [0.0, 0.0] + [1.0] * (W - 2), atol=1e-6)
     above = _windowed(tmp_path, "lut_above.dcm", RAMP + 1000, VOILUTSequence=Sequence([item]))
     np.testing.assert_array_equal(above, np.ones((H, W), dtype=np.float32))  # beyond the LUT: its top, white
+
+
+def test_a_non_image_is_a_user_error_after_ultralytics_patched_pillow(tmp_path: Path) -> None:
+    """Ultralytics replaces ``PIL.Image.open`` at import with a version that reaches for an optional
+    HEIF plugin on unidentified files; the reader must still answer with one user error."""
+    import subprocess
+    import sys
+
+    (tmp_path / "notes.png").write_text("hello")
+    code = (
+        "import sys\nfrom pathlib import Path\n"
+        "from rfo_bench.detectors.ultralytics_setup import import_ultralytics\n"
+        "import_ultralytics()\n"
+        "from rfo_bench.errors import UserInputError\n"
+        "from rfo_bench.io.formats import image_size\n"
+        "from rfo_bench.io.images import read_image\n"
+        "for reader in (read_image, image_size):\n"
+        "    try:\n"
+        "        reader(Path(sys.argv[1]))\n"
+        "    except UserInputError as err:\n"
+        "        print('user error:', err)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "notes.png")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("user error:") == 2 and "notes.png" in result.stdout
