@@ -1,10 +1,12 @@
 """Dataset validation: every problem of a ground-truth dataset in one pass.
 
 :func:`check_dataset` returns a list of :class:`Problem` (it raises only when the file cannot be read
-at all): malformed entries, duplicate image / annotation ids and file names, unknown categories, boxes
-that are degenerate or leave the image, image paths escaping the dataset root (refused, never opened),
-mixed annotation conventions, and missing or unreadable images. ``rfo-bench validate DATA`` prints
-them. :func:`require_valid_annotations` is the subset the evaluator insists on.
+at all): malformed entries, duplicate image / annotation ids and file names, ids beyond 64 bits,
+unknown categories, boxes that are degenerate or leave the image, image paths outside the dataset root
+(refused, never opened; an absolute path needs a root above it, e.g. ``--root /``), mixed annotation
+conventions, and missing or unreadable images. ``rfo-bench validate DATA`` prints them.
+:func:`require_valid_annotations` is the subset the evaluator insists on (image paths excluded: the
+evaluation opens no image).
 """
 
 from __future__ import annotations

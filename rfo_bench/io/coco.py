@@ -7,7 +7,8 @@ Reading keeps what the evaluator and the converters need: images (``id``, ``file
 ``annotations[].rfo_shape`` (``box`` / ``ellipse`` / ``polygon``), ``annotations[].rfo_object_id`` (the
 Hopkins ``<ID>`` of an object; COCO ``id`` values are renumbered to stay unique) and
 ``images[].rfo_positive`` (an image-level label without boxes). Image and category ids must fit a
-signed 64-bit integer (what NumPy and pycocotools index with). Crowd annotations (``iscrowd: 1``) are refused: RFOs are countable.
+signed 64-bit integer (what NumPy and pycocotools index with). Crowd annotations (``iscrowd: 1``) are
+refused: RFOs are countable.
 
 Structural problems (not json, a missing key, a malformed entry) raise :class:`UserInputError`
 naming the file and the entry, unless a ``problems`` list is given, in which case malformed entries
