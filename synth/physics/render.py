@@ -251,10 +251,11 @@ class Renderer:
             spr = film.resample(bg.spr, *roi.slices).astype(np.float64) if cfg.scatter.enabled else 0.0
             total_ratio = (full_ratio + spr) / (1.0 + spr)  # scatter of the patient is unchanged by a small object
             clean = -np.log(total_ratio)
-            # The label: where the object's processed, noise-free signal reaches the threshold.
-            signal = unsharp_mask(blur(clean, sigma), cfg.display, det.pixel_mm)
-            footprint = np.abs(signal[inner]) >= cfg.label_min_attenuation
-            ann = annotation(obj, footprint, det.shape, False, -np.log(ratio))
+            # The label: where the object's noise-free signal at the detector (after the MTF and focal-spot
+            # blur, before the console's edge enhancement) changes the log-signal by at least the threshold,
+            # either way (a wadded sponge's cotton and gas are darker than the tissue they displace).
+            blurred = blur(clean, sigma)
+            ann = annotation(obj, np.abs(blurred) >= cfg.label_min_attenuation, det.shape, False, -np.log(ratio), roi)
             if ann is None:
                 continue
             delta = clean
@@ -265,7 +266,7 @@ class Renderer:
                 delta = clean + np.sqrt(extra) * rng.standard_normal(delta.shape) * (total_ratio < 1.0)
                 delta = unsharp_mask(blur(delta, sigma), cfg.display, det.pixel_mm)
             else:
-                delta = signal
+                delta = unsharp_mask(blurred, cfg.display, det.pixel_mm)
             display[roi.slices] = display[roi.slices] + (delta * slope).astype(np.float32)
             changed.append(roi)
             annotations.append(ann)

@@ -151,14 +151,14 @@ def host_density(name: str) -> float:
 
 
 def annotation(placed: PlacedObject, footprint: np.ndarray, detector_shape: tuple[int, int], flip_lr: bool,
-                log_attenuation: np.ndarray) -> dict[str, Any] | None:
-    """COCO annotation of one object from its footprint mask within its ROI (``None`` when empty)."""
+                log_attenuation: np.ndarray, roi: ROI | None = None) -> dict[str, Any] | None:
+    """COCO annotation of one object from its footprint mask within ``roi`` (default its own ROI; ``None`` when empty)."""
     from pycocotools import mask as mask_utils
 
     if not footprint.any():
         return None
     full = np.zeros(detector_shape, dtype=np.uint8, order="F")  # pycocotools wants Fortran order
-    rows, cols = placed.roi.slices
+    rows, cols = (roi or placed.roi).slices
     if flip_lr:  # PA display: mirror the columns
         width = detector_shape[1]
         full[rows, width - cols.stop:width - cols.start] = footprint[:, ::-1]
