@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +25,7 @@ from rfo_bench.detectors.data import CategoryMap, category_map, count_objects, r
 from rfo_bench.detectors.registry import get_detector
 from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import DetectionDataset
-from rfo_bench.utils import atomic_output, atomic_write_bytes, seed_everything
+from rfo_bench.utils import atomic_output, atomic_write_bytes, seed_everything, sha256_text
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,13 @@ class TrainResult:
     record: dict[str, Any]
 
 
+COMPUTE_LEDGER = "compute.json"
+"""Compute of earlier, interrupted segments of a resumable run (summed into the final record)."""
+
+CHECKPOINT_NAME = "checkpoint.pt"
+"""Resumable state of a torchvision run (weights, optimiser, schedule, position in the data)."""
+
+
 def train_detector(
     config: TrainConfig,
     train_sets: Sequence[DetectionDataset],
@@ -89,38 +97,67 @@ def train_detector(
     *,
     val_set: DetectionDataset | None = None,
     progress: bool = True,
+    resume: bool = False,
+    command: str | None = None,
+    extra_record: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on the union of ``train_sets`` and save it under ``out_dir``.
 
+    With ``config.tiling`` the films are first cut into tiles at native spacing
+    (:func:`~rfo_bench.detectors.tiling.write_tile_dataset`, into a hidden folder of ``out_dir`` that is
+    removed afterwards) and the detector trains on those; :func:`load_detector` then predicts sliced.
+
     Args:
-        config: model, recipe, seed, backbone, optional local weights and device.
+        config: model, recipe, seed, backbone, optional local weights, device, tiling, checkpoints.
         train_sets: one or more datasets (e.g. real + synthetic) trained on together.
         out_dir: output directory (created).
         val_set: optional validation data (used by the Ultralytics trainer for its best-epoch choice).
         progress: show progress bars.
+        resume: continue an interrupted run in ``out_dir`` from its checkpoint (same config and data).
+        command: the command line, kept in the record.
+        extra_record: more entries for ``detector.json`` (e.g. a recipe's data seeds).
 
     Raises:
-        UserInputError: unknown model, no images / no positive image in the training data.
+        UserInputError: unknown model, no images / no positive image in the training data, a checkpoint
+            of another configuration.
     """
+    from rfo_bench.detectors.provenance import ComputeMeter, dataset_sha256
+
     spec = get_detector(config.model)
     require_trainable(train_sets)
     categories = category_map(train_sets)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    meter = ComputeMeter(config.device)
+    earlier = _read_ledger(out) if resume else {}
     seed_everything(config.seed)
     positives, objects = count_objects(train_sets)
     logger.info("training %s (%s) on %d images (%d positive, %d objects), seed %d", spec.name, spec.family,
                 sum(len(d) for d in train_sets), positives, objects, config.seed)
+    data_sha256 = dataset_sha256(train_sets)
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "amp")}
+    fingerprint = sha256_text(json.dumps([settings, data_sha256], sort_keys=True))
     start = time.perf_counter()
-    if spec.family == "torchvision":
-        if val_set is not None:
-            logger.info("validation data is not used by the torchvision loop (it trains for the recipe's epochs)")
-        weights, history = _train_torchvision(spec.builder, config, train_sets, categories, out, progress)
-    else:
-        from rfo_bench.detectors.yolo import train_ultralytics
+    finished = False
+    with _tiled(config, train_sets, val_set, categories, out, spec.family) as (fit_sets, fit_val, tile_counts):
+        try:
+            if spec.family == "torchvision":
+                if fit_val is not None:
+                    logger.info("validation data is not used by the torchvision loop (it trains for the recipe's epochs)")
+                weights, history = _train_torchvision(spec.builder, config, fit_sets, categories, out, progress,
+                                                      resume=resume, fingerprint=fingerprint)
+            else:
+                from rfo_bench.detectors.yolo import train_ultralytics
 
-        weights, history = train_ultralytics(spec.builder, config, train_sets, categories, out, val_set=val_set)
+                weights, history = train_ultralytics(spec.builder, config, fit_sets, categories, out,
+                                                     val_set=fit_val, resume=resume)
+            finished = True
+        finally:
+            if not finished:  # an interrupted segment: its compute is added when the run is resumed
+                _write_ledger(out, meter.report(earlier))
     seconds = time.perf_counter() - start
+    from rfo_bench.utils import sha256_file
+
     record = {
         "format": RECORD_FORMAT,
         "model": spec.name,
@@ -128,20 +165,82 @@ def train_detector(
         "config": config.to_dict(),
         "categories": categories.to_list(),
         "weights": weights,
+        "weights_sha256": sha256_file(out / weights),
         "train_seconds": seconds,
+        "compute": meter.report(earlier),
+        "command": command,
+        "data_sha256": data_sha256,
         "train_sources": [d.source for d in train_sets],
         "train_images": sum(len(d) for d in train_sets),
         "train_positive_images": positives,
         "train_objects": objects,
+        "tiles": tile_counts,
         "history": history,
+        **(extra_record or {}),
     }
     atomic_write_bytes(out / RECORD_NAME, json.dumps(record, indent=2).encode("utf-8"))
+    if (out / COMPUTE_LEDGER).is_file():
+        (out / COMPUTE_LEDGER).unlink()  # written by this run (a fixed name inside its output folder)
     logger.info("trained %s in %.1f s -> %s", spec.name, seconds, out)
     return TrainResult(run_dir=out, train_seconds=seconds, record=record)
 
 
+def _read_ledger(out: Path) -> dict[str, Any]:
+    path = out / COMPUTE_LEDGER
+    if not path.is_file() or path.stat().st_size > 1 << 16:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_ledger(out: Path, compute: dict[str, Any]) -> None:
+    atomic_write_bytes(out / COMPUTE_LEDGER, json.dumps(compute).encode("utf-8"))
+
+
+@contextmanager
+def _tiled(config: TrainConfig, train_sets: Sequence[DetectionDataset], val_set: DetectionDataset | None,
+           categories: CategoryMap, out: Path, family: str) -> Iterator[tuple[list, Any, dict[str, int] | None]]:
+    """The training (and validation) data as the detector sees it: the sets themselves, or their tiles.
+
+    Tiles go into a hidden folder of ``out`` created here and removed on exit (a killed run's folder is
+    removed by the next run once its process is gone). Ultralytics reads 8 bits, so its tiles are 8-bit
+    PNGs with the rounding its prediction path uses; the torchvision family reads 16-bit tiles.
+    """
+    if config.tiling is None:
+        yield list(train_sets), val_set, None
+        return
+    import shutil
+    import tempfile
+
+    from rfo_bench.detectors.tiling import write_tile_dataset
+    from rfo_bench.output_dirs import remove_stale_staging, write_marker
+
+    remove_stale_staging(out, TILES_NAME)
+    root = Path(tempfile.mkdtemp(prefix=f".{TILES_NAME}.tmp-", dir=out))
+    try:
+        write_marker(root, "rfo-bench train", state="staging")
+        depth = 8 if family == "ultralytics" else 16
+        tiles, counts = write_tile_dataset(train_sets, config.tiling, root / "train", seed=config.seed,
+                                           bit_depth=depth, categories=categories.categories)
+        val_tiles = None
+        if val_set is not None and len(val_set):
+            val_tiles, _ = write_tile_dataset([val_set], config.tiling, root / "val", seed=config.seed + 1,
+                                              bit_depth=depth, categories=categories.categories)
+        yield [tiles], val_tiles, counts
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # created above by this call: never a user's folder
+
+
+TILES_NAME = "tiles"
+"""Stem of the hidden folder of training tiles inside the output directory."""
+
+
 def _train_torchvision(builder, config: TrainConfig, train_sets: Sequence[DetectionDataset],
-                       categories: CategoryMap, out: Path, progress: bool) -> tuple[str, list[dict[str, Any]]]:
+                       categories: CategoryMap, out: Path, progress: bool, *, resume: bool = False,
+                       fingerprint: str = "") -> tuple[str, list[dict[str, Any]]]:
     import torch
 
     from rfo_bench.detectors.data import DetectionSamples, build_transform
@@ -152,7 +251,9 @@ def _train_torchvision(builder, config: TrainConfig, train_sets: Sequence[Detect
     transform = build_transform(recipe.imgsz, hflip_p=recipe.hflip_p, intensity_jitter=recipe.intensity_jitter,
                                 seed=config.seed)
     samples = DetectionSamples(train_sets, categories, transform)
-    history = train_torchvision(model, samples, recipe, seed=config.seed, device=config.device, progress=progress)
+    history = train_torchvision(model, samples, recipe, seed=config.seed, device=config.device, progress=progress,
+                                amp=config.use_amp, checkpoint=out / CHECKPOINT_NAME,
+                                checkpoint_every=config.checkpoint_every, resume=resume, fingerprint=fingerprint)
     with atomic_output(out / "model.pt") as tmp:  # a killed run never leaves a half-written model.pt
         torch.save(model.state_dict(), tmp)
     return "model.pt", history
@@ -181,8 +282,35 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
     return record
 
 
-def load_detector(run_dir: str | Path, *, device: str | None = None) -> TrainedDetector:
-    """Reload a trained detector for prediction (weights from its directory, nothing downloaded)."""
+def load_detector(run_dir: str | Path, *, device: str | None = None, slicing=None,
+                  require_hash: bool = False) -> TrainedDetector:
+    """Reload a trained detector for prediction (weights from its directory, nothing downloaded).
+
+    A detector trained on tiles comes back as a
+    :class:`~rfo_bench.detectors.sliced.SlicedDetector`: its ``predict`` takes whole films.
+
+    Args:
+        run_dir: the directory written by :func:`train_detector`.
+        device: torch device (default: the training device).
+        slicing: a :class:`~rfo_bench.detectors.sliced.SliceConfig` (default: its defaults).
+        require_hash: refuse a record without ``weights_sha256``.
+
+    Raises:
+        UserInputError: no or a corrupt record, missing or oversized weights, weights whose SHA-256
+            differs from the record, or weights that do not fit the recorded model.
+    """
+    detector = _load_unsliced(run_dir, device=device, require_hash=require_hash)
+    tiling = detector.config.tiling
+    if tiling is None:
+        return detector
+    from rfo_bench.detectors.sliced import SlicedDetector
+
+    return SlicedDetector(detector, tiling, slicing)
+
+
+def _load_unsliced(run_dir: str | Path, *, device: str | None, require_hash: bool):
+    from rfo_bench.detectors.provenance import verify_weights
+
     record = read_record(run_dir)
     spec = get_detector(record["model"])
     config = TrainConfig.from_dict(record["config"])
@@ -194,6 +322,7 @@ def load_detector(run_dir: str | Path, *, device: str | None = None) -> TrainedD
         raise UserInputError("weights file of the trained detector is missing", file=weights)
     if weights.stat().st_size > MAX_WEIGHTS_BYTES:
         raise UserInputError(f"weights file is larger than {MAX_WEIGHTS_BYTES >> 30} GiB", file=weights)
+    verify_weights(weights, record.get("weights_sha256"), required=require_hash)
     if spec.family == "torchvision":
         return TorchvisionDetector(spec.builder, config, categories, weights)
     from rfo_bench.detectors.yolo import UltralyticsDetector

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from rfo_bench.cli_support import add_command
-from rfo_bench.detectors.config import RECIPES, TrainConfig, recipe_with_overrides
+from rfo_bench.detectors.config import RECIPES, TrainConfig, recipe_with_overrides, resolve_device
 from rfo_bench.errors import UserInputError
 from rfo_bench.output_dirs import require_writable
 
@@ -20,21 +20,10 @@ logger = logging.getLogger(__name__)
 
 
 def load_training_data(path: str | Path, *, split: str = "train"):
-    """Read a dataset for training or prediction in any supported layout.
+    """See :func:`rfo_bench.detectors.yolo_data.load_training_data` (kept here for existing callers)."""
+    from rfo_bench.detectors.yolo_data import load_training_data as read
 
-    COCO json, object-CXR / Hopkins CSV, image folders, or an Ultralytics ``data.yaml`` (its ``split``
-    entry is used). A ``data.yaml`` whose folders are missing is refused naming the entry.
-    """
-    from rfo_bench.io.formats import detect_format, read_dataset
-
-    file = Path(path)
-    if not file.exists():
-        raise UserInputError("dataset path does not exist", file=file)
-    if detect_format(file) == "yolo":
-        from rfo_bench.detectors.yolo_data import read_yolo_split
-
-        return read_yolo_split(file, split)
-    return read_dataset(file)
+    return read(path, split=split)
 
 
 def set_torch_threads(threads: int | None) -> None:
@@ -52,34 +41,87 @@ def set_torch_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    import shlex
+    import sys
+
+    return "rfo-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else f"rfo-bench {args.command}"
+
+
+def tile_config_from_args(args: argparse.Namespace):
+    """The :class:`~rfo_bench.detectors.tiling.TileConfig` the train flags ask for (``None`` without ``--tile-size``)."""
+    from rfo_bench.detectors.tiling import TileConfig
+
+    if args.tile_size is None:
+        return None
+    defaults = TileConfig()
+    return TileConfig(
+        tile_size=args.tile_size,
+        tiles_per_object=args.tiles_per_object or defaults.tiles_per_object,
+        negative_ratio=defaults.negative_ratio if args.negative_ratio is None else args.negative_ratio,
+        min_visible_fraction=args.min_visible_fraction or defaults.min_visible_fraction,
+        cut_policy=args.cut_policy or defaults.cut_policy,
+        include_whole_films=not args.no_whole_films,
+    )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from rfo_bench.detectors.api import train_detector
 
     set_torch_threads(args.threads)
+    device = resolve_device(args.device)
+    require_writable(args.out)  # an output that cannot be written fails before hours of training
+    if args.config:
+        from rfo_bench.detectors.shipped import train_from_recipe
+
+        given = [flag for flag, value in (("--model", args.model), ("--data", args.data), ("--tile-size", args.tile_size),
+                                          ("--epochs", args.epochs), ("--imgsz", args.imgsz)) if value is not None]
+        if given:
+            raise UserInputError("a recipe file states these itself; leave them out", field=given[0])
+        record = train_from_recipe(args.config, args.out, device=device, resume=args.resume,
+                                   progress=not args.no_progress, command=_command_line(args))
+        print(json.dumps({"run_dir": args.out, "weights_sha256": record["weights_sha256"],
+                          "compute": record["compute"], "held_out_metrics": {
+                              k: v for k, v in (record.get("held_out_metrics") or {}).items()
+                              if k in ("AP50", "AP", "FROC", "AUROC")}}, indent=2))
+        return 0
+    for flag, value in (("--model", args.model), ("--data", args.data)):
+        if value is None:
+            raise UserInputError("required unless --config names a recipe file", field=flag)
     from rfo_bench.detectors.registry import get_detector
 
     get_detector(args.model)  # unknown names fail before any data is read
-    require_writable(args.out)  # and an output that cannot be written, before hours of training
+    tiling = tile_config_from_args(args)
+    imgsz = args.imgsz if args.imgsz is not None or tiling is None else tiling.tile_size
     recipe = recipe_with_overrides(args.recipe, {
-        "epochs": args.epochs, "imgsz": args.imgsz, "batch_size": args.batch, "lr": args.lr,
+        "epochs": args.epochs, "imgsz": imgsz, "batch_size": args.batch, "lr": args.lr,
     })
     config = TrainConfig(model=args.model, recipe=recipe, seed=args.seed, backbone=args.backbone,
-                         weights=args.weights, device=args.device)
+                         weights=args.weights, device=device, tiling=tiling, amp=not args.no_amp,
+                         checkpoint_every=args.checkpoint_every)
     train = load_training_data(args.data, split="train")
     val = load_training_data(args.val, split="val") if args.val else None
-    result = train_detector(config, [train], args.out, val_set=val, progress=not args.no_progress)
+    result = train_detector(config, [train], args.out, val_set=val, progress=not args.no_progress,
+                            resume=args.resume, command=_command_line(args))
     print(json.dumps({"run_dir": str(result.run_dir), "train_seconds": round(result.train_seconds, 2),
-                      "model": config.model, "seed": config.seed}, indent=2))
+                      "model": config.model, "seed": config.seed, "device": device,
+                      "compute": result.record["compute"], "tiles": result.record["tiles"]}, indent=2))
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from rfo_bench.detectors.api import load_detector
     from rfo_bench.detectors.predict import predict_dataset, write_predictions
+    from rfo_bench.detectors.sliced import SliceConfig
 
     set_torch_threads(args.threads)
     require_writable(args.out)
-    detector = load_detector(args.model_dir, device=args.device)
+    device = None if args.device is None else resolve_device(args.device)
+    defaults = SliceConfig()
+    slicing = SliceConfig(overlap=defaults.overlap if args.overlap is None else args.overlap,
+                          coarse_pass=not args.no_coarse_pass, merge=args.merge or defaults.merge,
+                          match_threshold=args.match_threshold or defaults.match_threshold)
+    detector = load_detector(args.model_dir, device=device, slicing=slicing)
     dataset = load_training_data(args.data, split=args.split)
     predictions = predict_dataset(detector, dataset, progress=not args.no_progress)
     known = {c.id for c in dataset.categories} or None
@@ -118,8 +160,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     names = "yolov8n, yolov8s, yolo11n, yolo11s, fasterrcnn, retinanet, fcos"
     cmd = add_command(subparsers, "train", _cmd_train, "train a detector baseline on an RFO dataset",
                       description=f"Train one detector ({names}; an unknown name lists every registered one).")
-    cmd.add_argument("--model", required=True, help=f"registered detector name ({names})")
-    cmd.add_argument("--data", required=True, help="training data: COCO json, RFO CSV, folders or YOLO data.yaml")
+    cmd.add_argument("--config", default=None,
+                     help="recipe file that states model, data, classes, schedule and tiling "
+                          "(e.g. configs/shipped_detector.yaml); replaces --model/--data")
+    cmd.add_argument("--model", default=None, help=f"registered detector name ({names})")
+    cmd.add_argument("--data", default=None, help="training data: COCO json, RFO CSV, folders or YOLO data.yaml")
     cmd.add_argument("--val", default=None, help="optional validation data (same formats)")
     cmd.add_argument("--out", required=True, help="output directory of the trained detector")
     cmd.add_argument("--recipe", default="cpu-tiny", choices=sorted(RECIPES), help="training recipe preset")
@@ -130,9 +175,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--seed", type=int, default=0, help="random seed")
     cmd.add_argument("--backbone", default="resnet18", help="timm backbone of fasterrcnn / retinanet / fcos")
     cmd.add_argument("--weights", default=None, help="local weights file (timm backbone or Ultralytics .pt)")
-    cmd.add_argument("--device", default="cpu", help="torch device")
+    cmd.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto (a GPU if present)")
+    cmd.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA (it is on by default there)")
     cmd.add_argument("--threads", type=int, default=None,
                      help="torch CPU threads (default: torch's; the Ultralytics trainer sets its own)")
+    cmd.add_argument("--tile-size", type=int, default=None,
+                     help="train on tiles of this side (px, native spacing) and predict sliced; sets --imgsz")
+    cmd.add_argument("--tiles-per-object", type=int, default=None, help="positive tiles per object (default 2)")
+    cmd.add_argument("--negative-ratio", type=float, default=None,
+                     help="object-free tiles per positive tile (default 0.5)")
+    cmd.add_argument("--min-visible-fraction", type=float, default=None,
+                     help="an object cut by a tile edge keeps its box when this fraction of it is inside (default 0.5)")
+    cmd.add_argument("--cut-policy", choices=("drop", "mask"), default=None,
+                     help="a tile showing an object below that fraction is dropped (default) or the object masked")
+    cmd.add_argument("--no-whole-films", action="store_true",
+                     help="do not add each film shrunk to one tile (the coarse scale of sliced inference)")
+    cmd.add_argument("--checkpoint-every", type=int, default=0,
+                     help="save a resumable checkpoint every N steps (torchvision; YOLO saves every epoch)")
+    cmd.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoint")
     cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     cmd = add_command(subparsers, "predict", _cmd_predict,
@@ -141,7 +201,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--data", required=True, help="images to predict on (any supported dataset format)")
     cmd.add_argument("--split", default="val", help="split to use when --data is a YOLO data.yaml")
     cmd.add_argument("--out", required=True, help="output directory")
-    cmd.add_argument("--device", default=None, help="torch device (default: the training device)")
+    cmd.add_argument("--device", default=None,
+                     help="torch device: cpu, cuda, cuda:N, mps or auto (default: the training device)")
+    cmd.add_argument("--overlap", type=float, default=None,
+                     help="tile-trained detectors: fraction of a tile shared with its neighbours (default 0.25)")
+    cmd.add_argument("--merge", choices=("greedy_nmm", "nms"), default=None,
+                     help="how detections of overlapping tiles are merged (default greedy_nmm)")
+    cmd.add_argument("--match-threshold", type=float, default=None,
+                     help="intersection over the smaller box at which detections merge (default 0.5)")
+    cmd.add_argument("--no-coarse-pass", action="store_true",
+                     help="skip the whole-film pass for objects larger than a tile")
     cmd.add_argument("--threads", type=int, default=None,
                      help="torch CPU threads (default: torch's; the Ultralytics trainer sets its own)")
     cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from rfo_bench.detectors.tiling import TileConfig
 from rfo_bench.errors import UserInputError
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -160,7 +161,13 @@ class TrainConfig:
             ignored by the Ultralytics models, whose architecture is fixed by their yaml.
         weights: optional local file: a timm backbone checkpoint (torchvision family) or an
             Ultralytics ``.pt`` (YOLO family). Nothing is ever downloaded.
-        device: torch device string (``cpu``, ``cuda``, ``cuda:1``).
+        device: torch device string (``cpu``, ``cuda``, ``cuda:1``; ``auto`` is resolved by
+            :func:`resolve_device` before a config is built).
+        tiling: train on tiles cut at native spacing (and predict sliced); ``None`` = whole images
+            resized to ``recipe.imgsz``. With tiling, ``recipe.imgsz`` must equal the tile size.
+        amp: mixed precision where the device supports it (CUDA); ignored on CPU.
+        checkpoint_every: save a resumable checkpoint every this many optimiser steps (torchvision
+            family; the Ultralytics trainer saves one every epoch); 0 = only at the end of each epoch.
     """
 
     model: str
@@ -169,14 +176,29 @@ class TrainConfig:
     backbone: str = "resnet18"
     weights: str | None = None
     device: str = "cpu"
+    tiling: TileConfig | None = None
+    amp: bool = True
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise UserInputError("seed must be a non-negative integer", field="seed", value=self.seed)
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise UserInputError("must be a non-negative integer", field="checkpoint_every",
+                                 value=self.checkpoint_every)
+        if self.tiling is not None and self.tiling.tile_size != self.recipe.imgsz:
+            raise UserInputError(f"with tiling the detector input must be the tile size ({self.tiling.tile_size} px)",
+                                 field="imgsz", value=self.recipe.imgsz)
+
+    @property
+    def use_amp(self) -> bool:
+        """Mixed precision is on: asked for, and the device is CUDA."""
+        return self.amp and self.device.startswith("cuda")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["recipe"] = self.recipe.to_dict()
+        data["tiling"] = None if self.tiling is None else self.tiling.to_dict()
         return data
 
     @classmethod
@@ -184,4 +206,25 @@ class TrainConfig:
         """Inverse of :meth:`to_dict` (used to reload a trained detector's record)."""
         recipe_data = dict(data["recipe"])
         recipe = Recipe(**recipe_data)
-        return cls(**{**data, "recipe": recipe})
+        tiling = data.get("tiling")
+        return cls(**{**data, "recipe": recipe, "tiling": None if tiling is None else TileConfig.from_dict(tiling)})
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; any other name is returned unchanged.
+
+    Raises:
+        UserInputError: a CUDA device is named but torch sees none.
+    """
+    name = (device or "cpu").strip()
+    if name not in ("auto", "cpu") and not name.startswith("cuda") and name != "mps":
+        raise UserInputError("unknown device; expected auto, cpu, cuda, cuda:N or mps", field="--device", value=name)
+    if name == "auto" or name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            if name == "auto":
+                return "cpu"
+            raise UserInputError("torch sees no CUDA device here", field="--device", value=name)
+        return "cuda" if name == "auto" else name
+    return name

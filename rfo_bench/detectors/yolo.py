@@ -96,12 +96,13 @@ LAYOUT_NAME = "yolo_data"
 
 def train_ultralytics(
     builder, config: TrainConfig, train_sets: Sequence[DetectionDataset], categories: CategoryMap, out: Path,
-    *, val_set: DetectionDataset | None = None,
+    *, val_set: DetectionDataset | None = None, resume: bool = False,
 ) -> tuple[str, list[dict[str, Any]]]:
     """Train one YOLO model with the Ultralytics trainer; returns ``(weights path relative to out, history)``.
 
     The training layout is written into a fresh hidden folder of ``out`` (owned by this run) and
-    removed afterwards; no folder that was already there is deleted.
+    removed afterwards; no folder that was already there is deleted. With ``resume`` and an
+    Ultralytics ``last.pt`` in ``out`` (saved every epoch), training continues from it on the new layout.
 
     Raises:
         UserInputError: a missing image, or ``config.weights`` is missing or refused (see
@@ -128,18 +129,27 @@ def train_ultralytics(
     layout = Path(tempfile.mkdtemp(prefix=f".{LAYOUT_NAME}.tmp-", dir=out))
     try:
         write_marker(layout, "rfo-bench train", state="staging")
-        return _train_on_layout(builder, config, sources, categories, out, layout)
+        return _train_on_layout(builder, config, sources, categories, out, layout, resume=resume)
     finally:
         shutil.rmtree(layout, ignore_errors=True)  # created above by this call: never a user's folder
 
 
 def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[DetectionDataset]],
-                     categories: CategoryMap, out: Path, layout: Path) -> tuple[str, list[dict[str, Any]]]:
+                     categories: CategoryMap, out: Path, layout: Path, *, resume: bool = False
+                     ) -> tuple[str, list[dict[str, Any]]]:
     from ultralytics import YOLO  # set up by train_ultralytics
+
+    from rfo_bench.detectors.ultralytics_setup import check_yolo_checkpoint
 
     recipe = config.recipe
     train_sets = sources["train"]
     data_yaml = write_training_layout(sources, categories, layout)
+    last = out / "ultralytics" / "weights" / "last.pt"
+    if resume and last.is_file():
+        check_yolo_checkpoint(last)  # vetted like any user file; Ultralytics then reads it restrictedly
+        logger.info("resuming the Ultralytics run from %s", last)
+        YOLO(str(last)).train(resume=str(last), data=str(data_yaml), device=config.device, workers=0)
+        return _finished_run(out)
     model = YOLO(str(config.weights)) if config.weights is not None else YOLO(builder())
     # Ultralytics warms up for max(warmup_epochs * batches, 100) iterations; below 100 it cannot honour the
     # recipe, so short recipes train without warm-up rather than spending every iteration in it.
@@ -152,9 +162,13 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
         lrf=recipe.lr_gamma,  # Ultralytics decays linearly to lr0 * lrf instead of in steps
         momentum=recipe.momentum, weight_decay=recipe.weight_decay,
         fliplr=recipe.hflip_p, mosaic=recipe.mosaic, hsv_v=recipe.intensity_jitter, hsv_h=0.0, hsv_s=0.0,
-        project=str(out.resolve()), name="ultralytics", exist_ok=True, amp=False, plots=False, verbose=False,
-        val="val" in sources, pretrained=config.weights is not None,
+        project=str(out.resolve()), name="ultralytics", exist_ok=True, amp=config.use_amp, plots=False,
+        verbose=False, val="val" in sources, pretrained=config.weights is not None,
     )
+    return _finished_run(out)
+
+
+def _finished_run(out: Path) -> tuple[str, list[dict[str, Any]]]:
     run = out / "ultralytics"
     best, last = run / "weights" / "best.pt", run / "weights" / "last.pt"
     weights = best if best.is_file() else last

@@ -1,4 +1,4 @@
-"""Training data given as an Ultralytics ``data.yaml``: checked before anything is trained.
+"""Reading training data in any layout; an Ultralytics ``data.yaml`` is checked before anything is trained.
 
 The layout reader itself is :func:`rfo_bench.io.formats.read_dataset`; this module checks what a
 trainer needs first - that the file parses, names its classes, and that the folder of the requested
@@ -70,3 +70,19 @@ def read_yolo_split(path: str | Path, split: str) -> DetectionDataset:
 
     check_data_yaml(path, (split,))
     return yolo_format.read_yolo(data_yaml_path(path), splits=(split,))
+
+
+def load_training_data(path: str | Path, *, split: str = "train") -> DetectionDataset:
+    """Read a dataset for training or prediction in any supported layout.
+
+    COCO json, object-CXR / Hopkins CSV, image folders, or an Ultralytics ``data.yaml`` (its ``split``
+    entry is used). A ``data.yaml`` whose folders are missing is refused naming the entry.
+    """
+    from rfo_bench.io.formats import detect_format, read_dataset
+
+    file = Path(path)
+    if not file.exists():
+        raise UserInputError("dataset path does not exist", file=file)
+    if detect_format(file) == "yolo":
+        return read_yolo_split(file, split)
+    return read_dataset(file)

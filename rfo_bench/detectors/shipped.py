@@ -1,0 +1,252 @@
+"""A detector trained once from a recorded recipe file, and the loader that checks it is that detector.
+
+A recipe file (``configs/shipped_detector.yaml``) states everything a run depends on: the model, the
+seed, the classes, the training and held-out data with the commands and seeds that rendered them, the
+optimiser schedule, the tiling and the checkpoint cadence. :func:`train_from_recipe` runs it
+(resumable: ``resume=True`` continues an interrupted run in the same folder), evaluates the result on
+the held-out data with the unchanged evaluator, and writes one ``detector.json`` holding the command,
+the recipe file and its SHA-256, the data seeds and SHA-256, the compute spent, the held-out metrics and
+the SHA-256 of the weights. :func:`load_shipped_detector` refuses weights whose bytes differ from that
+record and loads YOLO weights through the restricted loader only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from rfo_bench.detectors.config import Recipe, TrainConfig, recipe_with_overrides
+from rfo_bench.detectors.sliced import SliceConfig
+from rfo_bench.detectors.tiling import TileConfig
+from rfo_bench.errors import UserInputError
+from rfo_bench.utils import atomic_write_bytes, sha256_file
+
+logger = logging.getLogger(__name__)
+
+MAX_RECIPE_BYTES = 1 << 20
+_TOP_KEYS = {"name", "model", "seed", "classes", "data", "recipe", "tiling", "slicing", "checkpoint_every",
+             "backbone", "weights", "bootstrap"}
+_DATA_KEYS = {"train", "test", "commands", "seeds", "held_out"}
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """A recipe file, parsed and validated.
+
+    Attributes:
+        name: the recipe's name.
+        file: the file it was read from.
+        sha256: SHA-256 of that file.
+        model: registered detector name.
+        seed: training seed.
+        classes: category names, in id order, the training data must define exactly.
+        train: training dataset path (any supported format).
+        test: held-out dataset path (``None``: no held-out metrics).
+        data_commands: the commands that rendered the data (recorded, not run).
+        data_seeds: the seeds of those commands.
+        held_out: one line on why the held-out data are disjoint from the training data.
+        recipe: optimiser and schedule (``imgsz`` is the tile size).
+        tiling: tile cutting.
+        slicing: sliced inference for the held-out evaluation.
+        checkpoint_every: steps between checkpoints.
+        backbone: timm backbone (torchvision family).
+        weights: optional local starting weights.
+        bootstrap: bootstrap replicates of the held-out intervals.
+    """
+
+    name: str
+    file: str
+    sha256: str
+    model: str
+    seed: int
+    classes: tuple[str, ...]
+    train: str
+    test: str | None
+    data_commands: tuple[str, ...]
+    data_seeds: dict[str, Any]
+    held_out: str
+    recipe: Recipe
+    tiling: TileConfig
+    slicing: SliceConfig
+    checkpoint_every: int = 500
+    backbone: str = "resnet18"
+    weights: str | None = None
+    bootstrap: int = 200
+
+    def train_config(self, device: str) -> TrainConfig:
+        return TrainConfig(model=self.model, recipe=self.recipe, seed=self.seed, backbone=self.backbone,
+                           weights=self.weights, device=device, tiling=self.tiling,
+                           checkpoint_every=self.checkpoint_every)
+
+
+def _section(data: dict[str, Any], key: str, allowed: set[str] | None, file: Path) -> dict[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise UserInputError("expected a mapping", file=file, field=key)
+    if allowed is not None:
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise UserInputError("unknown key(s) " + ", ".join(unknown) + "; known: " + ", ".join(sorted(allowed)),
+                                 file=file, field=key)
+    return value
+
+
+def _dataclass_from(cls, values: dict[str, Any], file: Path, key: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserInputError("unknown key(s) " + ", ".join(unknown) + "; known: " + ", ".join(sorted(known)),
+                             file=file, field=key)
+    try:
+        return cls(**values)
+    except UserInputError as err:
+        raise UserInputError(err.message, file=file, field=f"{key}.{err.field}" if err.field else key,
+                             value=err.value) from None
+    except TypeError as err:
+        raise UserInputError(f"invalid value: {err}", file=file, field=key) from None
+
+
+def load_training_recipe(path: str | Path) -> TrainingRecipe:
+    """Read and validate a recipe file (YAML, safe loader).
+
+    Relative data paths are taken relative to the current directory (where the data commands wrote).
+
+    Raises:
+        UserInputError: missing, oversized or invalid file; unknown keys; invalid values.
+    """
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserInputError("recipe file does not exist", file=file)
+    if file.stat().st_size > MAX_RECIPE_BYTES:
+        raise UserInputError(f"recipe file is larger than {MAX_RECIPE_BYTES >> 10} KiB", file=file)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserInputError(f"not valid YAML: {err}".splitlines()[0], file=file) from None
+    if not isinstance(data, dict):
+        raise UserInputError("expected a YAML mapping", file=file)
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise UserInputError("unknown key(s) " + ", ".join(unknown) + "; known: " + ", ".join(sorted(_TOP_KEYS)),
+                             file=file)
+    for key in ("model", "classes", "data", "recipe", "tiling"):
+        if key not in data:
+            raise UserInputError("missing entry", file=file, field=key)
+    source = _section(data, "data", _DATA_KEYS, file)
+    if not isinstance(source.get("train"), str):
+        raise UserInputError("expected the training dataset path", file=file, field="data.train")
+    recipe_values = dict(_section(data, "recipe", None, file))
+    base = recipe_values.pop("base", "paper")
+    try:
+        recipe = recipe_with_overrides(base, recipe_values)
+    except UserInputError as err:
+        raise UserInputError(err.message, file=file, field=f"recipe.{err.field}" if err.field else "recipe",
+                             value=err.value) from None
+    tiling_values = dict(_section(data, "tiling", None, file))
+    if "window_percentiles" in tiling_values:
+        tiling_values["window_percentiles"] = tuple(tiling_values["window_percentiles"])
+    tiling = _dataclass_from(TileConfig, tiling_values, file, "tiling")
+    slicing = _dataclass_from(SliceConfig, _section(data, "slicing", None, file), file, "slicing")
+    classes = data["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise UserInputError("expected a list of class names", file=file, field="classes")
+    return TrainingRecipe(
+        name=str(data.get("name") or file.stem), file=str(file), sha256=sha256_file(file), model=str(data["model"]),
+        seed=int(data.get("seed", 0)), classes=tuple(classes), train=source["train"], test=source.get("test"),
+        data_commands=tuple(str(c) for c in source.get("commands") or ()), data_seeds=dict(source.get("seeds") or {}),
+        held_out=str(source.get("held_out") or ""), recipe=recipe, tiling=tiling, slicing=slicing,
+        checkpoint_every=int(data.get("checkpoint_every", 500)), backbone=str(data.get("backbone", "resnet18")),
+        weights=data.get("weights"), bootstrap=int(data.get("bootstrap", 200)),
+    )
+
+
+def check_classes(dataset, classes: tuple[str, ...], *, what: str) -> None:
+    """Refuse data whose category names (in id order) are not the recipe's classes."""
+    names = tuple(c.name for c in sorted(dataset.categories, key=lambda c: c.id))
+    if names != classes:
+        raise UserInputError(f"the {what} data define classes {list(names)}, the recipe {list(classes)}",
+                             file=dataset.source or None, field="classes")
+
+
+def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: str = "cpu", resume: bool = False,
+                      progress: bool = True, command: str | None = None) -> dict[str, Any]:
+    """Train the recipe's detector into ``out_dir``, evaluate it on the held-out data, write its record.
+
+    Args:
+        recipe_file: the recipe (see :func:`load_training_recipe`).
+        out_dir: the run's folder (the same folder to resume).
+        device: torch device (already resolved; ``auto`` is the CLI's).
+        resume: continue an interrupted run from its checkpoint.
+        progress: progress bars.
+        command: the command line to record.
+
+    Returns:
+        The final ``detector.json`` content.
+    """
+    from rfo_bench.detectors.api import RECORD_NAME, load_detector, train_detector
+    from rfo_bench.detectors.yolo_data import load_training_data
+
+    recipe = load_training_recipe(recipe_file)
+    train = load_training_data(recipe.train, split="train")
+    check_classes(train, recipe.classes, what="training")
+    test = load_training_data(recipe.test, split="test") if recipe.test else None
+    if test is not None:
+        check_classes(test, recipe.classes, what="held-out")
+    extra = {"recipe_file": recipe.file, "recipe_sha256": recipe.sha256, "recipe_name": recipe.name,
+             "classes": list(recipe.classes), "data_commands": list(recipe.data_commands),
+             "data_seeds": recipe.data_seeds, "held_out": recipe.held_out}
+    result = train_detector(recipe.train_config(device), [train], out_dir, progress=progress, resume=resume,
+                            command=command, extra_record=extra)
+    record = dict(result.record)
+    if test is not None:
+        detector = load_detector(result.run_dir, device=device, slicing=recipe.slicing, require_hash=True)
+        record["held_out_metrics"] = evaluate_held_out(detector, test, Path(out_dir) / "held_out",
+                                                       bootstrap=recipe.bootstrap, seed=recipe.seed,
+                                                       progress=progress)
+        record["slicing"] = recipe.slicing.to_dict()
+        atomic_write_bytes(Path(out_dir) / RECORD_NAME, json.dumps(record, indent=2).encode("utf-8"))
+    return record
+
+
+def evaluate_held_out(detector, test, out: Path, *, bootstrap: int, seed: int, progress: bool = True
+                      ) -> dict[str, Any]:
+    """Predict on ``test``, write the predictions under ``out`` and evaluate them with the toolkit's evaluator.
+
+    Returns:
+        ``AP50``, ``AP``, ``FROC``, ``AUROC``, per-category metrics and 95 % intervals, from the evaluation report.
+    """
+    from rfo_bench.detectors.predict import (
+        CLASSIFICATION_CSV,
+        PREDICTIONS_JSON,
+        predict_dataset,
+        write_predictions,
+    )
+    from rfo_bench.evaluate import EvalConfig, evaluate_detailed
+    from rfo_bench.predictions import read_predictions
+
+    predictions = predict_dataset(detector, test, progress=progress)
+    write_predictions(predictions, detector.categories, out, coco_category_ids={c.id for c in test.categories})
+    parsed = read_predictions(out / PREDICTIONS_JSON, test, classification=out / CLASSIFICATION_CSV)
+    report = evaluate_detailed(test, parsed, EvalConfig(bootstrap=bootstrap, seed=seed,
+                                                        auroc_positive="critical")).report
+    coco, froc = report.get("coco") or {}, report.get("froc") or {}
+    return {"images": len(test), "AP50": coco.get("AP50"), "AP": coco.get("AP"), "FROC": froc.get("score"),
+            "AUROC": report.get("auroc"), "per_category": report.get("per_category"),
+            "ci95": report.get("ci95")}
+
+
+def load_shipped_detector(run_dir: str | Path, *, device: str | None = None, slicing: SliceConfig | None = None):
+    """Load a recipe-trained detector after checking its weights against the record's SHA-256.
+
+    Raises:
+        UserInputError: a record without ``weights_sha256``, weights that differ from it, or a checkpoint
+            the restricted loader refuses.
+    """
+    from rfo_bench.detectors.api import load_detector
+
+    return load_detector(run_dir, device=device, slicing=slicing, require_hash=True)
