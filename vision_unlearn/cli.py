@@ -323,7 +323,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     _refuse_flags([("--imgsz", args.imgsz), ("--n-train", args.n_train), ("--n-test", args.n_test),
                    ("--data", args.data), ("--test-data", args.test_data), ("--heldout-data", args.heldout_data),
                    ("--original-epochs", args.original_epochs), ("--progress", args.progress),
-                   ("--reference-retrains", args.reference_retrains), ("--models-dir", args.models_dir),
+                   ("--models-dir", args.models_dir),
                    ("--groups", args.groups or None)],
                   "this flag is for detectors (--model yolo:MODEL.yaml); classifiers take --dataset, "
                   "--image-size and --set original.epochs=N")
@@ -342,7 +342,8 @@ def _cmd_benchmark_detection(args: argparse.Namespace) -> int:
 
     _refuse_flags([("--dataset", args.dataset), ("--image-size", args.image_size),
                    ("--img-size-kwarg", args.img_size_kwarg), ("--sweep", args.sweep),
-                   ("--lira-shadows", args.lira_shadows or None), ("--data-seed", args.data_seed)],
+                   ("--lira-shadows", args.lira_shadows), ("--data-seed", args.data_seed),
+                   ("--resume", args.resume or None), ("--no-relearn", args.no_relearn or None)],
                   "this flag is for classifiers; a detector benchmark takes --data (or --n-train/--n-test for the "
                   "toy set) and --imgsz")
     _threads(args)
@@ -372,7 +373,7 @@ def _cmd_benchmark_classifier(args: argparse.Namespace) -> int:
 
     _threads(args)
     out = Path(args.out)
-    _refuse_overwrite([out / "results.json"], args.force)
+    _refuse_overwrite([out / "results.json"], args.force, resume=args.resume)
     methods = list_unlearners() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     known = set(list_unlearners())
     for name in methods:
@@ -393,10 +394,13 @@ def _cmd_benchmark_classifier(args: argparse.Namespace) -> int:
         seeds=tuple(range(args.seed_start, args.seed_start + args.seeds)),
         model=ModelChoice(name=args.model, image_size=args.image_size, in_chans=args.in_chans,
                           img_size_kwarg=args.img_size_kwarg),
-        original=original, method_configs=per_method, sweep=args.sweep, lira_shadows=args.lira_shadows,
-        device=args.device, data_seed=args.data_seed or 0)
-    results = run_benchmark(spec, out, command=_command_text(args))
+        original=original, method_configs=per_method, sweep=args.sweep,
+        lira_shadows=16 if args.lira_shadows is None else args.lira_shadows, device=args.device,
+        data_seed=args.data_seed or 0, relearn=not args.no_relearn,
+        reference_retrains=2 if args.reference_retrains is None else args.reference_retrains)
+    results = run_benchmark(spec, out, command=_command_text(args), resume=args.resume)
     print((out / "results.md").read_text(encoding="utf-8"))
+    print((out / "evidence.md").read_text(encoding="utf-8"))
     print(json.dumps({"results": str(out / "results.json"), "seconds": results["total_seconds"]}))
     return 0
 
@@ -483,11 +487,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--methods", default="all", help="comma-separated names or 'all'")
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds")
     bench.add_argument("--seed-start", type=int, default=0, help="first seed (seeds S..S+N-1)")
-    bench.add_argument("--sweep", action="store_true", help="classifier: select hyper-parameters on a separate seed")
-    bench.add_argument("--lira-shadows", type=int, default=0, help="classifier: shadow models per seed for LiRA")
+    bench.add_argument("--sweep", action="store_true",
+                       help="classifier: select hyper-parameters from grids on the validation rows of a separate "
+                            "data seed (without it, methods with presets choose among those the same way)")
+    bench.add_argument("--lira-shadows", type=int, default=None,
+                       help="classifier: LiRA shadow models (one bank for all seeds); 16 when not given, 0 disables")
+    bench.add_argument("--no-relearn", action="store_true", help="classifier: skip the relearning attack")
+    bench.add_argument("--resume", action="store_true", help="classifier: continue from OUT/results.json")
     bench.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE",
                        help="override a method's config (or original.FIELD for the original training)")
-    bench.add_argument("--data-seed", type=int, default=None, help="classifier: seed of the train/test split; 0 when not given")
+    bench.add_argument("--data-seed", type=int, default=None,
+                       help="classifier: seed of the train/test split (each seed draws its own train/validation "
+                            "partition of the training split); 0 when not given")
     bench.add_argument("--data", default=None, help="detector: dataset path instead of the toy set")
     bench.add_argument("--test-data", default=None, help="detector: held-out dataset (default: --data)")
     bench.add_argument("--heldout-data", default=None,
@@ -497,8 +508,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--n-train", type=int, default=None, help="detector: toy training images; 240 when not given")
     bench.add_argument("--n-test", type=int, default=None, help="detector: toy test images; 200 when not given")
     bench.add_argument("--reference-retrains", type=int, default=None,
-                       help="detector: retrained detectors per request and seed; gaps are taken to their mean "
-                            "(1 when not given)")
+                       help="retrained models per request and seed. Detector: gaps are taken to their mean (1 when "
+                            "not given); classifier: gaps to the first, the others are the noise floor (2 when not "
+                            "given)")
     bench.add_argument("--groups", action="append", default=[], metavar="METHOD=GROUP[,GROUP...]",
                        help="detector: parameter groups (backbone, neck, head) a method may update (repeatable; "
                             "the preset restricts SCRUB and both OFMU variants to head)")
