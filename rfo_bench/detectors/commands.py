@@ -205,8 +205,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="torch device: cpu, cuda, cuda:N, mps or auto (default: the training device)")
     cmd.add_argument("--overlap", type=float, default=None,
                      help="tile-trained detectors: fraction of a tile shared with its neighbours (default 0.25)")
-    cmd.add_argument("--merge", choices=("greedy_nmm", "nms"), default=None,
-                     help="how detections of overlapping tiles are merged (default greedy_nmm)")
+    cmd.add_argument("--merge", choices=("nmm", "greedy_nmm", "nms"), default=None,
+                     help="how detections of overlapping tiles are merged (default nmm)")
     cmd.add_argument("--match-threshold", type=float, default=None,
                      help="intersection over the smaller box at which detections merge (default 0.5)")
     cmd.add_argument("--no-coarse-pass", action="store_true",

@@ -27,7 +27,7 @@ import numpy as np
 from rfo_bench.detectors.tiling import TileConfig, cut_tile, slice_windows, tile_to_film, window_film
 from rfo_bench.errors import UserInputError
 
-MERGE_METHODS = ("greedy_nmm", "nms")
+MERGE_METHODS = ("nmm", "greedy_nmm", "nms")
 MATCH_METRICS = ("ios", "iou")
 MERGE_BACKENDS = ("builtin", "sahi")
 
@@ -39,17 +39,20 @@ class SliceConfig:
     Attributes:
         overlap: fraction of the tile side shared by neighbouring tiles (``[0, 1)``; SAHI's default 0.2).
         coarse_pass: also detect on the whole film shrunk to one tile (objects larger than a tile).
-        merge: ``greedy_nmm`` (union of matched boxes, SAHI's default) or ``nms`` (keep the best box).
+        merge: ``nmm`` (transitive merging of detections that agree where their tiles overlap, into the
+            union box; the default), ``greedy_nmm`` (SAHI's default: union of the boxes matched to each
+            keeper) or ``nms`` (keep the best box).
         match_metric: ``ios`` (intersection over the smaller box: a clipped part matches its whole) or ``iou``.
         match_threshold: boxes of one class at least this similar are merged.
         class_agnostic: merge across classes too.
         max_detections: detections kept per film after merging (highest scores).
-        merge_backend: ``builtin`` or ``sahi`` (its ``batched_greedy_nmm``/``batched_nms`` decide the groups).
+        merge_backend: ``builtin`` or ``sahi`` (its ``batched_nmm`` / ``batched_greedy_nmm`` / ``batched_nms``
+            decide the groups, on plain overlaps: SAHI does not know which tile a box came from).
     """
 
     overlap: float = 0.25
     coarse_pass: bool = True
-    merge: str = "greedy_nmm"
+    merge: str = "nmm"
     match_metric: str = "ios"
     match_threshold: float = 0.5
     class_agnostic: bool = False
@@ -72,15 +75,38 @@ class SliceConfig:
         return asdict(self)
 
 
-def overlap_matrix_row(box: np.ndarray, others: np.ndarray, metric: str) -> np.ndarray:
-    """IoU or IoS of one ``[4]`` box with ``[M, 4]`` boxes (``[M]``; 0 where an area is 0)."""
-    w = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    h = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+def overlap_row(box: np.ndarray, others: np.ndarray, metric: str) -> np.ndarray:
+    """IoU or IoS of ``box [4]`` (or ``[M, 4]``, pairwise) with ``others [M, 4]`` (``[M]``; 0 where an area is 0)."""
+    box = np.broadcast_to(np.asarray(box, dtype=np.float64), others.shape)
+    w = np.clip(np.minimum(box[:, 2], others[:, 2]) - np.maximum(box[:, 0], others[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[:, 3], others[:, 3]) - np.maximum(box[:, 1], others[:, 1]), 0, None)
     inter = w * h
-    area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+    area = np.clip(box[:, 2] - box[:, 0], 0, None) * np.clip(box[:, 3] - box[:, 1], 0, None)
     areas = np.clip(others[:, 2] - others[:, 0], 0, None) * np.clip(others[:, 3] - others[:, 1], 0, None)
     denom = np.minimum(area, areas) if metric == "ios" else area + areas - inter
     return np.divide(inter, denom, out=np.zeros_like(inter), where=denom > 0)
+
+
+def _clip(boxes: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    return np.stack([np.clip(boxes[:, 0], regions[:, 0], regions[:, 2]), np.clip(boxes[:, 1], regions[:, 1], regions[:, 3]),
+                     np.clip(boxes[:, 2], regions[:, 0], regions[:, 2]), np.clip(boxes[:, 3], regions[:, 1], regions[:, 3])],
+                    axis=1)
+
+
+def seen_overlap_row(index: int, others: np.ndarray, boxes: np.ndarray, windows: np.ndarray, metric: str) -> np.ndarray:
+    """Overlap of box ``index`` with boxes ``others`` *inside the region both their tiles saw*.
+
+    A detection cut by a tile edge only shows the part of the object its tile saw; two detections of
+    one object from neighbouring tiles agree where the tiles overlap. Both boxes are clipped to the
+    intersection of their two windows before IoS/IoU is taken (for two boxes of one tile, or any box
+    against the coarse whole-film pass, that is the plain overlap). Windows that do not intersect give 0.
+    """
+    regions = np.concatenate([np.maximum(windows[index, :2], windows[others, :2]),
+                              np.minimum(windows[index, 2:], windows[others, 2:])], axis=1)
+    valid = (regions[:, 2] > regions[:, 0]) & (regions[:, 3] > regions[:, 1])
+    first = _clip(np.broadcast_to(boxes[index], (len(others), 4)), regions)
+    second = _clip(boxes[others], regions)
+    return np.where(valid, overlap_row(first, second, metric), 0.0)
 
 
 def greedy_groups(boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, metric: str = "ios",
@@ -110,10 +136,66 @@ def greedy_groups(boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray
         rest = rest[~taken[rest]]
         if not class_agnostic:
             rest = rest[labels[rest] == labels[index]]
-        matched = rest[overlap_matrix_row(boxes[index], boxes[rest], metric) >= threshold] if len(rest) else rest
+        matched = rest[overlap_row(boxes[index], boxes[rest], metric) >= threshold] if len(rest) else rest
         taken[matched] = True
         taken[index] = True
         groups[int(index)] = [int(i) for i in matched]
+    return groups
+
+
+def component_groups(boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray, windows_xyxy: np.ndarray, *,
+                     metric: str = "ios", threshold: float = 0.5, class_agnostic: bool = False) -> dict[int, list[int]]:
+    """Transitive merging: connected components of "agree where both tiles saw" (:func:`seen_overlap_row`).
+
+    An object larger than the overlap of two tiles is seen as a chain of parts, each agreeing only
+    with its neighbours; components join the chain into one group. The keeper of a group is its
+    highest-scoring member (ties: lowest index).
+
+    Args:
+        boxes_xyxy: ``[N, 4]`` film pixels.
+        scores: ``[N]``.
+        labels: ``[N]``.
+        windows_xyxy: ``[N, 4]`` film window each detection came from.
+        metric: ``ios`` or ``iou``.
+        threshold: the match threshold.
+        class_agnostic: match across classes.
+
+    Returns:
+        ``{keeper index: [other members]}``.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    windows = np.asarray(windows_xyxy, dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(labels)
+    parent = np.arange(len(boxes))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    for index in range(len(boxes)):
+        others = np.arange(index + 1, len(boxes))
+        if not class_agnostic:
+            others = others[labels[others] == labels[index]]
+        if not len(others):
+            continue
+        touching = others[(boxes[others, 0] < boxes[index, 2]) & (boxes[others, 2] > boxes[index, 0])
+                          & (boxes[others, 1] < boxes[index, 3]) & (boxes[others, 3] > boxes[index, 1])]
+        if not len(touching):
+            continue
+        for other in touching[seen_overlap_row(index, touching, boxes, windows, metric) >= threshold]:
+            a, b = root(index), root(int(other))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    members: dict[int, list[int]] = {}
+    for index in range(len(boxes)):
+        members.setdefault(root(index), []).append(index)
+    order_key = np.asarray(scores, dtype=np.float64)
+    groups = {}
+    for group in members.values():
+        keeper = min(group, key=lambda i: (-order_key[i], i))
+        groups[int(keeper)] = [int(i) for i in group if i != keeper]
     return groups
 
 
@@ -129,12 +211,12 @@ def _sahi_groups(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, conf
     metric = config.match_metric.upper()
     if config.merge == "nms":
         return {int(k): [] for k in combine.batched_nms(predictions, metric, config.match_threshold)}
-    return {int(k): [int(i) for i in v]
-            for k, v in combine.batched_greedy_nmm(predictions, metric, config.match_threshold).items()}
+    merge = combine.batched_nmm if config.merge == "nmm" else combine.batched_greedy_nmm
+    return {int(k): [int(i) for i in v] for k, v in merge(predictions, metric, config.match_threshold).items()}
 
 
-def merge_detections(boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray, config: SliceConfig
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def merge_detections(boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray, config: SliceConfig,
+                     windows_xyxy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge duplicate detections from overlapping tiles.
 
     Args:
@@ -142,11 +224,13 @@ def merge_detections(boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndar
         scores: ``float32 [N]``.
         labels: ``int64 [N]``.
         config: merge method, metric, threshold, backend, cap.
+        windows_xyxy: ``[N, 4]`` film window each detection came from (``nmm`` compares boxes inside the
+            region both windows saw); ``None``: one window for all (plain overlap).
 
     Returns:
         ``(boxes [K, 4], scores [K], labels [K])``, highest score first, ``K <= config.max_detections``.
-        ``greedy_nmm`` gives each group the union of its boxes and the keeper's score and class;
-        ``nms`` keeps the keeper's box.
+        ``nmm`` and ``greedy_nmm`` give each group the union of its boxes and the keeper's score and
+        class; ``nms`` keeps the keeper's box.
     """
     boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
@@ -155,12 +239,18 @@ def merge_detections(boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndar
         return boxes, scores, labels
     if config.merge_backend == "sahi":
         groups = _sahi_groups(boxes, scores, labels, config)
+    elif config.merge == "nmm":
+        if windows_xyxy is None:
+            big = np.array([-np.inf, -np.inf, np.inf, np.inf])
+            windows_xyxy = np.broadcast_to(big, boxes.shape)
+        groups = component_groups(boxes, scores, labels, windows_xyxy, metric=config.match_metric,
+                                  threshold=config.match_threshold, class_agnostic=config.class_agnostic)
     else:
         groups = greedy_groups(boxes, scores, labels, metric=config.match_metric, threshold=config.match_threshold,
                                class_agnostic=config.class_agnostic)
     keep = np.array(sorted(groups, key=lambda k: (-float(scores[k]), k)), dtype=np.int64)[:config.max_detections]
     out = boxes[keep].copy()
-    if config.merge == "greedy_nmm":
+    if config.merge != "nms":
         for row, index in enumerate(keep):
             members = boxes[[int(index), *groups[int(index)]]]
             out[row] = (members[:, 0].min(), members[:, 1].min(), members[:, 2].max(), members[:, 3].max())
@@ -196,7 +286,7 @@ def predict_sliced(predict_tile, pixels: np.ndarray, tiling: TileConfig, config:
              for x0, y0, x1, y1 in slice_windows(height, width, tiling.tile_size, config.overlap)]
     if config.coarse_pass and max(height, width) > tiling.tile_size:
         plans.append(whole_film_plan(height, width, no_boxes, no_ids, tiling.tile_size))
-    boxes, scores, labels = [], [], []
+    boxes, scores, labels, windows = [], [], [], []
     for plan in plans:
         found = predict_tile(cut_tile(film, plan))
         if not len(found):
@@ -204,13 +294,15 @@ def predict_sliced(predict_tile, pixels: np.ndarray, tiling: TileConfig, config:
         boxes.append(tile_to_film(found.boxes_xyxy, plan.origin_xy, plan.scale))
         scores.append(found.scores)
         labels.append(found.category_ids)
+        windows.append(np.broadcast_to(np.asarray(plan.window_xyxy, np.float32), (len(found), 4)))
     if not boxes:
         return Detections.empty()
     all_boxes = np.concatenate(boxes)
     all_boxes[:, [0, 2]] = all_boxes[:, [0, 2]].clip(0, width)
     all_boxes[:, [1, 3]] = all_boxes[:, [1, 3]].clip(0, height)
     valid = (all_boxes[:, 2] > all_boxes[:, 0]) & (all_boxes[:, 3] > all_boxes[:, 1])  # not only in padding
-    merged = merge_detections(all_boxes[valid], np.concatenate(scores)[valid], np.concatenate(labels)[valid], config)
+    merged = merge_detections(all_boxes[valid], np.concatenate(scores)[valid], np.concatenate(labels)[valid], config,
+                              np.concatenate(windows)[valid])
     return Detections(*merged)
 
 
