@@ -247,7 +247,8 @@ def bench_diffdrr(size: int, repeats: int = 3) -> dict:
 def bench_diffdrr_ct(size: int, repeats: int = 2) -> dict:
     """Like for like: the embedded CT projected by ``project_ct`` and by DiffDRR at one geometry.
 
-    Detector ``size²`` over 95 % of the CT's lateral / cranio-caudal extent at the isocentre, SID 1800 mm,
+    Detector ``size²`` over the CT-mode field (``CT_FIELD_FRACTION`` of the CT's smaller lateral /
+    cranio-caudal extent at the isocentre), SID 1800 mm,
     SOD 1650 mm (the toolkit's CT-mode geometry). DiffDRR gets the total density (the sum of this
     toolkit's per-material density volumes, g/cm³) in the object frame with ``orientation=None``; its
     own HU→density mapping then is ``ρ / ρ_max`` (all values lie in its linear "soft tissue" branch), so
@@ -264,13 +265,13 @@ def bench_diffdrr_ct(size: int, repeats: int = 2) -> dict:
                            "`make bench-deps` installs its dependencies"}
     from rfo_bench.io.embedded import embedded_ct_path
     from rfo_bench.io.volumes import read_volume
-    from synth.physics.backgrounds import decompose_hu, project_ct
+    from synth.physics.backgrounds import CT_FIELD_FRACTION, decompose_hu, project_ct
     from synth.physics.geometry import Detector
 
     volume = read_volume(embedded_ct_path())
     hu, (sx, sy, sz) = volume.hu, volume.spacing_mm
     sid, sod = 1800.0, 1650.0
-    field = 0.95 * min(volume.extent_mm[0], volume.extent_mm[2]) * sid / sod
+    field = CT_FIELD_FRACTION * min(volume.extent_mm[0], volume.extent_mm[2]) * sid / sod
     det = Detector(size, size, field / size, sid, sod)
     threads = torch.get_num_threads()
     report: dict = {"ct": embedded_ct_path().name, "ct_shape": list(hu.shape), "detector": [size, size],

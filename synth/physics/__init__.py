@@ -4,9 +4,14 @@ Modules: :mod:`~synth.physics.materials` (xraydb attenuation), :mod:`~synth.phys
 (spekpy spectra), :mod:`~synth.physics.geometry` (cone-beam detector, poses),
 :mod:`~synth.physics.project` (exact path lengths, Beer–Lambert; its scan-line loop is compiled by
 :mod:`~synth.physics.raster_kernel` when numba is installed, with identical results), :mod:`~synth.physics.objects`
-(procedural RFOs, user meshes), :mod:`~synth.physics.detector` (scatter, noise, blur, display),
-:mod:`~synth.physics.backgrounds` (real radiograph / CT backgrounds), :mod:`~synth.physics.generate`
-(rendering and datasets). Importing this package imports no third-party physics library.
+(procedural RFOs, user meshes), :mod:`~synth.physics.detector` (scatter, quantum, Swank and electronic
+noise, blur, display), :mod:`~synth.physics.backgrounds` (real radiograph / CT backgrounds),
+:mod:`~synth.physics.acquisition` (kVp, dose, geometry and pixel pitch from a DICOM header),
+:mod:`~synth.physics.film` (a new film every image), :mod:`~synth.physics.patient_pose` (CT patient pose
+and habitus), :mod:`~synth.physics.placement` (orientation priors, soft-tissue placement in a CT),
+:mod:`~synth.physics.scene` (objects on the detector, labels), :mod:`~synth.physics.render` (one image),
+:mod:`~synth.physics.config` and :mod:`~synth.physics.generate` (datasets), :mod:`~synth.physics.commands`
+(the ``physics`` command). Importing this package imports no third-party physics library.
 
 Command line::
 

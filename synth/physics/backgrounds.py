@@ -32,6 +32,7 @@ from synth.physics.spectra import Spectrum
 logger = logging.getLogger(__name__)
 
 CT_MATERIALS = ("air", "lung", "soft_tissue", "cortical_bone")
+CT_FIELD_FRACTION = 0.88
 HU_THRESHOLDS = (-950.0, -400.0, 250.0)
 
 
@@ -290,7 +291,8 @@ def prepare_ct(path: str | os.PathLike[str], size: int, source_to_detector_mm: f
                ) -> CTBackground:
     """Read a NIfTI CT and project it for a PA chest geometry with a ``size x size`` detector.
 
-    The square field covers 95 % of the CT's smaller lateral/cranio-caudal extent at the isocentre.
+    The square field covers :data:`CT_FIELD_FRACTION` of the CT's smaller lateral/cranio-caudal extent at
+    the isocentre; the rest is room for the per-image patient pose (:mod:`synth.physics.patient_pose`).
 
     Raises:
         UserInputError: unreadable CT, no voxel spacing, or no soft tissue in it.
@@ -300,7 +302,7 @@ def prepare_ct(path: str | os.PathLike[str], size: int, source_to_detector_mm: f
 
     volume = read_volume(path)
     sod = source_to_detector_mm - patient_centre_to_detector_mm
-    field_mm = 0.95 * min(volume.extent_mm[0], volume.extent_mm[2]) * source_to_detector_mm / sod
+    field_mm = CT_FIELD_FRACTION * min(volume.extent_mm[0], volume.extent_mm[2]) * source_to_detector_mm / sod
     detector = Detector(size, size, field_mm / size, source_to_detector_mm, sod)
     materials = project_ct(volume.hu, volume.spacing_mm, detector)
     hu = volume.hu

@@ -14,6 +14,10 @@ lateral scaling (a cone-beam projection scales with ``x``); the shift moves a po
 ``t · M(z)`` but the warp moves it by ``t · M(0)`` (at most ``|t| · 0.1`` mm for a ±150 mm deep chest at
 SID 1800 mm); the front-to-back scaling multiplies the line integrals by ``s_z`` and neglects its few
 per cent change of magnification. Oblique rotations would need a new projection of the CT and are not drawn.
+
+A CT ends above and below its slab: the field must stay inside it cranio-caudally, or the warp would
+repeat the last rows as streaks. The drawn lateral scale is raised and the cranio-caudal shift narrowed
+until the field's central 80 % (the body; the corners hold air or shoulders) lies within the slab.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ class CTPoseConfig:
         enabled: draw a pose per image.
         rotation_deg: rotation about the beam axis, uniform in ``±rotation_deg``.
         shift_lateral, shift_craniocaudal: uniform shifts at the isocentre as fractions of the field side
-            (0.04 and 0.075 of the embedded CT's 342 mm field: ±14 and ±26 mm).
+            (±12 and ±22 mm for the embedded CT's 293 mm field; the cranio-caudal one narrowed to the slab).
         scale_lateral_range: habitus scaling of width and height.
         scale_ap_range: scaling of the front-to-back thickness.
     """
@@ -95,20 +99,31 @@ class PatientPose:
                 "scale_lateral": round(self.scale_lateral, 4), "scale_ap": round(self.scale_ap, 4)}
 
 
-def draw_patient_pose(rng: np.random.Generator, config: CTPoseConfig, field_mm: float) -> PatientPose:
+def draw_patient_pose(rng: np.random.Generator, config: CTPoseConfig, field_mm: float,
+                      slab_mm: float | None = None) -> PatientPose:
     """One image's patient pose (identity when the variation is off; no random number drawn then).
 
-    ``field_mm``: the field side at the isocentre (the shifts are fractions of it).
+    Args:
+        rng: the image's stream.
+        config: the ranges.
+        field_mm: the field side at the isocentre (the shifts are fractions of it).
+        slab_mm: the CT's cranio-caudal extent; ``None``: unbounded (see the module docstring).
     """
     if not config.enabled:
         return PatientPose()
-    lateral, craniocaudal = config.shift_lateral * field_mm, config.shift_craniocaudal * field_mm
-    return PatientPose(
-        rotation_rad=float(np.radians(rng.uniform(-config.rotation_deg, config.rotation_deg))),
-        shift_mm=(float(rng.uniform(-lateral, lateral)), float(rng.uniform(-craniocaudal, craniocaudal))),
-        scale_lateral=float(rng.uniform(*config.scale_lateral_range)),
-        scale_ap=float(rng.uniform(*config.scale_ap_range)),
-    )
+    rotation = float(np.radians(rng.uniform(-config.rotation_deg, config.rotation_deg)))
+    lateral = float(rng.uniform(-1.0, 1.0)) * config.shift_lateral * field_mm
+    craniocaudal = float(rng.uniform(-1.0, 1.0)) * config.shift_craniocaudal * field_mm
+    scale = float(rng.uniform(*config.scale_lateral_range))
+    scale_ap = float(rng.uniform(*config.scale_ap_range))
+    if slab_mm is not None:
+        # Half-height of the field's central 80 % once rotated, against the scaled slab.
+        reach = field_mm / 2.0 * abs(np.cos(rotation)) + 0.4 * field_mm * abs(np.sin(rotation))
+        scale = max(scale, reach / (slab_mm / 2.0))
+        room = max(scale * slab_mm / 2.0 - reach, 0.0)
+        craniocaudal = float(np.clip(craniocaudal, -room, room))
+    return PatientPose(rotation_rad=rotation, shift_mm=(lateral, craniocaudal), scale_lateral=scale,
+                       scale_ap=scale_ap)
 
 
 def warp_projection(maps: dict[str, np.ndarray], pose: PatientPose, magnification: float, pixel_mm: float

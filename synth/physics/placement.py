@@ -231,11 +231,6 @@ def soft_tissue_region(hu: np.ndarray, spacing_mm: tuple[float, float, float],
     return SoftTissueRegion(coarse, step, centres, values[order].astype(np.float64), source)
 
 
-def fits(region: SoftTissueRegion, points_ct_mm: np.ndarray, object_to_voxel) -> bool:
-    """Whether every sample point (CT object frame) lies in the region."""
-    return bool(region.contains(object_to_voxel(points_ct_mm)).all())
-
-
 def min_half_extent_mm(vertices_mm: np.ndarray) -> float:
     """Half the object's extent along its thinnest principal axis (how deep a centre must at least be)."""
     centred = vertices_mm - vertices_mm.mean(axis=0)

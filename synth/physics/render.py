@@ -93,7 +93,9 @@ class Renderer:
         """:meth:`render` plus what was drawn for the image as a whole (film or patient pose)."""
         if self.config.mode == "ct":
             det = self.detector
-            pose = draw_patient_pose(rng, self.config.ct_pose, det.cols * det.pixel_mm / det.magnification)
+            bg = self.background
+            pose = draw_patient_pose(rng, self.config.ct_pose, det.cols * det.pixel_mm / det.magnification,
+                                     bg.hu.shape[2] * bg.spacing_mm[2])
             placed = self.draw_scene(rng, pose=pose)
             image, annotations = self.render_ct(rng, placed, pose)
             return image, annotations, {"patient_pose": pose.to_dict()}
@@ -165,7 +167,7 @@ class Renderer:
             return Pose(rotation, patient.to_image(centre[None])[0])
         candidates = region.candidates(min_half_extent_mm(obj.vertices_mm) + 1.0)
         points = object_sample_points(obj.parts)
-        turn = axis_angle_matrix(np.array([0.0, 0.0, 1.0]), 0.0)
+        turn = np.eye(3)
         for _ in range(PLACEMENT_ATTEMPTS):
             ijk = region.centres_ijk[candidates[int(rng.integers(len(candidates)))]]
             centre = patient.to_image(bg.voxel_to_object(ijk[None] + rng.uniform(-0.5, 0.5, size=3)))[0]

@@ -81,7 +81,9 @@ def _scenes(renderer, n: int, seed: int):
     det = renderer.detector
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        pose = draw_patient_pose(rng, renderer.config.ct_pose, det.cols * det.pixel_mm / det.magnification)
+        bg = renderer.background
+        pose = draw_patient_pose(rng, renderer.config.ct_pose, det.cols * det.pixel_mm / det.magnification,
+                                 bg.hu.shape[2] * bg.spacing_mm[2])
         yield pose, renderer.draw_scene(rng, pose=pose)
 
 
