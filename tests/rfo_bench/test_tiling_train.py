@@ -1,0 +1,167 @@
+"""Tiled training end to end (tiny), the weights-hash check, resuming, and a recipe-file run.
+
+Films are 110 high x 170 wide (non-square) and tiles 64 px; models are the test backbones, one epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from rfo_bench.cli import main
+from rfo_bench.detectors import TrainConfig, recipe_with_overrides
+from rfo_bench.detectors.api import load_detector, train_detector
+from rfo_bench.detectors.data import load_pixels
+from rfo_bench.detectors.loop import train_torchvision
+from rfo_bench.detectors.sliced import SlicedDetector
+from rfo_bench.detectors.tiling import TileConfig
+from rfo_bench.errors import UserInputError
+from rfo_bench.io.coco import read_coco
+from rfo_bench.utils import sha256_file
+from tests.rfo_bench.test_detectors_data import write_tiny_coco
+
+HEIGHT, WIDTH = 110, 170
+TILE = 64
+TINY = {"epochs": 1, "imgsz": TILE, "batch_size": 2, "warmup_iters": 0}
+
+
+def tiled_config(model: str = "fcos", **fields) -> TrainConfig:
+    tiling = TileConfig(tile_size=TILE, tiles_per_object=1, negative_ratio=0.5)
+    return TrainConfig(model=model, recipe=recipe_with_overrides("cpu-tiny", TINY), seed=0, backbone="test_resnet",
+                       tiling=tiling, **fields)
+
+
+def test_tiled_torchvision_run_records_tiles_and_hash_and_predicts_on_whole_films(tmp_path: Path) -> None:
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=HEIGHT, width=WIDTH))
+    result = train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False, command="test")
+    record = json.loads((tmp_path / "run" / "detector.json").read_text())
+    assert record["tiles"]["positive"] == 2 and record["tiles"]["whole_film"] == 4  # one per object; every film
+    assert record["tiles"]["negative"] == 1  # round(0.5 x 2)
+    assert record["weights_sha256"] == sha256_file(tmp_path / "run" / record["weights"])
+    assert record["config"]["tiling"]["tile_size"] == TILE and record["command"] == "test"
+    assert record["compute"]["cpu_seconds"] > 0 and record["compute"]["accelerator_seconds"] == 0
+    assert len(record["data_sha256"]) == 64
+    assert not list((tmp_path / "run").glob(".tiles*"))  # the tile folder is removed
+    detector = load_detector(result.run_dir)
+    assert isinstance(detector, SlicedDetector)
+    found = detector.predict(load_pixels(dataset, dataset.images[0]))
+    assert len(found) > 0  # score threshold 0.001 keeps the tail
+    assert found.boxes_xyxy[:, [0, 2]].max() <= WIDTH + 1e-3 and found.boxes_xyxy[:, [1, 3]].max() <= HEIGHT + 1e-3
+    assert found.boxes_xyxy[:, [0, 2]].max() > HEIGHT  # film x beyond its height: width and height not swapped
+
+
+def test_weights_that_do_not_match_their_record_are_refused(tmp_path: Path) -> None:
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=2, height=HEIGHT, width=WIDTH))
+    train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False)
+    weights = tmp_path / "run" / "model.pt"
+    state = torch.load(weights, weights_only=True)
+    first = next(iter(state))
+    state[first] = state[first] + 1  # same keys and shapes: only the hash can tell
+    torch.save(state, weights)
+    with pytest.raises(UserInputError, match="does not match its record"):
+        load_detector(tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "detector.json").read_text())
+    del record["weights_sha256"]
+    (tmp_path / "run" / "detector.json").write_text(json.dumps(record))
+    with pytest.raises(UserInputError, match="weights_sha256"):
+        load_detector(tmp_path / "run", require_hash=True)
+
+
+class TinyLossModel(nn.Module):
+    """``model(images, targets) -> {"loss": ...}`` that fails on its ``fail_at``-th call (a killed run)."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+        self.calls, self.fail_at = 0, fail_at
+
+    def forward(self, images, targets):
+        self.calls += 1
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        return {"loss": (self.weight * torch.stack([im.mean() for im in images])).sum() ** 2}
+
+
+class Samples(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 7  # 4 batches of 2 per epoch, the last one short
+
+    def __getitem__(self, index: int):
+        return torch.full((1, 11, 17), float(index + 1) / 7), {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0)}
+
+
+def test_an_interrupted_run_resumes_to_the_same_number_of_steps(tmp_path: Path) -> None:
+    recipe = recipe_with_overrides("cpu-tiny", {"epochs": 3, "batch_size": 2, "warmup_iters": 0, "lr": 0.001})
+    whole = train_torchvision(TinyLossModel(), Samples(), recipe, seed=0, progress=False)
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 2, after 6 steps (checkpoint at step 6)
+        train_torchvision(TinyLossModel(fail_at=7), Samples(), recipe, seed=0, progress=False,
+                          checkpoint=checkpoint, checkpoint_every=3, fingerprint="a")
+    resumed_model = TinyLossModel()
+    resumed = train_torchvision(resumed_model, Samples(), recipe, seed=0, progress=False, checkpoint=checkpoint,
+                                checkpoint_every=3, resume=True, fingerprint="a")
+    assert [h["steps"] for h in resumed] == [h["steps"] for h in whole] == [4, 8, 12]
+    assert resumed_model.calls == 12 - 6  # only the remaining steps ran
+    # the data order is the same, so the losses agree (different code path: a tolerance, not equality)
+    np.testing.assert_allclose([h["loss"] for h in resumed], [h["loss"] for h in whole], rtol=1e-5)
+    with pytest.raises(UserInputError, match="another training configuration"):
+        train_torchvision(TinyLossModel(), Samples(), recipe, seed=0, progress=False, checkpoint=checkpoint,
+                          resume=True, fingerprint="b")
+
+
+def test_recipe_file_trains_evaluates_and_records_provenance(tmp_path: Path, capsys) -> None:
+    train = write_tiny_coco(tmp_path / "train", n=4, height=HEIGHT, width=WIDTH, seed=1)
+    test = write_tiny_coco(tmp_path / "test", n=2, height=HEIGHT, width=WIDTH, seed=2)
+    recipe = {
+        "name": "tiny", "model": "fcos", "backbone": "test_resnet", "seed": 0, "classes": ["needle"],
+        "data": {"train": str(train), "test": str(test), "commands": ["write_tiny_coco seed 1", "write_tiny_coco seed 2"],
+                 "seeds": {"train": 1, "test": 2}, "held_out": "other films"},
+        "recipe": {"base": "cpu-tiny", "epochs": 1, "imgsz": TILE, "batch_size": 2, "warmup_iters": 0},
+        "tiling": {"tile_size": TILE, "tiles_per_object": 1}, "checkpoint_every": 1, "bootstrap": 0,
+    }
+    file = tmp_path / "recipe.yaml"
+    file.write_text(yaml.safe_dump(recipe))
+    assert main(["train", "--config", str(file), "--out", str(tmp_path / "run"), "--device", "auto",
+                 "--no-progress"]) == 0
+    record = json.loads((tmp_path / "run" / "detector.json").read_text())
+    assert record["recipe_sha256"] == sha256_file(file) and record["data_seeds"] == {"train": 1, "test": 2}
+    assert record["held_out_metrics"]["images"] == 2 and "AP50" in record["held_out_metrics"]
+    assert record["command"].startswith("rfo-bench ") or record["command"]
+    assert record["weights_sha256"] == sha256_file(tmp_path / "run" / record["weights"])
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()  # kept: a --resume of a finished run has nothing to redo
+    from rfo_bench.detectors.shipped import load_shipped_detector
+
+    assert isinstance(load_shipped_detector(tmp_path / "run"), SlicedDetector)
+    # the recipe's classes must be the data's
+    recipe["classes"] = ["blade"]
+    file.write_text(yaml.safe_dump(recipe))
+    capsys.readouterr()
+    assert main(["train", "--config", str(file), "--out", str(tmp_path / "other"), "--no-progress"]) == 2
+    assert "classes" in capsys.readouterr().err
+
+
+def test_train_flags_build_the_tiling_and_refuse_a_mismatched_size(tmp_path: Path, capsys) -> None:
+    data = write_tiny_coco(tmp_path / "d", n=2, height=HEIGHT, width=WIDTH)
+    code = main(["train", "--model", "fcos", "--backbone", "test_resnet", "--data", str(data), "--out",
+                 str(tmp_path / "r"), "--tile-size", "64", "--imgsz", "96", "--no-progress"])
+    assert code == 2 and "tile size" in capsys.readouterr().err
+    assert main(["train", "--model", "fcos", "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--device", "cuda:7", "--no-progress"]) == 2 or torch.cuda.device_count() > 7
+
+
+def test_tiled_yolo_trains_on_8bit_windowed_tiles_and_predicts_sliced(tmp_path: Path) -> None:
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=HEIGHT, width=WIDTH))
+    result = train_detector(tiled_config("yolov8n"), [dataset], tmp_path / "run", progress=False)
+    assert result.record["tiles"]["positive"] == 2
+    assert result.record["weights_sha256"] == sha256_file(tmp_path / "run" / result.record["weights"])
+    detector = load_detector(result.run_dir)  # through check_yolo_checkpoint: the restricted loader
+    assert isinstance(detector, SlicedDetector)
+    found = detector.predict(load_pixels(dataset, dataset.images[0]))
+    assert found.boxes_xyxy.shape[1] == 4 and set(found.category_ids.tolist()) <= {3}
+    assert not list((tmp_path / "run").glob(".tiles*")) and not list((tmp_path / "run").glob(".yolo_data*"))
