@@ -22,6 +22,7 @@ import numpy as np
 
 from rfo_bench.detectors.config import TrainConfig
 from rfo_bench.detectors.data import CategoryMap, category_map, count_objects, require_trainable
+from rfo_bench.detectors.detections import Detections
 from rfo_bench.detectors.registry import get_detector
 from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import DetectionDataset
@@ -34,28 +35,6 @@ MAX_WEIGHTS_BYTES = 4 << 30
 
 RECORD_NAME = "detector.json"
 RECORD_FORMAT = "rfo-detector/1"
-
-
-@dataclass(frozen=True)
-class Detections:
-    """Detections on one image, in that image's pixel coordinates.
-
-    Attributes:
-        boxes_xyxy: ``float32 [N, 4]`` ``x1, y1, x2, y2`` in pixels.
-        scores: ``float32 [N]`` confidence in ``[0, 1]``.
-        category_ids: ``int64 [N]`` COCO category ids of the training data.
-    """
-
-    boxes_xyxy: np.ndarray
-    scores: np.ndarray
-    category_ids: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    @classmethod
-    def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
 class TrainedDetector(Protocol):

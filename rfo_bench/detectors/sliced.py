@@ -6,7 +6,7 @@ shrunk to one tile (for objects larger than a tile), moves every box to film coo
 duplicates across tiles: greedy non-maximum *merging* (the union of matched boxes, the highest score;
 SAHI's default) or class-wise NMS. A box cut by a tile edge and the whole box from the neighbouring
 tile then become one detection. The result is an ordinary
-:class:`~rfo_bench.detectors.api.Detections` in film pixels for the unchanged evaluator.
+:class:`~rfo_bench.detectors.detections.Detections` in film pixels for the unchanged evaluator.
 
 Why SAHI (Akyon et al., ICIP 2022; MIT) is followed, not imported: sahi 0.12.8 requires
 ``opencv-python`` (which clashes with the ``opencv-python-headless`` Ultralytics and albumentations
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from rfo_bench.detectors.detections import Detections
 from rfo_bench.detectors.tiling import TileConfig, cut_tile, slice_windows, tile_to_film, window_film
 from rfo_bench.errors import UserInputError
 
@@ -269,9 +270,8 @@ def predict_sliced(predict_tile, pixels: np.ndarray, tiling: TileConfig, config:
         config: overlap, coarse pass and merging.
 
     Returns:
-        :class:`~rfo_bench.detectors.api.Detections` in film pixels, clipped to the film.
+        :class:`~rfo_bench.detectors.detections.Detections` in film pixels, clipped to the film.
     """
-    from rfo_bench.detectors.api import Detections
     from rfo_bench.detectors.tiling import TilePlan, whole_film_plan
 
     film = np.asarray(pixels, dtype=np.float32)

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.detectors.api import Detections
 from rfo_bench.detectors.config import TrainConfig
 from rfo_bench.detectors.data import CategoryMap
+from rfo_bench.detectors.detections import Detections
 from rfo_bench.detectors.registry import register_detector
 from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import DetectionDataset
