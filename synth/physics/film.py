@@ -11,8 +11,9 @@ byte-reproducible):
   posture and habitus differences.
 * **Fresh noise** — quantum (Swank-broadened) and electronic noise at the film's own dose, from the
   calibrated log-attenuation of every pixel, blurred by the scintillator MTF and amplified by the console's
-  edge enhancement as the film's own noise was. The film's original noise stays (attenuated by the
-  resampling), so the total is up to √2 that of a single exposure.
+  edge enhancement as the film's own noise was; its level is scaled down (never up) to the noise measured
+  on the film itself (:meth:`synth.physics.render.Renderer.fresh_noise_scale`). The film's original noise
+  stays (attenuated by the resampling), so the total is about √2 that of a single exposure.
 * **Processing** — CR/DR console curves on the finished image (film + objects + noise): an extra unsharp
   mask (``unsharp_amount_range`` at ``unsharp_sigma_mm_range``), a contrast/brightness change, a gamma
   curve and a partial histogram equalisation, combined into one monotone look-up table.
@@ -138,6 +139,25 @@ def fast_lowpass(image: np.ndarray, sigma_px: float) -> np.ndarray:
     small = cv2.resize(source, (max(w // factor, 1), max(h // factor, 1)), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (0, 0), sigma_px / factor, borderType=cv2.BORDER_REPLICATE)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def block_noise_sigma(image: np.ndarray, block: int = 32) -> np.ndarray:
+    """Noise σ per ``block²`` tile by Immerkær's estimator (Comput. Vis. Image Underst. 64:300, 1996).
+
+    The image is filtered with the difference of two Laplacians (it cancels planes and, mostly, smooth
+    anatomy); ``σ = sqrt(π/2) / 6 · mean |response|``. Texture inflates it, so take low percentiles.
+
+    Returns:
+        ``(H // block, W // block)`` float64.
+    """
+    import cv2
+
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+    response = np.abs(cv2.filter2D(np.ascontiguousarray(image, dtype=np.float32), -1, kernel,
+                                   borderType=cv2.BORDER_REFLECT))
+    h, w = response.shape[0] // block, response.shape[1] // block
+    tiles = response[:h * block, :w * block].reshape(h, block, w, block).mean(axis=(1, 3))
+    return np.sqrt(np.pi / 2.0) / 6.0 * tiles.astype(np.float64)
 
 
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:

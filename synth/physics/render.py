@@ -73,6 +73,9 @@ class Renderer:
             self._display_base = background.display * np.float32(config.display.radiograph_headroom)
             self._display_base_in_range = bool(self._display_base.min() >= 0.0 and self._display_base.max() <= 1.0)
             self._still_film = Film(background.display)
+            self._noise_scale: float | None = None
+            if config.film.enabled and config.noise.enabled:
+                _ = self.fresh_noise_scale  # once here: forked workers inherit it
 
     def _warm_attenuation_tables(self) -> None:
         """Tabulate μ/ρ of every registered material at the spectrum's energies now, once per process."""
@@ -104,7 +107,10 @@ class Renderer:
         image, annotations = self.render_radiograph(rng, placed, film)
         if self.config.display.photometric == "MONOCHROME1":
             image = 1.0 - image
-        return image, annotations, {"film": film.params} if film.params else {}
+        if not film.params:
+            return image, annotations, {}
+        noise = round(self.fresh_noise_scale, 4) if self.config.noise.enabled else 0.0
+        return image, annotations, {"film": {**film.params, "fresh_noise_scale": noise}}
 
     def draw_film(self, rng: np.random.Generator) -> Film:
         """This image's film (the prepared film itself when the variation is off; no number drawn then)."""
@@ -282,22 +288,55 @@ class Renderer:
             np.clip(display[roi.slices], 0.0, 1.0, out=display[roi.slices])
         return display, annotations
 
-    def _film_noise(self, rng: np.random.Generator, film: Film, slope: float) -> np.ndarray:
-        """Fresh detector noise at the film's own dose, in display units (see :mod:`synth.physics.film`)."""
+    def _film_noise_sigma(self, display: np.ndarray, slope: float) -> np.ndarray:
+        """Per-pixel σ (display units) of the detector model's noise over a film-frame display."""
         import cv2
 
-        cfg, bg, det = self.config, self.background, self.detector
-        h, w = film.display.shape
-        small = cv2.resize(film.display, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
+        bg, cfg = self.background, self.config
+        h, w = display.shape
+        small = cv2.resize(display, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
         attenuation = bg.a_lo + (small.astype(np.float64) - bg.p_lo) / bg.display_per_attenuation
         gain = 1.0 + max(cfg.display.unsharp_amount, 0.0)  # the console's edge enhancement of fine noise
         sigma = (slope * gain * np.sqrt(self._log_noise_variance(attenuation))).astype(np.float32)
-        sigma = cv2.resize(sigma, (w, h), interpolation=cv2.INTER_LINEAR)
-        white = rng.standard_normal((h, w), dtype=np.float32)
-        mtf = blur_sigma_px(cfg.blur, det.pixel_mm, 1.0)
-        if mtf > 0:
-            white = cv2.GaussianBlur(white, (0, 0), mtf, borderType=cv2.BORDER_REPLICATE)
-        return white * sigma
+        return cv2.resize(sigma, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def _white_noise(self, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+        """Unit white noise through the scintillator's MTF."""
+        import cv2
+
+        white = rng.standard_normal(shape, dtype=np.float32)
+        mtf = blur_sigma_px(self.config.blur, self.detector.pixel_mm, 1.0)
+        return cv2.GaussianBlur(white, (0, 0), mtf, borderType=cv2.BORDER_REPLICATE) if mtf > 0 else white
+
+    @property
+    def fresh_noise_scale(self) -> float:
+        """The fresh noise's scale: the film's own measured noise over the model's, at most 1 (computed once).
+
+        The detector model at the header's dose (with the console's assumed edge enhancement) may
+        over- or underestimate what the film shows. Both are measured alike — Immerkær's estimator
+        per 32-pixel block (:func:`synth.physics.film.block_noise_sigma`) on the film and on one draw of
+        the model's noise — and the 20th percentile of their ratio over the body's blocks (the flattest,
+        least anatomy) scales the model down, so that fresh noise is about as strong as the film's own.
+        """
+        if self._noise_scale is None:
+            from synth.physics.film import block_noise_sigma
+
+            bg, cfg = self.background, self.config
+            headroom = cfg.display.radiograph_headroom
+            slope = bg.display_per_attenuation * headroom
+            shown = bg.display * np.float32(headroom)
+            model = self._film_noise_sigma(bg.display, slope) * self._white_noise(np.random.default_rng(0), shown.shape)
+            film_sigma, model_sigma = block_noise_sigma(shown), block_noise_sigma(model)
+            h, w = film_sigma.shape
+            body = bg.body_mask[:h * 32, :w * 32].reshape(h, 32, w, 32).all(axis=(1, 3))
+            ratio = film_sigma[body] / np.maximum(model_sigma[body], 1e-12)
+            self._noise_scale = float(np.clip(np.percentile(ratio, 20), 0.0, 1.0)) if ratio.size else 1.0
+        return self._noise_scale
+
+    def _film_noise(self, rng: np.random.Generator, film: Film, slope: float) -> np.ndarray:
+        """Fresh detector noise at the film's own dose, in display units (see :mod:`synth.physics.film`)."""
+        sigma = self._film_noise_sigma(film.display, slope) * np.float32(self.fresh_noise_scale)
+        return self._white_noise(rng, film.display.shape) * sigma
 
     # --- CT mode -----------------------------------------------------------------------------------------
     def _prepare_ct(self) -> None:

@@ -151,3 +151,18 @@ def test_noise_config_rejects_bad_values() -> None:
         NoiseConfig(swank_factor=0.0)
     with pytest.raises(UserInputError, match="electronic"):
         NoiseConfig(electronic_noise_quanta=-1.0)
+
+
+def test_noise_estimator_and_fresh_noise_scale(tmp_path) -> None:
+    from synth.physics.film import block_noise_sigma
+
+    rng = np.random.default_rng(4)
+    ramp = np.linspace(0.2, 0.7, 160)[None, :] * np.ones((192, 1))  # the estimator cancels planes
+    estimate = block_noise_sigma(ramp + 0.01 * rng.standard_normal((192, 160)))
+    assert estimate.shape == (6, 5)
+    # Unbiased for white noise; each 32x32 block's mean |response| has a relative sd of about 2 %.
+    assert np.median(estimate) == pytest.approx(0.01, rel=0.05)
+    assert _physics(tmp_path / "n", "--n", "2", "--seed", "1", "--negative-fraction", "1") == 0
+    records = json.loads((tmp_path / "n" / "annotations.json").read_text())["images"]
+    scales = {r["film"]["fresh_noise_scale"] for r in records}
+    assert len(scales) == 1 and 0.0 < scales.pop() <= 1.0
