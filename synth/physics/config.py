@@ -35,7 +35,8 @@ class PhysicsConfig:
         pixel_spacing_mm: detector pitch of the film; ``None``: from its header (see
             :mod:`synth.physics.acquisition`).
         explicit: settings of :data:`synth.physics.acquisition.OVERRIDABLE` the user gave explicitly;
-            they win over a film's header.
+            they win over a film's header. ``None`` (callers that do not say): the settings whose value
+            differs from this class's default (a ``kvp=110`` passed in wins; the default 120 does not).
         detector_csi_mm: CsI scintillator thickness; its absorption efficiency weights the spectrum.
         classes: RFO classes drawn.
         max_objects: objects per positive image are drawn in ``1..max_objects``.
@@ -60,7 +61,7 @@ class PhysicsConfig:
     source_to_detector_mm: float = 1800.0
     patient_centre_to_detector_mm: float = 150.0
     pixel_spacing_mm: float | None = None
-    explicit: tuple[str, ...] = ()
+    explicit: tuple[str, ...] | None = None
     detector_csi_mm: float = 0.6
     classes: tuple[str, ...] = DEFAULT_CLASSES
     max_objects: int = 3
@@ -92,6 +93,8 @@ class PhysicsConfig:
                                  value=(self.max_objects, self.negative_fraction))
         if self.supersample < 1:
             raise UserInputError("supersample must be >= 1", field="supersample", value=self.supersample)
+        if self.explicit is None:
+            object.__setattr__(self, "explicit", self._changed_acquisition())
         unknown = set(self.explicit) - set(OVERRIDABLE)
         if unknown:
             raise UserInputError("unknown explicit acquisition settings; expected some of: " + ", ".join(OVERRIDABLE),
@@ -106,6 +109,12 @@ class PhysicsConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def _changed_acquisition(self) -> tuple[str, ...]:
+        fields = type(self).__dataclass_fields__
+        base = {"kvp": TubeTechnique.kvp, "mas": TubeTechnique.mas, "pixel_spacing_mm": None,
+                **{name: fields[name].default for name in ("source_to_detector_mm", "patient_centre_to_detector_mm")}}
+        return tuple(name for name, value in self.acquisition_defaults().items() if value != base[name])
 
     def acquisition_defaults(self) -> dict[str, float | None]:
         """The configured value of every overridable acquisition setting."""

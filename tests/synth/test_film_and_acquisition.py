@@ -72,6 +72,27 @@ def test_dicom_acquisition_is_used_unless_a_flag_is_given(tmp_path) -> None:
     assert (acq["kvp"], acq["source_to_detector_mm"]) == (120.0, 1800.0) and acq["sources"]["kvp"] == "default"
 
 
+def test_callers_that_do_not_name_explicit_settings(tmp_path) -> None:
+    """``rfo-synth physics`` before it delegates to :mod:`synth.physics.commands`, and Python callers: a
+    value set away from the default wins over the header, the defaults do not."""
+    from synth.cli import main as rfo_synth
+    from synth.physics.config import PhysicsConfig
+    from synth.physics.spectra import TubeTechnique
+
+    assert PhysicsConfig().explicit == ()
+    assert PhysicsConfig(technique=TubeTechnique(kvp=110.0), source_to_detector_mm=1000.0).explicit == (
+        "kvp", "source_to_detector_mm")
+    assert PhysicsConfig(technique=TubeTechnique(kvp=110.0), explicit=()).explicit == ()
+    film = tmp_path / "film.dcm"
+    _dicom_film(film)
+    for extra, kvp in (([], 80.0), (["--kvp", "110"], 110.0)):
+        out = tmp_path / f"legacy{len(extra)}"
+        assert rfo_synth(["physics", "--n", "1", "--size", "64", "--no-progress", "--out", str(out),
+                          "--backgrounds", str(film), *extra]) == 0
+        (acq,) = json.loads((out / "manifest.json").read_text())["acquisitions"]
+        assert acq["kvp"] == kvp and acq["source_to_detector_mm"] == 1000.0
+
+
 def test_header_values_outside_physical_ranges_are_ignored(tmp_path) -> None:
     from synth.physics.acquisition import read_header_acquisition, resolve_acquisition
 
