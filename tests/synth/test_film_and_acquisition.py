@@ -129,9 +129,9 @@ def test_no_two_films_are_alike_and_reruns_are_byte_identical(varied_set, tmp_pa
     images = [read_image(varied_set / r["file_name"]).pixels for r in doc["images"]]
     # Noise is off: whatever differs between two images is their film. Equal pixels between two
     # differently warped films occur only where both are flat (clipped border); the threshold is far
-    # from the 100 % two copies of one film share.
+    # from the 100 % two copies of one film share (measured: at most 0.02 % at seed 3).
     for a, b in combinations(images, 2):
-        assert np.mean(a == b) < 0.2
+        assert np.mean(a == b) < 0.05
     assert all(r["film"]["zoom"] >= 1.0 for r in doc["images"])
     again = tmp_path / "again"
     assert _physics(again, "--n", "6", "--seed", "3", "--negative-fraction", "0.5", "--off", "noise",
