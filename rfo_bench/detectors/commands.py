@@ -65,9 +65,22 @@ def tile_config_from_args(args: argparse.Namespace):
     )
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, a batch scheduler's stop) into ``SystemExit`` so a stopped run cleans up.
+
+    Clean-up blocks then run: the compute spent so far is written for ``--resume`` and the tile
+    folder is removed.
+    """
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from rfo_bench.detectors.api import train_detector
 
+    _exit_on_sigterm()
     set_torch_threads(args.threads)
     device = resolve_device(args.device)
     require_writable(args.out)  # an output that cannot be written fails before hours of training

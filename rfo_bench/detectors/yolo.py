@@ -139,14 +139,17 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
                      ) -> tuple[str, list[dict[str, Any]]]:
     from ultralytics import YOLO  # set up by train_ultralytics
 
-    from rfo_bench.detectors.ultralytics_setup import check_yolo_checkpoint
+    from rfo_bench.detectors.ultralytics_setup import load_yolo_checkpoint
 
     recipe = config.recipe
     train_sets = sources["train"]
     data_yaml = write_training_layout(sources, categories, layout)
     last = out / "ultralytics" / "weights" / "last.pt"
     if resume and last.is_file():
-        check_yolo_checkpoint(last)  # vetted like any user file; Ultralytics then reads it restrictedly
+        _, checkpoint = load_yolo_checkpoint(last)  # vetted like any user file; Ultralytics reads it restrictedly
+        if int(checkpoint.get("epoch", -1)) < 0 or checkpoint.get("optimizer") is None:
+            logger.info("the Ultralytics run in %s has finished; nothing to resume", out)  # its optimizer was stripped
+            return _finished_run(out)
         logger.info("resuming the Ultralytics run from %s", last)
         YOLO(str(last)).train(resume=str(last), data=str(data_yaml), device=config.device, workers=0)
         return _finished_run(out)
