@@ -2,8 +2,10 @@
 
 The loop owns the optimiser (SGD with momentum and weight decay), the schedule (linear warm-up over
 the first iterations, then step decay every ``lr_step_epochs`` epochs), gradient clipping, seeding of
-the data order, progress and the per-epoch history. Models only provide ``model(images, targets) ->
-dict of losses`` (the torchvision detection convention).
+the data order, mixed precision on CUDA, resumable checkpoints (weights, optimiser, schedule and the
+position in the epoch's data order, written atomically and read with ``weights_only=True``), progress
+and the per-epoch history. Models only provide ``model(images, targets) -> dict of losses`` (the
+torchvision detection convention).
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@ refused with one line naming the file instead of running code.
 Training data go through :func:`rfo_bench.io.yolo_format.write_yolo` (links to the PNG/JPEG files,
 16-bit PNGs for DICOM). The Ultralytics data pipeline then decodes images with OpenCV as 8-bit
 3-channel arrays: with YOLO, precision drops to 8 bits inside the trainer (the torchvision family
-keeps float32 end to end). Prediction feeds the same 8-bit gray-to-3-channel conversion.
+keeps float32 end to end; OpenCV keeps only the high byte of a 16-bit PNG). Prediction feeds the same
+8-bit gray-to-3-channel conversion. Tiled training (``TrainConfig.tiling``) windows each film by its own
+percentiles before the tiles are written as 8-bit PNGs, so faint objects keep their contrast in those
+8 bits; sliced prediction applies the same window.
 """
 
 from __future__ import annotations
