@@ -165,3 +165,18 @@ def test_tiled_yolo_trains_on_8bit_windowed_tiles_and_predicts_sliced(tmp_path: 
     found = detector.predict(load_pixels(dataset, dataset.images[0]))
     assert found.boxes_xyxy.shape[1] == 4 and set(found.category_ids.tolist()) <= {3}
     assert not list((tmp_path / "run").glob(".tiles*")) and not list((tmp_path / "run").glob(".yolo_data*"))
+
+
+def test_the_shipped_recipe_parses_and_a_bad_recipe_is_one_line(tmp_path: Path, capsys) -> None:
+    from rfo_bench.detectors.shipped import load_training_recipe
+
+    shipped = load_training_recipe(Path(__file__).parents[2] / "configs" / "shipped_detector.yaml")
+    config = shipped.train_config("cpu")
+    assert config.tiling is not None and config.recipe.imgsz == config.tiling.tile_size
+    assert len(shipped.classes) == 10 and shipped.data_seeds["train"] != shipped.data_seeds["test"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": "yolov8n", "classes": ["a"], "data": {"train": "x"},
+                                   "recipe": {"epochs": 1}, "tiling": {"tile_size": 64, "tiles": 3}}))
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tiling" in err and "tiles" in err and len(err.splitlines()) == 1
