@@ -37,7 +37,7 @@ from synth.physics.placement import draw_rotation, min_half_extent_mm, object_sa
 from synth.physics.project import ROI
 from synth.physics.scene import PlacedObject, annotation, layer_exponent, place_and_project, warm_rasteriser
 
-PLACEMENT_ATTEMPTS = 40
+PLACEMENT_ATTEMPTS = 120
 
 
 class Renderer:
@@ -171,10 +171,15 @@ class Renderer:
         if region is None:  # no soft-tissue map: the centre in a soft-tissue voxel (as before)
             centre = bg.body_voxels[int(rng.integers(len(bg.body_voxels)))] + rng.uniform(-2, 2, size=3)
             return Pose(rotation, patient.to_image(centre[None])[0])
-        candidates = region.candidates(min_half_extent_mm(obj.vertices_mm) + 1.0)
+        thinnest = min_half_extent_mm(obj.vertices_mm) + 1.0
+        longest = float(np.ptp(obj.vertices_mm, axis=0).max()) / 2.0
+        # Every other attempt starts from deep soft tissue (a third of the object's half-length from any
+        # bone, gas or lung), where long instruments fit far more often.
+        pools = (region.candidates(max(thinnest, longest / 3.0)), region.candidates(thinnest))
         points = object_sample_points(obj.parts)
         turn = np.eye(3)
-        for _ in range(PLACEMENT_ATTEMPTS):
+        for attempt in range(PLACEMENT_ATTEMPTS):
+            candidates = pools[attempt % 2]
             ijk = region.centres_ijk[candidates[int(rng.integers(len(candidates)))]]
             centre = patient.to_image(bg.voxel_to_object(ijk[None] + rng.uniform(-0.5, 0.5, size=3)))[0]
             row, col = det.project(centre[None])[0]
