@@ -27,7 +27,8 @@ import os
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,8 @@ class LoadedImage:
         source: the path read.
         photometric: ``MONOCHROME1``/``MONOCHROME2``/``RGB`` as stored in the file (before inversion).
         patient_key: pseudonymous patient key (keyed HMAC of the DICOM PatientID, see
-            :func:`rfo_bench.pseudonym.patient_pseudonym`) or ``None``.
+            :func:`rfo_bench.pseudonym.patient_pseudonym`) or ``None``. Computed on first access, so
+            reading a film never needs (or creates) the site's pseudonym key unless a pseudonym is used.
     """
 
     pixels: np.ndarray
@@ -78,7 +80,13 @@ class LoadedImage:
     bits_stored: int
     source: str
     photometric: str
-    patient_key: str | None = None
+    _patient_id: str | None = field(default=None, repr=False)
+
+    @cached_property
+    def patient_key(self) -> str | None:
+        from rfo_bench.pseudonym import patient_pseudonym
+
+        return patient_pseudonym(self._patient_id) if self._patient_id else None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -342,8 +350,6 @@ def _read_dicom(file: Path, *, apply_window: bool, limit: int) -> LoadedImage:
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut
 
-    from rfo_bench.pseudonym import patient_pseudonym
-
     try:
         ds = pydicom.dcmread(file)
     except InvalidDicomError:
@@ -386,7 +392,6 @@ def _read_dicom(file: Path, *, apply_window: bool, limit: int) -> LoadedImage:
             pixels = 1.0 - pixels
     spacing, is_default = _dicom_spacing(ds, file)
     patient_id = str(getattr(ds, "PatientID", "") or "").strip()
-    patient_key = patient_pseudonym(patient_id) if patient_id else None
     return LoadedImage(
         pixels=np.ascontiguousarray(pixels.astype(np.float32)),
         pixel_spacing_mm=spacing,
@@ -394,7 +399,7 @@ def _read_dicom(file: Path, *, apply_window: bool, limit: int) -> LoadedImage:
         bits_stored=bits_stored,
         source=str(file),
         photometric=photometric,
-        patient_key=patient_key,
+        _patient_id=patient_id or None,
     )
 
 

@@ -266,3 +266,16 @@ def test_convert_writes_pseudonymised_names_on_request(tmp_path: Path, monkeypat
     capsys.readouterr()
     assert main(["convert", gt, "--to", "yolo", "--out", str(tmp_path / "yolo"), "--pseudonymise-names"]) == 2
     assert "--pseudonymise-names" in capsys.readouterr().err and not (tmp_path / "yolo").exists()
+
+
+def test_reading_a_dicom_needs_no_key_until_a_pseudonym_is_asked_for(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    key_file = tmp_path / "keys" / "pseudonym.key"
+    monkeypatch.setenv(KEY_FILE_ENV, str(key_file))
+    from rfo_bench.io.images import read_image
+
+    image = read_image(_dicom(tmp_path / "a.dcm", PATIENT))
+    assert not key_file.exists()  # synthesis over a film never creates the site's secret
+    assert "004711" not in repr(image)
+    assert image.patient_key == patient_pseudonym(PATIENT) and key_file.exists()
