@@ -74,8 +74,8 @@ clean:
 # one sheet per mode, both modes together, and close-ups of the objects. Each image has its own film
 # (radiograph) or patient pose (CT); the radiograph's acquisition comes from its DICOM header.
 docs-physics: $(STAMP)
-	$(BIN)/python -m synth.physics.commands physics --n 8 --seed 4 --mode radiograph --negative-fraction 0 --out runs/docs_physics/radiograph --overwrite --no-progress
-	$(BIN)/python -m synth.physics.commands physics --n 8 --seed 4 --mode ct --negative-fraction 0 --out runs/docs_physics/ct --overwrite --no-progress
+	$(BIN)/rfo-synth physics --n 8 --seed 4 --mode radiograph --negative-fraction 0 --out runs/docs_physics/radiograph --overwrite --no-progress
+	$(BIN)/rfo-synth physics --n 8 --seed 4 --mode ct --negative-fraction 0 --out runs/docs_physics/ct --overwrite --no-progress
 	$(BIN)/rfo-synth preview runs/docs_physics/radiograph --n 8 --out docs/physics_radiograph.png
 	$(BIN)/rfo-synth preview runs/docs_physics/ct --n 8 --out docs/physics_ct.png
 	$(BIN)/rfo-synth preview runs/docs_physics/radiograph runs/docs_physics/ct --n 16 --out docs/physics_contact_sheet.png

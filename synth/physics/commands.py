@@ -2,17 +2,15 @@
 
 :func:`register` adds the command to a sub-parser set (``rfo-synth`` calls it); acquisition flags
 default to ``None`` so that a DICOM film's own values are used unless a flag is given, and the flags
-given are recorded as ``PhysicsConfig.explicit``. ``python -m synth.physics.commands physics ...`` runs
-the command alone.
+given are recorded as ``PhysicsConfig.explicit``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 
-from rfo_bench.cli_support import add_command, make_parser, run_cli
+from rfo_bench.cli_support import add_command
 
 #: flag destination → the acquisition setting it makes explicit.
 ACQUISITION_FLAGS = {"kvp": "kvp", "mas": "mas", "sid": "source_to_detector_mm",
@@ -100,13 +98,3 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     phys.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     phys.add_argument("--no-progress", action="store_true", help="no progress bar")
     return phys
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser, sub = make_parser("rfo-synth-physics", "Physics-based synthetic radiographs with retained foreign objects.")
-    register(sub)
-    return run_cli(parser, argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -8,7 +8,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from synth.physics.commands import main
+from synth.cli import main
 from synth.physics.detector import NoiseConfig, add_detector_noise
 
 
@@ -73,8 +73,8 @@ def test_dicom_acquisition_is_used_unless_a_flag_is_given(tmp_path) -> None:
 
 
 def test_callers_that_do_not_name_explicit_settings(tmp_path) -> None:
-    """``rfo-synth physics`` before it delegates to :mod:`synth.physics.commands`, and Python callers: a
-    value set away from the default wins over the header, the defaults do not."""
+    """Python callers building a ``PhysicsConfig`` themselves: a value set away from the default wins over
+    the header, the defaults do not; through ``rfo-synth physics`` a flag given always wins."""
     from synth.cli import main as rfo_synth
     from synth.physics.config import PhysicsConfig
     from synth.physics.spectra import TubeTechnique
