@@ -105,6 +105,10 @@ def train_detector(
     spec = get_detector(config.model)
     require_trainable(train_sets)
     categories = category_map(train_sets)
+    if config.weights and spec.family != "torchvision":
+        from rfo_bench.detectors.ultralytics_setup import check_yolo_checkpoint
+
+        check_yolo_checkpoint(config.weights)  # a refused file: nothing written, not even the output folder
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meter = ComputeMeter(config.device)
