@@ -203,8 +203,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_detection(args: argparse.Namespace) -> int:
-    from vision_unlearn.api import config_to_dict
-    from vision_unlearn.detection_benchmark import run_detection_unlearning
+    """A detector run: the request kind's preset under ``--config``/``--set``, before/after metrics on
+    held-out images (split off ``--data`` when ``--test-data`` is not given, said on stderr), at the
+    checkpoint's training image size unless ``--imgsz``."""
+    import sys
+
+    from vision_unlearn.api import parse_overrides
+    from vision_unlearn.detection_run import run_detection_unlearning
 
     if not args.model.startswith("yolo:"):
         raise UserInputError("expected yolo:PATH_OR_YAML (a classifier is given with --model-file)", field="--model",
@@ -215,16 +220,24 @@ def _cmd_run_detection(args: argparse.Namespace) -> int:
     if args.data is None:
         raise UserInputError("a detector run needs its training data (a dataset path or toy:N)", field="--data")
     _threads(args)
-    config = _method_config(args.method, args.config, args.set)
+    _method_config(args.method, args.config, args.set)  # validates the file and the fields before any work
+    explicit: dict[str, Any] = {}
+    if args.config:
+        import yaml
+
+        explicit.update(yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {})
+    explicit.update(parse_overrides(args.set))
     out = Path(args.out)
     _refuse_overwrite([out / "unlearned.pt", out / "audit.json", out / "metrics.json"], args.force)
     result = run_detection_unlearning(
-        args.model, args.data, args.forget, args.method, out, config=config_to_dict(config),
-        image_size=args.imgsz or 640, in_chans=args.in_chans or 1, seed=args.seed, device=args.device,
-        test_data=None if args.no_eval else args.test_data, trainable_groups=args.groups,
-        progress=not args.no_progress, heldout_data=args.heldout_data)
+        args.model, args.data, args.forget, args.method, out, config=explicit,
+        image_size=args.imgsz, in_chans=args.in_chans or 1, seed=args.seed, device=args.device,
+        test_data=args.test_data, trainable_groups=args.groups, progress=not args.no_progress,
+        heldout_data=args.heldout_data, evaluate=not args.no_eval)
     summary = _json_safe({"method": args.method, "forget": args.forget, **result})
     _write_json(out / "metrics.json", summary)
+    for note in result["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -452,16 +465,21 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                           "class:NAME | images:FILE | patient:ID | patients:FILE | instances:FILE")
     run.add_argument("--dataset", default=None, help="classifier: default the dataset the model was trained on")
     run.add_argument("--data", default=None, help="detector: training data (COCO json, YOLO data.yaml, ... or toy:N)")
-    run.add_argument("--test-data", default=None, help="detector: held-out data for the forgetting metrics")
+    run.add_argument("--test-data", default=None,
+                     help="detector: held-out data for the before/after metrics; when not given, 20 %% of the "
+                          "patients of --data (seeded by --seed) are split off, listed in OUT/heldout_images.txt "
+                          "and not unlearned on")
     run.add_argument("--heldout-data", default=None,
                      help="detector: other images it never saw, to measure --set forget_loss_ceiling=heldout "
                           "(grad_ascent, neggrad_plus; image and patient requests)")
-    run.add_argument("--imgsz", type=int, default=None, help="detector: network input side, a multiple of 32; "
-                                                              "640 when not given")
+    run.add_argument("--imgsz", type=int, default=None,
+                     help="detector: network input side, a multiple of 32; the checkpoint's training size "
+                          "(train_args.imgsz) when not given, 640 for a model yaml")
     run.add_argument("--in-chans", type=int, default=None, choices=(1, 3),
                      help="detector: channels of a yaml model; 1 when not given")
     run.add_argument("--groups", nargs="+", default=None, choices=("backbone", "neck", "head"),
-                     help="detector: parameter groups the method may update; all when not given")
+                     help="detector: parameter groups the method may update; the method's preset when not "
+                          "given (head for scrub and ofmu, all for the others)")
     run.add_argument("--config", default=None, help="YAML file of the method's config fields")
     run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
     run.add_argument("--seed", type=int, default=0, help="seed (data order, random labels, random:F requests)")

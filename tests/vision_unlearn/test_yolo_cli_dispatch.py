@@ -176,7 +176,8 @@ def test_detector_steer_run_writes_the_steering_state_that_reloads(tmp_path: Pat
     from vision_unlearn.methods.steer import Steer
 
     out = tmp_path / "out"
-    assert main(_run(out, "--forget", "patient:toy_0_p00000,toy_0_p00001", "--method", "steer")) == 0
+    assert main(_run(out, "--forget", "patient:toy_0_p00000,toy_0_p00001", "--method", "steer",
+                     "--test-data", "toy:4:9")) == 0
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["steering"] == str(out / "steering.safetensors")
     _assert_audit_hashes_steering(out)

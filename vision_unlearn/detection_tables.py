@@ -1,0 +1,174 @@
+"""Tables of the detector benchmark: per-seed rows -> per (request, method) summary -> Markdown and a figure.
+
+Membership columns: the loss-threshold AUC (``mia_auc``) and the per-image reference-calibrated AUC
+(``calibrated_mia_auc``, :mod:`vision_unlearn.metrics.detection_membership`) side by side; both are
+reported for image and patient requests only ("n/a" for class requests, see
+:mod:`vision_unlearn.detection_eval`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rfo_bench.errors import UserInputError
+from rfo_bench.utils import atomic_output
+
+SUMMARY_COLUMNS = ("forget_ap50", "forget_ap50_95", "retain_map50", "retain_map50_95", "forget_recall",
+                   "misattribution_rate", "mia_auc", "mia_auc_ci_low", "mia_auc_ci_high", "calibrated_mia_auc",
+                   "calibrated_mia_auc_ci_low", "calibrated_mia_auc_ci_high", "seconds", "time_ratio",
+                   "cpu_seconds", "cpu_time_ratio", "gap_retain_map50", "gap_mia_auc", "reference_retain_map50_spread")
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+
+
+def summarise_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per (scenario, method): every column's mean over seeds, its standard deviation and its value per seed.
+
+    Rows of one seed are averaged first (several reference retrains), so each seed weighs the same.
+    ``COLUMN_by_seed`` maps the seed (as a string) to that seed's value.
+    """
+    groups: dict[tuple[str, str], dict[int, list[Mapping[str, Any]]]] = {}
+    for row in rows:
+        groups.setdefault((str(row["scenario"]), str(row["method"])), {}).setdefault(int(row["seed"]), []).append(row)
+    summary = []
+    for (scenario, method), by_seed in groups.items():
+        entry: dict[str, Any] = {"scenario": scenario, "method": method, "seeds": len(by_seed)}
+        for column in SUMMARY_COLUMNS:
+            per_seed = {}
+            for seed, members in sorted(by_seed.items()):
+                values = np.array([_number(m.get(column)) for m in members])
+                values = values[np.isfinite(values)]
+                per_seed[str(seed)] = float(values.mean()) if values.size else float("nan")
+            finite = np.array([v for v in per_seed.values() if math.isfinite(v)])
+            entry[column] = float(finite.mean()) if finite.size else float("nan")
+            entry[f"{column}_std"] = float(finite.std()) if finite.size > 1 else 0.0
+            entry[f"{column}_by_seed"] = per_seed
+        summary.append(entry)
+    return summary
+
+
+def merge_results(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """Rows of several ``results.json`` (e.g. one process per seed) as one results dict.
+
+    Raises:
+        UserInputError: a file that is missing or not a detector benchmark's results, or two files
+            holding the same (seed, scenario, method) cell.
+    """
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple[Any, ...], str] = {}
+    commands, configs = [], []
+    for path in paths:
+        try:
+            results = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise UserInputError(f"cannot read benchmark results: {err}", field="results", value=str(path)) from err
+        if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
+            raise UserInputError("not a detector benchmark's results.json (no 'rows')", field="rows", value=str(path))
+        for row in results["rows"]:
+            key = (row.get("seed"), row.get("scenario"), row.get("method"), row.get("retrain_seed"))
+            if key in seen:
+                raise UserInputError(f"the cell seed {key[0]} {key[1]} {key[2]} is also in {seen[key]}",
+                                     field="rows", value=str(path))
+            seen[key] = str(path)
+            rows.append(row)
+        commands.append(results.get("command"))
+        configs.append(results.get("config"))
+    return {"commands": commands, "configs": configs, "rows": rows, "summary": summarise_rows(rows)}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "n/a" if not isinstance(value, (int, float)) or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _interval(low: Any, high: Any) -> str:
+    low, high = _number(low), _number(high)
+    return f" [{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else ""
+
+
+def _cell(entry: Mapping[str, Any], column: str, digits: int = 3, interval: bool = False,
+          seed_digits: int = 2) -> str:
+    """``mean`` or, over several seeds, ``mean (seed a / seed b / ...)``; the MIA AUC with its DeLong
+    95 % interval (the interval per seed, and the mean of each end for one seed)."""
+    by_seed = entry.get(f"{column}_by_seed") or {}
+    ci = (lambda key: _interval(entry.get(f"{column}_ci_low_by_seed", {}).get(key),
+                                entry.get(f"{column}_ci_high_by_seed", {}).get(key))) if interval else (lambda key: "")
+    if len(by_seed) <= 1:
+        only = next(iter(by_seed), None)
+        return _fmt(entry.get(column), digits) + (ci(only) if only is not None else "")
+    parts = " / ".join(f"{_fmt(v, seed_digits)}{ci(k)}" for k, v in by_seed.items())
+    return f"{_fmt(entry.get(column), digits)} ({parts})"
+
+
+def results_markdown(summary: Sequence[Mapping[str, Any]], command: str | None) -> str:
+    """One table per request: mean over seeds, then each seed's value in brackets (seed order).
+
+    ``retain gap`` is retain mAP50 minus the reference's (the mean of the request's retrained
+    detectors), so 0.01 is one point.
+    """
+    lines = []
+    if command:
+        lines += ["Reproduce with:", "", "```", command, "```", ""]
+    for scenario in dict.fromkeys(s["scenario"] for s in summary):
+        entries = [s for s in summary if s["scenario"] == scenario]
+        seeds = next(iter(entries))["retain_map50_by_seed"].keys()
+        lines += [f"### `{scenario}`", "", f"Seeds: {', '.join(seeds)}.", "",
+                  "| method | forget AP50 | retain mAP50 | retain gap to retrain | forget recall | misattribution "
+                  "| loss MIA AUC [95 % CI] | calibrated MIA AUC [95 % CI] | time / retrain | CPU time / retrain |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for s in entries:
+            gap = "reference" if s["method"] == "retrain" else _cell(s, "gap_retain_map50", seed_digits=3)
+            lines.append(f"| {s['method']} | {_cell(s, 'forget_ap50')} | {_cell(s, 'retain_map50')} | {gap} | "
+                         f"{_cell(s, 'forget_recall')} | {_cell(s, 'misattribution_rate')} | "
+                         f"{_cell(s, 'mia_auc', interval=True)} | {_cell(s, 'calibrated_mia_auc', interval=True)} | "
+                         f"{_cell(s, 'time_ratio')} | "
+                         f"{_cell(s, 'cpu_time_ratio')} |")
+        spread = [s for s in entries if s["method"] == "retrain"]
+        if spread and any(math.isfinite(v) for v in spread[0]["reference_retain_map50_spread_by_seed"].values()):
+            per_seed = ", ".join(f"seed {k}: {_fmt(v, 3)}" for k, v in
+                                 spread[0]["reference_retain_map50_spread_by_seed"].items())
+            lines += ["", f"The reference is the mean of several retrained detectors per seed; their retain mAP50 "
+                          f"spread (max - min): {per_seed}."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_summary(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Forget AP50 / retain mAP50 / both MIA AUCs (0 where not reported) per method and scenario as grouped bars."""
+    from rfo_bench.offline import prepare_offline
+
+    prepare_offline()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(dict.fromkeys(s["scenario"] for s in summary))
+    metrics = (("forget_ap50", "forget AP50"), ("retain_map50", "retain mAP50"), ("mia_auc", "loss MIA AUC"),
+               ("calibrated_mia_auc", "calibrated MIA AUC"))
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 4), squeeze=False)
+    for ax, scenario in zip(axes[0], scenarios):
+        entries = [s for s in summary if s["scenario"] == scenario]
+        x = np.arange(len(entries))
+        for j, (key, label) in enumerate(metrics):
+            values = [s[key] if math.isfinite(s[key]) else 0.0 for s in entries]
+            errors = [s.get(f"{key}_std", 0.0) for s in entries]
+            ax.bar(x + (j - 1.5) * 0.2, values, 0.2, yerr=errors, label=label)
+        ax.set_xticks(x, [s["method"] for s in entries], rotation=35, ha="right")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(scenario)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
+
