@@ -26,13 +26,14 @@ from rfo_bench.errors import UserInputError
 from synth.physics.detector import ScatterConfig
 from synth.physics.geometry import Detector
 from synth.physics.materials import linear_attenuation_per_mm, mass_attenuation
+from synth.physics.patient_pose import PoseLimits
 from synth.physics.placement import SoftTissueRegion, soft_tissue_region
 from synth.physics.spectra import Spectrum
 
 logger = logging.getLogger(__name__)
 
 CT_MATERIALS = ("air", "lung", "soft_tissue", "cortical_bone")
-CT_FIELD_FRACTION = 0.88
+CT_FIELD_FRACTION = 0.8
 HU_THRESHOLDS = (-950.0, -400.0, 250.0)
 
 
@@ -189,6 +190,10 @@ class CTBackground:
             (:class:`synth.physics.placement.SoftTissueRegion`), with the CT's segmentation when one ships with it.
         anterior_mm, posterior_mm: object-frame depth of the body's front / back surface.
         name, sha256: the source file.
+        reach_g_cm2: the same line integrals on a larger detector (same pixel, same centre), as far as
+            rays stay inside the CT at every depth of the body; the posed patient is sampled from it.
+        pose_limits: the output's and that projection's half-extents
+            (:class:`synth.physics.patient_pose.PoseLimits`).
     """
 
     detector: Detector
@@ -201,6 +206,8 @@ class CTBackground:
     name: str
     sha256: str
     soft_tissue: SoftTissueRegion | None = None
+    reach_g_cm2: dict[str, np.ndarray] | None = None
+    pose_limits: PoseLimits | None = None
 
     def voxel_to_object(self, ijk: np.ndarray) -> np.ndarray:
         """``(N, 3)`` voxel indices → object-frame mm (volume centred at the isocentre, PA beam)."""
@@ -301,26 +308,63 @@ def prepare_ct(path: str | os.PathLike[str], size: int, source_to_detector_mm: f
     from rfo_bench.utils import sha256_file
 
     volume = read_volume(path)
-    sod = source_to_detector_mm - patient_centre_to_detector_mm
-    field_mm = CT_FIELD_FRACTION * min(volume.extent_mm[0], volume.extent_mm[2]) * source_to_detector_mm / sod
-    detector = Detector(size, size, field_mm / size, source_to_detector_mm, sod)
-    materials = project_ct(volume.hu, volume.spacing_mm, detector)
     hu = volume.hu
     soft = (hu > -200) & (hu < 200)
     if not soft.any():
         raise UserInputError("CT contains no soft tissue (-200..200 HU); is it in Hounsfield units?", file=path)
-    idx = np.argwhere(soft[::4, ::4, ::2]) * np.array([4, 4, 2])
-    positions = voxel_to_object(idx, hu.shape, volume.spacing_mm)
     body = hu > -400
     ys = np.nonzero(body.any(axis=(0, 2)))[0]
     front = float(voxel_to_object(np.array([[0, ys.max(), 0]]), hu.shape, volume.spacing_mm)[0, 2])
     back = float(voxel_to_object(np.array([[0, ys.min(), 0]]), hu.shape, volume.spacing_mm)[0, 2])
+    sod = source_to_detector_mm - patient_centre_to_detector_mm
+    field_mm = CT_FIELD_FRACTION * min(volume.extent_mm[0], volume.extent_mm[2]) * source_to_detector_mm / sod
+    detector = Detector(size, size, field_mm / size, source_to_detector_mm, sod)
+    reach_detector, limits = pose_reach(detector, hu.shape, volume.spacing_mm, front)
+    reach = project_ct(volume.hu, volume.spacing_mm, reach_detector)
+    pad_rows, pad_cols = (reach_detector.rows - size) // 2, (reach_detector.cols - size) // 2
+    materials = {name: np.ascontiguousarray(value[pad_rows:pad_rows + size, pad_cols:pad_cols + size])
+                 for name, value in reach.items()}
+    idx = np.argwhere(soft[::4, ::4, ::2]) * np.array([4, 4, 2])
+    positions = voxel_to_object(idx, hu.shape, volume.spacing_mm)
     # Keep voxels whose projection falls well inside the detector.
     rc = detector.project(positions)
     inside = np.all((rc > 0.08 * size) & (rc < 0.92 * size), axis=1)
     region = soft_tissue_region(hu, volume.spacing_mm, path)
     return CTBackground(detector, materials, hu, volume.spacing_mm, positions[inside], front, back,
-                        Path(path).name, sha256_file(path), region)
+                        Path(path).name, sha256_file(path), region, reach, limits)
+
+
+def pose_reach(detector: Detector, shape: tuple[int, int, int], spacing_mm: tuple[float, float, float],
+               anterior_mm: float, downsample: int = 2) -> tuple[Detector, PoseLimits]:
+    """The larger detector the posed patient is sampled from, and the limits that keep a pose inside it.
+
+    A ray through detector offset ``v`` crosses depth ``z`` at ``v · (SOD + z) / SID``; it stays inside
+    the volume's outermost slice centres at every depth of the body (up to its front surface
+    ``anterior_mm``) while ``|v| <= half · SID / (SOD + anterior_mm)``. The detector grows by a multiple
+    of ``downsample`` pixels on each side (so the coarse ray grid of :func:`project_ct` is unchanged)
+    without passing that bound.
+
+    Returns:
+        The detector (same pixel, same centre, rows/columns towards the patient's feet/right) and
+        :class:`~synth.physics.patient_pose.PoseLimits` in mm at the isocentre.
+    """
+    sid, sod = detector.source_to_detector_mm, detector.source_to_object_mm
+    if sod + anterior_mm <= 0:
+        raise UserInputError("the body's front reaches the source", field="patient_centre_to_detector_mm")
+    # Rows run along the CT's z (cranio-caudal), columns along its x (lateral).
+    half_volume_mm = ((shape[2] - 1) / 2.0 * spacing_mm[2], (shape[0] - 1) / 2.0 * spacing_mm[0])
+    pads = []
+    for half, n in zip(half_volume_mm, detector.shape):
+        bound_px = half * sid / (sod + anterior_mm) / detector.pixel_mm  # from the central ray
+        pad = int(np.floor((bound_px - n / 2.0) / downsample)) * downsample
+        pads.append(max(pad, 0))
+    reach = Detector(detector.rows + 2 * pads[0], detector.cols + 2 * pads[1], detector.pixel_mm, sid, sod)
+    to_iso = detector.pixel_mm / detector.magnification
+    output = tuple((n - 1) / 2.0 * to_iso for n in detector.shape)
+    # The warp interpolates between pixel centres; the outermost centres bound what it may sample.
+    reached = tuple(min((n - 1) / 2.0 * to_iso, half * sid / (sod + anterior_mm) / detector.magnification)
+                    for n, half in zip(reach.shape, half_volume_mm))
+    return reach, PoseLimits(output, reached)
 
 
 def material_mass_attenuation(spectrum: Spectrum, names: tuple[str, ...]) -> np.ndarray:

@@ -15,9 +15,15 @@ lateral scaling (a cone-beam projection scales with ``x``); the shift moves a po
 SID 1800 mm); the front-to-back scaling multiplies the line integrals by ``s_z`` and neglects its few
 per cent change of magnification. Oblique rotations would need a new projection of the CT and are not drawn.
 
-A CT ends above and below its slab: the field must stay inside it cranio-caudally, or the warp would
-repeat the last rows as streaks. The drawn lateral scale is raised and the cranio-caudal shift narrowed
-until the field's central 80 % (the body; the corners hold air or shoulders) lies within the slab.
+A CT ends above and below its slab (and at the sides of its field of view); a ray that leaves it inside
+the body misses the anatomy beyond and shows as a streak along the cranio-caudal direction. The CT is
+therefore projected onto a detector larger than the output (:class:`PoseLimits` gives its reach), only
+as far as rays stay inside the volume at every depth of the body: a ray through detector offset ``v``
+crosses depth ``z`` at ``v · (SOD + z) / SID``, farthest out at the body's front surface. Each drawn pose
+is then fitted so that all four corners of the output (hence, the map being affine, every pixel) sample
+inside that reach: the lateral scale is raised to what a centred patient at the drawn rotation needs,
+then both shifts are shortened together until the corners fit (:func:`fit_pose`). The drawn rotation is
+kept; the manifest records the fitted pose.
 """
 
 from __future__ import annotations
@@ -99,15 +105,63 @@ class PatientPose:
                 "scale_lateral": round(self.scale_lateral, 4), "scale_ap": round(self.scale_ap, 4)}
 
 
+@dataclass(frozen=True)
+class PoseLimits:
+    """Where a pose may sample the CT's projection, in mm at the isocentre about the central ray.
+
+    Attributes:
+        output_half_mm: ``(rows, cols)`` half-extent of the output's outermost pixel centres.
+        reach_half_mm: ``(rows, cols)`` half-extent of the projected area whose rays stay inside the CT
+            at every depth of the body (and inside the projection's own grid).
+    """
+
+    output_half_mm: tuple[float, float]
+    reach_half_mm: tuple[float, float]
+
+    def corner_reach(self, pose: PatientPose) -> tuple[float, float]:
+        """``(rows, cols)`` largest CT-frame offset any output corner maps to under ``pose``."""
+        c, s = abs(np.cos(pose.rotation_rad)), np.sin(pose.rotation_rad)
+        hy, hx = self.output_half_mm
+        tx, ty = pose.shift_mm
+        # u_ct = R(-θ) (u - t) / s; over the corners u = (±hx, ±hy) the extremes add up term by term.
+        rows = (abs(s) * hx + c * hy + abs(s * tx - np.cos(pose.rotation_rad) * ty)) / pose.scale_lateral
+        cols = (c * hx + abs(s) * hy + abs(np.cos(pose.rotation_rad) * tx + s * ty)) / pose.scale_lateral
+        return rows, cols
+
+    def fits(self, pose: PatientPose, tolerance_mm: float = 1e-6) -> bool:
+        rows, cols = self.corner_reach(pose)
+        return rows <= self.reach_half_mm[0] + tolerance_mm and cols <= self.reach_half_mm[1] + tolerance_mm
+
+
+def fit_pose(pose: PatientPose, limits: PoseLimits) -> PatientPose:
+    """``pose`` with the lateral scale raised and the shifts shortened until every output pixel is covered.
+
+    Raises the scale to the least at which the centred patient fits at the drawn rotation, then scales
+    both shifts by the largest factor in ``[0, 1]`` that fits (the corner reach is linear in the shift).
+    """
+    centred = PatientPose(pose.rotation_rad, (0.0, 0.0), 1.0, pose.scale_ap)
+    rows0, cols0 = limits.corner_reach(centred)
+    scale = max(pose.scale_lateral, rows0 / limits.reach_half_mm[0], cols0 / limits.reach_half_mm[1])
+    c, s = np.cos(pose.rotation_rad), np.sin(pose.rotation_rad)
+    tx, ty = pose.shift_mm
+    factor = 1.0
+    for base, room, along in ((rows0, limits.reach_half_mm[0], abs(s * tx - c * ty)),
+                              (cols0, limits.reach_half_mm[1], abs(c * tx + s * ty))):
+        if along > 0:
+            factor = min(factor, max(scale * room - base, 0.0) / along)
+    factor = float(np.clip(factor * (1.0 - 1e-9), 0.0, 1.0))
+    return PatientPose(pose.rotation_rad, (tx * factor, ty * factor), float(scale), pose.scale_ap)
+
+
 def draw_patient_pose(rng: np.random.Generator, config: CTPoseConfig, field_mm: float,
-                      slab_mm: float | None = None) -> PatientPose:
+                      limits: PoseLimits | None = None) -> PatientPose:
     """One image's patient pose (identity when the variation is off; no random number drawn then).
 
     Args:
         rng: the image's stream.
         config: the ranges.
         field_mm: the field side at the isocentre (the shifts are fractions of it).
-        slab_mm: the CT's cranio-caudal extent; ``None``: unbounded (see the module docstring).
+        limits: where the pose may sample the projection (:func:`fit_pose`); ``None``: unbounded.
     """
     if not config.enabled:
         return PatientPose()
@@ -116,25 +170,16 @@ def draw_patient_pose(rng: np.random.Generator, config: CTPoseConfig, field_mm: 
     craniocaudal = float(rng.uniform(-1.0, 1.0)) * config.shift_craniocaudal * field_mm
     scale = float(rng.uniform(*config.scale_lateral_range))
     scale_ap = float(rng.uniform(*config.scale_ap_range))
-    if slab_mm is not None:
-        # Half-height of the field's central 80 % once rotated, against the scaled slab.
-        reach = field_mm / 2.0 * abs(np.cos(rotation)) + 0.4 * field_mm * abs(np.sin(rotation))
-        scale = max(scale, reach / (slab_mm / 2.0))
-        room = max(scale * slab_mm / 2.0 - reach, 0.0)
-        craniocaudal = float(np.clip(craniocaudal, -room, room))
-    return PatientPose(rotation_rad=rotation, shift_mm=(lateral, craniocaudal), scale_lateral=scale,
+    pose = PatientPose(rotation_rad=rotation, shift_mm=(lateral, craniocaudal), scale_lateral=scale,
                        scale_ap=scale_ap)
+    return pose if limits is None else fit_pose(pose, limits)
 
 
-def warp_projection(maps: dict[str, np.ndarray], pose: PatientPose, magnification: float, pixel_mm: float
-                    ) -> dict[str, np.ndarray]:
-    """The material line-integral maps ``{material: (H, W)}`` of the posed patient (see the module docstring)."""
-    import cv2
-
-    if pose.is_identity:
-        return maps
-    first = next(iter(maps.values()))
-    h, w = first.shape
+def source_coordinates(pose: PatientPose, shape: tuple[int, int], source_shape: tuple[int, int],
+                       magnification: float, pixel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, W)`` float32 column and row of the CT projection (``source_shape``, same pixel, same centre)
+    that each output pixel samples under ``pose``."""
+    h, w = shape
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
     # Inverse map: image pixel → CT-projection pixel, u_ct = R^-1 (u - M t) / s (pixels about the centre).
     c, s = np.cos(pose.rotation_rad), np.sin(pose.rotation_rad)
@@ -142,8 +187,27 @@ def warp_projection(maps: dict[str, np.ndarray], pose: PatientPose, magnificatio
     k = 1.0 / pose.scale_lateral
     xs = (np.arange(w, dtype=np.float64) - cx - shift_px[0])[None, :]
     ys = (np.arange(h, dtype=np.float64) - cy - shift_px[1])[:, None]
-    map_x = (k * (c * xs + s * ys) + cx).astype(np.float32)
-    map_y = (k * (-s * xs + c * ys) + cy).astype(np.float32)
+    map_x = (k * (c * xs + s * ys) + (source_shape[1] - 1) / 2.0).astype(np.float32)
+    map_y = (k * (-s * xs + c * ys) + (source_shape[0] - 1) / 2.0).astype(np.float32)
+    return map_x, map_y
+
+
+def warp_projection(maps: dict[str, np.ndarray], pose: PatientPose, magnification: float, pixel_mm: float,
+                    shape: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """The posed patient's material line-integral maps ``{material: shape}`` (see the module docstring).
+
+    Args:
+        maps: the CT's projection ``{material: (H', W')}``, centred on the central ray like the output.
+        shape: the output ``(H, W)``; default the maps' own.
+    """
+    import cv2
+
+    first = next(iter(maps.values()))
+    shape = shape or first.shape
+    if pose.is_identity and shape == first.shape:
+        return maps
+    map_x, map_y = source_coordinates(pose, shape, first.shape, magnification, pixel_mm)
+    # The fitted pose keeps every sample inside the maps (fit_pose); the border rule never decides a pixel.
     return {name: cv2.remap(np.ascontiguousarray(value, dtype=np.float32), map_x, map_y, cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REPLICATE) * np.float32(pose.scale_ap)
             for name, value in maps.items()}

@@ -95,10 +95,7 @@ class Renderer:
     def render_with_info(self, rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
         """:meth:`render` plus what was drawn for the image as a whole (film or patient pose)."""
         if self.config.mode == "ct":
-            det = self.detector
-            bg = self.background
-            pose = draw_patient_pose(rng, self.config.ct_pose, det.cols * det.pixel_mm / det.magnification,
-                                     bg.hu.shape[2] * bg.spacing_mm[2])
+            pose = self.draw_patient_pose(rng)
             placed = self.draw_scene(rng, pose=pose)
             image, annotations = self.render_ct(rng, placed, pose)
             return image, annotations, {"patient_pose": pose.to_dict()}
@@ -111,6 +108,12 @@ class Renderer:
             return image, annotations, {}
         noise = round(self.fresh_noise_scale, 4) if self.config.noise.enabled else 0.0
         return image, annotations, {"film": {**film.params, "fresh_noise_scale": noise}}
+
+    def draw_patient_pose(self, rng: np.random.Generator) -> PatientPose:
+        """This image's patient pose (CT mode), fitted to the CT's reach (:func:`~synth.physics.patient_pose.fit_pose`)."""
+        det = self.detector
+        return draw_patient_pose(rng, self.config.ct_pose, det.cols * det.pixel_mm / det.magnification,
+                                 self.background.pose_limits)
 
     def draw_film(self, rng: np.random.Generator) -> Film:
         """This image's film (the prepared film itself when the variation is off; no number drawn then)."""
@@ -408,7 +411,9 @@ class Renderer:
         if patient.is_identity:
             maps, base = self.background.material_g_cm2, self._ct_primary
         else:
-            maps = warp_projection(self.background.material_g_cm2, patient, det.magnification, det.pixel_mm)
+            bg = self.background
+            source = bg.reach_g_cm2 if bg.reach_g_cm2 is not None else bg.material_g_cm2
+            maps = warp_projection(source, patient, det.magnification, det.pixel_mm, det.shape)
             base = self._primary(maps)
         primary = base.copy()
         annotations = []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from synth.physics.config import PhysicsConfig
-from synth.physics.patient_pose import PatientPose, draw_patient_pose
+from synth.physics.patient_pose import PatientPose
 
 INTERNAL = ("needle", "blade", "guidewire", "cottonoid")
 SPINE_LABEL, RIB_LABEL, LIVER_LABEL = 30, 100, 5
@@ -78,12 +78,9 @@ def soft_path_fraction(renderer, placed, patient: PatientPose, forbidden_labels:
 
 
 def _scenes(renderer, n: int, seed: int):
-    det = renderer.detector
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        bg = renderer.background
-        pose = draw_patient_pose(rng, renderer.config.ct_pose, det.cols * det.pixel_mm / det.magnification,
-                                 bg.hu.shape[2] * bg.spacing_mm[2])
+        pose = renderer.draw_patient_pose(rng)
         yield pose, renderer.draw_scene(rng, pose=pose)
 
 
