@@ -20,12 +20,10 @@ Command line (``python -m vision_unlearn.detection_benchmark``)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +36,6 @@ from rfo_bench.cli_support import add_command, make_parser, run_cli
 from rfo_bench.errors import UserInputError
 from rfo_bench.utils import atomic_write_text
 from vision_unlearn.adapters.yolo import PARAMETER_GROUPS, YoloAdapter, YoloModelSpec
-from vision_unlearn.adapters.yolo_data import DetectionData
 from vision_unlearn.detection_data import (  # noqa: F401  (re-exported)
     TOY_CLASSES,
     load_detection_data,
@@ -56,11 +53,10 @@ from vision_unlearn.detection_eval import (  # noqa: F401  (re-exported)
     resolve_loss_ceiling,
 )
 from vision_unlearn.detection_forget import (
-    DetectionForgetSplit,
     parse_detection_forget,
-    resolve_detection_forget,
 )
 from vision_unlearn.detection_presets import DEFAULT_GROUPS, default_methods, default_sample_methods
+from vision_unlearn.detection_protocol import benchmark_data, dataset_partition  # noqa: F401  (re-exported)
 from vision_unlearn.detection_run import (  # noqa: F401  (re-exported)
     MethodRun,
     _run_and_evaluate,
@@ -74,6 +70,15 @@ from vision_unlearn.detection_tables import (  # noqa: F401  (re-exported)
     plot_summary,
     results_markdown,
     summarise_rows,
+)
+from vision_unlearn.detection_training import (  # noqa: F401  (re-exported)
+    TrainedDetector,
+    _image_request,
+    _is_fraction,
+    mean_reference,
+    scenario_split,
+    train_detector,
+    training_key,
 )
 from vision_unlearn.metrics.detection import gaps_to_reference, runtime_ratio
 
@@ -241,117 +246,6 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
                                     models_dir=str(models_dir) if models_dir is not None else None, select=select)
 
 
-def _image_request(fraction: float, train: DetectionData, seed: int, out: Path) -> str:
-    patients = sorted(set(train.patient_ids))
-    rng = np.random.default_rng(seed + 1000)
-    chosen = set(rng.choice(patients, size=max(1, round(fraction * len(patients))), replace=False).tolist())
-    listing = out / f"forget_images_seed{seed}.txt"
-    atomic_write_text(listing, "".join(f"{s}\n" for s, p in zip(train.sample_ids, train.patient_ids) if p in chosen))
-    return f"images:{listing}"
-
-
-def benchmark_data(config: DetectionBenchmarkConfig,
-                   seed: int) -> tuple[DetectionData, DetectionData, DetectionData | None]:
-    """The training, test and held-out images of one benchmark seed; the data differ between seeds.
-
-    The toy set draws them with seeds ``100 + seed``, ``200 + seed`` and ``300 + seed`` (ids carry the
-    seed). A dataset path is split by :func:`~vision_unlearn.detection_protocol.dataset_partition`: a
-    fixed test part (``test_data``, or a seeded patient-level share of ``data``), and per seed its own
-    validation share of the rest, which is not trained on and serves as the held-out images of the
-    loss ceilings when ``heldout_data`` is not given.
-    """
-    from vision_unlearn.detection_protocol import dataset_partition
-
-    if config.data is not None:
-        part = dataset_partition(config, seed)
-        heldout = (load_detection_data(config.heldout_data, config.image_size, config.in_chans,
-                                       part.train.class_names) if config.heldout_data else part.validation)
-        return part.train, part.test, heldout
-    return (toy_detection_data(config.n_train, 100 + seed, config.image_size, config.in_chans),
-            toy_detection_data(config.n_test, 200 + seed, config.image_size, config.in_chans),
-            toy_detection_data(config.n_test, 300 + seed, config.image_size, config.in_chans))
-
-
-def scenario_split(scenario: str, train: DetectionData, seed: int, out: Path) -> DetectionForgetSplit:
-    """The forget split of one benchmark scenario; ``images:FRACTION`` draws that share of the patients
-    for ``seed`` and writes the id file into ``out``."""
-    request = scenario
-    if scenario.startswith("images:") and _is_fraction(scenario.split(":", 1)[1]):
-        request = _image_request(float(scenario.split(":", 1)[1]), train, seed, out)
-    return resolve_detection_forget(request, train)
-
-
-def training_key(config: DetectionBenchmarkConfig, data: DetectionData, seed: int) -> str:
-    """A hash of everything a from-scratch training of the benchmark depends on.
-
-    The model yaml, image size, channels, training recipe (``config.original``), seed, device, the
-    exact training tensors (images, boxes, labels, which image each box is on, class names) and the
-    torch and Ultralytics versions. Training on a CPU is deterministic per key, so a detector stored
-    under it is the one a new training would produce.
-    """
-    from importlib.metadata import version
-
-    digest = hashlib.sha256()
-    header = {"model": config.model, "image_size": config.image_size, "in_chans": config.in_chans,
-              "recipe": config.original, "seed": seed, "device": config.device, "torch": torch.__version__,
-              "ultralytics": version("ultralytics"), "classes": list(data.class_names)}
-    digest.update(json.dumps(header, sort_keys=True, default=str).encode())
-    for tensor in (data.images, data.boxes_xyxy, data.labels, data.box_image):
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:24]
-
-
-@dataclass(frozen=True)
-class TrainedDetector:
-    """A from-scratch training of the benchmark: its state, its cost and where it came from."""
-
-    state: dict[str, torch.Tensor]
-    seconds: float
-    cpu_seconds: float
-    reused: str | None = None
-
-
-def train_detector(adapter: YoloAdapter, config: DetectionBenchmarkConfig, data: DetectionData, seed: int,
-                   label: str, progress: bool = False) -> TrainedDetector:
-    """Train ``adapter`` from a fresh ``seed`` initialisation on ``data`` with ``config.original``.
-
-    With ``config.models_dir`` the result is stored as ``{label}_seed{seed}_{key}.pt`` and loaded
-    instead of trained when that file exists (:func:`training_key`); the adapter ends up holding the
-    trained weights either way.
-    """
-    path = None
-    if config.models_dir is not None:
-        path = Path(config.models_dir) / f"{label}_seed{seed}_{training_key(config, data, seed)}.pt"
-        if path.is_file():
-            try:
-                stored = torch.load(path, map_location="cpu", weights_only=True)
-                adapter.model.load_state_dict(stored["state"])
-                logger.info("%s (seed %d): reusing %s", label, seed, path)
-                return TrainedDetector(stored["state"], float(stored["seconds"]), float(stored["cpu_seconds"]),
-                                       str(path))
-            except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:
-                # a damaged or foreign file: train anew and replace it
-                logger.warning("%s is not a stored detector of this benchmark (%s); training again", path, err)
-    run = _run_method(adapter, "retrain", config.original, data.select([0]), data, seed, config.device, progress)
-    state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".pt.partial")
-        torch.save({"state": state, "seconds": run.seconds, "cpu_seconds": run.cpu_seconds}, partial)
-        os.replace(partial, path)
-    return TrainedDetector(state, run.seconds, run.cpu_seconds)
-
-
-def mean_reference(references: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The mean of every numeric metric over the retrained references (the first one's other fields)."""
-    merged = dict(references[0])
-    for key in references[0]:
-        values = [r.get(key) for r in references]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            merged[key] = float(np.mean(values))
-    return merged
-
-
 def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.PathLike[str],
                             command: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Original -> retrain reference -> every method, per scenario and seed; write results and a figure.
@@ -459,15 +353,6 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
 def _brief(metrics: Mapping[str, Any]) -> str:
     keys = ("forget_ap50", "retain_map50", "map50", "forget_recall", "mia_auc", "time_ratio", "cpu_time_ratio")
     return " ".join(f"{k} {_fmt(metrics.get(k))}" for k in keys if k in metrics)
-
-
-def _is_fraction(text: str) -> bool:
-    try:
-        return 0.0 < float(text) < 1.0
-    except ValueError:
-        return False
-
-
 
 
 def _write_results(out: Path, config: DetectionBenchmarkConfig, rows: list[dict[str, Any]],

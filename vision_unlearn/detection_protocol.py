@@ -95,6 +95,26 @@ def selection_data(config: DetectionBenchmarkConfig, seed: int = SELECTION_SEED)
     return part
 
 
+def benchmark_data(config: DetectionBenchmarkConfig,
+                   seed: int) -> tuple[DetectionData, DetectionData, DetectionData | None]:
+    """The training, test and held-out images of one benchmark seed; the data differ between seeds.
+
+    The toy set draws them with seeds ``100 + seed``, ``200 + seed`` and ``300 + seed`` (ids carry the
+    seed). A dataset path is split by :func:`~vision_unlearn.detection_protocol.dataset_partition`: a
+    fixed test part (``test_data``, or a seeded patient-level share of ``data``), and per seed its own
+    validation share of the rest, which is not trained on and serves as the held-out images of the
+    loss ceilings when ``heldout_data`` is not given.
+    """
+    if config.data is not None:
+        part = dataset_partition(config, seed)
+        heldout = (load_detection_data(config.heldout_data, config.image_size, config.in_chans,
+                                       part.train.class_names) if config.heldout_data else part.validation)
+        return part.train, part.test, heldout
+    return (toy_detection_data(config.n_train, 100 + seed, config.image_size, config.in_chans),
+            toy_detection_data(config.n_test, 200 + seed, config.image_size, config.in_chans),
+            toy_detection_data(config.n_test, 300 + seed, config.image_size, config.in_chans))
+
+
 def _distance(metrics: Mapping[str, Any], reference: Mapping[str, Any], removes_images: bool) -> float:
     """Sum of absolute gaps to the retrained detector: retain mAP50, forget AP50 (class requests) or
     forget recall and loss MIA AUC (image requests). NaN gaps count as 1 (a failed run loses)."""
@@ -132,9 +152,9 @@ def select_presets(config: DetectionBenchmarkConfig, scenario: str, out: Path, p
         "distances"}}}``; the ids let a reader (and a test) check that no test image was used.
     """
     from vision_unlearn.adapters.yolo import PARAMETER_GROUPS, YoloAdapter, YoloModelSpec
-    from vision_unlearn.detection_benchmark import scenario_split, train_detector
     from vision_unlearn.detection_eval import evaluate_detector, resolve_loss_ceiling
     from vision_unlearn.detection_run import _run_and_evaluate
+    from vision_unlearn.detection_training import scenario_split, train_detector
 
     part = selection_data(config)
     train, validation = part.train, part.validation
@@ -173,8 +193,6 @@ def select_presets(config: DetectionBenchmarkConfig, scenario: str, out: Path, p
 
 def reported_test_ids(config: DetectionBenchmarkConfig) -> set[str]:
     """Every test image id the benchmark reports on (all seeds)."""
-    from vision_unlearn.detection_benchmark import benchmark_data
-
     ids: set[str] = set()
     for seed in config.seeds:
         ids |= set(benchmark_data(config, seed)[1].sample_ids)
