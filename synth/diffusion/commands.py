@@ -127,7 +127,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     real, real_cls = _patches(args.real, spec)
     gen, gen_cls = _patches(args.generated, spec)
     report = evaluate_sets(real, gen, extractor, real_classes=real_cls, generated_classes=gen_cls, scorer=scorer,
-                           threshold=args.qc_threshold, kid_subset_size=args.kid_subset_size)
+                           threshold=args.qc_threshold, resamples=args.resamples, seed=args.seed)
     report.update({"real": str(Path(args.real).resolve()), "generated": str(Path(args.generated).resolve()),
                    "patch": spec.__dict__})
     text = json.dumps(report, indent=2)
@@ -136,6 +136,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         atomic_write_text(args.out, text + "\n")
     print(text)
+    return 0
+
+
+def _cmd_fit_extractor(args: argparse.Namespace) -> int:
+    from synth.diffusion.extractor import DIGITS_EXTRACTOR, fit_digits_extractor
+    from synth.diffusion.qc import ClassifierTrainConfig
+
+    config = ClassifierTrainConfig(**{**DIGITS_EXTRACTOR.__dict__, "epochs": args.epochs, "seed": args.seed})
+    print(json.dumps(fit_digits_extractor(args.out, config), indent=2))
     return 0
 
 
@@ -150,8 +159,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     group = subparsers.add_parser(
         "diffusion", help="mask- and class-conditioned inpainting diffusion (train, sample, eval)",
         description="Train a diffusion model that inpaints RFOs of a chosen class into a given mask, sample "
-                    "labelled radiographs with it (or with a local Stable Diffusion / RoentGen), evaluate FID/KID.",
+                    "labelled radiographs with it (or with a local Stable Diffusion / RoentGen), evaluate KID/FID on an independent extractor.",
     )
+    from synth.diffusion.extractor import DIGITS_EXTRACTOR
     from synth.diffusion.train import TrainConfig
 
     actions = group.add_subparsers(dest="diffusion_command", metavar="ACTION", required=True)
@@ -210,7 +220,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cmd.add_argument("--device", default="cpu")
 
     cmd = add_command(actions, "eval", _cmd_eval,
-                      "FID / KID of generated vs real object crops on a named extractor, plus QC acceptance")
+                      "KID (both-set bootstrap interval) and, from 2000 crops per set, FID of generated vs real object "
+                      "crops on a named extractor, plus QC acceptance")
     cmd.add_argument("--real", required=True, help="COCO dataset of real (held-out) images")
     cmd.add_argument("--generated", required=True, help="COCO dataset written by `sample`")
     cmd.add_argument("--extractor", help="timm architecture of the feature extractor (or read from checkpoint)")
@@ -221,8 +232,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cmd.add_argument("--ckpt", help="take the patch geometry from this diffusion checkpoint")
     cmd.add_argument("--size", type=int, default=64, help="patch size when no --ckpt")
     cmd.add_argument("--context", type=float, default=1.6, help="crop side / object size when no --ckpt")
-    cmd.add_argument("--kid-subset-size", type=int, default=1000)
+    cmd.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the KID interval")
+    cmd.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     _add_qc_flags(cmd)
     cmd.add_argument("--out", help="write the report JSON here")
     cmd.add_argument("--device", default="cpu")
+
+    cmd = add_command(actions, "fit-extractor", _cmd_fit_extractor,
+                      "train the eval feature extractor on scikit-learn's digits (independent of RFO data and QC)")
+    cmd.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    cmd.add_argument("--epochs", type=int, default=DIGITS_EXTRACTOR.epochs)
+    cmd.add_argument("--seed", type=int, default=0)
     return group

@@ -2,7 +2,11 @@
 
 RoentGen (Chambon et al., 2022, arXiv:2211.12737) is Stable Diffusion fine-tuned on chest
 radiographs; its weights are gated and nothing is ever downloaded here: the pipeline is loaded from a
-local diffusers directory (``model_index.json``) with ``local_files_only=True``.
+local diffusers directory (``model_index.json``) with ``local_files_only=True``. Only safetensors
+weights are read (``use_safetensors=True``): a component saved only as a pickle (``.bin``, ``.ckpt``,
+``.pt``, ``.pkl``) is refused before anything is loaded, since unpickling a file runs its code.
+Convert such a folder once with ``pipe.save_pretrained(dir, safe_serialization=True)`` in an
+environment you trust.
 
 * ``inpaint``: a crop around the requested mask is inpainted by ``StableDiffusionInpaintPipeline`` (a
   text-to-image checkpoint also works through ``AutoPipelineForInpainting``) with a class prompt and
@@ -41,6 +45,7 @@ from synth.diffusion.sample import list_backgrounds, paste_patch, rle_segmentati
 logger = logging.getLogger(__name__)
 
 TASKS = ("inpaint", "text2img")
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
 PROMPT_OBJECTS: dict[str, str] = {
     "sponge": "retained surgical sponge with radiopaque marker",
@@ -102,6 +107,14 @@ def check_pipeline_dir(path: str | Path) -> dict[str, Any]:
     missing = [part for part in ("unet", "vae") if part in meta and not (root / part).is_dir()]
     if missing:
         raise UserInputError(f"pipeline components missing on disk: {missing}", file=root)
+    for part in sorted(meta):
+        folder = root / part
+        if part.startswith("_") or not folder.is_dir():
+            continue
+        pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles and not any(p.suffix == ".safetensors" for p in folder.iterdir()):
+            raise UserInputError("only safetensors weights are loaded (a pickle can run code when read); convert "
+                                 "it with save_pretrained(..., safe_serialization=True)", file=pickles[0])
     return meta
 
 
@@ -117,12 +130,12 @@ def load_pipeline(path: str | Path, task: str, device: str = "cpu"):
         import transformers  # noqa: F401  (the text encoder of every Stable Diffusion pipeline)
     except ImportError:
         raise UserInputError("Stable Diffusion pipelines need the `transformers` package "
-                             "(pip install transformers)", field="--pretrained") from None
+                             "(pip install 'rfo-toolkit[pretrained]')", field="--pretrained") from None
     from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
 
     cls = AutoPipelineForInpainting if task == "inpaint" else AutoPipelineForText2Image
     try:
-        pipe = cls.from_pretrained(str(path), local_files_only=True, safety_checker=None)
+        pipe = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True, safety_checker=None)
     except (OSError, ValueError, TypeError) as err:
         raise UserInputError(f"cannot load the pipeline: {err}", file=path) from None
     pipe.set_progress_bar_config(disable=True)

@@ -1,27 +1,24 @@
-"""Quality control of synthetic RFO patches: FID / KID on named features and a classifier filter.
+"""Quality control of synthetic RFO patches: KID / FID on a named extractor, and a separate QC classifier.
 
-FID (Heusel et al., NeurIPS 2017, arXiv:1706.08500) is the Frechet distance between Gaussians
-fitted to two feature sets::
-
-    FID = |mu_1 - mu_2|^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^{1/2})
-
-KID (Binkowski et al., ICLR 2018, arXiv:1801.01401) is the unbiased estimate of the squared MMD with
-the polynomial kernel ``k(x, y) = (gamma x.y + coef0)^degree`` (``gamma = 1/d``, ``coef0 = 1``,
-``degree = 3``), averaged over random subsets; unlike FID it is unbiased in the sample size, which
-matters for the few hundred crops a CPU run produces.
+The distances themselves are pure functions in :mod:`synth.diffusion.distances`; this module holds the
+networks that turn patches into features or class scores, and :func:`evaluate_sets`, which puts them
+together into a report.
 
 Which features: the published FID/KID numbers use ImageNet Inception-v3 weights. Those cannot be
 downloaded here (the toolkit never fetches anything at run time), and ImageNet features are a poor
-judge of grey 64-pixel X-ray crops anyway. The extractor is therefore always named by the user: a
-local timm checkpoint (best: a classifier trained on RFO crops, which is sensitive to exactly the
-object details that matter), or a timm architecture with a fixed random initialisation for smoke
-tests. Numbers are only comparable between runs that used the same extractor (architecture,
-weights, input size); every report records them.
+judge of grey 64-pixel X-ray crops anyway. The extractor is always named by the user and must be
+independent of both the generator's training data and the QC classifier: a network trained on the
+crops the generator learnt from rewards reproducing that training set, and one that is also the QC
+filter grades the samples it selected. The default one (:mod:`synth.diffusion.extractor`) is trained
+on scikit-learn's handwritten digits; a timm architecture with a fixed random initialisation is the
+smoke-test baseline. Numbers are only comparable between runs that used the same extractor
+(architecture, weights, input size); every report records it, with its own held-out accuracy.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,102 +28,21 @@ import numpy as np
 from rfo_bench.categories import RFO_CATEGORIES, category
 from rfo_bench.errors import UserInputError
 from rfo_bench.utils import atomic_output, sha256_file
+from synth.diffusion.distances import (  # noqa: F401  (re-exported: the distances are part of QC's interface)
+    KidInterval,
+    fid_from_features,
+    fid_if_enough,
+    frechet_distance,
+    kid_from_features,
+    kid_with_interval,
+    mmd2_unbiased,
+    polynomial_kernel,
+)
 
 logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------- pure math
-
-
-def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean ``(D,)`` and unbiased covariance ``(D, D)`` (float64) of ``(N, D)`` features, ``N >= 2``."""
-    feats = np.asarray(features, dtype=np.float64)
-    if feats.ndim != 2 or feats.shape[0] < 2:
-        raise ValueError(f"need (N, D) features with N >= 2, got shape {feats.shape}")
-    return feats.mean(axis=0), np.atleast_2d(np.cov(feats, rowvar=False))
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-    """Frechet distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``.
-
-    Args:
-        mu1, mu2: ``(D,)`` means.
-        sigma1, sigma2: ``(D, D)`` covariances (symmetric PSD).
-        eps: diagonal offset added to both covariances when ``S_1 S_2`` is singular.
-
-    Returns:
-        The squared distance (>= 0 up to round-off).
-    """
-    from scipy import linalg
-
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise ValueError(f"shape mismatch: mu {mu1.shape}/{mu2.shape}, sigma {sigma1.shape}/{sigma2.shape}")
-    diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.all(np.isfinite(covmean)):
-        logger.warning("singular covariance product; adding %.1e to the diagonals", eps)
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        imag = np.max(np.abs(covmean.imag))
-        if imag > 1e-3 * max(1.0, np.max(np.abs(covmean.real))):
-            raise FloatingPointError(f"matrix square root has a large imaginary part ({imag:.3g})")
-        covmean = covmean.real
-    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
-    return max(value, 0.0)  # round-off can make identical sets slightly negative
-
-
-def fid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """FID between two ``(N, D)`` feature sets."""
-    mu_a, sigma_a = feature_statistics(features_a)
-    mu_b, sigma_b = feature_statistics(features_b)
-    return frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
-
-
-def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
-                      coef0: float = 1.0) -> np.ndarray:
-    """``(gamma x.y + coef0)^degree`` for ``(N, D)`` and ``(M, D)`` inputs -> ``(N, M)``; ``gamma`` = 1/D."""
-    gamma = 1.0 / x.shape[1] if gamma is None else gamma
-    return (gamma * (np.asarray(x, np.float64) @ np.asarray(y, np.float64).T) + coef0) ** degree
-
-
-def mmd2_unbiased(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray) -> float:
-    """Unbiased squared MMD from kernel matrices (diagonals of ``k_xx``/``k_yy`` excluded; may be < 0)."""
-    m, n = k_xx.shape[0], k_yy.shape[0]
-    if m < 2 or n < 2:
-        raise ValueError(f"need at least 2 samples per set, got {m} and {n}")
-    term_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
-    term_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
-    return float(term_x + term_y - 2.0 * k_xy.mean())
-
-
-def kid_from_features(
-    features_a: np.ndarray, features_b: np.ndarray, *, subsets: int = 100, subset_size: int = 1000,
-    degree: int = 3, gamma: float | None = None, coef0: float = 1.0, seed: int = 0,
-) -> tuple[float, float]:
-    """KID: mean and standard deviation of the unbiased polynomial MMD^2 over random subsets.
-
-    ``subset_size`` is capped at the smaller set size; with both sets no larger than it, a single
-    subset (the full sets) is used and the standard deviation is 0.
-    """
-    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"need (N, D) and (M, D) features, got {a.shape} and {b.shape}")
-    size = min(subset_size, a.shape[0], b.shape[0])
-    full = size == a.shape[0] == b.shape[0]
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(1 if full else subsets):
-        xa = a if full else a[rng.choice(a.shape[0], size, replace=False)]
-        xb = b if full else b[rng.choice(b.shape[0], size, replace=False)]
-        values.append(mmd2_unbiased(polynomial_kernel(xa, xa, degree, gamma, coef0),
-                                    polynomial_kernel(xb, xb, degree, gamma, coef0),
-                                    polynomial_kernel(xa, xb, degree, gamma, coef0)))
-    return float(np.mean(values)), float(np.std(values))
-
 
 def acceptance_rate(scores: np.ndarray, threshold: float) -> float:
     """Fraction of scores at or above ``threshold``."""
@@ -217,10 +133,12 @@ class TimmNetwork:
         class_names = meta.get("class_names")
         num_classes = _guess_num_classes(state) if state is not None else len(RFO_CATEGORIES)
         if need_classifier and class_names is None:
+            # a checkpoint must say which RFO class each output is: a 10-way digits extractor has as many
+            # outputs as there are RFO classes and would otherwise pass as a QC filter
+            if state is not None:
+                raise UserInputError(f"the classifier has {num_classes} outputs but no class_names; save them in "
+                                     "the checkpoint to say which RFO class each output is", file=spec.checkpoint)
             class_names = [c.name for c in RFO_CATEGORIES]
-            if num_classes != len(class_names):
-                raise UserInputError(f"the classifier has {num_classes} outputs; save class_names in the "
-                                     "checkpoint to say which class each output is", file=spec.checkpoint)
         if class_names is not None:
             for n in class_names:
                 category(n)
@@ -242,6 +160,12 @@ class TimmNetwork:
         self.in_chans = in_chans
         self.class_names: list[str] | None = list(class_names) if class_names else None
         self.input_size = int(spec.input_size or meta.get("input_size") or 64)
+        self.provenance = {key: meta[key] for key in ("trained_on", "accuracy") if key in meta}
+
+    def describe(self) -> dict[str, Any]:
+        """The spec, the checkpoint's hash, and what the checkpoint says it was trained on (and how well)."""
+        return {**self.spec.describe(), "arch": self.model.default_cfg.get("architecture"),
+                "input_size": self.input_size, **self.provenance}
 
     def _prepare(self, patches: np.ndarray):
         import torch
@@ -320,28 +244,50 @@ class ClassifierScorer:
 def evaluate_sets(
     real_patches: np.ndarray, generated_patches: np.ndarray, extractor: TimmNetwork, *,
     real_classes: np.ndarray | None = None, generated_classes: np.ndarray | None = None,
-    scorer: ClassifierScorer | None = None, threshold: float = 0.5, kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
+    scorer: ClassifierScorer | None = None, threshold: float = 0.5, resamples: int = 1000,
+    confidence: float = 0.95, seed: int = 0,
 ) -> dict[str, Any]:
-    """FID, KID and (optionally) the QC acceptance rate of generated vs real patches.
+    """KID with a both-set bootstrap interval, FID where the sets are large enough, and QC acceptance.
 
-    The acceptance rate on the real patches is reported too: it is the classifier's recall, the
-    ceiling a generator can be compared against.
+    Args:
+        real_patches, generated_patches: ``(N, S, S)`` patches in ``[0, 1]``, ``N >= 2`` each.
+        extractor: the feature network; must not be the QC classifier's checkpoint.
+        real_classes, generated_classes: ``(N,)`` category ids (for the QC acceptance rates).
+        scorer: the QC classifier, optional.
+        threshold: minimum P(requested class) to accept.
+        resamples, confidence, seed: the KID bootstrap (:func:`kid_with_interval`).
+
+    Returns:
+        ``n_real``, ``n_generated``, ``kid``, ``kid_low``, ``kid_high``, ``fid`` (``None`` below
+        :data:`~synth.diffusion.distances.FID_MIN_SAMPLES` per set, with ``fid_note`` saying why),
+        ``extractor`` and, with a scorer, ``qc``. The acceptance rate of the real patches is the
+        classifier's recall: the ceiling a generator can be compared against.
     """
     if len(real_patches) < 2 or len(generated_patches) < 2:
         raise UserInputError("FID/KID need at least 2 patches in each set", field="patches",
                              value=(len(real_patches), len(generated_patches)))
+    extractor_info = extractor.describe()
+    if scorer is not None:
+        qc_info = scorer.network.describe()
+        same = extractor_info["checkpoint_sha256"] and extractor_info["checkpoint_sha256"] == qc_info["checkpoint_sha256"]
+        if same or scorer.network is extractor:
+            raise UserInputError("the feature extractor and the QC classifier are the same network: a filter "
+                                 "that also grades its own selection is circular; name another extractor",
+                                 field="extractor", value=extractor_info["checkpoint"])
     real_f = extractor.features(real_patches)
     gen_f = extractor.features(generated_patches)
-    kid_mean, kid_std = kid_from_features(real_f, gen_f, subsets=kid_subsets, subset_size=kid_subset_size)
+    kid = kid_with_interval(real_f, gen_f, resamples=resamples, confidence=confidence, seed=seed)
+    fid, fid_note = fid_if_enough(real_f, gen_f)
     report: dict[str, Any] = {
-        "extractor": extractor.spec.describe(), "feature_dim": int(real_f.shape[1]),
+        "extractor": extractor_info, "feature_dim": int(real_f.shape[1]),
         "n_real": int(len(real_patches)), "n_generated": int(len(generated_patches)),
-        "fid": fid_from_features(real_f, gen_f), "kid": kid_mean, "kid_std": kid_std,
+        "kid": kid.kid, "kid_low": kid.low, "kid_high": kid.high, "kid_confidence": kid.confidence,
+        "kid_resamples": kid.resamples, "kid_interval": "percentile bootstrap resampling both sets",
+        "fid": fid, "fid_note": fid_note,
     }
     if scorer is not None and real_classes is not None and generated_classes is not None:
         report["qc"] = {
-            "classifier": scorer.network.spec.describe(), "threshold": threshold,
+            "classifier": scorer.network.describe(), "threshold": threshold,
             "acceptance_generated": acceptance_rate(scorer.score(generated_patches, generated_classes), threshold),
             "acceptance_real": acceptance_rate(scorer.score(real_patches, real_classes), threshold),
         }
@@ -353,7 +299,7 @@ def evaluate_sets(
 
 @dataclass(frozen=True)
 class ClassifierTrainConfig:
-    """Training of a small timm patch classifier (QC filter and FID/KID feature extractor).
+    """Training of a small timm classifier (the QC filter, or the digits feature extractor).
 
     Attributes:
         arch: timm architecture (random init; nothing is downloaded).
@@ -370,6 +316,50 @@ class ClassifierTrainConfig:
     seed: int = 0
 
 
+def rotate_and_flip(x, generator):
+    """One random 90-degree rotation and an optional horizontal flip of a ``(B, C, S, S)`` batch."""
+    import torch
+
+    x = torch.rot90(x, int(torch.randint(4, (1,), generator=generator)), dims=(2, 3))
+    return torch.flip(x, dims=(3,)) if int(torch.randint(2, (1,), generator=generator)) else x
+
+
+def train_timm_classifier(x_all, targets, num_classes: int, config: ClassifierTrainConfig,
+                          augment: Callable[[Any, Any], Any], *, in_chans: int = 1, progress: bool = True):
+    """Train a randomly initialised timm classifier; returns it in eval mode.
+
+    Args:
+        x_all: ``Tensor[N, C, S, S]`` inputs in ``[-1, 1]``.
+        targets: ``Tensor[N]`` class indices in ``[0, num_classes)``.
+        num_classes: outputs of the head.
+        config: architecture, epochs, batch size, learning rate (AdamW, cosine decay to 0) and seed.
+        augment: ``(batch, torch.Generator) -> batch``, applied to every training batch.
+        in_chans: input channels.
+        progress: show a progress bar.
+    """
+    import timm
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed)
+    model = timm.create_model(config.arch, pretrained=False, in_chans=in_chans, num_classes=num_classes)
+    steps_per_epoch = max(1, int(np.ceil(len(x_all) / config.batch_size)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.train()
+    for _ in tqdm(range(config.epochs), desc="classifier", unit="epoch", disable=not progress):
+        order = torch.randperm(len(x_all), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            loss = torch.nn.functional.cross_entropy(model(augment(x_all[idx], generator)), targets[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model.eval()
+
+
 def fit_patch_classifier(
     patches: np.ndarray, class_ids: np.ndarray, out_path: str | Path, config: ClassifierTrainConfig,
     *, val_patches: np.ndarray | None = None, val_class_ids: np.ndarray | None = None, progress: bool = True,
@@ -382,9 +372,7 @@ def fit_patch_classifier(
     Returns:
         ``{"path", "class_names", "train_accuracy", "val_accuracy"}``.
     """
-    import timm
     import torch
-    from tqdm import tqdm
 
     from rfo_bench.categories import CATEGORY_BY_ID
     from rfo_bench.offline import prepare_offline
@@ -397,27 +385,7 @@ def fit_patch_classifier(
     index = {cid: k for k, cid in enumerate(ids)}
     targets = torch.tensor([index[int(c)] for c in class_ids])
     x_all = torch.from_numpy(np.asarray(patches, np.float32))[:, None] * 2.0 - 1.0
-    torch.manual_seed(config.seed)
-    model = timm.create_model(config.arch, pretrained=False, in_chans=1, num_classes=len(ids))
-    steps_per_epoch = max(1, int(np.ceil(len(x_all) / config.batch_size)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
-    generator = torch.Generator().manual_seed(config.seed)
-    model.train()
-    for _ in tqdm(range(config.epochs), desc="classifier", unit="epoch", disable=not progress):
-        order = torch.randperm(len(x_all), generator=generator)
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            k = int(torch.randint(4, (1,), generator=generator))
-            x = torch.rot90(x_all[idx], k, dims=(2, 3))
-            if int(torch.randint(2, (1,), generator=generator)):
-                x = torch.flip(x, dims=(3,))
-            loss = torch.nn.functional.cross_entropy(model(x), targets[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    model.eval()
+    model = train_timm_classifier(x_all, targets, len(ids), config, rotate_and_flip, progress=progress)
 
     def accuracy(p: np.ndarray, c: np.ndarray) -> float:
         with torch.no_grad():
@@ -430,5 +398,6 @@ def fit_patch_classifier(
               "val_accuracy": accuracy(val_patches, val_class_ids) if val_patches is not None else None}
     with atomic_output(out_path) as tmp:  # a killed run never leaves a half-written classifier
         torch.save({"arch": config.arch, "in_chans": 1, "class_names": names, "input_size": int(patches.shape[-1]),
-                    "state_dict": model.state_dict(), "train_config": config.__dict__, "accuracy": result}, tmp)
+                    "state_dict": model.state_dict(), "train_config": config.__dict__, "accuracy": result,
+                    "trained_on": f"RFO patch classification ({len(patches)} crops, {len(ids)} classes)"}, tmp)
     return result
