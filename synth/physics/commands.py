@@ -11,6 +11,7 @@ import argparse
 import json
 
 from rfo_bench.cli_support import add_command
+from synth.physics.visibility import MIN_VISIBLE_CNR
 
 #: flag destination → the acquisition setting it makes explicit.
 ACQUISITION_FLAGS = {"kvp": "kvp", "mas": "mas", "sid": "source_to_detector_mm",
@@ -34,7 +35,8 @@ def config_from_args(args: argparse.Namespace):
                               mas=float(given.get("mas", defaults.technique.mas)))
     return PhysicsConfig(
         mode=args.mode, size=args.size, classes=classes, max_objects=args.max_objects,
-        negative_fraction=args.negative_fraction, supersample=args.supersample, technique=technique,
+        negative_fraction=args.negative_fraction, supersample=args.supersample, label_min_cnr=args.label_min_cnr,
+        technique=technique,
         source_to_detector_mm=float(given.get("sid", defaults.source_to_detector_mm)),
         patient_centre_to_detector_mm=float(given.get("patient_to_detector", defaults.patient_centre_to_detector_mm)),
         pixel_spacing_mm=given.get("pixel_spacing"),
@@ -80,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     phys.add_argument("--workers", type=int, default=1, help="worker processes")
     phys.add_argument("--max-objects", type=int, default=3, help="objects per positive image: 1..max")
     phys.add_argument("--negative-fraction", type=float, default=0.15, help="fraction of images without objects")
+    phys.add_argument("--label-min-cnr", type=float, default=MIN_VISIBLE_CNR,
+                      help="label an object only when its peak signal reaches this many times the local noise "
+                           f"(0: every object) [{MIN_VISIBLE_CNR:g}]")
     phys.add_argument("--supersample", type=int, default=2, help="sub-rays per pixel along each axis")
     acquisition = phys.add_argument_group(
         "acquisition", "given flags win over a DICOM film's header; without a flag the header's value is used, "

@@ -15,6 +15,7 @@ from synth.physics.film import FilmVariationConfig
 from synth.physics.patient_pose import CTPoseConfig
 from synth.physics.placement import OrientationConfig
 from synth.physics.spectra import Spectrum, TubeTechnique, tube_spectrum
+from synth.physics.visibility import MIN_VISIBLE_CNR
 
 DEFAULT_CLASSES = tuple(CATEGORY_BY_NAME)
 
@@ -48,6 +49,9 @@ class PhysicsConfig:
         label_min_attenuation: an object's label holds the pixels where it changes the log-signal by at
             least this much (0.005 = 0.5 % contrast) before noise, after the detector's blur and the
             console's edge enhancement.
+        label_min_cnr: an object is labelled only when its noise-free peak signal reaches this many times
+            the local quantum and anatomical noise (:mod:`synth.physics.visibility`; 5: Rose's criterion);
+            fainter objects stay in the image unlabelled and are counted. 0 labels every object.
         film: per-image film variation (radiograph mode).
         ct_pose: per-image patient pose and habitus (CT mode).
         orientation: orientation priors per class.
@@ -71,6 +75,7 @@ class PhysicsConfig:
     calibration_percentiles: tuple[float, float] = (0.5, 99.5)
     body_threshold_mm: float = 60.0
     label_min_attenuation: float = 0.005
+    label_min_cnr: float = MIN_VISIBLE_CNR
     film: FilmVariationConfig = field(default_factory=FilmVariationConfig)
     ct_pose: CTPoseConfig = field(default_factory=CTPoseConfig)
     orientation: OrientationConfig = field(default_factory=OrientationConfig)
@@ -91,6 +96,8 @@ class PhysicsConfig:
         if self.max_objects < 0 or not 0.0 <= self.negative_fraction <= 1.0:
             raise UserInputError("need max_objects >= 0 and 0 <= negative_fraction <= 1", field="max_objects",
                                  value=(self.max_objects, self.negative_fraction))
+        if not self.label_min_cnr >= 0.0:
+            raise UserInputError("label_min_cnr must be >= 0", field="label_min_cnr", value=self.label_min_cnr)
         if self.supersample < 1:
             raise UserInputError("supersample must be >= 1", field="supersample", value=self.supersample)
         if self.explicit is None:

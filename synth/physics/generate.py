@@ -223,6 +223,8 @@ def generate_dataset(
             "shard": f"{k}/{num}",
             "n_images": len(records),
             "n_annotations": len(annotations),
+            # Placed objects left unlabelled: below config.label_min_cnr (synth.physics.visibility).
+            "n_objects_not_labelled": sum(int(r.get("objects_not_labelled", 0)) for r in records),
             "config": _jsonable(config.to_dict()),
             "backgrounds": [{"file": f.name, "sha256": sha256_file(f)} for f in files],
             "objects": None if meshes is None else [{"file": m.name, "class": m.class_name, "material": m.material}

@@ -36,6 +36,7 @@ from synth.physics.patient_pose import PatientPose, draw_patient_pose, warp_proj
 from synth.physics.placement import draw_rotation, min_half_extent_mm, object_sample_points
 from synth.physics.project import ROI
 from synth.physics.scene import PlacedObject, annotation, layer_exponent, place_and_project, warm_rasteriser
+from synth.physics.visibility import anatomical_sigma, blurred_noise_fraction, peak_cnr
 
 PLACEMENT_ATTEMPTS = 120
 
@@ -98,16 +99,22 @@ class Renderer:
             pose = self.draw_patient_pose(rng)
             placed = self.draw_scene(rng, pose=pose)
             image, annotations = self.render_ct(rng, placed, pose)
-            return image, annotations, {"patient_pose": pose.to_dict()}
+            return image, annotations, {"patient_pose": pose.to_dict(), **self._not_visible(placed, annotations)}
         film = self.draw_film(rng)
         placed = self.draw_scene(rng, film=film)
         image, annotations = self.render_radiograph(rng, placed, film)
         if self.config.display.photometric == "MONOCHROME1":
             image = 1.0 - image
+        hidden = self._not_visible(placed, annotations)
         if not film.params:
-            return image, annotations, {}
+            return image, annotations, hidden
         noise = round(self.fresh_noise_scale, 4) if self.config.noise.enabled else 0.0
-        return image, annotations, {"film": {**film.params, "fresh_noise_scale": noise}}
+        return image, annotations, {"film": {**film.params, "fresh_noise_scale": noise}, **hidden}
+
+    @staticmethod
+    def _not_visible(placed: list[PlacedObject], annotations: list[dict[str, Any]]) -> dict[str, Any]:
+        """How many placed objects went unlabelled (below the visibility threshold, or no footprint)."""
+        return {"objects_not_labelled": len(placed) - len(annotations)}
 
     def draw_patient_pose(self, rng: np.random.Generator) -> PatientPose:
         """This image's patient pose (CT mode), fitted to the CT's reach (:func:`~synth.physics.patient_pose.fit_pose`)."""
@@ -271,18 +278,26 @@ class Renderer:
             # blur, before the console's edge enhancement) changes the log-signal by at least the threshold,
             # either way (a wadded sponge's cotton and gas are darker than the tissue they displace).
             blurred = blur(clean, sigma)
-            ann = annotation(obj, np.abs(blurred) >= cfg.label_min_attenuation, det.shape, False, -np.log(ratio), roi)
-            if ann is None:
+            footprint = np.abs(blurred) >= cfg.label_min_attenuation
+            ann = annotation(obj, footprint, det.shape, False, -np.log(ratio), roi)
+            attenuation = film.resample(bg.attenuation, *roi.slices)
+            # Visible against the film's own texture (its display in log-signal units, edge-enhanced by its
+            # console) and the quantum noise: the object's signal is compared after the same enhancement.
+            texture = anatomical_sigma(film.display[roi.slices] / np.float32(bg.display_per_attenuation), det.pixel_mm)
+            quantum = np.sqrt(self._log_noise_variance(attenuation)) * blurred_noise_fraction(sigma)
+            shown = unsharp_mask(blurred, cfg.display, det.pixel_mm)
+            cnr = peak_cnr(shown, footprint, quantum, texture)
+            if ann is None or cnr < cfg.label_min_cnr:
                 continue
+            ann["visibility_cnr"] = round(cnr, 2)
             delta = clean
             if cfg.noise.enabled:
-                attenuation = film.resample(bg.attenuation, *roi.slices)
                 extra = np.clip(self._log_noise_variance(attenuation, total_ratio) - self._log_noise_variance(attenuation),
                                 0.0, None)
                 delta = clean + np.sqrt(extra) * rng.standard_normal(delta.shape) * (total_ratio < 1.0)
                 delta = unsharp_mask(blur(delta, sigma), cfg.display, det.pixel_mm)
             else:
-                delta = unsharp_mask(blurred, cfg.display, det.pixel_mm)
+                delta = shown
             display[roi.slices] = display[roi.slices] + (delta * slope).astype(np.float32)
             changed.append(roi)
             annotations.append(ann)
@@ -403,6 +418,22 @@ class Renderer:
         weights = self.spectrum.integrating_weights().astype(np.float32)
         return np.tensordot(weights, np.exp(-exponent), axes=1).astype(np.float64)
 
+    def _visibility_ct(self, obj: PlacedObject, before: np.ndarray, after: np.ndarray, footprint: np.ndarray,
+                       base: np.ndarray, scatter: np.ndarray | None) -> float:
+        """Peak CNR of one object (:mod:`synth.physics.visibility`) with the patient's scatter diluting it."""
+        cfg, det = self.config, self.detector
+        sl = obj.roi.slices
+        s_roi = scatter[sl] if scatter is not None else 0.0
+        delta = -np.log(np.maximum(after + s_roi, 1e-300) / np.maximum(before + s_roi, 1e-300))
+        sigma = blur_sigma_px(cfg.blur, det.pixel_mm,
+                              det.source_to_detector_mm / (det.source_to_object_mm + obj.pose.translation_mm[2]))
+        quanta = self.quanta_open * (before + s_roi)
+        quantum = np.sqrt(cfg.noise.variance_quanta2(quanta) / np.maximum(quanta, 1.0)**2) * blurred_noise_fraction(sigma)
+        pad = obj.roi.padded(int(np.ceil(2 * 4.0 / det.pixel_mm)), det)  # the neighbourhood: two anatomy scales
+        patient = base[pad.slices] + (scatter[pad.slices] if scatter is not None else 0.0)
+        texture = anatomical_sigma(-np.log(np.maximum(patient, 1e-300)), det.pixel_mm)
+        return peak_cnr(blur(delta, sigma), footprint, quantum, texture)
+
     def render_ct(self, rng: np.random.Generator, placed: list[PlacedObject], pose: PatientPose | None = None
                   ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """The posed patient's projection with the placed objects, and their labels."""
@@ -417,14 +448,23 @@ class Renderer:
             base = self._primary(maps)
         primary = base.copy()
         annotations = []
+        scatter = None
+        if placed and cfg.scatter.enabled:  # the patient's scatter, unchanged by a small object
+            scatter = scatter_signal(base, -np.log(np.maximum(base, 1e-12)), cfg.scatter, det.pixel_mm,
+                                     float(np.mean(self._mu_water)))
         for obj in placed:
             before = primary[obj.roi.slices].copy()
             # Objects overlapping earlier ones multiply their transmissions.
             after = self._object_primary_ct(obj, maps, patient) * (before / np.maximum(base[obj.roi.slices], 1e-300))
             log_att = -np.log(np.maximum(after, 1e-300) / np.maximum(before, 1e-300))
-            ann = annotation(obj, log_att >= cfg.label_min_attenuation, det.shape, self.flip_lr, log_att)
+            footprint = log_att >= cfg.label_min_attenuation
+            ann = annotation(obj, footprint, det.shape, self.flip_lr, log_att)
             primary[obj.roi.slices] = after
-            if ann is not None:
+            if ann is None:
+                continue
+            cnr = self._visibility_ct(obj, before, after, footprint, base, scatter)
+            if cnr >= cfg.label_min_cnr:
+                ann["visibility_cnr"] = round(cnr, 2)
                 annotations.append(ann)
         attenuation = -np.log(np.maximum(primary, 1e-12))
         signal = primary.copy()
