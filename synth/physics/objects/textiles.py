@@ -140,13 +140,7 @@ def make_sponge(rng: np.random.Generator) -> RFOObject:
     """
     if rng.random() < 0.2:
         return _flat_sponge(rng)
-    kind = "laparotomy_pad" if rng.random() < 0.4 else "gauze"
-    if kind == "gauze":
-        width, height = rng.uniform(70, 105, size=2)
-        thickness = rng.uniform(1.8, 3.0)
-    else:
-        width, height = rng.uniform(140, 230, size=2)
-        thickness = rng.uniform(2.5, 4.0)
+    kind, width, height, thickness = _sponge_kind_and_size(rng)
     density = rng.uniform(0.6, 1.1)
     bulk = rng.uniform(1.0, 1.6)
     radius = (3.0 * width * height * thickness * bulk / (4.0 * np.pi)) ** (1.0 / 3.0)
@@ -207,8 +201,8 @@ def make_sponge(rng: np.random.Generator) -> RFOObject:
     return RFOObject("sponge", tuple(parts), params)
 
 
-def _flat_sponge(rng: np.random.Generator) -> RFOObject:
-    """Gauze sponge or laparotomy pad with a woven BaSO4 marker thread, folded and crumpled."""
+def _sponge_kind_and_size(rng: np.random.Generator) -> tuple[str, float, float, float]:
+    """A gauze sponge (70-105 mm) or a laparotomy pad (140-230 mm): kind, width, height, thickness in mm."""
     kind = "laparotomy_pad" if rng.random() < 0.4 else "gauze"
     if kind == "gauze":
         width, height = rng.uniform(70, 105, size=2)
@@ -216,6 +210,12 @@ def _flat_sponge(rng: np.random.Generator) -> RFOObject:
     else:
         width, height = rng.uniform(140, 230, size=2)
         thickness = rng.uniform(2.5, 4.0)
+    return kind, float(width), float(height), float(thickness)
+
+
+def _flat_sponge(rng: np.random.Generator) -> RFOObject:
+    """Gauze sponge or laparotomy pad with a woven BaSO4 marker thread, folded and crumpled."""
+    kind, width, height, thickness = _sponge_kind_and_size(rng)
     density = rng.uniform(0.6, 1.1)  # cotton soaked with fluid (some trapped gas), as g/cm^3 of cellulose
     thread_r = rng.uniform(0.25, min(0.5, thickness / 4))
     # Fold radii are drawn first so the mesh is fine enough to follow the tightest bend.
