@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -456,62 +455,9 @@ _CIFAR_FILES = {
 }
 
 
-_CIFAR_MAX_BYTES = 1 << 30
-"""Largest CIFAR pickle read (1 GiB; the CIFAR-100 ``train`` file, the largest, is 155 MB)."""
-
-_CIFAR_GLOBALS = frozenset({
-    # what a NumPy array pickles to: protocols 0-4 (NumPy 1.x module names and NumPy 2.x ones) and 5
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("_codecs", "encode"),  # how Python 3 writes ``bytes`` at protocol 2 (the CIFAR files use protocol 2)
-})
-"""Every global a CIFAR batch may name; dicts, lists, numbers and strings need none."""
-
-
-class _RefusedGlobal(pickle.UnpicklingError):
-    """A pickle named a global outside :data:`_CIFAR_GLOBALS`."""
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """An unpickler that builds only what CIFAR batches hold: dicts, lists, strings, numbers, arrays.
-
-    Any other global a pickle names (a function to call, a class to build) is refused, so a crafted
-    file cannot run code; the check happens before the global is looked up.
-    """
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _CIFAR_GLOBALS:
-            raise _RefusedGlobal(f"{module}.{name}")
-        return super().find_class(module, name)
-
-
-def _unpickle(file: Path) -> dict[bytes, Any]:
-    """Read one CIFAR python batch with :class:`_CifarUnpickler` (nothing in the file runs).
-
-    Raises:
-        UserInputError: unreadable, oversized, damaged, not a dict, or naming a refused global.
-    """
-    try:
-        size = file.stat().st_size
-        if size > _CIFAR_MAX_BYTES:
-            raise UserInputError(f"CIFAR batch is {size / 2**20:.0f} MiB, more than the "
-                                 f"{_CIFAR_MAX_BYTES >> 20} MiB a batch can be", file=file)
-        with open(file, "rb") as handle:
-            batch = _CifarUnpickler(handle, encoding="bytes").load()
-    except UserInputError:
-        raise
-    except _RefusedGlobal as err:
-        raise UserInputError(f"refused: the pickle names {err}, which a CIFAR batch never holds (loading it "
-                             "could run code)", file=file) from None
-    except Exception as err:  # a damaged pickle raises many types (EOFError, ValueError, KeyError, ...)
-        raise UserInputError(f"cannot read CIFAR batch ({type(err).__name__}: {err})", file=file) from None
-    if not isinstance(batch, dict):
-        raise UserInputError(f"a CIFAR batch is a dict, this file holds a {type(batch).__name__}", file=file)
-    return batch
-
-
 def _load_cifar(kind: str, directory: Path, size: tuple[int, int] | None, in_chans: int) -> dict[str, ClassificationData]:
+    from vision_unlearn.cifar_pickle import read_cifar_batch
+
     train_names, test_names, meta_name, label_key, names_key, subdir = _CIFAR_FILES[kind]
     if (directory / subdir).is_dir():
         directory = directory / subdir
@@ -523,7 +469,7 @@ def _load_cifar(kind: str, directory: Path, size: tuple[int, int] | None, in_cha
             f"(the 'python version' archive, extracted; nothing is downloaded)", file=directory,
             field="missing", value=missing,
         )
-    meta = _unpickle(directory / meta_name)
+    meta = read_cifar_batch(directory / meta_name)
     if names_key not in meta:
         raise UserInputError("meta file lacks the class names", file=directory / meta_name,
                              field=names_key.decode())
@@ -532,7 +478,7 @@ def _load_cifar(kind: str, directory: Path, size: tuple[int, int] | None, in_cha
     for split, names in (("train", train_names), ("test", test_names)):
         arrays, labels = [], []
         for name in names:
-            batch = _unpickle(directory / name)
+            batch = read_cifar_batch(directory / name)
             for key in (b"data", label_key):
                 if key not in batch:
                     raise UserInputError("CIFAR batch lacks a field", file=directory / name, field=key.decode())
