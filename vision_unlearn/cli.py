@@ -354,7 +354,7 @@ def _cmd_benchmark_detection(args: argparse.Namespace) -> int:
     )
 
     _refuse_flags([("--dataset", args.dataset), ("--image-size", args.image_size),
-                   ("--img-size-kwarg", args.img_size_kwarg), ("--sweep", args.sweep),
+                   ("--img-size-kwarg", args.img_size_kwarg),
                    ("--lira-shadows", args.lira_shadows), ("--data-seed", args.data_seed),
                    ("--resume", args.resume or None), ("--no-relearn", args.no_relearn or None)],
                   "this flag is for classifiers; a detector benchmark takes --data (or --n-train/--n-test for the "
@@ -372,7 +372,7 @@ def _cmd_benchmark_detection(args: argparse.Namespace) -> int:
         original_epochs=args.original_epochs, overrides=split_method_overrides(args.set), device=args.device,
         in_chans=args.in_chans,
         reference_retrains=1 if args.reference_retrains is None else args.reference_retrains,
-        models_dir=args.models_dir, groups=parse_method_groups(args.groups))
+        models_dir=args.models_dir, groups=parse_method_groups(args.groups), select=args.sweep)
     results = run_detection_benchmark(config, out, command=_command_text(args), progress=bool(args.progress))
     print(results_markdown(results["summary"], None))
     print(json.dumps({"results": str(out / "results.json")}))
@@ -506,8 +506,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds")
     bench.add_argument("--seed-start", type=int, default=0, help="first seed (seeds S..S+N-1)")
     bench.add_argument("--sweep", action="store_true",
-                       help="classifier: select hyper-parameters from grids on the validation rows of a separate "
-                            "data seed (without it, methods with presets choose among those the same way)")
+                       help="choose each method's configuration on validation data of a separate data seed, never "
+                            "on the reported test data (classifiers: from grids, and methods with presets choose "
+                            "among them without this flag too; detectors: among the per-request presets, "
+                            "recorded in selection.json)")
     bench.add_argument("--lira-shadows", type=int, default=None,
                        help="classifier: LiRA shadow models (one bank for all seeds); 16 when not given, 0 disables")
     bench.add_argument("--no-relearn", action="store_true", help="classifier: skip the relearning attack")

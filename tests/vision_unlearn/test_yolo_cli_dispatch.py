@@ -129,7 +129,7 @@ def test_unknown_method_field_is_refused_before_any_work(tmp_path: Path, capsys:
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["--model", "yolo:yolov8n.yaml", "--sweep"], "--sweep"),
+    (["--model", "yolo:yolov8n.yaml", "--lira-shadows", "4"], "--lira-shadows"),
     (["--model", "yolo:yolov8n.yaml", "--dataset", "digits"], "--dataset"),
     (["--model", "yolo:yolov8n.yaml", "--methods", "grad_ascent,nosuch"], "nosuch"),
     (["--model", "yolo:yolov8n.yaml", "--set", "scrub.temprature=2"], "temprature"),
@@ -398,3 +398,20 @@ def test_a_damaged_stored_detector_is_trained_again(tmp_path: Path) -> None:
     for key, value in first.state.items():
         assert torch.equal(value, again.state[key])  # training is deterministic per key
     assert train_detector(adapter, config, data, 0, "original").reused == str(stored)
+
+
+def test_sweep_makes_the_detector_benchmark_choose_on_a_separate_seed(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import vision_unlearn.detection_benchmark as detection_benchmark
+
+    seen = {}
+
+    def fake_run(config, out, command=None, progress=False):
+        seen["select"] = config.select
+        return {"summary": {}}
+
+    monkeypatch.setattr(detection_benchmark, "run_detection_benchmark", fake_run)
+    argv = ["benchmark", "--model", "yolo:yolov8n.yaml", "--imgsz", "64", "--forget", "class:clamp",
+            "--methods", "grad_ascent", "--seeds", "1", "--out", str(tmp_path / "b"), "--threads", "1"]
+    assert main([*argv, "--sweep"]) == 0 and seen["select"] is True
+    assert main([*argv, "--force"]) == 0 and seen["select"] is False
