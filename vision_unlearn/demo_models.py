@@ -72,7 +72,8 @@ def _run(adapter: Any, name: str, config: dict[str, Any], forget: Any, retain: A
 
     method = create_unlearner(name, adapter, dict(config))
     start = time.perf_counter()
-    run_loop(adapter, method, forget.stream(), retain.stream(), LoopSettings(seed=seed, device="cpu"))
+    # the demo's training and unlearning steps run for minutes on a CPU: show their progress
+    run_loop(adapter, method, forget.stream(), retain.stream(), LoopSettings(seed=seed, device="cpu", progress=True))
     return time.perf_counter() - start
 
 

@@ -28,7 +28,7 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -245,11 +245,15 @@ def _dicom_spacing(ds, file: Path) -> tuple[tuple[float, float], bool]:
             continue
         if row_mm > 0 and col_mm > 0:
             return (row_mm, col_mm), False
-    logger.warning(
-        "%s: no usable PixelSpacing/ImagerPixelSpacing (missing or zero); assuming %.3f mm",
-        file, DEFAULT_PIXEL_SPACING_MM,
-    )
+    _warn_default_spacing(str(file))
     return (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM), True
+
+
+@lru_cache(maxsize=1024)
+def _warn_default_spacing(file: str) -> None:
+    """Say once per file and process that the default spacing applies (a film is often read several times)."""
+    logger.warning("%s: no usable PixelSpacing/ImagerPixelSpacing (missing or zero); assuming %.3f mm",
+                   file, DEFAULT_PIXEL_SPACING_MM)
 
 
 def voi_window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:

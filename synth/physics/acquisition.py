@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def _number(ds, keyword: str, lo: float, hi: float, index: int | None = None) ->
         logger.warning("DICOM %s = %r is not a number; ignored", keyword, value)
         return None
     if not lo <= number <= hi:
-        logger.warning("DICOM %s = %s lies outside %s-%s; ignored", keyword, number, lo, hi)
+        _warn_out_of_range(keyword, number, lo, hi)
         return None
     return number
 
@@ -166,3 +167,9 @@ def resolve_acquisition(header: HeaderAcquisition, defaults: dict[str, float | N
                        patient_centre_to_detector_mm=float(values["patient_centre_to_detector_mm"]),
                        pixel_spacing_mm=None if values["pixel_spacing_mm"] is None else float(values["pixel_spacing_mm"]),
                        sources=sources)
+
+
+@lru_cache(maxsize=256)
+def _warn_out_of_range(keyword: str, number: float, lo: float, hi: float) -> None:
+    """Say once per value and process that a header value is ignored (every worker reads the header)."""
+    logger.warning("DICOM %s = %s lies outside %s-%s; ignored", keyword, number, lo, hi)
