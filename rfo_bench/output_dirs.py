@@ -224,6 +224,12 @@ def replace_dir(staging: Path, target: Path, tool: str) -> None:
     if reason is not None:  # the destination changed while we worked
         raise UserInputError(f"refusing to replace: {reason}", file=target)
     write_marker(staging, tool)
+    swap_in(staging, target)
+
+
+def swap_in(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``; an existing ``target`` is first moved into a fresh hidden folder,
+    then deleted with it. The caller has established that ``target`` may be replaced."""
     old: Path | None = None
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))

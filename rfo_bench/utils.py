@@ -68,7 +68,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
+        if tmp.is_symlink() or tmp.exists():  # a link written there may point nowhere yet
             tmp.unlink()
 
 

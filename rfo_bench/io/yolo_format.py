@@ -65,13 +65,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _link_atomically(source: Path, target: Path) -> None:
     """Point ``target`` at ``source`` in one rename; the caller has checked that ``target`` may be replaced."""
-    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
-    staging.symlink_to(source)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
+    with atomic_output(target) as tmp:
+        tmp.symlink_to(source)
 
 
 def _write_text_atomically(target: Path, text: str) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from rfo_bench.errors import UserInputError
-from rfo_bench.output_dirs import remove_stale_staging, write_marker
+from rfo_bench.output_dirs import remove_stale_staging, swap_in, write_marker
 from rfo_bench.utils import atomic_output, sha256_file
 from synth.diffusion.model import (
     META_FILE,
@@ -242,22 +241,16 @@ def _save_dir_atomically(target: Path, writer) -> None:
     """
     remove_stale_staging(target.parent, target.name)  # staging folders of killed runs
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    old: Path | None = None
     try:
         write_marker(staging, TOOL, state="staging")
         writer(staging)
         write_marker(staging, TOOL)
         if target.is_symlink() or target.exists() and not target.is_dir():
             raise UserInputError("expected a folder written by the trainer", file=target)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-        os.replace(staging, target)
+        swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _load_training_state(state_path: Path, device: str, unet, optimizer, ema) -> int:
