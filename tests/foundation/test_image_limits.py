@@ -14,36 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, read_image
 from rfo_bench.io.volumes import MAX_VOLUME_VOXELS, read_volume
+from tests.foundation.dicom_files import write_dicom
 
 BOMB_SIDE = 20_000  # 20000 x 20000 = 4e8 pixels: the 3 GB MemoryError
 ADDRESS_SPACE_BYTES = 4 * 2**30
 
 
 def _dataset(path: Path, transfer_syntax: str, rows: int, columns: int, pixel_data: bytes, **attrs) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = transfer_syntax
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "CR", "PAT-0001"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, 1
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    ds.PixelData = pixel_data
-    if transfer_syntax == RLELossless:
-        ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom(path, rows=rows, columns=columns, pixel_data=pixel_data, bits_allocated=8,
+                       transfer_syntax=transfer_syntax, **attrs)
 
 
 def _rle_bomb(path: Path) -> Path:

@@ -9,11 +9,10 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import DEFAULT_PIXEL_SPACING_MM, read_image, write_png16
+from tests.foundation.dicom_files import write_dicom
 
 H, W = 17, 11  # non-square on purpose: catches height/width swaps
 
@@ -62,27 +61,10 @@ def test_truncated_png_non_image_and_directory_are_user_errors(tmp_path: Path) -
 
 
 def _dicom(path: Path, pixels: np.ndarray, **attrs) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.PatientID = "PAT-0001"
-    ds.PatientName = "Doe^Jane"
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    if pixels is not None:
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel = 1
-        ds.BitsAllocated = 16
-        ds.HighBit = ds.BitsStored - 1
-        ds.PixelRepresentation = 0
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    if pixels is None:
+        return write_dicom(path, PatientName="Doe^Jane", **attrs)
+    return write_dicom(path, rows=pixels.shape[0], columns=pixels.shape[1],
+                       pixel_data=pixels.astype(np.uint16).tobytes(), PatientName="Doe^Jane", **attrs)
 
 
 def test_dicom_rescale_monochrome1_and_spacing(tmp_path: Path) -> None:

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from rfo_bench.errors import UserInputError
 from rfo_bench.pseudonym import (
@@ -26,6 +24,7 @@ from rfo_bench.pseudonym import (
     load_key,
     patient_pseudonym,
 )
+from tests.foundation.dicom_files import write_dicom
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(1, 33))
@@ -41,19 +40,8 @@ def key_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _dicom(path: Path, patient_id: str) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "CR", patient_id
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = 17, 11, 1
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = np.zeros((17, 11), dtype=np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom(path, rows=17, columns=11, pixel_data=np.zeros((17, 11), dtype=np.uint16).tobytes(),
+                       patient_id=patient_id, BitsStored=12)
 
 
 def test_same_key_same_pseudonym_other_key_other_pseudonym() -> None:
