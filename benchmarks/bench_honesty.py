@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rfo_bench.cli_support import add_command, make_parser, run_cli
-from rfo_bench.utils import atomic_write_bytes, seed_everything
+from toolkit_core.cli_support import add_command, make_parser, run_cli
+from toolkit_core.utils import atomic_write_bytes, seed_everything
 from vision_unlearn.adapters.timm import TimmAdapter
 from vision_unlearn.api import config_class_of, config_from_dict, parse_overrides
 from vision_unlearn.benchmark import (
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     rows = ["original", *(args.rows or list(VARIANTS))]
     for row in rows[1:]:
         if row not in VARIANTS:
-            from rfo_bench.errors import UserInputError
+            from toolkit_core.errors import UserInputError
 
             raise UserInputError(f"unknown row; known: {', '.join(VARIANTS)}", field="--rows", value=row)
     model = ModelChoice(name=args.model, image_size=args.image_size)

@@ -123,14 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="scratch folder (default: a new temporary folder)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     results = run(args)
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
-        from rfo_bench.utils import atomic_write_text
+        from toolkit_core.utils import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     return 0

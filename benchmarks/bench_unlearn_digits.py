@@ -45,7 +45,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def run_variants(results_path: Path, out: Path, seeds: list[int] | None) -> dict[str, Any]:
-    from rfo_bench.utils import atomic_write_bytes, seed_everything
+    from toolkit_core.utils import atomic_write_bytes, seed_everything
     from vision_unlearn.adapters.timm import TimmAdapter
     from vision_unlearn.api import config_class_of, config_from_dict
     from vision_unlearn.benchmark import (
@@ -130,7 +130,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "main":
-        from vision_unlearn.cli import main as cli_main
+        from rfo_toolkit.cli import vision_unlearn_main as cli_main
 
         return cli_main([*MAIN_ARGS, "--out", args.out])
     torch.set_num_threads(1)

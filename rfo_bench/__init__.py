@@ -1,8 +1,8 @@
 """RFO benchmark: loaders, detector baselines and a COCO + FROC + AUROC evaluator for retained foreign objects.
 
 This package is also the home of what the three packages share: the user-error type
-(:mod:`rfo_bench.errors`), image / DICOM / volume I/O (:mod:`rfo_bench.io`), offline set-up of
-third-party libraries (:mod:`rfo_bench.offline`) and the CLI error convention (:mod:`rfo_bench.cli_support`).
+(:mod:`toolkit_core.errors`), image / DICOM / volume I/O (:mod:`rfo_bench.io`), offline set-up of
+third-party libraries (:mod:`toolkit_core.offline`) and the CLI error convention (:mod:`toolkit_core.cli_support`).
 """
 
 from __future__ import annotations

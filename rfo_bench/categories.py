@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 CRITICAL = "critical"
 NON_CRITICAL = "non_critical"

@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
-from rfo_bench.cli_support import add_command, make_parser, run_cli
-from rfo_bench.errors import UserInputError
+from toolkit_core.cli_support import add_command
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_split(args: argparse.Namespace) -> int:
     from rfo_bench.io.coco import write_coco
     from rfo_bench.splits import kfold_splits, split_dataset, split_summary
-    from rfo_bench.utils import atomic_write_bytes
+    from toolkit_core.utils import atomic_write_bytes
 
     dataset = _read(args.data, args, patients=True)
     out = Path(args.out)
@@ -189,8 +188,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser, sub = make_parser("rfo-bench", "RFO chest X-ray benchmark: datasets, detectors and evaluation.")
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the library's sub-commands to the ``rfo-bench`` parser (built in :mod:`rfo_toolkit.cli`)."""
     cmd = add_command(
         sub, "inspect", _cmd_inspect,
         "read one image (PNG/JPEG/DICOM) with the shared reader and print its properties",
@@ -216,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--split-file", default=None, help="splits.json from `rfo-bench split` (YOLO train/val/test)")
     cmd.add_argument("--copy-images", action="store_true", help="copy images into the YOLO layout instead of linking")
     cmd.add_argument("--pseudonymise-names", action="store_true",
-                     help="coco/csv: write keyed pseudonyms (see rfo_bench.pseudonym) instead of file names and "
+                     help="coco/csv: write keyed pseudonyms (see toolkit_core.pseudonym) instead of file names and "
                           "patient ids, for files that leave the site")
 
     cmd = add_command(sub, "split", _cmd_split,
@@ -228,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--kfold", type=int, default=0, help="k-fold cross-validation instead of fractions")
     cmd.add_argument("--seed", type=int, default=0, help="shuffle seed")
     cmd.add_argument("--pseudonymise-names", action="store_true",
-                     help="write keyed pseudonyms (see rfo_bench.pseudonym) instead of file names and patient "
+                     help="write keyed pseudonyms (see toolkit_core.pseudonym) instead of file names and patient "
                           "ids into the per-split COCO files, for manifests that leave the site")
 
     cmd = add_command(sub, "eval", _cmd_eval,
@@ -253,22 +252,3 @@ def build_parser() -> argparse.ArgumentParser:
     from rfo_bench.detectors.commands import register as register_detectors
 
     register_detectors(sub)
-    cmd = add_command(sub, "report", _cmd_report,
-                      "rebuild report.html from an `rfo-bench eval` directory or a demo run directory")
-    cmd.add_argument("run_dir", help="directory holding report.json (eval) or */stage.json (demo)")
-    return parser
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from rfo_bench.report_html import rebuild_report
-
-    print(rebuild_report(args.run_dir))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(build_parser(), argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.coco import dataset_to_coco_dict
 from rfo_bench.io.records import DetectionDataset
 from rfo_bench.metrics import auroc as auroc_m
@@ -63,7 +62,8 @@ from rfo_bench.metrics.froc import (
 )
 from rfo_bench.predictions import Predictions
 from rfo_bench.report_markdown import report_markdown
-from rfo_bench.utils import atomic_write_bytes
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -465,7 +465,7 @@ def write_plots(
     evaluation: Evaluation, out: Path, gt: DetectionDataset, predictions: Predictions, *, max_examples: int = 8
 ) -> dict[str, Path]:
     """FROC curve, per-category PR curves at IoU 0.5, and a grid of worst false positives / missed objects."""
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     from matplotlib.figure import Figure

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.coco import load_json
 from rfo_bench.io.records import DetectionDataset, id_in_range
 from rfo_bench.io.rfo_csv import _has_header, read_text_rows, split_objects
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

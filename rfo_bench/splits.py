@@ -10,7 +10,7 @@ uses scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold`.
 
 Manifests that leave the site: file names often carry patient names (``Smith_John_CXR.dcm``) and CSV
 patient columns raw MRNs. :func:`pseudonymised_dataset` replaces both by keyed pseudonyms
-(:mod:`rfo_bench.pseudonym`) before a split is written (``rfo-bench split --pseudonymise-names``;
+(:mod:`toolkit_core.pseudonym`) before a split is written (``rfo-bench split --pseudonymise-names``;
 ``rfo-bench convert --pseudonymise-names`` does the same for a COCO or CSV file). The image ids, the
 split and its summary stay the same; whoever holds the site key maps a pseudonym back by pseudonymising
 the local file list. Without the option the real names are written, so that the files still lead to
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import STRATA, DetectionDataset
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +132,9 @@ def pseudonymised_dataset(
 ) -> DetectionDataset:
     """A copy to share: every file name and patient id replaced by its keyed pseudonym.
 
-    A file name becomes ``<32 hex>.<suffix>`` (:func:`rfo_bench.pseudonym.file_name_pseudonym`: no
+    A file name becomes ``<32 hex>.<suffix>`` (:func:`toolkit_core.pseudonym.file_name_pseudonym`: no
     folder and no part of the name survives), a patient id its
-    :func:`~rfo_bench.pseudonym.patient_pseudonym` (ids read from DICOM headers are pseudonyms already
+    :func:`~toolkit_core.pseudonym.patient_pseudonym` (ids read from DICOM headers are pseudonyms already
     and are pseudonymised once more, consistently). Image ids, sizes, annotations and the grouping of
     images by patient are unchanged, so a split computed on the original applies to the copy.
 
@@ -142,9 +142,9 @@ def pseudonymised_dataset(
         dataset: the dataset.
         root: root of the copy; pass the folder the manifests are written to, so that a COCO writer
             records neither the original image folder nor paths relative to it. Default: unchanged.
-        key: the secret key; default :func:`rfo_bench.pseudonym.load_key`.
+        key: the secret key; default :func:`toolkit_core.pseudonym.load_key`.
     """
-    from rfo_bench.pseudonym import file_name_pseudonym, load_key, patient_pseudonym
+    from toolkit_core.pseudonym import file_name_pseudonym, load_key, patient_pseudonym
 
     secret = load_key() if key is None else key
     records = [

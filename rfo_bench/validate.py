@@ -19,8 +19,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import ID_RANGE, DetectionDataset, ImageRecord, RFOObject, id_in_range
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
-from rfo_bench.cli_support import add_command, make_parser, run_cli
 from synth.physics.commands import register as register_physics
+from toolkit_core.cli_support import add_command, make_parser
 
 
 def _cmd_embedded(args: argparse.Namespace) -> int:
@@ -28,8 +27,8 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser, sub = make_parser("rfo-synth", "Synthesise chest radiographs with retained foreign objects.")
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the library's sub-commands to the ``rfo-synth`` parser (built in :mod:`rfo_toolkit.cli`)."""
     cmd = add_command(
         sub, "embedded", _cmd_embedded,
         "describe the embedded real backgrounds (chest radiograph and chest CT) and write previews",
@@ -47,12 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--crops", action="store_true", help="one close-up per object instead of whole images")
     from synth.diffusion.commands import register as register_diffusion
     register_diffusion(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rfo-synth`` parser (the entry point is :func:`rfo_toolkit.cli.rfo_synth_main`)."""
+    parser, sub = make_parser("rfo-synth", "Synthesise chest radiographs with retained foreign objects.")
+    register(sub)
     return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(build_parser(), argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -13,7 +13,7 @@ import numpy as np
 from rfo_bench.io.embedded import embedded_ct_path, embedded_radiograph_path
 from rfo_bench.io.images import read_image, write_png8, write_png16
 from rfo_bench.io.volumes import read_volume
-from rfo_bench.utils import sha256_file
+from toolkit_core.utils import sha256_file
 
 
 def ct_pa_attenuation(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.output_dirs import staged_output_dir
-from rfo_bench.utils import atomic_write_text
+from toolkit_core.output_dirs import staged_output_dir
+from toolkit_core.utils import atomic_write_text
 
 
 @contextmanager
@@ -23,7 +23,7 @@ def staged_directory(out: str | os.PathLike[str], overwrite: bool = False,
                      tool: str = "rfo-synth") -> Iterator[Path]:
     """Yield an empty staging directory that replaces ``out`` on success and is deleted on failure.
 
-    Only an empty folder or one this toolkit wrote is replaced (see :mod:`rfo_bench.output_dirs`).
+    Only an empty folder or one this toolkit wrote is replaced (see :mod:`toolkit_core.output_dirs`).
 
     Raises:
         UserInputError: ``out`` exists and is not empty and ``overwrite`` is false, or ``out`` is not a

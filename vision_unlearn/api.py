@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.protocols import MethodConfig, ModelAdapter, Unlearner
 from vision_unlearn.registry import get_unlearner_class, registered_names
 

@@ -7,7 +7,7 @@ unlearning), plus timings, library versions and a UTC timestamp. A digest over t
 (:attr:`AuditRecord.record_sha256`) reveals later edits of the file.
 
 Id digests are keyed by default: ``HMAC-SHA256(site key, salt + ":" + id)`` with the site's pseudonym
-key (:mod:`rfo_bench.pseudonym`) and a salt drawn at random per record (``id_digest: "hmac-sha256"``).
+key (:mod:`toolkit_core.pseudonym`) and a salt drawn at random per record (``id_digest: "hmac-sha256"``).
 Patient ids and MRNs are short and can be enumerated; with the key no reader of the record can try
 them all, while the stored salt keeps two records from being linked. Whoever holds the key (the site,
 or whom it shares the key with) and an id can check that the id was included
@@ -36,8 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_write_bytes, sha256_file, sha256_text
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes, sha256_file, sha256_text
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ def keyed_hash_id(identifier: str, salt: str, *, key: bytes | None = None) -> st
     Args:
         identifier: a sample or patient id.
         salt: the record's salt.
-        key: the secret key; default :func:`rfo_bench.pseudonym.load_key`.
+        key: the secret key; default :func:`toolkit_core.pseudonym.load_key`.
     """
-    from rfo_bench.pseudonym import load_key
+    from toolkit_core.pseudonym import load_key
 
     secret = load_key() if key is None else key
     return hmac.new(secret, f"{salt}:{identifier}".encode(), hashlib.sha256).hexdigest()
@@ -78,7 +78,7 @@ def _digest_function(scheme: str):
     if scheme == "sha256":
         return hash_id
     if scheme == "hmac-sha256":
-        from rfo_bench.pseudonym import load_key
+        from toolkit_core.pseudonym import load_key
 
         key = load_key()  # read once per record, not once per id
         return lambda identifier, salt: keyed_hash_id(identifier, salt, key=key)

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_write_bytes, seed_everything
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes, seed_everything
 from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
 from vision_unlearn.api import (
     config_class_of,

@@ -8,7 +8,7 @@ Two kinds of files share one container (a dict of tensors and plain values):
   the data order, so that :mod:`vision_unlearn.loop` resumes to the same final weights.
 
 A file that cannot be read, or is not one of ours, raises
-:class:`~rfo_bench.errors.UserInputError` naming the file.
+:class:`~toolkit_core.errors.UserInputError` naming the file.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_write_bytes
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes
 
 FORMAT = "vision_unlearn/1"
 

@@ -11,7 +11,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 CIFAR_MAX_BYTES = 1 << 30
 """Largest CIFAR pickle read (1 GiB; the CIFAR-100 ``train`` file, the largest, is 155 MB)."""

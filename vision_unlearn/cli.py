@@ -28,9 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.cli_support import add_command, make_parser, run_cli
-from rfo_bench.errors import UserInputError
-from vision_unlearn.demo_commands import register as register_demo
+from toolkit_core.cli_support import add_command
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def _method_config(name: str, config_file: str | None, overrides: Sequence[str])
 
 
 def _refuse_overwrite(paths: Sequence[Path], force: bool, resume: bool = False) -> None:
-    from rfo_bench.output_dirs import require_writable
+    from toolkit_core.output_dirs import require_writable
 
     for path in paths:  # fail before any computation when an output cannot be written
         require_writable(path, is_dir=False)
@@ -78,7 +77,7 @@ def _refuse_overwrite(paths: Sequence[Path], force: bool, resume: bool = False) 
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from rfo_bench.utils import atomic_write_bytes
+    from toolkit_core.utils import atomic_write_bytes
 
     atomic_write_bytes(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
 
@@ -431,12 +430,9 @@ def _cmd_list_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The ``vision-unlearn`` parser; ``argv`` (when given) is what ``benchmark`` records as its command."""
-    parser, sub = make_parser(
-        "vision-unlearn", "Machine unlearning for X-ray classifiers and detectors, with forgetting evaluation."
-    )
-    register_demo(sub)
+def register(sub: argparse._SubParsersAction, argv: Sequence[str] | None = None) -> None:
+    """Add the library's sub-commands to the ``vision-unlearn`` parser (built in :mod:`rfo_toolkit.cli`);
+    ``argv`` (when given) is what ``benchmark`` records as its command."""
 
     train = add_command(sub, "train", _cmd_train, "train the original classifier (timm) on a dataset")
     train.add_argument("--dataset", default="digits", help="digits, folder:DIR, csv:FILE, cifar10:DIR, ...")
@@ -547,12 +543,3 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     listing = add_command(sub, "list-methods", _cmd_list_methods, "list the registered methods and their configs")
     listing.add_argument("--json", action="store_true", help="print JSON")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(build_parser(argv), argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from rfo_bench.cli_support import add_command, make_parser, run_cli
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_write_text
+from toolkit_core.cli_support import add_command, make_parser, run_cli
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_text
 from vision_unlearn.adapters.yolo import PARAMETER_GROUPS, YoloAdapter, YoloModelSpec
 from vision_unlearn.detection_data import (  # noqa: F401  (re-exported)
     TOY_CLASSES,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.adapters.yolo_data import DetectionData
 
 TOY_CLASSES = ("needle", "sponge", "clamp")

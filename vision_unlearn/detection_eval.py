@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.adapters.yolo import YoloAdapter
 from vision_unlearn.adapters.yolo_data import DetectionData
 from vision_unlearn.detection_forget import DetectionForgetSplit

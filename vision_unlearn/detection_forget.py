@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.adapters.yolo_data import DetectionData
 from vision_unlearn.forget import read_id_file
 

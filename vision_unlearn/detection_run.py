@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.utils import atomic_write_text
+from toolkit_core.utils import atomic_write_text
 from vision_unlearn.adapters.yolo import YoloAdapter
 from vision_unlearn.adapters.yolo_data import DetectionData
 from vision_unlearn.detection_data import heldout_patient_split, load_detection_data

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_output
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_output
 
 SUMMARY_COLUMNS = ("forget_ap50", "forget_ap50_95", "retain_map50", "retain_map50_95", "forget_recall",
                    "misattribution_rate", "mia_auc", "mia_auc_ci_low", "mia_auc_ci_high", "calibrated_mia_auc",
@@ -143,7 +143,7 @@ def results_markdown(summary: Sequence[Mapping[str, Any]], command: str | None) 
 
 def plot_summary(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Forget AP50 / retain mAP50 / both MIA AUCs (0 where not reported) per method and scenario as grouped bars."""
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     import matplotlib

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from rfo_bench.utils import atomic_write_text
+from toolkit_core.utils import atomic_write_text
 from vision_unlearn.adapters.yolo import YoloAdapter
 from vision_unlearn.adapters.yolo_data import DetectionData
 from vision_unlearn.detection_forget import DetectionForgetSplit, resolve_detection_forget

@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

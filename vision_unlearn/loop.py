@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.api import config_to_dict
 from vision_unlearn.checkpoint import load_checkpoint, save_checkpoint
 from vision_unlearn.distributed import SINGLE_PROCESS, DistContext, average_buffers, shard, wrap_ddp

@@ -16,7 +16,7 @@ import pkgutil
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_write_bytes
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -430,7 +430,7 @@ def _draw_panel(axes: Any, points: list[dict[str, Any]], title: str, cmap: Any) 
 
 def plot_tradeoff(results: Mapping[str, Any], path: str | os.PathLike[str], *, dpi: int = 150) -> Path:
     """Write the forgetting-gap / utility / cost plot as a PNG, one panel per scenario (Agg canvas)."""
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     from matplotlib import colormaps

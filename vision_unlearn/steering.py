@@ -56,8 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_write_bytes
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

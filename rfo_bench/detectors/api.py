@@ -24,9 +24,9 @@ from rfo_bench.detectors.config import TrainConfig
 from rfo_bench.detectors.data import CategoryMap, category_map, count_objects, require_trainable
 from rfo_bench.detectors.detections import Detections
 from rfo_bench.detectors.registry import get_detector
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import DetectionDataset
-from rfo_bench.utils import atomic_output, atomic_write_bytes, seed_everything, sha256_text
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_output, atomic_write_bytes, seed_everything, sha256_text
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def train_detector(
             if not finished:  # an interrupted segment: its compute is added when the run is resumed
                 _write_ledger(out, meter.report(earlier))
     seconds = time.perf_counter() - start
-    from rfo_bench.utils import sha256_file
+    from toolkit_core.utils import sha256_file
 
     record = {
         "format": RECORD_FORMAT,
@@ -199,7 +199,7 @@ def _tiled(config: TrainConfig, train_sets: Sequence[DetectionDataset], val_set:
     import tempfile
 
     from rfo_bench.detectors.tiling import write_tile_dataset
-    from rfo_bench.output_dirs import remove_stale_staging, write_marker
+    from toolkit_core.output_dirs import remove_stale_staging, write_marker
 
     remove_stale_staging(out, TILES_NAME)
     root = Path(tempfile.mkdtemp(prefix=f".{TILES_NAME}.tmp-", dir=out))

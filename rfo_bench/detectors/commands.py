@@ -1,7 +1,7 @@
-"""``rfo-bench train``, ``rfo-bench predict`` and ``rfo-bench benchmark``.
+"""``rfo-bench train`` and ``rfo-bench predict``.
 
 Registered into the ``rfo-bench`` parser by :func:`register`; argument namespaces stop here and are
-turned into a :class:`~rfo_bench.detectors.config.TrainConfig` or a benchmark config file path.
+turned into a :class:`~rfo_bench.detectors.config.TrainConfig`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import json
 import logging
 from pathlib import Path
 
-from rfo_bench.cli_support import add_command
 from rfo_bench.detectors.config import RECIPES, TrainConfig, recipe_with_overrides, resolve_device
-from rfo_bench.errors import UserInputError
-from rfo_bench.output_dirs import require_writable
+from toolkit_core.cli_support import add_command
+from toolkit_core.errors import UserInputError
+from toolkit_core.output_dirs import require_writable
 
 logger = logging.getLogger(__name__)
 
@@ -143,33 +143,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from rfo_bench.leaderboard import load_benchmark_config, run_benchmark, with_arms, with_models, with_seeds
-
-    set_torch_threads(args.threads)
-    config = load_benchmark_config(args.config)
-    command = f"rfo-bench benchmark --config {args.config}"
-    if args.models:
-        config = with_models(config, args.models)
-        command += f" --models {args.models}"
-    if args.arms:
-        config = with_arms(config, args.arms)
-        command += f" --arms {args.arms}"
-    if args.seeds:
-        config = with_seeds(config, args.seeds)
-        command += f" --seeds {args.seeds}"
-    if args.out:
-        command += f" --out {args.out}"
-    if args.threads:
-        command += f" --threads {args.threads}"
-    result = run_benchmark(config, out_dir=args.out, force=args.force, progress=not args.no_progress,
-                           command=command)
-    print(result.markdown_path.read_text(encoding="utf-8"))
-    return 0
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``predict`` and ``benchmark`` to an ``rfo-bench`` sub-parser set."""
+    """Add ``train`` and ``predict`` to an ``rfo-bench`` sub-parser set."""
     names = "yolov8n, yolov8s, yolo11n, yolo11s, fasterrcnn, retinanet, fcos"
     cmd = add_command(subparsers, "train", _cmd_train, "train a detector baseline on an RFO dataset",
                       description=f"Train one detector ({names}; an unknown name lists every registered one).")
@@ -224,20 +199,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="intersection over the smaller box at which detections merge (default 0.5)")
     cmd.add_argument("--no-coarse-pass", action="store_true",
                      help="skip the whole-film pass for objects larger than a tile")
-    cmd.add_argument("--threads", type=int, default=None,
-                     help="torch CPU threads (default: torch's; the Ultralytics trainer sets its own)")
-    cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-    cmd = add_command(subparsers, "benchmark", _cmd_benchmark,
-                      "train models x data arms x seeds, evaluate each run and write a leaderboard")
-    cmd.add_argument("--config", required=True, help="benchmark YAML (see configs/benchmark_cpu.yaml)")
-    cmd.add_argument("--out", default=None, help="output directory (default: the config's out)")
-    cmd.add_argument("--models", default=None,
-                     help="comma-separated subset of the config's model rows (labels as in the table) to run")
-    cmd.add_argument("--arms", default=None,
-                     help="comma-separated subset of the config's arms to run (e.g. real,real+physics)")
-    cmd.add_argument("--seeds", default=None, help="comma-separated subset of the config's seeds to run")
-    cmd.add_argument("--force", action="store_true", help="re-run finished runs instead of reusing them")
     cmd.add_argument("--threads", type=int, default=None,
                      help="torch CPU threads (default: torch's; the Ultralytics trainer sets its own)")
     cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from rfo_bench.detectors.tiling import TileConfig
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 OPTIMIZERS = ("sgd", "adamw")
 """Optimisers a recipe can name."""

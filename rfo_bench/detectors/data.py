@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import read_image
 from rfo_bench.io.records import Category, DetectionDataset, ImageRecord
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from rfo_bench.detectors.config import Recipe
 from rfo_bench.detectors.data import DetectionSamples, collate
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_output
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_output
 
 logger = logging.getLogger(__name__)
 

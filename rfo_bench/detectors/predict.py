@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from rfo_bench.detectors.api import Detections, TrainedDetector
 from rfo_bench.detectors.data import CategoryMap, load_pixels
 from rfo_bench.io.records import DetectionDataset, ImageRecord
-from rfo_bench.utils import atomic_write_bytes
+from toolkit_core.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

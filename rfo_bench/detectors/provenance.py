@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import DetectionDataset
-from rfo_bench.utils import sha256_file
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import sha256_file
 
 
 def dataset_sha256(datasets: Sequence[DetectionDataset]) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 FAMILIES = ("torchvision", "ultralytics")
 _BUILTIN_MODULES = ("rfo_bench.detectors.torchvision_models", "rfo_bench.detectors.yolo")

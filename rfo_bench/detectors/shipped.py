@@ -21,8 +21,8 @@ from typing import Any
 from rfo_bench.detectors.config import Recipe, TrainConfig, recipe_with_overrides
 from rfo_bench.detectors.sliced import SliceConfig
 from rfo_bench.detectors.tiling import TileConfig
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_write_bytes, sha256_file
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
 

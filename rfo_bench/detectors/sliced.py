@@ -26,7 +26,7 @@ import numpy as np
 
 from rfo_bench.detectors.detections import Detections
 from rfo_bench.detectors.tiling import TileConfig, cut_tile, slice_windows, tile_to_film, window_film
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 MERGE_METHODS = ("nmm", "greedy_nmm", "nms")
 MATCH_METRICS = ("ios", "iou")

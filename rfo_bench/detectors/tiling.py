@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

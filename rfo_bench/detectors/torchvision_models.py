@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from rfo_bench.detectors.config import TrainConfig
 from rfo_bench.detectors.registry import register_detector
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def create_timm_features(model_name: str, *, in_chans: int = 1, weights: str | N
         UserInputError: unknown timm model, a model without ``features_only`` support, or a missing,
             damaged or foreign weights file.
     """
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     import timm

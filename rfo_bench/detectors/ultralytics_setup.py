@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 SAFE_LOAD_ENV = "ULTRALYTICS_SAFE_LOAD"
 """Environment variable that switches Ultralytics to restricted (``weights_only``) checkpoint loading."""
@@ -46,7 +46,7 @@ def import_ultralytics() -> Any:
     """
     import torch
 
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     os.environ[SAFE_LOAD_ENV] = "1"  # read at import; also inherited by worker processes

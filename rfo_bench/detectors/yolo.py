@@ -34,8 +34,8 @@ from rfo_bench.detectors.config import TrainConfig
 from rfo_bench.detectors.data import CategoryMap
 from rfo_bench.detectors.detections import Detections
 from rfo_bench.detectors.registry import register_detector
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import DetectionDataset
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def train_ultralytics(
             :func:`~rfo_bench.detectors.ultralytics_setup.check_yolo_checkpoint`).
     """
     from rfo_bench.detectors.ultralytics_setup import check_yolo_checkpoint, import_ultralytics
-    from rfo_bench.output_dirs import remove_stale_staging, write_marker
+    from toolkit_core.output_dirs import remove_stale_staging, write_marker
 
     import_ultralytics()
     if config.weights is not None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import DetectionDataset
+from toolkit_core.errors import UserInputError
 
 
 def data_yaml_path(path: str | Path) -> Path:

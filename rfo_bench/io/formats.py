@@ -17,9 +17,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import DICOM_SUFFIXES
 from rfo_bench.io.records import DetectionDataset
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -163,11 +163,11 @@ def fill_image_sizes(dataset: DetectionDataset, *, missing_ok: bool = False) -> 
 def dicom_patient_key(path: Path) -> str | None:
     """The pseudonymous patient key of a DICOM file (as :attr:`LoadedImage.patient_key`), header only.
 
-    The key is the keyed HMAC of ``PatientID`` (:func:`rfo_bench.pseudonym.patient_pseudonym`).
+    The key is the keyed HMAC of ``PatientID`` (:func:`toolkit_core.pseudonym.patient_pseudonym`).
     Returns None for non-DICOM or unreadable files and files without ``PatientID``.
     """
     from rfo_bench.io.images import _is_dicom
-    from rfo_bench.pseudonym import patient_pseudonym
+    from toolkit_core.pseudonym import patient_pseudonym
 
     if not path.is_file() or not _is_dicom(path):
         return None

@@ -14,10 +14,10 @@ Convention: pixels come back as ``float32`` in ``[0, 1]``; bright = dense (MONOC
 
 Decompression bombs: a small file can claim a huge image (an RLE DICOM of 20000 x 20000 decodes to
 gigabytes). The size the header states is checked against :data:`MAX_IMAGE_PIXELS` before any pixel is
-decoded, and a larger image is refused with a :class:`~rfo_bench.errors.UserInputError`.
+decoded, and a larger image is refused with a :class:`~toolkit_core.errors.UserInputError`.
 
 No DICOM patient tag is ever returned; the patient id, needed for patient-level splits, is returned
-only as a keyed pseudonym (:attr:`LoadedImage.patient_key`, see :mod:`rfo_bench.pseudonym`).
+only as a keyed pseudonym (:attr:`LoadedImage.patient_key`, see :mod:`toolkit_core.pseudonym`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_output
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class LoadedImage:
         source: the path read.
         photometric: ``MONOCHROME1``/``MONOCHROME2``/``RGB`` as stored in the file (before inversion).
         patient_key: pseudonymous patient key (keyed HMAC of the DICOM PatientID, see
-            :func:`rfo_bench.pseudonym.patient_pseudonym`) or ``None``. Computed on first access, so
+            :func:`toolkit_core.pseudonym.patient_pseudonym`) or ``None``. Computed on first access, so
             reading a film never needs (or creates) the site's pseudonym key unless a pseudonym is used.
     """
 
@@ -84,7 +84,7 @@ class LoadedImage:
 
     @cached_property
     def patient_key(self) -> str | None:
-        from rfo_bench.pseudonym import patient_pseudonym
+        from toolkit_core.pseudonym import patient_pseudonym
 
         return patient_pseudonym(self._patient_id) if self._patient_id else None
 

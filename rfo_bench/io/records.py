@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rfo_bench.categories import CATEGORY_BY_NAME, CRITICAL, NON_CRITICAL
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 SHAPE_KINDS = ("box", "ellipse", "polygon")

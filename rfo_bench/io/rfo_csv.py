@@ -26,9 +26,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import Category, DetectionDataset, ImageRecord, RFOObject, polygon_bbox
-from rfo_bench.utils import atomic_write_bytes
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 MAX_VOLUME_VOXELS = 2**29
 """Most voxels a CT header may state: 537 million (2 GB of ``float32``), e.g. 512 x 512 x 2048 slices.

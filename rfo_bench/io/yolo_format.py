@@ -22,10 +22,10 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import IMAGE_SUFFIXES
 from rfo_bench.io.records import Category, DetectionDataset, ImageRecord, RFOObject
-from rfo_bench.utils import atomic_output, atomic_write_text
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_output, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

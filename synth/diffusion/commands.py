@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.cli_support import add_command
-from rfo_bench.errors import UserInputError
+from toolkit_core.cli_support import add_command
+from toolkit_core.errors import UserInputError
 
 PRESETS = ("cpu", "tiny", "medium", "base")
 
@@ -132,7 +132,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                    "patch": spec.__dict__})
     text = json.dumps(report, indent=2)
     if args.out:
-        from rfo_bench.utils import atomic_write_text
+        from toolkit_core.utils import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     print(text)

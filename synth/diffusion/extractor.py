@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.utils import atomic_output
 from synth.diffusion.qc import ClassifierTrainConfig, train_timm_classifier
+from toolkit_core.utils import atomic_output
 
 DIGITS_SIZE_PX = 32
 """Side the 8x8 digits are upsampled to (and RFO crops are resized to before feature extraction)."""
@@ -79,7 +79,7 @@ def fit_digits_extractor(out_path: str | Path, config: ClassifierTrainConfig = D
     import torch
     from sklearn.model_selection import train_test_split
 
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     images, labels = digits_images()

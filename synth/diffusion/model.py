@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rfo_bench.categories import CATEGORY_BY_ID, RFO_CATEGORIES
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_write_bytes
 from synth.diffusion.patches import PatchSpec
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -257,7 +257,7 @@ MASK_BANK_MAX_BYTES = 1 << 30
 
 def save_mask_bank(ckpt_dir: Path, bank: dict[int, list[np.ndarray]]) -> None:
     """Store the tight object masks per class as ``mask_bank.npz`` (keys ``c{id}_{k}``), atomically."""
-    from rfo_bench.utils import atomic_output
+    from toolkit_core.utils import atomic_output
 
     arrays = {f"c{cid}_{k}": m.astype(bool) for cid, masks in bank.items() for k, m in enumerate(masks)}
     with atomic_output(ckpt_dir / MASK_BANK_FILE) as tmp:
@@ -312,7 +312,7 @@ def load_unet(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> UNet2
     """Load the EMA UNet of a checkpoint (local files only) in eval mode."""
     from diffusers import UNet2DModel
 
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     root = Path(ckpt_dir)

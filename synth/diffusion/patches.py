@@ -22,8 +22,8 @@ import numpy as np
 from scipy import ndimage
 
 from rfo_bench.categories import CATEGORY_BY_ID
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import read_image
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

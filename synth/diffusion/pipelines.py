@@ -28,9 +28,7 @@ from typing import Any
 import numpy as np
 
 from rfo_bench.categories import RFO_CATEGORIES, category, coco_categories
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import read_image, write_png16
-from rfo_bench.utils import atomic_write_bytes
 from synth.diffusion.patches import (
     PatchSpec,
     crop_square,
@@ -41,6 +39,8 @@ from synth.diffusion.patches import (
     resize_square,
 )
 from synth.diffusion.sample import list_backgrounds, paste_patch, rle_segmentation
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def load_pipeline(path: str | Path, task: str, device: str = "cpu"):
     if task not in TASKS:
         raise UserInputError(f"unknown task; expected one of {TASKS}", field="--task", value=task)
     check_pipeline_dir(path)
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     try:
@@ -235,7 +235,7 @@ def sample_pretrained(
     """
     import torch
 
-    from rfo_bench.utils import seed_everything
+    from toolkit_core.utils import seed_everything
 
     rng = seed_everything(seed)
     names = [category(c).name for c in classes] if classes else [c.name for c in RFO_CATEGORIES]

@@ -26,8 +26,6 @@ from typing import Any
 import numpy as np
 
 from rfo_bench.categories import RFO_CATEGORIES, category
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import atomic_output, sha256_file
 from synth.diffusion.distances import (  # noqa: F401  (re-exported: the distances are part of QC's interface)
     KidInterval,
     fid_from_features,
@@ -38,6 +36,8 @@ from synth.diffusion.distances import (  # noqa: F401  (re-exported: the distanc
     mmd2_unbiased,
     polynomial_kernel,
 )
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_output, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class TimmNetwork:
         import timm
         import torch
 
-        from rfo_bench.offline import prepare_offline
+        from toolkit_core.offline import prepare_offline
 
         prepare_offline()
         self.spec = spec
@@ -375,7 +375,7 @@ def fit_patch_classifier(
     import torch
 
     from rfo_bench.categories import CATEGORY_BY_ID
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     ids = sorted(set(np.asarray(class_ids).tolist()))

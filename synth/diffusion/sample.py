@@ -31,9 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from rfo_bench.categories import CATEGORY_BY_ID, category, coco_categories
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import IMAGE_SUFFIXES, read_image, write_png16
-from rfo_bench.utils import atomic_write_bytes
 from synth.diffusion.model import (
     NULL_CLASS,
     CheckpointInfo,
@@ -54,6 +52,8 @@ from synth.diffusion.patches import (
     resize_square,
     smooth_fill,
 )
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import atomic_write_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -631,7 +631,7 @@ def sample_dataset(
     import torch
     from tqdm import tqdm
 
-    from rfo_bench.utils import seed_everything
+    from toolkit_core.utils import seed_everything
 
     rng = seed_everything(seed)
     inpainter = Inpainter(ckpt_dir, config, device=device)

@@ -29,9 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.output_dirs import remove_stale_staging, swap_in, write_marker
-from rfo_bench.utils import atomic_output, sha256_file
 from synth.diffusion.model import (
     META_FILE,
     NULL_CLASS,
@@ -46,6 +43,9 @@ from synth.diffusion.model import (
     write_checkpoint_info,
 )
 from synth.diffusion.patches import PatchSet, PatchSpec, load_coco_patches, residual_scale, smooth_fill
+from toolkit_core.errors import UserInputError
+from toolkit_core.output_dirs import remove_stale_staging, swap_in, write_marker
+from toolkit_core.utils import atomic_output, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ def train(
     from diffusers.training_utils import EMAModel
     from tqdm import tqdm
 
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     model_config = model_config or ModelConfig()

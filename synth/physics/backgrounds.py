@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
 from synth.physics.detector import ScatterConfig
 from synth.physics.geometry import Detector
 from synth.physics.materials import linear_attenuation_per_mm, mass_attenuation
 from synth.physics.patient_pose import PoseLimits
 from synth.physics.placement import SoftTissueRegion, soft_tissue_region
 from synth.physics.spectra import Spectrum
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +110,8 @@ def prepare_radiograph(
     from scipy.ndimage import binary_erosion, binary_opening
 
     from rfo_bench.io.images import read_image
-    from rfo_bench.utils import sha256_file
     from synth.physics.detector import scatter_signal
+    from toolkit_core.utils import sha256_file
 
     image = read_image(path)
     spacing = image.pixel_spacing_mm if spacing_mm is None else (float(spacing_mm), float(spacing_mm))
@@ -305,7 +305,7 @@ def prepare_ct(path: str | os.PathLike[str], size: int, source_to_detector_mm: f
         UserInputError: unreadable CT, no voxel spacing, or no soft tissue in it.
     """
     from rfo_bench.io.volumes import read_volume
-    from rfo_bench.utils import sha256_file
+    from toolkit_core.utils import sha256_file
 
     volume = read_volume(path)
     hu = volume.hu

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from rfo_bench.cli_support import add_command
 from synth.physics.visibility import MIN_VISIBLE_CNR
+from toolkit_core.cli_support import add_command
 
 #: flag destination → the acquisition setting it makes explicit.
 ACQUISITION_FLAGS = {"kvp": "kvp", "mas": "mas", "sid": "source_to_detector_mm",

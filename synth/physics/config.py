@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from rfo_bench.categories import CATEGORY_BY_NAME, category
-from rfo_bench.errors import UserInputError
 from synth.physics.acquisition import OVERRIDABLE, Acquisition
 from synth.physics.detector import BlurConfig, DisplayConfig, NoiseConfig, ScatterConfig
 from synth.physics.film import FilmVariationConfig
@@ -16,6 +15,7 @@ from synth.physics.patient_pose import CTPoseConfig
 from synth.physics.placement import OrientationConfig
 from synth.physics.spectra import Spectrum, TubeTechnique, tube_spectrum
 from synth.physics.visibility import MIN_VISIBLE_CNR
+from toolkit_core.errors import UserInputError
 
 DEFAULT_CLASSES = tuple(CATEGORY_BY_NAME)
 

@@ -58,7 +58,7 @@ class NoiseConfig:
     electronic_noise_quanta: float = 3.0
 
     def __post_init__(self) -> None:
-        from rfo_bench.errors import UserInputError
+        from toolkit_core.errors import UserInputError
 
         if not 0.0 < self.swank_factor <= 1.0:
             raise UserInputError("the Swank factor must lie in (0, 1]", field="swank_factor", value=self.swank_factor)
@@ -100,7 +100,7 @@ class DisplayConfig:
     unsharp_amount: float = 1.5
 
     def __post_init__(self) -> None:
-        from rfo_bench.errors import UserInputError
+        from toolkit_core.errors import UserInputError
 
         if self.photometric not in ("MONOCHROME1", "MONOCHROME2"):
             raise UserInputError("photometric must be MONOCHROME1 or MONOCHROME2", field="photometric",

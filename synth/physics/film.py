@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 LUT_SIZE = 16384
 

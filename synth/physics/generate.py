@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
 from synth.physics.acquisition import Acquisition, read_header_acquisition, resolve_acquisition
 from synth.physics.config import DEFAULT_CLASSES, PhysicsConfig, detected_spectrum
 from synth.physics.render import Renderer
 from synth.physics.spectra import tube_spectrum
+from toolkit_core.errors import UserInputError
 
 __all__ = ["DEFAULT_CLASSES", "PhysicsConfig", "Renderer", "build_renderer", "detected_spectrum", "generate_dataset",
            "list_backgrounds", "parse_shard"]
@@ -173,9 +173,9 @@ def generate_dataset(
     from tqdm import tqdm
 
     from rfo_bench.categories import coco_categories
-    from rfo_bench.utils import sha256_file
     from synth.export import coco_document, staged_directory, write_json
     from synth.physics.objects.meshes import load_mesh_dir
+    from toolkit_core.utils import sha256_file
 
     if n < 0:
         raise UserInputError("number of images must be >= 0", field="--n", value=n)

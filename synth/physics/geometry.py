@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 
 @dataclass(frozen=True)

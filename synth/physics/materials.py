@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 
 @dataclass(frozen=True)

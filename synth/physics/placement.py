@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
 from synth.physics.geometry import axis_angle_matrix, random_rotation
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 CRITICAL_RGB = (255, 60, 60)
 NON_CRITICAL_RGB = (60, 200, 255)

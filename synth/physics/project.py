@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
 from synth.physics.geometry import Detector, Pose
 from synth.physics.materials import linear_attenuation_per_mm
 from synth.physics.spectra import Spectrum
+from toolkit_core.errors import UserInputError
 
 _MAX_CANDIDATES = 2_000_000
 

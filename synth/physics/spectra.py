@@ -12,8 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
 from synth.physics.materials import linear_attenuation_per_mm
+from toolkit_core.errors import UserInputError
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from synth.cli import main as synth_main
+from rfo_toolkit.cli import rfo_synth_main as synth_main
 
 
 def test_train_then_sample_through_the_cli(tiny_coco, tmp_path, capsys):

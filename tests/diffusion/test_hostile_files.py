@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rfo_bench.errors import UserInputError
-from synth.cli import main as synth_main
+from rfo_toolkit.cli import rfo_synth_main as synth_main
 from synth.diffusion.model import MASK_BANK_FILE, STATE_FILE, load_mask_bank
+from toolkit_core.errors import UserInputError
 
 TRAIN = ["--preset", "tiny", "--size", "32", "--batch-size", "2"]
 

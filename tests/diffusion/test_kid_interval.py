@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
 from synth.diffusion.distances import (
     FID_MIN_SAMPLES,
     fid_if_enough,
@@ -15,6 +14,7 @@ from synth.diffusion.distances import (
     polynomial_kernel,
 )
 from synth.diffusion.qc import ClassifierScorer, TimmModelSpec, TimmNetwork, evaluate_sets
+from toolkit_core.errors import UserInputError
 
 
 def expected_cubic_kernel(mean_x: np.ndarray, sd_x: float, mean_y: np.ndarray, sd_y: float, gamma: float,

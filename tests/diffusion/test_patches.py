@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from rfo_bench.errors import UserInputError
 from synth.diffusion.patches import (
     PatchSpec,
     Window,
@@ -21,6 +20,7 @@ from synth.diffusion.patches import (
     patch_masks,
     resize_square,
 )
+from toolkit_core.errors import UserInputError
 
 SPEC = PatchSpec(size_px=16, context=2.0, mask_margin_px=2)
 

@@ -11,9 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import read_image, write_png16
-from synth.cli import main as synth_main
+from rfo_toolkit.cli import rfo_synth_main as synth_main
 from synth.diffusion.patches import inpaint_region
 from synth.diffusion.pipelines import (
     PretrainedConfig,
@@ -24,6 +23,7 @@ from synth.diffusion.pipelines import (
     prompt_for,
     sample_pretrained,
 )
+from toolkit_core.errors import UserInputError
 
 
 class _GreyPipe:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import read_image, write_png16
-from synth.cli import main as synth_main
+from rfo_toolkit.cli import rfo_synth_main as synth_main
 from synth.diffusion.pipelines import check_pipeline_dir
+from toolkit_core.errors import UserInputError
 
 pytest.importorskip("transformers", reason="the pretrained path needs the `pretrained` extra")
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
-from synth.cli import main as synth_main
+from rfo_toolkit.cli import rfo_synth_main as synth_main
 from synth.diffusion.qc import (
     ClassifierScorer,
     TimmModelSpec,
@@ -20,6 +19,7 @@ from synth.diffusion.qc import (
     mmd2_unbiased,
     polynomial_kernel,
 )
+from toolkit_core.errors import UserInputError
 
 
 def test_frechet_distance_closed_form_diagonal():

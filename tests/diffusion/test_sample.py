@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import read_image, to_uint16, write_png16
-from synth.cli import main as synth_main
+from rfo_toolkit.cli import rfo_synth_main as synth_main
 from synth.diffusion.model import load_train_scheduler, load_unet, read_checkpoint_info
 from synth.diffusion.patches import Window, inpaint_region, mask_bbox_xywh
 from synth.diffusion.sample import (
@@ -23,6 +22,7 @@ from synth.diffusion.sample import (
     place_bank_mask,
     sample_dataset,
 )
+from toolkit_core.errors import UserInputError
 
 FAST = SamplerConfig(steps=3)
 

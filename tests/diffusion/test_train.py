@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
 from synth.diffusion.model import (
     NULL_CLASS,
     TINY_MODEL,
@@ -22,6 +21,7 @@ from synth.diffusion.model import (
 )
 from synth.diffusion.patches import PatchSpec
 from synth.diffusion.train import TrainConfig, train, training_loss
+from toolkit_core.errors import UserInputError
 
 SPEC = PatchSpec(size_px=32)
 FAST = TrainConfig(steps=4, batch_size=4, save_every=2, warmup_steps=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vision_unlearn.demo import STAGES, DemoConfig, run_demo
+from rfo_toolkit.demo.pipeline import STAGES, DemoConfig, run_demo
 
 
 @pytest.mark.slow

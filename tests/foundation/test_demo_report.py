@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.html_report import Figure, Section, Table, render_html
 from rfo_bench.io.images import write_png8
-from vision_unlearn import demo as demo_module
-from vision_unlearn.demo import DemoConfig, Stage, build_report, run_demo
+from rfo_toolkit.demo import pipeline as demo_module
+from rfo_toolkit.demo.pipeline import DemoConfig, Stage, build_report, run_demo
+from toolkit_core.errors import UserInputError
+from toolkit_core.html_report import Figure, Section, Table, render_html
 
 
 def _fake_stages(calls: list[str], fail_on: str | None = None):

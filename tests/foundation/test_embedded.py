@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.embedded import load_embedded_ct, load_embedded_radiograph
 from rfo_bench.io.volumes import read_volume
+from toolkit_core.errors import UserInputError
 
 
 def test_radiograph_shape_depth_and_spacing() -> None:

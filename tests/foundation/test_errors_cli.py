@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rfo_bench.cli_support import add_command, make_parser, run_cli
-from rfo_bench.errors import UserInputError
+from toolkit_core.cli_support import add_command, make_parser, run_cli
+from toolkit_core.errors import UserInputError
 
 REPO = Path(__file__).resolve().parents[2]
 

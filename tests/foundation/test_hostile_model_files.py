@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 
 class OpenMarker:
@@ -60,7 +60,7 @@ def crafted_checkpoint(path: Path, marker: Path, *, container: str = "torch", pa
         with open(path, "wb") as handle:
             pickle.dump({"model": evil}, handle, protocol=2)
     else:
-        from rfo_bench.offline import prepare_offline
+        from toolkit_core.offline import prepare_offline
 
         prepare_offline()
         from ultralytics.nn.tasks import DetectionModel
@@ -172,7 +172,7 @@ def coco(tmp_path: Path) -> Path:
 
 
 def test_rfo_bench_predict_refuses_a_crafted_yolo_checkpoint(tmp_path: Path, coco: Path, capsys) -> None:
-    from rfo_bench.cli import main
+    from rfo_toolkit.cli import rfo_bench_main as main
 
     marker = tmp_path / "marker"
     run = _detector_dir(tmp_path / "run", "yolov8n", "best.pt")
@@ -186,7 +186,7 @@ def test_rfo_bench_predict_refuses_a_crafted_yolo_checkpoint(tmp_path: Path, coc
 
 
 def test_rfo_bench_predict_refuses_an_exported_yolo_format(tmp_path: Path, coco: Path, capsys) -> None:
-    from rfo_bench.cli import main
+    from rfo_toolkit.cli import rfo_bench_main as main
 
     run = _detector_dir(tmp_path / "run", "yolov8n", "best.torchscript")
     (run / "best.torchscript").write_bytes(b"\0" * 16)
@@ -195,7 +195,7 @@ def test_rfo_bench_predict_refuses_an_exported_yolo_format(tmp_path: Path, coco:
 
 
 def test_rfo_bench_train_refuses_crafted_yolo_weights(tmp_path: Path, coco: Path, capsys) -> None:
-    from rfo_bench.cli import main
+    from rfo_toolkit.cli import rfo_bench_main as main
 
     marker = tmp_path / "marker"
     weights = crafted_checkpoint(tmp_path / "evil.pt", marker, payload="system")
@@ -211,7 +211,7 @@ def test_rfo_bench_train_refuses_crafted_yolo_weights(tmp_path: Path, coco: Path
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip", b"\x80\x02}q\x00."])
 def test_rfo_bench_predict_with_damaged_torchvision_weights_exits_2(tmp_path: Path, coco: Path, capsys,
                                                                   content: bytes) -> None:
-    from rfo_bench.cli import main
+    from rfo_toolkit.cli import rfo_bench_main as main
 
     run = _detector_dir(tmp_path / "run", "fcos", "model.pt", backbone="test_resnet")
     (run / "model.pt").write_bytes(content)
@@ -220,7 +220,7 @@ def test_rfo_bench_predict_with_damaged_torchvision_weights_exits_2(tmp_path: Pa
 
 
 def test_rfo_bench_predict_with_weights_of_another_model_exits_2(tmp_path: Path, coco: Path, capsys) -> None:
-    from rfo_bench.cli import main
+    from rfo_toolkit.cli import rfo_bench_main as main
 
     run = _detector_dir(tmp_path / "run", "fcos", "model.pt", backbone="test_resnet")
     torch.save({"backbone.weight": torch.zeros(3)}, run / "model.pt")
@@ -267,7 +267,7 @@ def test_cifar_loader_refuses_a_crafted_batch(tmp_path: Path, payload: str) -> N
 
 
 def test_vision_unlearn_train_on_a_crafted_cifar_batch_exits_2(tmp_path: Path, capsys) -> None:
-    from vision_unlearn.cli import main
+    from rfo_toolkit.cli import vision_unlearn_main as main
 
     directory = tmp_path / "cifar-10-batches-py"
     _write_cifar10(directory, 2)
@@ -296,7 +296,7 @@ def test_damaged_cifar_batch_is_a_user_error(tmp_path: Path, content: bytes) -> 
 
 # --- classifier model files (weights_only) ---------------------------------------------------------
 def test_vision_unlearn_model_file_with_code_is_refused(tmp_path: Path, capsys) -> None:
-    from vision_unlearn.cli import main
+    from rfo_toolkit.cli import vision_unlearn_main as main
 
     marker = tmp_path / "marker"
     path = crafted_checkpoint(tmp_path / "model.pt", marker, payload="system")

@@ -17,10 +17,10 @@ from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, read_image
 from rfo_bench.io.volumes import MAX_VOLUME_VOXELS, read_volume
 from tests.foundation.dicom_files import write_dicom
+from toolkit_core.errors import UserInputError
 
 BOMB_SIDE = 20_000  # 20000 x 20000 = 4e8 pixels: the issue's 3 GB MemoryError
 ADDRESS_SPACE_BYTES = 4 * 2**30
@@ -74,7 +74,7 @@ def _read_under_address_limit(call: str, path: Path) -> dict:
     script = textwrap.dedent(f"""
         import json, resource, sys, time
         resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE_BYTES}, {ADDRESS_SPACE_BYTES}))
-        from rfo_bench.errors import UserInputError
+        from toolkit_core.errors import UserInputError
         from {module} import {function}
         start = time.perf_counter()
         try:

@@ -10,9 +10,9 @@ import pydicom
 import pytest
 from PIL import Image
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import DEFAULT_PIXEL_SPACING_MM, read_image, write_png16
 from tests.foundation.dicom_files import write_dicom
+from toolkit_core.errors import UserInputError
 
 H, W = 17, 11  # non-square on purpose: catches height/width swaps
 
@@ -221,7 +221,7 @@ def test_a_non_image_is_a_user_error_after_ultralytics_patched_pillow(tmp_path: 
         "import sys\nfrom pathlib import Path\n"
         "from rfo_bench.detectors.ultralytics_setup import import_ultralytics\n"
         "import_ultralytics()\n"
-        "from rfo_bench.errors import UserInputError\n"
+        "from toolkit_core.errors import UserInputError\n"
         "from rfo_bench.io.formats import image_size\n"
         "from rfo_bench.io.images import read_image\n"
         "for reader in (read_image, image_size):\n"

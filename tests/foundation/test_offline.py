@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from rfo_bench.offline import prepare_offline
+from toolkit_core.offline import prepare_offline
 
 SCRIPT = textwrap.dedent(
     r"""
@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     socket.socket.connect = lambda self, *a, **k: refuse(*a)
     socket.socket.connect_ex = lambda self, *a, **k: refuse(*a)
 
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
     cache = Path(sys.argv[1])
     prepare_offline(cache)
 
@@ -70,8 +70,8 @@ def test_prepare_offline_sets_env_and_font(tmp_path: Path, monkeypatch) -> None:
 def test_import_has_no_side_effects() -> None:
     code = (
         "import os, sys; before = dict(os.environ);"
-        "import vision_unlearn, rfo_bench, synth, rfo_bench.io, rfo_bench.offline, vision_unlearn.cli;"
-        "import synth.cli, rfo_bench.cli;"
+        "import vision_unlearn, rfo_bench, synth, rfo_bench.io, toolkit_core.offline, vision_unlearn.cli;"
+        "import synth.cli, rfo_bench.cli, rfo_toolkit.cli, rfo_toolkit.leaderboard;"
         "assert dict(os.environ) == before, 'environment changed at import';"
         "assert 'ultralytics' not in sys.modules, 'ultralytics imported at package import'"
     )

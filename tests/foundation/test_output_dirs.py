@@ -1,4 +1,4 @@
-"""The toolkit replaces or deletes only what it wrote itself (``rfo_bench.output_dirs``).
+"""The toolkit replaces or deletes only what it wrote itself (``toolkit_core.output_dirs``).
 
 The destructive cases are checked through the pure predicates only (``/`` and the home folder are
 never handed to a command that could delete them); the CLI cases use folders in ``tmp_path``.
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.output_dirs import (
+from rfo_toolkit.cli import rfo_synth_main as synth_main
+from toolkit_core.errors import UserInputError
+from toolkit_core.output_dirs import (
     OWNER_MARKER,
     check_output_dir,
     claim_output_dir,
@@ -25,7 +26,6 @@ from rfo_bench.output_dirs import (
     staged_output_dir,
     why_not_replaceable,
 )
-from synth.cli import main as synth_main
 
 SYNTH = [str(Path(sys.executable).parent / "rfo-synth"), "physics", "--n", "1", "--size", "64", "--no-progress"]
 
@@ -152,7 +152,7 @@ def test_demo_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
 
 
 def test_a_demo_run_of_an_earlier_release_is_taken_up_but_a_lookalike_is_not(tmp_path: Path) -> None:
-    from vision_unlearn.demo import DEMO_TOOL, STAGES, _adopt_earlier_run
+    from rfo_toolkit.demo.pipeline import DEMO_TOOL, STAGES, _adopt_earlier_run
 
     stages = [s.name for s in STAGES]
     earlier = tmp_path / "earlier"

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.pseudonym import (
+from tests.foundation.dicom_files import write_dicom
+from toolkit_core.errors import UserInputError
+from toolkit_core.pseudonym import (
     KEY_ENV,
     KEY_FILE_ENV,
     PSEUDONYM_HEX_CHARS,
@@ -24,7 +25,6 @@ from rfo_bench.pseudonym import (
     load_key,
     patient_pseudonym,
 )
-from tests.foundation.dicom_files import write_dicom
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(1, 33))
@@ -143,7 +143,7 @@ def test_default_key_location_is_the_user_config_not_the_cache(tmp_path: Path,
 def test_no_key_is_read_or_written_at_import(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in (KEY_ENV, KEY_FILE_ENV)}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "cache")
-    code = "import rfo_bench.pseudonym, rfo_bench.io.images, rfo_bench.io.formats, rfo_bench.splits"
+    code = "import toolkit_core.pseudonym, rfo_bench.io.images, rfo_bench.io.formats, rfo_bench.splits"
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
     assert not (tmp_path / "cache").exists()
 
@@ -190,8 +190,8 @@ def test_pseudonymised_dataset_keeps_ids_annotations_and_patients(tmp_path: Path
 def test_split_command_writes_pseudonymised_names_on_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rfo_bench.cli import main
     from rfo_bench.io.coco import write_coco
+    from rfo_toolkit.cli import rfo_bench_main as main
 
     monkeypatch.setenv(KEY_ENV, KEY_A.hex())
     dataset = _named_dataset(tmp_path / "data")
@@ -233,8 +233,8 @@ def test_convert_writes_pseudonymised_names_on_request(tmp_path: Path, monkeypat
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     from dataclasses import replace
 
-    from rfo_bench.cli import main
     from rfo_bench.io.coco import read_coco, write_coco
+    from rfo_toolkit.cli import rfo_bench_main as main
 
     monkeypatch.setenv(KEY_ENV, KEY_A.hex())
     dataset = _named_dataset(tmp_path / "data")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rfo_bench.html_report import Figure, Section, Table, render_html
 from rfo_bench.io.images import write_png8
+from toolkit_core.html_report import Figure, Section, Table, render_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

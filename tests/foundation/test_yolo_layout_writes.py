@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import write_png16
 from rfo_bench.io.records import Category, DetectionDataset, ImageRecord, RFOObject
 from rfo_bench.io.yolo_format import WRITTEN_RECORD, read_yolo, write_yolo
+from toolkit_core.errors import UserInputError
 
 H, W = 11, 17
 

@@ -17,10 +17,10 @@ from rfo_bench.detectors.data import (
     collate,
     require_trainable,
 )
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.coco import read_coco
 from rfo_bench.io.images import write_png16
 from rfo_bench.io.records import Category
+from toolkit_core.errors import UserInputError
 
 
 def write_tiny_coco(

@@ -7,7 +7,7 @@ import torch
 
 from rfo_bench.detectors import TrainConfig, get_detector, list_detectors, recipe_with_overrides
 from rfo_bench.detectors.torchvision_models import TimmFPNBackbone
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 CONFIG = TrainConfig(model="fcos", recipe=recipe_with_overrides("cpu-tiny", {"imgsz": 64, "fpn_channels": 64}),
                      backbone="test_resnet")

@@ -10,7 +10,7 @@ from rfo_bench.detectors import RECIPES, TrainConfig, get_detector, list_detecto
 from rfo_bench.detectors.config import Recipe
 from rfo_bench.detectors.loop import lr_factor
 from rfo_bench.detectors.registry import register_detector
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 
 def test_every_baseline_is_registered_with_its_family() -> None:

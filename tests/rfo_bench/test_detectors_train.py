@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rfo_bench.cli import main
 from rfo_bench.detectors import TrainConfig, recipe_with_overrides
 from rfo_bench.detectors.api import load_detector, train_detector
 from rfo_bench.detectors.data import load_pixels
 from rfo_bench.io.coco import read_coco
+from rfo_toolkit.cli import rfo_bench_main as main
 from tests.rfo_bench.test_detectors_data import write_tiny_coco
 
 TINY = {"epochs": 1, "imgsz": 64, "batch_size": 2, "warmup_iters": 0}
@@ -113,7 +113,7 @@ class _StopTraining(Exception):
 def test_yolo_trainer_receives_the_whole_recipe(tmp_path: Path, monkeypatch, optimizer: str, expected: str) -> None:
     import ultralytics
 
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     seen: dict = {}
@@ -163,7 +163,7 @@ def test_threads_flag_limits_torch_threads(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_yolo_refuses_missing_images_instead_of_training_on_fewer(tmp_path: Path) -> None:
-    from rfo_bench.errors import UserInputError
+    from toolkit_core.errors import UserInputError
 
     dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4))
     (tmp_path / "d" / "images" / "3.png").unlink()

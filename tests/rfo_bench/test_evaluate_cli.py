@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from rfo_bench.cli import main
-from rfo_bench.errors import UserInputError
 from rfo_bench.evaluate import EvalConfig, evaluate
 from rfo_bench.io.coco import read_coco
 from rfo_bench.io.images import write_png16
 from rfo_bench.metrics import coco_eval as ce
 from rfo_bench.predictions import read_coco_results, read_localization_csv, read_predictions
+from rfo_toolkit.cli import rfo_bench_main as main
+from toolkit_core.errors import UserInputError
 
 REQUIRED_COCO = {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}
 

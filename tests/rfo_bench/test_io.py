@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.coco import read_coco, write_coco
 from rfo_bench.io.folders import read_image_folders
 from rfo_bench.io.formats import read_dataset
@@ -16,6 +15,7 @@ from rfo_bench.io.images import read_image, write_png16
 from rfo_bench.io.records import Category, DetectionDataset, ImageRecord, RFOObject, resolve_inside
 from rfo_bench.io.rfo_csv import read_rfo_csv, write_rfo_csv
 from rfo_bench.io.yolo_format import read_yolo, write_yolo
+from toolkit_core.errors import UserInputError
 
 HOPKINS = """image_path,annotation
 a.png,1_1_0 10 20 30 40;2_0_1 5 5 15 5 10 12

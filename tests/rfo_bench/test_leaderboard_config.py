@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import Category, DetectionDataset, ImageRecord
-from rfo_bench.leaderboard import (
+from rfo_toolkit.leaderboard import (
     GeneratorEntry,
     RunMetrics,
     RunOutcome,
@@ -22,6 +21,7 @@ from rfo_bench.leaderboard import (
     render_markdown,
     summarize_seeds,
 )
+from toolkit_core.errors import UserInputError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -149,7 +149,7 @@ def test_shipped_cpu_config_is_valid_and_cpu_sized() -> None:
 
 
 def test_arm_subset_keeps_config_order_and_rejects_unlisted_arms() -> None:
-    from rfo_bench.leaderboard import with_arms
+    from rfo_toolkit.leaderboard import with_arms
 
     config = parse_benchmark_config(_config(arms=["real", "real+physics", "synthetic_only"]), file="b.yaml")
     assert with_arms(config, "synthetic_only, real").arms == ("real", "synthetic_only")
@@ -158,7 +158,7 @@ def test_arm_subset_keeps_config_order_and_rejects_unlisted_arms() -> None:
 
 
 def test_model_subset_by_label_or_name() -> None:
-    from rfo_bench.leaderboard import with_models
+    from rfo_toolkit.leaderboard import with_models
 
     config = parse_benchmark_config(_config(), file="b.yaml")
     assert [m.display for m in with_models(config, "yolov8n").models] == ["yolov8n"]
@@ -169,7 +169,7 @@ def test_model_subset_by_label_or_name() -> None:
 
 
 def test_seed_subset() -> None:
-    from rfo_bench.leaderboard import with_seeds
+    from rfo_toolkit.leaderboard import with_seeds
 
     config = parse_benchmark_config(_config(seeds=[0, 1, 2]), file="b.yaml")
     assert with_seeds(config, "2,0").seeds == (0, 2)

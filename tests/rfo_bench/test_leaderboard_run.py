@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rfo_bench import leaderboard
-from rfo_bench.cli import main
+from rfo_toolkit import leaderboard
+from rfo_toolkit.cli import rfo_bench_main as main
 from tests.rfo_bench.test_detectors_data import write_tiny_coco
 
 
@@ -44,13 +44,12 @@ generators:
 
 
 def test_benchmark_runs_arms_skips_missing_generator_and_reuses_runs(tmp_path: Path, monkeypatch) -> None:
-    import synth.cli
 
     train = write_tiny_coco(tmp_path / "train", n=6, seed=1, patient_prefix="p")  # images 2, 4, 6 negative
     test = write_tiny_coco(tmp_path / "test", n=4, seed=2, patient_prefix="q")
     seen: list[list[str]] = []
     monkeypatch.setattr(leaderboard, "_generator_available", lambda argv: argv[0] == "physics")
-    monkeypatch.setattr(synth.cli, "main", _fake_generator(seen))
+    monkeypatch.setattr(leaderboard, "synth_main", _fake_generator(seen))
     config = _write_config(tmp_path, train, test)
 
     assert main(["benchmark", "--config", str(config), "--no-progress"]) == 0
@@ -126,7 +125,6 @@ def test_generated_set_with_names_relative_to_its_images_folder_is_read(tmp_path
 
 
 def test_generator_listing_missing_images_skips_its_arm_with_a_note(tmp_path: Path, monkeypatch) -> None:
-    import synth.cli
 
     train = write_tiny_coco(tmp_path / "train", n=6, seed=1, patient_prefix="p")
     test = write_tiny_coco(tmp_path / "test", n=4, seed=2, patient_prefix="q")
@@ -138,7 +136,7 @@ def test_generator_listing_missing_images_skips_its_arm_with_a_note(tmp_path: Pa
         return 0
 
     monkeypatch.setattr(leaderboard, "_generator_available", lambda argv: argv[0] == "physics")
-    monkeypatch.setattr(synth.cli, "main", broken_generator)
+    monkeypatch.setattr(leaderboard, "synth_main", broken_generator)
     monkeypatch.setattr("rfo_bench.detectors.api.train_detector",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("no arm should train")))
     config = _write_config(tmp_path, train, test, arms="[real+physics, synthetic_only]")

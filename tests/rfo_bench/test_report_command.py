@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rfo_bench.cli import main
 from rfo_bench.io.images import write_png8
+from rfo_toolkit.cli import rfo_bench_main as main
 
 
 def test_report_rebuilds_html_from_eval_results(tmp_path: Path, capsys) -> None:

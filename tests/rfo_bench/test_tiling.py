@@ -23,7 +23,7 @@ from rfo_bench.detectors.tiling import (
     whole_film_plan,
     window_film,
 )
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 HEIGHT, WIDTH = 110, 170
 ATOL = 1e-4

@@ -14,17 +14,17 @@ import torch
 import yaml
 from torch import nn
 
-from rfo_bench.cli import main
 from rfo_bench.detectors import TrainConfig, recipe_with_overrides
 from rfo_bench.detectors.api import load_detector, train_detector
 from rfo_bench.detectors.data import load_pixels
 from rfo_bench.detectors.loop import train_torchvision
 from rfo_bench.detectors.sliced import SlicedDetector
 from rfo_bench.detectors.tiling import TileConfig
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.coco import read_coco
-from rfo_bench.utils import sha256_file
+from rfo_toolkit.cli import rfo_bench_main as main
 from tests.rfo_bench.test_detectors_data import write_tiny_coco
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import sha256_file
 
 HEIGHT, WIDTH = 110, 170
 TILE = 64

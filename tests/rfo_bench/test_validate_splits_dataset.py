@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from rfo_bench.dataset import RFOTorchDataset, bbox_safe_compose, detection_collate
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import write_png16
 from rfo_bench.io.records import Category, DetectionDataset, ImageRecord, RFOObject
 from rfo_bench.splits import kfold_splits, split_dataset
 from rfo_bench.validate import check_dataset, require_valid_annotations
+from toolkit_core.errors import UserInputError
 
 
 def test_validate_reports_every_problem_in_one_pass(tmp_path):
@@ -149,7 +149,7 @@ def test_patient_ids_from_dicom_keep_a_patient_in_one_split(tmp_path):
 
 
 def test_validate_cli_prints_one_line_per_problem_and_exits_1(tmp_path, capsys):
-    from rfo_bench.cli import main
+    from rfo_toolkit.cli import rfo_bench_main as main
 
     (tmp_path / "gt.csv").write_text("image_path,annotation\na.png,0 1 2 3\nb.png,1_1_0 1 2 3 4\nc.png,0 1 1 5 5\n")
     assert main(["validate", str(tmp_path / "gt.csv"), "--no-images"]) == 1
@@ -163,7 +163,7 @@ def test_validate_cli_prints_one_line_per_problem_and_exits_1(tmp_path, capsys):
 
 
 def test_validate_absolute_paths_need_a_root_above_them(tmp_path, capsys):
-    from rfo_bench.cli import main
+    from rfo_toolkit.cli import rfo_bench_main as main
 
     image = tmp_path / "images" / "a.png"
     write_png16(image, np.zeros((11, 17)))
@@ -177,7 +177,7 @@ def test_validate_absolute_paths_need_a_root_above_them(tmp_path, capsys):
 
 
 def test_ids_beyond_64_bits_are_reported(tmp_path, capsys):
-    from rfo_bench.cli import main
+    from rfo_toolkit.cli import rfo_bench_main as main
 
     write_png16(tmp_path / "a.png", np.zeros((11, 17)))
     data = {"images": [{"id": 2**64, "file_name": "a.png", "width": 17, "height": 11}],

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from synth.cli import main
+from rfo_toolkit.cli import rfo_synth_main as main
 
 ARGS = ["--size", "160", "--max-objects", "2", "--negative-fraction", "0.2", "--no-progress"]
 

@@ -8,7 +8,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from synth.cli import main
+from rfo_toolkit.cli import rfo_synth_main as main
 from synth.physics.detector import NoiseConfig, add_detector_noise
 
 
@@ -75,7 +75,7 @@ def test_dicom_acquisition_is_used_unless_a_flag_is_given(tmp_path) -> None:
 def test_callers_that_do_not_name_explicit_settings(tmp_path) -> None:
     """Python callers building a ``PhysicsConfig`` themselves: a value set away from the default wins over
     the header, the defaults do not; through ``rfo-synth physics`` a flag given always wins."""
-    from synth.cli import main as rfo_synth
+    from rfo_toolkit.cli import rfo_synth_main as rfo_synth
     from synth.physics.config import PhysicsConfig
     from synth.physics.spectra import TubeTechnique
 
@@ -168,7 +168,7 @@ def test_detector_noise_mean_and_variance(lam: float) -> None:
 
 
 def test_noise_config_rejects_bad_values() -> None:
-    from rfo_bench.errors import UserInputError
+    from toolkit_core.errors import UserInputError
 
     with pytest.raises(UserInputError, match="Swank"):
         NoiseConfig(swank_factor=0.0)

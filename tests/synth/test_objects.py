@@ -7,10 +7,10 @@ import pytest
 import trimesh
 
 from rfo_bench.categories import CATEGORY_BY_NAME
-from rfo_bench.errors import UserInputError
 from synth.physics.objects.library import list_object_classes, make_object
 from synth.physics.objects.meshes import load_mesh, load_mesh_dir
 from synth.physics.objects.primitives import winding_number
+from toolkit_core.errors import UserInputError
 
 
 def test_every_class_has_a_generator() -> None:

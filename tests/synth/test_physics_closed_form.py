@@ -7,12 +7,12 @@ import pytest
 import trimesh
 import xraydb
 
-from rfo_bench.errors import UserInputError
 from synth.physics import Detector, Pose, mass_attenuation, render_transmission
 from synth.physics.geometry import axis_angle_matrix
 from synth.physics.materials import linear_attenuation_per_mm
 from synth.physics.project import path_lengths
 from synth.physics.spectra import Spectrum, default_chest_spectrum, spekpy_hvl_mm_al
+from toolkit_core.errors import UserInputError
 
 # Non-square detector (rows != cols) to catch axis swaps; magnification 1800/1600.
 DET = Detector(rows=41, cols=29, pixel_mm=0.5, source_to_detector_mm=1800.0, source_to_object_mm=1600.0)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.audit import (
     SCHEMA_VERSION,
     hash_id,

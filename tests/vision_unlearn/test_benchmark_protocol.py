@@ -62,7 +62,7 @@ def test_selection_never_touches_a_test_row(pool, monkeypatch) -> None:
 
 
 def test_steer_weights_only_row_equals_the_plain_original(pool) -> None:
-    from rfo_bench.utils import seed_everything
+    from toolkit_core.utils import seed_everything
     from vision_unlearn.adapters.timm import TimmAdapter
     from vision_unlearn.api import config_class_of, config_from_dict
     from vision_unlearn.benchmark import ModelChoice, measure, reference_outputs, run_method

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from rfo_bench.utils import sha256_file
+from rfo_toolkit.cli import vision_unlearn_main as main
+from toolkit_core.utils import sha256_file
 from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
 from vision_unlearn.checkpoint import save_model
-from vision_unlearn.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
 from vision_unlearn.checkpoint import load_checkpoint, load_model_file, save_checkpoint, save_model
 

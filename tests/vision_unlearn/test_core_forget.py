@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.forget import parse_forget_request, read_id_file, resolve_forget
 
 LABELS = np.array([0, 1, 2, 1, 0, 2, 1])

@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn import registry
 from vision_unlearn.api import (
     config_from_dict,

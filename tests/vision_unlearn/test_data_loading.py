@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.images import write_png8, write_png16
+from toolkit_core.errors import UserInputError
 from vision_unlearn.data import (
     DIGITS_PATIENT_BLOCK,
     ClassificationData,

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rfo_bench.errors import UserInputError
-from vision_unlearn.cli import main
+from rfo_toolkit.cli import vision_unlearn_main as main
+from toolkit_core.errors import UserInputError
 
 
 def _argv(out: Path, *extra: str, model: str = "yolo:yolov8n.yaml", data: str = "toy:10") -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.detection_benchmark import main, merge_results, results_markdown, summarise_rows
 
 

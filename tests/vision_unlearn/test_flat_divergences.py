@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
 from vision_unlearn.api import create_unlearner
 from vision_unlearn.loop import make_stream, run_loop

@@ -54,7 +54,7 @@ def test_paired_interval_and_clearly_best_by_hand() -> None:
 def known_case():
     """300 digits; the original trained on all of them and a retrained model per request without its
     forget rows (30 epochs, the original's recipe at batch 32)."""
-    from rfo_bench.utils import seed_everything
+    from toolkit_core.utils import seed_everything
     from vision_unlearn.adapters.timm import TimmAdapter
     from vision_unlearn.api import config_class_of, config_from_dict
     from vision_unlearn.benchmark import ModelChoice, Prepared, load_data

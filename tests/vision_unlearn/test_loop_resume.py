@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.utils import sha256_file
+from toolkit_core.errors import UserInputError
+from toolkit_core.utils import sha256_file
 from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
 from vision_unlearn.api import create_unlearner
 from vision_unlearn.loop import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.api import config_from_dict
 from vision_unlearn.detection_benchmark import resolve_loss_ceiling
 from vision_unlearn.methods.grad_ascent import GradAscentConfig, forget_ascent_loss

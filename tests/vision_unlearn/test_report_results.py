@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.report import (
     best_methods,
     load_results,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
 from vision_unlearn.api import create_unlearner
 from vision_unlearn.loop import LoopSettings, make_stream, run_loop

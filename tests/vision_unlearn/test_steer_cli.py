@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
+from rfo_toolkit.cli import vision_unlearn_main as main
 from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
 from vision_unlearn.checkpoint import save_model
-from vision_unlearn.cli import main
 
 
 @pytest.fixture()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.steering import (
     STEERING_FORMAT_V1,
     ActivationSteerer,

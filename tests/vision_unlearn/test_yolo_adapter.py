@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.adapters.yolo import YoloAdapter, YoloModelSpec
 from vision_unlearn.adapters.yolo_data import DetectionData, boxes_to_original, reference_labels
 from vision_unlearn.protocols import ModelAdapter

@@ -33,7 +33,7 @@ def test_unknown_instance_ids_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_segmentation_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     from ultralytics.nn.tasks import SegmentationModel

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from vision_unlearn.cli import main
+from rfo_toolkit.cli import vision_unlearn_main as main
 
 
 def _run(out: Path, *extra: str, model: str = "yolo:yolov8n.yaml", data: str = "toy:6") -> list[str]:
@@ -33,7 +33,7 @@ def _assert_nothing_written(out: Path) -> None:
 def _save_like_ultralytics(path: Path, task: str) -> Path:
     """A checkpoint as the Ultralytics trainer leaves it: ``last.pt`` with the EMA model, then
     ``strip_optimizer`` (what turns it into ``best.pt``)."""
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     from ultralytics.nn.tasks import PoseModel, SegmentationModel
@@ -216,7 +216,7 @@ def test_classifier_steer_run_writes_the_steering_state(tmp_path: Path) -> None:
 
 def _assert_audit_hashes_steering(out: Path) -> None:
     """A steer run leaves the weights unchanged: the audit record must pin the steering file instead."""
-    from rfo_bench.utils import sha256_file
+    from toolkit_core.utils import sha256_file
     from vision_unlearn.audit import read_audit_record, verify_audit_record
 
     record = read_audit_record(out / "audit.json")

@@ -249,7 +249,7 @@ def test_steer_erases_a_class_position_by_position_and_switches_off_exactly(dete
 
 
 def test_steer_on_a_detector_bad_input(detector) -> None:
-    from rfo_bench.errors import UserInputError
+    from toolkit_core.errors import UserInputError
 
     train = toy_detection_set(16, 3, 128)
     split = resolve_detection_forget("class:clamp", train)

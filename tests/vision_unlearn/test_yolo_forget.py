@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.adapters.yolo_data import DetectionData
 from vision_unlearn.detection_forget import parse_detection_forget, resolve_detection_forget
 

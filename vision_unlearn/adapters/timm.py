@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.protocols import Batch, FeatureHook
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def build_timm_model(spec: TimmModelSpec) -> nn.Module:
     Raises:
         UserInputError: unknown model name or arguments timm rejects.
     """
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     import timm

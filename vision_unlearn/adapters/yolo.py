@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.protocols import Batch, FeatureHook
 
 logger = logging.getLogger(__name__)
@@ -772,7 +772,7 @@ def save_ultralytics_checkpoint(adapter: YoloAdapter, path: str | os.PathLike[st
         record: JSON-serialisable audit record of the run.
         data_yaml: the dataset yaml to remember as ``train_args["data"]`` (so ``val()`` finds it).
     """
-    from rfo_bench.utils import atomic_write_bytes
+    from toolkit_core.utils import atomic_write_bytes
 
     ultralytics = _import_ultralytics()
     model = copy.deepcopy(adapter.detector).cpu().float()

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ def detection_data_from_records(dataset: Any, image_size: int | tuple[int, int],
 
 def save_detection_data(data: DetectionData, path: str | os.PathLike[str]) -> Path:
     """Cache ``data`` in one ``torch.save`` file (loadable with ``weights_only=True``)."""
-    from rfo_bench.utils import atomic_write_bytes
+    from toolkit_core.utils import atomic_write_bytes
 
     buffer = io.BytesIO()
     torch.save({k: getattr(data, k) for k in data.__dataclass_fields__}, buffer)

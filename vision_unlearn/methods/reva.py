@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.methods._base import BaseUnlearner
 from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutput, StepState
 from vision_unlearn.registry import register_unlearner

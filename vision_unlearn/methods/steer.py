@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 from vision_unlearn.methods._base import BaseUnlearner
 from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutput, StepState
 from vision_unlearn.registry import register_unlearner

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from rfo_bench.categories import CATEGORY_BY_NAME, NON_CRITICAL
-from rfo_bench.errors import UserInputError
 from synth.physics.geometry import axis_angle_matrix
 from synth.physics.materials import get_material
 from synth.physics.objects import primitives as P
+from toolkit_core.errors import UserInputError
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.html_report import Figure, Section, Table, render_html
-from rfo_bench.utils import atomic_write_bytes
+from toolkit_core.errors import UserInputError
+from toolkit_core.html_report import Figure, Section, Table, render_html
+from toolkit_core.utils import atomic_write_bytes
 
 COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -51,7 +51,7 @@ def rebuild_report(run_dir: str | Path) -> Path:
     if not folder.is_dir():
         raise UserInputError("run directory does not exist", file=folder)
     if any(folder.glob("*/stage.json")):
-        from vision_unlearn.demo import build_report
+        from rfo_toolkit.demo.pipeline import build_report
 
         return build_report(folder)["html"]
     report_file = folder / "report.json"

@@ -20,16 +20,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.errors import UserInputError
-from rfo_bench.html_report import Figure, Section, Table, render_html, render_markdown
-from rfo_bench.output_dirs import (
+from toolkit_core.errors import UserInputError
+from toolkit_core.html_report import Figure, Section, Table, render_html, render_markdown
+from toolkit_core.output_dirs import (
     claim_output_dir,
     read_marker,
     release_output_dir,
     remove_owned,
     write_marker,
 )
-from rfo_bench.utils import atomic_write_bytes
+from toolkit_core.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _section_data(summary: dict[str, Any], stage_dir: Path) -> Section:
 
 
 def _stage_synth(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    from vision_unlearn.demo_data import demo_data_plan, synthesise_demo_data
+    from rfo_toolkit.demo.data import demo_data_plan, synthesise_demo_data
 
     return synthesise_demo_data(stage_dir, demo_data_plan(config.fast), config.seed, config.radiograph, config.ct)
 
@@ -134,7 +134,7 @@ def _section_synth(summary: dict[str, Any], stage_dir: Path) -> Section:
 
 
 def _stage_detector(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    from vision_unlearn.demo_models import demo_model_plan, train_and_evaluate_detector
+    from rfo_toolkit.demo.models import demo_model_plan, train_and_evaluate_detector
 
     synth_dir = Path(config.out_dir) / "synth" / "all"
     return train_and_evaluate_detector(stage_dir, synth_dir, demo_model_plan(config.fast), config.seed)
@@ -170,7 +170,7 @@ def _section_detector(summary: dict[str, Any], stage_dir: Path) -> Section:
 
 
 def _stage_classifier(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    from vision_unlearn.demo_models import train_patch_classifier
+    from rfo_toolkit.demo.models import train_patch_classifier
 
     return train_patch_classifier(stage_dir, Path(config.out_dir) / "synth" / "all", config.fast, config.seed)
 
@@ -188,7 +188,7 @@ def _section_classifier(summary: dict[str, Any], stage_dir: Path) -> Section:
 
 
 def _stage_unlearn(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    from vision_unlearn.demo_models import demo_model_plan, unlearn_detector
+    from rfo_toolkit.demo.models import demo_model_plan, unlearn_detector
 
     out = Path(config.out_dir)
     return unlearn_detector(stage_dir, out / "synth" / "all", out / "detector", demo_model_plan(config.fast),

@@ -40,7 +40,7 @@ import secrets
 import stat
 from pathlib import Path, PurePosixPath
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

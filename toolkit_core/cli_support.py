@@ -1,7 +1,7 @@
 """The command-line convention shared by ``vision-unlearn``, ``rfo-bench`` and ``rfo-synth``.
 
 Every CLI builds an :class:`argparse.ArgumentParser` with sub-commands whose handler is stored as
-``func`` and calls :func:`run_cli`. A :class:`~rfo_bench.errors.UserInputError` becomes one line on
+``func`` and calls :func:`run_cli`. A :class:`~toolkit_core.errors.UserInputError` becomes one line on
 stderr and exit code 2; so does a failure the user's environment causes: an output folder that is
 read-only, full or a file, an input that is missing or unreadable (an :class:`OSError` with one of
 :data:`USER_ERRNOS`), an image over Pillow's decompression-bomb limit. ``--verbose`` (before or after
@@ -19,7 +19,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 EXIT_USAGE = 2
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 OWNER_MARKER = ".rfo-toolkit-output.json"
 """File name of the ownership marker written into every folder the toolkit assembles."""

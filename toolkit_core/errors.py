@@ -2,7 +2,7 @@
 
 A :class:`UserInputError` is raised wherever a file, a field or a value given by the user is wrong.
 The command-line entry points print it as one line and exit with code 2 (see
-:mod:`rfo_bench.cli_support`); anything else is a bug and keeps its traceback.
+:mod:`toolkit_core.cli_support`); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

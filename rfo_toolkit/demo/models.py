@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rfo_bench.utils import atomic_output, atomic_write_text
+from toolkit_core.utils import atomic_output, atomic_write_text
 
 ADAM = {"optimizer": "adam", "weight_decay": 0.0, "batch_size": 16}
 

@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from rfo_bench.cli_support import add_command
+from toolkit_core.cli_support import add_command
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from vision_unlearn.demo import DemoConfig, run_demo
+    from rfo_toolkit.demo.pipeline import DemoConfig, run_demo
 
     config = DemoConfig(
         out_dir=str(args.out), fast=args.fast, force=args.force, seed=args.seed,
@@ -22,7 +22,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from vision_unlearn.demo import build_report
+    from rfo_toolkit.demo.pipeline import build_report
 
     paths = build_report(Path(args.run_dir))
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rfo_bench.io.coco import read_coco, write_coco
-from rfo_bench.output_dirs import remove_owned
 from rfo_bench.splits import split_dataset, split_summary
+from toolkit_core.output_dirs import remove_owned
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rfo_bench.errors import UserInputError
+from toolkit_core.errors import UserInputError
 
 Cell = str | int | float | None
 

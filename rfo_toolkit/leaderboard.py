@@ -43,10 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from rfo_bench.errors import UserInputError
 from rfo_bench.io.records import DetectionDataset
-from rfo_bench.output_dirs import claim_output_dir, release_output_dir, remove_owned
-from rfo_bench.utils import atomic_write_bytes, sha256_file, sha256_text
+from toolkit_core.errors import UserInputError
+from toolkit_core.output_dirs import claim_output_dir, release_output_dir, remove_owned
+from toolkit_core.utils import atomic_write_bytes, sha256_file, sha256_text
 
 logger = logging.getLogger(__name__)
 
@@ -431,10 +431,8 @@ def _generator_available(argv: Sequence[str]) -> bool:
     """Whether ``rfo-synth`` has the (nested) sub-command ``argv`` starts with."""
     import argparse
 
-    try:
-        from synth.cli import build_parser
-    except ImportError:
-        return False
+    from synth.cli import build_parser
+
     parser = build_parser()
     for token in argv:
         actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -444,6 +442,14 @@ def _generator_available(argv: Sequence[str]) -> bool:
             return False
         parser = actions[0].choices[token]
     return True
+
+
+def synth_main(argv: Sequence[str]) -> int:
+    """Run one ``rfo-synth`` command in this process; its exit code."""
+    from synth.cli import build_parser
+    from toolkit_core.cli_support import run_cli
+
+    return run_cli(build_parser(), argv)
 
 
 def run_generator(
@@ -483,8 +489,6 @@ def run_generator(
     for directory in (out, work):
         remove_owned(directory)
     work.mkdir(parents=True)
-    from synth.cli import main as synth_main
-
     start = time.perf_counter()
     for argv in argvs:
         logger.info("generating: rfo-synth %s", shlex.join(argv))
@@ -833,7 +837,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
 def plot_froc(rows: Sequence[dict[str, Any]], arms: Sequence[str], path: Path) -> Path | None:
     """One panel per arm, one FROC curve (sensitivity vs false positives per image) per model."""
-    from rfo_bench.offline import prepare_offline
+    from toolkit_core.offline import prepare_offline
 
     prepare_offline()
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched

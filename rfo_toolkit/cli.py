@@ -1,0 +1,113 @@
+"""The command-line entry points ``vision-unlearn``, ``rfo-bench`` and ``rfo-synth``.
+
+Each library registers its own sub-commands (``vision_unlearn.cli.register``, ``rfo_bench.cli.register``,
+``synth.cli.register``); the applications above the libraries add theirs here: ``vision-unlearn demo``
+and ``report`` (:mod:`rfo_toolkit.demo`), ``rfo-bench benchmark`` (:mod:`rfo_toolkit.leaderboard`) and
+``rfo-bench report`` (:mod:`rfo_toolkit.report`). The parsers are built on demand, never at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from toolkit_core.cli_support import add_command, make_parser, run_cli
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from rfo_bench.detectors.commands import set_torch_threads
+    from rfo_toolkit.leaderboard import (
+        load_benchmark_config,
+        run_benchmark,
+        with_arms,
+        with_models,
+        with_seeds,
+    )
+
+    set_torch_threads(args.threads)
+    config = load_benchmark_config(args.config)
+    command = f"rfo-bench benchmark --config {args.config}"
+    if args.models:
+        config = with_models(config, args.models)
+        command += f" --models {args.models}"
+    if args.arms:
+        config = with_arms(config, args.arms)
+        command += f" --arms {args.arms}"
+    if args.seeds:
+        config = with_seeds(config, args.seeds)
+        command += f" --seeds {args.seeds}"
+    if args.out:
+        command += f" --out {args.out}"
+    if args.threads:
+        command += f" --threads {args.threads}"
+    result = run_benchmark(config, out_dir=args.out, force=args.force, progress=not args.no_progress,
+                           command=command)
+    print(result.markdown_path.read_text(encoding="utf-8"))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from rfo_toolkit.report import rebuild_report
+
+    print(rebuild_report(args.run_dir))
+    return 0
+
+
+def vision_unlearn_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``vision-unlearn`` parser; ``argv`` (when given) is what ``benchmark`` records as its command."""
+    from rfo_toolkit.demo.commands import register as register_demo
+    from vision_unlearn.cli import register
+
+    parser, sub = make_parser(
+        "vision-unlearn", "Machine unlearning for X-ray classifiers and detectors, with forgetting evaluation."
+    )
+    register_demo(sub)
+    register(sub, argv)
+    return parser
+
+
+def rfo_bench_parser() -> argparse.ArgumentParser:
+    """The ``rfo-bench`` parser."""
+    from rfo_bench.cli import register
+
+    parser, sub = make_parser("rfo-bench", "RFO chest X-ray benchmark: datasets, detectors and evaluation.")
+    register(sub)
+    cmd = add_command(sub, "benchmark", _cmd_benchmark,
+                      "train models x data arms x seeds, evaluate each run and write a leaderboard")
+    cmd.add_argument("--config", required=True, help="benchmark YAML (see configs/benchmark_cpu.yaml)")
+    cmd.add_argument("--out", default=None, help="output directory (default: the config's out)")
+    cmd.add_argument("--models", default=None,
+                     help="comma-separated subset of the config's model rows (labels as in the table) to run")
+    cmd.add_argument("--arms", default=None,
+                     help="comma-separated subset of the config's arms to run (e.g. real,real+physics)")
+    cmd.add_argument("--seeds", default=None, help="comma-separated subset of the config's seeds to run")
+    cmd.add_argument("--force", action="store_true", help="re-run finished runs instead of reusing them")
+    cmd.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (default: torch's; the Ultralytics trainer sets its own)")
+    cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cmd = add_command(sub, "report", _cmd_report,
+                      "rebuild report.html from an `rfo-bench eval` directory or a demo run directory")
+    cmd.add_argument("run_dir", help="directory holding report.json (eval) or */stage.json (demo)")
+    return parser
+
+
+def rfo_synth_parser() -> argparse.ArgumentParser:
+    """The ``rfo-synth`` parser."""
+    from synth.cli import build_parser
+
+    return build_parser()
+
+
+def vision_unlearn_main(argv: Sequence[str] | None = None) -> int:
+    """``vision-unlearn``: exit 0 on success, 2 on a user error (one line), 1 on a finding."""
+    return run_cli(vision_unlearn_parser(argv), argv)
+
+
+def rfo_bench_main(argv: Sequence[str] | None = None) -> int:
+    """``rfo-bench``: exit 0 on success, 2 on a user error (one line), 1 on a finding."""
+    return run_cli(rfo_bench_parser(), argv)
+
+
+def rfo_synth_main(argv: Sequence[str] | None = None) -> int:
+    """``rfo-synth``: exit 0 on success, 2 on a user error (one line)."""
+    return run_cli(rfo_synth_parser(), argv)
