@@ -26,6 +26,7 @@ A detection adapter adds its own keys (boxes, ...) and ignores the ones it does 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -232,4 +233,56 @@ class Unlearner(Protocol):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+        ...
+
+
+# --- optional capabilities -------------------------------------------------------------------------------
+# The harness asks ``isinstance(x, Capability)`` instead of testing method names or ``getattr(..., None)``.
+
+
+@runtime_checkable
+class AscentLossAdapter(Protocol):
+    """An adapter with a bounded loss to ascend on forget data (detectors: the forget boxes' class
+    terms on their anchors, clamped); methods fall back to ``log(1 - p)`` of the labels without it."""
+
+    def ascent_loss(self, batch: Batch) -> Tensor:
+        ...
+
+
+@runtime_checkable
+class DistillationAdapter(Protocol):
+    """An adapter that distils a teacher into a student in its own output space (SCRUB)."""
+
+    def distillation_loss(self, batch: Batch, student: nn.Module, teacher: nn.Module, temperature: float,
+                          side: str, suppressed_classes: tuple[int, ...] = ()) -> Tensor:
+        ...
+
+
+@runtime_checkable
+class ForgetOnlyClassesAdapter(Protocol):
+    """An adapter that names the classes present only in the forget data (class requests on detectors)."""
+
+    def forget_only_classes(self, forget: Any, retain: Any) -> tuple[int, ...]:
+        ...
+
+
+@runtime_checkable
+class HeldoutAware(Protocol):
+    """A method that measures its forget-loss ceiling on held-out samples the model never saw; the
+    harness calls :meth:`attach_heldout` with them before the run (``forget_loss_ceiling="heldout"``)."""
+
+    def attach_heldout(self, stream: Mapping[str, Tensor]) -> None:
+        ...
+
+
+@runtime_checkable
+class TestTimeMethod(Protocol):
+    """A method that erases at test time through forward hooks and leaves the weights as they are
+    (``steer``). The harness evaluates it twice, hooks on and hooks off (:meth:`hooks_disabled`), so a
+    reversible output filter is reported as a filter; :meth:`detach` removes the hooks for good."""
+
+    def hooks_disabled(self) -> AbstractContextManager[None]:
+        ...
+
+    def detach(self) -> None:
         ...
