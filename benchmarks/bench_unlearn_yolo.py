@@ -8,19 +8,18 @@ each forget request, and runs the registered methods from the original weights:
 
 Writes ``results.json``, ``results.md`` and ``results.png`` into ``--out``. Usage::
 
-    .venv/bin/python benchmarks/bench_unlearn_yolo.py --out runs/yolo_bench --seeds 0 --threads 1
+    .venv/bin/python benchmarks/bench_unlearn_yolo.py --out runs/yolo_bench --seeds 1 --threads 1
 
-Every option of ``python -m vision_unlearn.detection_benchmark benchmark --help`` is accepted.
+It is ``vision-unlearn benchmark --model yolo:yolov8n.yaml`` and accepts every option of
+``vision-unlearn benchmark --help`` (``--forget`` repeated per request, ``--seed-start S --seeds N``,
+``--sweep``, ``--merge``).
 """
 
 from __future__ import annotations
 
-import shlex
 import sys
 
-from vision_unlearn.detection_benchmark import main
+from rfo_toolkit.cli import vision_unlearn_main
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    command = "python benchmarks/bench_unlearn_yolo.py " + shlex.join(argv)
-    raise SystemExit(main(["benchmark", *argv, "--command-text", command]))
+    raise SystemExit(vision_unlearn_main(["benchmark", "--model", "yolo:yolov8n.yaml", *sys.argv[1:]]))

@@ -196,3 +196,34 @@ def parse_overrides(items: typing.Sequence[str]) -> dict[str, Any]:
             raise UserInputError("expected KEY=VALUE", field="--set", value=item)
         result[key.strip()] = yaml.safe_load(text)
     return result
+
+
+def split_method_overrides(items: typing.Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["scrub.lr=1e-3", "original.epochs=5"]`` -> ``{"scrub": {"lr": 0.001}, "original": {"epochs": 5}}``.
+
+    Raises:
+        UserInputError: an item that is not ``METHOD.FIELD=VALUE``.
+    """
+    per_method: dict[str, dict[str, Any]] = {}
+    for key, value in parse_overrides(items).items():
+        name, dot, field = key.partition(".")
+        if not dot or not name or not field:
+            raise UserInputError("expected METHOD.FIELD=VALUE", field="--set", value=key)
+        per_method.setdefault(name, {})[field] = value
+    return per_method
+
+
+def parse_method_groups(items: typing.Sequence[str]) -> dict[str, list[str]]:
+    """``["ofmu=neck,head", "finetune=head"]`` -> ``{"ofmu": ["neck", "head"], "finetune": ["head"]}``.
+
+    Raises:
+        UserInputError: an item that is not ``METHOD=GROUP[,GROUP...]``.
+    """
+    chosen: dict[str, list[str]] = {}
+    for item in items:
+        name, eq, groups = item.partition("=")
+        if not eq or not name.strip() or not groups.strip():
+            raise UserInputError("expected METHOD=GROUP[,GROUP...] (groups: backbone, neck, head)", field="--groups",
+                                 value=item)
+        chosen[name.strip()] = [g.strip() for g in groups.split(",") if g.strip()]
+    return chosen

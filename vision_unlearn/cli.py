@@ -30,6 +30,7 @@ from typing import Any
 
 from toolkit_core.cli_support import add_command
 from toolkit_core.errors import UserInputError
+from vision_unlearn.api import parse_method_groups, split_method_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -80,39 +81,6 @@ def _write_json(path: Path, data: Any) -> None:
     from toolkit_core.utils import atomic_write_bytes
 
     atomic_write_bytes(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
-
-
-def split_method_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``["scrub.lr=1e-3", "original.epochs=5"]`` -> ``{"scrub": {"lr": 0.001}, "original": {"epochs": 5}}``.
-
-    Raises:
-        UserInputError: an item that is not ``METHOD.FIELD=VALUE``.
-    """
-    from vision_unlearn.api import parse_overrides
-
-    per_method: dict[str, dict[str, Any]] = {}
-    for key, value in parse_overrides(items).items():
-        name, dot, field = key.partition(".")
-        if not dot or not name or not field:
-            raise UserInputError("expected METHOD.FIELD=VALUE", field="--set", value=key)
-        per_method.setdefault(name, {})[field] = value
-    return per_method
-
-
-def parse_method_groups(items: Sequence[str]) -> dict[str, list[str]]:
-    """``["ofmu=neck,head", "finetune=head"]`` -> ``{"ofmu": ["neck", "head"], "finetune": ["head"]}``.
-
-    Raises:
-        UserInputError: an item that is not ``METHOD=GROUP[,GROUP...]``.
-    """
-    chosen: dict[str, list[str]] = {}
-    for item in items:
-        name, eq, groups = item.partition("=")
-        if not eq or not name.strip() or not groups.strip():
-            raise UserInputError("expected METHOD=GROUP[,GROUP...] (groups: backbone, neck, head)", field="--groups",
-                                 value=item)
-        chosen[name.strip()] = [g.strip() for g in groups.split(",") if g.strip()]
-    return chosen
 
 
 def _refuse_flags(flags: Sequence[tuple[str, Any]], why: str) -> None:
@@ -328,6 +296,8 @@ def _command_text(args: argparse.Namespace) -> str:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.merge:
+        return _cmd_benchmark_merge(args)
     if args.seeds < 1:
         raise UserInputError("need at least one seed", field="--seeds", value=args.seeds)
     if args.model.startswith("yolo:"):
@@ -342,6 +312,19 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if not args.forget:
         raise UserInputError("give at least one forget request (class:3, random:0.1, ids:FILE)", field="--forget")
     return _cmd_benchmark_classifier(args)
+
+
+def _cmd_benchmark_merge(args: argparse.Namespace) -> int:
+    """``--merge A.json B.json --out DIR``: one detector table from several runs (e.g. one per seed)."""
+    from vision_unlearn.detection_tables import results_markdown, write_merged_results
+
+    _refuse_flags([("--forget", args.forget or None), ("--methods", None if args.methods == "all" else args.methods),
+                   ("--data", args.data), ("--resume", args.resume or None), ("--sweep", args.sweep or None)],
+                  "--merge only joins finished results; it runs nothing")
+    merged = write_merged_results(args.merge, args.out)
+    print(results_markdown(merged["summary"], None))
+    print(json.dumps({"results": str(Path(args.out) / "results.json")}))
+    return 0
 
 
 def _cmd_benchmark_detection(args: argparse.Namespace) -> int:
@@ -536,6 +519,9 @@ def register(sub: argparse._SubParsersAction, argv: Sequence[str] | None = None)
     bench.add_argument("--original-epochs", type=int, default=None,
                        help="detector: epochs of the original training and of retrain; 60 when not given")
     bench.add_argument("--progress", action="store_true", default=None, help="detector: progress bars")
+    bench.add_argument("--merge", nargs="+", default=None, metavar="RESULTS_JSON",
+                       help="detector: run nothing; join these results.json (e.g. one per seed) into one "
+                            "results.json, results.md and results.png in --out")
     bench.add_argument("--out", required=True, help="output directory")
     bench.add_argument("--force", action="store_true", help="overwrite existing results")
     bench.set_defaults(argv=None if argv is None else list(argv))

@@ -11,15 +11,13 @@ presets (:mod:`vision_unlearn.detection_presets`), evaluation and membership att
 protocol and preset selection on a separate seed (:mod:`vision_unlearn.detection_protocol`) and the
 tables. Their public names are re-exported here.
 
-Command line (``python -m vision_unlearn.detection_benchmark``)::
-
-    run --model yolo:best.pt --data DATA --forget class:needle --method ofmu --out runs/u
-    benchmark --out runs/yolo_bench --seeds 0 1
+Command line: ``vision-unlearn benchmark --model yolo:MODEL.yaml`` (:mod:`vision_unlearn.cli`);
+``vision-unlearn benchmark --merge A/results.json B/results.json --out DIR`` joins runs (e.g. one
+per seed) with :func:`~vision_unlearn.detection_tables.write_merged_results`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -32,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from toolkit_core.cli_support import add_command, make_parser, run_cli
 from toolkit_core.errors import UserInputError
 from toolkit_core.utils import atomic_write_text
 from vision_unlearn.adapters.yolo import PARAMETER_GROUPS, YoloAdapter, YoloModelSpec
@@ -70,6 +67,7 @@ from vision_unlearn.detection_tables import (  # noqa: F401  (re-exported)
     plot_summary,
     results_markdown,
     summarise_rows,
+    write_merged_results,
 )
 from vision_unlearn.detection_training import (  # noqa: F401  (re-exported)
     TrainedDetector,
@@ -364,114 +362,3 @@ def _write_results(out: Path, config: DetectionBenchmarkConfig, rows: list[dict[
     if summary:
         plot_summary(summary, out / "results.png")
     return results
-
-
-# --------------------------------------------------------------------------------------------- CLI
-# The command line is ``vision-unlearn run|benchmark --model yolo:...`` (:mod:`vision_unlearn.cli`).
-# ``python -m vision_unlearn.detection_benchmark`` keeps its original flags as an alias; both build
-# their inputs with the functions above and run the same two entry points.
-def _set_threads(args: argparse.Namespace) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from vision_unlearn.api import parse_overrides
-
-    _set_threads(args)
-    result = run_detection_unlearning(args.model, args.data, args.forget, args.method, args.out,
-                                      config=parse_overrides(args.set), image_size=args.imgsz,
-                                      in_chans=args.in_chans, seed=args.seed, device=args.device,
-                                      test_data=args.test_data, trainable_groups=args.groups,
-                                      heldout_data=args.heldout_data)
-    print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
-def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from vision_unlearn.cli import parse_method_groups, split_method_overrides
-
-    _set_threads(args)
-    config = make_benchmark_config(model=args.model, image_size=args.imgsz, n_train=args.n_train, n_test=args.n_test,
-                                   data=args.data, test_data=args.test_data, heldout_data=args.heldout_data,
-                                   scenarios=args.scenarios,
-                                   methods=args.methods, seeds=args.seeds, original_epochs=args.original_epochs,
-                                   overrides=split_method_overrides(args.set), device=args.device,
-                                   reference_retrains=args.reference_retrains, models_dir=args.models_dir,
-                                   groups=parse_method_groups(args.groups), select=args.select)
-    results = run_detection_benchmark(config, args.out, command=args.command_text or None, progress=args.progress)
-    print(results_markdown(results["summary"], None))
-    return 0
-
-
-def _cmd_merge(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    merged = merge_results(args.results)
-    atomic_write_text(out / "results.json", json.dumps(merged, indent=2, default=str, allow_nan=True) + "\n")
-    commands = "\n".join(c for c in merged["commands"] if c)
-    atomic_write_text(out / "results.md", results_markdown(merged["summary"], commands or None))
-    if merged["summary"]:
-        plot_summary(merged["summary"], out / "results.png")
-    print(results_markdown(merged["summary"], None))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser, sub = make_parser("vision-unlearn-yolo", "Unlearning for Ultralytics YOLO detectors (alias of "
-                                                     "`vision-unlearn run|benchmark --model yolo:...`).")
-    run = add_command(sub, "run", _cmd_run, "forget a class, images or instances from a YOLO detector")
-    run.add_argument("--model", required=True, help="yolo:PATH.pt (or yolo:MODEL.yaml)")
-    run.add_argument("--data", required=True, help="training data: dataset path (COCO/YOLO/...) or toy:N")
-    run.add_argument("--forget", required=True, help="class:NAME | images:FILE | patients:FILE | instances:FILE")
-    run.add_argument("--method", default="ofmu", help="registered unlearning method")
-    run.add_argument("--out", required=True, help="output directory")
-    run.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE",
-                     help="method config overrides (repeatable)")
-    run.add_argument("--imgsz", type=int, default=None,
-                     help="network input side (multiple of 32); the checkpoint's training size when not given")
-    run.add_argument("--in-chans", type=int, default=1, help="channels of a yaml model")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--device", default="cpu")
-    run.add_argument("--test-data", default=None, help="held-out data for the forgetting metrics")
-    run.add_argument("--heldout-data", default=None, help="other unseen images, for forget_loss_ceiling=heldout")
-    run.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    run.add_argument("--groups", nargs="*", default=None, help="trainable parameter groups (backbone neck head)")
-    bench = add_command(sub, "benchmark", _cmd_benchmark, "methods vs retrain on a small detection set")
-    bench.add_argument("--out", required=True)
-    bench.add_argument("--model", default="yolov8n.yaml")
-    bench.add_argument("--imgsz", type=int, default=128)
-    bench.add_argument("--n-train", type=int, default=240)
-    bench.add_argument("--n-test", type=int, default=200)
-    bench.add_argument("--data", default=None, help="dataset path instead of the toy set")
-    bench.add_argument("--test-data", default=None)
-    bench.add_argument("--heldout-data", default=None, help="images for forget_loss_ceiling=heldout")
-    bench.add_argument("--scenarios", nargs="*", default=None, help="e.g. class:clamp images:0.1")
-    bench.add_argument("--methods", nargs="*", default=None)
-    bench.add_argument("--seeds", type=int, nargs="+", default=[0])
-    bench.add_argument("--original-epochs", type=int, default=None)
-    bench.add_argument("--reference-retrains", type=int, default=1,
-                       help="retrained detectors per request and seed; gaps are taken to their mean")
-    bench.add_argument("--models-dir", default=None, help="keep trained detectors here and reuse them")
-    bench.add_argument("--groups", action="append", default=[], metavar="METHOD=GROUP[,GROUP...]",
-                       help="parameter groups a method may update (repeatable)")
-    bench.add_argument("--set", nargs="+", action="extend", default=[], metavar="METHOD.FIELD=VALUE",
-                       help="override a method's config (or original.FIELD)")
-    bench.add_argument("--device", default="cpu")
-    bench.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    bench.add_argument("--progress", action="store_true")
-    bench.add_argument("--select", action="store_true",
-                       help="choose each method's config per request on a separate seed's validation images")
-    bench.add_argument("--command-text", default=None, help=argparse.SUPPRESS)
-    merge = add_command(sub, "merge", _cmd_merge, "one table from several benchmark results (e.g. one per seed)")
-    merge.add_argument("--results", nargs="+", required=True, help="results.json files")
-    merge.add_argument("--out", required=True, help="directory for the merged results.json, .md and .png")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(build_parser(), argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -172,3 +172,30 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:
     plt.close(fig)
     return path
 
+
+
+def write_merged_results(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Join several detector benchmark ``results.json`` (:func:`merge_results`) into ``out_dir``: the
+    merged ``results.json``, ``results.md`` (with every run's command) and ``results.png``.
+
+    Example (two processes, one seed each)::
+
+        write_merged_results(["runs/s0/results.json", "runs/s1/results.json"], "runs/both")
+
+    Returns:
+        The merged results dict (``commands``, ``configs``, ``rows``, ``summary``).
+
+    Raises:
+        UserInputError: see :func:`merge_results`.
+    """
+    from toolkit_core.utils import atomic_write_text
+
+    merged = merge_results(paths)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(merged, indent=2, default=str, allow_nan=True) + "\n")
+    commands = "\n".join(c for c in merged["commands"] if c)
+    atomic_write_text(out / "results.md", results_markdown(merged["summary"], commands or None))
+    if merged["summary"]:
+        plot_summary(merged["summary"], out / "results.png")
+    return merged

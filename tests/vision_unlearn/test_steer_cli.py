@@ -53,11 +53,9 @@ def test_benchmark_with_an_unknown_steering_layer_exits_2_before_training(tmp_pa
 
 
 def test_detector_steering_with_an_unknown_layer_exits_2_naming_the_neck_maps(tmp_path, capsys) -> None:
-    from vision_unlearn.detection_benchmark import main as detection_main
-
     out = tmp_path / "run"
-    code = detection_main(["run", "--model", "yolo:yolov8n.yaml", "--data", "toy:6", "--forget", "class:clamp",
-                           "--method", "steer", "--set", "layer=detector.model.99", "--imgsz", "64", "--out", str(out)])
+    code = main(["run", "--model", "yolo:yolov8n.yaml", "--data", "toy:6", "--forget", "class:clamp",
+                 "--method", "steer", "--set", "layer=detector.model.99", "--imgsz", "64", "--out", str(out)])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err

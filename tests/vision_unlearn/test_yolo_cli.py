@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from vision_unlearn.detection_benchmark import main, make_toy_detection_set, toy_detection_data
+from rfo_toolkit.cli import vision_unlearn_main as main
+from vision_unlearn.detection_data import make_toy_detection_set, toy_detection_data
 
 
 def _run(tmp_path: Path, *extra: str) -> list[str]:
-    return ["run", "--model", "yolo:yolov8n.yaml", "--data", "toy:6", "--imgsz", "64", "--out",
+    return ["run", "--model", "yolo:yolov8n.yaml", "--method", "ofmu", "--data", "toy:6", "--imgsz", "64", "--out",
             str(tmp_path / "out"), *extra]
 
 
@@ -40,7 +41,7 @@ def test_segmentation_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureF
 
     path = tmp_path / "seg.pt"
     torch.save({"model": SegmentationModel("yolov8n-seg.yaml", ch=1, nc=3, verbose=False).half()}, path)
-    argv = ["run", "--model", f"yolo:{path}", "--data", "toy:4", "--imgsz", "64", "--forget", "class:needle",
+    argv = ["run", "--model", f"yolo:{path}", "--method", "ofmu", "--data", "toy:4", "--imgsz", "64", "--forget", "class:needle",
             "--out", str(tmp_path / "out")]
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -65,7 +66,7 @@ def test_toy_set_is_seeded_and_boxes_cover_the_drawn_objects() -> None:
 def test_run_writes_a_loadable_checkpoint_and_an_audit_record(tmp_path: Path) -> None:
     from ultralytics import YOLO
 
-    argv = _run(tmp_path, "--forget", "class:clamp", "--method", "finetune", "--set", "epochs=1", "batch_size=4",
+    argv = _run(tmp_path, "--forget", "class:clamp", "--method", "finetune", "--set", "epochs=1", "--set", "batch_size=4",
                 "--test-data", "toy:4:9")
     assert main(argv) == 0
     out = tmp_path / "out"
