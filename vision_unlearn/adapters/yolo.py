@@ -1,8 +1,11 @@
 """Adapter for Ultralytics YOLO detectors (YOLOv8 and YOLO11 families).
 
-The model is an :class:`ultralytics.nn.tasks.DetectionModel`, built from a model yaml
-(``yolov8n.yaml``, ``yolo11s.yaml`` or a local file; ``nc`` and 1 or 3 input channels set here) or
-read from a local detection checkpoint (``.pt``). Nothing is downloaded.
+The model is built or loaded by :mod:`vision_unlearn.adapters.yolo_model` (spec, gains, checks; nothing
+is downloaded, a ``.pt`` is read with Ultralytics' restricted un-pickling); the pure losses of its raw
+outputs live in :mod:`vision_unlearn.adapters.yolo_losses`; this module wraps both behind
+:class:`~vision_unlearn.protocols.ModelAdapter`, with the optional capabilities
+:class:`~vision_unlearn.protocols.AscentLossAdapter`, :class:`~vision_unlearn.protocols.DistillationAdapter`
+and :class:`~vision_unlearn.protocols.ForgetOnlyClassesAdapter`.
 
 The training loss is computed outside the Ultralytics trainer with the library's own criterion
 (``v8DetectionLoss``: task-aligned assignment, BCE classification, CIoU box and DFL losses) and the
@@ -23,10 +26,6 @@ target scores of the *whole batch* (clamped to at least 1). Two reductions are o
 Checkpoints written by :func:`save_ultralytics_checkpoint` have the layout Ultralytics writes
 (``{"model": half-precision module, "train_args": {...}, ...}``), so ``YOLO(path).predict()`` and
 ``YOLO(path).val(data=...)`` load them directly.
-
-A ``.pt`` file is un-pickled, which is the Ultralytics format; it is read only through
-:func:`rfo_bench.detectors.ultralytics_setup.load_yolo_checkpoint` (``weights_only=True`` and
-Ultralytics' allow-list of model classes), so a crafted checkpoint is refused instead of running code.
 """
 
 from __future__ import annotations
@@ -36,360 +35,62 @@ import io
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolkit_core.errors import UserInputError
+from vision_unlearn.adapters.yolo_losses import (
+    binary_kl,
+    bounded_class_ascent,
+    box_class_logits,
+    box_distribution_kl,
+    detection_distillation,
+    forget_anchor_mask,
+    forget_distillation,
+    image_class_logits,
+)
+from vision_unlearn.adapters.yolo_model import (
+    PARAMETER_GROUPS,
+    YoloLossGains,
+    YoloModelSpec,
+    build_detection_model,
+)
 from vision_unlearn.protocols import Batch, FeatureHook
+
+__all__ = [
+    "FROZEN_PARAMETER_MARK",
+    "NECK_FEATURES",
+    "PARAMETER_GROUPS",
+    "YoloAdapter",
+    "YoloLossGains",
+    "YoloModelSpec",
+    "YoloNet",
+    "adapter_from_model_text",
+    "binary_kl",
+    "bounded_class_ascent",
+    "box_class_logits",
+    "box_distribution_kl",
+    "build_detection_model",
+    "detection_distillation",
+    "forget_anchor_mask",
+    "forget_distillation",
+    "image_class_logits",
+    "save_ultralytics_checkpoint",
+]
+"""The adapter, and (re-exported) the model spec and the pure losses it is built from."""
 
 logger = logging.getLogger(__name__)
 
 FROZEN_PARAMETER_MARK = ".dfl."
 """The DFL projection (a fixed ``arange`` convolution) stays frozen, as in the Ultralytics trainer."""
 
-PARAMETER_GROUPS = ("backbone", "neck", "head")
-"""Parameter groups of a detector, from the layer indices of its yaml."""
-
 NECK_FEATURES = "neck_pooled"
 """Name passed to feature hooks registered with ``layer=None``."""
-
-
-@dataclass(frozen=True)
-class YoloLossGains:
-    """Weights of the three detection loss components (Ultralytics defaults).
-
-    Attributes:
-        box: CIoU box-regression gain.
-        cls: BCE classification gain.
-        dfl: distribution-focal-loss gain.
-    """
-
-    box: float = 7.5
-    cls: float = 0.5
-    dfl: float = 1.5
-
-
-@dataclass(frozen=True)
-class YoloModelSpec:
-    """How to build or load the detector.
-
-    Attributes:
-        model: a model yaml name known to Ultralytics (``yolov8n.yaml``, ``yolo11n.yaml``, ...), a
-            local model yaml, or a local detection checkpoint ``.pt``.
-        num_classes: object categories; ``None`` keeps the checkpoint's (required for a yaml).
-        in_chans: image channels for a yaml (1 for radiographs, 3 for RGB); a checkpoint keeps its own.
-        class_names: names of the classes in index order; default: the checkpoint's, else ``"0"``, ...
-        image_size: network input side in pixels (stored in saved checkpoints as ``imgsz``).
-        gains: loss gains.
-        reduction: ``"image"`` (mean of per-image losses, with ``"per_sample"``) or ``"batch"``
-            (the Ultralytics trainer's batch normalisation, divided by the batch size).
-        conf_threshold: minimum score kept by :meth:`YoloAdapter.detect`.
-        iou_threshold: NMS IoU threshold.
-        max_det: detections kept per image.
-        trainable_groups: parameter groups the methods may update (``backbone``, ``neck``,
-            ``head``); the others are frozen. Restricting costly methods (OFMU's Hessian-vector
-            products) to the neck and head cuts their cost several-fold.
-        forget_floor_prob: ``τ`` of the bounded forget objectives (:meth:`YoloAdapter.ascent_loss`,
-            the forget side of :meth:`YoloAdapter.distillation_loss`): an anchor stops being pushed
-            once its score for the forgotten box's class is below ``τ``. The default lies below the
-            0.001 score threshold of evaluation, so a forgotten object leaves the ranked detections.
-    """
-
-    model: str
-    num_classes: int | None = None
-    in_chans: int = 1
-    class_names: tuple[str, ...] | None = None
-    image_size: int = 640
-    gains: YoloLossGains = field(default_factory=YoloLossGains)
-    reduction: Literal["image", "batch"] = "image"
-    conf_threshold: float = 0.001
-    iou_threshold: float = 0.7
-    max_det: int = 300
-    trainable_groups: tuple[str, ...] = PARAMETER_GROUPS
-    forget_floor_prob: float = 1e-4
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.forget_floor_prob < 1.0:
-            raise UserInputError("forget_floor_prob must lie in (0, 1)", field="forget_floor_prob",
-                                 value=self.forget_floor_prob)
-        unknown = [g for g in self.trainable_groups if g not in PARAMETER_GROUPS]
-        if unknown or not self.trainable_groups:
-            raise UserInputError(f"trainable_groups must be a non-empty subset of {', '.join(PARAMETER_GROUPS)}",
-                                 field="trainable_groups", value=list(self.trainable_groups))
-        if self.reduction not in ("image", "batch"):
-            raise UserInputError("reduction must be 'image' or 'batch'", field="reduction", value=self.reduction)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["class_names"] = list(self.class_names) if self.class_names is not None else None
-        data["trainable_groups"] = list(self.trainable_groups)
-        return {"family": "yolo", **data}
-
-    @staticmethod
-    def from_dict(data: dict[str, Any]) -> YoloModelSpec:
-        values = {k: v for k, v in data.items() if k != "family"}
-        if values.get("class_names") is not None:
-            values["class_names"] = tuple(values["class_names"])
-        if values.get("trainable_groups") is not None:
-            values["trainable_groups"] = tuple(values["trainable_groups"])
-        if isinstance(values.get("gains"), dict):
-            values["gains"] = YoloLossGains(**values["gains"])
-        return YoloModelSpec(**values)
-
-
-def _import_ultralytics() -> Any:
-    from rfo_bench.detectors.ultralytics_setup import import_ultralytics
-
-    return import_ultralytics()
-
-
-def _task_of(model_or_yaml: Any) -> str:
-    _import_ultralytics()
-    from ultralytics.nn.tasks import guess_model_task
-
-    return str(guess_model_task(model_or_yaml))
-
-
-_MODEL_TASKS = {"SegmentationModel": "segment", "PoseModel": "pose", "OBBModel": "obb",
-                "ClassificationModel": "classify", "DetectionModel": "detect"}
-"""Task of each Ultralytics model class (checkpoints do not always say it)."""
-
-
-def _check_detection_model(model: nn.Module, source: str) -> None:
-    from ultralytics.nn.modules.head import Detect
-    from ultralytics.nn.tasks import DetectionModel
-
-    task = _MODEL_TASKS.get(type(model).__name__) or getattr(model, "task", None) or _task_of(model)
-    if task != "detect" or not isinstance(model, DetectionModel) or type(model) is not DetectionModel:
-        if task == "detect":  # a DetectionModel subclass with another head (world, RT-DETR, ...)
-            task = type(model).__name__
-        raise UserInputError(f"this is a {task} checkpoint ({type(model).__name__}); the YOLO adapter needs a "
-                             "detection model (task 'detect')", file=source, field="task", value=task)
-    head = model.model[-1]
-    if type(head) is not Detect or getattr(head, "one2one_cv2", None) is not None or getattr(head, "end2end", False):
-        raise UserInputError("only YOLOv8/YOLO11-style Detect heads with NMS are supported (not end-to-end "
-                             "YOLOv10/YOLO26 heads)", file=source, field="head", value=type(head).__name__)
-
-
-def build_detection_model(spec: YoloModelSpec) -> tuple[nn.Module, dict[int, str]]:
-    """Build (yaml) or load (``.pt``) the detection model on the CPU in float32.
-
-    Returns:
-        ``(model, names)``: the :class:`~ultralytics.nn.tasks.DetectionModel` and its class names.
-
-    Raises:
-        UserInputError: missing, damaged or refused file (one naming Python objects outside Ultralytics'
-            allow-list), unknown yaml, a segment/pose/classify/OBB model, an end-to-end head, wrong channel
-            count or a class count that contradicts the checkpoint.
-    """
-    _import_ultralytics()
-    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
-
-    from rfo_bench.detectors.ultralytics_setup import load_yolo_checkpoint
-
-    source = spec.model
-    if spec.in_chans not in (1, 3):
-        raise UserInputError("in_chans must be 1 or 3", field="in_chans", value=spec.in_chans)
-    suffix = Path(source).suffix.lower()
-    if suffix in (".pt", ".pth"):
-        model, _ckpt = load_yolo_checkpoint(source)  # restricted un-pickling: refuses code, names the file
-        _check_detection_model(model, source)
-        nc = int(model.model[-1].nc)
-        if spec.num_classes is not None and spec.num_classes != nc:
-            raise UserInputError(f"the checkpoint detects {nc} classes but {spec.num_classes} were asked for",
-                                 file=source, field="num_classes", value=spec.num_classes)
-        names = {int(k): str(v) for k, v in dict(getattr(model, "names", {}) or {}).items()}
-        model.float().train()
-        return model, names or {i: str(i) for i in range(nc)}
-    if suffix not in (".yaml", ".yml"):
-        raise UserInputError("expected a model yaml (e.g. yolov8n.yaml) or a checkpoint (.pt)", field="model",
-                             value=source)
-    if spec.num_classes is None or spec.num_classes < 1:
-        raise UserInputError("a model built from yaml needs num_classes >= 1", field="num_classes",
-                             value=spec.num_classes)
-    try:
-        cfg = yaml_model_load(source)
-    except (FileNotFoundError, OSError) as err:
-        raise UserInputError(f"unknown model yaml ({err})", field="model", value=source) from None
-    task = _task_of(cfg)
-    if task != "detect":
-        raise UserInputError(f"this yaml describes a {task} model; the YOLO adapter needs a detection model",
-                             field="model", value=source)
-    try:  # restricted mode (import_ultralytics): a layer or activation outside torch.nn / Ultralytics is refused
-        model = DetectionModel(cfg, ch=spec.in_chans, nc=spec.num_classes, verbose=False)
-    except (TypeError, KeyError, ValueError, IndexError, AttributeError) as err:
-        first_line = (str(err).splitlines() or [""])[0]
-        raise UserInputError(f"cannot build a detection model from this yaml ({type(err).__name__}: {first_line})",
-                             field="model", value=source) from None
-    _check_detection_model(model, source)
-    return model, {i: str(i) for i in range(spec.num_classes)}
-
-
-def image_class_logits(anchor_logits: Tensor) -> Tensor:
-    """Image-level class evidence ``[B, K]`` from per-anchor class logits ``[B, A, K]``.
-
-    A log-sum-exp over anchors minus ``log A``: a smooth maximum that equals the common value when
-    every anchor agrees and approaches the strongest anchor when one dominates. It is what the
-    classifier-shaped objectives of the methods (``log(1 - p_y)``, KL to a teacher) see.
-    """
-    return torch.logsumexp(anchor_logits, dim=1) - math.log(max(1, anchor_logits.shape[1]))
-
-
-def forget_anchor_mask(level_hw: list[tuple[int, int]] | tuple[tuple[int, int], ...], strides: list[float],
-                       boxes_xyxy: Tensor, valid: Tensor) -> Tensor:
-    """Which anchors answer for each box: ``bool [B, K, A]``.
-
-    An anchor answers for a box when its centre lies strictly inside the box, or when its cell
-    contains the box centre (one anchor per pyramid level, so a box smaller than every stride is
-    covered too). The first set is the candidate pool of Ultralytics' task-aligned assigner, so
-    it holds every anchor the training loss may have made positive for the box.
-
-    Args:
-        level_hw: ``(h, w)`` of each pyramid level's grid, in the anchor order of the Detect head
-            (levels concatenated, each flattened row-major).
-        strides: stride of each level in input pixels.
-        boxes_xyxy: ``[B, K, 4]`` boxes in input pixels.
-        valid: ``bool [B, K]``; ``False`` rows (padding) answer for no anchor.
-
-    Returns:
-        ``bool [B, K, A]`` with ``A = sum(h * w)``.
-    """
-    x1, y1, x2, y2 = boxes_xyxy.unbind(-1)  # [B, K] each
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    masks = []
-    for (h, w), stride in zip(level_hw, strides, strict=True):
-        xs = (torch.arange(w, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype) + 0.5) * stride
-        ys = (torch.arange(h, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype) + 0.5) * stride
-        inside_x = (xs > x1.unsqueeze(-1)) & (xs < x2.unsqueeze(-1))  # [B, K, w]
-        inside_y = (ys > y1.unsqueeze(-1)) & (ys < y2.unsqueeze(-1))  # [B, K, h]
-        inside = inside_y.unsqueeze(-1) & inside_x.unsqueeze(-2)  # [B, K, h, w]
-        col = torch.floor(cx / stride).long().clamp(0, w - 1)
-        row = torch.floor(cy / stride).long().clamp(0, h - 1)
-        cell = ((torch.arange(h, device=row.device) == row.unsqueeze(-1)).unsqueeze(-1)
-                & (torch.arange(w, device=col.device) == col.unsqueeze(-1)).unsqueeze(-2))
-        masks.append((inside | cell).flatten(-2))
-    return torch.cat(masks, dim=-1) & valid.unsqueeze(-1)
-
-
-def _box_class_logits(anchor_logits: Tensor, box_classes: Tensor) -> Tensor:
-    """``[B, K, A]``: each anchor's logit for the class of box ``k`` (padding reads class 0)."""
-    num_anchors = anchor_logits.shape[1]
-    index = box_classes.clamp(min=0).unsqueeze(1).expand(-1, num_anchors, -1)  # [B, A, K]
-    return anchor_logits.gather(2, index).transpose(1, 2)
-
-
-def bounded_class_ascent(anchor_logits: Tensor, region: Tensor, box_classes: Tensor, floor_prob: float) -> Tensor:
-    """The bounded forget objective that gradient-ascent methods *raise* on a detector.
-
-    For every pair (box ``k``, anchor ``a`` answering for it) the classification term of the
-    detection loss with the box's class ``c_k`` as target, ``−log σ(z_{a,c_k}) = softplus(−z)``,
-    clamped at ``−log τ``; the mean over pairs. It lies in ``[0, −log τ]``, its gradient with
-    respect to a logit has magnitude ``1 − σ(z) ≤ 1`` and vanishes once ``σ(z) < τ``, so ascent
-    cannot diverge. Only the box's own class channel on the anchors of the forget boxes moves: the
-    background terms of all other anchors and the other classes, which plain ascent on the
-    detection loss would raise (creating false detections everywhere), are left out.
-
-    Args:
-        anchor_logits: ``[B, A, C]`` class logits of every anchor.
-        region: ``bool [B, K, A]`` (:func:`forget_anchor_mask`).
-        box_classes: ``int64 [B, K]`` class of each box (``-1`` = padding, excluded by ``region``).
-        floor_prob: ``τ`` in ``(0, 1)``.
-
-    Returns:
-        A scalar; exactly 0 (still in the graph) when no anchor answers for any box.
-    """
-    values = F.softplus(-_box_class_logits(anchor_logits, box_classes)).clamp(max=-math.log(floor_prob))
-    count = region.sum()
-    if int(count) == 0:
-        return anchor_logits.sum() * 0.0
-    return (values * region).sum() / count
-
-
-def binary_kl(teacher_prob: Tensor, student_logits: Tensor) -> Tensor:
-    """Element-wise ``KL(Bernoulli(t) ‖ Bernoulli(σ(s)))`` for independent (sigmoid) class scores.
-
-    Args:
-        teacher_prob: ``t`` in ``[0, 1]`` (0 and 1 allowed).
-        student_logits: ``s``, same shape (already divided by any temperature).
-    """
-    return (torch.xlogy(teacher_prob, teacher_prob) - teacher_prob * F.logsigmoid(student_logits)
-            + torch.xlogy(1 - teacher_prob, 1 - teacher_prob) - (1 - teacher_prob) * F.logsigmoid(-student_logits))
-
-
-def box_distribution_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
-    """``[B, A]`` KL(teacher ‖ student) of the DFL box distributions, summed over the four sides.
-
-    Args:
-        student, teacher: ``[B, A, 4 * R]`` DFL logits (``R`` bins per side).
-        temperature: softmax temperature.
-    """
-    b, a, c = student.shape
-    log_s = F.log_softmax(student.reshape(b, a, 4, c // 4) / temperature, dim=-1)
-    log_t = F.log_softmax(teacher.reshape(b, a, 4, c // 4) / temperature, dim=-1)
-    return (log_t.exp() * (log_t - log_s)).sum(dim=(-1, -2))
-
-
-def detection_distillation(student_logits: Tensor, student_boxes: Tensor, teacher_logits: Tensor,
-                           teacher_boxes: Tensor, temperature: float,
-                           suppressed_classes: tuple[int, ...] | list[int] = ()) -> Tensor:
-    """Per-anchor distillation of a detector's outputs onto a teacher's (scalar).
-
-    ``mean_{b,a} Σ_c KL(σ(t_{a,c}/T) ‖ σ(s_{a,c}/T))`` over every anchor and class, plus the DFL box
-    distributions' KL weighted by the teacher's object score ``w_a = max_c σ(t_{a,c})`` (box
-    distributions of background anchors mean nothing): ``Σ w_a KL_box(a) / Σ w_a``. The teacher's
-    scores of ``suppressed_classes`` are replaced by 0 (background) first.
-
-    Args:
-        student_logits, teacher_logits: ``[B, A, C]`` class logits.
-        student_boxes, teacher_boxes: ``[B, A, 4 * R]`` DFL logits.
-        temperature: ``T`` of both KL terms.
-        suppressed_classes: classes the teacher is made not to see.
-    """
-    teacher_prob = torch.sigmoid(teacher_logits / temperature)
-    object_score = torch.sigmoid(teacher_logits)
-    if suppressed_classes:
-        keep = torch.ones(teacher_logits.shape[-1], dtype=teacher_prob.dtype, device=teacher_prob.device)
-        keep[list(suppressed_classes)] = 0.0
-        teacher_prob = teacher_prob * keep
-        object_score = object_score * keep
-    class_kl = binary_kl(teacher_prob, student_logits / temperature).sum(dim=-1).mean()
-    weight = object_score.max(dim=-1).values
-    box_kl = (weight * box_distribution_kl(student_boxes, teacher_boxes, temperature)).sum() / weight.sum().clamp(
-        min=1e-6)
-    return class_kl + box_kl
-
-
-def forget_distillation(student_logits: Tensor, teacher_logits: Tensor, region: Tensor, box_classes: Tensor,
-                        temperature: float, floor_prob: float) -> Tensor:
-    """The bounded, one-sided divergence SCRUB's max-steps raise on the forget boxes (scalar).
-
-    For every pair (box ``k``, anchor ``a`` answering for it, see :func:`forget_anchor_mask`) the
-    binary KL between teacher and student scores of the box's class ``c_k`` at temperature ``T``,
-    counted only while the student's score is at most the teacher's (so raising it can only lower
-    the score: raising it the other way would create detections) and above ``floor_prob`` (so it is
-    bounded); the mean over pairs. Other classes and the box distributions are not pushed away.
-
-    Args:
-        student_logits, teacher_logits: ``[B, A, C]``.
-        region: ``bool [B, K, A]``.
-        box_classes: ``int64 [B, K]``.
-        temperature: ``T``.
-        floor_prob: ``τ``.
-    """
-    student = _box_class_logits(student_logits, box_classes)
-    teacher = _box_class_logits(teacher_logits, box_classes)
-    active = region & (student.detach() <= teacher) & (torch.sigmoid(student.detach()) > floor_prob)
-    count = region.sum()
-    if int(count) == 0:
-        return student_logits.sum() * 0.0
-    kl = binary_kl(torch.sigmoid(teacher / temperature), student / temperature)
-    return (kl * active).sum() / count
 
 
 class YoloNet(nn.Module):
@@ -772,9 +473,10 @@ def save_ultralytics_checkpoint(adapter: YoloAdapter, path: str | os.PathLike[st
         record: JSON-serialisable audit record of the run.
         data_yaml: the dataset yaml to remember as ``train_args["data"]`` (so ``val()`` finds it).
     """
+    from rfo_bench.detectors.ultralytics_setup import import_ultralytics
     from toolkit_core.utils import atomic_write_bytes
 
-    ultralytics = _import_ultralytics()
+    ultralytics = import_ultralytics()
     model = copy.deepcopy(adapter.detector).cpu().float()
     model.criterion = None
     for module in model.modules():  # hooks would pickle closures
