@@ -4,9 +4,25 @@ Every CLI builds an :class:`argparse.ArgumentParser` with sub-commands whose han
 ``func`` and calls :func:`run_cli`. A :class:`~toolkit_core.errors.UserInputError` becomes one line on
 stderr and exit code 2; so does a failure the user's environment causes: an output folder that is
 read-only, full or a file, an input that is missing or unreadable (an :class:`OSError` with one of
-:data:`USER_ERRNOS`), an image over Pillow's decompression-bomb limit. ``--verbose`` (before or after
-the sub-command) also prints the traceback and turns on debug logging. Everything else is a bug and
-keeps its traceback.
+:data:`USER_ERRNOS`), an image over Pillow's decompression-bomb limit, an optional dependency that is
+not installed (:func:`toolkit_core.extras.missing_extra_message`). ``--verbose`` (before or after the
+sub-command) also prints the traceback and turns on debug logging. Everything else is a bug and keeps
+its traceback.
+
+The grammar every command follows (Ultralytics' names where it has one; the table of every flag is
+``docs/cli.md``, generated from the parsers by ``python -m rfo_toolkit.cli_docs``):
+
+- one name per meaning, stated once in :data:`FLAG_MEANINGS`: ``--imgsz`` (image side, px), ``--batch``
+  (images or patches per optimisation step), ``--device``, ``--threads``, ``--seed`` (one seed) and
+  ``--seeds`` (a list, ``0,1,2``; a count of N seeds is written as the range ``0-{N-1}``, e.g. ``0-2``);
+- one output rule (:func:`add_output_options`): an existing non-empty output is refused with one line
+  naming ``--overwrite``; ``--overwrite`` replaces only a folder this toolkit wrote for the same
+  command (its ownership marker, :mod:`toolkit_core.output_dirs`), never an arbitrary folder;
+- runtime options on every command that computes (:func:`add_runtime_options`): ``--device``,
+  ``--threads`` (unset: the library's default; 0 is refused), ``--no-progress`` (progress bars go to
+  stderr and are on by default);
+- an old spelling keeps working for one release (:func:`add_deprecated_alias`): accepted, one warning
+  line naming the new flag, hidden from ``--help``.
 """
 
 from __future__ import annotations
@@ -15,9 +31,12 @@ import argparse
 import errno
 import logging
 import os
+import shutil
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from toolkit_core.errors import UserInputError
 
@@ -33,13 +52,51 @@ USER_ERRNOS = frozenset(
 
 Handler = Callable[[argparse.Namespace], "int | None"]
 
+FLAG_MEANINGS: dict[str, str] = {
+    "--batch": "images per optimisation step",
+    "--checkpoint-every": "save a resumable checkpoint every N steps",
+    "--classes": "class names",
+    "--config": "file of settings",
+    "--data": "dataset",
+    "--device": "torch device",
+    "--epochs": "training epochs",
+    "--imgsz": "image side in pixels",
+    "--json": "print JSON",
+    "--lr": "learning rate",
+    "--model": "model",
+    "--n": "number of images",
+    "--no-progress": "hide progress bars",
+    "--out": "output",
+    "--overwrite": "replace an existing output this toolkit wrote",
+    "--resume": "continue an interrupted run",
+    "--seed": "random seed",
+    "--seeds": "list of seeds",
+    "--steps": "number of steps",
+    "--threads": "torch/NumPy CPU threads",
+    "--verbose": "show debug logging and full tracebacks",
+}
+"""Flag -> its one meaning across the three commands. The help text of every flag used by more than
+one sub-command starts with its meaning here (``docs/cli.md`` and its test check it)."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` once: not when the help already states a default, nor for an unset one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text.lower() or unset or action.default == []:
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text + " (default: %(default)s)"
+        return text
+
 
 def verbose_parent() -> argparse.ArgumentParser:
     """A parent parser that lets ``--verbose`` follow a sub-command too."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-        help="show debug logging and full tracebacks",
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=FLAG_MEANINGS["--verbose"],
     )
     return parent
 
@@ -47,7 +104,7 @@ def verbose_parent() -> argparse.ArgumentParser:
 def make_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     """A top-level parser with ``--verbose`` and a required sub-command."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging and full tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help=FLAG_MEANINGS["--verbose"])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     return parser, subparsers
 
@@ -58,16 +115,349 @@ def add_command(
     """Add one sub-command whose handler receives the parsed namespace."""
     sub = subparsers.add_parser(
         name, help=help_text, description=description or help_text, parents=[verbose_parent()],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     sub.set_defaults(func=handler)
     return sub
 
 
-def user_error_line(err: BaseException) -> str | None:
+# --------------------------------------------------------------------------- values
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def parse_seeds(text: str, *, field: str = "--seeds") -> tuple[int, ...]:
+    """Seeds written as a list ``0,1,2``, ranges ``0-2`` (both ends included) or both (``0-2,7``).
+
+    A count of N seeds is the range ``0-{N-1}``; there is no count form, so ``--seeds 3`` is seed 3.
+
+    Raises:
+        UserInputError: an empty, negative, malformed or repeated seed.
+    """
+    seeds: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        try:
+            if "-" in part[1:]:
+                first, last = (int(v) for v in part.split("-", 1))
+                if last < first:
+                    raise ValueError
+                seeds.extend(range(first, last + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise UserInputError("expected seeds as a list 0,1,2 or a range 0-2", field=field, value=text) from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserInputError("expected distinct non-negative seeds, e.g. 0,1,2 or 0-2", field=field, value=text)
+    return tuple(seeds)
+
+
+def _seeds_type(text: str) -> tuple[int, ...]:
+    try:
+        return parse_seeds(text)
+    except UserInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+# --------------------------------------------------------------------------- shared flags
+
+
+def add_runtime_options(
+    cmd: argparse.ArgumentParser, *, device: str | None = "cpu", device_help: str = "", devices: Sequence[str] = (),
+    threads_help: str = "", progress: bool = True,
+) -> None:
+    """Add ``--device``, ``--threads`` and ``--no-progress`` to a command that computes.
+
+    Args:
+        cmd: the sub-command.
+        device: default device (``None``: the command chooses, say how in ``device_help``).
+        device_help: what the command does with the device, appended to the shared meaning.
+        devices: the only accepted devices (empty: any torch device string).
+        threads_help: what ``--threads`` limits in this command, appended to the shared meaning.
+        progress: add ``--no-progress``.
+    """
+    what = device_help or "cpu, cuda, cuda:N, mps or auto (a GPU if present)"
+    cmd.add_argument("--device", default=device, choices=tuple(devices) or None,
+                     help=f"{FLAG_MEANINGS['--device']}: {what}")
+    cmd.add_argument("--threads", type=positive_int, default=None,
+                     help=f"{FLAG_MEANINGS['--threads']} (unset: the libraries' default)"
+                          + (f"; {threads_help}" if threads_help else ""))
+    if progress:
+        cmd.add_argument("--no-progress", action="store_true", help=f"{FLAG_MEANINGS['--no-progress']} (on stderr)")
+
+
+def set_threads(threads: int | None, *, torch: bool = True) -> None:
+    """Limit the CPU threads of torch (when ``torch``) and of NumPy's BLAS/OpenMP pools, also in workers.
+
+    ``None`` keeps the libraries' defaults: the one meaning of an unset ``--threads``.
+
+    Raises:
+        UserInputError: ``threads`` is not a positive integer.
+    """
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UserInputError("must be a positive integer", field="--threads", value=threads)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)  # worker processes started from here inherit it
+    try:
+        from threadpoolctl import threadpool_limits
+    except ModuleNotFoundError:  # pragma: no cover - a dependency of scikit-learn
+        pass
+    else:
+        threadpool_limits(threads)
+    if torch:
+        import torch as torch_module
+
+        torch_module.set_num_threads(threads)
+
+
+def add_imgsz(cmd: argparse.ArgumentParser, what: str, *, default: int | None = None) -> argparse.Action:
+    """Add ``--imgsz`` (Ultralytics' name), the one image-size flag; ``what`` says which image."""
+    return cmd.add_argument("--imgsz", type=positive_int, default=default,
+                            help=f"{FLAG_MEANINGS['--imgsz']}: {what}")
+
+
+def add_batch(cmd: argparse.ArgumentParser, what: str = "", *, default: int | None = None) -> argparse.Action:
+    """Add ``--batch`` (Ultralytics' name), the one batch-size flag."""
+    return cmd.add_argument("--batch", type=positive_int, default=default,
+                            help=FLAG_MEANINGS["--batch"] + (f" ({what})" if what else ""))
+
+
+def add_seeds(cmd: argparse.ArgumentParser, what: str = "", *, default: str | None = None) -> argparse.Action:
+    """Add ``--seeds``: a list ``0,1,2`` or a range ``0-2`` (N seeds: ``0-{N-1}``); parsed to a tuple."""
+    return cmd.add_argument(
+        "--seeds", type=_seeds_type, default=None if default is None else parse_seeds(default),
+        help=f"{FLAG_MEANINGS['--seeds']}: 0,1,2 or the range 0-2 (N seeds: 0-<N-1>)" + (f"; {what}" if what else ""),
+    )
+
+
+def add_output_options(
+    cmd: argparse.ArgumentParser, what: str, *, required: bool = True, default: str | None = None,
+) -> None:
+    """Add ``--out`` and ``--overwrite``, the one output rule (see :func:`prepare_output_dir`)."""
+    cmd.add_argument("--out", required=required, default=default, help=f"{FLAG_MEANINGS['--out']}: {what}")
+    cmd.add_argument("--overwrite", action="store_true",
+                     help=f"{FLAG_MEANINGS['--overwrite']} (without it an existing non-empty output is refused)")
+
+
+def add_deprecated_alias(cmd: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Accept ``old`` for one release as a spelling of ``new``: hidden from ``--help``, one warning line.
+
+    The value is parsed by ``new``'s action (same type, choices and destination).
+
+    Raises:
+        ValueError: ``new`` is not an option of ``cmd`` or is required (an alias cannot satisfy it).
+    """
+    target = cmd._option_string_actions.get(new)
+    if target is None or target.required:
+        raise ValueError(f"{new} is not an optional flag of {cmd.prog}")
+
+    class _Alias(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+            warn_deprecated(parser.prog, option_string or old, new)
+            target(parser, namespace, values, new)
+
+    cmd.add_argument(old, action=_Alias, dest=target.dest, nargs=target.nargs, type=target.type,
+                     choices=target.choices, metavar=target.metavar or target.dest.upper(),
+                     default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def warn_deprecated(prog: str, old: str, new: str) -> None:
+    """Print the one deprecation line for ``old`` (and nothing else)."""
+    print(f"{prog}: warning: {old} is deprecated and will be removed in the next release; use {new}",
+          file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, field: str = "--out") -> Path:
+    """A file output: refused when it exists unless ``overwrite``; a folder in its place is always refused."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserInputError("is a folder, expected a file", file=target, field=field)
+    if target.exists() and not overwrite:
+        raise UserInputError("output exists (use --overwrite to replace it)", file=target, field=field)
+    from toolkit_core.output_dirs import require_writable
+
+    require_writable(target, field=field, is_dir=False)
+    return target
+
+
+def prepare_output_dir(
+    path: str | os.PathLike[str], tool: str, *, overwrite: bool, resume: bool = False, field: str = "--out",
+) -> Path:
+    """Claim the output folder of ``tool`` under the one overwrite rule; :func:`finish_output_dir` releases it.
+
+    - a new or empty folder is created and claimed;
+    - with ``resume``, a folder ``tool`` claimed before (an interrupted or finished run) is taken up again;
+    - otherwise an existing non-empty folder is refused with one line naming ``--overwrite``;
+    - ``--overwrite`` deletes and re-creates it only when ``tool`` wrote it: its ownership marker names
+      ``tool`` and, for a finished run, lists every entry in it (a file added by a user, a link, the home
+      folder or a folder holding the working directory are refused, and nothing is deleted).
+
+    Raises:
+        UserInputError: naming the folder, the flag and the reason.
+    """
+    from toolkit_core.output_dirs import (
+        read_marker,
+        require_writable,
+        why_not_replaceable,
+        write_marker,
+    )
+
+    target = Path(path)
+    if target.is_symlink():
+        raise UserInputError("refusing to use a symbolic link as output folder", file=target, field=field)
+    require_writable(target, field=field)
+    if target.is_dir() and any(target.iterdir()):
+        marker = read_marker(target)
+        ours = marker is not None and marker["tool"] == tool
+        if resume and ours:
+            return target
+        if not overwrite:
+            hint = " or --resume to continue it" if resume else ""
+            raise UserInputError(f"output exists and is not empty (use --overwrite to replace it{hint})",
+                                 file=target, field=field)
+        if not ours:
+            raise UserInputError(f"refusing to replace: it was not written by {tool} (no ownership marker of it)",
+                                 file=target, field=field)
+        reason = why_not_replaceable(target) if marker.get("state") == "complete" else None
+        if reason is None and marker.get("state") != "complete":
+            reason = _why_not_replaceable_in_use(target)
+        if reason is not None:
+            raise UserInputError(f"refusing to replace: {reason}", file=target, field=field)
+        shutil.rmtree(target)
+    target.mkdir(parents=True, exist_ok=True)
+    write_marker(target, tool, state="in-use")
+    return target
+
+
+def _why_not_replaceable_in_use(target: Path) -> str | None:
+    """For a folder claimed by an interrupted run: the checks of a finished one except the entry list."""
+    from toolkit_core.output_dirs import _is_protected
+
+    if _is_protected(target):
+        return "it is the root, the home folder or a folder holding the working directory"
+    return None
+
+
+def finish_output_dir(path: str | os.PathLike[str], tool: str) -> None:
+    """Record the entries ``tool`` wrote into a folder claimed by :func:`prepare_output_dir`."""
+    from toolkit_core.output_dirs import release_output_dir
+
+    release_output_dir(path, tool)
+
+
+# --------------------------------------------------------------------------- the flag table
+
+
+@dataclass(frozen=True)
+class FlagRow:
+    """One flag of one sub-command, as ``docs/cli.md`` lists it."""
+
+    command: str
+    flag: str
+    meaning: str
+    default: str
+
+
+def _sub_parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                nested = list(_sub_parsers(sub))
+                if nested:
+                    yield from ((f"{name} {n}", p) for n, p in nested)
+                else:
+                    yield name, sub
+
+
+def _default_text(action: argparse.Action) -> str:
+    if action.required:
+        return "required"
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)) or action.default in (
+            None, argparse.SUPPRESS):
+        return ""
+    value = action.default
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    return str(value)
+
+
+def flag_rows(parsers: Mapping[str, argparse.ArgumentParser]) -> list[FlagRow]:
+    """Every visible flag (and positional) of every sub-command of ``parsers`` (program name -> parser)."""
+    rows: list[FlagRow] = []
+    for prog, parser in parsers.items():
+        for name, sub in _sub_parsers(parser):
+            for action in sub._actions:
+                if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+                    continue
+                flag = max(action.option_strings, key=len) if action.option_strings else action.dest.upper()
+                help_text = " ".join((action.help or "").replace("%%", "%").split())
+                rows.append(FlagRow(f"{prog} {name}", flag, help_text, _default_text(action)))
+    return rows
+
+
+def flag_table_markdown(rows: Iterable[FlagRow]) -> str:
+    """The markdown table of ``rows`` (command, flag, meaning, default)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|") or " "
+
+    lines = ["| command | flag | meaning | default |", "|---|---|---|---|"]
+    lines += [f"| {cell(r.command)} | `{cell(r.flag)}` | {cell(r.meaning)} | {cell(r.default)} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def meaning_conflicts(
+    rows: Iterable[FlagRow], meanings: Mapping[str, str] = FLAG_MEANINGS, *, exempt: Iterable[str] = (),
+) -> list[str]:
+    """Flags whose name stands for more than one meaning across sub-commands, one line each.
+
+    A flag used by several sub-commands must have an entry in ``meanings`` and each help text must start
+    with it; a flag used once needs none. Positionals and commands starting with an ``exempt`` prefix
+    are not checked.
+    """
+    exempt = tuple(exempt)
+    by_flag: dict[str, list[FlagRow]] = {}
+    for row in rows:
+        if row.flag.startswith("-") and not row.command.startswith(exempt):
+            by_flag.setdefault(row.flag, []).append(row)
+    problems = []
+    for flag, uses in sorted(by_flag.items()):
+        if len(uses) < 2 and flag not in meanings:
+            continue
+        meaning = meanings.get(flag)
+        if meaning is None:
+            problems.append(f"{flag}: used by {len(uses)} commands, no entry in FLAG_MEANINGS")
+            continue
+        for row in uses:
+            if not row.meaning.lower().startswith(meaning.lower()):
+                problems.append(f"{flag} in `{row.command}`: help {row.meaning!r} does not start with {meaning!r}")
+    return problems
+
+
+# --------------------------------------------------------------------------- running
+
+
+def user_error_line(err: BaseException, command: str | None = None) -> str | None:
     """The one-line message for a failure the user caused, or ``None`` when ``err`` is a bug."""
     if isinstance(err, UserInputError):
         return str(err)
+    if isinstance(err, ModuleNotFoundError):
+        from toolkit_core.extras import missing_extra_message
+
+        return missing_extra_message(err, command)
     if isinstance(err, OSError) and err.errno in USER_ERRNOS:
         names = [str(n) for n in (err.filename, err.filename2) if n is not None]
         reason = err.strerror or errno.errorcode.get(err.errno, "input/output error")
@@ -96,7 +486,9 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) 
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except Exception as err:
-        line = user_error_line(err)
+        words = list(sys.argv[1:] if argv is None else argv)
+        command = " ".join([parser.prog, *(w for w in words[:2] if not w.startswith("-"))])
+        line = user_error_line(err, command)
         if line is None:
             raise
         if verbose:

@@ -72,3 +72,27 @@ def test_demo_with_bad_radiograph_prints_one_line_and_exits_2(tmp_path: Path, co
     error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and str(bad) in error_lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_missing_optional_dependency_is_one_line_with_the_install_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    parser, sub = make_parser("tool", "test tool")
+
+    def handler(_args):
+        raise ModuleNotFoundError("No module named 'ultralytics'", name="ultralytics")
+
+    add_command(sub, "go", handler, "needs an extra")
+    assert run_cli(parser, ["go"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("tool: error: `tool go` needs the optional dependency ultralytics") and "[yolo]" in err
+
+
+def test_a_missing_module_that_is_no_extra_keeps_its_traceback() -> None:
+    parser, sub = make_parser("tool", "test tool")
+
+    def handler(_args):
+        raise ModuleNotFoundError("No module named 'ultralytics.foo'", name="ultralytics.foo")
+
+    add_command(sub, "go", handler, "a broken installation")
+    with pytest.raises(ModuleNotFoundError):
+        run_cli(parser, ["go"])
