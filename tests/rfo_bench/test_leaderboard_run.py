@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rfo_toolkit import leaderboard
+from rfo_toolkit.leaderboard import generators
 from rfo_toolkit.cli import rfo_bench_main as main
 from tests.rfo_bench.test_detectors_data import write_tiny_coco
 
@@ -15,7 +16,7 @@ from tests.rfo_bench.test_detectors_data import write_tiny_coco
 def _fake_generator(seen: list[list[str]]):
     """An ``rfo-synth`` stand-in: records the background files and writes a small COCO set to --out."""
 
-    def fake_main(argv: list[str]) -> int:
+    def fake_main(argv: list[str], log: Path | None = None) -> int:
         args = dict(zip(argv[1::2], argv[2::2], strict=False))
         backgrounds = Path(args["--backgrounds"])
         seen.append(sorted(p.name for p in backgrounds.glob("*.png")))
@@ -48,8 +49,8 @@ def test_benchmark_runs_arms_skips_missing_generator_and_reuses_runs(tmp_path: P
     train = write_tiny_coco(tmp_path / "train", n=6, seed=1, patient_prefix="p")  # images 2, 4, 6 negative
     test = write_tiny_coco(tmp_path / "test", n=4, seed=2, patient_prefix="q")
     seen: list[list[str]] = []
-    monkeypatch.setattr(leaderboard, "_generator_available", lambda argv: argv[0] == "physics")
-    monkeypatch.setattr(leaderboard, "synth_main", _fake_generator(seen))
+    monkeypatch.setattr(generators, "synth_command_available", lambda argv: argv[0] == "physics")
+    monkeypatch.setattr(generators, "synth_main", _fake_generator(seen))
     config = _write_config(tmp_path, train, test)
 
     assert main(["benchmark", "--config", str(config), "--no-progress"]) == 0
@@ -67,7 +68,7 @@ def test_benchmark_runs_arms_skips_missing_generator_and_reuses_runs(tmp_path: P
     run = out / "runs" / "fcos_test_resnet" / "real_physics" / "seed0"
     report = json.loads((run / "eval" / "report.json").read_text())
     assert report["counts"]["images"] == 4 and report["bootstrap"]["unit"] == "patient"
-    assert (out / "froc.png").stat().st_size > 1000
+    _assert_froc_figure_shows(out / "froc.png", summary["rows"], ["real+physics", "synthetic_only"])
     markdown = (out / "leaderboard.md").read_text()
     assert "| fcos/test_resnet | real+physics | 10 |" in markdown
     assert f"rfo-bench benchmark --config {config}" in markdown
@@ -80,6 +81,31 @@ def test_benchmark_runs_arms_skips_missing_generator_and_reuses_runs(tmp_path: P
     assert main(["benchmark", "--config", str(config), "--no-progress"]) == 0
     assert json.loads((out / "leaderboard.json").read_text())["rows"] == summary["rows"]
     assert len(seen) == 1
+
+
+def _assert_froc_figure_shows(png: Path, rows: list[dict], arms: list[str]) -> None:
+    """The figure has one panel per arm with one curve per model, plotting the rows' FROC points; the
+    PNG written is that figure."""
+    import numpy as np
+    from PIL import Image
+
+    figure = leaderboard.froc_figure(rows, arms)
+    panels = figure.axes
+    assert [ax.get_title() for ax in panels] == arms
+    assert all(ax.get_xlabel() == "false positives per image" for ax in panels)
+    assert panels[0].get_ylabel() == "sensitivity"
+    for ax, arm in zip(panels, arms, strict=True):
+        (row,) = [r for r in rows if r["arm"] == arm]
+        (line,) = ax.get_lines()
+        assert line.get_label() == row["model"]
+        np.testing.assert_allclose(line.get_xdata(), row["froc_curve"]["fp_per_image"])
+        expected = [np.nan if v is None else v for v in row["froc_curve"]["sensitivity"]]
+        np.testing.assert_allclose(line.get_ydata(), expected)
+        assert all(0.0 <= v <= 1.0 for v in expected if not np.isnan(v))
+    width_in, height_in = figure.get_size_inches()
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+        assert image.size == (round(width_in * 120), round(height_in * 120))  # written at dpi 120
 
 
 def test_benchmark_refuses_shared_patients_and_no_positives(tmp_path: Path, capsys) -> None:
@@ -129,14 +155,14 @@ def test_generator_listing_missing_images_skips_its_arm_with_a_note(tmp_path: Pa
     train = write_tiny_coco(tmp_path / "train", n=6, seed=1, patient_prefix="p")
     test = write_tiny_coco(tmp_path / "test", n=4, seed=2, patient_prefix="q")
 
-    def broken_generator(argv: list[str]) -> int:
+    def broken_generator(argv: list[str], log: Path | None = None) -> int:
         args = dict(zip(argv[1::2], argv[2::2], strict=False))
         annotations = write_tiny_coco(Path(args["--out"]), n=int(args["--n"]), patient_prefix="s")
         _rewrite_file_names(annotations, lambda name: "nowhere/" + name)
         return 0
 
-    monkeypatch.setattr(leaderboard, "_generator_available", lambda argv: argv[0] == "physics")
-    monkeypatch.setattr(leaderboard, "synth_main", broken_generator)
+    monkeypatch.setattr(generators, "synth_command_available", lambda argv: argv[0] == "physics")
+    monkeypatch.setattr(generators, "synth_main", broken_generator)
     monkeypatch.setattr("rfo_bench.detectors.api.train_detector",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("no arm should train")))
     config = _write_config(tmp_path, train, test, arms="[real+physics, synthetic_only]")
@@ -171,3 +197,20 @@ def test_background_pool_records_the_spacing_of_its_images(tmp_path: Path) -> No
     from rfo_bench.io.images import read_image
 
     assert background_spacing_mm(files[0], read_image(files[0]), recorded_spacings(files)) == 0.77
+
+
+def test_generator_availability_is_asked_of_the_installed_rfo_synth() -> None:
+    """Present and absent (nested) sub-commands, through the tool's own help, not its parser's internals."""
+    assert generators.synth_command_available(["physics"])
+    assert generators.synth_command_available(["diffusion", "train"])
+    assert not generators.synth_command_available(["diffusion", "no-such-step"])
+    assert not generators.synth_command_available(["no-such-generator"])
+
+
+def test_a_failing_generator_command_is_reported_by_its_last_line(tmp_path: Path) -> None:
+    entry = leaderboard.GeneratorEntry(name="physics", n=2, seed=0,
+                                       commands=("physics --n {n} --out {out} --backgrounds {backgrounds}",))
+    with pytest.raises(RuntimeError, match=r"`rfo-synth physics --n \.\.\.` failed: .*backgrounds"):
+        leaderboard.run_generator(entry, out=tmp_path / "gen", backgrounds=tmp_path / "missing")
+    log = (tmp_path / "gen_work" / generators.GENERATOR_LOG).read_text()
+    assert log.startswith("$ rfo-synth physics --n 2")

@@ -1,0 +1,187 @@
+"""``run_benchmark``: every (model, arm, seed) of a configuration, then the leaderboard files.
+
+The road: read the ground truth (or build the held-out benchmark) -> write the training backgrounds
+-> run the generators -> per arm and model and seed train, predict and evaluate (reusing finished
+cells) -> aggregate over seeds -> write ``leaderboard.json``, ``leaderboard.md``, ``froc.png`` and
+``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rfo_bench.io.records import DetectionDataset
+from rfo_toolkit.leaderboard.config import ARM_GENERATORS, BenchmarkConfig
+from rfo_toolkit.leaderboard.data import build_heldout_benchmark, check_patient_disjoint, training_backgrounds
+from rfo_toolkit.leaderboard.generators import run_generator
+from rfo_toolkit.leaderboard.markdown import render_markdown
+from rfo_toolkit.leaderboard.plots import plot_froc
+from rfo_toolkit.leaderboard.runs import RunOutcome, outcome_to_json, run_one, slug
+from rfo_toolkit.leaderboard.summary import aggregate
+from toolkit_core.errors import UserInputError
+from toolkit_core.output_dirs import claim_output_dir, release_output_dir
+from toolkit_core.records import environment, jsonable
+from toolkit_core.utils import atomic_write_bytes, sha256_file
+
+logger = logging.getLogger(__name__)
+
+BENCHMARK_TOOL = "rfo-bench benchmark"
+"""The tool name recorded in the benchmark output folder's ownership marker."""
+
+RECORDED_PACKAGES = ("rfo-toolkit", "numpy", "torch", "torchvision", "timm", "ultralytics", "albumentations")
+"""Distributions whose versions ``leaderboard.json`` records (with Python, platform and source commit)."""
+
+
+@dataclass
+class _Notes:
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        logger.warning("%s", text)
+        self.lines.append(text)
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """Files written by :func:`run_benchmark` and the summary they hold."""
+
+    out_dir: Path
+    markdown_path: Path
+    json_path: Path
+    plot_path: Path | None
+    summary: dict[str, Any]
+
+
+
+def _arm_training_sets(
+    arm: str, config: BenchmarkConfig, real_train: DetectionDataset, synthetic: dict[str, DetectionDataset | str]
+) -> list[DetectionDataset] | str:
+    """Training datasets of an arm, or the reason it is skipped."""
+    needed = ARM_GENERATORS.get(arm, (config.synthetic_only_from,))
+    sets = [] if arm == "synthetic_only" else [real_train]
+    for name in needed:
+        got = synthetic.get(name)
+        if got is None:
+            return f"generator `{name}` was not configured"
+        if isinstance(got, str):
+            return got
+        sets.append(got)
+    return sets
+
+
+def run_benchmark(
+    config: BenchmarkConfig, *, out_dir: str | os.PathLike[str] | None = None, force: bool = False,
+    progress: bool = True, command: str | None = None,
+) -> BenchmarkResult:
+    """Train, predict and evaluate every (model, arm, seed) of ``config`` and write the leaderboard.
+
+    ``command`` is the command line recorded as the way to regenerate the leaderboard.
+
+    Writes into ``out_dir`` (default ``config.out``): ``leaderboard.md``, ``leaderboard.json``,
+    ``froc.png``, ``config.json`` and ``runs/<model>/<arm>/seed<k>/`` (trained model, predictions,
+    ``metrics.json``).
+
+    Raises:
+        UserInputError: unreadable data, a patient shared by train and test, or a training split
+            without positives.
+    """
+    from rfo_bench.detectors.config import recipe_with_overrides
+    from rfo_bench.detectors.data import count_objects, require_trainable
+    from rfo_bench.io.coco import read_coco
+
+    out = claim_output_dir(out_dir or config.out, BENCHMARK_TOOL)
+    notes = _Notes()
+    start = time.perf_counter()
+    backgrounds: Path | None
+    if config.build is not None:
+        train_path, test_path, backgrounds = build_heldout_benchmark(config, out)
+        notes.lines.append(
+            f"Benchmark built from held-out backgrounds: the embedded radiograph is cut into {config.build.tile_px}-px "
+            f"cells assigned to train/test as a checkerboard with a {config.build.guard_px}-px guard band; the "
+            f"`{config.build.generator}` generator renders RFOs onto each pool. Each tile is one pseudo-patient."
+        )
+    else:
+        train_path, test_path, backgrounds = Path(config.train or ""), Path(config.test or ""), None
+    real_train, test = read_coco(train_path), read_coco(test_path)
+    require_trainable([real_train], what="training split")
+    test_patients = check_patient_disjoint(real_train, test)
+    if backgrounds is None:
+        backgrounds = training_backgrounds(real_train, out / "backgrounds" / "train")
+
+    synthetic: dict[str, DetectionDataset | str] = {}
+    wanted = {g for arm in config.arms for g in ARM_GENERATORS.get(arm, (config.synthetic_only_from,))}
+    for name in sorted(wanted):
+        if backgrounds is None:
+            synthetic[name] = "the training split has no negative image to use as a synthetic background"
+            continue
+        entry = config.generator(name)
+        try:
+            synthetic[name] = run_generator(entry, out=out / "synthetic" / name, backgrounds=backgrounds,
+                                            train_json=train_path)
+        except RuntimeError as err:
+            synthetic[name] = str(err)
+        except UserInputError as err:
+            synthetic[name] = f"generator `{name}` refused its input: {err}"
+
+    data_hashes = {"train": sha256_file(train_path), "test": sha256_file(test_path)}
+    outcomes: list[RunOutcome] = []
+    for arm in config.arms:
+        sets = _arm_training_sets(arm, config, real_train, synthetic)
+        if isinstance(sets, str):
+            notes.add(f"arm `{arm}` skipped: {sets}")
+            continue
+        try:
+            require_trainable(sets, what=f"training data of arm {arm}")
+        except UserInputError as err:
+            notes.add(f"arm `{arm}` skipped: {err}")
+            continue
+        synth_hashes = {d.source: sha256_file(d.source) for d in sets[(0 if arm == "synthetic_only" else 1):]}
+        for entry in config.models:
+            for seed in config.seeds:
+                run_dir = out / "runs" / slug(entry.display) / slug(arm) / f"seed{seed}"
+                fingerprint = {"model": asdict(entry), "arm": arm, "seed": seed, "data": data_hashes,
+                               "recipe": recipe_with_overrides(entry.recipe, entry.overrides).to_dict(),
+                               "synthetic": synth_hashes, "bootstrap": config.bootstrap, "device": config.device}
+                logger.info("run %s | %s | seed %d", entry.display, arm, seed)
+                outcomes.append(run_one(entry, arm, seed, sets, test, config, run_dir, fingerprint,
+                                         force=force, progress=progress))
+
+    rows = aggregate(outcomes)
+    plot_path = plot_froc(rows, config.arms, out / "froc.png")
+    train_pos, _ = count_objects([real_train])
+    test_pos, test_objects = count_objects([test])
+    config_source = config.source or "CONFIG"
+    summary = {
+        "name": config.name,
+        "command": command or (f"rfo-bench benchmark --config {config_source}" + (f" --out {out_dir}" if out_dir else "")),
+        "config": config.to_dict(),
+        "seeds": list(config.seeds),
+        "bootstrap": config.bootstrap,
+        "data": {"train": str(train_path), "test": str(test_path), "sha256": data_hashes,
+                 "train_images": len(real_train), "train_positive_images": train_pos,
+                 "test_images": len(test), "test_positive_images": test_pos, "test_objects": test_objects,
+                 "test_patients": test_patients},
+        "synthetic": {k: (v if isinstance(v, str) else {"source": v.source, "images": len(v)})
+                      for k, v in synthetic.items()},
+        "rows": rows,
+        "runs": [outcome_to_json(o) for o in outcomes],
+        "notes": notes.lines,
+        "plot": plot_path.name if plot_path else "none",
+        "versions": environment(RECORDED_PACKAGES),
+        "seconds": time.perf_counter() - start,
+    }
+    markdown = render_markdown(summary)
+    json_path, md_path = out / "leaderboard.json", out / "leaderboard.md"
+    atomic_write_bytes(json_path, json.dumps(jsonable(summary), indent=2).encode("utf-8"))
+    atomic_write_bytes(md_path, markdown.encode("utf-8"))
+    atomic_write_bytes(out / "config.json", json.dumps(config.to_dict(), indent=2).encode("utf-8"))
+    release_output_dir(out, BENCHMARK_TOOL)
+    logger.info("leaderboard written to %s (%.0f s)", md_path, summary["seconds"])
+    return BenchmarkResult(out_dir=out, markdown_path=md_path, json_path=json_path, plot_path=plot_path,
+                           summary=summary)
