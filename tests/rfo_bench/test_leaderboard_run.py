@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from rfo_toolkit import leaderboard
-from rfo_toolkit.leaderboard import generators
 from rfo_toolkit.cli import rfo_bench_main as main
+from rfo_toolkit.leaderboard import generators
 from tests.rfo_bench.test_detectors_data import write_tiny_coco
 
 
