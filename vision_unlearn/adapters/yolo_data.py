@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from toolkit_core.errors import UserInputError
+from vision_unlearn.image_set import ImageSet
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +138,13 @@ def _to_channels(image: np.ndarray, in_chans: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class DetectionData:
-    """A detection split held in memory at the network input size.
+class DetectionData(ImageSet):
+    """A detection split held in memory at the network input size: labels per box.
+
+    The detection form of :class:`~vision_unlearn.image_set.ImageSet` (images, identities,
+    vocabulary and sizes are shared with the classification split); what differs is that ``labels``
+    has one entry per *box* (``boxes_xyxy``, ``box_image``, ``instance_ids``), the images are
+    letterboxed (``ratio_pad``, ``original_hw`` map boxes back), and the ids are tuples.
 
     Attributes:
         images: ``float32 [N, C, H, W]`` letterboxed images in ``[0, 1]``.
@@ -165,9 +171,7 @@ class DetectionData:
     original_hw: Tensor
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.dtype != torch.float32:
-            raise ValueError(f"images must be float32 [N, C, H, W], got {self.images.dtype} "
-                             f"{tuple(self.images.shape)}")
+        self.check_images()
         n, m = int(self.images.shape[0]), int(self.boxes_xyxy.shape[0])
         if tuple(self.boxes_xyxy.shape) != (m, 4):
             raise ValueError(f"boxes_xyxy must be [M, 4], got {tuple(self.boxes_xyxy.shape)}")
@@ -178,30 +182,13 @@ class DetectionData:
                 == self.original_hw.shape[0] == n):
             raise ValueError(f"per-image lengths differ: images {n}, sample_ids {len(self.sample_ids)}, "
                              f"patient_ids {len(self.patient_ids)}, ratio_pad {self.ratio_pad.shape[0]}")
-        if len(set(self.sample_ids)) != n:
-            raise ValueError("sample_ids must be unique")
+        self.check_sample_ids()
         if len(set(self.instance_ids)) != m:
             raise ValueError("instance_ids must be unique")
         if m and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)):
             raise ValueError(f"labels must lie in [0, {len(self.class_names) - 1}]")
         if m and (int(self.box_image.min()) < 0 or int(self.box_image.max()) >= n):
             raise ValueError(f"box_image must lie in [0, {n - 1}]")
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def in_chans(self) -> int:
-        return int(self.images.shape[1])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(H, W)`` of the network input in pixels."""
-        return int(self.images.shape[2]), int(self.images.shape[3])
 
     @property
     def num_boxes(self) -> int:
@@ -236,6 +223,10 @@ class DetectionData:
             sample_ids=tuple(self.sample_ids[i] for i in idx), patient_ids=tuple(self.patient_ids[i] for i in idx),
             class_names=self.class_names, ratio_pad=self.ratio_pad[rows_t], original_hw=self.original_hw[rows_t],
         )
+
+    def subset(self, indices: Sequence[int] | np.ndarray | Tensor) -> DetectionData:
+        """The images at ``indices`` (in that order) with all their boxes (:meth:`select`)."""
+        return self.select(indices)
 
     def stream(self) -> dict[str, Tensor]:
         """The whole split as one padded batch-like mapping (keys in the module docstring)."""
