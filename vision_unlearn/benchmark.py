@@ -45,7 +45,6 @@ from vision_unlearn.api import (
     config_class_of,
     config_from_dict,
     config_to_dict,
-    create_unlearner,
     list_unlearners,
 )
 from vision_unlearn.benchmark_eval import (  # noqa: F401  (re-exported: the benchmark's public pieces)
@@ -80,8 +79,9 @@ from vision_unlearn.evidence import (
     train_shadows,
 )
 from vision_unlearn.forget import ForgetSplit, resolve_forget
-from vision_unlearn.loop import LoopSettings, TrainingDivergedError, run_loop
+from vision_unlearn.loop import LoopSettings, TrainingDivergedError
 from vision_unlearn.protocols import MethodConfig
+from vision_unlearn.run import run_method as run_one
 
 logger = logging.getLogger(__name__)
 
@@ -158,20 +158,18 @@ def run_method(name: str, config: MethodConfig, original_state: Mapping[str, tor
     """
     adapter = TimmAdapter(model.spec(prepared.num_classes, prepared.image_size))
     adapter.model.load_state_dict(original_state)
-    method = create_unlearner(name, adapter, config)
     forget, retain = streams_for(prepared.train, split)
     seed_everything(seed)
-    cpu_start = time.process_time()
-    result = run_loop(adapter, method, forget, retain, LoopSettings(seed=seed, device=device))
-    cpu_seconds = time.process_time() - cpu_start
+    run = run_one(name, adapter, forget, retain, config=config, settings=LoopSettings(seed=seed, device=device))
+    method, result = run.method, run.result
     adapter.model.to("cpu")
     metrics: dict[str, Any] = measure(adapter, prepared, split, seed, bank, reference, relearn)
     metrics.update(steering_costs(adapter, method, original_state, prepared.test))
     with hooks_off(method) as switched:
         if switched:
             metrics["weights_only"] = measure(adapter, prepared, split, seed, bank, reference, relearn)
-    metrics["seconds"] = result.seconds
-    metrics["cpu_seconds"] = cpu_seconds
+    metrics["seconds"] = run.seconds
+    metrics["cpu_seconds"] = run.cpu_seconds
     metrics["steps"] = float(result.total_steps)
     for key in ("penalty", "penalty_grad_norm", "inner_grad_norm"):
         values = [epoch[key] for epoch in result.history if key in epoch]

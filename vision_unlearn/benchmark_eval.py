@@ -10,6 +10,7 @@ import torch
 
 from vision_unlearn.adapters.timm import TimmAdapter
 from vision_unlearn.forget import ForgetSplit
+from vision_unlearn.protocols import TestTimeMethod
 
 HONESTY_FALSE_ABSTENTION = 0.05
 """Share of held-out retained-class inputs the abstention threshold may reject (:func:`honesty_metrics`)."""
@@ -119,22 +120,62 @@ def honesty_metrics(adapter: TimmAdapter, train: Any, test: Any, split: ForgetSp
 
 def steering_costs(adapter: TimmAdapter, method: Any, original_state: Mapping[str, torch.Tensor], test: Any,
                    batch_size: int = 256, repeats: int = 20) -> dict[str, float]:
-    """For a method that hooks the model (``steer``): ``overhead`` (%, CPU time per batch of test
-    images with / without the hooks, :func:`vision_unlearn.steering.measure_overhead`) and
-    ``off_exact`` (1 when the hooks switched off give the original model's test logits bit for bit).
-    Empty for other methods."""
-    from vision_unlearn.steering import measure_overhead
-
-    steerer = getattr(method, "steerer", None)
-    if steerer is None:
+    """For a :class:`~vision_unlearn.protocols.TestTimeMethod` (``steer``): ``overhead`` (%, time per
+    batch of test images with / without its hooks, :func:`hook_overhead`) and ``off_exact`` (1
+    when the hooks switched off give the original model's test logits bit for bit). Empty for other
+    methods."""
+    if not isinstance(method, TestTimeMethod):
         return {}
-    timing = measure_overhead(adapter.model, test.images[:batch_size], steerer, repeats=repeats)
-    steerer.disable()
-    try:
+    timing = hook_overhead(adapter.model, test.images[:batch_size], method, repeats=repeats)
+    with method.hooks_disabled():
         switched_off = adapter.predict(test.images)
-    finally:
-        steerer.enable()
     original = TimmAdapter(adapter.spec)
     original.model.load_state_dict(original_state)
     return {"overhead": 100 * timing["overhead"],
             "off_exact": float(torch.equal(switched_off, original.predict(test.images)))}
+
+
+@torch.no_grad()
+def hook_overhead(model: torch.nn.Module, images: torch.Tensor, method: TestTimeMethod, repeats: int = 20,
+                       warmup: int = 3) -> dict[str, float]:
+    """Time per batch of ``model(images)`` with the method's hooks on vs off (interleaved pairs).
+
+    Each repeat times one pass with and one without the hooks back to back (alternating which goes
+    first), so both see the same load of a shared machine; the overhead is the median of the per-pair
+    ratios. The clock is this process's CPU time on the CPU (other processes do not inflate it), the
+    wall clock with a synchronisation after each pass on a GPU.
+
+    Returns:
+        ``{"ms_per_batch_off", "ms_per_batch_on", "overhead"}``: median times and
+        ``overhead = median(on_i / off_i) - 1`` (0.05 means 5 % slower).
+    """
+    import time
+
+    was_training = model.training
+    model.eval()
+    images = images.to(next(model.parameters()).device)
+    clock = time.perf_counter if images.is_cuda else time.process_time
+
+    def timed() -> float:
+        start = clock()
+        model(images)
+        if images.is_cuda:
+            torch.cuda.synchronize(images.device)
+        return clock() - start
+
+    times: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for i in range(warmup + repeats):
+            for on in ((False, True) if i % 2 == 0 else (True, False)):
+                if on:
+                    elapsed = timed()
+                else:
+                    with method.hooks_disabled():
+                        elapsed = timed()
+                if i >= warmup:
+                    times[on].append(elapsed)
+    finally:
+        model.train(was_training)
+    off, on = torch.tensor(times[False], dtype=torch.float64), torch.tensor(times[True], dtype=torch.float64)
+    return {"ms_per_batch_off": float(off.median()) * 1e3, "ms_per_batch_on": float(on.median()) * 1e3,
+            "overhead": float((on / off).median()) - 1.0}

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from vision_unlearn.adapters.timm import TimmAdapter
-from vision_unlearn.api import config_class_of, config_from_dict, create_unlearner
+from vision_unlearn.api import config_class_of, config_from_dict
 from vision_unlearn.forget import ForgetSplit
-from vision_unlearn.loop import LoopSettings, make_stream, run_loop
+from vision_unlearn.loop import LoopSettings, make_stream
 from vision_unlearn.protocols import MethodConfig
 
 VALIDATION_FRACTION = 0.2
@@ -141,10 +141,11 @@ def streams_for(train: Any, split: ForgetSplit) -> tuple[dict[str, torch.Tensor]
 def train_original(adapter: TimmAdapter, train: Any, seed: int, config: MethodConfig,
                    settings: LoopSettings | None = None) -> float:
     """Train ``adapter`` from scratch on the whole of ``train``; return seconds."""
-    method = create_unlearner("retrain", adapter, config_from_dict(config_class_of("retrain"), asdict(config)))
+    from vision_unlearn.run import run_method
+
     stream = make_stream(train.images, train.labels)
-    result = run_loop(adapter, method, None, stream, settings or LoopSettings(seed=seed))
-    return result.seconds
+    return run_method("retrain", adapter, None, stream, config=config_from_dict(config_class_of("retrain"),
+                      asdict(config)), settings=settings or LoopSettings(seed=seed)).result.seconds
 
 
 def candidates(name: str, base: MethodConfig, sweep: bool) -> list[tuple[str, MethodConfig]]:

@@ -116,14 +116,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from vision_unlearn.benchmark import ORIGINAL_CONFIG, load_data
     from vision_unlearn.checkpoint import save_model
     from vision_unlearn.distributed import init_distributed, local_device, shutdown
-    from vision_unlearn.loop import LoopSettings, make_stream, run_loop
+    from vision_unlearn.loop import LoopSettings, make_stream
     from vision_unlearn.metrics import accuracy
+    from vision_unlearn.run import run_method
 
     _threads(args)
     out = Path(args.out)
     ckpt = out.with_name(out.name + ".run.ckpt")
     _refuse_overwrite([out], args.force, args.resume)
-    from vision_unlearn.api import config_class_of, config_from_dict, create_unlearner, parse_overrides
+    from vision_unlearn.api import config_class_of, config_from_dict, parse_overrides
 
     config = config_from_dict(config_class_of("retrain"), {**ORIGINAL_CONFIG, **parse_overrides(args.set)},
                               source="--set")
@@ -135,11 +136,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         torch.manual_seed(args.seed)
         adapter = TimmAdapter(spec)
-        method = create_unlearner("retrain", adapter, config)
-        result = run_loop(adapter, method, None, make_stream(prepared.train.images, prepared.train.labels),
-                          LoopSettings(seed=args.seed, device=str(device), checkpoint_path=ckpt,
-                                       checkpoint_every=args.checkpoint_every, resume=args.resume,
-                                       progress=not args.no_progress), dist)
+        result = run_method("retrain", adapter, None, make_stream(prepared.train.images, prepared.train.labels),
+                            config=config, dist=dist,
+                            settings=LoopSettings(seed=args.seed, device=str(device), checkpoint_path=ckpt,
+                                                  checkpoint_every=args.checkpoint_every, resume=args.resume,
+                                                  progress=not args.no_progress)).result
         adapter.model.to("cpu")
         test_acc = accuracy(adapter.predict(prepared.test.images).numpy(), prepared.test.labels.numpy())
         if dist.is_main:
@@ -213,13 +214,13 @@ def _cmd_run_classifier(args: argparse.Namespace) -> int:
     import torch
 
     from vision_unlearn.adapters.timm import adapter_from_description
-    from vision_unlearn.api import create_unlearner
     from vision_unlearn.audit import make_audit_record, summarise_forgotten, write_audit_record
     from vision_unlearn.benchmark import evaluate, load_data, streams_for
     from vision_unlearn.checkpoint import load_model_file, save_model
     from vision_unlearn.distributed import init_distributed, local_device, shutdown
     from vision_unlearn.forget import resolve_forget
-    from vision_unlearn.loop import LoopSettings, run_loop
+    from vision_unlearn.loop import LoopSettings
+    from vision_unlearn.run import run_method
 
     _threads(args)
     config = _method_config(args.method, args.config, args.set)
@@ -238,16 +239,16 @@ def _cmd_run_classifier(args: argparse.Namespace) -> int:
     split = resolve_forget(args.forget, prepared.train.labels.numpy(), prepared.train.sample_ids,
                            prepared.train.patient_ids, prepared.train.class_names, seed=args.seed)
     adapter = adapter_from_description(meta["model"], checkpoint=args.model_file)
-    method = create_unlearner(args.method, adapter, config)
     forget, retain = streams_for(prepared.train, split)
     device = local_device(args.device)
     dist = init_distributed(device)
     try:
         torch.manual_seed(args.seed)
-        result = run_loop(adapter, method, forget, retain,
-                          LoopSettings(seed=args.seed, device=str(device), checkpoint_path=out / "run.ckpt",
-                                       checkpoint_every=args.checkpoint_every, resume=args.resume,
-                                       progress=not args.no_progress), dist)
+        run = run_method(args.method, adapter, forget, retain, config=config, dist=dist,
+                         settings=LoopSettings(seed=args.seed, device=str(device), checkpoint_path=out / "run.ckpt",
+                                               checkpoint_every=args.checkpoint_every, resume=args.resume,
+                                               progress=not args.no_progress))
+        method, result = run.method, run.result
         adapter.model.to("cpu")
         if not dist.is_main:
             return 0

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,9 @@ from vision_unlearn.detection_forget import (
     resolve_detection_forget,
 )
 from vision_unlearn.detection_presets import run_preset
+from vision_unlearn.loop import LoopSettings
 from vision_unlearn.methods.grad_ascent import HELDOUT_MODES
+from vision_unlearn.run import MethodRun, detach_test_time_hooks, run_method
 
 logger = logging.getLogger(__name__)
 
@@ -80,41 +81,13 @@ def checkpoint_image_size(source: str) -> int | None:
     return int(-(-int(value) // 32) * 32)
 
 
-@dataclass(frozen=True)
-class MethodRun:
-    """One method run: the fitted method, the loop's result and its cost.
-
-    Attributes:
-        method: the unlearner (holds e.g. a steering state).
-        result: :class:`vision_unlearn.loop.LoopResult`.
-        seconds: wall-clock seconds.
-        cpu_seconds: CPU seconds of this process (all threads), the fairer cost on a shared CPU
-            where other jobs stretch wall time; not the GPU time on a CUDA device.
-    """
-
-    method: Any
-    result: Any
-    seconds: float
-    cpu_seconds: float
-
-
 def _run_method(adapter: YoloAdapter, name: str, config: Mapping[str, Any], forget: DetectionData,
                 retain: DetectionData, seed: int, device: str = "cpu", progress: bool = False,
                 heldout: DetectionData | None = None) -> MethodRun:
-    from vision_unlearn.api import create_unlearner
-    from vision_unlearn.loop import LoopSettings, run_loop
-
-    method = create_unlearner(name, adapter, dict(config))
-    if config.get("forget_loss_ceiling") in HELDOUT_MODES and heldout is not None:
-        method.attach_heldout(heldout.stream())
-    start, cpu_start = time.perf_counter(), time.process_time()
-    result = run_loop(adapter, method, forget.stream(), retain.stream(),
-                      LoopSettings(seed=seed, device=device, progress=progress))
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    steerer = getattr(method, "steerer", None)
-    if steerer is not None and name != "steer":
-        steerer.remove()
-    return MethodRun(method, result, seconds, cpu_seconds)
+    """:func:`vision_unlearn.run.run_method` on detection data (a held-out-aware method gets ``heldout``)."""
+    return run_method(name, adapter, forget.stream(), retain.stream(), config=config,
+                      settings=LoopSettings(seed=seed, device=device, progress=progress),
+                      heldout=heldout.stream() if heldout is not None else None)
 
 
 def _run_and_evaluate(adapter: YoloAdapter, name: str, config: Mapping[str, Any], forget: DetectionData,
@@ -122,10 +95,11 @@ def _run_and_evaluate(adapter: YoloAdapter, name: str, config: Mapping[str, Any]
                       seed: int, device: str = "cpu", progress: bool = False,
                       heldout: DetectionData | None = None,
                       references: list[MembershipLosses] | None = None) -> tuple[dict[str, Any], float, float]:
-    """One benchmark cell: run ``name``, evaluate it, then detach any steering hooks it attached.
+    """One benchmark cell: run ``name``, evaluate it, then detach the hooks of a test-time method.
 
-    ``steer`` keeps its hooks on the model so that it can be evaluated; the benchmark reuses the same
-    model for the next method, which must start from the plain original detector.
+    A :class:`~vision_unlearn.protocols.TestTimeMethod` keeps its hooks on the model so that it can be
+    evaluated; the benchmark reuses the same model for the next method, which must start from the
+    plain original detector.
 
     Returns:
         The metrics, wall seconds and CPU seconds of the run.
@@ -134,14 +108,12 @@ def _run_and_evaluate(adapter: YoloAdapter, name: str, config: Mapping[str, Any]
     try:
         run = _run_method(adapter, name, config, forget, retain, seed, device, progress, heldout)
         metrics = evaluate_detector(adapter, train, test, split, references=references)
-        tracker = getattr(run.method, "heldout_ceiling", None)
-        if tracker is not None and tracker.value is not None:
-            metrics["loss_ceiling_start"], metrics["loss_ceiling_end"] = tracker.start_value, tracker.value
+        if run.ceiling:
+            metrics["loss_ceiling_start"], metrics["loss_ceiling_end"] = run.ceiling["start"], run.ceiling["end"]
         return metrics, run.seconds, run.cpu_seconds
     finally:
-        steerer = getattr(run.method, "steerer", None) if run is not None else None
-        if steerer is not None:
-            steerer.remove()
+        if run is not None:
+            detach_test_time_hooks(run.method)
 
 
 @dataclass(frozen=True)
@@ -307,9 +279,8 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
                        "test_source": prepared.test_source if test is not None else None,
                        "train_images": len(train)},
         "split": split.summary(), "seconds": seconds}
-    tracker = getattr(unlearner, "heldout_ceiling", None)
-    if tracker is not None and tracker.value is not None:
-        result["forget_loss_ceiling"] = {"start": tracker.start_value, "end": tracker.value}
+    if run.ceiling:
+        result["forget_loss_ceiling"] = dict(run.ceiling)
     steering = save_steering_state(unlearner, out / STEERING_FILE,
                                    {"model": adapter.describe(), "forget": str(request), "seed": seed})
     if steering is not None:

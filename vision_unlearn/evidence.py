@@ -32,7 +32,7 @@ from vision_unlearn.adapters.timm import TimmAdapter
 from vision_unlearn.benchmark_protocol import Prepared, train_original
 from vision_unlearn.forget import ForgetSplit
 from vision_unlearn.loop import train_mode
-from vision_unlearn.protocols import MethodConfig
+from vision_unlearn.protocols import MethodConfig, TestTimeMethod
 
 RELEARN_MAX_STEPS = 200
 """Cap of the relearning attack (a model still above the target after it reports this number)."""
@@ -50,17 +50,14 @@ class RelearnSettings:
 
 @contextlib.contextmanager
 def hooks_off(method: Any) -> Iterator[bool]:
-    """Switch off the forward hooks of a test-time method (one with a ``steerer``) for the block;
-    yields whether there were hooks to switch off."""
-    steerer = getattr(method, "steerer", None)
-    if steerer is None:
+    """Switch off the forward hooks of a :class:`~vision_unlearn.protocols.TestTimeMethod` for the
+    block (its :meth:`~vision_unlearn.protocols.TestTimeMethod.hooks_disabled`); yields whether the
+    method is one, i.e. whether there were hooks to switch off."""
+    if not isinstance(method, TestTimeMethod):
         yield False
         return
-    steerer.disable()
-    try:
+    with method.hooks_disabled():
         yield True
-    finally:
-        steerer.enable()
 
 
 def forget_loss(adapter: TimmAdapter, images: torch.Tensor, labels: torch.Tensor) -> float:

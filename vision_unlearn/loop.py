@@ -84,6 +84,8 @@ class LoopResult:
         seconds: wall-clock seconds of this invocation (setup included).
         history: per-epoch mean of every logged value.
         resumed_from_step: step the run resumed from (0 for a fresh run).
+        first_step_logs: the values the first step of this invocation logged (e.g. the loss ceiling it
+            used); empty when no step ran.
     """
 
     steps_done: int
@@ -92,6 +94,7 @@ class LoopResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from_step: int = 0
+    first_step_logs: dict[str, float] = field(default_factory=dict)
 
 
 def make_stream(images: Tensor, labels: Tensor, indices: Tensor | None = None) -> dict[str, Tensor]:
@@ -287,6 +290,7 @@ def run_loop(
     bar = tqdm(total=total_steps, initial=step, desc=method.name, disable=not (settings.progress and dist.is_main),
                leave=False)
     epoch_logs: dict[str, list[float]] = {}
+    first_logs: dict[str, float] = {}
     order_cache: tuple[int, list[Tensor]] | None = None
     try:
         while step < limit:
@@ -331,6 +335,8 @@ def run_loop(
             values = dict(output.logs)
             if output.loss is not None:
                 values["loss"] = float(output.loss.detach())
+            if step == resumed_from + 1:
+                first_logs = {key: float(value) for key, value in values.items()}
             for key, value in values.items():
                 epoch_logs.setdefault(key, []).append(float(value))
             if settings.log_every and step % settings.log_every == 0:
@@ -350,7 +356,7 @@ def run_loop(
     seconds = time.perf_counter() - start_time
     model.eval()
     return LoopResult(steps_done=step, total_steps=total_steps, completed=step == total_steps, seconds=seconds,
-                      history=history, resumed_from_step=resumed_from)
+                      history=history, resumed_from_step=resumed_from, first_step_logs=first_logs)
 
 
 def _diverged(name: str, step: int, what: str, value: float, ckpt: os.PathLike[str] | None) -> None:

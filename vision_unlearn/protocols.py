@@ -269,9 +269,14 @@ class ForgetOnlyClassesAdapter(Protocol):
 @runtime_checkable
 class HeldoutAware(Protocol):
     """A method that measures its forget-loss ceiling on held-out samples the model never saw; the
-    harness calls :meth:`attach_heldout` with them before the run (``forget_loss_ceiling="heldout"``)."""
+    harness calls :meth:`attach_heldout` with them before the run (``forget_loss_ceiling="heldout"``)
+    and reads the ceiling it followed from :meth:`ceiling_logs` after it."""
 
     def attach_heldout(self, stream: Mapping[str, Tensor]) -> None:
+        ...
+
+    def ceiling_logs(self) -> dict[str, float]:
+        """``{"loss_ceiling": value}`` of the ceiling now followed; empty when it follows none."""
         ...
 
 

@@ -4,14 +4,13 @@ Everything here composes the toolkit's public pieces: the YOLO adapter and the o
 (:mod:`vision_unlearn.loop`) train the detector from scratch (``retrain`` on all training data is
 plain training); :func:`rfo_bench.evaluate.evaluate_detailed` gives COCO, FROC and AUROC with
 bootstrap intervals; the detection forget requests, methods and metrics of
-:mod:`vision_unlearn.detection_benchmark` do the unlearning and prove it.
+:mod:`vision_unlearn` do the unlearning and prove it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,21 +59,19 @@ def _original_config(plan: DemoModelPlan) -> dict[str, Any]:
 
 def _load(synth_dir: Path, split: str, image_size: int, class_names: tuple[str, ...] | None = None):
     from rfo_bench.io.coco import read_coco
-    from vision_unlearn.detection_benchmark import load_detection_data
+    from vision_unlearn.detection_data import load_detection_data
 
     gt = read_coco(synth_dir / f"{split}.json")
     return gt, load_detection_data(str(synth_dir / f"{split}.json"), image_size, 1, class_names)
 
 
 def _run(adapter: Any, name: str, config: dict[str, Any], forget: Any, retain: Any, seed: int) -> float:
-    from vision_unlearn.api import create_unlearner
-    from vision_unlearn.loop import LoopSettings, run_loop
+    from vision_unlearn.loop import LoopSettings
+    from vision_unlearn.run import run_method
 
-    method = create_unlearner(name, adapter, dict(config))
-    start = time.perf_counter()
     # the demo's training and unlearning steps run for minutes on a CPU: show their progress
-    run_loop(adapter, method, forget.stream(), retain.stream(), LoopSettings(seed=seed, device="cpu", progress=True))
-    return time.perf_counter() - start
+    return run_method(name, adapter, forget.stream(), retain.stream(), config=config,
+                      settings=LoopSettings(seed=seed, device="cpu", progress=True)).seconds
 
 
 def predictions_json(adapter: Any, data: Any, gt: Any) -> list[dict[str, Any]]:
@@ -159,7 +156,7 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
     """Answer two deletion requests (one class; one patient's images) with every method and retrain."""
     from vision_unlearn.adapters.yolo import adapter_from_model_text
     from vision_unlearn.audit import make_audit_record, summarise_forgotten, write_audit_record
-    from vision_unlearn.detection_benchmark import evaluate_detector
+    from vision_unlearn.detection_eval import evaluate_detector
     from vision_unlearn.detection_forget import resolve_detection_forget
     from vision_unlearn.metrics.detection import gaps_to_reference, runtime_ratio
 

@@ -4,8 +4,9 @@ Vision counterpart of MLLMEraser (test-time unlearning of multimodal LLMs by inp
 steering, 2025). :meth:`Steer.setup` fits, from the original model, an erasure subspace (forget
 activations vs the activations of "unknown" inputs), a closed-form ridge gate calibrated on retain
 inputs, and hooks them on one block (see :mod:`vision_unlearn.steering`). The run takes **zero
-optimizer steps** (``epochs = 0``): the weights never change, and :meth:`Steer.disable` /
-:meth:`Steer.remove` give back the original model exactly. The state is saved alone with
+optimizer steps** (``epochs = 0``): the weights never change, and :meth:`Steer.hooks_disabled` /
+:meth:`Steer.detach` (the :class:`~vision_unlearn.protocols.TestTimeMethod` protocol) give back the
+original model exactly. The state is saved alone with
 :meth:`Steer.save` and re-applied with :meth:`Steer.from_file`.
 
 On a detector (batches with ``boxes_xyxy``) the gate is *per position* by default: it is fitted on
@@ -20,9 +21,10 @@ as they look different; the fit logs how many retain-object cells open the gate)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -270,6 +272,24 @@ class Steer(BaseUnlearner):
     def remove(self) -> None:
         """Unregister the hook from the model."""
         self._require_steerer().remove()
+
+    # --- the TestTimeMethod protocol (vision_unlearn.protocols) ---------------------------------
+    @contextlib.contextmanager
+    def hooks_disabled(self) -> Iterator[None]:
+        """The model answers exactly as the original inside the block; the erasure is back after it."""
+        if self.steerer is None:  # nothing fitted, nothing hooked
+            yield
+            return
+        self.steerer.disable()
+        try:
+            yield
+        finally:
+            self.steerer.enable()
+
+    def detach(self) -> None:
+        """Remove the hooks from the model for good (a no-op when nothing is hooked)."""
+        if self.steerer is not None:
+            self.steerer.remove()
 
     def save(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> Path:
         """Save the steering states alone (``.safetensors``, a few kB per block) with this config."""
