@@ -7,13 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vision_unlearn.loss_ceiling import CeilingMixin, LossCeiling, check_loss_ceiling, forget_ascent_loss
 from vision_unlearn.methods._base import BaseUnlearner
-from vision_unlearn.methods.grad_ascent import (
-    CeilingMixin,
-    LossCeiling,
-    check_loss_ceiling,
-    forget_ascent_loss,
-)
 from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutput, StepState
 from vision_unlearn.registry import register_unlearner
 
@@ -45,7 +40,7 @@ class NegGradPlus(CeilingMixin, BaseUnlearner):
     """``min_θ α·L_retain(θ) − (1 − α)·L_forget(θ)``.
 
     ``L_retain`` is the adapter's training loss on the retain stream; ``L_forget`` the ascent
-    objective of :func:`~vision_unlearn.methods.grad_ascent.forget_ascent_loss`. What "forget"
+    objective of :func:`~vision_unlearn.loss_ceiling.forget_ascent_loss`. What "forget"
     means:
 
     * classifier: raise the forget samples' cross-entropy while fitting the retain samples;
