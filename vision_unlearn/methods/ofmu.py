@@ -35,7 +35,7 @@ objective chosen with ``forget_objective``:
 * ``"ce"``: the paper's unbounded cross-entropy, kept to measure the failure.
 * ``"adapter"``: the bounded ascent objective the adapter defines (``ascent_loss``; YOLO: the
   clamped classification term of each forget box's class on the anchors answering for the box, see
-  :func:`vision_unlearn.adapters.yolo.bounded_class_ascent`), bounded in ``[0, −log τ]``. A
+  :func:`vision_unlearn.adapters.yolo_losses.bounded_class_ascent`), bounded in ``[0, −log τ]``. A
   detector's image-level evidence (the ``logits`` of its adapter, a log-sum-exp over anchors) can be
   lowered without removing every box of the class; the per-anchor objective cannot.
 * ``"auto"`` (default): ``"adapter"`` when the adapter defines ``ascent_loss``, else ``"log1mp"``.
@@ -110,7 +110,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vision_unlearn.methods._base import BaseUnlearner, log_one_minus_p_true
-from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutput, StepState
+from vision_unlearn.protocols import (
+    AscentLossAdapter,
+    Batch,
+    MethodConfig,
+    ModelAdapter,
+    StepOutput,
+    StepState,
+)
 from vision_unlearn.registry import register_unlearner
 
 _EPS = 1e-12
@@ -183,9 +190,10 @@ def forget_objective(logits: Tensor, labels: Tensor, kind: str, floor_prob: floa
 
 
 def resolved_objective(adapter: ModelAdapter, kind: str) -> str:
-    """``"auto"`` -> ``"adapter"`` when ``adapter`` defines ``ascent_loss``, else ``"log1mp"``."""
+    """``"auto"`` -> ``"adapter"`` when ``adapter`` is an
+    :class:`~vision_unlearn.protocols.AscentLossAdapter`, else ``"log1mp"``."""
     if kind == "auto":
-        return "adapter" if callable(getattr(adapter, "ascent_loss", None)) else "log1mp"
+        return "adapter" if isinstance(adapter, AscentLossAdapter) else "log1mp"
     return kind
 
 
@@ -193,10 +201,9 @@ def forget_value(adapter: ModelAdapter, forget: Batch, config: OfmuConfig) -> Te
     """``ℓ_f`` on a forget batch for ``config.forget_objective`` (to maximise)."""
     kind = resolved_objective(adapter, config.forget_objective)
     if kind == "adapter":
-        ascent = getattr(adapter, "ascent_loss", None)
-        if ascent is None:
+        if not isinstance(adapter, AscentLossAdapter):
             raise ValueError("forget_objective='adapter' needs an adapter with ascent_loss (a detector)")
-        return ascent(forget)["loss"]
+        return adapter.ascent_loss(forget)["loss"]
     out = adapter.loss(forget)
     return forget_objective(out["logits"], forget["labels"], kind, config.forget_floor_prob)
 

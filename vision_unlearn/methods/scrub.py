@@ -21,7 +21,15 @@ import torch
 from torch import Tensor
 
 from vision_unlearn.methods._base import BaseUnlearner, kl_divergence_logits
-from vision_unlearn.protocols import Batch, MethodConfig, ModelAdapter, StepOutput, StepState
+from vision_unlearn.protocols import (
+    Batch,
+    DistillationAdapter,
+    ForgetOnlyClassesAdapter,
+    MethodConfig,
+    ModelAdapter,
+    StepOutput,
+    StepState,
+)
 from vision_unlearn.registry import register_unlearner
 
 
@@ -30,8 +38,8 @@ def distillation_divergence(adapter: ModelAdapter, batch: Batch, student: Mappin
                             suppressed_classes: tuple[int, ...] = ()) -> Tensor:
     """``KL(teacher ‖ student)`` on one batch, as the adapter defines it.
 
-    An adapter with ``distillation_loss(batch, student, teacher, temperature, side,
-    suppressed_classes)`` decides (the YOLO adapter: class scores and box distributions of every
+    An adapter with the capability :class:`~vision_unlearn.protocols.DistillationAdapter`
+    (``distillation_loss(batch, student, teacher, temperature, side, suppressed_classes)``) decides (the YOLO adapter: class scores and box distributions of every
     anchor on the retain side, the bounded one-sided class divergence on the forget boxes' anchors
     on the forget side); otherwise it is the KL of the softened ``[B, K]`` logits, the same on both
     sides.
@@ -46,9 +54,8 @@ def distillation_divergence(adapter: ModelAdapter, batch: Batch, student: Mappin
         suppressed_classes: classes forgotten entirely (detectors: the teacher is made not to see them
             on retain images, where those objects are unlabelled background).
     """
-    distil = getattr(adapter, "distillation_loss", None)
-    if distil is not None:
-        return distil(batch, dict(student), teacher, temperature, side, suppressed_classes)
+    if isinstance(adapter, DistillationAdapter):
+        return adapter.distillation_loss(batch, dict(student), teacher, temperature, side, suppressed_classes)
     with torch.no_grad():
         teacher_logits = teacher(batch["images"])
     return kl_divergence_logits(student["logits"], teacher_logits, temperature)
@@ -104,9 +111,8 @@ class Scrub(BaseUnlearner):
         for param in teacher.parameters():
             param.requires_grad_(False)
         self._teacher = teacher
-        find = getattr(adapter, "forget_only_classes", None)
-        self._suppressed = tuple(find(forget, retain)) if find is not None and forget is not None \
-            and retain is not None else ()
+        self._suppressed = tuple(adapter.forget_only_classes(forget, retain)) \
+            if isinstance(adapter, ForgetOnlyClassesAdapter) and forget is not None and retain is not None else ()
 
     def compute_loss(self, adapter: ModelAdapter, forget: Batch | None, retain: Batch | None,
                      state: StepState) -> StepOutput:
