@@ -13,7 +13,9 @@ A detection request is written as ``KIND:VALUE``:
 ======================  ==========================================================================
 
 Files list one id per line; blank lines and ``#`` comments are ignored (the format of
-:func:`vision_unlearn.forget.read_id_file`).
+:func:`vision_unlearn.forget.read_id_file`). Parsing, the id lists and the class lookup are shared with
+classification requests (:class:`vision_unlearn.forget.ForgetRequestBase`); what differs is the kinds
+and that a detector forgets boxes, not only whole samples.
 
 What "forget" and "retain" mean for a detector (:class:`DetectionForgetSplit`):
 
@@ -31,15 +33,24 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
 from toolkit_core.errors import UserInputError
 from vision_unlearn.adapters.yolo_data import DetectionData
-from vision_unlearn.forget import read_id_file
+from vision_unlearn.forget import ForgetRequestBase, class_index
+
+__all__ = [
+    "KINDS",
+    "DetectionForgetKind",
+    "DetectionForgetRequest",
+    "DetectionForgetSplit",
+    "class_index",
+    "parse_detection_forget",
+    "resolve_detection_forget",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +59,11 @@ KINDS: tuple[str, ...] = ("class", "images", "patient", "patients", "instances")
 
 
 @dataclass(frozen=True)
-class DetectionForgetRequest:
-    """A parsed request (see the module docstring for the syntax).
+class DetectionForgetRequest(ForgetRequestBase):
+    """A parsed detection request (see the module docstring for the syntax).
+
+    Unlike a classification request (:class:`vision_unlearn.forget.ForgetRequest`) it may name whole
+    ``images`` or single boxes (``instances``) and has no ``random`` kind.
 
     Attributes:
         kind: ``class``, ``images``, ``patient``, ``patients`` or ``instances``.
@@ -57,28 +71,21 @@ class DetectionForgetRequest:
     """
 
     kind: DetectionForgetKind
-    value: str
+    kinds: ClassVar[tuple[str, ...]] = KINDS
 
     @property
     def removes_images(self) -> bool:
         """True when whole images leave the training set (image and patient requests)."""
         return self.kind in ("images", "patient", "patients")
 
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.value}"
-
 
 def parse_detection_forget(text: str) -> DetectionForgetRequest:
-    """Parse ``KIND:VALUE``.
+    """Parse ``KIND:VALUE`` (:meth:`~vision_unlearn.forget.ForgetRequestBase.parse`).
 
     Raises:
         UserInputError: unknown kind or missing value.
     """
-    kind, sep, value = text.partition(":")
-    kind, value = kind.strip().lower(), value.strip()
-    if not sep or kind not in KINDS or not value:
-        raise UserInputError(f"expected KIND:VALUE with KIND one of {', '.join(KINDS)}", field="forget", value=text)
-    return DetectionForgetRequest(kind=kind, value=value)  # type: ignore[arg-type]
+    return DetectionForgetRequest.parse(text)
 
 
 @dataclass(frozen=True)
@@ -115,27 +122,6 @@ class DetectionForgetSplit:
                 "forgotten_classes": list(self.forgotten_classes)}
 
 
-def _resolve_path(value: str, root: str | os.PathLike[str] | None) -> Path:
-    path = Path(value)
-    if root is not None and not path.is_absolute():
-        path = Path(root) / path
-    return path
-
-
-def class_index(name: str, class_names: tuple[str, ...] | list[str]) -> int:
-    """Index of class ``name`` (or of a decimal index) in ``class_names``.
-
-    Raises:
-        UserInputError: not a class of the model, listing the classes.
-    """
-    names = [str(c) for c in class_names]
-    if name in names:
-        return names.index(name)
-    if name.isdigit() and int(name) < len(names):
-        return int(name)
-    raise UserInputError(f"class is not one of the model's classes: {', '.join(names)}", field="forget", value=name)
-
-
 def resolve_detection_forget(request: DetectionForgetRequest | str, data: DetectionData,
                              root: str | os.PathLike[str] | None = None) -> DetectionForgetSplit:
     """Split a training set into what to forget and what to retain.
@@ -160,9 +146,7 @@ def resolve_detection_forget(request: DetectionForgetRequest | str, data: Detect
         forgotten = (cls,)
         box_mask = data.labels == cls
     elif req.kind == "instances":
-        path = _resolve_path(req.value, root)
-        source = str(path)
-        wanted = read_id_file(path)
+        wanted, source = req.listed_ids(root)
         known = set(data.instance_ids)
         unknown = [w for w in wanted if w not in known]
         if unknown:
@@ -171,12 +155,7 @@ def resolve_detection_forget(request: DetectionForgetRequest | str, data: Detect
         wanted_set = set(wanted)
         box_mask = torch.tensor([i in wanted_set for i in data.instance_ids], dtype=torch.bool).reshape(m)
     else:
-        if req.kind == "patient":
-            wanted = [v.strip() for v in req.value.split(",") if v.strip()]
-        else:
-            path = _resolve_path(req.value, root)
-            source = str(path)
-            wanted = read_id_file(path)
+        wanted, source = req.listed_ids(root)
         pool = list(data.sample_ids) if req.kind == "images" else list(data.patient_ids)
         known = set(pool)
         unknown = [w for w in wanted if w not in known]

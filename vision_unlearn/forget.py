@@ -13,6 +13,13 @@ A request is written as ``KIND:VALUE``:
 Resolving a request against the training split gives a :class:`ForgetSplit` (index arrays into
 that split). An empty forget set, or one that covers every sample, is an error: neither is an
 unlearning problem.
+
+:class:`ForgetRequestBase` is what a classification request and a detection request
+(:class:`vision_unlearn.detection_forget.DetectionForgetRequest`) share: the ``KIND:VALUE`` form and
+its parsing, the ids a request lists (comma separated after ``patient:``, else in an id file), and
+the class a ``class:`` request names (:func:`class_index`). They differ in their kinds: a classifier
+forgets samples (``ids``) or a ``random`` fraction; a detector forgets whole ``images`` or single
+boxes (``instances``).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, TypeVar
 
 import numpy as np
 
@@ -34,9 +41,65 @@ ForgetKind = Literal["class", "ids", "patient", "patients", "random"]
 KINDS: tuple[str, ...] = ("class", "ids", "patient", "patients", "random")
 
 
+_Request = TypeVar("_Request", bound="ForgetRequestBase")
+
+
 @dataclass(frozen=True)
-class ForgetRequest:
-    """A parsed request (see the module docstring for the syntax).
+class ForgetRequestBase:
+    """A deletion request ``KIND:VALUE``: the fields, parsing and id lists every task shares.
+
+    Subclasses name their kinds in :attr:`kinds` and may check the value in :meth:`check_value`.
+
+    Attributes:
+        kind: one of the subclass's :attr:`kinds` (lower case).
+        value: the text after the colon (class name, file path, patient ids, fraction), stripped.
+    """
+
+    kind: str
+    value: str
+    kinds: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def parse(cls: type[_Request], text: str) -> _Request:
+        """Parse ``KIND:VALUE`` (case-insensitive kind, spaces around either part ignored).
+
+        Raises:
+            UserInputError: unknown kind, missing colon or value, or a value :meth:`check_value` refuses.
+        """
+        kind, sep, value = text.partition(":")
+        kind, value = kind.strip().lower(), value.strip()
+        if not sep or kind not in cls.kinds or not value:
+            raise UserInputError(f"expected KIND:VALUE with KIND one of {', '.join(cls.kinds)}", field="forget",
+                                 value=text)
+        cls.check_value(kind, value, text)
+        return cls(kind=kind, value=value)
+
+    @classmethod
+    def check_value(cls, kind: str, value: str, text: str) -> None:
+        """Refuse a value that cannot be right for ``kind`` (``text``: the request as written)."""
+
+    @property
+    def is_classwise(self) -> bool:
+        return self.kind == "class"
+
+    def listed_ids(self, root: str | os.PathLike[str] | None = None) -> tuple[list[str], str | None]:
+        """``(ids, source)``: the ids a ``patient:`` request lists after the colon (comma separated;
+        ``source`` ``None``), or those of the id file the value names (relative to ``root``;
+        ``source`` the file), read with :func:`read_id_file`."""
+        if self.kind == "patient":
+            return [v.strip() for v in self.value.split(",") if v.strip()], None
+        path = Path(self.value)
+        if root is not None and not path.is_absolute():
+            path = Path(root) / path
+        return read_id_file(path), str(path)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+@dataclass(frozen=True)
+class ForgetRequest(ForgetRequestBase):
+    """A parsed classification request (see the module docstring for the syntax).
 
     Attributes:
         kind: ``class``, ``ids``, ``patient``, ``patients`` or ``random``.
@@ -44,14 +107,38 @@ class ForgetRequest:
     """
 
     kind: ForgetKind
-    value: str
+    kinds: ClassVar[tuple[str, ...]] = KINDS
 
-    @property
-    def is_classwise(self) -> bool:
-        return self.kind == "class"
+    @classmethod
+    def check_value(cls, kind: str, value: str, text: str) -> None:
+        """A ``random`` fraction must be a number in ``(0, 1)``."""
+        if kind != "random":
+            return
+        try:
+            fraction = float(value)
+        except ValueError:
+            raise UserInputError("random fraction must be a number", field="forget", value=text) from None
+        if not 0.0 < fraction < 1.0:
+            raise UserInputError("random fraction must lie strictly between 0 and 1", field="forget", value=text)
 
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.value}"
+
+def class_index(name: str, class_names: Sequence[str], unknown: str = "class is not one of the model's classes") -> int:
+    """Index of class ``name`` (or of a decimal index) in ``class_names``.
+
+    Args:
+        name: a class name, or a decimal index below ``len(class_names)``.
+        class_names: the vocabulary.
+        unknown: the start of the error message; the classes are listed after it.
+
+    Raises:
+        UserInputError: not a class of the vocabulary, listing the classes.
+    """
+    names = [str(c) for c in class_names]
+    if name in names:
+        return names.index(name)
+    if name.isdigit() and int(name) < len(names):
+        return int(name)
+    raise UserInputError(f"{unknown}: {', '.join(names)}", field="forget", value=name)
 
 
 @dataclass(frozen=True)
@@ -72,24 +159,12 @@ class ForgetSplit:
 
 
 def parse_forget_request(text: str) -> ForgetRequest:
-    """Parse ``KIND:VALUE``.
+    """Parse ``KIND:VALUE`` (:meth:`ForgetRequestBase.parse`).
 
     Raises:
         UserInputError: unknown kind, missing value, or a fraction outside ``(0, 1)``.
     """
-    kind, sep, value = text.partition(":")
-    kind = kind.strip().lower()
-    value = value.strip()
-    if not sep or kind not in KINDS or not value:
-        raise UserInputError(f"expected KIND:VALUE with KIND one of {', '.join(KINDS)}", field="forget", value=text)
-    if kind == "random":
-        try:
-            fraction = float(value)
-        except ValueError:
-            raise UserInputError("random fraction must be a number", field="forget", value=text) from None
-        if not 0.0 < fraction < 1.0:
-            raise UserInputError("random fraction must lie strictly between 0 and 1", field="forget", value=text)
-    return ForgetRequest(kind=kind, value=value)  # type: ignore[arg-type]
+    return ForgetRequest.parse(text)
 
 
 def read_id_file(path: str | os.PathLike[str]) -> list[str]:
@@ -145,14 +220,7 @@ def resolve_forget(
     n = labels_arr.shape[0]
     forgotten_classes: tuple[int, ...] = ()
     if req.kind == "class":
-        names = [str(c) for c in class_names]
-        if req.value in names:
-            cls = names.index(req.value)
-        elif req.value.lstrip("-").isdigit() and 0 <= int(req.value) < len(names):
-            cls = int(req.value)
-        else:
-            raise UserInputError(f"class not in the data; classes: {', '.join(names)}", field="forget",
-                                 value=req.value)
+        cls = class_index(req.value, class_names, "class not in the data; classes")
         mask = labels_arr == cls
         forgotten_classes = (cls,)
     elif req.kind == "random":
@@ -161,15 +229,7 @@ def resolve_forget(
         mask = np.zeros(n, dtype=bool)
         mask[rng.choice(n, size=min(count, n), replace=False)] = True
     else:
-        if req.kind == "patient":
-            wanted = [v.strip() for v in req.value.split(",") if v.strip()]
-            source: str | None = None
-        else:
-            path = Path(req.value)
-            if root is not None and not path.is_absolute():
-                path = Path(root) / path
-            wanted = read_id_file(path)
-            source = str(path)
+        wanted, source = req.listed_ids(root)
         pool = list(sample_ids) if req.kind == "ids" else list(patient_ids)
         unknown = sorted(set(wanted) - set(pool))
         if unknown:
