@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 from toolkit_core.cli_support import add_command
 from toolkit_core.errors import UserInputError
 from vision_unlearn.api import parse_method_groups, split_method_overrides
+from vision_unlearn.request import refuse_overwrite
 
 logger = logging.getLogger(__name__)
 
@@ -43,64 +43,11 @@ def _threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(int(args.threads))
 
 
-def _method_config(name: str, config_file: str | None, overrides: Sequence[str]) -> Any:
-    from vision_unlearn.api import config_class_of, config_from_dict, parse_overrides
-
-    cls = config_class_of(name)
-    data: dict[str, Any] = {}
-    if config_file:
-        import yaml
-
-        path = Path(config_file)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise UserInputError("config file not found", file=path) from None
-        except yaml.YAMLError as err:
-            raise UserInputError(f"not valid YAML: {err}", file=path) from None
-        if not isinstance(loaded, dict):
-            raise UserInputError("a config file must hold a mapping", file=path)
-        data.update(loaded)
-    data.update(parse_overrides(overrides))
-    return config_from_dict(cls, data, source=config_file or "--set")
-
-
-def _refuse_overwrite(paths: Sequence[Path], force: bool, resume: bool = False) -> None:
-    from toolkit_core.output_dirs import require_writable
-
-    for path in paths:  # fail before any computation when an output cannot be written
-        require_writable(path, is_dir=False)
-    if force or resume:
-        return
-    for path in paths:
-        if path.exists():
-            raise UserInputError("output exists; pass --force to overwrite (or --resume to continue)", file=path)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from toolkit_core.utils import atomic_write_bytes
-
-    atomic_write_bytes(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
-
-
 def _refuse_flags(flags: Sequence[tuple[str, Any]], why: str) -> None:
     """One error for the first flag of ``(name, value)`` that was given (value not ``None``/``False``)."""
     for name, value in flags:
         if value is not None and value is not False:
             raise UserInputError(why, field=name, value=value)
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with NaN/inf floats (a metric undefined on this data) written as ``null``."""
-    import math
-
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _threads(args)
     out = Path(args.out)
     ckpt = out.with_name(out.name + ".run.ckpt")
-    _refuse_overwrite([out], args.force, args.resume)
+    refuse_overwrite([out], args.force, args.resume)
     from vision_unlearn.api import config_class_of, config_from_dict, parse_overrides
 
     config = config_from_dict(config_class_of("retrain"), {**ORIGINAL_CONFIG, **parse_overrides(args.set)},
@@ -159,132 +106,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # --- run -----------------------------------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
-    if args.model is not None:
-        return _cmd_run_detection(args)
-    if args.model_file is None:
-        raise UserInputError("give --model-file (a classifier written by `train`) or --model yolo:PATH_OR_YAML "
-                             "(a detector)", field="--model-file")
-    _refuse_flags([("--data", args.data), ("--imgsz", args.imgsz), ("--in-chans", args.in_chans),
-                   ("--test-data", args.test_data), ("--heldout-data", args.heldout_data), ("--groups", args.groups)],
-                  "this flag is for detectors (--model yolo:...); a classifier run reads its data with --dataset")
-    return _cmd_run_classifier(args)
-
-
-def _cmd_run_detection(args: argparse.Namespace) -> int:
-    """A detector run: the request kind's preset under ``--config``/``--set``, before/after metrics on
-    held-out images (split off ``--data`` when ``--test-data`` is not given, said on stderr), at the
-    checkpoint's training image size unless ``--imgsz``."""
+    """Parse the flags into an :class:`~vision_unlearn.request.UnlearnRequest` and run it
+    (:func:`~vision_unlearn.request.run_request`); a flag of the other model family is refused."""
     import sys
 
     from vision_unlearn.api import parse_overrides
-    from vision_unlearn.detection_run import run_detection_unlearning
+    from vision_unlearn.request import UnlearnRequest, read_config_fields, run_request
 
-    if not args.model.startswith("yolo:"):
-        raise UserInputError("expected yolo:PATH_OR_YAML (a classifier is given with --model-file)", field="--model",
-                             value=args.model)
-    _refuse_flags([("--model-file", args.model_file), ("--dataset", args.dataset), ("--resume", args.resume),
-                   ("--checkpoint-every", args.checkpoint_every or None)],
-                  "this flag is for classifiers (--model-file); a detector run takes --data and has no resume")
-    if args.data is None:
-        raise UserInputError("a detector run needs its training data (a dataset path or toy:N)", field="--data")
+    detector = args.model is not None
+    if detector:
+        if not args.model.startswith("yolo:"):
+            raise UserInputError("expected yolo:PATH_OR_YAML (a classifier is given with --model-file)",
+                                 field="--model", value=args.model)
+        _refuse_flags([("--model-file", args.model_file), ("--dataset", args.dataset), ("--resume", args.resume),
+                       ("--checkpoint-every", args.checkpoint_every or None)],
+                      "this flag is for classifiers (--model-file); a detector run takes --data and has no resume")
+        if args.data is None:
+            raise UserInputError("a detector run needs its training data (a dataset path or toy:N)", field="--data")
+    else:
+        if args.model_file is None:
+            raise UserInputError("give --model-file (a classifier written by `train`) or --model "
+                                 "yolo:PATH_OR_YAML (a detector)", field="--model-file")
+        _refuse_flags([("--data", args.data), ("--imgsz", args.imgsz), ("--in-chans", args.in_chans),
+                       ("--test-data", args.test_data), ("--heldout-data", args.heldout_data),
+                       ("--groups", args.groups)],
+                      "this flag is for detectors (--model yolo:...); a classifier run reads its data with --dataset")
     _threads(args)
-    _method_config(args.method, args.config, args.set)  # validates the file and the fields before any work
-    explicit: dict[str, Any] = {}
-    if args.config:
-        import yaml
-
-        explicit.update(yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {})
-    explicit.update(parse_overrides(args.set))
-    out = Path(args.out)
-    _refuse_overwrite([out / "unlearned.pt", out / "audit.json", out / "metrics.json"], args.force)
-    result = run_detection_unlearning(
-        args.model, args.data, args.forget, args.method, out, config=explicit,
-        image_size=args.imgsz, in_chans=args.in_chans or 1, seed=args.seed, device=args.device,
-        test_data=args.test_data, trainable_groups=args.groups, progress=not args.no_progress,
-        heldout_data=args.heldout_data, evaluate=not args.no_eval)
-    summary = _json_safe({"method": args.method, "forget": args.forget, **result})
-    _write_json(out / "metrics.json", summary)
-    for note in result["notes"]:
-        print(f"note: {note}", file=sys.stderr)
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
-
-
-def _cmd_run_classifier(args: argparse.Namespace) -> int:
-    import torch
-
-    from vision_unlearn.adapters.timm import adapter_from_description
-    from vision_unlearn.audit import make_audit_record, summarise_forgotten, write_audit_record
-    from vision_unlearn.benchmark import evaluate, load_data, streams_for
-    from vision_unlearn.checkpoint import load_model_file, save_model
-    from vision_unlearn.distributed import init_distributed, local_device, shutdown
-    from vision_unlearn.forget import resolve_forget
-    from vision_unlearn.loop import LoopSettings
-    from vision_unlearn.run import run_method
-
-    _threads(args)
-    config = _method_config(args.method, args.config, args.set)
-    out = Path(args.out)
-    outputs = [out / "unlearned.pt", out / "audit.json", out / "metrics.json"]
-    _refuse_overwrite(outputs, args.force, args.resume)
-    _, meta = load_model_file(args.model_file)
-    dataset = args.dataset or meta.get("dataset")
-    if not dataset:
-        raise UserInputError("the model file names no dataset; pass --dataset", file=args.model_file)
-    prepared = load_data(dataset, meta.get("image_size"), int(meta.get("in_chans", 1)), int(meta.get("data_seed", 0)))
-    model_classes = int(meta["model"]["num_classes"])
-    if model_classes != prepared.num_classes:
-        raise UserInputError(f"the model has {model_classes} classes but {dataset} has {prepared.num_classes}",
-                             file=args.model_file, field="num_classes")
-    split = resolve_forget(args.forget, prepared.train.labels.numpy(), prepared.train.sample_ids,
-                           prepared.train.patient_ids, prepared.train.class_names, seed=args.seed)
-    adapter = adapter_from_description(meta["model"], checkpoint=args.model_file)
-    forget, retain = streams_for(prepared.train, split)
-    device = local_device(args.device)
-    dist = init_distributed(device)
-    try:
-        torch.manual_seed(args.seed)
-        run = run_method(args.method, adapter, forget, retain, config=config, dist=dist,
-                         settings=LoopSettings(seed=args.seed, device=str(device), checkpoint_path=out / "run.ckpt",
-                                               checkpoint_every=args.checkpoint_every, resume=args.resume,
-                                               progress=not args.no_progress))
-        method, result = run.method, run.result
-        adapter.model.to("cpu")
-        if not dist.is_main:
-            return 0
-        from vision_unlearn.methods.steer import STEERING_FILE, save_steering_state
-
-        steering = save_steering_state(method, out / STEERING_FILE, {"model": adapter.describe(), "forget": args.forget,
-                                                                     "seed": args.seed})
-        started = time.perf_counter()
-        metrics = {} if args.no_eval else evaluate(adapter, prepared.train, prepared.test, split, args.seed)
-        eval_seconds = time.perf_counter() - started
-        save_model(out / "unlearned.pt", adapter.model.state_dict(), adapter.describe(),
-                   {**{k: v for k, v in meta.items() if k != "model"}, "unlearning": {
-                       "method": args.method, "forget": args.forget, "seed": args.seed}})
-        rows = split.forget_indices
-        request_file = None
-        if split.request.kind in ("ids", "patients"):
-            request_file = split.request.value
-        forgotten = summarise_forgotten(split.request.kind, split.request.value,
-                                        [prepared.train.sample_ids[i] for i in rows],
-                                        [prepared.train.patient_ids[i] for i in rows], request_file=request_file)
-        record = make_audit_record(forgotten=forgotten, method=args.method, config=config, seed=args.seed,
-                                   metrics=metrics, checkpoint_before=args.model_file,
-                                   checkpoint_after=out / "unlearned.pt",
-                                   timings_s={"unlearn": result.seconds, "evaluate": eval_seconds}, dataset=dataset,
-                                   artifacts=[steering] if steering is not None else [])
-        write_audit_record(out / "audit.json", record)
-        summary = {"method": args.method, "forget": args.forget, "n_forget": int(rows.size),
-                   "n_retain": int(split.retain_indices.size), "metrics": metrics, "seconds": result.seconds,
-                   "steps": result.total_steps, "world_size": dist.world_size,
-                   "resumed_from_step": result.resumed_from_step}
-        if steering is not None:
-            summary["steering"] = str(steering)
-        _write_json(out / "metrics.json", summary)
-        print(json.dumps(summary, indent=2))
-    finally:
-        shutdown(dist)
+    request = UnlearnRequest(
+        model=args.model if detector else args.model_file, forget=args.forget, method=args.method,
+        out=Path(args.out), config=read_config_fields(args.config, parse_overrides(args.set)),
+        config_source=args.config or "--set", seed=args.seed,
+        device=args.device, evaluate=not args.no_eval, progress=not args.no_progress, force=args.force,
+        dataset=args.dataset, resume=args.resume, checkpoint_every=args.checkpoint_every, data=args.data,
+        test_data=args.test_data, heldout_data=args.heldout_data, image_size=args.imgsz, in_chans=args.in_chans,
+        groups=tuple(args.groups) if args.groups else None)
+    result = run_request(request)
+    if result.summary:
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(json.dumps(result.summary, indent=2, default=str))
     return 0
 
 
@@ -344,7 +204,7 @@ def _cmd_benchmark_detection(args: argparse.Namespace) -> int:
                   "toy set) and --imgsz")
     _threads(args)
     out = Path(args.out)
-    _refuse_overwrite([out / "results.json"], args.force)
+    refuse_overwrite([out / "results.json"], args.force)
     methods = None if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     preset = DetectionBenchmarkConfig()
     config = make_benchmark_config(
@@ -369,7 +229,7 @@ def _cmd_benchmark_classifier(args: argparse.Namespace) -> int:
 
     _threads(args)
     out = Path(args.out)
-    _refuse_overwrite([out / "results.json"], args.force, resume=args.resume)
+    refuse_overwrite([out / "results.json"], args.force, resume=args.resume)
     methods = list_unlearners() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     known = set(list_unlearners())
     for name in methods:

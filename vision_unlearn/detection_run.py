@@ -23,11 +23,10 @@ the before/after report.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +49,9 @@ from vision_unlearn.detection_presets import run_preset
 from vision_unlearn.loop import LoopSettings
 from vision_unlearn.methods.grad_ascent import HELDOUT_MODES
 from vision_unlearn.run import MethodRun, detach_test_time_hooks, run_method
+
+if TYPE_CHECKING:
+    from vision_unlearn.request import UnlearnRequest
 
 logger = logging.getLogger(__name__)
 
@@ -158,41 +160,35 @@ def prepare_run_data(full: DetectionData, forget: str, test: DetectionData | Non
     return RunData(train, held, resolve_detection_forget(request, train), source)
 
 
-def run_detection_unlearning(model: str, data: str, forget: str, method: str, out_dir: str | os.PathLike[str],
-                             config: Mapping[str, Any] | None = None, image_size: int | None = None,
-                             in_chans: int = 1, seed: int = 0, device: str = "cpu", test_data: str | None = None,
-                             trainable_groups: Sequence[str] | None = None, progress: bool = False,
-                             heldout_data: str | None = None, evaluate: bool = True,
-                             use_presets: bool = True) -> dict[str, Any]:
-    """Forget ``forget`` from the detector ``model`` with ``method``; save the result and its audit record.
+def run_detection_unlearning(unlearn_request: UnlearnRequest, *, use_presets: bool = True) -> dict[str, Any]:
+    """Forget ``unlearn_request.forget`` from the detector ``unlearn_request.model``; save the result and
+    its audit record (the detector leg of :func:`vision_unlearn.request.run_request`).
 
-    Args:
-        model: ``yolo:PATH.pt`` (the trained detector; a yaml gives an untrained one).
-        data: its training data (``toy:N`` or a dataset path).
-        forget: a detection forget request (``class:NAME``, ``images:FILE``, ``instances:FILE``, ...).
-        method: registered method name.
-        out_dir: gets ``unlearned.pt`` (Ultralytics checkpoint), ``original.pt``, ``audit.json`` and,
-            when test images were split off, ``heldout_images.txt``; for ``steer`` also the steering
-            state alone (:data:`vision_unlearn.methods.steer.STEERING_FILE`, see
-            :meth:`vision_unlearn.methods.steer.Steer.from_file`): the weights do not change, so
-            ``unlearned.pt`` equals the original and the erasure lives in that file.
-        config: the user's method config fields; they win over the request kind's preset.
-        image_size: network input side; ``None``: the checkpoint's training size (see the module docstring).
-        in_chans: channels for a yaml model.
-        seed: run seed (also the seed of the held-out split).
-        device: torch device.
-        test_data: held-out data for the metrics; ``None``: split some off ``data``.
-        trainable_groups: restrict the updated parameter groups (``None``: the preset's).
-        progress: show a progress bar.
-        heldout_data: images the detector never saw, for ``forget_loss_ceiling="heldout"``
-            (:class:`~vision_unlearn.methods.grad_ascent.HeldoutCeiling`); keep them apart from
-            ``test_data``, whose images the membership attack compares the forget images with.
-        evaluate: compute the before/after metrics.
-        use_presets: start from :func:`~vision_unlearn.detection_presets.run_preset`.
+    What is read from the request (:class:`~vision_unlearn.request.UnlearnRequest`):
+
+    * ``model``: ``yolo:PATH.pt`` (the trained detector; a yaml gives an untrained one, ``in_chans``
+      channels, 1 when not given); ``data``: its training data (``toy:N`` or a dataset path);
+    * ``forget``: a detection forget request (``class:NAME``, ``images:FILE``, ``instances:FILE``, ...);
+    * ``config``: the user's method config fields; they win over the request kind's preset;
+      ``groups``: restrict the updated parameter groups (``None``: the preset's);
+    * ``image_size``: network input side; ``None``: the checkpoint's training size (see the module
+      docstring);
+    * ``test_data``: held-out data for the metrics; ``None``: split some off ``data`` (seeded by ``seed``);
+    * ``heldout_data``: images the detector never saw, for ``forget_loss_ceiling="heldout"``
+      (:class:`~vision_unlearn.methods.grad_ascent.HeldoutCeiling`); keep them apart from ``test_data``,
+      whose images the membership attack compares the forget images with;
+    * ``evaluate``, ``progress``, ``device``, ``seed``.
+
+    ``out`` gets ``unlearned.pt`` (Ultralytics checkpoint), ``original.pt``, ``audit.json`` and, when test
+    images were split off, ``heldout_images.txt``; for a test-time method also its state alone
+    (:data:`vision_unlearn.methods.steer.STEERING_FILE`, see :meth:`vision_unlearn.methods.steer.Steer.from_file`):
+    the weights do not change, so ``unlearned.pt`` equals the original and the erasure lives in that file.
+    ``use_presets=False`` starts from the method's defaults instead of
+    :func:`~vision_unlearn.detection_presets.run_preset`.
 
     Returns:
         ``{"checkpoint", "audit", "metrics": {"before", "after"}, "evaluable", "notes", "evaluation",
-        "config", "groups", "split", "seconds"}`` (and ``"steering"`` for ``steer``;
+        "config", "groups", "split", "seconds", "cpu_seconds"}`` (and ``"steering"`` for ``steer``;
         ``"forget_loss_ceiling"`` ``{"start", "end"}`` when it followed held-out images).
 
     Raises:
@@ -201,6 +197,11 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
             :func:`~vision_unlearn.adapters.yolo.build_detection_model`), bad config fields, or too
             few patients to split test images off.
     """
+    job = unlearn_request
+    model, data, forget, method, out_dir = job.model, str(job.data), job.forget, job.method, job.out
+    config, image_size, in_chans, seed, device = job.config, job.image_size, job.in_chans or 1, job.seed, job.device
+    test_data, trainable_groups, progress, heldout_data, evaluate = (job.test_data, job.groups, job.progress,
+                                                                     job.heldout_data, job.evaluate)
     from vision_unlearn.adapters.yolo import adapter_from_model_text
     from vision_unlearn.api import config_class_of, config_from_dict
     from vision_unlearn.audit import make_audit_record, summarise_forgotten, write_audit_record
@@ -278,7 +279,7 @@ def run_detection_unlearning(model: str, data: str, forget: str, method: str, ou
                        "test_images": len(test) if test is not None else 0,
                        "test_source": prepared.test_source if test is not None else None,
                        "train_images": len(train)},
-        "split": split.summary(), "seconds": seconds}
+        "split": split.summary(), "seconds": seconds, "cpu_seconds": run.cpu_seconds}
     if run.ceiling:
         result["forget_loss_ceiling"] = dict(run.ceiling)
     steering = save_steering_state(unlearner, out / STEERING_FILE,
