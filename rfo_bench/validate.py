@@ -132,7 +132,7 @@ def check_images(dataset: DetectionDataset, *, decode: bool = True) -> list[Prob
     """Missing / unreadable images and stated sizes that differ from the files (reads every image)."""
     from tqdm import tqdm
 
-    from rfo_bench.io.formats import image_size
+    from rfo_bench.io.headers import image_size
     from rfo_bench.io.images import read_image
 
     problems: list[Problem] = []

@@ -102,7 +102,7 @@ def write_yolo(
     """
     import yaml
 
-    from rfo_bench.io.formats import fill_image_sizes
+    from rfo_bench.io.headers import fill_image_sizes
     from rfo_bench.io.images import read_image, write_png16
 
     out = Path(out_dir).resolve()
@@ -205,7 +205,7 @@ def read_yolo(path: str | os.PathLike[str], splits: tuple[str, ...] = SPLITS) ->
     """
     import yaml
 
-    from rfo_bench.io.formats import image_size
+    from rfo_bench.io.headers import image_size
     from rfo_bench.io.records import category_from_name
 
     file = Path(path)

@@ -31,7 +31,7 @@ from synth.physics.detector import (
 )
 from synth.physics.film import Film, draw_film, process
 from synth.physics.geometry import Detector, Pose, axis_angle_matrix
-from synth.physics.objects.library import Part, RFOObject, make_object
+from synth.physics.objects.registry import Part, RFOObject, make_object
 from synth.physics.patient_pose import PatientPose, draw_patient_pose, warp_projection
 from synth.physics.placement import draw_rotation, min_half_extent_mm, object_sample_points
 from synth.physics.project import ROI
@@ -81,7 +81,7 @@ class Renderer:
     def _warm_attenuation_tables(self) -> None:
         """Tabulate μ/ρ of every registered material at the spectrum's energies now, once per process."""
         from synth.physics.materials import list_materials, mass_attenuation
-        from synth.physics.objects.library import reference_attenuation
+        from synth.physics.objects.registry import reference_attenuation
 
         for name in list_materials():
             mass_attenuation(name, self.spectrum.energies_kev)

@@ -18,7 +18,7 @@ import numpy as np
 
 from rfo_bench.categories import CATEGORY_BY_NAME
 from synth.physics.geometry import Detector, Pose
-from synth.physics.objects.library import Part, RFOObject
+from synth.physics.objects.registry import Part, RFOObject
 from synth.physics.project import ROI, footprint_roi, path_lengths
 
 

@@ -1,6 +1,6 @@
 """Textile RFOs: surgical sponges / laparotomy pads (wadded or flat) and cottonoid patties.
 
-Registered in :data:`synth.physics.objects.library.OBJECT_GENERATORS` when the library is imported.
+Registered in :data:`synth.physics.objects.registry.OBJECT_GENERATORS` when the registry discovers its modules.
 Cotton soaked with fluid is nearly tissue-equivalent; what shows on a film is the BaSO4 marker thread,
 trapped gas and, faintly, the cotton's different density.
 """
@@ -14,7 +14,8 @@ import numpy as np
 from synth.physics.geometry import axis_angle_matrix
 from synth.physics.materials import get_material
 from synth.physics.objects import primitives as P
-from synth.physics.objects.library import Part, RFOObject, _r, register_object
+from synth.physics.objects.registry import Part, RFOObject, register_object
+from synth.physics.objects.registry import rounded as _r
 
 # --- deformations shared by sponges and patties -------------------------------------------------
 
