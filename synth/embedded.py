@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,11 @@ import numpy as np
 from rfo_bench.io.embedded import embedded_ct_path, embedded_radiograph_path
 from rfo_bench.io.images import read_image, write_png8, write_png16
 from rfo_bench.io.volumes import read_volume
+from toolkit_core.records import environment
 from toolkit_core.utils import sha256_file
+
+RECORDED_PACKAGES = ("rfo-toolkit", "numpy", "pydicom", "nibabel", "pillow")
+"""Distributions whose versions the manifest records (with Python, platform and source commit)."""
 
 
 def ct_pa_attenuation(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
@@ -99,7 +102,7 @@ def write_embedded_previews(
             "max_water_equivalent_mm": round(float(thickness_mm.max()), 3),
         },
         "outputs": sorted(p.name for p in out_dir.glob("*.png")),
-        "python": platform.python_version(),
+        "environment": environment(RECORDED_PACKAGES),
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -34,6 +34,7 @@ from rfo_bench.io.records import (
     category_from_name,
     id_in_range,
     polygon_bbox,
+    resolve_inside,
 )
 from toolkit_core.errors import UserInputError
 from toolkit_core.utils import atomic_write_bytes
@@ -98,6 +99,76 @@ def load_json(path: str | os.PathLike[str]) -> Any:
         raise UserInputError(f"not valid json: {err.msg} at line {err.lineno} column {err.colno}", file=file) from None
     except UnicodeDecodeError:
         raise UserInputError("not a UTF-8 text file", file=file) from None
+
+
+ANNOTATIONS_FILE = "annotations.json"
+"""The COCO file of a dataset directory: the layout ``rfo-synth`` writes (``DIR/annotations.json`` next to
+``DIR/images/``)."""
+
+
+def dataset_annotations_path(directory: str | os.PathLike[str]) -> Path:
+    """``DIR/annotations.json`` of a dataset directory.
+
+    Raises:
+        UserInputError: ``DIR`` is not a directory or holds no ``annotations.json`` (naming ``DIR``).
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise UserInputError("dataset directory does not exist", file=root)
+    path = root / ANNOTATIONS_FILE
+    if not path.is_file():
+        raise UserInputError(f"not a dataset directory: {ANNOTATIONS_FILE} is missing", file=root)
+    return path
+
+
+def load_dataset_coco(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``annotations.json`` of a dataset directory, with its ``images``, ``annotations`` and
+    ``categories`` lists (entries unchecked: :func:`coco_dict_to_dataset` checks those).
+
+    Raises:
+        UserInputError: no such file, not JSON, not an object, or one of the three lists missing (naming
+            the file and the key).
+    """
+    path = dataset_annotations_path(directory)
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise UserInputError("expected a JSON object", file=path)
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise UserInputError("missing list", file=path, field=key)
+    return data
+
+
+def resolve_dataset_image(directory: str | os.PathLike[str], file_name: str) -> Path:
+    """A COCO ``file_name`` of a dataset directory: relative to ``DIR`` or to ``DIR/images`` (the two
+    layouts generators write), never outside them.
+
+    Raises:
+        UserInputError: the image is in neither place, or the name leaves the directory.
+    """
+    root = Path(directory)
+    source = str(root / ANNOTATIONS_FILE)
+    for base in (root, root / "images"):
+        candidate = resolve_inside(base, file_name, source=source)
+        if candidate.is_file():
+            return candidate
+    raise UserInputError(f"image listed in {ANNOTATIONS_FILE} not found (looked in DIR and DIR/images)",
+                         file=root / ANNOTATIONS_FILE, field="images.file_name", value=file_name)
+
+
+def coco_pixel_spacing_mm(entry: Any) -> float | None:
+    """The isotropic pixel spacing (mm) an ``images[]`` entry records in ``pixel_spacing_mm``.
+
+    The field is one number or ``[row, column]`` (their mean is taken); ``None`` when the entry has no
+    such field or its values are not positive numbers. A PNG carries no spacing, so this field is where
+    generators and background pools keep the real one.
+    """
+    value = entry.get("pixel_spacing_mm") if isinstance(entry, dict) else None
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not 1 <= len(values) <= 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                                            for v in values):
+        return None
+    return float(sum(values) / len(values))
 
 
 def read_coco(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rfo_bench.io.coco import read_coco, write_coco
+from rfo_bench.io.coco import load_dataset_coco, read_coco, write_coco
 from rfo_bench.splits import split_dataset, split_summary
 from toolkit_core.output_dirs import remove_owned
 
@@ -73,7 +73,7 @@ def synthesise_demo_data(stage_dir: Path, plan: DemoDataPlan, seed: int, radiogr
     (merged / "images").mkdir(parents=True)
     images, annotations, categories = [], [], None
     for mode in ("radiograph", "ct"):
-        coco = json.loads((stage_dir / f"raw_{mode}" / "annotations.json").read_text())
+        coco = load_dataset_coco(stage_dir / f"raw_{mode}")
         categories = coco["categories"]
         id_map = {}
         for record in coco["images"]:

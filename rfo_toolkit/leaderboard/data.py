@@ -149,7 +149,10 @@ def training_backgrounds(train: DetectionDataset, directory: Path) -> Path | Non
 
 
 def _recorded_spacings(source: Path) -> dict[int, float]:
-    """``images[].pixel_spacing_mm`` of a COCO file by image id (isotropic mean); empty for other sources."""
+    """``images[].pixel_spacing_mm`` of a COCO file by image id (:func:`rfo_bench.io.coco.coco_pixel_spacing_mm`);
+    empty for other sources."""
+    from rfo_bench.io.coco import coco_pixel_spacing_mm
+
     if source.suffix.lower() != ".json" or not source.is_file():
         return {}
     try:
@@ -158,10 +161,7 @@ def _recorded_spacings(source: Path) -> dict[int, float]:
         return {}
     out = {}
     for entry in document.get("images", []) if isinstance(document, dict) else []:
-        value = entry.get("pixel_spacing_mm") if isinstance(entry, dict) else None
-        values = value if isinstance(value, list) else [value]
-        if values and all(isinstance(v, (int, float)) and v > 0 for v in values) and "id" in entry:
-            out[int(entry["id"])] = float(np.mean(values))
+        spacing = coco_pixel_spacing_mm(entry)
+        if spacing is not None and "id" in entry:
+            out[int(entry["id"])] = spacing
     return out
-
-

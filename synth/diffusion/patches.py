@@ -11,7 +11,6 @@ that was asked for.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -22,6 +21,12 @@ import numpy as np
 from scipy import ndimage
 
 from rfo_bench.categories import CATEGORY_BY_ID
+from rfo_bench.io.coco import (
+    coco_pixel_spacing_mm,
+    dataset_annotations_path,
+    load_dataset_coco,
+    resolve_dataset_image,
+)
 from rfo_bench.io.images import read_image
 from toolkit_core.errors import UserInputError
 
@@ -227,34 +232,15 @@ def residual_scale(images: np.ndarray, regions: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------- COCO
 
 
-def resolve_image_path(data_dir: Path, file_name: str) -> Path:
-    """Find a COCO ``file_name`` relative to the dataset directory or its ``images/`` folder."""
-    for candidate in (data_dir / file_name, data_dir / "images" / file_name):
-        if candidate.exists():
-            return candidate
-    raise UserInputError("image listed in annotations.json not found (looked in DATA and DATA/images)",
-                         file=data_dir / "annotations.json", field="images.file_name", value=file_name)
-
-
 def load_coco(data_dir: str | Path) -> dict[str, Any]:
-    """Read and validate ``DATA/annotations.json`` (``images``, ``annotations``, ``categories``).
+    """Read and validate ``DATA/annotations.json`` (:func:`rfo_bench.io.coco.load_dataset_coco`), whose
+    objects must all be RFO categories on listed images.
 
     Raises:
         UserInputError: missing file, missing keys, unknown category ids, or dangling image ids.
     """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise UserInputError("dataset directory does not exist", file=root)
-    path = root / "annotations.json"
-    if not path.exists():
-        raise UserInputError("expected a COCO dataset directory holding annotations.json", file=root)
-    try:
-        coco = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"invalid JSON: {err}", file=path) from None
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(coco.get(key), list):
-            raise UserInputError("missing list", file=path, field=key)
+    coco = load_dataset_coco(data_dir)
+    path = dataset_annotations_path(data_dir)
     image_ids = {int(img["id"]) for img in coco["images"]}
     for ann in coco["annotations"]:
         cid = int(ann.get("category_id", -1))
@@ -296,13 +282,10 @@ def annotation_mask(ann: dict[str, Any], height: int, width: int) -> np.ndarray:
 
 
 def image_spacing_mm(entry: dict[str, Any], loaded_spacing: tuple[float, float]) -> float:
-    """Isotropic pixel spacing of a COCO image: its ``pixel_spacing_mm`` field, else the file's."""
-    value = entry.get("pixel_spacing_mm")
-    if isinstance(value, (int, float)) and value > 0:
-        return float(value)
-    if isinstance(value, (list, tuple)) and len(value) == 2 and min(value) > 0:
-        return float(sum(value) / 2.0)
-    return float(sum(loaded_spacing) / 2.0)
+    """Isotropic pixel spacing of a COCO image: its ``pixel_spacing_mm`` field
+    (:func:`rfo_bench.io.coco.coco_pixel_spacing_mm`), else the file's."""
+    recorded = coco_pixel_spacing_mm(entry)
+    return recorded if recorded is not None else float(sum(loaded_spacing) / 2.0)
 
 
 @dataclass(frozen=True)
@@ -337,7 +320,7 @@ def load_coco_patches(data_dir: str | Path, spec: PatchSpec, *, max_masks_per_cl
     spacings: list[float] = []
     entries = [img for img in coco["images"] if int(img["id"]) in by_image]
     for entry in tqdm(entries, desc="patches", unit="image", disable=len(entries) < 50):
-        loaded = read_image(resolve_image_path(root, str(entry["file_name"])))
+        loaded = read_image(resolve_dataset_image(root, str(entry["file_name"])))
         pixels = loaded.pixels
         height, width = pixels.shape
         spacings.append(image_spacing_mm(entry, loaded.pixel_spacing_mm))

@@ -29,6 +29,7 @@ import numpy as np
 
 from rfo_bench.categories import RFO_CATEGORIES, category, coco_categories
 from rfo_bench.io.images import read_image, write_png16
+from synth.diffusion.inpaint import paste_patch
 from synth.diffusion.patches import (
     PatchSpec,
     crop_square,
@@ -38,7 +39,7 @@ from synth.diffusion.patches import (
     region_radius_full_px,
     resize_square,
 )
-from synth.diffusion.sample import list_backgrounds, paste_patch, rle_segmentation
+from synth.diffusion.sample import list_backgrounds, rle_segmentation
 from toolkit_core.errors import UserInputError
 from toolkit_core.utils import atomic_write_bytes
 

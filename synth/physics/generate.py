@@ -20,6 +20,7 @@ from synth.physics.config import DEFAULT_CLASSES, PhysicsConfig, detected_spectr
 from synth.physics.render import Renderer
 from synth.physics.spectra import tube_spectrum
 from toolkit_core.errors import UserInputError
+from toolkit_core.records import environment, jsonable
 
 __all__ = ["DEFAULT_CLASSES", "PhysicsConfig", "Renderer", "build_renderer", "detected_spectrum", "generate_dataset",
            "list_backgrounds", "parse_shard"]
@@ -48,27 +49,15 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def list_backgrounds(mode: str, path: str | os.PathLike[str] | None) -> list[Path]:
-    """Background files: the embedded radiograph / CT by default, or a file, or the files of a folder."""
-    from rfo_bench.io.embedded import embedded_ct_path, embedded_radiograph_path
-    from rfo_bench.io.images import IMAGE_SUFFIXES
-    from synth.physics.placement import is_segmentation_file
+    """Background files: the embedded radiograph / CT by default, or a file, or the files of a folder
+    (:func:`synth.background_files.list_background_files`; CT volumes in ``ct`` mode)."""
+    from synth.background_files import list_background_files
 
-    if path is None:
-        return [embedded_ct_path() if mode == "ct" else embedded_radiograph_path()]
-    source = Path(path)
-    if not source.exists():
-        raise UserInputError("backgrounds path does not exist", file=source)
-    if source.is_file():
-        return [source]
-    if mode == "ct":
-        files = sorted(p for p in source.iterdir() if p.name.endswith((".nii", ".nii.gz")) and not is_segmentation_file(p))
-    else:
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        kind = "NIfTI (.nii/.nii.gz)" if mode == "ct" else "image (PNG/JPEG/DICOM)"
-        raise UserInputError(f"no {kind} files in the backgrounds folder", file=source)
-    return files
+    return list_background_files(path, volumes=mode == "ct")
 
+
+RECORDED_PACKAGES = ("rfo-toolkit", "numpy", "scipy", "torch", "xraydb", "spekpy", "trimesh", "pycocotools", "pillow")
+"""Distributions whose versions the manifest records (with Python, platform and source commit)."""
 
 _WORKER: dict[str, Any] = {}
 
@@ -139,7 +128,7 @@ def _render_one(index: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
               "pixel_spacing_mm": round(float(renderer.detector.pixel_mm), 6),
               "photometric": renderer.config.display.photometric, "negative": not annotations,
               "kvp": renderer.config.technique.kvp,
-              "source_to_detector_mm": renderer.config.source_to_detector_mm, **_jsonable(info)}
+              "source_to_detector_mm": renderer.config.source_to_detector_mm, **jsonable(info)}
     for k, ann in enumerate(annotations):
         ann["id"] = annotation_id(index, k)
         ann["image_id"] = record["id"]
@@ -225,14 +214,14 @@ def generate_dataset(
             "n_annotations": len(annotations),
             # Placed objects left unlabelled: below config.label_min_cnr (synth.physics.visibility).
             "n_objects_not_labelled": sum(int(r.get("objects_not_labelled", 0)) for r in records),
-            "config": _jsonable(config.to_dict()),
+            "config": jsonable(config.to_dict()),
             "backgrounds": [{"file": f.name, "sha256": sha256_file(f)} for f in files],
             "objects": None if meshes is None else [{"file": m.name, "class": m.class_name, "material": m.material}
                                                     for m in meshes],
             "acquisitions": [_acquisition_summary(config, f) for f in files],
             "spectrum": _spectrum_summary(config.with_acquisition(background_acquisition(config, files[0]))),
             "seeding": "image i uses numpy SeedSequence([seed, i])",
-            "libraries": _library_versions(),
+            "libraries": environment(RECORDED_PACKAGES),
         }
         write_json(staging / "manifest.json", manifest)
     return manifest
@@ -241,7 +230,7 @@ def generate_dataset(
 def _acquisition_summary(config: PhysicsConfig, path: Path) -> dict[str, Any]:
     """One background's resolved acquisition and the source of each value (``dicom:<Keyword>``, ...)."""
     acquisition = background_acquisition(config, path)
-    return {"file": path.name, **_jsonable(acquisition.to_dict())}
+    return {"file": path.name, **jsonable(acquisition.to_dict())}
 
 
 def _spectrum_summary(config: PhysicsConfig) -> dict[str, Any]:
@@ -256,29 +245,7 @@ def _spectrum_summary(config: PhysicsConfig) -> dict[str, Any]:
             "detected_quanta_per_mm2_open_field": round(detected.total_photons_per_mm2, 1)}
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _version() -> str:
     import synth
 
     return synth.__version__
-
-
-def _library_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for name in ("numpy", "scipy", "torch", "xraydb", "spekpy", "trimesh", "pycocotools", "pillow"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:  # pragma: no cover
-            out[name] = "missing"
-    return out

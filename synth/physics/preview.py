@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from rfo_bench.io.coco import dataset_annotations_path, load_dataset_coco
 from toolkit_core.errors import UserInputError
 
 CRITICAL_RGB = (255, 60, 60)
@@ -15,15 +15,10 @@ NON_CRITICAL_RGB = (60, 200, 255)
 
 
 def _load(folder: Path) -> dict:
-    ann_file = folder / "annotations.json"
-    if not ann_file.is_file():
-        raise UserInputError("not a dataset directory: annotations.json is missing", file=folder)
-    try:
-        coco = json.loads(ann_file.read_text())
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"invalid JSON: {err}", file=ann_file) from None
-    if not coco.get("images"):
-        raise UserInputError("dataset has no images", file=ann_file)
+    """The dataset's COCO document (:func:`rfo_bench.io.coco.load_dataset_coco`), refused without images."""
+    coco = load_dataset_coco(folder)
+    if not coco["images"]:
+        raise UserInputError("dataset has no images", file=dataset_annotations_path(folder), field="images")
     return coco
 
 
