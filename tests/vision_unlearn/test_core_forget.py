@@ -80,3 +80,30 @@ def test_forget_everything_is_an_error(tmp_path) -> None:
 def test_parse_round_trip() -> None:
     request = parse_forget_request(" Class : 3 ")
     assert (request.kind, request.value, str(request)) == ("class", "3", "class:3")
+
+
+def test_classification_and_detection_requests_share_one_base(tmp_path) -> None:
+    """One home for ``KIND:VALUE``: parsing, the listed ids and the class lookup; the kinds differ."""
+    from vision_unlearn.detection_forget import DetectionForgetRequest, parse_detection_forget
+    from vision_unlearn.forget import ForgetRequest, ForgetRequestBase, class_index
+
+    classification, detection = parse_forget_request("random:0.5"), parse_detection_forget("Instances : ids.txt")
+    assert isinstance(classification, ForgetRequest) and isinstance(detection, DetectionForgetRequest)
+    assert isinstance(classification, ForgetRequestBase) and isinstance(detection, ForgetRequestBase)
+    assert str(detection) == "instances:ids.txt" and not detection.is_classwise
+    assert parse_detection_forget("class:needle").is_classwise and not detection.removes_images
+    with pytest.raises(UserInputError, match="KIND one of class, images"):
+        parse_detection_forget("random:0.5")  # a kind of classification requests only
+    with pytest.raises(UserInputError, match="KIND one of class, ids"):
+        parse_forget_request("instances:ids.txt")  # a kind of detection requests only
+    with pytest.raises(UserInputError, match="strictly between 0 and 1"):
+        ForgetRequest.parse("random:1.5")
+
+    (tmp_path / "ids.txt").write_text("a\n# comment\nb  # trailing\n\n")
+    assert detection.listed_ids(root=tmp_path) == (["a", "b"], str(tmp_path / "ids.txt"))
+    assert parse_detection_forget("patient: p1, p2 ,").listed_ids() == (["p1", "p2"], None)
+
+    assert class_index("b", ["a", "b"]) == 1 and class_index("0", ["a", "b"]) == 0
+    with pytest.raises(UserInputError, match="not one of the model's classes: a, b") as info:
+        class_index("2", ["a", "b"])
+    assert info.value.field == "forget"

@@ -383,3 +383,22 @@ def test_rfo_patches_from_the_physics_generator(tmp_path: Path) -> None:
     assert splits["train"].class_names[0] == "none"
     assert splits["train"].images.shape[1:] == (1, 64, 64)
     assert set(splits["train"].patient_ids).isdisjoint(splits["test"].patient_ids)
+
+
+def test_package_keeps_its_public_names_and_one_module_per_job() -> None:
+    """``vision_unlearn.data`` re-exports the container, the splits and the source constants."""
+    import vision_unlearn.data as data
+    from vision_unlearn.data import container, rfo_patches, sources, splits
+    from vision_unlearn.image_set import ImageSet
+
+    assert data.ClassificationData is container.ClassificationData
+    assert data.ClassificationDataset is container.ClassificationDataset
+    assert data.grouped_stratified_split is splits.grouped_stratified_split
+    assert data.DIGITS_PATIENT_BLOCK == sources.DIGITS_PATIENT_BLOCK
+    assert data.RFO_BACKGROUND_CLASS == rfo_patches.RFO_BACKGROUND_CLASS == "none"
+    assert issubclass(data.ClassificationData, ImageSet)
+    tiny = _tiny()
+    assert (len(tiny), tiny.num_classes, tiny.in_chans, tiny.image_size) == (6, 3, 1, (17, 11))
+    with pytest.raises(ValueError, match="sample_ids must be unique"):
+        ClassificationData(images=tiny.images, labels=tiny.labels, sample_ids=["s"] * 6,
+                           patient_ids=tiny.patient_ids, class_names=tiny.class_names)

@@ -179,3 +179,39 @@ def test_neggrad_plus_attaches_a_quantile_tracker() -> None:
     assert resolve_loss_ceiling({"forget_loss_ceiling": "heldout_quantiles"}, False, True)["forget_loss_ceiling"] is None
     with pytest.raises(UserInputError, match="heldout_quantiles"):
         resolve_loss_ceiling({"forget_loss_ceiling": "heldout_quantiles"}, True, False)
+
+
+def test_the_ceiling_lives_outside_the_methods_and_the_methods_share_it() -> None:
+    """One home for the ceiling (``vision_unlearn.loss_ceiling``, not a method module); both ascent
+    methods are :class:`~vision_unlearn.protocols.HeldoutAware` through it, and ``grad_ascent``
+    keeps re-exporting its names."""
+    import vision_unlearn.loss_ceiling as loss_ceiling
+    import vision_unlearn.methods.grad_ascent as grad_ascent
+    import vision_unlearn.methods.neggrad_plus as neggrad_plus
+    from vision_unlearn.methods.grad_ascent import GradAscent
+    from vision_unlearn.protocols import HeldoutAware
+
+    for name in ("HELDOUT", "HELDOUT_MODES", "HELDOUT_QUANTILES", "QUANTILE_LEVELS", "CeilingMixin", "HeldoutCeiling",
+                 "check_loss_ceiling", "forget_ascent_loss", "rank_matched_ceilings"):
+        assert getattr(grad_ascent, name) is getattr(loss_ceiling, name)
+    assert neggrad_plus.CeilingMixin is loss_ceiling.CeilingMixin
+    assert isinstance(GradAscent(GradAscentConfig(forget_loss_ceiling="heldout")), HeldoutAware)
+    assert isinstance(NegGradPlus(NegGradPlusConfig()), HeldoutAware)
+
+
+def test_an_adapter_without_ascent_loss_ascends_its_training_loss() -> None:
+    """Without the :class:`~vision_unlearn.protocols.AscentLossAdapter` capability the objective is
+    the adapter's training loss (a classifier's cross-entropy)."""
+
+    class _Plain:
+        def __init__(self) -> None:
+            self.weights = torch.tensor([2.0, 4.0])
+
+        def loss(self, batch):
+            return {"loss": self.weights.mean(), "per_sample": self.weights}
+
+    class _Disabled(_Plain):
+        ascent_loss = None  # a capability set to None is absent, as getattr(..., None) read it
+
+    assert forget_ascent_loss(_Plain(), {}).item() == 3.0
+    assert forget_ascent_loss(_Disabled(), {}).item() == 3.0

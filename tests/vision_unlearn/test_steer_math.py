@@ -247,3 +247,39 @@ def test_several_states_save_and_load_and_the_first_format_is_still_read(tmp_pat
                                                      "state": json.dumps(second.scalars())}))
     (loaded,), _ = load_steering(old)
     assert loaded.layer == "b" and torch.equal(loaded.detector_weight, second.detector_weight)
+
+
+def test_package_re_exports_every_public_name_of_its_modules() -> None:
+    """``from vision_unlearn.steering import X`` keeps working after the split into one module per job."""
+    import importlib
+
+    import vision_unlearn.steering as steering
+
+    jobs = ("state", "algebra", "layers", "positions", "activations", "fit", "hooks", "storage", "overhead")
+    homes: dict[str, str] = {}
+    for job in jobs:
+        module = importlib.import_module(f"vision_unlearn.steering.{job}")
+        for name, value in vars(module).items():
+            defined_here = getattr(value, "__module__", None) == module.__name__
+            constant = name.isupper() and isinstance(value, (str, int, float))
+            if not name.startswith("_") and (defined_here or constant):
+                homes[name] = job
+                assert getattr(steering, name) is value, f"vision_unlearn.steering.{name} is not {job}.{name}"
+    assert set(steering.__all__) >= set(homes)
+    assert homes["ActivationSteerer"] == "hooks" and homes["steer_activations"] == "algebra"
+    assert homes["save_steering"] == "storage" and homes["box_position_mask"] == "positions"
+
+
+def test_pure_steering_math_needs_no_model() -> None:
+    """The algebra and position modules import no model code (they are tensors in, tensors out)."""
+    import ast
+    from pathlib import Path
+
+    import vision_unlearn.steering.algebra as algebra
+    import vision_unlearn.steering.positions as positions
+
+    for module in (algebra, positions):
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not {m for m in imported if m.startswith("vision_unlearn.steering.")} - {
+            "vision_unlearn.steering.state"}, module.__name__

@@ -504,3 +504,86 @@ def test_grad_ascent_on_a_detector_lowers_the_forget_class_and_stays_bounded(ada
     assert float(after.mean()) < float(before.mean()) - 1.0
     value = float(forget_ascent_loss(local, forget).detach())
     assert math.isfinite(value) and value <= -math.log(local.spec.forget_floor_prob) + 1e-6
+
+
+def test_yolo_adapter_has_the_optional_capabilities_and_a_timm_adapter_none(adapter: YoloAdapter) -> None:
+    """Methods ask ``isinstance(adapter, Capability)``; the YOLO adapter has all three, timm none."""
+    from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
+    from vision_unlearn.methods.ofmu import resolved_objective
+    from vision_unlearn.protocols import AscentLossAdapter, DistillationAdapter, ForgetOnlyClassesAdapter
+
+    capabilities = (AscentLossAdapter, DistillationAdapter, ForgetOnlyClassesAdapter)
+    classifier = TimmAdapter(TimmModelSpec("test_resnet", num_classes=3, in_chans=1))
+    for capability in capabilities:
+        assert isinstance(adapter, capability), capability.__name__
+        assert not isinstance(classifier, capability), capability.__name__
+    assert resolved_objective(adapter, "auto") == "adapter"
+    assert resolved_objective(classifier, "auto") == "log1mp"
+    forget = {"box_labels": torch.tensor([[0, 2], [2, -1]])}
+    retain = {"box_labels": torch.tensor([[1, -1], [2, 1]])}
+    assert adapter.forget_only_classes(forget, retain) == (0,)
+
+
+def test_adapter_module_re_exports_the_losses_and_the_model_spec() -> None:
+    """``vision_unlearn.adapters.yolo`` keeps the names it had before the losses and the spec moved out."""
+    import vision_unlearn.adapters.yolo as yolo
+    import vision_unlearn.adapters.yolo_losses as losses
+    import vision_unlearn.adapters.yolo_model as model
+
+    for name in ("image_class_logits", "forget_anchor_mask", "bounded_class_ascent", "binary_kl",
+                 "box_distribution_kl", "detection_distillation", "forget_distillation"):
+        assert getattr(yolo, name) is getattr(losses, name)
+    for name in ("YoloModelSpec", "YoloLossGains", "PARAMETER_GROUPS", "build_detection_model"):
+        assert getattr(yolo, name) is getattr(model, name)
+
+
+def test_image_class_logits_is_a_smooth_maximum_over_anchors() -> None:
+    """Hand case: anchors agreeing on ``v`` give ``v``; logits ``0`` and ``ln 3`` give
+    ``ln(1 + 3) - ln 2 = ln 2``."""
+    import math
+
+    from vision_unlearn.adapters.yolo_losses import image_class_logits
+
+    agreeing = torch.full((2, 5, 3), 1.25)
+    torch.testing.assert_close(image_class_logits(agreeing), torch.full((2, 3), 1.25))
+    two = torch.tensor([[[0.0], [math.log(3.0)]]])  # [B=1, A=2, K=1]
+    torch.testing.assert_close(image_class_logits(two), torch.tensor([[math.log(2.0)]]))
+
+
+def test_box_class_logits_reads_each_box_class_on_every_anchor() -> None:
+    from vision_unlearn.adapters.yolo_losses import box_class_logits
+
+    anchor_logits = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]])  # [B=1, A=2, C=3]
+    out = box_class_logits(anchor_logits, torch.tensor([[2, 0, -1]]))  # [B=1, K=3]; -1 padding reads class 0
+    torch.testing.assert_close(out, torch.tensor([[[3.0, 6.0], [1.0, 4.0], [1.0, 4.0]]]))  # [B, K, A]
+
+
+def test_box_distribution_kl_matches_hand_values() -> None:
+    """Two bins per side; teacher logits ``(ln 3, 0)`` give ``(3/4, 1/4)``, a zero student ``(1/2, 1/2)``:
+    ``KL = 4 (3/4 ln 1.5 + 1/4 ln 0.5)`` over the four sides; 0 against itself."""
+    import math
+
+    from vision_unlearn.adapters.yolo_losses import box_distribution_kl
+
+    teacher = torch.tensor([math.log(3.0), 0.0]).repeat(4).reshape(1, 1, 8)  # [B=1, A=1, 4 * R], R = 2
+    student = torch.zeros(1, 1, 8)
+    expected = 4 * (0.75 * math.log(1.5) + 0.25 * math.log(0.5))
+    torch.testing.assert_close(box_distribution_kl(student, teacher), torch.tensor([[expected]]))
+    torch.testing.assert_close(box_distribution_kl(teacher, teacher), torch.zeros(1, 1))
+    # a temperature flattens both distributions: the divergence shrinks
+    assert float(box_distribution_kl(student, teacher, temperature=4.0)) < expected
+
+
+def test_detection_data_shares_the_image_set_base(data: DetectionData) -> None:
+    """``DetectionData`` and ``ClassificationData`` are one concept: sizes and id checks from one base."""
+    from vision_unlearn.data import ClassificationData
+    from vision_unlearn.image_set import ImageSet
+
+    assert issubclass(DetectionData, ImageSet) and issubclass(ClassificationData, ImageSet)
+    assert (len(data), data.num_classes, data.in_chans, data.image_size) == (4, 3, 1, (64, 64))
+    part = data.subset([2, 0])
+    assert part.sample_ids == ("c.png", "a.png") and part.num_boxes == 3
+    with pytest.raises(ValueError, match="sample_ids must be unique"):
+        replace(data, sample_ids=("a.png", "a.png", "c.png", "d.png"))
+    with pytest.raises(ValueError, match=r"images must be float32 \[N, C, H, W\]"):
+        replace(data, images=data.images.double())
