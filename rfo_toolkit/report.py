@@ -1,48 +1,22 @@
 """``rfo-bench report RUN_DIR``: rebuild a self-contained HTML page from saved evaluation results.
 
 A directory written by ``rfo-bench eval`` (``report.json`` and its PNG plots) becomes
-``report.html``; a demo run directory (``*/stage.json``) is handed to the demo's report builder.
+``report.html`` through the toolkit's one templating path (:mod:`toolkit_core.html_report`, with the
+evaluation's tables and captioned plots from :mod:`rfo_toolkit.eval_sections`); a demo run directory
+(``*/stage.json``) is handed to the demo's report builder. The header states what made the results
+(toolkit version, source commit, command and seed, as ``report.json`` recorded them).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
+from rfo_toolkit.eval_sections import eval_header, eval_sections
 from toolkit_core.errors import UserInputError
-from toolkit_core.html_report import Figure, Section, Table, render_html
-from toolkit_core.utils import atomic_write_bytes
+from toolkit_core.html_report import write_report
 
-COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-def _interval(report: dict[str, Any], key: str) -> str:
-    bounds = (report.get("ci95") or {}).get(key)
-    if not bounds or bounds[0] is None:
-        return "–"
-    return f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
-
-
-def eval_sections(report: dict[str, Any], run_dir: Path) -> list[Section]:
-    """Report sections of one ``rfo-bench eval`` result."""
-    coco = report.get("coco") or {}
-    froc = report.get("froc") or {}
-    headline = Table(["metric", "value", "95% CI"], [
-        ["AP50", coco.get("AP50"), _interval(report, "AP50")],
-        ["AP", coco.get("AP"), _interval(report, "AP")],
-        ["FROC score", froc.get("score"), _interval(report, "froc")],
-        ["image AUROC", report.get("auroc"), _interval(report, "auroc")],
-    ], caption="Headline metrics")
-    coco_table = Table(["statistic", "value"], [[k, coco.get(k)] for k in COCO_KEYS], caption="COCO statistics")
-    per_category = Table(["category", "AP50", "AP"], [[name, v.get("AP50"), v.get("AP")]
-                                                      for name, v in (report.get("per_category") or {}).items()],
-                         caption="Per category")
-    froc_table = Table(["FPs / image", "sensitivity"], list(zip(froc.get("fps_per_image", []),
-                                                                froc.get("sensitivity", []))), caption="FROC")
-    figures = [Figure(path, path.stem.replace("_", " ")) for path in sorted(run_dir.glob("*.png"))]
-    return [Section("Detection evaluation", tables=[headline, coco_table, per_category, froc_table],
-                    figures=figures)]
+TITLE = "RFO detection evaluation"
 
 
 def rebuild_report(run_dir: str | Path) -> Path:
@@ -58,10 +32,11 @@ def rebuild_report(run_dir: str | Path) -> Path:
     if not report_file.is_file():
         raise UserInputError("no report.json (from `rfo-bench eval`) or demo stages found", file=folder)
     try:
-        report = json.loads(report_file.read_text())
+        report = json.loads(report_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise UserInputError(f"corrupt report: {err.msg}", file=report_file) from None
-    page = render_html("RFO detection evaluation", eval_sections(report, folder), subtitle=str(report_file))
-    target = folder / "report.html"
-    atomic_write_bytes(target, page.encode("utf-8"))
-    return target
+    if not isinstance(report, dict):
+        raise UserInputError("not an `rfo-bench eval` report (expected a JSON object)", file=report_file)
+    written = write_report(folder / "report.html", TITLE, eval_sections(report, folder),
+                           subtitle=f"Results: {report_file}", header=eval_header(report))
+    return written["html"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit_core.errors import UserInputError
-from toolkit_core.html_report import Figure, Section, Table, render_html, render_markdown
+from toolkit_core.html_report import Figure, Section, Table, run_header, write_report
 from toolkit_core.output_dirs import (
     claim_output_dir,
     read_marker,
@@ -93,13 +93,32 @@ def _section_data(summary: dict[str, Any], stage_dir: Path) -> Section:
         ],
         caption="Real backgrounds used by every later stage",
     )
-    captions = {
-        "radiograph_preview.png": "Real PA chest radiograph (bright = dense)",
-        "ct_pa_projection.png": "PA water-equivalent projection of the real chest CT (head up, patient right on the left)",
-        "ct_axial_mid.png": "Mid axial CT slice (anterior up)",
-    }
-    figures = [Figure(stage_dir / name, captions.get(name, "")) for name in summary["figures"]]
+    figures = [Figure(stage_dir / name, DATA_CAPTIONS.get(name) or _unlisted_caption(name))
+               for name in summary["figures"]]
     return Section("Real data", tables=[table], figures=figures)
+
+
+DATA_CAPTIONS = {
+    "radiograph_preview.png": "The real PA chest radiograph every radiograph-mode image is rendered over "
+                              "(bright = dense).",
+    "ct_pa_projection.png": "PA water-equivalent projection of the real chest CT that CT-mode images are "
+                            "rendered from (head up, patient right on the left).",
+    "ct_axial_mid.png": "Mid axial slice of the real chest CT (anterior up).",
+}
+SYNTH_CAPTION = ("Synthetic radiographs of both modes (over the real radiograph, and projected through the real "
+                 "CT) with their exact labels: red boxes critical objects, blue boxes the others.")
+UNLEARN_CAPTIONS = {
+    "detections_class.png": "Detections (score at least 0.25) on forgotten training images, one column per model: "
+                            "before unlearning, retrained, and after each method (class request).",
+    "detections_patient.png": "Detections (score at least 0.25) on the withdrawn patient's training images, one "
+                              "column per model: before unlearning, retrained, and after each method "
+                              "(patient request).",
+}
+
+
+def _unlisted_caption(name: str) -> str:
+    """The caption of a figure a stage lists but the report does not know (a stage of a newer release)."""
+    return f"{Path(name).stem.replace('_', ' ')} (a figure the stage saved)"
 
 
 def _stage_synth(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -128,8 +147,7 @@ def _section_synth(summary: dict[str, Any], stage_dir: Path) -> Section:
         tables=[Table(["split", "images", "critical", "non-critical", "no RFO"], split_rows,
                       caption="Images per split and image-level stratum"),
                 Table(["split", *classes], rows, caption="Objects per class")],
-        figures=[Figure(stage_dir / name, "Synthetic radiographs with their exact labels (red: critical)")
-                 for name in summary["figures"]],
+        figures=[Figure(stage_dir / name, SYNTH_CAPTION) for name in summary["figures"]],
     )
 
 
@@ -140,20 +158,9 @@ def _stage_detector(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[s
     return train_and_evaluate_detector(stage_dir, synth_dir, demo_model_plan(config.fast), config.seed)
 
 
-def _ci_text(summary: dict[str, Any], key: str) -> str:
-    interval = (summary.get("ci95") or {}).get(key)
-    return "–" if not interval or interval[0] is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-
-
 def _section_detector(summary: dict[str, Any], stage_dir: Path) -> Section:
-    coco, froc = summary["coco"], summary["froc"]
-    rows = [
-        ["AP50", coco.get("AP50"), _ci_text(summary, "AP50")],
-        ["AP (50:95)", coco.get("AP"), _ci_text(summary, "AP")],
-        ["FROC score", froc.get("score"), _ci_text(summary, "froc")],
-        ["image AUROC", summary.get("auroc"), _ci_text(summary, "auroc")],
-    ]
-    per_category = [[name, v.get("AP50"), v.get("AP")] for name, v in (summary.get("per_category") or {}).items()]
+    from rfo_toolkit.eval_sections import eval_figures, headline_table, per_category_table
+
     text = (
         f"YOLOv8n built from its yaml (no pretrained weights), trained from scratch for {summary['epochs']} epochs "
         f"at {summary['image_size']} px on {summary['n_train']} synthetic images in {summary['train_seconds']:.0f} s, "
@@ -162,11 +169,19 @@ def _section_detector(summary: dict[str, Any], stage_dir: Path) -> Section:
     )
     return Section(
         "Detector and its evaluation", paragraphs=[text],
-        tables=[Table(["metric", "value", "95% CI"], rows, caption="Test-set detection performance"),
-                Table(["class", "AP50", "AP"], per_category, caption="Per class")],
-        figures=[Figure(stage_dir / name, name.split("/")[-1].removesuffix(".png").replace("_", " "))
-                 for name in summary["figures"]],
+        tables=[headline_table(summary, caption="Test-set detection performance"),
+                per_category_table(summary, caption="Per class")],
+        figures=eval_figures([stage_dir / name for name in summary["figures"]], _eval_record(stage_dir)),
     )
+
+
+def _eval_record(stage_dir: Path) -> dict[str, Any]:
+    """The detector stage's ``eval/report.json`` (its figure captions), or ``{}`` when absent or unreadable."""
+    try:
+        record = json.loads((stage_dir / "eval" / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _stage_classifier(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -216,11 +231,9 @@ def _section_unlearn(summary: dict[str, Any], stage_dir: Path) -> Section:
         "forgotten training images; MIA AUC is a loss-based membership attack (0.5 = indistinguishable from "
         "unseen images). Every run wrote an audit record: " + ", ".join(summary["audit_records"]) + "."
     )
-    captions = {"detections_class.png": "Detections on forgotten training images, before and after each method "
-                                        "(class request)",
-                "detections_patient.png": "Detections on the withdrawn patient's images (patient request)"}
     return Section("Deletion requests and unlearning", paragraphs=[text], tables=tables,
-                   figures=[Figure(stage_dir / n, captions.get(n, "")) for n in summary["figures"]])
+                   figures=[Figure(stage_dir / n, UNLEARN_CAPTIONS.get(n) or _unlisted_caption(n))
+                            for n in summary["figures"]])
 
 
 STAGES: list[Stage] = [
@@ -260,11 +273,43 @@ def build_report(out_dir: Path) -> dict[str, Path]:
     subtitle = "Stages finished: " + ", ".join(done)
     if missing:
         subtitle += "; not yet run: " + ", ".join(missing)
-    title = "Retained-foreign-object detection: synthesis, evaluation and unlearning"
-    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    atomic_write_bytes(html_path, render_html(title, sections, subtitle).encode("utf-8"))
-    atomic_write_bytes(md_path, render_markdown(title, sections, base_dir=out_dir).encode("utf-8"))
-    return {"html": html_path, "markdown": md_path}
+    return write_report(out_dir / "report.html", REPORT_TITLE, sections, subtitle=subtitle,
+                        header=report_header(out_dir), markdown_path=out_dir / "report.md")
+
+
+REPORT_TITLE = "Retained-foreign-object detection: synthesis, evaluation and unlearning"
+
+
+def demo_command(config: dict[str, Any]) -> str:
+    """The ``vision-unlearn demo`` command line of a recorded :class:`DemoConfig` (defaults left out)."""
+    import shlex
+
+    words = [*DEMO_TOOL.split(), "--out", str(config.get("out_dir", "runs/demo"))]
+    words += ["--fast"] if config.get("fast") else []
+    words += ["--force"] if config.get("force") else []
+    words += ["--seed", str(config["seed"])] if config.get("seed") not in (None, 0) else []
+    for flag in ("radiograph", "ct"):
+        words += [f"--{flag}", str(config[flag])] if config.get(flag) else []
+    return shlex.join(words)
+
+
+def report_header(out_dir: Path) -> list[tuple[str, str]]:
+    """Toolkit version, source commit, command and seed of a run, from its ``run.json``.
+
+    The version and commit are those ``run.json`` recorded when present (``environment``), else this
+    toolkit's; a run folder without a readable ``run.json`` has no command or seed line.
+    """
+    try:
+        recorded = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = {}
+    recorded = recorded if isinstance(recorded, dict) else {}
+    config = recorded.get("config") if isinstance(recorded.get("config"), dict) else None
+    env = recorded.get("environment") if isinstance(recorded.get("environment"), dict) else {}
+    seed = config.get("seed") if config else None
+    return run_header(command=demo_command(config) if config else None,
+                      seed=seed if isinstance(seed, int) else None,
+                      toolkit_version=env.get("rfo-toolkit"), commit=env.get("commit"))
 
 
 def _adopt_earlier_run(out_dir: Path) -> None:
@@ -296,10 +341,13 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     """
     from tqdm.auto import tqdm
 
+    from toolkit_core.records import environment
+
     out_dir = Path(config.out_dir)
     _adopt_earlier_run(out_dir)
     claim_output_dir(out_dir, DEMO_TOOL)
-    _write_json(out_dir / "run.json", {"config": asdict(config), "stages": [s.name for s in STAGES]})
+    _write_json(out_dir / "run.json", {"config": asdict(config), "stages": [s.name for s in STAGES],
+                                        "environment": environment()})
     done = {} if config.force else load_stage_summaries(out_dir)
     status: dict[str, str] = {}
     seconds: dict[str, float] = {}

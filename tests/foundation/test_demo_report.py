@@ -6,6 +6,7 @@ import base64
 import errno
 import json
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ import pytest
 
 from rfo_bench.io.images import write_png8
 from rfo_toolkit.demo import pipeline as demo_module
-from rfo_toolkit.demo.pipeline import DemoConfig, Stage, build_report, run_demo
+from rfo_toolkit.demo.pipeline import DemoConfig, Stage, build_report, demo_command, run_demo
 from toolkit_core.errors import UserInputError
 from toolkit_core.html_report import Figure, Section, Table, render_html
+from toolkit_core.records import source_commit
 
 
 def _fake_stages(calls: list[str], fail_on: str | None = None):
@@ -78,7 +80,48 @@ def test_report_numbers_equal_saved_json_and_assets_are_embedded(tmp_path: Path,
 
 def test_missing_figure_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="missing"):
-        render_html("t", [Section("s", figures=[Figure(tmp_path / "nope.png")])])
+        render_html("t", [Section("s", figures=[Figure(tmp_path / "nope.png", "a plot")])])
+
+
+@pytest.mark.parametrize("caption", ["", "   "])
+def test_a_figure_needs_a_caption(tmp_path: Path, caption: str) -> None:
+    with pytest.raises(ValueError, match="caption"):
+        Figure(tmp_path / "plot.png", caption)
+
+
+def test_report_header_states_version_commit_command_and_seed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(demo_module, "STAGES", _fake_stages([]))
+    run_demo(DemoConfig(out_dir=str(tmp_path / "run"), seed=7, fast=True))
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["environment"]
+    assert recorded["commit"] == source_commit()
+    page = (tmp_path / "run" / "report.html").read_text()
+    header = dict(re.findall(r"<tr><th>([^<]+)</th><td><code>([^<]*)</code></td></tr>", page))
+    assert header["toolkit version"] == recorded["rfo-toolkit"]
+    assert header["source commit"] == (recorded["commit"] or "unknown (not a git checkout)")
+    assert header["seed"] == "7"
+    command = header["command"].replace("&#x27;", "'")
+    assert shlex.split(command) == ["vision-unlearn", "demo", "--out", str(tmp_path / "run"), "--fast", "--seed", "7"]
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "| seed | `7` |" in markdown and "| toolkit version |" in markdown
+    # every figure says what it shows, in the page and in the markdown
+    assert page.count("<figure>") == page.count("<figcaption>") == 3
+    assert "*first plot*" in markdown and "![first plot](first/plot.png)" in markdown
+
+
+def test_report_of_a_run_without_run_json_has_version_and_commit_only(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(demo_module, "STAGES", _fake_stages([]))
+    run_demo(DemoConfig(out_dir=str(tmp_path)))
+    (tmp_path / "run.json").unlink()
+    page = build_report(tmp_path)["html"].read_text()
+    header = dict(re.findall(r"<tr><th>([^<]+)</th><td><code>([^<]*)</code></td></tr>", page))
+    assert set(header) == {"toolkit version", "source commit"}
+
+
+def test_demo_command_leaves_defaults_out() -> None:
+    assert demo_command({"out_dir": "runs/demo", "fast": False, "force": False, "seed": 0, "radiograph": None,
+                         "ct": None}) == "vision-unlearn demo --out runs/demo"
+    assert demo_command({"out_dir": "my runs/x", "force": True, "seed": 3, "ct": "ct.nii.gz"}) == (
+        "vision-unlearn demo --out 'my runs/x' --force --seed 3 --ct ct.nii.gz")
 
 
 def test_unwritable_or_full_output_gives_clear_error(tmp_path: Path, monkeypatch) -> None:
