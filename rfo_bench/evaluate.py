@@ -39,98 +39,36 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rfo_bench.eval_config import EvalConfig, Evaluation, run_header
+from rfo_bench.ground_truth import GroundTruthSource, read_ground_truth
 from rfo_bench.io.coco import dataset_to_coco_dict
 from rfo_bench.io.records import DetectionDataset
 from rfo_bench.metrics import auroc as auroc_m
 from rfo_bench.metrics import bootstrap as boot
 from rfo_bench.metrics import coco_eval
 from rfo_bench.metrics.froc import (
-    FPS_THRESHOLDS,
-    VARIANTS,
     FrocEvents,
     FrocResult,
     Shape,
     froc_curve,
     froc_events,
-    froc_score_replicates,
+    froc_sensitivity_replicates,
 )
-from rfo_bench.predictions import Predictions
-from rfo_bench.report_markdown import report_markdown
+from rfo_bench.predictions import Predictions, PredictionSource, read_predictions
+from rfo_bench.report_markdown import figure_captions, report_markdown
 from toolkit_core.errors import UserInputError
 from toolkit_core.utils import atomic_write_bytes
 
+if TYPE_CHECKING:
+    from rfo_bench.plots import FrocCurve
+
 logger = logging.getLogger(__name__)
-
-BOOTSTRAP_UNITS = ("auto", "image", "patient")
-AUROC_POSITIVES = ("any", "critical")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Evaluation settings.
-
-    Attributes:
-        coco_backend: ``native`` (this package's matcher, bit-identical to pycocotools and faster),
-            ``pycocotools`` or ``faster_coco_eval`` for the 12 COCO numbers. The bootstrap always uses
-            the native per-image matching.
-        froc_variant: ``reference`` (the object-CXR script, comparable with published numbers) or
-            ``corrected``.
-        fps_thresholds: FROC false-positive-per-image thresholds.
-        bootstrap: number of bootstrap replicates (0 = no intervals).
-        seed: bootstrap seed.
-        ci_level: interval coverage (0.95 -> key ``ci95``).
-        bootstrap_unit: ``auto`` (patients when every image has a patient id), ``image`` or ``patient``.
-        auroc_positive: image label for AUROC: ``any`` RFO, or ``critical`` RFO only (then the image
-            score is the maximum over detections of critical categories, or of unknown criticality).
-    """
-
-    coco_backend: str = "native"
-    froc_variant: str = "reference"
-    fps_thresholds: tuple[float, ...] = FPS_THRESHOLDS
-    bootstrap: int = 1000
-    seed: int = 0
-    ci_level: float = 0.95
-    bootstrap_unit: str = "auto"
-    auroc_positive: str = "any"
-
-    def __post_init__(self) -> None:
-        if self.coco_backend not in coco_eval.BACKENDS:
-            raise UserInputError("unknown COCO backend; expected " + ", ".join(coco_eval.BACKENDS),
-                                 field="coco_backend", value=self.coco_backend)
-        if self.froc_variant not in VARIANTS:
-            raise UserInputError("unknown FROC variant; expected " + ", ".join(VARIANTS), field="froc_variant",
-                                 value=self.froc_variant)
-        if self.bootstrap_unit not in BOOTSTRAP_UNITS:
-            raise UserInputError("unknown bootstrap unit; expected " + ", ".join(BOOTSTRAP_UNITS),
-                                 field="bootstrap_unit", value=self.bootstrap_unit)
-        if self.auroc_positive not in AUROC_POSITIVES:
-            raise UserInputError("auroc_positive must be any or critical", field="auroc_positive",
-                                 value=self.auroc_positive)
-        if self.bootstrap < 0 or not 0 < self.ci_level < 1:
-            raise UserInputError("bootstrap must be >= 0 and ci_level in (0, 1)", field="bootstrap",
-                                 value=(self.bootstrap, self.ci_level))
-        if list(self.fps_thresholds) != sorted(self.fps_thresholds) or min(self.fps_thresholds, default=0) <= 0:
-            raise UserInputError("FROC thresholds must be positive and increasing", field="fps_thresholds",
-                                 value=self.fps_thresholds)
-
-
-@dataclass
-class Evaluation:
-    """Everything :func:`evaluate_detailed` computed: the report and the arrays behind the plots."""
-
-    report: dict[str, Any]
-    coco: coco_eval.CocoResult | None = None
-    table: coco_eval.MatchTable | None = None
-    arrays: coco_eval.CocoArrays | None = None
-    froc: FrocResult | None = None
-    image_scores: np.ndarray | None = None
-    replicates: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def coco_arrays_from_records(gt: DetectionDataset, predictions: Predictions) -> coco_eval.CocoArrays:
@@ -187,31 +125,59 @@ def _clusters(gt: DetectionDataset, unit: str) -> tuple[np.ndarray | None, str]:
     return index.astype(np.int64), "patient"
 
 
-def _froc_strata(gt: DetectionDataset, predictions: Predictions, config: EvalConfig) -> dict[str, Any]:
+def _froc_subset(gt: DetectionDataset, predictions: Predictions, wanted: set[int], shapes: list[list[Shape]],
+                 config: EvalConfig) -> tuple[FrocEvents, FrocResult, int] | None:
+    """FROC of the annotations of the categories ``wanted`` and, when predictions have categories, of the
+    detections of those categories; every image still counts in FP per image. None without annotation."""
+    kept = [[s for s, o in zip(image_shapes, r.objects) if o.category_id in wanted]
+            for image_shapes, r in zip(shapes, gt.images)]
+    objects = int(sum(len(s) for s in kept))
+    if not objects:
+        return None
+    keep = np.ones(len(predictions), dtype=bool) if predictions.category_id is None else \
+        np.isin(predictions.category_id, list(wanted))
+    events = froc_events(predictions.image_index[keep], predictions.score[keep], predictions.points_xy[keep], kept)
+    return events, froc_curve(events, fps_thresholds=config.fps_thresholds, variant=config.froc_variant), objects
+
+
+def _froc_entry(result: FrocResult, objects: int) -> dict[str, Any]:
+    return {"score": _clean(result.score), "sensitivity": [_clean(v) for v in result.sensitivity], "objects": objects}
+
+
+def _froc_strata(gt: DetectionDataset, predictions: Predictions, config: EvalConfig, shapes: list[list[Shape]]
+                 ) -> dict[str, tuple[FrocEvents, FrocResult, int]]:
     """FROC of the critical and of the non-critical task.
 
     The critical task keeps the critical annotations only (a point on a zipper is then a false
     positive) and, when predictions have categories, the detections of critical (or unknown)
     categories; the non-critical task mirrors it. Every image still counts in FP per image.
     """
-    out: dict[str, Any] = {}
-    all_shapes: list[list[Shape]] | None = None
+    out = {}
     for name, flag in (("critical", True), ("non_critical", False)):
         wanted = {c.id for c in gt.categories if (c.critical is not False) == flag}
         if not wanted or len(wanted) == len(gt.categories):
             continue
-        all_shapes = annotation_shapes(gt) if all_shapes is None else all_shapes
-        shapes = [[s for s, o in zip(image_shapes, r.objects) if o.category_id in wanted]
-                  for image_shapes, r in zip(all_shapes, gt.images)]
-        if not any(shapes):
-            continue
-        keep = np.ones(len(predictions), dtype=bool) if predictions.category_id is None else \
-            np.isin(predictions.category_id, list(wanted))
-        events = froc_events(predictions.image_index[keep], predictions.score[keep], predictions.points_xy[keep],
-                             shapes)
-        result = froc_curve(events, fps_thresholds=config.fps_thresholds, variant=config.froc_variant, curves=False)
-        out[name] = {"score": _clean(result.score), "sensitivity": [_clean(v) for v in result.sensitivity],
-                     "objects": int(sum(len(s) for s in shapes))}
+        subset = _froc_subset(gt, predictions, wanted, shapes, config)
+        if subset is not None:
+            out[name] = subset
+    return out
+
+
+def _froc_per_category(gt: DetectionDataset, predictions: Predictions, config: EvalConfig, shapes: list[list[Shape]]
+                       ) -> dict[str, tuple[FrocEvents, FrocResult, int]]:
+    """FROC of each category with annotations (its annotations, its detections), when predictions have
+    categories and at least two categories have annotations (else it is the class-agnostic FROC)."""
+    if predictions.category_id is None:
+        return {}
+    present = {o.category_id for r in gt.images for o in r.objects}
+    if len(present) < 2:
+        return {}
+    out = {}
+    for category in gt.categories:
+        if category.id in present:
+            subset = _froc_subset(gt, predictions, {category.id}, shapes, config)
+            if subset is not None:
+                out[category.name] = subset
     return out
 
 
@@ -235,11 +201,24 @@ def _clean(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: EvalConfig | None = None) -> Evaluation:
-    """Compute the report (see the module docstring) and keep the arrays used for plots."""
+def evaluate_detailed(gt: GroundTruthSource, predictions: PredictionSource, config: EvalConfig | None = None, *,
+                      command: str | None = None) -> Evaluation:
+    """Compute the report (see the module docstring) and keep the arrays used for plots.
+
+    Args:
+        gt: a :class:`DetectionDataset`, or anything :func:`rfo_bench.ground_truth.read_ground_truth` reads
+            (a path, a COCO dict, per-image targets).
+        predictions: :class:`Predictions`, or anything :func:`rfo_bench.predictions.read_predictions`
+            reads (a path, COCO results in memory, per-image arrays).
+        config: evaluation settings.
+        command: the command line stated in the report's header (default: this process's).
+    """
     from rfo_bench.validate import require_valid_annotations
 
     config = config or EvalConfig()
+    gt = read_ground_truth(gt)
+    if not isinstance(predictions, Predictions):
+        predictions = read_predictions(predictions, gt)
     require_valid_annotations(gt)
     num_images = len(gt.images)
     if num_images == 0:
@@ -247,6 +226,7 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
     _check_predictions(predictions, num_images)
     has_boxes_gt = any(r.objects for r in gt.images)
     report: dict[str, Any] = {
+        "run": run_header(config, command),
         "counts": {
             "images": num_images,
             "positive_images": int(sum(r.is_positive for r in gt.images)),
@@ -292,8 +272,10 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
 
     # FROC
     events: FrocEvents | None = None
+    strata_events: dict[str, FrocEvents] = {}
     if has_boxes_gt:
-        events = froc_events(predictions.image_index, predictions.score, predictions.points_xy, annotation_shapes(gt))
+        shapes = annotation_shapes(gt)
+        events = froc_events(predictions.image_index, predictions.score, predictions.points_xy, shapes)
         froc = froc_curve(events, fps_thresholds=config.fps_thresholds, variant=config.froc_variant)
         evaluation.froc = froc
         report["froc"] = {
@@ -301,7 +283,13 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
             "sensitivity": [_clean(s) for s in froc.sensitivity], "variant": froc.variant,
             "reference_undefined": froc.reference_undefined,
         }
-        report["froc_strata"] = _froc_strata(gt, predictions, config)
+        strata = _froc_strata(gt, predictions, config, shapes)
+        report["froc_strata"] = {name: _froc_entry(result, n) for name, (_, result, n) in strata.items()}
+        evaluation.froc_strata = {name: result for name, (_, result, _) in strata.items()}
+        strata_events = {name: e for name, (e, _, _) in strata.items()}
+        per_category = _froc_per_category(gt, predictions, config, shapes)
+        report["froc_per_category"] = {name: _froc_entry(result, n) for name, (_, result, n) in per_category.items()}
+        evaluation.froc_per_category = {name: result for name, (_, result, _) in per_category.items()}
     else:
         report["froc"] = None
 
@@ -345,35 +333,50 @@ def evaluate_detailed(gt: DetectionDataset, predictions: Predictions, config: Ev
                 index = np.array([k for k, cid in enumerate(evaluation.arrays.category_ids)
                                   if gt.category(int(cid)).critical is flag])
                 reps[f"AP50_{name}"] = boot.mean_ap(pb, t50, index)
-        if events is not None:
-            reps["froc"] = froc_score_replicates(events, counts, fps_thresholds=config.fps_thresholds,
-                                                 variant=config.froc_variant)
+        bands: dict[str, np.ndarray] = {}
+        for name, froc_ev in ((None, events), *strata_events.items()):
+            if froc_ev is None:
+                continue
+            sensitivity = froc_sensitivity_replicates(froc_ev, counts, fps_thresholds=config.fps_thresholds,
+                                                      variant=config.froc_variant)
+            bands[name or "froc"] = sensitivity
+            reps["froc" if name is None else f"froc_{name}"] = np.mean(sensitivity, axis=1)
         reps["auroc"] = auroc_m.weighted_auroc(labels, image_scores, counts)
         used = {}
         for name, values in reps.items():
             interval = boot.percentile_interval(values, config.ci_level)
             report[key][name] = interval.as_list() if interval.replicates_used else None
             used[name] = interval.replicates_used
+        for name, sensitivity in bands.items():  # the band of each FROC curve: an interval per threshold
+            entry = report["froc"] if name == "froc" else report["froc_strata"][name]
+            entry["sensitivity_ci"] = [boot.percentile_interval(sensitivity[:, t], config.ci_level).as_list()
+                                       for t in range(sensitivity.shape[1])]
+            reps[f"{name}_sensitivity" if name == "froc" else f"froc_{name}_sensitivity"] = sensitivity
         report["bootstrap"] = {"replicates": config.bootstrap, "unit": unit, "seed": config.seed,
                                "replicates_used": used, "method": "percentile"}
         evaluation.replicates = reps
-    first = ("coco", "coco_backend", "per_category", "strata", "froc", "froc_strata", "auroc", "auroc_image_score", key,
-             "bootstrap")
+    first = ("run", "coco", "coco_backend", "per_category", "strata", "froc", "froc_strata", "froc_per_category", "auroc",
+             "auroc_image_score", key, "bootstrap")
     evaluation.report = {k: report[k] for k in first if k in report} | {k: v for k, v in report.items() if k not in first}
     return evaluation
 
 
-def evaluate(gt: DetectionDataset, predictions: Predictions, config: EvalConfig | None = None) -> dict[str, Any]:
-    """The evaluation report as a JSON-ready dict (see the module docstring for its keys)."""
-    return evaluate_detailed(gt, predictions, config).report
+def evaluate(gt: GroundTruthSource, predictions: PredictionSource, config: EvalConfig | None = None, *,
+             command: str | None = None) -> dict[str, Any]:
+    """The evaluation report as a JSON-ready dict (see the module docstring for its keys and
+    :func:`evaluate_detailed` for the inputs)."""
+    return evaluate_detailed(gt, predictions, config, command=command).report
 
 
 def write_report(
     evaluation: Evaluation, out_dir: str | os.PathLike[str], gt: DetectionDataset, predictions: Predictions,
-    *, plots: bool = True, max_examples: int = 8,
+    *, plots: bool = True, max_examples: int = 8, command: str | None = None,
 ) -> dict[str, Path]:
     """Write ``report.json``, ``report.md``, ``per_image.csv`` and (optionally) ``froc.png``,
-    ``pr_curves.png`` and ``errors.png``.
+    ``pr_curves.png`` and ``errors.png``; the report's ``figures`` maps each figure file to its caption.
+
+    Args:
+        command: replaces the command line in the report's header (default: the one evaluated with).
 
     Returns:
         The written files by kind.
@@ -381,12 +384,16 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / "report.json", "md": out / "report.md", "per_image": out / "per_image.csv"}
-    atomic_write_bytes(written["json"], json.dumps(evaluation.report, indent=2).encode("utf-8"))
-    atomic_write_bytes(written["md"], report_markdown(evaluation.report).encode("utf-8"))
+    figures = write_plots(evaluation, out, gt, predictions, max_examples=max_examples) if plots else {}
+    report = dict(evaluation.report)
+    if command is not None:
+        report["run"] = {**report.get("run", {}), "command": command}
+    report["figures"] = figure_captions(report, {kind: path.name for kind, path in figures.items()},
+                                        max_examples=max_examples)
+    atomic_write_bytes(written["json"], json.dumps(report, indent=2).encode("utf-8"))
+    atomic_write_bytes(written["md"], report_markdown(report).encode("utf-8"))
     atomic_write_bytes(written["per_image"], per_image_table(evaluation, gt, predictions).encode("utf-8"))
-    if plots:
-        written.update(write_plots(evaluation, out, gt, predictions, max_examples=max_examples))
-    return written
+    return written | figures
 
 
 def per_image_table(evaluation: Evaluation, gt: DetectionDataset, predictions: Predictions) -> str:
@@ -461,83 +468,70 @@ def error_examples(
     return examples
 
 
+def froc_curves(evaluation: Evaluation) -> tuple[FrocCurve | None, list[FrocCurve], list[FrocCurve], str]:
+    """The FROC curves of a report to draw: all RFOs (with its band), the strata (with theirs), per class,
+    and what the band is."""
+    from rfo_bench.plots import FrocCurve
+
+    report, froc = evaluation.report, evaluation.froc
+    if froc is None:
+        return None, [], [], ""
+    key = next((k for k in report if k.startswith("ci") and isinstance(report[k], dict)), "ci95")
+    intervals = report.get(key) or {}
+
+    def curve(name: str, result: FrocResult, entry: dict[str, Any], score_key: str) -> FrocCurve:
+        band = entry.get("sensitivity_ci")
+        score_ci = intervals.get(score_key)
+        return FrocCurve(name, result, int(entry.get("objects", report["counts"]["objects"])),
+                         band=None if not band else ([b[0] for b in band], [b[1] for b in band]),
+                         score_interval=None if not score_ci else (score_ci[0], score_ci[1]))
+
+    overall = curve("all RFOs", froc, report["froc"], "froc")
+    strata = [curve(name, result, report["froc_strata"][name], f"froc_{name}")
+              for name, result in evaluation.froc_strata.items()]
+    per_class = [curve(name, result, report["froc_per_category"][name], "")
+                 for name, result in evaluation.froc_per_category.items()]
+    boot_info = report.get("bootstrap")
+    band = "" if not boot_info else (f"{key[2:]}% bootstrap band ({boot_info['replicates']} replicates over "
+                                     f"{boot_info['unit']}s)")
+    return overall, strata, per_class, band
+
+
 def write_plots(
     evaluation: Evaluation, out: Path, gt: DetectionDataset, predictions: Predictions, *, max_examples: int = 8
 ) -> dict[str, Path]:
-    """FROC curve, per-category PR curves at IoU 0.5, and a grid of worst false positives / missed objects."""
-    from toolkit_core.offline import prepare_offline
-
-    prepare_offline()
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
-        # a Figure without pyplot: no global backend or figure state is touched
-        figure = Figure(figsize=kwargs.pop("figsize"))
-        return figure, figure.subplots(*args, **kwargs)
+    """FROC curves (all RFOs with the bootstrap band, critical vs non-critical, per class), per-class PR
+    curves at IoU 0.5, and a grid of the worst false positives / missed objects (one image per panel)."""
+    from rfo_bench import plots
 
     written: dict[str, Path] = {}
-    froc = evaluation.froc
-    if froc is not None:
-        fig, ax = subplots(figsize=(5, 4))
-        ax.step(np.maximum(froc.curve_fps, 1e-3), froc.curve_sensitivity, where="post", label="detections")
-        ax.plot(froc.fps_per_image, froc.sensitivity, "o", label=f"{froc.variant} (score {froc.score:.3f})")
-        ax.set_xscale("log", base=2)
-        ax.set_xlim(min(froc.fps_per_image) / 2, max(froc.fps_per_image) * 2)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("false positives per image")
-        ax.set_ylabel("sensitivity")
-        ax.set_title("FROC")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-        written["froc"] = out / "froc.png"
-        fig.tight_layout()
-        fig.savefig(written["froc"], dpi=120)
+    figures: dict[str, Any] = {}
+    overall, strata, per_class, band = froc_curves(evaluation)
+    if overall is not None:
+        figures["froc"] = plots.froc_figure(overall, strata=strata, per_class=per_class, band_description=band)
     if evaluation.coco is not None and evaluation.arrays is not None:
-        precision = evaluation.coco.precision
         t50 = int(np.where(coco_eval.IOU_THRESHOLDS == 0.5)[0][0])
-        fig, ax = subplots(figsize=(5, 4))
+        gt_per_cat = np.bincount(evaluation.arrays.gt_category, minlength=evaluation.arrays.category_ids.size)
+        curves = {}
         for k, cid in enumerate(evaluation.arrays.category_ids):
-            curve = precision[t50, :, k, 0, -1]
-            if (curve > -1).all():
-                ax.plot(coco_eval.RECALL_THRESHOLDS, curve, label=f"{gt.category(int(cid)).name} "
-                        f"(AP50 {np.mean(curve):.3f})")
-        ax.set_xlabel("recall")
-        ax.set_ylabel("interpolated precision")
-        ax.set_title("precision-recall at IoU 0.5")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
-        written["pr_curves"] = out / "pr_curves.png"
-        fig.tight_layout()
-        fig.savefig(written["pr_curves"], dpi=120)
+            precision = evaluation.coco.precision[t50, :, k, 0, -1]
+            if (precision > -1).all():
+                curves[gt.category(int(cid)).name] = (precision, int(gt_per_cat[k]))
+        figures["pr_curves"] = plots.pr_figure(coco_eval.RECALL_THRESHOLDS, curves)
     examples = error_examples(evaluation, gt, max_examples)
     if examples:
         from rfo_bench.io.images import read_image
 
-        cols = min(4, len(examples))
-        rows = int(np.ceil(len(examples) / cols))
-        fig, axes = subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-        for ax in axes.ravel():
-            ax.axis("off")
-        for ax, (title, image_index, (x1, y1, x2, y2)) in zip(axes.ravel(), examples):
-            record = gt.images[image_index]
+        def read_pixels(index: int) -> np.ndarray | None:
             try:
-                pixels = read_image(gt.resolve(record)).pixels
+                return read_image(gt.resolve(gt.images[index])).pixels
             except UserInputError as err:
                 logger.warning("error grid: %s", err)
-                ax.set_title(f"{title}\n(image unreadable)", fontsize=7)
-                continue
-            margin = max(x2 - x1, y2 - y1, 32.0)
-            r0, r1 = int(max(0, y1 - margin)), int(min(pixels.shape[0], y2 + margin))
-            c0, c1 = int(max(0, x1 - margin)), int(min(pixels.shape[1], x2 + margin))
-            ax.imshow(pixels[r0:r1, c0:c1], cmap="gray", vmin=0, vmax=1,
-                      extent=(c0 - 0.5, c1 - 0.5, r1 - 0.5, r0 - 0.5))
-            color = "red" if title.startswith("FP") else "yellow"
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=1.5))
-            ax.set_title(f"{title}\n{record.file_name}", fontsize=7)
-        written["errors"] = out / "errors.png"
-        fig.tight_layout()
-        fig.savefig(written["errors"], dpi=100)
+                return None
+
+        panels = plots.error_panels(examples, [r.file_name for r in gt.images], max_examples)
+        figures["errors"] = plots.error_figure(panels, read_pixels)
+    for kind, figure in figures.items():
+        written[kind] = out / f"{kind}.png"
+        figure.savefig(written[kind], dpi=110)
     return written

@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 FPS_THRESHOLDS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """False positives per image at which sensitivity is read (object-CXR / RFO Bench)."""
 VARIANTS = ("reference", "corrected")
+VARIANT_LABELS = {"reference": "object-CXR reference", "corrected": "corrected protocol"}
+"""How figures and reports name each variant."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,19 @@ def froc_score_replicates(
 ) -> np.ndarray:
     """FROC score of each bootstrap replicate, ``counts (B, I)`` image multiplicities -> ``(B,)``.
 
+    The mean over the thresholds of :func:`froc_sensitivity_replicates`.
+    """
+    return np.mean(froc_sensitivity_replicates(events, counts, fps_thresholds=fps_thresholds, variant=variant,
+                                               chunk=chunk), axis=1)
+
+
+def froc_sensitivity_replicates(
+    events: FrocEvents, counts: np.ndarray, *, fps_thresholds: Sequence[float] = FPS_THRESHOLDS,
+    variant: str = "reference", chunk: int = 64,
+) -> np.ndarray:
+    """Sensitivity at each threshold of each bootstrap replicate, ``counts (B, I)`` -> ``(B, T)``
+    (NaN in a replicate without any object): the band around a FROC curve.
+
     The same numbers as one :func:`froc_curve` per replicate, computed for a chunk of replicates at
     once. A threshold is read at the false positive that brings the weighted false positives to the
     needed count, and the sensitivity there is the weighted hits before it. Locating that false
@@ -285,9 +300,9 @@ def froc_score_replicates(
     counts = np.asarray(counts)
     thresholds = np.asarray(fps_thresholds, dtype=np.float64)
     layout = _FalsePositiveBlocks.of(events, counts.shape[1])
-    out = np.empty(counts.shape[0])
+    out = np.empty((counts.shape[0], thresholds.size))
     for b0 in range(0, counts.shape[0], chunk):
-        out[b0:b0 + chunk] = _froc_scores_chunk(events, layout, counts[b0:b0 + chunk], thresholds, variant)
+        out[b0:b0 + chunk] = _froc_sensitivity_chunk(events, layout, counts[b0:b0 + chunk], thresholds, variant)
     return out
 
 
@@ -320,10 +335,10 @@ class _FalsePositiveBlocks:
         return _FalsePositiveBlocks(positions, image)
 
 
-def _froc_scores_chunk(
+def _froc_sensitivity_chunk(
     events: FrocEvents, layout: _FalsePositiveBlocks, counts: np.ndarray, thresholds: np.ndarray, variant: str
 ) -> np.ndarray:
-    """:func:`froc_score_replicates` for one chunk ``counts (Bc, I)``."""
+    """:func:`froc_sensitivity_replicates` for one chunk ``counts (Bc, I)``."""
     rows = counts.shape[0]
     # int32 gathers (half the memory traffic); every sum below runs in int64
     weights = np.concatenate([counts.astype(np.int32), np.zeros((rows, 1), np.int32)], axis=1)  # pad image: 0
@@ -366,10 +381,10 @@ def _froc_scores_chunk(
     with np.errstate(invalid="ignore", divide="ignore"):
         sensitivity = np.where(num_objects[:, None] > 0, hit_values.astype(np.float64) / num_objects[:, None],
                                np.nan)
-    scores = np.mean(sensitivity, axis=1)
     for b in np.flatnonzero(lagging):
-        scores[b] = froc_curve(events, counts[b], fps_thresholds=thresholds, variant=variant, curves=False).score
-    return scores
+        sensitivity[b] = froc_curve(events, counts[b], fps_thresholds=thresholds, variant=variant,
+                                    curves=False).sensitivity
+    return sensitivity
 
 
 def _first_at_least_rows(cum: np.ndarray, need: np.ndarray) -> np.ndarray:
