@@ -191,8 +191,8 @@ def test_the_ceiling_lives_outside_the_methods_and_the_methods_share_it() -> Non
     from vision_unlearn.methods.grad_ascent import GradAscent
     from vision_unlearn.protocols import HeldoutAware
 
-    for name in ("HELDOUT", "HELDOUT_MODES", "HELDOUT_QUANTILES", "QUANTILE_LEVELS", "CeilingMixin", "HeldoutCeiling",
-                 "check_loss_ceiling", "forget_ascent_loss", "rank_matched_ceilings"):
+    for name in ("HELDOUT", "HELDOUT_MODES", "HELDOUT_QUANTILES", "QUANTILE_LEVELS", "CeilingMixin",
+                 "HeldoutCeiling", "check_loss_ceiling", "forget_ascent_loss", "rank_matched_ceilings"):
         assert getattr(grad_ascent, name) is getattr(loss_ceiling, name)
     assert neggrad_plus.CeilingMixin is loss_ceiling.CeilingMixin
     assert isinstance(GradAscent(GradAscentConfig(forget_loss_ceiling="heldout")), HeldoutAware)

@@ -138,7 +138,8 @@ _CIFAR_FILES = {
 }
 
 
-def load_cifar(kind: str, directory: Path, size: tuple[int, int] | None, in_chans: int) -> dict[str, ClassificationData]:
+def load_cifar(kind: str, directory: Path, size: tuple[int, int] | None,
+               in_chans: int) -> dict[str, ClassificationData]:
     from vision_unlearn.cifar_pickle import read_cifar_batch
 
     train_names, test_names, meta_name, label_key, names_key, subdir = _CIFAR_FILES[kind]

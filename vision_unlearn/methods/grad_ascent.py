@@ -3,8 +3,9 @@
 Thudi et al., "Unrolling SGD: Understanding Factors Influencing Machine Unlearning", EuroS&P 2022
 (arXiv 2109.13398); Graves et al., "Amnesiac Machine Learning", AAAI 2021.
 
-What is ascended is the adapter's choice (:func:`~vision_unlearn.loss_ceiling.forget_ascent_loss`): a classifier's training
-loss (the cross-entropy, unbounded), or the bounded objective a detector adapter defines.
+What is ascended is the adapter's choice (:func:`~vision_unlearn.loss_ceiling.forget_ascent_loss`): a
+classifier's training loss (the cross-entropy, unbounded), or the bounded objective a detector
+adapter defines.
 """
 
 from __future__ import annotations

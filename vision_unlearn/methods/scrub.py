@@ -39,10 +39,10 @@ def distillation_divergence(adapter: ModelAdapter, batch: Batch, student: Mappin
     """``KL(teacher ‖ student)`` on one batch, as the adapter defines it.
 
     An adapter with the capability :class:`~vision_unlearn.protocols.DistillationAdapter`
-    (``distillation_loss(batch, student, teacher, temperature, side, suppressed_classes)``) decides (the YOLO adapter: class scores and box distributions of every
-    anchor on the retain side, the bounded one-sided class divergence on the forget boxes' anchors
-    on the forget side); otherwise it is the KL of the softened ``[B, K]`` logits, the same on both
-    sides.
+    (``distillation_loss(batch, student, teacher, temperature, side, suppressed_classes)``) decides
+    (the YOLO adapter: class scores and box distributions of every anchor on the retain side, the
+    bounded one-sided class divergence on the forget boxes' anchors on the forget side); otherwise it
+    is the KL of the softened ``[B, K]`` logits, the same on both sides.
 
     Args:
         adapter: the student's adapter.

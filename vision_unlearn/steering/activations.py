@@ -114,7 +114,8 @@ def collect_position_features(model: nn.Module, layer: str, data: BoxedImages, b
     """Activation vectors ``[n, C]`` (float32, CPU) of block ``layer`` at object and background positions.
 
     ``"object"``: cells of the boxes scaled by ``object_scale`` about their centres
-    (:func:`box_position_mask`, :func:`scale_boxes`) outside the ignore regions;
+    (:func:`~vision_unlearn.steering.box_position_mask`, :func:`~vision_unlearn.steering.scale_boxes`)
+    outside the ignore regions;
     ``"background"``: cells farther than ``background_margin`` strides from any box or ignore
     region, at most ``background_per_image`` per image (0 = all; drawn with ``generator``). Hooks
     already on the model (earlier steering layers) act as usual.

@@ -41,7 +41,7 @@ def fit_steering(model: nn.Module, layer: str, forget_images: Tensor, retain_ima
 
     Args:
         model: the model to steer (its own device; eval mode during the fit).
-        layer: block name (see :func:`hookable_layer_names`).
+        layer: block name (see :func:`~vision_unlearn.steering.hookable_layer_names`).
         forget_images: ``[N_f, C, H, W]`` inputs to erase (>= 1).
         retain_images: ``[N_r, C, H, W]`` inputs to leave alone; calibrate the gate (>= 1).
         target_images: ``[N_t, C, H, W]`` "unknown" inputs whose mean activation is the target (>= 1).
@@ -92,7 +92,7 @@ def fit_steering(model: nn.Module, layer: str, forget_images: Tensor, retain_ima
 def fit_position_steering(model: nn.Module, layers: Sequence[str], forget: BoxedImages, retain: BoxedImages,
                           fit: SteeringFit | None = None, strength: float = 1.0, batch_size: int = 32,
                           max_background: int = 20000, seed: int = 0) -> list[SteeringState]:
-    """Fit per-position steering states for the feature maps ``layers`` (see the module docstring).
+    """Fit per-position steering states for the feature maps ``layers`` (see :mod:`vision_unlearn.steering`).
 
     The layers are fitted in forward order; each one sees the activations its input receives with
     the earlier layers' hooks on, as at inference. No parameter changes and no hook stays on.

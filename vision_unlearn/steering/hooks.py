@@ -17,7 +17,7 @@ from vision_unlearn.steering.state import SteeringState
 
 
 class ActivationSteerer:
-    """Forward hooks that apply one :class:`SteeringState` per block of a model.
+    """Forward hooks that apply one :class:`~vision_unlearn.steering.SteeringState` per block of a model.
 
     Example:
         >>> steerer = ActivationSteerer(state).attach(model)  # doctest: +SKIP

@@ -64,7 +64,7 @@ def scale_boxes(boxes_xyxy: Tensor, factor: float) -> Tensor:
 
 @dataclass(frozen=True)
 class BoxedImages:
-    """Images with boxes, the input of :func:`fit_position_steering`.
+    """Images with boxes, the input of :func:`~vision_unlearn.steering.fit_position_steering`.
 
     Attributes:
         images: ``[N, C, H, W]``.

@@ -21,11 +21,12 @@ class SteeringFit:
         gate_full_quantile: forget-score quantile at which the gate is fully open (``[0, 1]``).
         target_response: ``"unknown"``: the target is the mean activation of the unknown inputs;
             ``"abstain"``: that mean moved to the nearest point where the linear classifier gives
-            equal logits (:func:`abstain_prototype`), so erased inputs get a uniform prediction.
+            equal logits (:func:`~vision_unlearn.steering.abstain_prototype`), so erased inputs get a
+            uniform prediction.
             Needs a block whose pooled output is the classifier input (``layer4``, ``norm``).
         granularity: ``"image"``: one gate per input from the pooled activation; ``"position"``: one
-            gate per position / token from its own activation vector (detectors; see the module
-            docstring).
+            gate per position / token from its own activation vector (detectors; see
+            :mod:`vision_unlearn.steering`).
         gate_dilation: with a position gate on ``[B, C, H, W]`` maps, every cell takes the largest
             gate within this many cells (a max filter), so that an object whose cells open the gate
             only in part is erased as a whole. 0 = off.
@@ -69,7 +70,7 @@ class SteeringFit:
 
 @dataclass(frozen=True)
 class SteeringState:
-    """Everything a steering hook needs; small, saved alone (:func:`save_steering`).
+    """Everything a steering hook needs; small, saved alone (:func:`~vision_unlearn.steering.save_steering`).
 
     Attributes:
         layer: the hooked module's name in ``model.named_modules()``.
