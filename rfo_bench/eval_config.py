@@ -94,8 +94,11 @@ def run_header(config: EvalConfig, command: str | None = None) -> dict[str, Any]
     from toolkit_core.records import environment
 
     env = environment(HEADER_PACKAGES)
-    if command is None:
-        command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else None
+    if command is None and sys.argv and sys.argv[0]:
+        program = Path(sys.argv[0])
+        # `python -m package` runs package/__main__.py: name the package, not the file
+        words = ["python", "-m", program.parent.name] if program.name == "__main__.py" else [program.name]
+        command = shlex.join([*words, *sys.argv[1:]])
     version = env.get("rfo-toolkit")
     if version in (None, "not installed"):
         from rfo_bench import __version__ as version

@@ -121,8 +121,14 @@ def test_cli_eval_writes_report_and_plots(small_set, capsys):
                  "--bootstrap", "100"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["coco"]) == REQUIRED_COCO and "ci95" in report and "auroc" in report
-    for name in ("report.md", "froc.png", "pr_curves.png", "errors.png"):
-        assert (out / name).stat().st_size > 0
+    # every written figure has a caption saying what it shows (what is drawn: test_evaluate_figures.py)
+    assert set(report["figures"]) == {"froc.png", "pr_curves.png", "errors.png"}
+    assert {p.name for p in out.glob("*.png")} == set(report["figures"])
+    assert "bootstrap interval of each sensitivity (100 replicates over patients)" in report["figures"]["froc.png"]
+    # the header says what made the report
+    run = report["run"]
+    assert run["seed"] == 0 and run["bootstrap"] == 100 and run["toolkit_version"]
+    assert isinstance(run["command"], str)  # this process's command line (here the test runner's)
     import csv
 
     rows = list(csv.DictReader((out / "per_image.csv").open()))
@@ -131,7 +137,9 @@ def test_cli_eval_writes_report_and_plots(small_set, capsys):
     for row in rows:
         annotated = row["objects"] == "1"
         assert (row["tp_iou50"], row["fp_iou50"], row["missed_iou50"]) == (("1", "1", "0") if annotated else ("0", "1", "0"))
-    assert "| AP50 |" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "| AP50 |" in markdown and "100 bootstrap replicates over patients, seed 0" in markdown
+    assert "![froc.png](froc.png)" in markdown and "± 0.00" not in markdown
 
 
 def test_cli_bad_input_is_one_line_exit_2(small_set, capsys):

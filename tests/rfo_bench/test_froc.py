@@ -189,3 +189,10 @@ def test_score_replicates_equal_one_curve_per_replicate(num_images, variant):
     # the same integer counts and divisions by two routes: equal up to the rounding of the mean
     np.testing.assert_allclose(froc_score_replicates(events, counts, variant=variant, chunk=16), expected,
                                rtol=0, atol=1e-12)
+    # the band of a FROC plot: each threshold's sensitivity per replicate, as one curve per replicate gives it
+    from rfo_bench.metrics.froc import froc_sensitivity_replicates
+
+    expected_sensitivity = [froc_curve(events, c, variant=variant, curves=False).sensitivity for c in counts]
+    got = froc_sensitivity_replicates(events, counts, variant=variant, chunk=16)
+    assert got.shape == (counts.shape[0], len(FPS_THRESHOLDS))
+    np.testing.assert_allclose(got, expected_sensitivity, rtol=0, atol=1e-12)
