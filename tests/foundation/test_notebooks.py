@@ -81,7 +81,31 @@ def test_01_synthetic_data_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # 2 mm of AISI 316 at 60 keV: mu/rho = 1.266 cm^2/g, rho = 8 g/cm^3 -> T = exp(-1.266 * 8 * 0.2) = 0.132
     assert numbers["slab_central_transmission_60kev"] == pytest.approx(0.132, abs=0.002)
     assert numbers["hvl_mm_al"] == pytest.approx(numbers["spekpy_hvl_mm_al"], rel=0.02)
-    assert (tmp_path / "01_synthetic_data" / "contact_sheet.png").stat().st_size > 1000
+    _assert_contact_sheet_shows_labelled_images(tmp_path / "01_synthetic_data" / "contact_sheet.png",
+                                                tiles=min(8, numbers["n_images"]))
+
+
+def _assert_contact_sheet_shows_labelled_images(png: Path, tiles: int, columns: int = 4, tile_px: int = 256) -> None:
+    """The sheet the notebook displays: a grid of ``tiles`` radiograph tiles (the notebook's columns and
+    tile side), with anatomy in it (not one flat colour) and at least one drawn box (red critical or
+    blue other, :mod:`synth.physics.preview`)."""
+    import numpy as np
+    from PIL import Image
+
+    from synth.physics.preview import CRITICAL_RGB, NON_CRITICAL_RGB
+
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+        assert image.size == (columns * tile_px, -(-tiles // columns) * tile_px)
+        pixels = np.asarray(image.convert("RGB")).astype(np.int64)  # saved with an adaptive palette
+    first_tile = pixels[:tile_px, :tile_px]
+    assert first_tile.std() > 10.0  # a radiograph, not a blank tile (8-bit grey levels)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
+    # the radiographs are grey; the only coloured pixels are the drawn boxes (palette-rounded colours)
+    coloured = pixels[(pixels.max(axis=-1) - pixels.min(axis=-1)) > 100]
+    assert len(coloured) > 0
+    distances = [np.abs(coloured - np.array(rgb)).sum(axis=-1) for rgb in (CRITICAL_RGB, NON_CRITICAL_RGB)]
+    assert (np.minimum(*distances) < 60).mean() > 0.9
 
 
 @pytest.mark.slow

@@ -201,3 +201,58 @@ def test_absolute_image_paths_inside_the_root_are_used_as_is(tmp_path):
         assert ds.images[0].file_name == absolute
         assert ds.resolve(ds.images[0]) == root / "x" / "a.png"
         assert read_image(ds.resolve(ds.images[0])).pixels.shape == (11, 17)
+
+
+def test_dataset_directory_annotations_are_found_or_refused_naming_the_folder(tmp_path):
+    from rfo_bench.io.coco import dataset_annotations_path, load_dataset_coco
+
+    with pytest.raises(UserInputError, match="dataset directory does not exist") as info:
+        load_dataset_coco(tmp_path / "absent")
+    assert "absent" in str(info.value)
+    with pytest.raises(UserInputError, match="annotations.json is missing"):
+        dataset_annotations_path(tmp_path)
+    (tmp_path / "annotations.json").write_text(json.dumps({"images": [], "annotations": []}))
+    with pytest.raises(UserInputError, match="missing list") as info:
+        load_dataset_coco(tmp_path)
+    assert info.value.field == "categories" and "annotations.json" in str(info.value)
+    (tmp_path / "annotations.json").write_text("[1, 2]")
+    with pytest.raises(UserInputError, match="JSON object"):
+        load_dataset_coco(tmp_path)
+    (tmp_path / "annotations.json").write_text("{not json")
+    with pytest.raises(UserInputError, match="not valid json"):
+        load_dataset_coco(tmp_path)
+    document = {"images": [{"id": 1}], "annotations": [], "categories": []}
+    (tmp_path / "annotations.json").write_text(json.dumps(document))
+    assert load_dataset_coco(tmp_path) == document
+
+
+def test_dataset_images_are_found_next_to_the_json_or_in_images_and_never_outside(tmp_path):
+    from rfo_bench.io.coco import resolve_dataset_image
+
+    write_png16(tmp_path / "images" / "a.png", np.zeros((3, 5)))
+    expected = (tmp_path / "images" / "a.png").resolve()
+    assert resolve_dataset_image(tmp_path, "images/a.png").resolve() == expected
+    assert resolve_dataset_image(tmp_path, "a.png").resolve() == expected
+    with pytest.raises(UserInputError, match="not found") as info:
+        resolve_dataset_image(tmp_path, "b.png")
+    assert info.value.field == "images.file_name" and info.value.value == "b.png"
+    with pytest.raises(UserInputError, match="outside the dataset root"):
+        resolve_dataset_image(tmp_path / "images", "../../etc/passwd")
+
+
+@pytest.mark.parametrize(("recorded", "expected"), [
+    (0.2, 0.2), ([0.1, 0.3], 0.2), ([0.15], 0.15), (None, None), (0, None), ([0.1, -0.1], None),
+    ("0.2", None), (True, None), ([0.1, 0.2, 0.3], None),
+])
+def test_recorded_pixel_spacing_is_one_positive_number_or_a_pair(recorded, expected):
+    from rfo_bench.io.coco import coco_pixel_spacing_mm
+
+    entry = {"id": 1} if recorded is None else {"id": 1, "pixel_spacing_mm": recorded}
+    assert coco_pixel_spacing_mm(entry) == (None if expected is None else pytest.approx(expected))
+
+
+def test_header_look_ups_have_one_home_that_formats_re_exports():
+    from rfo_bench.io import formats, headers
+
+    for name in ("image_size", "fill_image_sizes", "dicom_patient_key", "fill_patient_ids"):
+        assert getattr(formats, name) is getattr(headers, name)

@@ -189,3 +189,14 @@ def test_shipped_readme_config_is_valid_and_uses_the_sized_recipes() -> None:
     assert (yolo.imgsz, yolo.optimizer, yolo.mosaic, yolo.epochs) == (160, "adamw", 0.0, 24)
     assert (frcnn.imgsz, frcnn.optimizer, frcnn.epochs) == (160, "sgd", 8)
     assert config.build is not None and (config.build.n_train, config.build.n_test) == (48, 48)
+
+
+def test_a_table_cell_shows_the_spread_and_interval_only_where_defined() -> None:
+    from toolkit_core.table_cells import escape_markdown_cell, mean_std_cell
+
+    assert mean_std_cell(0.3, 0.1414, digits=3, interval=(0.2, 0.4)) == "0.300 ± 0.141 [0.200, 0.400]"
+    assert mean_std_cell(0.3, None, digits=2) == "0.30"
+    assert mean_std_cell(0.3, float("nan"), digits=2, interval=(0.1, None)) == "0.30"
+    assert mean_std_cell(float("nan"), 0.1) == mean_std_cell(None) == "n/a"
+    assert mean_std_cell(float("inf"), missing="–") == "–"
+    assert escape_markdown_cell("a|b\nc") == "a\\|b c"

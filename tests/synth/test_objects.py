@@ -7,14 +7,29 @@ import pytest
 import trimesh
 
 from rfo_bench.categories import CATEGORY_BY_NAME
-from synth.physics.objects.library import list_object_classes, make_object
 from synth.physics.objects.meshes import load_mesh, load_mesh_dir
 from synth.physics.objects.primitives import winding_number
+from synth.physics.objects.registry import list_object_classes, make_object
 from toolkit_core.errors import UserInputError
 
 
 def test_every_class_has_a_generator() -> None:
     assert set(list_object_classes()) == set(CATEGORY_BY_NAME)
+
+
+def test_the_registry_finds_every_generator_module_without_being_told() -> None:
+    """A fresh process that imports only the registry still draws rigid and textile objects: the
+    generator modules register themselves when the registry discovers them (no import cycle needed)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from synth.physics.objects.registry import list_object_classes, make_object; "
+            "rng = np.random.default_rng(0); "
+            "print(sorted(list_object_classes())); print(make_object('sponge', rng).class_name, "
+            "make_object('needle', rng).class_name)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    classes, drawn = done.stdout.strip().splitlines()
+    assert classes == str(sorted(CATEGORY_BY_NAME)) and drawn == "sponge needle"
 
 
 @pytest.mark.parametrize("name", sorted(CATEGORY_BY_NAME))
