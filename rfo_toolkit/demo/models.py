@@ -66,12 +66,13 @@ def _load(synth_dir: Path, split: str, image_size: int, class_names: tuple[str, 
 
 
 def _run(adapter: Any, name: str, config: dict[str, Any], forget: Any, retain: Any, seed: int) -> float:
-    from vision_unlearn.loop import LoopSettings
-    from vision_unlearn.run import run_method
+    """``vision_unlearn.unlearn`` on the adapter in place; its wall seconds."""
+    from vision_unlearn import unlearn
 
     # the demo's training and unlearning steps run for minutes on a CPU: show their progress
-    return run_method(name, adapter, forget.stream(), retain.stream(), config=config,
-                      settings=LoopSettings(seed=seed, device="cpu", progress=True)).seconds
+    _, record = unlearn(adapter, forget=forget, retain=retain, method=name, config=config, seed=seed, copy=False,
+                        progress=True)
+    return record.seconds
 
 
 def predictions_json(adapter: Any, data: Any, gt: Any) -> list[dict[str, Any]]:

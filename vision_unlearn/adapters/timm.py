@@ -92,6 +92,38 @@ class TimmAdapter:
         if checkpoint is not None:
             self.load_weights(checkpoint)
 
+    @classmethod
+    def from_module(cls, module: nn.Module, *, name: str | None = None, num_classes: int | None = None,
+                    in_chans: int | None = None) -> TimmAdapter:
+        """Wrap an existing timm classifier (its weights, its identity) without rebuilding it.
+
+        The spec is read from the module where not given: ``name`` from ``pretrained_cfg["architecture"]``
+        (else the class name), ``num_classes`` from ``module.num_classes``, ``in_chans`` from the first
+        convolution or linear layer. :meth:`reset_parameters` rebuilds from the spec when ``name`` is a
+        timm model, and calls every submodule's own ``reset_parameters`` otherwise.
+
+        Raises:
+            UserInputError: a module that is not a classifier with a known number of classes.
+        """
+        if not isinstance(module, nn.Module):
+            raise UserInputError("expected a torch.nn.Module (a timm classifier)", field="model",
+                                 value=type(module).__name__)
+        classes = num_classes if num_classes is not None else getattr(module, "num_classes", None)
+        if not isinstance(classes, int) or classes < 2:
+            raise UserInputError("cannot tell the number of classes of this module; pass num_classes",
+                                 field="num_classes", value=classes)
+        if in_chans is None:
+            first = next((m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+            in_chans = int(first.in_channels if isinstance(first, nn.Conv2d) else 1)
+        architecture = name or (getattr(module, "pretrained_cfg", None) or {}).get("architecture")
+        adapter = cls.__new__(cls)
+        adapter.spec = TimmModelSpec(name=architecture or type(module).__name__, num_classes=classes,
+                                     in_chans=in_chans)
+        adapter.model = module
+        adapter.module = module
+        adapter.num_classes = classes
+        return adapter
+
     # --- the protocol -------------------------------------------------------------------------
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         """Cross-entropy on ``batch["images"]`` ``[B, C, H, W]`` vs ``batch["labels"]`` ``[B]``.
@@ -152,9 +184,19 @@ class TimmAdapter:
         return modules[layer].register_forward_hook(forward_hook)
 
     def reset_parameters(self, seed: int) -> None:
+        from toolkit_core.offline import prepare_offline
+
+        prepare_offline()
+        import timm
+
         device = next(self.model.parameters()).device
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            if not timm.is_model(self.spec.name):  # a wrapped module of no timm name: its own initialisers
+                for module in self.model.modules():
+                    if module is not self.model and callable(getattr(module, "reset_parameters", None)):
+                        module.reset_parameters()
+                return
             fresh = build_timm_model(self.spec)
         self.model.load_state_dict(fresh.state_dict())
         self.model.to(device)
