@@ -120,7 +120,6 @@ def load_detection_data(spec: str, image_size: int, in_chans: int = 1,
     return detection_data_from_records(read_dataset(spec), image_size, in_chans, class_names)
 
 
-
 def heldout_patient_split(patient_ids: Sequence[str], fraction: float, seed: int,
                           keep_in_training: Sequence[int] = (),
                           strata: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
