@@ -61,3 +61,12 @@ def merge_coco(parts: list[dict[str, Any]]) -> dict[str, Any]:
     images = sorted((im for p in parts for im in p["images"]), key=lambda im: im["id"])
     annotations = sorted((a for p in parts for a in p["annotations"]), key=lambda a: a["id"])
     return coco_document(images, annotations, parts[0]["categories"], parts[0].get("info", {}))
+
+
+def rle_segmentation(mask: Any) -> dict[str, Any]:
+    """COCO compressed RLE of a ``(H, W)`` bool mask (counts as an ASCII string)."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask).astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}

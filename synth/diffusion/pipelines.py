@@ -39,7 +39,8 @@ from synth.diffusion.patches import (
     region_radius_full_px,
     resize_square,
 )
-from synth.diffusion.sample import list_backgrounds, rle_segmentation
+from synth.diffusion.sample import list_backgrounds
+from synth.export import rle_segmentation
 from toolkit_core.errors import UserInputError
 from toolkit_core.utils import atomic_write_bytes
 

@@ -41,6 +41,7 @@ from synth.diffusion.inpaint import (
 from synth.diffusion.model import load_mask_bank
 from synth.diffusion.object_requests import place_bank_mask, requests_from_file
 from synth.diffusion.patches import mask_bbox_xywh
+from synth.export import rle_segmentation
 from toolkit_core.errors import UserInputError
 from toolkit_core.utils import atomic_write_bytes
 
@@ -99,14 +100,6 @@ def background_spacing_mm(path: Path, loaded: Any, known: dict[Path, float]) -> 
     return known.get(path.resolve(), float(np.mean(loaded.pixel_spacing_mm)))
 
 
-def rle_segmentation(mask: np.ndarray) -> dict[str, Any]:
-    """COCO compressed RLE of a ``(H, W)`` bool mask (counts as an ASCII string)."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def sample_dataset(
     ckpt_dir: str | Path,
     backgrounds: str | Path,
@@ -139,7 +132,7 @@ def sample_dataset(
         config: sampler settings.
         classes: class names to draw from (default: every class of the checkpoint).
         objects_per_image: objects per image with random placement.
-        requests_file: JSON list of explicit requests (see :func:`_requests_from_file`).
+        requests_file: JSON list of explicit requests (see :func:`synth.diffusion.object_requests.requests_from_file`).
         scorer, threshold, max_tries: optional QC filter (:mod:`synth.diffusion.qc`).
         batch_images: images denoised together.
         device: torch device.
