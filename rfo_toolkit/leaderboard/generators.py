@@ -10,6 +10,7 @@ command-line parser's internals.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -51,8 +52,14 @@ def synth_command_available(subcommand: Sequence[str]) -> bool:
     """Whether ``rfo-synth`` has the (nested) sub-command ``subcommand`` (e.g. ``["diffusion", "train"]``).
 
     Asked through the tool's own help: ``rfo-synth SUB... --help`` exits 0 when every word names a
-    sub-command and 2 (argparse's "invalid choice") when one does not.
+    sub-command and 2 (argparse's "invalid choice") when one does not. The answer is kept for the life of
+    the process (an installation does not change under a running benchmark).
     """
+    return _ask_help(tuple(subcommand))
+
+
+@functools.cache
+def _ask_help(subcommand: tuple[str, ...]) -> bool:
     done = subprocess.run(_synth_command([*subcommand, "--help"]), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, env=_child_environment(), check=False)
     return done.returncode == 0
