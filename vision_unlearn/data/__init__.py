@@ -41,9 +41,9 @@ from vision_unlearn.data.rfo_patches import (
     RFO_BACKGROUND_CLASS,
     RFO_MIN_PATCH_PX,
     RFO_PATCH_CONTEXT,
-    load_rfo_patches,
+    read_rfo_patches,
 )
-from vision_unlearn.data.sources import DIGITS_PATIENT_BLOCK, load_cifar, load_csv, load_digits, load_folder
+from vision_unlearn.data.sources import DIGITS_PATIENT_BLOCK, read_cifar, read_csv, read_digits, read_folder
 from vision_unlearn.data.splits import grouped_stratified_split, split_by_patient
 
 __all__ = [
@@ -114,14 +114,14 @@ def load_classification_data(
     if kind == "digits":
         if argument:
             raise UserInputError("the digits dataset takes no path", field="dataset", value=spec)
-        return split_by_patient(load_digits(size, in_chans), test_fraction=test_fraction, seed=seed)
+        return split_by_patient(read_digits(size, in_chans), test_fraction=test_fraction, seed=seed)
     if not argument:
         raise UserInputError(f"dataset spec '{kind}:' needs a path after the colon", field="dataset", value=spec)
     path = _resolve(argument, root)
     if kind == "folder":
-        return split_by_patient(load_folder(path, size, in_chans), test_fraction=test_fraction, seed=seed)
+        return split_by_patient(read_folder(path, size, in_chans), test_fraction=test_fraction, seed=seed)
     if kind == "csv":
-        data, splits = load_csv(path, Path(root) if root is not None else None, size, in_chans)
+        data, splits = read_csv(path, Path(root) if root is not None else None, size, in_chans)
         if splits is None:
             return split_by_patient(data, test_fraction=test_fraction, seed=seed)
         chosen = np.asarray(splits)
@@ -135,5 +135,5 @@ def load_classification_data(
                            "and membership inference will be optimistic", path, len(shared))
         return out
     if kind in ("cifar10", "cifar100"):
-        return load_cifar(kind, path, size, in_chans)
-    return split_by_patient(load_rfo_patches(path, size, in_chans, seed), test_fraction=test_fraction, seed=seed)
+        return read_cifar(kind, path, size, in_chans)
+    return split_by_patient(read_rfo_patches(path, size, in_chans, seed), test_fraction=test_fraction, seed=seed)

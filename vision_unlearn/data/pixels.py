@@ -15,6 +15,7 @@ from vision_unlearn.data.container import ClassificationData
 
 
 def size_hw(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """``(H, W)`` from an ``int`` side or a pair; ``None`` stays ``None`` (keep the native size)."""
     if image_size is None:
         return None
     if isinstance(image_size, int):
@@ -59,6 +60,7 @@ def finish_data(
     image_size: tuple[int, int] | None,
     in_chans: int,
 ) -> ClassificationData:
+    """Resize ``images`` and map their channels, then wrap them with labels and identities."""
     images = to_channels(resize_images(images.float(), image_size), in_chans)
     return ClassificationData(
         images=images.contiguous(),
@@ -93,6 +95,7 @@ def stack_images(
 
 
 def read_pixels(file: Path, in_chans: int) -> np.ndarray:
+    """The pixels of one image file in ``[0, 1]`` (grey for ``in_chans == 1``), via :mod:`rfo_bench.io.images`."""
     from rfo_bench.io.images import read_image
 
     return read_image(file, as_gray=in_chans == 1).pixels

@@ -67,7 +67,7 @@ def _coco_image_path(dataset: Any, file_name: str, annotations_file: Path) -> Pa
                          file=annotations_file, field="images.file_name", value=file_name)
 
 
-def load_rfo_patches(
+def read_rfo_patches(
     directory: Path, size: tuple[int, int] | None, in_chans: int, seed: int
 ) -> ClassificationData:
     """One patch per annotated object (labelled by category) plus one background patch per image.

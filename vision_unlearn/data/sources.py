@@ -21,7 +21,8 @@ DIGITS_PATIENT_BLOCK = 5
 The grouping is deterministic and only exists so that patient-level requests can be exercised."""
 
 
-def load_digits(size: tuple[int, int] | None, in_chans: int) -> ClassificationData:
+def read_digits(size: tuple[int, int] | None, in_chans: int) -> ClassificationData:
+    """scikit-learn's 8x8 digits (1797 images), grouped into pseudo-patients of :data:`DIGITS_PATIENT_BLOCK`."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -38,7 +39,8 @@ def load_digits(size: tuple[int, int] | None, in_chans: int) -> ClassificationDa
     )
 
 
-def load_folder(directory: Path, size: tuple[int, int] | None, in_chans: int) -> ClassificationData:
+def read_folder(directory: Path, size: tuple[int, int] | None, in_chans: int) -> ClassificationData:
+    """An ImageFolder layout ``DIR/<class>/<image>``; the patient is a DICOM's patient key, else the image."""
     from rfo_bench.io.images import IMAGE_SUFFIXES, read_image
 
     if not directory.is_dir():
@@ -77,9 +79,10 @@ def _class_order(names: set[str]) -> list[str]:
         return sorted(names)
 
 
-def load_csv(
+def read_csv(
     file: Path, root: Path | None, size: tuple[int, int] | None, in_chans: int
 ) -> tuple[ClassificationData, list[str] | None]:
+    """A CSV ``image_path,label[,patient_id][,split]``; returns the data and the ``split`` column if any."""
     if not file.is_file():
         raise UserInputError("CSV file does not exist", file=file)
     with open(file, newline="", encoding="utf-8-sig") as handle:
@@ -138,8 +141,9 @@ _CIFAR_FILES = {
 }
 
 
-def load_cifar(kind: str, directory: Path, size: tuple[int, int] | None,
+def read_cifar(kind: str, directory: Path, size: tuple[int, int] | None,
                in_chans: int) -> dict[str, ClassificationData]:
+    """The local CIFAR-10 / CIFAR-100 python batches, with their official train / test split."""
     from vision_unlearn.cifar_pickle import read_cifar_batch
 
     train_names, test_names, meta_name, label_key, names_key, subdir = _CIFAR_FILES[kind]

@@ -79,10 +79,11 @@ def grouped_stratified_split(
     return np.flatnonzero(~test_mask).astype(np.int64), np.flatnonzero(test_mask).astype(np.int64)
 
 
-
 def split_by_patient(
     data: ClassificationData, *, test_fraction: float, seed: int
 ) -> dict[str, ClassificationData]:
+    """``{"train", "test"}`` of :func:`grouped_stratified_split` by patient; warns about a split
+    missing a class."""
     train, test = grouped_stratified_split(
         data.labels.numpy(), data.patient_ids, test_fraction=test_fraction, seed=seed
     )
