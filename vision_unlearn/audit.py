@@ -27,9 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
-import platform
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -37,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit_core.errors import UserInputError
+from toolkit_core.records import environment, jsonable
 from toolkit_core.utils import atomic_write_bytes, sha256_file, sha256_text
 
 logger = logging.getLogger(__name__)
@@ -131,7 +130,7 @@ class AuditRecord:
         checkpoint_before_sha256 / checkpoint_after_sha256: SHA-256 of the model files.
         checkpoint_before_name / checkpoint_after_name: their file names (no directories).
         timings_s: named durations in seconds.
-        versions: Python, platform and library versions.
+        versions: the run environment: Python, platform, machine, source commit, library versions.
         dataset: a short description of the training data (as given by the caller), or ``None``.
         artifacts_sha256: SHA-256 of further files that carry the forgetting, by file name (e.g. the
             steering state of a ``steer`` run, whose weights do not change). Absent in older records.
@@ -150,7 +149,7 @@ class AuditRecord:
     checkpoint_before_name: str
     checkpoint_after_name: str
     timings_s: dict[str, float]
-    versions: dict[str, str]
+    versions: dict[str, Any]
     dataset: str | None
     artifacts_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
     record_sha256: str = ""
@@ -182,28 +181,8 @@ class AuditVerification:
         return self.record_intact and self.checkpoint_matches and self.ids_found == self.ids_checked
 
 
-def _jsonable(value: Any) -> Any:
-    """Convert configs and metrics to JSON types: dataclasses, paths, tuples, numpy / torch scalars."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [_jsonable(v) for v in value]
-        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
 def _canonical_json(payload: Any) -> str:
-    return json.dumps(_jsonable(payload), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return json.dumps(jsonable(payload), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _record_digest(payload: Mapping[str, Any]) -> str:
@@ -211,17 +190,10 @@ def _record_digest(payload: Mapping[str, Any]) -> str:
     return sha256_text(_canonical_json(content))
 
 
-def library_versions() -> dict[str, str]:
-    """Python, platform and :data:`VERSIONED_PACKAGES` versions (``"not installed"`` when absent)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
-    for name in VERSIONED_PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+def library_versions() -> dict[str, Any]:
+    """The run environment (:func:`toolkit_core.records.environment`): Python, platform, machine, source
+    commit and the :data:`VERSIONED_PACKAGES` versions (``"not installed"`` when absent)."""
+    return environment(VERSIONED_PACKAGES)
 
 
 def _checkpoint_digest(path: str | os.PathLike[str], field: str) -> tuple[str, str]:
@@ -359,9 +331,9 @@ def make_audit_record(
         created_utc=when.isoformat(timespec="seconds"),
         forgotten=forgotten,
         method=str(method),
-        config=_jsonable(config),
+        config=jsonable(config),
         seed=int(seed),
-        metrics=_jsonable(dict(metrics)),
+        metrics=jsonable(dict(metrics)),
         checkpoint_before_sha256=before_sha,
         checkpoint_after_sha256=after_sha,
         checkpoint_before_name=before_name,

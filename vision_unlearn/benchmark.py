@@ -24,11 +24,9 @@ One benchmark run (the data protocol is :mod:`vision_unlearn.benchmark_protocol`
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
-import platform
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +37,7 @@ import numpy as np
 import torch
 
 from toolkit_core.errors import UserInputError
+from toolkit_core.records import environment, jsonable
 from toolkit_core.utils import atomic_write_bytes, seed_everything
 from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
 from vision_unlearn.api import (
@@ -395,7 +394,7 @@ def _resumed(spec: BenchmarkSpec, out: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     previous = json.loads(path.read_text(encoding="utf-8"))
-    if previous.get("spec") != _jsonable(_spec_dict(spec)):
+    if previous.get("spec") != jsonable(_spec_dict(spec)):
         raise UserInputError("results.json was written by another benchmark spec; use --force to start over",
                              file=path)
     return {request: {"seeds_done": s["seeds_done"], "failures": s.get("failures", {}), "entry": s,
@@ -440,8 +439,7 @@ def _results(spec: BenchmarkSpec, command: str | None, original_seconds: Mapping
         "spec": _spec_dict(spec),
         "command": command,
         "complete": complete,
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads(), "machine": platform.machine()},
+        "environment": {**environment(torch_runtime=True), "threads": torch.get_num_threads()},
         "honesty": {"score": "max_softmax", "false_abstention_target": HONESTY_FALSE_ABSTENTION,
                     "calibration": "even rows of the held-out test images of the retained classes",
                     "false_abstention_on": "odd rows of the same", "tta_views": "shift right, shift down, noise 0.02",
@@ -481,19 +479,7 @@ def write_results(results: Mapping[str, Any], out_dir: Path) -> None:
     from vision_unlearn.report import write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_jsonable(results), indent=2, sort_keys=False, allow_nan=False)
+    text = json.dumps(jsonable(results), indent=2, sort_keys=False, allow_nan=False)
     atomic_write_bytes(out_dir / "results.json", (text + "\n").encode("utf-8"))
     write_report(results, out_dir)
     atomic_write_bytes(out_dir / "evidence.md", evidence_markdown(results).encode("utf-8"))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return copy.copy(value)

@@ -63,12 +63,13 @@ def training_key(config: DetectionBenchmarkConfig, data: DetectionData, seed: in
     torch and Ultralytics versions. Training on a CPU is deterministic per key, so a detector stored
     under it is the one a new training would produce.
     """
-    from importlib.metadata import version
+    from toolkit_core.records import package_versions
 
     digest = hashlib.sha256()
     header = {"model": config.model, "image_size": config.image_size, "in_chans": config.in_chans,
-              "recipe": config.original, "seed": seed, "device": config.device, "torch": torch.__version__,
-              "ultralytics": version("ultralytics"), "classes": list(data.class_names)}
+              "recipe": config.original, "seed": seed, "device": config.device,
+              "torch": torch.__version__,  # the build (+cu130, +cpu): kernels, and so weights, differ by build
+              **package_versions(("ultralytics",)), "classes": list(data.class_names)}
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     for tensor in (data.images, data.boxes_xyxy, data.labels, data.box_image):
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
