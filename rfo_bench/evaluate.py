@@ -1,6 +1,6 @@
 """The RFO detection evaluator: COCO metrics, FROC, AUROC and bootstrap confidence intervals, as one report.
 
-Use it as a function::
+Use it as a function, on files or on data in memory::
 
     from rfo_bench.io.formats import read_dataset
     from rfo_bench.predictions import read_predictions
@@ -9,9 +9,11 @@ Use it as a function::
     gt = read_dataset("test.json")
     report = evaluate(gt, read_predictions("detections.json", gt), EvalConfig(bootstrap=1000))
     report["coco"]["AP50"], report["froc"]["score"], report["auroc"], report["ci95"]["AP50"]
+    report = evaluate(coco_dict, coco_results_list, EvalConfig(bootstrap=1000))  # no temporary file
 
-or from the shell: ``rfo-bench eval --gt test.json --pred detections.json --out runs/eval``, which also
-writes ``report.md`` and plots (:func:`write_report`).
+batch by batch with :class:`rfo_bench.evaluator.DetectionEvaluator` (``update`` / ``compute``), or from
+the shell: ``rfo-bench eval --gt test.json --pred detections.json --out runs/eval``, which also writes
+``report.md`` and the figures (:func:`write_report`, drawn by :mod:`rfo_bench.plots`).
 
 What is computed (see each module for the exact definition):
 
@@ -23,7 +25,9 @@ What is computed (see each module for the exact definition):
   paths (CSVs); anything else is refused with the file and entry named.
 * ``froc``: the object-CXR / RFO Bench protocol (:mod:`rfo_bench.metrics.froc`), box centres as points,
   class-agnostic like the reference; ``froc_strata`` the same for the critical and the non-critical
-  task separately (the other task's annotations and detections left out).
+  task separately (the other task's annotations and detections left out); ``froc_per_category`` the
+  same per class (its annotations, its detections) when two classes or more have annotations. With a
+  bootstrap, ``sensitivity_ci`` gives the interval of each threshold's sensitivity (the band of the plot).
 * ``auroc``: image-level, image score = max box score (or the classification CSV); an image without
   detection ranks below every image with one, so AUROC depends on the order of the scores only (logits
   welcome).
@@ -32,6 +36,8 @@ What is computed (see each module for the exact definition):
   accepted.
 * ``ci95``: percentile bootstrap over images, or over patients when every image has a patient id, from
   the per-image results computed once (:mod:`rfo_bench.metrics.bootstrap`).
+* ``run``: what made the report: toolkit version, source commit, seed, bootstrap replicates, the command
+  and the environment (:func:`rfo_bench.eval_config.run_header`).
 """
 
 from __future__ import annotations
