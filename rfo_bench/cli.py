@@ -8,6 +8,9 @@ Sub-commands::
     rfo-bench split DATA --out DIR [--fractions 0.7,0.1,0.2 | --kfold K] [--seed N]
     rfo-bench eval --gt GT --pred PRED [--cls CLS.csv] --out DIR [--bootstrap 1000] [--froc-variant reference]
 
+Outputs follow the one rule of :mod:`toolkit_core.cli_support`: an existing output is refused unless
+``--overwrite`` is given, and ``--overwrite`` replaces only a folder the same command wrote.
+
 The detector sub-commands (``train``, ``predict``, ``benchmark``) are registered by
 :func:`rfo_bench.detectors.commands.register`.
 """
@@ -19,10 +22,18 @@ import json
 import logging
 from pathlib import Path
 
-from toolkit_core.cli_support import add_command
+from toolkit_core.cli_support import (
+    add_command,
+    add_output_options,
+    check_output_file,
+    owned_output_dir,
+    prepare_output_dir,
+)
 from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
+
+CONVERT_TOOL, SPLIT_TOOL, EVAL_TOOL = "rfo-bench convert", "rfo-bench split", "rfo-bench eval"
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -103,8 +114,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.pseudonymise_names and args.to == "yolo":
         raise UserInputError("applies to coco and csv outputs only: a YOLO layout must name the real images",
                              field="--pseudonymise-names")
-    dataset = _read(args.src, args)
     out = Path(args.out)
+    if args.to != "yolo":
+        check_output_file(out, overwrite=args.overwrite)
+    else:
+        prepare_output_dir(out, CONVERT_TOOL, overwrite=args.overwrite)
+    dataset = _read(args.src, args)
     if args.to == "coco":
         from rfo_bench.io.formats import fill_image_sizes
 
@@ -119,7 +134,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         written = write_rfo_csv(dataset, out, convention=convention, include_patient=args.with_patient)
     else:
         splits = _load_split_file(args.split_file) if args.split_file else None
-        written = write_yolo(dataset, out, splits, copy=args.copy_images)
+        with owned_output_dir(out, CONVERT_TOOL, overwrite=args.overwrite):
+            written = write_yolo(dataset, out, splits, copy=args.copy_images)
     print(f"wrote {written} ({len(dataset.images)} images)")
     return 0
 
@@ -129,9 +145,8 @@ def _cmd_split(args: argparse.Namespace) -> int:
     from rfo_bench.splits import kfold_splits, split_dataset, split_summary
     from toolkit_core.utils import atomic_write_bytes
 
+    out = prepare_output_dir(args.out, SPLIT_TOOL, overwrite=args.overwrite)  # refused before any work
     dataset = _read(args.data, args, patients=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.kfold:
         folds = kfold_splits(dataset, args.kfold, seed=args.seed)
         manifest = {"seed": args.seed, "kfold": args.kfold, "folds": folds,
@@ -147,14 +162,16 @@ def _cmd_split(args: argparse.Namespace) -> int:
         named = split_dataset(dataset, dict(zip(names, values)), seed=args.seed)
         manifest = {"seed": args.seed, "fractions": dict(zip(names, values)), "splits": named,
                     "summary": split_summary(dataset, named)}
-    atomic_write_bytes(out / "splits.json", json.dumps(manifest, indent=1).encode("utf-8"))
-    if args.pseudonymise_names:
-        from rfo_bench.splits import pseudonymised_dataset
+    with owned_output_dir(out, SPLIT_TOOL, overwrite=args.overwrite):
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "splits.json", json.dumps(manifest, indent=1).encode("utf-8"))
+        if args.pseudonymise_names:
+            from rfo_bench.splits import pseudonymised_dataset
 
-        dataset = pseudonymised_dataset(dataset, root=out)
-    by_id = dataset.image_by_id()
-    for name, ids in named.items():
-        write_coco(dataset.with_images(by_id[i] for i in ids), out / f"{name}.json")
+            dataset = pseudonymised_dataset(dataset, root=out)
+        by_id = dataset.image_by_id()
+        for name, ids in named.items():
+            write_coco(dataset.with_images(by_id[i] for i in ids), out / f"{name}.json")
     print(json.dumps(manifest["summary"], indent=1))
     return 0
 
@@ -165,6 +182,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.pred is None and args.cls is None:
         raise UserInputError("give --pred (boxes or points) and/or --cls (image scores)", field="--pred")
+    out = prepare_output_dir(args.out, EVAL_TOOL, overwrite=args.overwrite)  # refused before any work
     gt = _read(args.gt, args, patients=args.bootstrap_unit != "image")
     predictions = read_predictions(args.pred, gt, classification=args.cls)
     config = EvalConfig(
@@ -172,7 +190,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         bootstrap_unit=args.bootstrap_unit, auroc_positive=args.auroc_positive,
     )
     evaluation = evaluate_detailed(gt, predictions, config)
-    written = write_report(evaluation, args.out, gt, predictions, plots=not args.no_plots)
+    with owned_output_dir(out, EVAL_TOOL, overwrite=args.overwrite):
+        written = write_report(evaluation, out, gt, predictions, plots=not args.no_plots)
     report = evaluation.report
     coco, froc = report.get("coco") or {}, report.get("froc") or {}
     ci = report.get("ci95", {})
@@ -202,12 +221,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_data_options(cmd)
     cmd.add_argument("--no-images", action="store_true", help="check annotations only, do not open images")
     cmd.add_argument("--header-only", action="store_true", help="read image headers only (faster, misses truncation)")
-    cmd.add_argument("--json", action="store_true", help="print the problems as json")
+    cmd.add_argument("--json", action="store_true", help="print JSON: the problems")
 
     cmd = add_command(sub, "convert", _cmd_convert, "convert a dataset between COCO, CSV and the YOLO layout")
     cmd.add_argument("src", help="source dataset (any supported format)")
     cmd.add_argument("--to", required=True, choices=("coco", "csv", "yolo"), help="target format")
-    cmd.add_argument("--out", required=True, help="output file (coco/csv) or directory (yolo)")
+    add_output_options(cmd, "file (coco/csv) or folder (yolo)")
     _add_data_options(cmd)
     cmd.add_argument("--csv-out-convention", default="hopkins", choices=("hopkins", "object_cxr"),
                      help="object convention of a written CSV")
@@ -221,11 +240,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd = add_command(sub, "split", _cmd_split,
                       "patient-level stratified split (or k-fold); writes DIR/splits.json and one COCO json per split")
     cmd.add_argument("data", help="dataset (any supported format)")
-    cmd.add_argument("--out", required=True, help="output directory")
+    add_output_options(cmd, "folder of splits.json and one COCO json per split")
     _add_data_options(cmd)
     cmd.add_argument("--fractions", default="0.7,0.1,0.2", help="train,val,test fractions")
     cmd.add_argument("--kfold", type=int, default=0, help="k-fold cross-validation instead of fractions")
-    cmd.add_argument("--seed", type=int, default=0, help="shuffle seed")
+    cmd.add_argument("--seed", type=int, default=0, help="random seed of the shuffle")
     cmd.add_argument("--pseudonymise-names", action="store_true",
                      help="write keyed pseudonyms (see toolkit_core.pseudonym) instead of file names and patient "
                           "ids into the per-split COCO files, for manifests that leave the site")
@@ -235,7 +254,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--gt", required=True, help="ground truth (any supported format)")
     cmd.add_argument("--pred", default=None, help="COCO results .json or Hopkins localization .csv")
     cmd.add_argument("--cls", default=None, help="Hopkins classification .csv (image-level scores for AUROC)")
-    cmd.add_argument("--out", required=True, help="output directory")
+    add_output_options(cmd, "folder of report.json, report.md and plots")
     _add_data_options(cmd)
     cmd.add_argument("--coco-backend", default="native", choices=("native", "faster_coco_eval", "pycocotools"),
                      help="implementation of the 12 COCO numbers (all give the same values)")
@@ -246,7 +265,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="resampling unit; auto = patients when every image has a patient id")
     cmd.add_argument("--auroc-positive", default="any", choices=("any", "critical"),
                      help="image label for AUROC: any RFO, or critical RFOs only")
-    cmd.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    cmd.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap")
     cmd.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
     from rfo_bench.detectors.commands import register as register_detectors

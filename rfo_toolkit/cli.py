@@ -11,11 +11,22 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from toolkit_core.cli_support import add_command, make_parser, run_cli
+from toolkit_core.cli_support import (
+    add_command,
+    add_deprecated_alias,
+    add_runtime_options,
+    add_seeds,
+    make_parser,
+    run_cli,
+)
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from rfo_bench.detectors.commands import set_torch_threads
+    import contextlib
+    import dataclasses
+    import shlex
+    import sys
+
     from rfo_toolkit.leaderboard import (
         load_benchmark_config,
         run_benchmark,
@@ -23,25 +34,31 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         with_models,
         with_seeds,
     )
+    from toolkit_core.cli_support import set_threads
 
-    set_torch_threads(args.threads)
+    set_threads(args.threads)
     config = load_benchmark_config(args.config)
-    command = f"rfo-bench benchmark --config {args.config}"
+    command = ["rfo-bench", "benchmark", "--config", args.config]
     if args.models:
         config = with_models(config, args.models)
-        command += f" --models {args.models}"
+        command += ["--models", args.models]
     if args.arms:
         config = with_arms(config, args.arms)
-        command += f" --arms {args.arms}"
+        command += ["--arms", args.arms]
     if args.seeds:
-        config = with_seeds(config, args.seeds)
-        command += f" --seeds {args.seeds}"
+        config = with_seeds(config, list(args.seeds))
+        command += ["--seeds", ",".join(str(s) for s in args.seeds)]
+    if args.device:
+        config = dataclasses.replace(config, device=args.device)
+        command += ["--device", args.device]
     if args.out:
-        command += f" --out {args.out}"
+        command += ["--out", args.out]
     if args.threads:
-        command += f" --threads {args.threads}"
-    result = run_benchmark(config, out_dir=args.out, force=args.force, progress=not args.no_progress,
-                           command=command)
+        command += ["--threads", str(args.threads)]
+    # stdout carries the leaderboard only: what the generators and trainers print goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_benchmark(config, out_dir=args.out, force=args.rerun, progress=not args.no_progress,
+                               command=shlex.join(command))
     print(result.markdown_path.read_text(encoding="utf-8"))
     return 0
 
@@ -73,18 +90,22 @@ def rfo_bench_parser() -> argparse.ArgumentParser:
     parser, sub = make_parser("rfo-bench", "RFO chest X-ray benchmark: datasets, detectors and evaluation.")
     register(sub)
     cmd = add_command(sub, "benchmark", _cmd_benchmark,
-                      "train models x data arms x seeds, evaluate each run and write a leaderboard")
-    cmd.add_argument("--config", required=True, help="benchmark YAML (see configs/benchmark_cpu.yaml)")
-    cmd.add_argument("--out", default=None, help="output directory (default: the config's out)")
+                      "train models x data arms x seeds, evaluate each run and write a leaderboard",
+                      description="Train models x data arms x seeds, evaluate each run and print the leaderboard "
+                                  "(markdown) on stdout; progress and the generators' output go to stderr. "
+                                  "Finished runs in --out are reused.")
+    cmd.add_argument("--config", required=True, help="file of settings: benchmark YAML (see configs/benchmark_cpu.yaml)")
+    cmd.add_argument("--out", default=None,
+                     help="output folder (default: the config's out); a benchmark folder of the same config is resumed")
     cmd.add_argument("--models", default=None,
                      help="comma-separated subset of the config's model rows (labels as in the table) to run")
     cmd.add_argument("--arms", default=None,
                      help="comma-separated subset of the config's arms to run (e.g. real,real+physics)")
-    cmd.add_argument("--seeds", default=None, help="comma-separated subset of the config's seeds to run")
-    cmd.add_argument("--force", action="store_true", help="re-run finished runs instead of reusing them")
-    cmd.add_argument("--threads", type=int, default=None,
-                     help="torch CPU threads (default: torch's; the Ultralytics trainer sets its own)")
-    cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_seeds(cmd, "a subset of the config's seeds (default: all)")
+    cmd.add_argument("--rerun", action="store_true", help="re-run finished runs instead of reusing them")
+    add_deprecated_alias(cmd, "--force", "--rerun")
+    add_runtime_options(cmd, device=None, device_help="cpu, cuda, cuda:N, mps or auto (default: the config's)",
+                        threads_help="the Ultralytics trainer sets its own")
     cmd = add_command(sub, "report", _cmd_report,
                       "rebuild report.html from an `rfo-bench eval` directory or a demo run directory")
     cmd.add_argument("run_dir", help="directory holding report.json (eval) or */stage.json (demo)")

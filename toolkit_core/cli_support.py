@@ -22,7 +22,8 @@ The grammar every command follows (Ultralytics' names where it has one; the tabl
   ``--threads`` (unset: the library's default; 0 is refused), ``--no-progress`` (progress bars go to
   stderr and are on by default);
 - an old spelling keeps working for one release (:func:`add_deprecated_alias`): accepted, one warning
-  line naming the new flag, hidden from ``--help``.
+  line naming the new flag (logged by :func:`run_cli`, so it goes where the command's log goes), hidden
+  from ``--help``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import shutil
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,7 +265,8 @@ def add_deprecated_alias(cmd: argparse.ArgumentParser, old: str, new: str) -> No
 
     class _Alias(argparse.Action):
         def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
-            warn_deprecated(parser.prog, option_string or old, new)
+            said = getattr(namespace, DEPRECATED_DEST, [])
+            setattr(namespace, DEPRECATED_DEST, [*said, (parser.prog, option_string or old, new)])
             target(parser, namespace, values, new)
 
     cmd.add_argument(old, action=_Alias, dest=target.dest, nargs=target.nargs, type=target.type,
@@ -271,10 +274,13 @@ def add_deprecated_alias(cmd: argparse.ArgumentParser, old: str, new: str) -> No
                      default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
+DEPRECATED_DEST = "deprecated_flags"
+"""Namespace attribute listing ``(prog, old, new)`` for each deprecated spelling used; :func:`run_cli` logs them."""
+
+
 def warn_deprecated(prog: str, old: str, new: str) -> None:
-    """Print the one deprecation line for ``old`` (and nothing else)."""
-    print(f"{prog}: warning: {old} is deprecated and will be removed in the next release; use {new}",
-          file=sys.stderr)
+    """Log the one deprecation line for ``old`` (a warning on stderr once logging is set up)."""
+    logging.getLogger(prog).warning("%s is deprecated and will be removed in the next release; use %s", old, new)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -294,68 +300,71 @@ def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, field: s
 
 
 def prepare_output_dir(
-    path: str | os.PathLike[str], tool: str, *, overwrite: bool, resume: bool = False, field: str = "--out",
+    path: str | os.PathLike[str], tool: str, *, overwrite: bool, resume: bool | None = None, field: str = "--out",
 ) -> Path:
-    """Claim the output folder of ``tool`` under the one overwrite rule; :func:`finish_output_dir` releases it.
+    """Apply the one overwrite rule to the output folder of ``tool``; nothing is created.
 
-    - a new or empty folder is created and claimed;
-    - with ``resume``, a folder ``tool`` claimed before (an interrupted or finished run) is taken up again;
+    - a missing or empty folder is fine;
+    - with ``resume`` true, an existing folder is taken up again as it is (nothing is deleted); ``None``
+      says the command cannot resume (the refusal then names only ``--overwrite``);
     - otherwise an existing non-empty folder is refused with one line naming ``--overwrite``;
-    - ``--overwrite`` deletes and re-creates it only when ``tool`` wrote it: its ownership marker names
-      ``tool`` and, for a finished run, lists every entry in it (a file added by a user, a link, the home
-      folder or a folder holding the working directory are refused, and nothing is deleted).
+    - ``--overwrite`` deletes it only when ``tool`` wrote it: its ownership marker names ``tool`` and,
+      for a finished run, lists every entry in it (a file a user added, a link, the home folder or a
+      folder holding the working directory are refused, and nothing is deleted).
+
+    Use :func:`owned_output_dir` around the writing, which marks the folder as ``tool``'s.
 
     Raises:
         UserInputError: naming the folder, the flag and the reason.
     """
-    from toolkit_core.output_dirs import (
-        read_marker,
-        require_writable,
-        why_not_replaceable,
-        write_marker,
-    )
+    from toolkit_core.output_dirs import _is_protected, read_marker, require_writable, why_not_replaceable
 
     target = Path(path)
     if target.is_symlink():
         raise UserInputError("refusing to use a symbolic link as output folder", file=target, field=field)
     require_writable(target, field=field)
-    if target.is_dir() and any(target.iterdir()):
-        marker = read_marker(target)
-        ours = marker is not None and marker["tool"] == tool
-        if resume and ours:
-            return target
-        if not overwrite:
-            hint = " or --resume to continue it" if resume else ""
-            raise UserInputError(f"output exists and is not empty (use --overwrite to replace it{hint})",
-                                 file=target, field=field)
-        if not ours:
-            raise UserInputError(f"refusing to replace: it was not written by {tool} (no ownership marker of it)",
-                                 file=target, field=field)
-        reason = why_not_replaceable(target) if marker.get("state") == "complete" else None
-        if reason is None and marker.get("state") != "complete":
-            reason = _why_not_replaceable_in_use(target)
-        if reason is not None:
-            raise UserInputError(f"refusing to replace: {reason}", file=target, field=field)
-        shutil.rmtree(target)
-    target.mkdir(parents=True, exist_ok=True)
-    write_marker(target, tool, state="in-use")
+    if not (target.is_dir() and any(target.iterdir())) or resume:
+        return target
+    if not overwrite:
+        hint = "" if resume is None else " or --resume to continue it"
+        raise UserInputError(f"output exists and is not empty (use --overwrite to replace it{hint})",
+                             file=target, field=field)
+    marker = read_marker(target)
+    if marker is None or marker["tool"] != tool:
+        raise UserInputError(f"refusing to replace: it was not written by {tool} (no ownership marker of it)",
+                             file=target, field=field)
+    if marker.get("state") == "complete":
+        reason = why_not_replaceable(target)
+    else:  # an interrupted run of the same command: everything in it was written while it ran
+        reason = "it is the root, the home folder or a folder holding the working directory" if _is_protected(
+            target) else None
+    if reason is not None:
+        raise UserInputError(f"refusing to replace: {reason}", file=target, field=field)
+    shutil.rmtree(target)
     return target
 
 
-def _why_not_replaceable_in_use(target: Path) -> str | None:
-    """For a folder claimed by an interrupted run: the checks of a finished one except the entry list."""
-    from toolkit_core.output_dirs import _is_protected
+@contextmanager
+def owned_output_dir(
+    path: str | os.PathLike[str], tool: str, *, overwrite: bool, resume: bool | None = None, field: str = "--out",
+) -> Iterator[Path]:
+    """Check ``path`` by :func:`prepare_output_dir`, let the caller write into it, then mark it as ``tool``'s.
 
-    if _is_protected(target):
-        return "it is the root, the home folder or a folder holding the working directory"
-    return None
+    The folder is not created here (a command refused before writing leaves nothing behind). When the
+    block ends and the folder holds anything, its ownership marker is written: ``complete`` (listing the
+    entries) on success, ``in-use`` after a failure or interruption, so that ``--overwrite`` or
+    ``--resume`` may take it up later.
+    """
+    from toolkit_core.output_dirs import write_marker
 
-
-def finish_output_dir(path: str | os.PathLike[str], tool: str) -> None:
-    """Record the entries ``tool`` wrote into a folder claimed by :func:`prepare_output_dir`."""
-    from toolkit_core.output_dirs import release_output_dir
-
-    release_output_dir(path, tool)
+    target = prepare_output_dir(path, tool, overwrite=overwrite, resume=resume, field=field)
+    finished = False
+    try:
+        yield target
+        finished = True
+    finally:
+        if target.is_dir() and not target.is_symlink() and any(target.iterdir()):
+            write_marker(target, tool, state="complete" if finished else "in-use")
 
 
 # --------------------------------------------------------------------------- the flag table
@@ -475,6 +484,8 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) 
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for prog, old, new in getattr(args, DEPRECATED_DEST, ()):
+        warn_deprecated(prog, old, new)
     try:
         result = args.func(args)
     except KeyboardInterrupt:

@@ -1,7 +1,9 @@
 """``rfo-bench train`` and ``rfo-bench predict``.
 
 Registered into the ``rfo-bench`` parser by :func:`register`; argument namespaces stop here and are
-turned into a :class:`~rfo_bench.detectors.config.TrainConfig`.
+turned into a :class:`~rfo_bench.detectors.config.TrainConfig`. Both follow the grammar of
+:mod:`toolkit_core.cli_support`: an existing output folder is refused unless ``--overwrite`` (which
+replaces only a folder the same command wrote) or, for ``train``, ``--resume`` is given.
 """
 
 from __future__ import annotations
@@ -12,9 +14,17 @@ import logging
 from pathlib import Path
 
 from rfo_bench.detectors.config import RECIPES, TrainConfig, recipe_with_overrides, resolve_device
-from toolkit_core.cli_support import add_command
+from toolkit_core.cli_support import (
+    add_batch,
+    add_command,
+    add_imgsz,
+    add_output_options,
+    add_runtime_options,
+    owned_output_dir,
+    prepare_output_dir,
+    set_threads,
+)
 from toolkit_core.errors import UserInputError
-from toolkit_core.output_dirs import require_writable
 
 logger = logging.getLogger(__name__)
 
@@ -26,19 +36,12 @@ def load_training_data(path: str | Path, *, split: str = "train"):
     return read(path, split=split)
 
 
+TRAIN_TOOL, PREDICT_TOOL = "rfo-bench train", "rfo-bench predict"
+
+
 def set_torch_threads(threads: int | None) -> None:
-    """Limit torch's intra-op CPU threads (``None`` keeps torch's default).
-
-    Raises:
-        UserInputError: ``threads`` is not a positive integer.
-    """
-    if threads is None:
-        return
-    if threads < 1:
-        raise UserInputError("must be a positive integer", field="--threads", value=threads)
-    import torch
-
-    torch.set_num_threads(threads)
+    """See :func:`toolkit_core.cli_support.set_threads` (kept here for existing callers)."""
+    set_threads(threads)
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -81,9 +84,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from rfo_bench.detectors.api import train_detector
 
     _exit_on_sigterm()
-    set_torch_threads(args.threads)
+    set_threads(args.threads)
     device = resolve_device(args.device)
-    require_writable(args.out)  # an output that cannot be written fails before hours of training
+    # an output that cannot be written, or is another run, fails before hours of training
+    prepare_output_dir(args.out, TRAIN_TOOL, overwrite=args.overwrite, resume=args.resume)
     if args.config:
         from rfo_bench.detectors.shipped import train_from_recipe
 
@@ -91,8 +95,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                           ("--epochs", args.epochs), ("--imgsz", args.imgsz)) if value is not None]
         if given:
             raise UserInputError("a recipe file states these itself; leave them out", field=given[0])
-        record = train_from_recipe(args.config, args.out, device=device, resume=args.resume,
-                                   progress=not args.no_progress, command=_command_line(args))
+        with owned_output_dir(args.out, TRAIN_TOOL, overwrite=args.overwrite, resume=args.resume):
+            record = train_from_recipe(args.config, args.out, device=device, resume=args.resume,
+                                       progress=not args.no_progress, command=_command_line(args))
         print(json.dumps({"run_dir": args.out, "weights_sha256": record["weights_sha256"],
                           "compute": record["compute"], "held_out_metrics": {
                               k: v for k, v in (record.get("held_out_metrics") or {}).items()
@@ -114,8 +119,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          checkpoint_every=args.checkpoint_every)
     train = load_training_data(args.data, split="train")
     val = load_training_data(args.val, split="val") if args.val else None
-    result = train_detector(config, [train], args.out, val_set=val, progress=not args.no_progress,
-                            resume=args.resume, command=_command_line(args))
+    with owned_output_dir(args.out, TRAIN_TOOL, overwrite=args.overwrite, resume=args.resume):
+        result = train_detector(config, [train], args.out, val_set=val, progress=not args.no_progress,
+                                resume=args.resume, command=_command_line(args))
     print(json.dumps({"run_dir": str(result.run_dir), "train_seconds": round(result.train_seconds, 2),
                       "model": config.model, "seed": config.seed, "device": device,
                       "compute": result.record["compute"], "tiles": result.record["tiles"]}, indent=2))
@@ -127,8 +133,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from rfo_bench.detectors.predict import predict_dataset, write_predictions
     from rfo_bench.detectors.sliced import SliceConfig
 
-    set_torch_threads(args.threads)
-    require_writable(args.out)
+    set_threads(args.threads)
+    prepare_output_dir(args.out, PREDICT_TOOL, overwrite=args.overwrite)
     device = None if args.device is None else resolve_device(args.device)
     defaults = SliceConfig()
     slicing = SliceConfig(overlap=defaults.overlap if args.overlap is None else args.overlap,
@@ -138,7 +144,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     dataset = load_training_data(args.data, split=args.split)
     predictions = predict_dataset(detector, dataset, progress=not args.no_progress)
     known = {c.id for c in dataset.categories} or None
-    paths = write_predictions(predictions, detector.categories, args.out, coco_category_ids=known)
+    with owned_output_dir(args.out, PREDICT_TOOL, overwrite=args.overwrite):
+        paths = write_predictions(predictions, detector.categories, args.out, coco_category_ids=known)
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     return 0
 
@@ -149,24 +156,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd = add_command(subparsers, "train", _cmd_train, "train a detector baseline on an RFO dataset",
                       description=f"Train one detector ({names}; an unknown name lists every registered one).")
     cmd.add_argument("--config", default=None,
-                     help="recipe file that states model, data, classes, schedule and tiling "
+                     help="file of settings: a recipe that states model, data, classes, schedule and tiling "
                           "(e.g. configs/shipped_detector.yaml); replaces --model/--data")
-    cmd.add_argument("--model", default=None, help=f"registered detector name ({names})")
-    cmd.add_argument("--data", default=None, help="training data: COCO json, RFO CSV, folders or YOLO data.yaml")
+    cmd.add_argument("--model", default=None, help=f"model: registered detector name ({names})")
+    cmd.add_argument("--data", default=None,
+                     help="dataset to train on: COCO json, RFO CSV, folders or YOLO data.yaml")
     cmd.add_argument("--val", default=None, help="optional validation data (same formats)")
-    cmd.add_argument("--out", required=True, help="output directory of the trained detector")
+    add_output_options(cmd, "folder of the trained detector")
     cmd.add_argument("--recipe", default="cpu-tiny", choices=sorted(RECIPES), help="training recipe preset")
-    cmd.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    cmd.add_argument("--imgsz", type=int, default=None, help="override the recipe's image size (longest side, px)")
-    cmd.add_argument("--batch", type=int, default=None, help="override the recipe's batch size")
-    cmd.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
-    cmd.add_argument("--seed", type=int, default=0, help="random seed")
+    cmd.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
+    add_imgsz(cmd, "network input, longest side (default: the recipe's; --tile-size without it)")
+    add_batch(cmd, "default: the recipe's")
+    cmd.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
+    cmd.add_argument("--seed", type=int, default=0, help="random seed of the training")
     cmd.add_argument("--backbone", default="resnet18", help="timm backbone of fasterrcnn / retinanet / fcos")
     cmd.add_argument("--weights", default=None, help="local weights file (timm backbone or Ultralytics .pt)")
-    cmd.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps or auto (a GPU if present)")
+    add_runtime_options(cmd, threads_help="the Ultralytics trainer sets its own")
     cmd.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA (it is on by default there)")
-    cmd.add_argument("--threads", type=int, default=None,
-                     help="torch CPU threads (default: torch's; the Ultralytics trainer sets its own)")
     cmd.add_argument("--tile-size", type=int, default=None,
                      help="train on tiles of this side (px, native spacing) and predict sliced; sets --imgsz")
     cmd.add_argument("--tiles-per-object", type=int, default=None, help="positive tiles per object (default 2)")
@@ -180,17 +186,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="do not add each film shrunk to one tile (the coarse scale of sliced inference)")
     cmd.add_argument("--checkpoint-every", type=int, default=0,
                      help="save a resumable checkpoint every N steps (torchvision; YOLO saves every epoch)")
-    cmd.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoint")
-    cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cmd.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run in --out from its checkpoint")
 
     cmd = add_command(subparsers, "predict", _cmd_predict,
                       "predict with a trained detector: COCO results json + Hopkins localization/classification CSVs")
     cmd.add_argument("--model-dir", required=True, help="directory written by rfo-bench train")
-    cmd.add_argument("--data", required=True, help="images to predict on (any supported dataset format)")
+    cmd.add_argument("--data", required=True, help="dataset to predict on (any supported format)")
     cmd.add_argument("--split", default="val", help="split to use when --data is a YOLO data.yaml")
-    cmd.add_argument("--out", required=True, help="output directory")
-    cmd.add_argument("--device", default=None,
-                     help="torch device: cpu, cuda, cuda:N, mps or auto (default: the training device)")
+    add_output_options(cmd, "folder of the predictions")
+    add_runtime_options(cmd, device=None,
+                        device_help="cpu, cuda, cuda:N, mps or auto (default: the training device)")
     cmd.add_argument("--overlap", type=float, default=None,
                      help="tile-trained detectors: fraction of a tile shared with its neighbours (default 0.25)")
     cmd.add_argument("--merge", choices=("nmm", "greedy_nmm", "nms"), default=None,
@@ -199,6 +205,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="intersection over the smaller box at which detections merge (default 0.5)")
     cmd.add_argument("--no-coarse-pass", action="store_true",
                      help="skip the whole-film pass for objects larger than a tile")
-    cmd.add_argument("--threads", type=int, default=None,
-                     help="torch CPU threads (default: torch's; the Ultralytics trainer sets its own)")
-    cmd.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -6,14 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from toolkit_core.cli_support import add_command
+from toolkit_core.cli_support import add_command, add_deprecated_alias
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from rfo_toolkit.demo.pipeline import DemoConfig, run_demo
 
     config = DemoConfig(
-        out_dir=str(args.out), fast=args.fast, force=args.force, seed=args.seed,
+        out_dir=str(args.out), fast=args.fast, force=args.rerun, seed=args.seed,
         radiograph=args.radiograph, ct=args.ct,
     )
     result = run_demo(config)
@@ -35,10 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub, "demo", _cmd_demo,
         "run the main job on the embedded real data: synthesise, train, evaluate, unlearn, report",
     )
-    demo.add_argument("--out", default="runs/demo", help="run directory")
+    demo.add_argument("--out", default="runs/demo",
+                      help="output: run folder (a demo run there is resumed: finished stages are reused)")
     demo.add_argument("--fast", action="store_true", help="smaller data and shorter schedules")
-    demo.add_argument("--force", action="store_true", help="re-run stages that already finished")
-    demo.add_argument("--seed", type=int, default=0, help="seed of every stage")
+    demo.add_argument("--rerun", action="store_true", help="re-run stages that already finished")
+    add_deprecated_alias(demo, "--force", "--rerun")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of every stage")
     demo.add_argument("--radiograph", default=None, help="chest radiograph (PNG/JPEG/DICOM); default: embedded")
     demo.add_argument("--ct", default=None, help="chest CT (NIfTI); default: embedded")
     report = add_command(sub, "report", _cmd_report, "rebuild report.html / report.md of a demo run directory")

@@ -1,7 +1,11 @@
 """``rfo-synth diffusion train | sample | eval``: the command group of the diffusion generator.
 
 Flags are turned into the frozen configs of :mod:`synth.diffusion.train`, :mod:`.sample`,
-:mod:`.pipelines` and :mod:`.qc` here and nowhere else.
+:mod:`.pipelines` and :mod:`.qc` here and nowhere else. The grammar is :mod:`toolkit_core.cli_support`'s:
+``--patch-size`` is the side of the object patches (crop geometry of the checkpoint), ``--imgsz`` an
+image side a network works at, ``--batch`` the patches per step; ``sample``, ``eval`` and
+``fit-extractor`` refuse an existing output unless ``--overwrite``. ``train`` resumes a checkpoint
+folder of this trainer (it never replaces one) and refuses any other non-empty folder.
 """
 
 from __future__ import annotations
@@ -11,10 +15,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from toolkit_core.cli_support import add_command
+from toolkit_core.cli_support import (
+    add_batch,
+    add_command,
+    add_deprecated_alias,
+    add_imgsz,
+    add_output_options,
+    add_runtime_options,
+    check_output_file,
+    owned_output_dir,
+    prepare_output_dir,
+    set_threads,
+)
 from toolkit_core.errors import UserInputError
 
 PRESETS = ("cpu", "tiny", "medium", "base")
+SAMPLE_TOOL = "rfo-synth diffusion sample"
 
 
 def model_preset(name: str, channels: str | None = None):
@@ -52,12 +68,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from synth.diffusion.patches import PatchSpec
     from synth.diffusion.train import TrainConfig, train
 
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+    set_threads(args.threads)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
                          save_every=args.save_every, seed=args.seed, class_drop_prob=args.class_drop,
                          context_drop_prob=args.context_drop, ema_decay=args.ema_decay,
                          region_weight=args.region_weight)
-    spec = PatchSpec(size_px=args.size, context=args.context, mask_margin_px=args.margin)
-    result = train(args.data, args.out, config, model_preset(args.preset, args.channels), spec, device=args.device)
+    spec = PatchSpec(size_px=args.patch_size, context=args.context, mask_margin_px=args.margin)
+    result = train(args.data, args.out, config, model_preset(args.preset, args.channels), spec, device=args.device,
+                   progress=not args.no_progress)
     print(json.dumps({"checkpoint": str(result.ckpt_dir), "step": result.step, "resumed_from": result.resumed_from,
                       "last_loss": result.last_loss, "seconds": round(result.seconds, 1),
                       "patches": result.num_patches}, indent=2))
@@ -75,26 +93,33 @@ def _qc_scorer(args: argparse.Namespace):
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    set_threads(args.threads)
+    out = prepare_output_dir(args.out, SAMPLE_TOOL, overwrite=args.overwrite)  # refused before any model loads
+    with owned_output_dir(out, SAMPLE_TOOL, overwrite=args.overwrite):
+        manifest = _sample(args, classes)
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+def _sample(args: argparse.Namespace, classes: list[str] | None) -> dict[str, Any]:
     if args.pretrained:
         from synth.diffusion.pipelines import PretrainedConfig, sample_pretrained
 
         config = PretrainedConfig(task=args.task, steps=args.steps or 30, guidance_scale=args.guidance or 7.5,
-                                  resolution=args.resolution, template=args.prompt,
+                                  resolution=args.imgsz, template=args.prompt,
                                   negative_prompt=args.negative_prompt, box_px=args.box_px)
-        manifest = sample_pretrained(args.pretrained, args.backgrounds, args.out, n=args.n, seed=args.seed,
-                                     config=config, classes=classes, device=args.device)
+        return sample_pretrained(args.pretrained, args.backgrounds, args.out, n=args.n, seed=args.seed,
+                                 config=config, classes=classes, device=args.device)
     else:
         from synth.diffusion.sample import SamplerConfig, sample_dataset
 
         config = SamplerConfig(scheduler=args.scheduler, steps=args.steps or 50,
                                guidance_scale=1.0 if args.guidance is None else args.guidance, mode=args.mode,
                                resample=args.resample, eta=args.eta, base=args.base)
-        manifest = sample_dataset(args.ckpt, args.backgrounds, args.out, n=args.n, seed=args.seed, config=config,
-                                  classes=classes, objects_per_image=args.objects_per_image,
-                                  requests_file=args.requests, scorer=_qc_scorer(args),
-                                  threshold=args.qc_threshold, max_tries=args.max_tries, device=args.device)
-    print(json.dumps(manifest, indent=2))
-    return 0
+        return sample_dataset(args.ckpt, args.backgrounds, args.out, n=args.n, seed=args.seed, config=config,
+                              classes=classes, objects_per_image=args.objects_per_image,
+                              requests_file=args.requests, scorer=_qc_scorer(args),
+                              threshold=args.qc_threshold, max_tries=args.max_tries, device=args.device)
 
 
 def _patches(data: str, spec) -> tuple[Any, Any]:
@@ -111,14 +136,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from synth.diffusion.patches import PatchSpec
     from synth.diffusion.qc import ClassifierScorer, TimmModelSpec, TimmNetwork, evaluate_sets
 
+    set_threads(args.threads)
+    if args.out:
+        check_output_file(args.out, overwrite=args.overwrite)
     if args.ckpt:
         from synth.diffusion.model import read_checkpoint_info
 
         spec = read_checkpoint_info(args.ckpt).patch
     else:
-        spec = PatchSpec(size_px=args.size, context=args.context)
+        spec = PatchSpec(size_px=args.patch_size, context=args.context)
     extractor = TimmNetwork(TimmModelSpec(name=args.extractor, checkpoint=args.extractor_checkpoint,
-                                          random_init=args.random_init, input_size=args.input_size),
+                                          random_init=args.random_init, input_size=args.imgsz),
                             device=args.device)
     scorer = None
     if args.qc_checkpoint:
@@ -143,8 +171,10 @@ def _cmd_fit_extractor(args: argparse.Namespace) -> int:
     from synth.diffusion.extractor import DIGITS_EXTRACTOR, fit_digits_extractor
     from synth.diffusion.qc import ClassifierTrainConfig
 
+    set_threads(args.threads)
+    check_output_file(args.out, overwrite=args.overwrite)
     config = ClassifierTrainConfig(**{**DIGITS_EXTRACTOR.__dict__, "epochs": args.epochs, "seed": args.seed})
-    print(json.dumps(fit_digits_extractor(args.out, config), indent=2))
+    print(json.dumps(fit_digits_extractor(args.out, config, progress=not args.no_progress), indent=2))
     return 0
 
 
@@ -167,16 +197,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     actions = group.add_subparsers(dest="diffusion_command", metavar="ACTION", required=True)
 
     cmd = add_command(actions, "train", _cmd_train, "train (or resume) the inpainting model on a COCO dataset")
-    cmd.add_argument("--data", required=True, help="COCO dataset directory (annotations.json + images/)")
-    cmd.add_argument("--out", required=True, help="checkpoint directory (resumed when it holds a training state)")
+    cmd.add_argument("--data", required=True, help="dataset to train on: COCO folder (annotations.json + images/)")
+    cmd.add_argument("--out", required=True,
+                     help="output: checkpoint folder (a checkpoint of this trainer there is resumed, never replaced)")
     cmd.add_argument("--preset", default="cpu", choices=PRESETS, help="model size")
     cmd.add_argument("--channels", help="override the block widths, e.g. 32,64,64,128")
     defaults = TrainConfig()
-    cmd.add_argument("--steps", type=int, default=defaults.steps, help="total optimisation steps")
-    cmd.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    cmd.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
-    cmd.add_argument("--size", type=int, default=64, help="patch size in pixels")
-    cmd.add_argument("--context", type=float, default=1.6, help="crop side / object size")
+    cmd.add_argument("--steps", type=int, default=defaults.steps, help="number of steps: total optimisation steps")
+    add_batch(cmd, "object patches", default=defaults.batch_size)
+    add_deprecated_alias(cmd, "--batch-size", "--batch")
+    cmd.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate of AdamW")
+    _add_patch_flags(cmd, "")
     cmd.add_argument("--margin", type=int, default=3, help="inpainting margin around the object (patch px)")
     cmd.add_argument("--class-drop", type=float, default=defaults.class_drop_prob,
                      help="classifier-free guidance class dropout")
@@ -184,10 +215,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      help="dropout of the mask/background channels")
     cmd.add_argument("--region-weight", type=float, default=defaults.region_weight,
                      help="loss weight inside the inpainted region (1 outside)")
-    cmd.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
-    cmd.add_argument("--save-every", type=int, default=250)
-    cmd.add_argument("--seed", type=int, default=0)
-    cmd.add_argument("--device", default="cpu")
+    cmd.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
+                     help="decay of the exponential moving average of the weights that sampling uses")
+    cmd.add_argument("--save-every", type=int, default=250, help="save the checkpoint every N steps")
+    cmd.add_argument("--seed", type=int, default=0, help="random seed of initialisation, batches and noise")
+    add_runtime_options(cmd)
 
     cmd = add_command(actions, "sample", _cmd_sample,
                       "inpaint RFOs into backgrounds and write a COCO dataset (the physics generator's layout)")
@@ -195,16 +227,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     source.add_argument("--ckpt", help="checkpoint directory from `rfo-synth diffusion train`")
     source.add_argument("--pretrained", help="local diffusers Stable Diffusion / RoentGen directory")
     cmd.add_argument("--backgrounds", required=True, help="image file, directory of images, or `embedded`")
-    cmd.add_argument("--out", required=True, help="output directory")
+    add_output_options(cmd, "dataset folder (images/, annotations.json, manifest.json)")
     cmd.add_argument("--n", type=int, default=8, help="number of images")
-    cmd.add_argument("--seed", type=int, default=0)
-    cmd.add_argument("--classes", help="comma-separated class names (default: every trained class)")
-    cmd.add_argument("--objects-per-image", type=int, default=1)
+    cmd.add_argument("--seed", type=int, default=0, help="random seed of placement and noise")
+    cmd.add_argument("--classes", help="class names, comma-separated (default: every trained class)")
+    cmd.add_argument("--objects-per-image", type=int, default=1, help="objects placed at random in each image")
     cmd.add_argument("--requests", help='JSON list of {"background", "category", "bbox" | "mask"} requests')
-    cmd.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm", "ddpm"))
-    cmd.add_argument("--steps", type=int, help="denoising steps (default 50; 30 for --pretrained)")
+    cmd.add_argument("--scheduler", default="ddim", choices=("ddim", "dpm", "ddpm"),
+                     help="denoising scheduler (ddim, DPM-Solver++ or ancestral ddpm)")
+    cmd.add_argument("--steps", type=int, help="number of steps: denoising steps (default 50; 30 for --pretrained)")
     cmd.add_argument("--guidance", type=float, help="guidance scale (default 1.0; 7.5 for --pretrained)")
-    cmd.add_argument("--mode", default="conditional", choices=("conditional", "repaint"))
+    cmd.add_argument("--mode", default="conditional", choices=("conditional", "repaint"),
+                     help="conditional: the model's own inpainting; repaint: RePaint's resampling of the known region")
     cmd.add_argument("--resample", type=int, default=1, help="RePaint resampling per step")
     cmd.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     cmd.add_argument("--base", default="background", choices=("background", "fill"),
@@ -214,10 +248,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cmd.add_argument("--task", default="inpaint", choices=("inpaint", "text2img"), help="with --pretrained")
     cmd.add_argument("--prompt", default="chest radiograph, {object} in the {location}",
                      help="prompt template with {object}, {location}, {cls} (with --pretrained)")
-    cmd.add_argument("--negative-prompt", help="with --pretrained")
-    cmd.add_argument("--resolution", type=int, default=512, help="pipeline resolution (with --pretrained)")
+    cmd.add_argument("--negative-prompt", help="what the images should not show (with --pretrained)")
+    add_imgsz(cmd, "the pretrained pipeline's resolution (with --pretrained)", default=512)
+    add_deprecated_alias(cmd, "--resolution", "--imgsz")
     cmd.add_argument("--box-px", type=int, default=120, help="object box size (with --pretrained)")
-    cmd.add_argument("--device", default="cpu")
+    add_runtime_options(cmd)
 
     cmd = add_command(actions, "eval", _cmd_eval,
                       "KID (both-set bootstrap interval) and, from 2000 crops per set, FID of generated vs real object "
@@ -228,19 +263,26 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cmd.add_argument("--extractor-checkpoint", help="local timm checkpoint of the extractor")
     cmd.add_argument("--random-init", action="store_true",
                      help="allow a randomly initialised extractor (smoke tests; numbers not comparable)")
-    cmd.add_argument("--input-size", type=int, help="extractor input size (default: checkpoint's or 64)")
+    add_imgsz(cmd, "the extractor's input (default: the checkpoint's, else 64)")
+    add_deprecated_alias(cmd, "--input-size", "--imgsz")
     cmd.add_argument("--ckpt", help="take the patch geometry from this diffusion checkpoint")
-    cmd.add_argument("--size", type=int, default=64, help="patch size when no --ckpt")
-    cmd.add_argument("--context", type=float, default=1.6, help="crop side / object size when no --ckpt")
+    _add_patch_flags(cmd, " (without --ckpt)")
     cmd.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the KID interval")
-    cmd.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    cmd.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap")
     _add_qc_flags(cmd)
-    cmd.add_argument("--out", help="write the report JSON here")
-    cmd.add_argument("--device", default="cpu")
+    add_output_options(cmd, "report JSON file (the report is printed either way)", required=False)
+    add_runtime_options(cmd, progress=False)
 
     cmd = add_command(actions, "fit-extractor", _cmd_fit_extractor,
                       "train the eval feature extractor on scikit-learn's digits (independent of RFO data and QC)")
-    cmd.add_argument("--out", required=True, help="checkpoint to write (.pt)")
-    cmd.add_argument("--epochs", type=int, default=DIGITS_EXTRACTOR.epochs)
-    cmd.add_argument("--seed", type=int, default=0)
+    add_output_options(cmd, "checkpoint file (.pt)")
+    cmd.add_argument("--epochs", type=int, default=DIGITS_EXTRACTOR.epochs, help="training epochs")
+    cmd.add_argument("--seed", type=int, default=0, help="random seed of initialisation, order and augmentation")
+    add_runtime_options(cmd, devices=("cpu",), device_help="cpu only (a small CPU classifier)")
     return group
+
+
+def _add_patch_flags(cmd: argparse.ArgumentParser, when: str) -> None:
+    cmd.add_argument("--patch-size", type=int, default=64, help=f"object patch side in pixels{when}")
+    add_deprecated_alias(cmd, "--size", "--patch-size")
+    cmd.add_argument("--context", type=float, default=1.6, help=f"crop side / object size{when}")

@@ -2,7 +2,9 @@
 
 :func:`register` adds the command to a sub-parser set (``rfo-synth`` calls it); acquisition flags
 default to ``None`` so that a DICOM film's own values are used unless a flag is given, and the flags
-given are recorded as ``PhysicsConfig.explicit``.
+given are recorded as ``PhysicsConfig.explicit``. The output follows the one rule of
+:mod:`toolkit_core.cli_support`: an existing dataset is replaced only with ``--overwrite`` and only
+when this toolkit wrote it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ import argparse
 import json
 
 from synth.physics.visibility import MIN_VISIBLE_CNR
-from toolkit_core.cli_support import add_command
+from toolkit_core.cli_support import (
+    add_command,
+    add_deprecated_alias,
+    add_imgsz,
+    add_output_options,
+    add_runtime_options,
+    set_threads,
+)
 
 #: flag destination → the acquisition setting it makes explicit.
 ACQUISITION_FLAGS = {"kvp": "kvp", "mas": "mas", "sid": "source_to_detector_mm",
@@ -34,7 +43,7 @@ def config_from_args(args: argparse.Namespace):
     technique = TubeTechnique(kvp=float(given.get("kvp", defaults.technique.kvp)),
                               mas=float(given.get("mas", defaults.technique.mas)))
     return PhysicsConfig(
-        mode=args.mode, size=args.size, classes=classes, max_objects=args.max_objects,
+        mode=args.mode, size=args.imgsz, classes=classes, max_objects=args.max_objects,
         negative_fraction=args.negative_fraction, supersample=args.supersample, label_min_cnr=args.label_min_cnr,
         technique=technique,
         source_to_detector_mm=float(given.get("sid", defaults.source_to_detector_mm)),
@@ -53,6 +62,7 @@ def config_from_args(args: argparse.Namespace):
 def _cmd_physics(args: argparse.Namespace) -> int:
     from synth.physics.generate import generate_dataset
 
+    set_threads(args.threads, torch=False)  # NumPy's pools, inherited by the worker processes
     manifest = generate_dataset(
         args.out, args.n, args.seed, config_from_args(args), backgrounds=args.backgrounds, objects_dir=args.objects,
         shard=args.shard, workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
@@ -68,18 +78,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "physics-based synthetic radiographs with RFOs (polychromatic, scatter, noise, blur) and COCO labels",
     )
     phys.add_argument("--n", type=int, required=True, help="number of images (of the whole, unsharded dataset)")
-    phys.add_argument("--out", required=True, help="output dataset directory")
-    phys.add_argument("--seed", type=int, default=0, help="master seed")
+    add_output_options(phys, "dataset folder (images/, annotations.json, manifest.json)")
+    phys.add_argument("--seed", type=int, default=0, help="random seed of the dataset (master seed)")
     phys.add_argument("--mode", choices=("radiograph", "ct"), default="radiograph",
                       help="insert into real radiographs, or project a CT with the objects inside")
     phys.add_argument("--backgrounds", default=None,
                       help="radiograph(s) (PNG/DICOM file or folder) or CT (NIfTI); default the embedded real data")
-    phys.add_argument("--size", type=int, default=1024, help="output image side in pixels")
-    phys.add_argument("--classes", nargs="+", default=None, help="RFO classes to draw (default all)")
+    add_imgsz(phys, "the written radiographs", default=1024)
+    add_deprecated_alias(phys, "--size", "--imgsz")
+    phys.add_argument("--classes", nargs="+", default=None, help="class names of the RFOs to draw (default: all)")
     phys.add_argument("--objects", default=None, help="folder of .obj/.stl RFO meshes (objects.yaml optional)")
     phys.add_argument("--shard", default=None,
                       help="K/N: render images i with i %% N == K (one --out per shard; merge with synth.export.merge_coco)")
-    phys.add_argument("--workers", type=int, default=1, help="worker processes")
+    phys.add_argument("--workers", type=int, default=1, help="worker processes (each renders whole images)")
     phys.add_argument("--max-objects", type=int, default=3, help="objects per positive image: 1..max")
     phys.add_argument("--negative-fraction", type=float, default=0.15, help="fraction of images without objects")
     phys.add_argument("--label-min-cnr", type=float, default=MIN_VISIBLE_CNR,
@@ -100,6 +111,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                       help="MONOCHROME2: bright = dense")
     phys.add_argument("--off", nargs="+", choices=("scatter", "noise", "blur", "film", "pose"), default=None,
                       help="switch stages off (film: the per-image film variation; pose: the CT patient pose)")
-    phys.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
-    phys.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_runtime_options(phys, devices=("cpu",), device_help="cpu only (the renderer runs on NumPy)",
+                        threads_help="per worker process")
     return phys

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,10 @@ from toolkit_core.cli_support import (
     add_output_options,
     add_runtime_options,
     add_seeds,
-    finish_output_dir,
     flag_rows,
     make_parser,
     meaning_conflicts,
+    owned_output_dir,
     parse_seeds,
     prepare_output_dir,
     run_cli,
@@ -42,24 +43,41 @@ def _parser(seen: dict) -> argparse.ArgumentParser:
     return parser
 
 
-def test_an_old_spelling_works_warns_once_and_is_hidden(capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_old_spelling_works_warns_once_and_is_hidden(caplog: pytest.LogCaptureFixture) -> None:
     seen: dict = {}
-    assert run_cli(_parser(seen), ["go", "--size", "32", "--batch-size", "2", "--old-flag"]) == 0
+    with caplog.at_level(logging.WARNING):
+        assert run_cli(_parser(seen), ["go", "--size", "32", "--batch-size", "2", "--old-flag"]) == 0
     assert (seen["imgsz"], seen["batch"], seen["flag"]) == (32, 2, True)
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == [
-        "tool go: warning: --size is deprecated and will be removed in the next release; use --imgsz",
-        "tool go: warning: --batch-size is deprecated and will be removed in the next release; use --batch",
-        "tool go: warning: --old-flag is deprecated and will be removed in the next release; use --flag",
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("tool go", "--size is deprecated and will be removed in the next release; use --imgsz"),
+        ("tool go", "--batch-size is deprecated and will be removed in the next release; use --batch"),
+        ("tool go", "--old-flag is deprecated and will be removed in the next release; use --flag"),
     ]
+    caplog.clear()
     seen.clear()
-    assert run_cli(_parser(seen), ["go"]) == 0
+    with caplog.at_level(logging.WARNING):
+        assert run_cli(_parser(seen), ["go"]) == 0
     assert (seen["imgsz"], seen["batch"], seen["flag"]) == (64, 4, False)  # the alias leaves defaults alone
-    assert capsys.readouterr().err == ""
+    assert caplog.records == []
     parser = _parser({})
     sub = parser._subparsers._group_actions[0].choices["go"]
     text = sub.format_help()
     assert "--imgsz" in text and "--size" not in text and "--batch-size" not in text
+
+
+def test_the_deprecation_is_one_line_on_stderr_of_the_real_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from rfo_toolkit.cli import rfo_synth_main as m; "
+            "sys.exit(m(['preview', sys.argv[1], '--tile', '8']))")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing")], capture_output=True, text=True,
+                            timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 2, result.stderr
+    assert lines[0] == ("WARNING rfo-synth preview: --tile is deprecated and will be removed in the next release; "
+                        "use --imgsz")
+    assert lines[1].startswith("rfo-synth: error:")
 
 
 def test_help_states_each_default_once() -> None:
@@ -97,13 +115,17 @@ def test_threads_zero_is_refused_with_one_meaning_for_unset(capsys: pytest.Captu
 
 def test_an_existing_output_is_refused_and_replaced_only_when_this_tool_wrote_it(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert prepare_output_dir(out, "tool a", overwrite=False) == out
-    (out / "result.txt").write_text("1")
-    finish_output_dir(out, "tool a")
-    with pytest.raises(UserInputError, match="use --overwrite to replace it"):
+    with owned_output_dir(out, "tool a", overwrite=False) as target:
+        assert target == out and not out.exists()  # nothing is created before the command writes
+        out.mkdir()
+        (out / "result.txt").write_text("1")
+    assert json.loads((out / OWNER_MARKER).read_text())["state"] == "complete"
+    with pytest.raises(UserInputError, match=r"use --overwrite to replace it\)"):
         prepare_output_dir(out, "tool a", overwrite=False)
+    with pytest.raises(UserInputError, match="use --overwrite to replace it or --resume to continue it"):
+        prepare_output_dir(out, "tool a", overwrite=False, resume=False)
     assert prepare_output_dir(out, "tool a", overwrite=False, resume=True) == out  # resume takes it up again
-    finish_output_dir(out, "tool a")
+    assert (out / "result.txt").exists()
     with pytest.raises(UserInputError, match="not written by tool b"):
         prepare_output_dir(out, "tool b", overwrite=True)
     (out / "mine.txt").write_text("a user's file")
@@ -112,8 +134,18 @@ def test_an_existing_output_is_refused_and_replaced_only_when_this_tool_wrote_it
     assert (out / "mine.txt").read_text() == "a user's file" and (out / "result.txt").exists()
     (out / "mine.txt").unlink()
     prepare_output_dir(out, "tool a", overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == [OWNER_MARKER]
+    assert not out.exists()
+
+
+def test_an_interrupted_run_is_marked_and_may_be_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt), owned_output_dir(out, "tool a", overwrite=False):
+        out.mkdir()
+        (out / "partial.bin").write_bytes(b"x")
+        raise KeyboardInterrupt
     assert json.loads((out / OWNER_MARKER).read_text())["state"] == "in-use"
+    with owned_output_dir(out, "tool a", overwrite=True):
+        assert not out.exists()
 
 
 def test_overwrite_never_deletes_a_foreign_folder(tmp_path: Path) -> None:
@@ -129,8 +161,8 @@ def test_output_options_name_the_flag(tmp_path: Path, capsys: pytest.CaptureFixt
     parser, sub = make_parser("tool", "test")
 
     def handler(args):
-        prepare_output_dir(args.out, "tool go", overwrite=args.overwrite)
-        return 0
+        with owned_output_dir(args.out, "tool go", overwrite=args.overwrite):
+            return 0
 
     cmd = add_command(sub, "go", handler, "run")
     add_output_options(cmd, "output folder")

@@ -14,6 +14,7 @@ from rfo_bench.detectors.data import load_pixels
 from rfo_bench.io.coco import read_coco
 from rfo_toolkit.cli import rfo_bench_main as main
 from tests.rfo_bench.test_detectors_data import write_tiny_coco
+from toolkit_core.output_dirs import OWNER_MARKER
 
 TINY = {"epochs": 1, "imgsz": 64, "batch_size": 2, "warmup_iters": 0}
 
@@ -80,7 +81,31 @@ def test_cli_train_on_yolo_layout_then_predict(tmp_path: Path, capsys: pytest.Ca
                  "--no-progress"])
     assert code == 0
     assert {p.name for p in (tmp_path / "p").iterdir()} == {"predictions.json", "localization.csv",
-                                                            "classification.csv"}
+                                                            "classification.csv", OWNER_MARKER}
+
+
+def test_cli_train_into_a_trained_run_is_refused_unless_overwrite(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    gt = write_tiny_coco(tmp_path / "d", n=4)
+    out = tmp_path / "run"
+    argv = ["train", "--model", "retinanet", "--data", str(gt), "--out", str(out), "--backbone", "test_resnet",
+            "--epochs", "1", "--imgsz", "64", "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    weights = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main([*argv, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err and "--resume" in err and str(out) in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == weights  # the trained model is untouched
+    assert main([*argv, "--seed", "1", "--overwrite"]) == 0
+    assert json.loads((out / "detector.json").read_text())["config"]["seed"] == 1
+    # a folder the toolkit did not write is never replaced, even with --overwrite
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    capsys.readouterr()
+    assert main([*argv[:6], str(foreign), *argv[7:], "--overwrite"]) == 2
+    assert "refusing to replace" in capsys.readouterr().err and (foreign / "notes.txt").read_text() == "keep"
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -156,8 +181,9 @@ def test_threads_flag_limits_torch_threads(tmp_path: Path, capsys: pytest.Captur
     try:
         assert main(["benchmark", "--config", str(tmp_path / "missing.yaml"), "--threads", "1"]) == 2
         assert torch.get_num_threads() == 1
-        assert main(["predict", "--model-dir", str(tmp_path), "--data", "x", "--out", "y", "--threads", "0"]) == 2
-        assert "--threads" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as info:  # refused by the parser: 0 is not a thread count
+            main(["predict", "--model-dir", str(tmp_path), "--data", "x", "--out", "y", "--threads", "0"])
+        assert info.value.code == 2 and "--threads" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
 
