@@ -428,8 +428,9 @@ def _draw_panel(axes: Any, points: list[dict[str, Any]], title: str, cmap: Any) 
     axes.set_xlim(left=-0.2)
 
 
-def plot_tradeoff(results: Mapping[str, Any], path: str | os.PathLike[str], *, dpi: int = 150) -> Path:
-    """Write the forgetting-gap / utility / cost plot as a PNG, one panel per scenario (Agg canvas)."""
+def tradeoff_figure(results: Mapping[str, Any]) -> Any:
+    """The forgetting-gap / utility / cost plot as a matplotlib ``Figure`` (Agg canvas), one panel
+    (axes) per scenario, one scatter marker per method at its :func:`tradeoff_points` coordinates."""
     from toolkit_core.offline import prepare_offline
 
     prepare_offline()
@@ -445,6 +446,12 @@ def plot_tradeoff(results: Mapping[str, Any], path: str | os.PathLike[str], *, d
     for index, (points, title) in enumerate(panels):
         _draw_panel(figure.add_subplot(1, len(panels), index + 1), points, title, cmap)
     figure.tight_layout()
+    return figure
+
+
+def plot_tradeoff(results: Mapping[str, Any], path: str | os.PathLike[str], *, dpi: int = 150) -> Path:
+    """Write :func:`tradeoff_figure` as a PNG."""
+    figure = tradeoff_figure(results)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}.png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from matplotlib.collections import PathCollection
 
 from vision_unlearn import benchmark
 from vision_unlearn.benchmark import BenchmarkSpec, run_benchmark
@@ -43,6 +44,17 @@ def test_benchmark_with_sweep_writes_results(tmp_path, monkeypatch) -> None:
     assert finetune["config"]["lr"] == best["config"]["lr"] == sweep["chosen"]["lr"]
     markdown = (tmp_path / "results.md").read_text()
     assert "| finetune |" in markdown and "class:3" in markdown
-    assert (tmp_path / "tradeoff.png").stat().st_size > 1000
+    assert (tmp_path / "tradeoff.png").is_file()
+    from vision_unlearn.report import scenario_views, tradeoff_figure, tradeoff_points
+
+    (axes,) = tradeoff_figure(on_disk).axes  # one scenario, one panel: a marker per reported method
+    (view,) = scenario_views(on_disk)
+    assert axes.get_ylabel() == "TA on remaining classes (%)"  # a class-wise request
+    markers = sorted(tuple(map(float, c.get_offsets()[0])) for c in axes.collections
+                     if isinstance(c, PathCollection))
+    points = {p["name"]: (p["forgetting_gap"], p["utility"]) for p in tradeoff_points(view)}
+    assert len(markers) == 3
+    assert [v for xy in markers for v in xy] == pytest.approx([v for xy in sorted(points.values()) for v in xy])
+    assert points["retrain"][0] == pytest.approx(0.0)  # the reference sits at zero gap
     evidence = (tmp_path / "evidence.md").read_text()
     assert "| retrain (2nd run) |" in evidence and "Paired 95 % interval" in evidence
