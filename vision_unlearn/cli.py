@@ -9,9 +9,12 @@ Two model families share ``run`` and ``benchmark``:
 
 * timm classifiers: ``run --model-file FILE`` (from ``train``) and ``benchmark --model TIMM_NAME``;
 * Ultralytics YOLO detectors: ``run --model yolo:PATH_OR_YAML --data DATA`` and ``benchmark --model
-  yolo:MODEL.yaml``, dispatched to :func:`vision_unlearn.detection_benchmark.run_detection_unlearning`
-  and :func:`~vision_unlearn.detection_benchmark.run_detection_benchmark`. A flag of the other
-  family is refused (exit 2) rather than ignored.
+  yolo:MODEL.yaml`` (:func:`~vision_unlearn.detection_benchmark.run_detection_benchmark`;
+  ``benchmark --merge`` joins finished runs). A flag of the other family is refused (exit 2) rather
+  than ignored.
+
+``run`` only parses its flags into an :class:`~vision_unlearn.request.UnlearnRequest` and runs it
+(:func:`~vision_unlearn.request.run_request`), the road :func:`vision_unlearn.unlearn` also takes.
 
 ``run --method steer`` also writes the steering state alone, ``OUT/steering.safetensors``: the
 weights do not change, the erasure is a forward hook. Load it onto the model with
