@@ -133,7 +133,7 @@ def train_detector(
                 from rfo_bench.detectors.yolo import train_ultralytics
 
                 weights, history = train_ultralytics(spec.builder, config, fit_sets, categories, out,
-                                                     val_set=fit_val, resume=resume)
+                                                     val_set=fit_val, resume=resume, progress=progress)
             finished = True
         finally:
             if not finished:  # an interrupted segment: its compute is added when the run is resumed

@@ -159,7 +159,7 @@ def train_torchvision(
         subset = torch.utils.data.Subset(samples, order[first * recipe.batch_size:])
         loader = torch.utils.data.DataLoader(subset, batch_size=recipe.batch_size, shuffle=False,
                                              collate_fn=collate, num_workers=0)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False,
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=True,
                    initial=first, total=iters_per_epoch)
         batch = first
         for images, targets in bar:

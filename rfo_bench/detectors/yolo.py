@@ -18,12 +18,13 @@ percentiles before the tiles are written as 8-bit PNGs, so faint objects keep th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,12 @@ LAYOUT_NAME = "yolo_data"
 
 def train_ultralytics(
     builder, config: TrainConfig, train_sets: Sequence[DetectionDataset], categories: CategoryMap, out: Path,
-    *, val_set: DetectionDataset | None = None, resume: bool = False,
+    *, val_set: DetectionDataset | None = None, resume: bool = False, progress: bool = True,
 ) -> tuple[str, list[dict[str, Any]]]:
     """Train one YOLO model with the Ultralytics trainer; returns ``(weights path relative to out, history)``.
+
+    Ultralytics' own bars stay off (``YOLO_VERBOSE=false``, see :mod:`toolkit_core.offline`); with
+    ``progress`` one bar on stderr counts the batches of every epoch (:func:`_progress_callbacks`).
 
     The training layout is written into a fresh hidden folder of ``out`` (owned by this run) and
     removed afterwards; no folder that was already there is deleted. With ``resume`` and an
@@ -132,14 +136,15 @@ def train_ultralytics(
     layout = Path(tempfile.mkdtemp(prefix=f".{LAYOUT_NAME}.tmp-", dir=out))
     try:
         write_marker(layout, "rfo-bench train", state="staging")
-        return _train_on_layout(builder, config, sources, categories, out, layout, resume=resume)
+        return _train_on_layout(builder, config, sources, categories, out, layout, resume=resume,
+                                progress=progress)
     finally:
         shutil.rmtree(layout, ignore_errors=True)  # created above by this call: never a user's folder
 
 
 def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[DetectionDataset]],
-                     categories: CategoryMap, out: Path, layout: Path, *, resume: bool = False
-                     ) -> tuple[str, list[dict[str, Any]]]:
+                     categories: CategoryMap, out: Path, layout: Path, *, resume: bool = False,
+                     progress: bool = True) -> tuple[str, list[dict[str, Any]]]:
     from ultralytics import YOLO  # set up by train_ultralytics
 
     from rfo_bench.detectors.ultralytics_setup import load_yolo_checkpoint
@@ -154,13 +159,23 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
             logger.info("the Ultralytics run in %s has finished; nothing to resume", out)  # its optimizer was stripped
             return _finished_run(out)
         logger.info("resuming the Ultralytics run from %s", last)
-        YOLO(str(last)).train(resume=str(last), data=str(data_yaml), device=config.device, workers=0)
+        model = YOLO(str(last))
+        with _progress_callbacks(model, progress):
+            model.train(resume=str(last), data=str(data_yaml), device=config.device, workers=0)
         return _finished_run(out)
     model = YOLO(str(config.weights)) if config.weights is not None else YOLO(builder())
     # Ultralytics warms up for max(warmup_epochs * batches, 100) iterations; below 100 it cannot honour the
     # recipe, so short recipes train without warm-up rather than spending every iteration in it.
     batches = max(1, math.ceil(sum(len(d) for d in train_sets) / recipe.batch_size))
     warmup_epochs = recipe.warmup_iters / batches if recipe.warmup_iters >= 100 else 0.0
+    with _progress_callbacks(model, progress):
+        _train_fresh(model, config, data_yaml, warmup_epochs, out, validate="val" in sources)
+    return _finished_run(out)
+
+
+def _train_fresh(model, config: TrainConfig, data_yaml: Path, warmup_epochs: float, out: Path, *,
+                 validate: bool) -> None:
+    recipe = config.recipe
     model.train(
         data=str(data_yaml), epochs=recipe.epochs, warmup_epochs=warmup_epochs, imgsz=recipe.imgsz,
         batch=recipe.batch_size, workers=0,
@@ -169,9 +184,45 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
         momentum=recipe.momentum, weight_decay=recipe.weight_decay,
         fliplr=recipe.hflip_p, mosaic=recipe.mosaic, hsv_v=recipe.intensity_jitter, hsv_h=0.0, hsv_s=0.0,
         project=str(out.resolve()), name="ultralytics", exist_ok=True, amp=config.use_amp, plots=False,
-        verbose=False, val="val" in sources, pretrained=config.weights is not None,
+        verbose=False, val=validate, pretrained=config.weights is not None,
     )
-    return _finished_run(out)
+
+
+def _mean_loss(tloss: Any) -> float | None:
+    """The trainer's running loss summed over its terms (a tensor or, in newer releases, a dict of them)."""
+    terms = list(tloss.values()) if isinstance(tloss, dict) else [tloss]
+    try:
+        return float(sum(float(t.sum()) if hasattr(t, "sum") else float(t) for t in terms))
+    except (TypeError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _progress_callbacks(model, progress: bool) -> Iterator[None]:
+    """One tqdm bar on stderr over the batches of all epochs, fed by the Ultralytics trainer's callbacks."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="train", unit="batch", disable=not progress, leave=True)
+
+    def on_train_start(trainer) -> None:
+        per_epoch = len(trainer.train_loader)
+        bar.reset(total=trainer.epochs * per_epoch)
+        bar.update(trainer.start_epoch * per_epoch)
+
+    def on_train_batch_end(trainer) -> None:
+        bar.set_description(f"epoch {trainer.epoch + 1}/{trainer.epochs}", refresh=False)
+        loss = _mean_loss(getattr(trainer, "tloss", None))
+        if loss is not None:
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        bar.update(1)
+
+    if progress:
+        model.add_callback("on_train_start", on_train_start)
+        model.add_callback("on_train_batch_end", on_train_batch_end)
+    try:
+        yield
+    finally:
+        bar.close()
 
 
 def _finished_run(out: Path) -> tuple[str, list[dict[str, Any]]]:

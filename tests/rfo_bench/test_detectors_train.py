@@ -197,3 +197,17 @@ def test_yolo_refuses_missing_images_instead_of_training_on_fewer(tmp_path: Path
     with pytest.raises(UserInputError, match="image file does not exist") as info:
         train_detector(config, [dataset], tmp_path / "run", progress=False)
     assert str(info.value.file).endswith("3.png")
+
+
+@pytest.mark.parametrize("model", ["retinanet", "yolov8n"])
+def test_cli_train_shows_every_epoch_unless_no_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        model: str) -> None:
+    gt = write_tiny_coco(tmp_path / "d", n=4)
+    argv = ["train", "--model", model, "--data", str(gt), "--backbone", "test_resnet", "--epochs", "2",
+            "--imgsz", "64", "--batch", "2"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    assert "epoch 1/2" in captured.err and "epoch 2/2" in captured.err  # tqdm bars on stderr
+    assert "epoch" not in captured.out and json.loads(captured.out)["model"] == model
+    assert main([*argv, "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert "epoch 1/2" not in capsys.readouterr().err
