@@ -10,7 +10,7 @@ from rfo_toolkit.cli import rfo_synth_main as synth_main
 def test_train_then_sample_through_the_cli(tiny_coco, tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
     code = synth_main(["diffusion", "train", "--data", str(tiny_coco), "--out", str(ckpt), "--preset", "tiny",
-                       "--size", "32", "--steps", "2", "--batch-size", "2", "--save-every", "1"])
+                       "--patch-size", "32", "--steps", "2", "--batch", "2", "--save-every", "1"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["step"] == 2 and summary["patches"] == 8
@@ -25,8 +25,8 @@ def test_train_then_sample_through_the_cli(tiny_coco, tmp_path, capsys):
     assert manifest["sampler"]["scheduler"] == "dpm" and manifest["seed"] == 3
     # resuming a finished run is a no-op that still reports the step
     code = synth_main(["diffusion", "train", "--data", str(tiny_coco), "--out", str(ckpt), "--preset", "tiny",
-                       "--size", "32", "--steps", "2", "--batch-size", "2"])
+                       "--patch-size", "32", "--steps", "2", "--batch", "2"])
     assert code == 0 and json.loads(capsys.readouterr().out)["resumed_from"] == 2
     code = synth_main(["diffusion", "train", "--data", str(tiny_coco), "--out", str(ckpt), "--preset", "cpu",
-                       "--size", "32", "--steps", "3"])
+                       "--patch-size", "32", "--steps", "3"])
     assert code == 2 and "another model configuration" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 
 from rfo_toolkit.cli import rfo_synth_main as main
 
-ARGS = ["--size", "160", "--max-objects", "2", "--negative-fraction", "0.2", "--no-progress"]
+ARGS = ["--imgsz", "160", "--max-objects", "2", "--negative-fraction", "0.2", "--no-progress"]
 
 
 def _run(out, *extra) -> int:
@@ -70,16 +70,31 @@ def test_same_seed_is_byte_identical_and_shards_union_equals_full(dataset, tmp_p
 
 def test_preview(dataset, tmp_path) -> None:
     out = tmp_path / "sheet.png"
-    assert main(["preview", str(dataset), "--out", str(out), "--tile", "64"]) == 0
-    assert out.stat().st_size > 1000
+    assert main(["preview", str(dataset), "--out", str(out), "--imgsz", "64"]) == 0
     from PIL import Image
 
     with Image.open(out) as sheet:
         assert sheet.size == (4 * 64, 64)  # 4 images, 4 columns
+        rgb = np.asarray(sheet.convert("RGB")).astype(int)
+    coco = json.loads((dataset / "annotations.json").read_text())
+    for k, record in enumerate(coco["images"][:4]):  # every tile shows a radiograph, not a blank square
+        tile = rgb[:, 64 * k:64 * (k + 1)]
+        assert tile.std() > 5, f"tile {k} is blank"
+    # boxes are drawn in colour (red critical, blue other) on grey radiographs: coloured pixels exist
+    # exactly when one of the shown images has an object
+    shown = {r["id"] for r in coco["images"][:4]}
+    coloured = np.abs(rgb[..., 0] - rgb[..., 2]) > 60
+    assert coloured.any() == any(a["image_id"] in shown for a in coco["annotations"])
+    assert main(["preview", str(dataset), "--out", str(out), "--imgsz", "64"]) == 2  # no silent overwrite
+    assert main(["preview", str(dataset), "--out", str(out), "--imgsz", "64", "--overwrite"]) == 0
     crops = tmp_path / "crops.png"
-    assert main(["preview", str(dataset), "--crops", "--n", "3", "--columns", "3", "--out", str(crops), "--tile", "48"]) == 0
+    assert main(["preview", str(dataset), "--crops", "--n", "3", "--columns", "3", "--out", str(crops),
+                 "--imgsz", "48"]) == 0
     with Image.open(crops) as sheet:
         assert sheet.size == (3 * 48, 48)
+        crop_rgb = np.asarray(sheet.convert("RGB")).astype(int)
+    assert all(crop_rgb[:, 48 * k:48 * (k + 1)].std() > 5 for k in range(3))
+    assert (np.abs(crop_rgb[..., 0] - crop_rgb[..., 2]) > 60).any()  # each close-up shows its box
     assert main(["preview", str(tmp_path / "missing")]) == 2
 
 
@@ -148,7 +163,7 @@ def test_ct_mode_labels_and_pa_orientation(tmp_path) -> None:
     _synthetic_ct(ct)
     out = tmp_path / "ct"
     code = main(["physics", "--n", "3", "--out", str(out), "--seed", "2", "--mode", "ct", "--backgrounds", str(ct),
-                 "--size", "64", "--negative-fraction", "0", "--max-objects", "1", "--classes", "needle", "clamp",
+                 "--imgsz", "64", "--negative-fraction", "0", "--max-objects", "1", "--classes", "needle", "clamp",
                  "--off", "noise", "--no-progress"])
     assert code == 0
     coco = COCO(str(out / "annotations.json"))
