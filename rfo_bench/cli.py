@@ -234,8 +234,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--split-file", default=None, help="splits.json from `rfo-bench split` (YOLO train/val/test)")
     cmd.add_argument("--copy-images", action="store_true", help="copy images into the YOLO layout instead of linking")
     cmd.add_argument("--pseudonymise-names", action="store_true",
-                     help="coco/csv: write keyed pseudonyms (see toolkit_core.pseudonym) instead of file names and "
-                          "patient ids, for files that leave the site")
+                     help="write keyed pseudonyms (see toolkit_core.pseudonym) instead of file names and patient "
+                          "ids, for files that leave the site (coco/csv only)")
 
     cmd = add_command(sub, "split", _cmd_split,
                       "patient-level stratified split (or k-fold); writes DIR/splits.json and one COCO json per split")

@@ -55,10 +55,13 @@ USER_ERRNOS = frozenset(
 Handler = Callable[[argparse.Namespace], "int | None"]
 
 FLAG_MEANINGS: dict[str, str] = {
+    "--backgrounds": "background images",
     "--batch": "images per optimisation step",
     "--checkpoint-every": "save a resumable checkpoint every N steps",
     "--classes": "class names",
+    "--ckpt": "diffusion checkpoint folder",
     "--config": "file of settings",
+    "--context": "crop side / object size",
     "--data": "dataset",
     "--device": "torch device",
     "--epochs": "training epochs",
@@ -70,6 +73,9 @@ FLAG_MEANINGS: dict[str, str] = {
     "--no-progress": "hide progress bars",
     "--out": "output",
     "--overwrite": "replace an existing output this toolkit wrote",
+    "--patch-size": "object patch side in pixels",
+    "--pseudonymise-names": "write keyed pseudonyms",
+    "--rerun": "re-run finished",
     "--resume": "continue an interrupted run",
     "--seed": "random seed",
     "--seeds": "list of seeds",
@@ -269,9 +275,10 @@ def add_deprecated_alias(cmd: argparse.ArgumentParser, old: str, new: str) -> No
             setattr(namespace, DEPRECATED_DEST, [*said, (parser.prog, option_string or old, new)])
             target(parser, namespace, values, new)
 
-    cmd.add_argument(old, action=_Alias, dest=target.dest, nargs=target.nargs, type=target.type,
-                     choices=target.choices, metavar=target.metavar or target.dest.upper(),
-                     default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    alias = cmd.add_argument(old, action=_Alias, dest=target.dest, nargs=target.nargs, type=target.type,
+                             choices=target.choices, metavar=target.metavar or target.dest.upper(),
+                             default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    alias.deprecated_for = new  # read by deprecated_aliases() for docs/cli.md
 
 
 DEPRECATED_DEST = "deprecated_flags"
@@ -404,17 +411,31 @@ def _default_text(action: argparse.Action) -> str:
 
 
 def flag_rows(parsers: Mapping[str, argparse.ArgumentParser]) -> list[FlagRow]:
-    """Every visible flag (and positional) of every sub-command of ``parsers`` (program name -> parser)."""
+    """Every visible flag (and positional) of every sub-command of ``parsers`` (program name -> parser).
+
+    ``--verbose``, which every command has (also before the sub-command), is left out.
+    """
     rows: list[FlagRow] = []
     for prog, parser in parsers.items():
         for name, sub in _sub_parsers(parser):
             for action in sub._actions:
-                if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+                if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction) or (
+                        "--verbose" in action.option_strings):
                     continue
                 flag = max(action.option_strings, key=len) if action.option_strings else action.dest.upper()
                 help_text = " ".join((action.help or "").replace("%%", "%").split())
                 rows.append(FlagRow(f"{prog} {name}", flag, help_text, _default_text(action)))
     return rows
+
+
+def deprecated_aliases(parsers: Mapping[str, argparse.ArgumentParser]) -> list[tuple[str, str, str]]:
+    """``(command, old spelling, new flag)`` for every deprecated alias of ``parsers``."""
+    found = []
+    for prog, parser in parsers.items():
+        for name, sub in _sub_parsers(parser):
+            found += [(f"{prog} {name}", action.option_strings[0], action.deprecated_for)
+                      for action in sub._actions if getattr(action, "deprecated_for", None)]
+    return found
 
 
 def flag_table_markdown(rows: Iterable[FlagRow]) -> str:
@@ -433,9 +454,10 @@ def meaning_conflicts(
 ) -> list[str]:
     """Flags whose name stands for more than one meaning across sub-commands, one line each.
 
-    A flag used by several sub-commands must have an entry in ``meanings`` and each help text must start
-    with it; a flag used once needs none. Positionals and commands starting with an ``exempt`` prefix
-    are not checked.
+    A flag whose help text is the same wherever it is used has one meaning. One whose texts differ
+    between sub-commands needs an entry in ``meanings`` that each text starts with (the shared meaning,
+    then what it is in that command); so does every flag that has an entry. Positionals and commands
+    starting with an ``exempt`` prefix are not checked.
     """
     exempt = tuple(exempt)
     by_flag: dict[str, list[FlagRow]] = {}
@@ -444,11 +466,12 @@ def meaning_conflicts(
             by_flag.setdefault(row.flag, []).append(row)
     problems = []
     for flag, uses in sorted(by_flag.items()):
-        if len(uses) < 2 and flag not in meanings:
-            continue
         meaning = meanings.get(flag)
         if meaning is None:
-            problems.append(f"{flag}: used by {len(uses)} commands, no entry in FLAG_MEANINGS")
+            texts = sorted({row.meaning for row in uses})
+            if len(texts) > 1:
+                problems.append(f"{flag}: {len(texts)} different help texts and no entry in FLAG_MEANINGS: "
+                                + " | ".join(texts))
             continue
         for row in uses:
             if not row.meaning.lower().startswith(meaning.lower()):

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", default="runs/demo",
                       help="output: run folder (a demo run there is resumed: finished stages are reused)")
     demo.add_argument("--fast", action="store_true", help="smaller data and shorter schedules")
-    demo.add_argument("--rerun", action="store_true", help="re-run stages that already finished")
+    demo.add_argument("--rerun", action="store_true", help="re-run finished stages instead of reusing them")
     add_deprecated_alias(demo, "--force", "--rerun")
     demo.add_argument("--seed", type=int, default=0, help="random seed of every stage")
     demo.add_argument("--radiograph", default=None, help="chest radiograph (PNG/JPEG/DICOM); default: embedded")

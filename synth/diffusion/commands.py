@@ -114,7 +114,7 @@ def _sample(args: argparse.Namespace, classes: list[str] | None) -> dict[str, An
         from synth.diffusion.sample import SamplerConfig, sample_dataset
 
         config = SamplerConfig(scheduler=args.scheduler, steps=args.steps or 50,
-                               guidance_scale=1.0 if args.guidance is None else args.guidance, mode=args.mode,
+                               guidance_scale=1.0 if args.guidance is None else args.guidance, mode=args.inpaint_mode,
                                resample=args.resample, eta=args.eta, base=args.base)
         return sample_dataset(args.ckpt, args.backgrounds, args.out, n=args.n, seed=args.seed, config=config,
                               classes=classes, objects_per_image=args.objects_per_image,
@@ -224,9 +224,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cmd = add_command(actions, "sample", _cmd_sample,
                       "inpaint RFOs into backgrounds and write a COCO dataset (the physics generator's layout)")
     source = cmd.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="checkpoint directory from `rfo-synth diffusion train`")
+    source.add_argument("--ckpt", help="diffusion checkpoint folder from `rfo-synth diffusion train`")
     source.add_argument("--pretrained", help="local diffusers Stable Diffusion / RoentGen directory")
-    cmd.add_argument("--backgrounds", required=True, help="image file, directory of images, or `embedded`")
+    cmd.add_argument("--backgrounds", required=True,
+                     help="background images: an image file, a folder of images, or `embedded`")
     add_output_options(cmd, "dataset folder (images/, annotations.json, manifest.json)")
     cmd.add_argument("--n", type=int, default=8, help="number of images")
     cmd.add_argument("--seed", type=int, default=0, help="random seed of placement and noise")
@@ -237,8 +238,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      help="denoising scheduler (ddim, DPM-Solver++ or ancestral ddpm)")
     cmd.add_argument("--steps", type=int, help="number of steps: denoising steps (default 50; 30 for --pretrained)")
     cmd.add_argument("--guidance", type=float, help="guidance scale (default 1.0; 7.5 for --pretrained)")
-    cmd.add_argument("--mode", default="conditional", choices=("conditional", "repaint"),
+    cmd.add_argument("--inpaint-mode", default="conditional", choices=("conditional", "repaint"),
                      help="conditional: the model's own inpainting; repaint: RePaint's resampling of the known region")
+    add_deprecated_alias(cmd, "--mode", "--inpaint-mode")
     cmd.add_argument("--resample", type=int, default=1, help="RePaint resampling per step")
     cmd.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     cmd.add_argument("--base", default="background", choices=("background", "fill"),
@@ -265,7 +267,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      help="allow a randomly initialised extractor (smoke tests; numbers not comparable)")
     add_imgsz(cmd, "the extractor's input (default: the checkpoint's, else 64)")
     add_deprecated_alias(cmd, "--input-size", "--imgsz")
-    cmd.add_argument("--ckpt", help="take the patch geometry from this diffusion checkpoint")
+    cmd.add_argument("--ckpt", help="diffusion checkpoint folder to take the patch geometry from")
     _add_patch_flags(cmd, " (without --ckpt)")
     cmd.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the KID interval")
     cmd.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap")

@@ -83,7 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     phys.add_argument("--mode", choices=("radiograph", "ct"), default="radiograph",
                       help="insert into real radiographs, or project a CT with the objects inside")
     phys.add_argument("--backgrounds", default=None,
-                      help="radiograph(s) (PNG/DICOM file or folder) or CT (NIfTI); default the embedded real data")
+                      help="background images: radiograph(s) (PNG/DICOM file or folder) or a CT (NIfTI) "
+                           "(default: the embedded real data)")
     add_imgsz(phys, "the written radiographs", default=1024)
     add_deprecated_alias(phys, "--size", "--imgsz")
     phys.add_argument("--classes", nargs="+", default=None, help="class names of the RFOs to draw (default: all)")
