@@ -12,8 +12,10 @@ def test_train_then_sample_through_the_cli(tiny_coco, tmp_path, capsys):
     code = synth_main(["diffusion", "train", "--data", str(tiny_coco), "--out", str(ckpt), "--preset", "tiny",
                        "--patch-size", "32", "--steps", "2", "--batch", "2", "--save-every", "1"])
     assert code == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
     assert summary["step"] == 2 and summary["patches"] == 8
+    assert "train: 100%" in captured.err and "2/2" in captured.err  # the step bar, on stderr
     assert (ckpt / "unet" / "diffusion_pytorch_model.safetensors").exists()
     code = synth_main(["diffusion", "sample", "--ckpt", str(ckpt), "--backgrounds", str(tiny_coco / "images"),
                        "--out", str(tmp_path / "out"), "--n", "2", "--steps", "2", "--classes", "needle",
@@ -25,8 +27,13 @@ def test_train_then_sample_through_the_cli(tiny_coco, tmp_path, capsys):
     assert manifest["sampler"]["scheduler"] == "dpm" and manifest["seed"] == 3
     # resuming a finished run is a no-op that still reports the step
     code = synth_main(["diffusion", "train", "--data", str(tiny_coco), "--out", str(ckpt), "--preset", "tiny",
-                       "--patch-size", "32", "--steps", "2", "--batch", "2"])
-    assert code == 0 and json.loads(capsys.readouterr().out)["resumed_from"] == 2
+                       "--patch-size", "32", "--steps", "2", "--batch", "2", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["resumed_from"] == 2 and "train:" not in captured.err
+    # sampling into the finished dataset is refused: no silent overwrite
+    code = synth_main(["diffusion", "sample", "--ckpt", str(ckpt), "--backgrounds", str(tiny_coco / "images"),
+                       "--out", str(tmp_path / "out"), "--n", "2", "--steps", "2"])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
     code = synth_main(["diffusion", "train", "--data", str(tiny_coco), "--out", str(ckpt), "--preset", "cpu",
                        "--patch-size", "32", "--steps", "3"])
     assert code == 2 and "another model configuration" in capsys.readouterr().err

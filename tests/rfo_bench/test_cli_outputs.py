@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -72,3 +73,32 @@ def test_overwrite_leaves_a_folder_of_another_command_or_a_user_alone(
         assert "refusing to replace" in _one_error_line(capsys)
     assert (mine / "notes.txt").read_text() == "keep"
     assert (split_out / "splits.json").is_file()
+
+
+def test_benchmark_prints_only_the_leaderboard_on_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import rfo_toolkit.leaderboard as leaderboard
+
+    markdown = tmp_path / "leaderboard.md"
+    markdown.write_text("| model | AP50 |\n|---|---|\n| yolov8n | 0.5 |\n")
+    seen = {}
+
+    def fake_run(config, *, out_dir, force, progress, command):
+        print('{"n_images": 4}')  # what an in-process generator prints
+        seen.update(force=force, progress=progress, command=command, seeds=config.seeds, device=config.device)
+        return type("Result", (), {"markdown_path": markdown})()
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:  # the two fields the command sets
+        seeds: tuple[int, ...] = (0, 1, 2)
+        device: str = "cpu"
+
+    monkeypatch.setattr(leaderboard, "load_benchmark_config", lambda path: Config())
+    monkeypatch.setattr(leaderboard, "with_seeds", lambda c, seeds: dataclasses.replace(c, seeds=tuple(seeds)))
+    monkeypatch.setattr(leaderboard, "run_benchmark", fake_run)
+    assert main(["benchmark", "--config", "b.yaml", "--seeds", "0-1", "--device", "cuda"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == markdown.read_text() + "\n"
+    assert '{"n_images": 4}' in captured.err
+    assert seen == {"force": False, "progress": True, "seeds": (0, 1), "device": "cuda",
+                    "command": "rfo-bench benchmark --config b.yaml --seeds 0,1 --device cuda"}
