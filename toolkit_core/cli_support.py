@@ -281,6 +281,20 @@ def add_deprecated_alias(cmd: argparse.ArgumentParser, old: str, new: str) -> No
     alias.deprecated_for = new  # read by deprecated_aliases() for docs/cli.md
 
 
+def add_deprecated_switch(cmd: argparse.ArgumentParser, old: str, instead: str) -> None:
+    """Accept a switch that no longer does anything (e.g. an opt-in ``--progress`` once progress is the
+    default) for one release: hidden from ``--help``, one warning line saying what to do ``instead``."""
+
+    class _Switch(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+            said = getattr(namespace, DEPRECATED_DEST, [])
+            setattr(namespace, DEPRECATED_DEST, [*said, (parser.prog, option_string or old, instead)])
+
+    switch = cmd.add_argument(old, action=_Switch, nargs=0, dest=DEPRECATED_DEST, default=argparse.SUPPRESS,
+                              help=argparse.SUPPRESS)
+    switch.deprecated_for = instead
+
+
 DEPRECATED_DEST = "deprecated_flags"
 """Namespace attribute listing ``(prog, old, new)`` for each deprecated spelling used; :func:`run_cli` logs them."""
 

@@ -13,6 +13,7 @@ from toolkit_core.cli_support import (
     add_batch,
     add_command,
     add_deprecated_alias,
+    add_deprecated_switch,
     add_imgsz,
     add_output_options,
     add_runtime_options,
@@ -184,3 +185,18 @@ def test_one_flag_with_two_meanings_is_found() -> None:
     assert any(p.startswith("--size:") for p in problems)
     assert not any("tool a" in p or "tool b" in p for p in problems)
     assert meaning_conflicts(flag_rows({"tool": parser}), exempt=("tool c", "tool d", "tool e")) == []
+
+
+def test_a_switch_that_became_the_default_is_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    parser, sub = make_parser("tool", "test")
+    seen: dict = {}
+    cmd = add_command(sub, "go", lambda args: seen.update(vars(args)) or 0, "run")
+    add_runtime_options(cmd)
+    add_deprecated_switch(cmd, "--progress", "nothing: progress is on by default (--no-progress hides it)")
+    with caplog.at_level(logging.WARNING):
+        assert run_cli(parser, ["go", "--progress"]) == 0
+    assert seen["no_progress"] is False
+    assert [r.getMessage() for r in caplog.records] == [
+        "--progress is deprecated and will be removed in the next release; use nothing: progress is on by default "
+        "(--no-progress hides it)"]
+    assert "--progress " not in cmd.format_help().replace("--no-progress", "")
