@@ -13,7 +13,7 @@ from rfo_toolkit.cli import rfo_synth_main as synth_main
 from synth.diffusion.model import MASK_BANK_FILE, STATE_FILE, load_mask_bank
 from toolkit_core.errors import UserInputError
 
-TRAIN = ["--preset", "tiny", "--size", "32", "--batch-size", "2"]
+TRAIN = ["--preset", "tiny", "--patch-size", "32", "--batch", "2"]
 
 
 class SystemMarker:

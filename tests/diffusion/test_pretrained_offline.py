@@ -83,7 +83,7 @@ def test_pretrained_inpainting_samples_offline_from_a_local_folder(tiny_pipeline
     write_png16(tmp_path / "bg.png", background)
     out = tmp_path / "samples"
     code = synth_main(["diffusion", "sample", "--pretrained", str(tiny_pipeline), "--backgrounds",
-                       str(tmp_path / "bg.png"), "--out", str(out), "--n", "2", "--steps", "2", "--resolution", "32",
+                       str(tmp_path / "bg.png"), "--out", str(out), "--n", "2", "--steps", "2", "--imgsz", "32",
                        "--box-px", "16", "--classes", "needle,sponge", "--seed", "3"])
     assert code == 0 and attempts == []
     coco = json.loads((out / "annotations.json").read_text())

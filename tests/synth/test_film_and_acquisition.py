@@ -41,7 +41,7 @@ def _dicom_film(path, kvp: str | None = "80", sid: str | None = "1000") -> None:
 
 
 def _physics(out, *extra) -> int:
-    return main(["physics", "--out", str(out), "--no-progress", "--size", "64", *extra])
+    return main(["physics", "--out", str(out), "--no-progress", "--imgsz", "64", *extra])
 
 
 def test_dicom_acquisition_is_used_unless_a_flag_is_given(tmp_path) -> None:
@@ -87,7 +87,7 @@ def test_callers_that_do_not_name_explicit_settings(tmp_path) -> None:
     _dicom_film(film)
     for extra, kvp in (([], 80.0), (["--kvp", "110"], 110.0)):
         out = tmp_path / f"legacy{len(extra)}"
-        assert rfo_synth(["physics", "--n", "1", "--size", "64", "--no-progress", "--out", str(out),
+        assert rfo_synth(["physics", "--n", "1", "--imgsz", "64", "--no-progress", "--out", str(out),
                           "--backgrounds", str(film), *extra]) == 0
         (acq,) = json.loads((out / "manifest.json").read_text())["acquisitions"]
         assert acq["kvp"] == kvp and acq["source_to_detector_mm"] == 1000.0
