@@ -1,3 +1,4 @@
-"""Retained foreign objects: procedural library (:mod:`.library`), primitives, and user meshes (:mod:`.meshes`)."""
+"""Retained foreign objects: the generator registry (:mod:`.registry`), the procedural library of rigid
+objects (:mod:`.library`) and textiles (:mod:`.textiles`), primitives, and user meshes (:mod:`.meshes`)."""
 
 from __future__ import annotations
