@@ -109,6 +109,7 @@ class InpaintOutcome:
 
 
 def check_class(category_id: int, allowed: tuple[int, ...], where: str) -> None:
+    """Refuse a class the checkpoint was not trained on (a user error naming ``where`` and the classes known)."""
     if category_id not in allowed:
         names = [CATEGORY_BY_ID[c].name for c in allowed]
         name = CATEGORY_BY_ID[category_id].name if category_id in CATEGORY_BY_ID else str(category_id)
@@ -117,6 +118,7 @@ def check_class(category_id: int, allowed: tuple[int, ...], where: str) -> None:
 
 
 def check_request(request: ObjectRequest, image_hw: tuple[int, int], allowed: tuple[int, ...], where: str) -> None:
+    """Refuse a request of an unknown class, or whose mask is empty or not the background's size."""
     check_class(request.category_id, allowed, where)
     if request.object_mask.shape != image_hw:
         raise UserInputError("mask size differs from the background image", file=where, field="mask",

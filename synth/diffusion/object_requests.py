@@ -66,7 +66,16 @@ def place_bank_mask(
 
 
 def requests_from_file(path: Path, backgrounds: list[Path], info: CheckpointInfo, bank, rng):
-    """Parse ``--requests``: a JSON list of ``{"background", "category", "bbox" | "mask"}``."""
+    """Parse ``--requests``: a JSON list of ``{"background", "category", "bbox" | "mask"}``.
+
+    Returns:
+        ``(background path, loaded background, [ObjectRequest, ...])`` per background named (default: the
+        first of ``backgrounds``), in the order the file first names them.
+
+    Raises:
+        UserInputError: unreadable file, a malformed request, or one the checkpoint cannot draw (naming
+            the file and the request's index).
+    """
     try:
         items = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
