@@ -91,7 +91,7 @@ WEIGHTS_ONLY_SUFFIX = " (weights only)"
 """Suffix of the row of a test-time method measured with its hooks switched off."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelChoice:
     """The model and input geometry of an experiment."""
 
@@ -106,7 +106,7 @@ class ModelChoice:
                              img_size=image_size[0] if self.img_size_kwarg else None, kwargs=dict(self.kwargs))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BenchmarkSpec:
     """Everything that defines a benchmark run (recorded verbatim in ``results.json``).
 

@@ -83,7 +83,7 @@ from vision_unlearn.metrics.detection import gaps_to_reference, runtime_ratio
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DetectionBenchmarkConfig:
     """The benchmark preset (defaults: the CPU preset).
 

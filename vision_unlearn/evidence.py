@@ -38,7 +38,7 @@ RELEARN_MAX_STEPS = 200
 """Cap of the relearning attack (a model still above the target after it reports this number)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RelearnSettings:
     """Fine-tuning of the relearning attack: SGD (momentum 0.9) on the forget set alone, batch-norm
     statistics frozen (the attacker relearns weights, not the normalisation), in seeded cycles."""

@@ -48,7 +48,7 @@ class TrainingDivergedError(UserInputError):
     must change. The last good checkpoint is kept."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LoopSettings:
     """How to run (not what to optimise: that is the method's config).
 

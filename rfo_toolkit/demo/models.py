@@ -23,7 +23,7 @@ from toolkit_core.utils import atomic_output, atomic_write_text
 ADAM = {"optimizer": "adam", "weight_decay": 0.0, "batch_size": 16}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DemoModelPlan:
     """Training and unlearning budgets of the demo.
 
