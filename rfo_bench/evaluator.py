@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rfo_bench.eval_config import EvalConfig, Evaluation
 from rfo_bench.evaluate import evaluate_detailed
 from rfo_bench.ground_truth import (
@@ -65,8 +67,7 @@ class DetectionEvaluator:
     def reset(self) -> None:
         """Forget every batch seen (the fixed ground truth, if any, stays)."""
         self._records: list[ImageRecord] = []
-        self._batches: list[Predictions] = []
-        self._raw: list[tuple[int, Sequence[Mapping[str, Any]]]] = []  # (first image index, per-image arrays)
+        self._batches: list[Predictions] = []  # indices into the images of the fixed ground truth or of _records
 
     @property
     def num_images(self) -> int:
@@ -101,29 +102,36 @@ class DetectionEvaluator:
             raise UserInputError("predictions must be a list with one entry per target", file=MEMORY,
                                  field="predictions", value=len(predictions) if isinstance(predictions, Sequence)
                                  else type(predictions).__name__)
-        first = len(self._records)
-        self._records += records_from_targets(targets, first_image_id=first + 1, box_format=self.box_format,
-                                              offset=first)
-        self._raw.append((first, predictions))
+        first, number = len(self._records), len(self._batches)
+        records = records_from_targets(targets, first_image_id=first + 1, box_format=self.box_format, offset=first)
+        table = category_table(self.categories, [o.category_id for r in records for o in r.objects])
+        if self.categories is not None:
+            known = {c.id for c in table}
+            for k, record in enumerate(records):
+                unknown = [o.category_id for o in record.objects if o.category_id not in known]
+                if unknown:
+                    raise UserInputError("unknown category id; the categories are " + ", ".join(map(str, sorted(known))),
+                                         file=MEMORY, field=f"targets[{first + k}].labels", value=unknown[0])
+        # converted now (tensors leave the GPU with this batch); labels checked now against given categories,
+        # else every label seen becomes a category at compute()
+        part = predictions_from_arrays(predictions, DetectionDataset(Path("."), tuple(records), table, MEMORY),
+                                       box_format=self.box_format, source=f"{MEMORY} batch {number}",
+                                       check_categories=self.categories is not None)
+        self._records += records
+        self._batches.append(Predictions(part.image_index + first, part.score, part.points_xy, part.boxes_xywh,
+                                         part.category_id, source=MEMORY))
 
     def _inputs(self) -> tuple[DetectionDataset, Predictions]:
+        predictions = concatenate_predictions(self._batches)
         if self.ground_truth is not None:
-            return self.ground_truth, concatenate_predictions(self._batches)
+            return self.ground_truth, predictions
         if not self._records:
             raise UserInputError("nothing to evaluate: call update() first")
         labels = [o.category_id for r in self._records for o in r.objects]
-        if self.categories is None:  # detections of a class without ground truth: a category with no object
-            labels += [int(v) for _, batch in self._raw for item in batch
-                       for v in (item.get("labels", ()) if isinstance(item, Mapping) else ())]
+        if predictions.category_id is not None:  # a class detected but absent from the targets: no ground truth
+            labels += np.unique(predictions.category_id).tolist()
         gt = DetectionDataset(Path("."), tuple(self._records), category_table(self.categories, labels), MEMORY)
-        parts = []
-        for number, (first, batch) in enumerate(self._raw):
-            batch_gt = gt.with_images(gt.images[first:first + len(batch)])
-            part = predictions_from_arrays(batch, batch_gt, box_format=self.box_format,
-                                           source=f"{MEMORY} batch {number}")
-            parts.append(Predictions(part.image_index + first, part.score, part.points_xy, part.boxes_xywh,
-                                     part.category_id, source=MEMORY))
-        return gt, concatenate_predictions(parts)
+        return gt, predictions
 
     def compute_detailed(self) -> Evaluation:
         """The :class:`~rfo_bench.evaluate.Evaluation` (report and the arrays behind the plots)."""

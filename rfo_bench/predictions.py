@@ -298,7 +298,7 @@ def boxes_to_xywh(boxes: Any, box_format: str, *, where: str) -> np.ndarray:
 
 def predictions_from_arrays(
     per_image: Mapping[int, Mapping[str, Any]] | Sequence[Mapping[str, Any]], gt: DetectionDataset, *,
-    box_format: str = "xyxy", source: str = MEMORY,
+    box_format: str = "xyxy", source: str = MEMORY, check_categories: bool = True,
 ) -> Predictions:
     """Predictions from per-image arrays, as torchmetrics' ``MeanAveragePrecision.update`` takes them.
 
@@ -310,6 +310,8 @@ def predictions_from_arrays(
         gt: the ground truth.
         box_format: ``xyxy`` (``[x1, y1, x2, y2]``, torchmetrics' default) or ``xywh`` (COCO).
         source: named in messages and in the report.
+        check_categories: refuse labels that are not categories of ``gt`` (off where the category table
+            is made from the labels afterwards, as :class:`rfo_bench.evaluator.DetectionEvaluator` does).
 
     Raises:
         UserInputError: a wrong shape, a non-finite value, an unknown image or category, or a mix of
@@ -346,7 +348,7 @@ def predictions_from_arrays(
             if boxes.shape[0] != n or labels.size != n:
                 raise UserInputError("boxes, scores and labels must have the same length", file=source,
                                      field=where, value=(boxes.shape[0], n, labels.size))
-            unknown = labels[~np.isin(labels, known)]
+            unknown = labels[~np.isin(labels, known)] if check_categories else labels[:0]
             if unknown.size:
                 raise UserInputError("unknown category id; the ground truth has " + ", ".join(map(str, known)),
                                      file=source, field=f"{where}.labels", value=int(unknown[0]))

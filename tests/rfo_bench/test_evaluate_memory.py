@@ -170,6 +170,7 @@ def test_point_predictions_from_memory_give_froc_only():
     ("negative_box", r"targets\[0\].boxes: box 0 has a negative width or height"),
     ("unknown_label", r"<memory> batch 0: \[0\].labels: unknown category id"),
     ("nan_score", r"\[1\].scores: scores must be finite"),
+    ("unknown_target_label", r"<memory>: targets\[1\].labels: unknown category id; the categories are 1 \(got 4\)"),
 ])
 def test_bad_memory_input_names_the_entry(case, message):
     targets = [{"boxes": [[0, 0, 4, 4]], "labels": [1]}, {"boxes": [[1, 1, 3, 3]], "labels": [1]}]
@@ -185,13 +186,27 @@ def test_bad_memory_input_names_the_entry(case, message):
             evaluator.update(preds, [targets[0], {"boxes": [1, 2, 3], "labels": [1]}])
         elif case == "negative_box":
             evaluator.update(preds, [{"boxes": [[4, 0, 0, 4]], "labels": [1]}, targets[1]])
-        else:
+        elif case == "unknown_target_label":
+            evaluator.update(preds, [targets[0], {**targets[1], "labels": [4]}])
+        else:  # refused by update(), before the batch is kept
             if case == "unknown_label":
                 preds[0]["labels"] = [5]
             else:
                 preds[1]["scores"] = [float("nan")]
             evaluator.update(preds, targets)
-            evaluator.compute()
+    assert evaluator.num_images == 0  # a refused batch leaves nothing behind
+
+
+def test_a_class_detected_but_never_annotated_is_a_category_without_ground_truth():
+    targets = [{"boxes": [[0, 0, 10, 10]], "labels": [1]}]
+    preds = [{"boxes": [[0, 0, 10, 10], [20, 20, 30, 30]], "scores": [0.9, 0.8], "labels": [1, 8]}]
+    evaluator = DetectionEvaluator(EvalConfig(bootstrap=0))
+    evaluator.update(preds, targets)
+    report = evaluator.compute()
+    # zipper (id 8 of the RFO vocabulary) has no object: COCO leaves it out of AP (-1), as pycocotools does
+    assert set(report["per_category"]) == {"sponge", "zipper"}
+    assert report["per_category"]["zipper"] == {"AP": None, "AP50": None, "num_objects": 0}
+    assert round(report["coco"]["AP50"], 9) == 1.0
 
 
 def test_fixed_ground_truth_refuses_targets_and_compute_needs_data():
