@@ -76,6 +76,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+MIN_INTERVAL_REPLICATES = 2
+"""Usable bootstrap replicates below which an interval is not reported (one value has no spread)."""
+
 
 def coco_arrays_from_records(gt: DetectionDataset, predictions: Predictions) -> coco_eval.CocoArrays:
     """:class:`~rfo_bench.metrics.coco_eval.CocoArrays` straight from the records (no COCO dicts).
@@ -349,14 +352,18 @@ def evaluate_detailed(gt: GroundTruthSource, predictions: PredictionSource, conf
             reps["froc" if name is None else f"froc_{name}"] = np.mean(sensitivity, axis=1)
         reps["auroc"] = auroc_m.weighted_auroc(labels, image_scores, counts)
         used = {}
+
+        def interval(values: np.ndarray) -> list[float | None] | None:
+            # one usable replicate has no spread to show: no interval rather than a zero-width one
+            found = boot.percentile_interval(values, config.ci_level)
+            return found.as_list() if found.replicates_used >= MIN_INTERVAL_REPLICATES else None
+
         for name, values in reps.items():
-            interval = boot.percentile_interval(values, config.ci_level)
-            report[key][name] = interval.as_list() if interval.replicates_used else None
-            used[name] = interval.replicates_used
+            report[key][name] = interval(values)
+            used[name] = int(np.isfinite(values).sum())
         for name, sensitivity in bands.items():  # the band of each FROC curve: an interval per threshold
             entry = report["froc"] if name == "froc" else report["froc_strata"][name]
-            entry["sensitivity_ci"] = [boot.percentile_interval(sensitivity[:, t], config.ci_level).as_list()
-                                       for t in range(sensitivity.shape[1])]
+            entry["sensitivity_ci"] = [interval(sensitivity[:, t]) or [None, None] for t in range(sensitivity.shape[1])]
             reps[f"{name}_sensitivity" if name == "froc" else f"froc_{name}_sensitivity"] = sensitivity
         report["bootstrap"] = {"replicates": config.bootstrap, "unit": unit, "seed": config.seed,
                                "replicates_used": used, "method": "percentile"}

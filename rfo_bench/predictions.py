@@ -413,7 +413,7 @@ def read_predictions(
         if isinstance(first, Mapping) and "bbox" not in first and ("scores" in first or "boxes" in first):
             preds = predictions_from_arrays(source, gt, box_format=box_format)
         else:
-            preds = coco_results_to_predictions(source, gt)
+            preds = coco_results_to_predictions(list(source) if isinstance(source, tuple) else source, gt)
     else:
         file = Path(source)
         if file.suffix.lower() == ".json":

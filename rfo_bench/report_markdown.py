@@ -153,7 +153,7 @@ def _froc_lines(report: Mapping[str, Any], froc: Mapping[str, Any], key: str) ->
              "| FP / image | " + " | ".join(f"{f:g}" for f in froc["fps_per_image"]) + " | score |",
              "|---|" + "---|" * (len(froc["fps_per_image"]) + 1),
              "| sensitivity | " + " | ".join(_fmt(s) for s in froc["sensitivity"]) + f" | {_fmt(froc['score'])} |"]
-    if froc.get("sensitivity_ci"):
+    if any(b and b[0] is not None for b in froc.get("sensitivity_ci") or ()):
         lines.append(f"| {key[2:]}% CI | " + " | ".join(_ci({"b": {"i": b}}, "b", "i") for b in froc["sensitivity_ci"])
                      + f" | {_ci(report, key, 'froc')} |")
     for name, values in (report.get("froc_strata") or {}).items():

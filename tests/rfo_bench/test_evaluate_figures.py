@@ -162,6 +162,15 @@ def test_markdown_without_bootstrap_has_no_interval_column(scene):
     assert "| FP / image | 0.125 | 0.25 | 0.5 | 1 | 2 | 4 | 8 | score |" in text
 
 
+def test_one_bootstrap_replicate_gives_no_interval(scene):
+    gt, preds = scene
+    report = evaluate_detailed(gt, preds, EvalConfig(bootstrap=1)).report
+    assert set(report["ci95"].values()) == {None}  # one value has no spread: no [x, x] interval
+    assert report["froc"]["sensitivity_ci"] == [[None, None]] * 7
+    assert report["bootstrap"]["replicates_used"]["froc"] == 1
+    assert "CI" not in report_markdown(report)
+
+
 @pytest.mark.parametrize("seconds, text", [(0.42, "0.42 s"), (12.34, "12.3 s"), (431.0, "431 s"),
                                            (1135.0, "18.9 min"), (4 * 3600 + 360, "4.1 h"), (None, "n/a")])
 def test_seconds_are_printed_as_people_read_them(seconds, text):
