@@ -67,7 +67,8 @@ def header_lines(report: Mapping[str, Any]) -> list[str]:
     boot_info = report.get("bootstrap")
     replicates = run.get("bootstrap", 0)
     if replicates and boot_info:
-        resampling = f"{replicates} bootstrap replicates over {boot_info['unit']}s, seed {run.get('seed')}"
+        resampling = (f"{replicates} bootstrap replicate{'s' * (replicates != 1)} over {boot_info['unit']}s, "
+                      f"seed {run.get('seed')}")
     else:
         resampling = "no bootstrap (no intervals)"
     lines = [f"rfo-toolkit {run.get('toolkit_version')}, commit {commit[:12] if commit else 'unknown (not a checkout)'};"
