@@ -162,3 +162,27 @@ def test_the_harness_evaluates_any_test_time_method_with_its_hooks_off(monkeypat
     plain = evaluate(original, data.train, data.test, split, 0)
     for key in ("UA", "RA", "TA"):  # hooks off: the weights are the original's, and so are the scores
         assert metrics["weights_only"][key] == pytest.approx(plain[key], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_unlearn_takes_an_ultralytics_yolo_model_and_leaves_it_untouched(tmp_path) -> None:
+    from ultralytics import YOLO
+
+    from rfo_toolkit.cli import vision_unlearn_main
+    from vision_unlearn.detection_data import toy_detection_data
+    from vision_unlearn.detection_forget import resolve_detection_forget
+
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    assert vision_unlearn_main(["run", "--model", "yolo:yolov8n.yaml", "--data", "toy:6", "--imgsz", "64", "--method",
+                                "finetune", "--set", "epochs=1", "--set", "batch_size=4", "--forget", "class:clamp",
+                                "--out", str(out), "--no-eval", "--no-progress"]) == 0
+    train = toy_detection_data(8, 0, 64)
+    split = resolve_detection_forget("class:clamp", train)
+    model = YOLO(str(out / "unlearned.pt"))
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    unlearned, record = vision_unlearn.unlearn(model, forget=split.forget_data(train), retain=split.retain_data(train),
+                                               method="finetune", config={"epochs": 1, "batch_size": 4}, image_size=64)
+    assert isinstance(unlearned, YOLO) and unlearned is not model and record.steps == 2
+    assert all(torch.equal(before[k], v) for k, v in model.model.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in unlearned.model.state_dict().items())
