@@ -19,7 +19,7 @@ _PUBLIC = {
     "UnlearnRecord": "vision_unlearn.in_memory",
     "UnlearnRequest": "vision_unlearn.request",
     "UnlearnResult": "vision_unlearn.request",
-    "run_request": "vision_unlearn.request",
+    "run_request": "vision_unlearn.road",
     "run_method": "vision_unlearn.run",
     "MethodRun": "vision_unlearn.run",
     "create_unlearner": "vision_unlearn.api",

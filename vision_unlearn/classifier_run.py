@@ -1,4 +1,4 @@
-"""One unlearning request on one timm classifier: the classifier leg of :func:`vision_unlearn.request.run_request`.
+"""One unlearning request on one timm classifier: the classifier leg of :func:`vision_unlearn.road.run_request`.
 
 The road, forward only: read the model file (written by ``vision-unlearn train``) and its dataset
 -> resolve the forget request on the training split -> run the method

@@ -14,7 +14,7 @@ Two model families share ``run`` and ``benchmark``:
   than ignored.
 
 ``run`` only parses its flags into an :class:`~vision_unlearn.request.UnlearnRequest` and runs it
-(:func:`~vision_unlearn.request.run_request`), the road :func:`vision_unlearn.unlearn` also takes.
+(:func:`~vision_unlearn.road.run_request`), the road :func:`vision_unlearn.unlearn` also takes.
 
 ``run --method steer`` also writes the steering state alone, ``OUT/steering.safetensors``: the
 weights do not change, the erasure is a forward hook. Load it onto the model with
@@ -110,11 +110,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # --- run -----------------------------------------------------------------------------------------------
 def _cmd_run(args: argparse.Namespace) -> int:
     """Parse the flags into an :class:`~vision_unlearn.request.UnlearnRequest` and run it
-    (:func:`~vision_unlearn.request.run_request`); a flag of the other model family is refused."""
+    (:func:`~vision_unlearn.road.run_request`); a flag of the other model family is refused."""
     import sys
 
     from vision_unlearn.api import parse_overrides
-    from vision_unlearn.request import UnlearnRequest, read_config_fields, run_request
+    from vision_unlearn.request import UnlearnRequest, read_config_fields
+    from vision_unlearn.road import run_request
 
     detector = args.model is not None
     if detector:

@@ -26,7 +26,7 @@ from vision_unlearn.adapters.yolo_data import DetectionData
 from vision_unlearn.detection_data import heldout_patient_split, load_detection_data, toy_detection_data
 
 if TYPE_CHECKING:
-    from vision_unlearn.detection_benchmark import DetectionBenchmarkConfig
+    from vision_unlearn.detection_config import DetectionBenchmarkConfig
 
 logger = logging.getLogger(__name__)
 

@@ -162,7 +162,7 @@ def prepare_run_data(full: DetectionData, forget: str, test: DetectionData | Non
 
 def run_detection_unlearning(unlearn_request: UnlearnRequest, *, use_presets: bool = True) -> dict[str, Any]:
     """Forget ``unlearn_request.forget`` from the detector ``unlearn_request.model``; save the result and
-    its audit record (the detector leg of :func:`vision_unlearn.request.run_request`).
+    its audit record (the detector leg of :func:`vision_unlearn.road.run_request`).
 
     What is read from the request (:class:`~vision_unlearn.request.UnlearnRequest`):
 

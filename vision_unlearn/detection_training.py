@@ -23,7 +23,7 @@ from vision_unlearn.detection_forget import DetectionForgetSplit, resolve_detect
 from vision_unlearn.detection_run import _run_method
 
 if TYPE_CHECKING:
-    from vision_unlearn.detection_benchmark import DetectionBenchmarkConfig
+    from vision_unlearn.detection_config import DetectionBenchmarkConfig
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ same :func:`vision_unlearn.run.run_method` as every other road:
   :func:`vision_unlearn.detection_data.load_detection_data`) or its ``stream()``.
 
 Given an :class:`~vision_unlearn.request.UnlearnRequest` instead, :func:`unlearn` runs it on the
-files it names (:func:`vision_unlearn.request.run_request`).
+files it names (:func:`vision_unlearn.road.run_request`).
 
 The input model: with ``copy=True`` (the default) it is left as it was and a new, unlearned model
 is returned; with ``copy=False`` it is unlearned in place and returned itself. A test-time method
@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 from toolkit_core.errors import UserInputError
 from vision_unlearn.protocols import MethodConfig, ModelAdapter
-from vision_unlearn.request import UnlearnRequest, UnlearnResult, run_request
+from vision_unlearn.request import UnlearnRequest, UnlearnResult
+from vision_unlearn.road import run_request
 
 
 @dataclass(frozen=True)

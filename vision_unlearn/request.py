@@ -21,7 +21,6 @@ The road, forward only, for both model families:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -147,34 +146,6 @@ class UnlearnResult:
     checkpoint: Path
     audit: Path
     notes: tuple[str, ...] = ()
-
-
-def run_request(request: UnlearnRequest) -> UnlearnResult:
-    """Run ``request`` along the road of the module docstring; write ``metrics.json``.
-
-    Raises:
-        UserInputError: outputs that exist (without ``force``/``resume``) or cannot be written, and
-            every error of the family's run.
-    """
-    from toolkit_core.records import jsonable
-    from toolkit_core.utils import atomic_write_bytes
-
-    refuse_overwrite(request.outputs, request.force, request.resume)
-    if request.family == "detector":
-        from vision_unlearn.detection_run import run_detection_unlearning
-
-        summary = run_detection_unlearning(request)
-    else:
-        from vision_unlearn.classifier_run import run_classifier_unlearning
-
-        summary = run_classifier_unlearning(request)
-    if summary is None:  # a non-main process of a distributed run writes nothing
-        return UnlearnResult({}, request.out / "unlearned.pt", request.out / "audit.json")
-    summary = jsonable({"method": request.method, "forget": request.forget, **summary})
-    atomic_write_bytes(request.out / "metrics.json",
-                       (json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n").encode("utf-8"))
-    return UnlearnResult(summary, request.out / "unlearned.pt", request.out / "audit.json",
-                         tuple(summary.get("notes") or ()))
 
 
 def refuse_overwrite(paths: list[Path], force: bool, resume: bool = False) -> None:
