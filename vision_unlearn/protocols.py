@@ -48,7 +48,8 @@ class ModelAdapter(Protocol):
     """One model family behind the interface every method uses.
 
     Optional hooks: an adapter whose model family needs its own forget objective provides them, and
-    a method uses them when present (``getattr``) and its generic code path otherwise, so every
+    a method uses them when present (``isinstance(adapter, AscentLossAdapter)`` and the other
+    capability protocols at the end of this module) and its generic code path otherwise, so every
     method keeps one code path. The YOLO adapter (:class:`vision_unlearn.adapters.yolo.YoloAdapter`)
     provides all three; the timm adapter none.
 
@@ -245,7 +246,8 @@ class AscentLossAdapter(Protocol):
     """An adapter with a bounded loss to ascend on forget data (detectors: the forget boxes' class
     terms on their anchors, clamped); methods fall back to ``log(1 - p)`` of the labels without it."""
 
-    def ascent_loss(self, batch: Batch) -> Tensor:
+    def ascent_loss(self, batch: Batch) -> dict[str, Tensor]:
+        """``"loss"``: the scalar objective to maximise; further keys are diagnostics (e.g. ``"anchors"``)."""
         ...
 
 
