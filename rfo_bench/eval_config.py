@@ -101,6 +101,6 @@ def run_header(config: EvalConfig, command: str | None = None) -> dict[str, Any]
         command = shlex.join([*words, *sys.argv[1:]])
     version = env.get("rfo-toolkit")
     if version in (None, "not installed"):
-        from rfo_bench import __version__ as version
+        from toolkit_core import __version__ as version
     return {"toolkit_version": version, "commit": env.get("commit"), "seed": config.seed,
             "bootstrap": config.bootstrap, "command": command, "environment": env}
