@@ -419,11 +419,11 @@ def encode_png16(pixels: np.ndarray, compress_level: int = 1) -> bytes:
     """16-bit grayscale PNG bytes of a ``[0, 1]`` image, quantised as :func:`rfo_bench.io.images.to_uint16`.
 
     Every scanline uses the PNG *Sub* filter (difference to the sample on the left) and the stream is
-    deflated by ISA-L (``isal``), whose deflate at its level 1 is about three times faster than zlib's
-    fastest run-length mode for files of the same size: the quantum noise of a radiograph leaves the
-    LZ77 match search almost nothing to find, so the Huffman stage is what matters. Pillow's encoder,
-    which in addition tries all five filters on every row, costs about three times the rendering of the
-    image. Any PNG reader decodes the result to the same ``uint16`` samples.
+    deflated by ISA-L (``isal``). On 2048² physics films (``benchmarks/bench_png16.py``, one thread) this
+    takes 0.037 s CPU per film, against 0.085 s with the standard library's zlib (level 1, ``Z_RLE``,
+    same size), 0.16–0.26 s with OpenCV and 0.32 s with Pillow (which tries every filter on every row);
+    end to end, ``rfo-synth physics`` needs 14% more CPU per film with zlib and 32–66% more with OpenCV
+    or Pillow. Any PNG reader decodes the result to the same ``uint16`` samples.
 
     Args:
         pixels: ``(H, W)`` float array in ``[0, 1]`` (values outside are clipped).
