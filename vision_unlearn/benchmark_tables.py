@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from toolkit_core.table_cells import mean_std_cell
+
 PAIRED_KEYS = ("avg_gap", "UA", "TA", "TA_remaining", "MIA", "LiRA_auc", "relearn_steps", "JS_forget", "JS_test")
 """Metrics whose paired difference to the 2nd retrain run is reported."""
 
@@ -65,9 +67,10 @@ def clearly_best_on(scenario: Mapping[str, Any], key: str = "avg_gap") -> str | 
 def _cell(summary: Mapping[str, Any], key: str) -> str:
     if key not in summary:
         return "–"
-    mean, std = summary[key]["mean"], summary[key]["std"]
+    value = summary[key]
     digits = 3 if key == "cpu_ratio_to_retrain" else 1 if key == "relearn_steps" else 2
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    spread = value["std"] if value.get("n", 2) > 1 else None  # one seed has no spread to show
+    return mean_std_cell(value["mean"], spread, digits=digits, missing="–")
 
 
 def _interval(value: Mapping[str, float] | None) -> str:

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit_core.errors import UserInputError
+from toolkit_core.table_cells import escape_markdown_cell, mean_std_cell
 from toolkit_core.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -210,14 +211,7 @@ def _format(column: str, mean: float, std: float | None) -> str:
         digits = 3
     else:
         digits = 2
-    text = f"{mean:.{digits}f}"
-    if std is not None:
-        text += f" ± {std:.{digits}f}"
-    return text
-
-
-def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return mean_std_cell(mean, std, digits=digits)
 
 
 def _row_order(methods: Mapping[str, Any]) -> list[str]:
@@ -231,7 +225,7 @@ def _markdown_rows(methods: Mapping[str, Any], columns: Sequence[str], headers: 
     lines = ["| Method | " + " | ".join(headers[c] for c in columns) + " |", "|---|" + "---|" * len(columns)]
     for name in _row_order(methods):
         cells = [cell(name, column) if column in methods[name] else "—" for column in columns]
-        lines.append(f"| {_markdown_cell(labels.get(name, name))} | " + " | ".join(cells) + " |")
+        lines.append(f"| {escape_markdown_cell(labels.get(name, name))} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -298,11 +292,11 @@ def _hyperparameter_lines(view: Mapping[str, Any]) -> list[str]:
         params = methods[name].get("hyperparameters")
         if not isinstance(params, Mapping) or not params:
             continue
-        shown = ", ".join(f"{k}={_markdown_cell(json.dumps(v))}" for k, v in sorted(params.items()))
-        line = f"- **{_markdown_cell(name)}**: {shown}"
+        shown = ", ".join(f"{k}={escape_markdown_cell(json.dumps(v))}" for k, v in sorted(params.items()))
+        line = f"- **{escape_markdown_cell(name)}**: {shown}"
         swept = sweep.get(name) if isinstance(sweep, Mapping) else None
         if isinstance(swept, Mapping) and isinstance(swept.get("grid"), Mapping) and swept["grid"]:
-            grid = "; ".join(f"{k} ∈ {_markdown_cell(json.dumps(v))}" for k, v in swept["grid"].items())
+            grid = "; ".join(f"{k} ∈ {escape_markdown_cell(json.dumps(v))}" for k, v in swept["grid"].items())
             line += f" — chosen by lowest Avg.Gap from {grid}"
             if "selection_seed" in swept:
                 line += f" on selection seed {swept['selection_seed']}"
@@ -317,20 +311,20 @@ def render_results_markdown(results: Mapping[str, Any]) -> str:
     if spec is not None:
         model = spec.get("model", {})
         model_name = model.get("name") if isinstance(model, Mapping) else model
-        title = f"# Unlearning benchmark: {_markdown_cell(str(spec.get('dataset', '?')))}, model {model_name}"
+        title = f"# Unlearning benchmark: {escape_markdown_cell(str(spec.get('dataset', '?')))}, model {model_name}"
     else:
-        title = f"# Unlearning results: {_markdown_cell(str(views[0].get('scenario', 'unlearning benchmark')))}"
+        title = f"# Unlearning results: {escape_markdown_cell(str(views[0].get('scenario', 'unlearning benchmark')))}"
     lines = [title, ""]
     seeds = spec.get("seeds") if spec is not None else results.get("seeds")
     if seeds is not None:
-        lines.append(f"Seeds: {_markdown_cell(str(list(seeds) if isinstance(seeds, (list, tuple)) else seeds))}. "
+        lines.append(f"Seeds: {escape_markdown_cell(str(list(seeds) if isinstance(seeds, (list, tuple)) else seeds))}. "
                      "Values are mean ± sample standard deviation over seeds.")
     else:
         lines.append("Values are mean ± sample standard deviation over seeds where several were run.")
     if spec is not None and spec.get("sweep"):
         lines.append("Hyper-parameters were chosen by a grid search on a separate selection seed that is not reported.")
     if results.get("command"):
-        lines.append(f"Command: `{_markdown_cell(str(results['command']))}`")
+        lines.append(f"Command: `{escape_markdown_cell(str(results['command']))}`")
     lines.append(
         "Bold marks the best unlearning method per column; for UA, RA, TA, MIA (and LiRA) that is the value closest "
         "to retraining, whose gap in percentage points is in parentheses. Avg.Gap = mean |metric - retrain| over "
@@ -338,7 +332,7 @@ def render_results_markdown(results: Mapping[str, Any]) -> str:
     )
     for view in views:
         if spec is not None or len(views) > 1:
-            lines += ["", f"## {_markdown_cell(str(view.get('scenario', '')))}"]
+            lines += ["", f"## {escape_markdown_cell(str(view.get('scenario', '')))}"]
         lines += ["", *_table(view)]
         honesty = _honesty_table(view)
         if honesty:
@@ -353,7 +347,7 @@ def render_results_markdown(results: Mapping[str, Any]) -> str:
     notes = results.get("notes")
     if notes:
         lines += ["", "## Notes", ""]
-        lines += [f"- {_markdown_cell(str(n))}" for n in (notes if isinstance(notes, list) else [notes])]
+        lines += [f"- {escape_markdown_cell(str(n))}" for n in (notes if isinstance(notes, list) else [notes])]
     return "\n".join(lines) + "\n"
 
 
