@@ -318,7 +318,7 @@ def test_rfo_patches_missing_annotations_or_images(tmp_path: Path) -> None:
         load_classification_data(f"rfo-patches:{tmp_path}")
     _write_coco(tmp_path / "coco")
     (tmp_path / "coco" / "images" / "3.png").unlink()
-    with pytest.raises(UserInputError, match="does not exist") as info:
+    with pytest.raises(UserInputError, match="not found") as info:
         load_classification_data(f"rfo-patches:{tmp_path / 'coco'}")
     assert info.value.field == "images.file_name" and info.value.value == "3.png"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -55,18 +54,6 @@ def _boxes_overlap(box_xyxy: tuple[float, float, float, float], boxes_xyxy: list
     return any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in boxes_xyxy)
 
 
-def _coco_image_path(dataset: Any, file_name: str, annotations_file: Path) -> Path:
-    """An image of a COCO dataset: ``file_name`` relative to the dataset root or to its ``images/`` folder."""
-    from rfo_bench.io.records import resolve_inside
-
-    for base in (dataset.root, dataset.root / "images"):
-        candidate = resolve_inside(base, file_name, source=str(annotations_file))
-        if candidate.is_file():
-            return candidate
-    raise UserInputError("image listed in annotations.json does not exist (looked in DIR and DIR/images)",
-                         file=annotations_file, field="images.file_name", value=file_name)
-
-
 def read_rfo_patches(
     directory: Path, size: tuple[int, int] | None, in_chans: int, seed: int
 ) -> ClassificationData:
@@ -85,12 +72,9 @@ def read_rfo_patches(
     on the same real background radiograph (recorded in each image's ``background`` field), so anatomy
     is shared across train and test when few backgrounds are used.
     """
-    from rfo_bench.io.coco import read_coco
+    from rfo_bench.io.coco import dataset_annotations_path, read_coco, resolve_dataset_image
 
-    annotations_file = directory / "annotations.json"
-    if not annotations_file.is_file():
-        raise UserInputError("COCO annotations not found (expected DIR/annotations.json and DIR/images/)",
-                             file=annotations_file)
+    annotations_file = dataset_annotations_path(directory)
     dataset = read_coco(annotations_file)
     if not dataset.images:
         raise UserInputError("COCO file lists no images", file=annotations_file, field="images")
@@ -131,7 +115,7 @@ def read_rfo_patches(
 
     records = sorted(dataset.images, key=lambda r: r.image_id)
     for record in tqdm(records, desc="cutting RFO patches", unit="image", leave=False):
-        pixels = read_pixels(_coco_image_path(dataset, record.file_name, annotations_file), in_chans)
+        pixels = read_pixels(resolve_dataset_image(directory, record.file_name), in_chans)
         patient = record.patient_id or f"image-{record.image_id}"
         boxes = []
         for number, obj in enumerate(record.objects):
