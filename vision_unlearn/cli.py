@@ -10,7 +10,7 @@ Two model families share ``run`` and ``benchmark``:
 * timm classifiers: ``run --model-file FILE`` (from ``train``) and ``benchmark --model TIMM_NAME``;
 * Ultralytics YOLO detectors: ``run --model yolo:PATH_OR_YAML --data DATA`` and ``benchmark --model
   yolo:MODEL.yaml`` (:func:`~vision_unlearn.detection_benchmark.run_detection_benchmark`;
-  ``benchmark --merge`` joins finished runs). A flag of the other family is refused (exit 2) rather
+  ``benchmark --merge-results`` joins finished runs). A flag of the other family is refused (exit 2) rather
   than ignored.
 
 ``run`` only parses its flags into an :class:`~vision_unlearn.request.UnlearnRequest` and runs it
@@ -30,7 +30,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from toolkit_core.cli_support import add_command
+from toolkit_core.cli_support import (
+    DEPRECATED_DEST,
+    FLAG_MEANINGS,
+    add_batch,
+    add_command,
+    add_deprecated_alias,
+    add_deprecated_switch,
+    add_imgsz,
+    add_runtime_options,
+    add_seeds,
+    check_output_file,
+    parse_seeds,
+    set_threads,
+    warn_deprecated,
+)
 from toolkit_core.errors import UserInputError
 from vision_unlearn.api import parse_method_groups, split_method_overrides
 from vision_unlearn.request import refuse_overwrite
@@ -40,10 +54,7 @@ logger = logging.getLogger(__name__)
 
 # --- shared helpers ---------------------------------------------------------------------------------
 def _threads(args: argparse.Namespace) -> None:
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(int(args.threads))
+    set_threads(getattr(args, "threads", None))
 
 
 def _refuse_flags(flags: Sequence[tuple[str, Any]], why: str) -> None:
@@ -54,8 +65,73 @@ def _refuse_flags(flags: Sequence[tuple[str, Any]], why: str) -> None:
 
 
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_runtime_options(parser, device="cpu", device_help="cpu, cuda or cuda:N")
+
+
+FORGET_HELP = ("forget request: classifier class:NAME | ids:FILE | patient:ID | patients:FILE | random:F; detector "
+               "class:NAME | images:FILE | patient:ID | patients:FILE | instances:FILE (benchmark: also images:F, "
+               "that share of the patients; repeat for several scenarios; class:clamp and images:0.1 when not given)")
+GROUPS_HELP = ("detector: parameter groups (backbone, neck, head) the method may update (benchmark: "
+               "METHOD=GROUP[,GROUP...], repeatable); the method's preset when not given (head for scrub and both "
+               "ofmu variants, all for the others)")
+HELDOUT_HELP = ("detector: other images the model never saw, to measure --set forget_loss_ceiling=heldout "
+                "(grad_ascent, neggrad_plus; image and patient requests); the benchmark's toy set draws its own")
+IN_CHANS_HELP = "image channels, 1 or 3; 1 when not given (run: only for a detector model yaml)"
+SET_HELP = ("override a config field (train: the training config, e.g. epochs, lr, batch_size; run: the method's; "
+            "benchmark: METHOD.FIELD=VALUE, or original.FIELD for the original training)")
+TEST_DATA_HELP = ("detector: held-out data for the before/after metrics (run: when not given, 20 %% of the patients "
+                  "of --data, seeded by --seed, are split off, listed in OUT/heldout_images.txt and not unlearned "
+                  "on; benchmark: --data when not given)")
+IMG_SIZE_KWARG_HELP = "classifier: pass img_size to timm (ViTs)"
+DATA_SEED_HELP = "seed of the train/test split of a classifier dataset (0 when not given)"
+CHECKPOINT_EVERY_HELP = FLAG_MEANINGS["--checkpoint-every"] + " (0: only at the end)"
+
+
+class _SeedCount(int):
+    """A bare ``--seeds N``: the old count of seeds, read for one release (see :func:`_benchmark_seeds`)."""
+
+
+def _seeds_or_count(text: str) -> tuple[int, ...] | _SeedCount:
+    """``--seeds``: a list ``0,1,2`` or a range ``0-2``; a bare integer is still the old count for one release."""
+    if text.strip().isdigit():
+        return _SeedCount(int(text))
+    try:
+        return parse_seeds(text)
+    except UserInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+class _SeedStart(argparse.Action):
+    """``--seed-start S`` (deprecated): the first seed of a bare ``--seeds N``; one warning line."""
+
+    deprecated_for = "--seeds S-(S+N-1)"
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        said = getattr(namespace, DEPRECATED_DEST, [])
+        setattr(namespace, DEPRECATED_DEST, [*said, (parser.prog, option_string or "--seed-start", self.deprecated_for)])
+        setattr(namespace, self.dest, values)
+
+
+def _benchmark_seeds(args: argparse.Namespace) -> tuple[int, ...]:
+    """The benchmark's seeds: ``--seeds`` as written, or the old ``--seeds N`` count from ``--seed-start``.
+
+    Raises:
+        UserInputError: no seed, or ``--seed-start`` with a list or range of seeds.
+    """
+    start = args.seed_start
+    if isinstance(args.seeds, _SeedCount) or (args.seeds is None and start is not None):
+        count = 3 if args.seeds is None else int(args.seeds)
+        if count < 1:
+            raise UserInputError("need at least one seed", field="--seeds", value=count)
+        first = start or 0
+        if args.seeds is not None:
+            warn_deprecated("vision-unlearn benchmark", f"--seeds {count} (a count)",
+                            f"--seeds {first}-{first + count - 1} (a bare number will be one seed)")
+        return tuple(range(first, first + count))
+    if start is not None:
+        raise UserInputError("--seed-start only shifts the old count form; write the seeds, e.g. --seeds 3-5",
+                             field="--seed-start", value=start)
+    return args.seeds if args.seeds is not None else (0, 1, 2)
 
 
 # --- train ---------------------------------------------------------------------------------------------
@@ -71,14 +147,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from vision_unlearn.run import run_method
 
     _threads(args)
-    out = Path(args.out)
+    args.in_chans = args.in_chans or 1
+    out = check_output_file(args.out, overwrite=args.overwrite or args.resume)
     ckpt = out.with_name(out.name + ".run.ckpt")
-    refuse_overwrite([out], args.force, args.resume)
     from vision_unlearn.api import config_class_of, config_from_dict, parse_overrides
 
-    config = config_from_dict(config_class_of("retrain"), {**ORIGINAL_CONFIG, **parse_overrides(args.set)},
-                              source="--set")
-    prepared = load_data(args.dataset, args.image_size, args.in_chans, args.data_seed)
+    fields = {**ORIGINAL_CONFIG, **parse_overrides(args.set)}
+    if args.batch is not None:  # --batch wins over --set batch_size=
+        fields["batch_size"] = args.batch
+    config = config_from_dict(config_class_of("retrain"), fields, source="--set")
+    data_seed = args.data_seed or 0
+    prepared = load_data(args.data, args.imgsz, args.in_chans, data_seed)
     spec = TimmModelSpec(args.model, num_classes=prepared.num_classes, in_chans=args.in_chans,
                          img_size=prepared.image_size[0] if args.img_size_kwarg else None)
     device = local_device(args.device)
@@ -94,8 +173,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         adapter.model.to("cpu")
         test_acc = accuracy(adapter.predict(prepared.test.images).numpy(), prepared.test.labels.numpy())
         if dist.is_main:
-            meta = {"dataset": args.dataset, "image_size": args.image_size, "in_chans": args.in_chans,
-                    "data_seed": args.data_seed, "class_names": prepared.train.class_names, "seed": args.seed,
+            meta = {"dataset": args.data, "image_size": args.imgsz, "in_chans": args.in_chans,
+                    "data_seed": data_seed, "class_names": prepared.train.class_names, "seed": args.seed,
                     "training": {"config": dict(config.__dict__), "seconds": result.seconds,
                                  "steps": result.total_steps, "world_size": dist.world_size},
                     "test_accuracy": test_acc}
@@ -122,26 +201,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not args.model.startswith("yolo:"):
             raise UserInputError("expected yolo:PATH_OR_YAML (a classifier is given with --model-file)",
                                  field="--model", value=args.model)
-        _refuse_flags([("--model-file", args.model_file), ("--dataset", args.dataset), ("--resume", args.resume),
+        _refuse_flags([("--model-file", args.model_file), ("--resume", args.resume),
                        ("--checkpoint-every", args.checkpoint_every or None)],
-                      "this flag is for classifiers (--model-file); a detector run takes --data and has no resume")
+                      "this flag is for classifiers (--model-file); a detector run has no resume")
         if args.data is None:
             raise UserInputError("a detector run needs its training data (a dataset path or toy:N)", field="--data")
     else:
         if args.model_file is None:
             raise UserInputError("give --model-file (a classifier written by `train`) or --model "
                                  "yolo:PATH_OR_YAML (a detector)", field="--model-file")
-        _refuse_flags([("--data", args.data), ("--imgsz", args.imgsz), ("--in-chans", args.in_chans),
+        _refuse_flags([("--imgsz", args.imgsz), ("--in-chans", args.in_chans),
                        ("--test-data", args.test_data), ("--heldout-data", args.heldout_data),
                        ("--groups", args.groups)],
-                      "this flag is for detectors (--model yolo:...); a classifier run reads its data with --dataset")
+                      "this flag is for detectors (--model yolo:...); a classifier keeps the image size and "
+                      "channels it was trained with")
     _threads(args)
     request = UnlearnRequest(
         model=args.model if detector else args.model_file, forget=args.forget, method=args.method,
         out=Path(args.out), config=read_config_fields(args.config, parse_overrides(args.set)),
         config_source=args.config or "--set", seed=args.seed,
-        device=args.device, evaluate=not args.no_eval, progress=not args.no_progress, force=args.force,
-        dataset=args.dataset, resume=args.resume, checkpoint_every=args.checkpoint_every, data=args.data,
+        device=args.device, evaluate=not args.no_eval, progress=not args.no_progress, force=args.overwrite,
+        dataset=None if detector else args.data, resume=args.resume, checkpoint_every=args.checkpoint_every,
+        data=args.data if detector else None,
         test_data=args.test_data, heldout_data=args.heldout_data, image_size=args.imgsz, in_chans=args.in_chans,
         groups=tuple(args.groups) if args.groups else None)
     result = run_request(request)
@@ -161,32 +242,32 @@ def _command_text(args: argparse.Namespace) -> str:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    if args.merge:
+    if args.merge_results:
         return _cmd_benchmark_merge(args)
-    if args.seeds < 1:
-        raise UserInputError("need at least one seed", field="--seeds", value=args.seeds)
+    args.seeds = _benchmark_seeds(args)
+    args.in_chans = args.in_chans or 1
     if args.model.startswith("yolo:"):
         return _cmd_benchmark_detection(args)
-    _refuse_flags([("--imgsz", args.imgsz), ("--n-train", args.n_train), ("--n-test", args.n_test),
-                   ("--data", args.data), ("--test-data", args.test_data), ("--heldout-data", args.heldout_data),
-                   ("--original-epochs", args.original_epochs), ("--progress", args.progress),
+    _refuse_flags([("--n-train", args.n_train), ("--n-test", args.n_test),
+                   ("--test-data", args.test_data), ("--heldout-data", args.heldout_data),
+                   ("--original-epochs", args.original_epochs),
                    ("--models-dir", args.models_dir),
                    ("--groups", args.groups or None)],
-                  "this flag is for detectors (--model yolo:MODEL.yaml); classifiers take --dataset, "
-                  "--image-size and --set original.epochs=N")
+                  "this flag is for detectors (--model yolo:MODEL.yaml); classifiers take --data, "
+                  "--imgsz and --set original.epochs=N")
     if not args.forget:
         raise UserInputError("give at least one forget request (class:3, random:0.1, ids:FILE)", field="--forget")
     return _cmd_benchmark_classifier(args)
 
 
 def _cmd_benchmark_merge(args: argparse.Namespace) -> int:
-    """``--merge A.json B.json --out DIR``: one detector table from several runs (e.g. one per seed)."""
+    """``--merge-results A.json B.json --out DIR``: one detector table from several runs (e.g. one per seed)."""
     from vision_unlearn.detection_tables import results_markdown, write_merged_results
 
     _refuse_flags([("--forget", args.forget or None), ("--methods", None if args.methods == "all" else args.methods),
                    ("--data", args.data), ("--resume", args.resume or None), ("--sweep", args.sweep or None)],
-                  "--merge only joins finished results; it runs nothing")
-    merged = write_merged_results(args.merge, args.out)
+                  "--merge-results only joins finished results; it runs nothing")
+    merged = write_merged_results(args.merge_results, args.out)
     print(results_markdown(merged["summary"], None))
     print(json.dumps({"results": str(Path(args.out) / "results.json")}))
     return 0
@@ -200,27 +281,26 @@ def _cmd_benchmark_detection(args: argparse.Namespace) -> int:
         run_detection_benchmark,
     )
 
-    _refuse_flags([("--dataset", args.dataset), ("--image-size", args.image_size),
-                   ("--img-size-kwarg", args.img_size_kwarg),
+    _refuse_flags([("--img-size-kwarg", args.img_size_kwarg),
                    ("--lira-shadows", args.lira_shadows), ("--data-seed", args.data_seed),
                    ("--resume", args.resume or None), ("--no-relearn", args.no_relearn or None)],
                   "this flag is for classifiers; a detector benchmark takes --data (or --n-train/--n-test for the "
                   "toy set) and --imgsz")
     _threads(args)
     out = Path(args.out)
-    refuse_overwrite([out / "results.json"], args.force)
+    refuse_overwrite([out / "results.json"], args.overwrite)
     methods = None if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     preset = DetectionBenchmarkConfig()
     config = make_benchmark_config(
         model=args.model, image_size=args.imgsz or preset.image_size, n_train=args.n_train or preset.n_train,
         n_test=args.n_test or preset.n_test, data=args.data, test_data=args.test_data,
         heldout_data=args.heldout_data, scenarios=args.forget or None,
-        methods=methods, seeds=range(args.seed_start, args.seed_start + args.seeds),
+        methods=methods, seeds=args.seeds,
         original_epochs=args.original_epochs, overrides=split_method_overrides(args.set), device=args.device,
         in_chans=args.in_chans,
         reference_retrains=1 if args.reference_retrains is None else args.reference_retrains,
         models_dir=args.models_dir, groups=parse_method_groups(args.groups), select=args.sweep)
-    results = run_detection_benchmark(config, out, command=_command_text(args), progress=bool(args.progress))
+    results = run_detection_benchmark(config, out, command=_command_text(args), progress=not args.no_progress)
     print(results_markdown(results["summary"], None))
     print(json.dumps({"results": str(out / "results.json")}))
     return 0
@@ -233,7 +313,7 @@ def _cmd_benchmark_classifier(args: argparse.Namespace) -> int:
 
     _threads(args)
     out = Path(args.out)
-    refuse_overwrite([out / "results.json"], args.force, resume=args.resume)
+    refuse_overwrite([out / "results.json"], args.overwrite, resume=args.resume)
     methods = list_unlearners() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     known = set(list_unlearners())
     for name in methods:
@@ -249,10 +329,10 @@ def _cmd_benchmark_classifier(args: argparse.Namespace) -> int:
     original = {**ORIGINAL_CONFIG, **per_method.pop("original", {})}
     config_from_dict(config_class_of("retrain"), original, source="--set original")
     spec = BenchmarkSpec(
-        dataset=args.dataset or "digits", forget=tuple(args.forget),
+        dataset=args.data or "digits", forget=tuple(args.forget),
         methods=tuple(m for m in methods if m != "retrain"),
-        seeds=tuple(range(args.seed_start, args.seed_start + args.seeds)),
-        model=ModelChoice(name=args.model, image_size=args.image_size, in_chans=args.in_chans,
+        seeds=tuple(args.seeds),
+        model=ModelChoice(name=args.model, image_size=args.imgsz, in_chans=args.in_chans,
                           img_size_kwarg=args.img_size_kwarg),
         original=original, method_configs=per_method, sweep=args.sweep,
         lira_shadows=16 if args.lira_shadows is None else args.lira_shadows, device=args.device,
@@ -283,72 +363,72 @@ def register(sub: argparse._SubParsersAction, argv: Sequence[str] | None = None)
     ``argv`` (when given) is what ``benchmark`` records as its command."""
 
     train = add_command(sub, "train", _cmd_train, "train the original classifier (timm) on a dataset")
-    train.add_argument("--dataset", default="digits", help="digits, folder:DIR, csv:FILE, cifar10:DIR, ...")
-    train.add_argument("--model", default="test_resnet", help="timm model name (built with pretrained=False)")
-    train.add_argument("--image-size", type=int, default=None, help="resize images to this side")
-    train.add_argument("--in-chans", type=int, default=1, choices=(1, 3), help="image channels")
-    train.add_argument("--img-size-kwarg", action="store_true", help="pass img_size to timm (ViTs)")
-    train.add_argument("--seed", type=int, default=0, help="training seed")
-    train.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split")
+    train.add_argument("--data", default="digits", help="dataset: digits, folder:DIR, csv:FILE, cifar10:DIR, ...")
+    add_deprecated_alias(train, "--dataset", "--data")
+    train.add_argument("--model", default="test_resnet", help="model: timm model name (built with pretrained=False)")
+    add_imgsz(train, "resize the images to this side (their own size when not given)")
+    add_deprecated_alias(train, "--image-size", "--imgsz")
+    train.add_argument("--in-chans", type=int, default=None, choices=(1, 3), help=IN_CHANS_HELP)
+    train.add_argument("--img-size-kwarg", action="store_true", help=IMG_SIZE_KWARG_HELP)
+    train.add_argument("--seed", type=int, default=0, help="random seed of the training")
+    train.add_argument("--data-seed", type=int, default=None, help=DATA_SEED_HELP)
+    add_batch(train, "wins over --set batch_size=; the training config's when not given")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help="training config (epochs, lr, batch_size, schedule, ...)")
-    train.add_argument("--out", required=True, help="model file to write")
-    train.add_argument("--resume", action="store_true", help="continue from OUT.run.ckpt")
-    train.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
-    train.add_argument("--force", action="store_true", help="overwrite an existing model file")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+                       help=SET_HELP)
+    train.add_argument("--out", required=True, help="output: the model file to write")
+    train.add_argument("--overwrite", action="store_true",
+                       help=f"{FLAG_MEANINGS['--overwrite']} (without it an existing model file is refused)")
+    add_deprecated_alias(train, "--force", "--overwrite")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.run.ckpt")
+    train.add_argument("--checkpoint-every", type=int, default=0, help=CHECKPOINT_EVERY_HELP)
     _add_runtime(train)
 
     run = add_command(sub, "run", _cmd_run, "unlearn a forget request from a trained model; write an audit record")
     run.add_argument("--model-file", default=None, help="classifier: the original model (from `train`)")
     run.add_argument("--model", default=None, metavar="yolo:PATH_OR_YAML",
-                     help="detector: a local Ultralytics detection checkpoint (.pt) or a model yaml")
+                     help="model: a detector, a local Ultralytics detection checkpoint (.pt) or a model yaml")
     run.add_argument("--method", required=True, help="method name (see list-methods)")
-    run.add_argument("--forget", required=True,
-                     help="classifier: class:NAME | ids:FILE | patient:ID | patients:FILE | random:F; detector: "
-                          "class:NAME | images:FILE | patient:ID | patients:FILE | instances:FILE")
-    run.add_argument("--dataset", default=None, help="classifier: default the dataset the model was trained on")
-    run.add_argument("--data", default=None, help="detector: training data (COCO json, YOLO data.yaml, ... or toy:N)")
-    run.add_argument("--test-data", default=None,
-                     help="detector: held-out data for the before/after metrics; when not given, 20 %% of the "
-                          "patients of --data (seeded by --seed) are split off, listed in OUT/heldout_images.txt "
-                          "and not unlearned on")
-    run.add_argument("--heldout-data", default=None,
-                     help="detector: other images it never saw, to measure --set forget_loss_ceiling=heldout "
-                          "(grad_ascent, neggrad_plus; image and patient requests)")
-    run.add_argument("--imgsz", type=int, default=None,
-                     help="detector: network input side, a multiple of 32; the checkpoint's training size "
-                          "(train_args.imgsz) when not given, 640 for a model yaml")
-    run.add_argument("--in-chans", type=int, default=None, choices=(1, 3),
-                     help="detector: channels of a yaml model; 1 when not given")
-    run.add_argument("--groups", nargs="+", default=None, choices=("backbone", "neck", "head"),
-                     help="detector: parameter groups the method may update; the method's preset when not "
-                          "given (head for scrub and ofmu, all for the others)")
-    run.add_argument("--config", default=None, help="YAML file of the method's config fields")
-    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
-    run.add_argument("--seed", type=int, default=0, help="seed (data order, random labels, random:F requests)")
-    run.add_argument("--out", required=True, help="output directory")
-    run.add_argument("--resume", action="store_true", help="continue from OUT/run.ckpt")
-    run.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
-    run.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    run.add_argument("--forget", required=True, help=FORGET_HELP)
+    run.add_argument("--data", default=None,
+                     help="dataset: classifier: the one the model was trained on when not given; detector "
+                          "(required): training data (COCO json, YOLO data.yaml, ... or toy:N)")
+    add_deprecated_alias(run, "--dataset", "--data")
+    run.add_argument("--test-data", default=None, help=TEST_DATA_HELP)
+    run.add_argument("--heldout-data", default=None, help=HELDOUT_HELP)
+    add_imgsz(run, "detector network input, a multiple of 32; the checkpoint's training size "
+                   "(train_args.imgsz) when not given, 640 for a model yaml")
+    run.add_argument("--in-chans", type=int, default=None, choices=(1, 3), help=IN_CHANS_HELP)
+    run.add_argument("--groups", nargs="+", default=None, choices=("backbone", "neck", "head"), help=GROUPS_HELP)
+    run.add_argument("--config", default=None, help="file of settings: YAML of the method's config fields")
+    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help=SET_HELP)
+    run.add_argument("--seed", type=int, default=0, help="random seed (data order, random labels, random:F requests)")
+    run.add_argument("--out", required=True, help="output: directory")
+    run.add_argument("--overwrite", action="store_true",
+                     help=f"{FLAG_MEANINGS['--overwrite']} (without it existing outputs are refused)")
+    add_deprecated_alias(run, "--force", "--overwrite")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/run.ckpt")
+    run.add_argument("--checkpoint-every", type=int, default=0, help=CHECKPOINT_EVERY_HELP)
     run.add_argument("--no-eval", action="store_true", help="skip UA/RA/TA/MIA")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_runtime(run)
 
     bench = add_command(sub, "benchmark", _cmd_benchmark, "compare methods with retraining over seeds")
     bench.add_argument("--model", default="test_resnet",
-                       help="timm model name, or yolo:MODEL.yaml for a detector trained from scratch")
-    bench.add_argument("--dataset", default=None, help="classifier: dataset spec; digits when not given")
-    bench.add_argument("--image-size", type=int, default=None, help="classifier: resize images to this side")
-    bench.add_argument("--in-chans", type=int, default=1, choices=(1, 3), help="image channels")
-    bench.add_argument("--img-size-kwarg", action="store_true", help="classifier: pass img_size to timm (ViTs)")
-    bench.add_argument("--forget", action="append", default=[],
-                       help="forget request; repeat for several scenarios (classifier: class:3, random:0.1, "
-                            "ids:FILE; detector: class:clamp, images:0.1 (that share of the patients), "
-                            "images:FILE, instances:FILE; default class:clamp and images:0.1)")
+                       help="model: timm model name, or yolo:MODEL.yaml for a detector trained from scratch")
+    bench.add_argument("--data", default=None,
+                       help="dataset: classifier: a dataset spec, digits when not given; detector: a dataset "
+                            "path instead of the toy set")
+    add_deprecated_alias(bench, "--dataset", "--data")
+    add_imgsz(bench, "classifier: resize images to this side (their own size when not given); "
+                     "detector: network input side, 128 when not given")
+    add_deprecated_alias(bench, "--image-size", "--imgsz")
+    bench.add_argument("--in-chans", type=int, default=None, choices=(1, 3), help=IN_CHANS_HELP)
+    bench.add_argument("--img-size-kwarg", action="store_true", help=IMG_SIZE_KWARG_HELP)
+    bench.add_argument("--forget", action="append", default=[], help=FORGET_HELP)
     bench.add_argument("--methods", default="all", help="comma-separated names or 'all'")
-    bench.add_argument("--seeds", type=int, default=3, help="number of seeds")
-    bench.add_argument("--seed-start", type=int, default=0, help="first seed (seeds S..S+N-1)")
+    seeds = add_seeds(bench, "0-2 when not given (for one release a bare N is still the old count of N seeds)")
+    seeds.type = _seeds_or_count
+    seeds.metavar = "SEEDS"
+    bench.add_argument("--seed-start", type=int, default=None, action=_SeedStart, help=argparse.SUPPRESS)
     bench.add_argument("--sweep", action="store_true",
                        help="choose each method's configuration on validation data of a separate data seed, never "
                             "on the reported test data (classifiers: from grids, and methods with presets choose "
@@ -357,40 +437,36 @@ def register(sub: argparse._SubParsersAction, argv: Sequence[str] | None = None)
     bench.add_argument("--lira-shadows", type=int, default=None,
                        help="classifier: LiRA shadow models (one bank for all seeds); 16 when not given, 0 disables")
     bench.add_argument("--no-relearn", action="store_true", help="classifier: skip the relearning attack")
-    bench.add_argument("--resume", action="store_true", help="classifier: continue from OUT/results.json")
+    bench.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from OUT/results.json (classifier)")
     bench.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE",
-                       help="override a method's config (or original.FIELD for the original training)")
-    bench.add_argument("--data-seed", type=int, default=None,
-                       help="classifier: seed of the train/test split (each seed draws its own train/validation "
-                            "partition of the training split); 0 when not given")
-    bench.add_argument("--data", default=None, help="detector: dataset path instead of the toy set")
-    bench.add_argument("--test-data", default=None, help="detector: held-out dataset (default: --data)")
-    bench.add_argument("--heldout-data", default=None,
-                       help="detector: images apart from train and test for forget_loss_ceiling=heldout "
-                            "(the toy set draws its own)")
-    bench.add_argument("--imgsz", type=int, default=None, help="detector: network input side; 128 when not given")
+                       help=SET_HELP)
+    bench.add_argument("--data-seed", type=int, default=None, help=DATA_SEED_HELP)
+    bench.add_argument("--test-data", default=None, help=TEST_DATA_HELP)
+    bench.add_argument("--heldout-data", default=None, help=HELDOUT_HELP)
     bench.add_argument("--n-train", type=int, default=None, help="detector: toy training images; 240 when not given")
     bench.add_argument("--n-test", type=int, default=None, help="detector: toy test images; 200 when not given")
     bench.add_argument("--reference-retrains", type=int, default=None,
                        help="retrained models per request and seed. Detector: gaps are taken to their mean (1 when "
                             "not given); classifier: gaps to the first, the others are the noise floor (2 when not "
                             "given)")
-    bench.add_argument("--groups", action="append", default=[], metavar="METHOD=GROUP[,GROUP...]",
-                       help="detector: parameter groups (backbone, neck, head) a method may update (repeatable; "
-                            "the preset restricts SCRUB and both OFMU variants to head)")
+    bench.add_argument("--groups", action="append", default=[], metavar="METHOD=GROUP[,GROUP...]", help=GROUPS_HELP)
     bench.add_argument("--models-dir", default=None,
                        help="detector: keep trained original/retrained detectors here and reuse them when "
                             "everything their training depends on matches")
     bench.add_argument("--original-epochs", type=int, default=None,
                        help="detector: epochs of the original training and of retrain; 60 when not given")
-    bench.add_argument("--progress", action="store_true", default=None, help="detector: progress bars")
-    bench.add_argument("--merge", nargs="+", default=None, metavar="RESULTS_JSON",
+    bench.add_argument("--merge-results", nargs="+", default=None, metavar="RESULTS_JSON",
                        help="detector: run nothing; join these results.json (e.g. one per seed) into one "
                             "results.json, results.md and results.png in --out")
-    bench.add_argument("--out", required=True, help="output directory")
-    bench.add_argument("--force", action="store_true", help="overwrite existing results")
+    add_deprecated_alias(bench, "--merge", "--merge-results")
+    bench.add_argument("--out", required=True, help="output: directory")
+    bench.add_argument("--overwrite", action="store_true",
+                       help=f"{FLAG_MEANINGS['--overwrite']} (without it an existing OUT/results.json is refused)")
+    add_deprecated_alias(bench, "--force", "--overwrite")
     bench.set_defaults(argv=None if argv is None else list(argv))
     _add_runtime(bench)
+    add_deprecated_switch(bench, "--progress", "nothing: progress is on by default (--no-progress hides it)")
 
     listing = add_command(sub, "list-methods", _cmd_list_methods, "list the registered methods and their configs")
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--json", action="store_true", help=FLAG_MEANINGS["--json"])

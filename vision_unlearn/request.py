@@ -4,7 +4,7 @@ The road, forward only, for both model families:
 
 1. the request is checked when it is made (method, config fields, the flags of its model family),
    before any data is read;
-2. the outputs are checked writable (and not overwritten without ``force``);
+2. the outputs are checked writable (and not overwritten without ``force``, the CLI's ``--overwrite``);
 3. the family's run reads model and data, resolves the forget request, runs the method through
    :func:`vision_unlearn.run.run_method`, evaluates before/after and writes the unlearned model and
    the audit record: :func:`vision_unlearn.classifier_run.run_classifier_unlearning` (timm, from a
@@ -158,7 +158,7 @@ def refuse_overwrite(paths: list[Path], force: bool, resume: bool = False) -> No
         return
     for path in paths:
         if path.exists():
-            raise UserInputError("output exists; pass --force to overwrite (or --resume to continue)", file=path)
+            raise UserInputError("output exists (use --overwrite to replace it, or --resume to continue)", file=path)
 
 
 def read_config_fields(config_file: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from vision_unlearn.checkpoint import save_model
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "original.pt"
-    assert main(["train", "--dataset", "digits", "--set", "epochs=2", "--set", "lr=0.05", "--out", str(path),
+    assert main(["train", "--data", "digits", "--set", "epochs=2", "--set", "lr=0.05", "--out", str(path),
                  "--threads", "1", "--no-progress"]) == 0
     return path
 
@@ -50,7 +50,7 @@ def test_run_writes_model_metrics_and_audit(model_file, tmp_path, capsys) -> Non
     assert "digits-" not in json.dumps(audit["forgotten"])  # ids are hashed
     digest = sha256_file(out / "unlearned.pt")
     capsys.readouterr()
-    assert main(args) == 2  # nothing overwritten without --force
+    assert main(args) == 2  # nothing overwritten without --overwrite
     assert "output exists" in capsys.readouterr().err
     assert sha256_file(out / "unlearned.pt") == digest
 

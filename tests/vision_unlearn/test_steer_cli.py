@@ -43,7 +43,7 @@ def test_bad_steer_input_exits_2_with_one_line(model_file, tmp_path, capsys, ove
 def test_benchmark_with_an_unknown_steering_layer_exits_2_before_training(tmp_path, capsys) -> None:
     out = tmp_path / "bench"
     started = time.perf_counter()
-    code = main(["benchmark", "--methods", "steer", "--forget", "class:3", "--seeds", "1", "--set",
+    code = main(["benchmark", "--methods", "steer", "--forget", "class:3", "--seeds", "0-0", "--set",
                  "steer.layer=layer3,stage9", "--out", str(out), "--threads", "1"])
     assert code == 2 and time.perf_counter() - started < 30  # no model was trained
     err = capsys.readouterr().err.strip()

@@ -86,7 +86,6 @@ def test_missing_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 @pytest.mark.parametrize(("extra", "field"), [
-    (["--dataset", "digits"], "--dataset"),
     (["--model-file", "original.pt"], "--model-file"),
     (["--resume"], "--resume"),
     (["--checkpoint-every", "5"], "--checkpoint-every"),
@@ -102,10 +101,10 @@ def test_classifier_flags_are_refused_with_a_detector(tmp_path: Path, capsys: py
 
 def test_detector_flags_are_refused_with_a_classifier(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["run", "--model-file", str(tmp_path / "original.pt"), "--method", "finetune", "--forget", "class:3",
-            "--out", str(tmp_path / "out"), "--data", "toy:4"]
+            "--out", str(tmp_path / "out"), "--imgsz", "64"]
     assert main(argv) == 2
     line = _one_error_line(capsys)
-    assert "--data" in line and "for detectors" in line
+    assert "--imgsz" in line and "for detectors" in line
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -130,19 +129,19 @@ def test_unknown_method_field_is_refused_before_any_work(tmp_path: Path, capsys:
 
 @pytest.mark.parametrize(("argv", "expected"), [
     (["--model", "yolo:yolov8n.yaml", "--lira-shadows", "4"], "--lira-shadows"),
-    (["--model", "yolo:yolov8n.yaml", "--dataset", "digits"], "--dataset"),
+    (["--model", "yolo:yolov8n.yaml", "--data-seed", "1"], "--data-seed"),
     (["--model", "yolo:yolov8n.yaml", "--methods", "grad_ascent,nosuch"], "nosuch"),
     (["--model", "yolo:yolov8n.yaml", "--set", "scrub.temprature=2"], "temprature"),
     (["--model", "yolo:yolov8n.yaml", "--set", "salun.lr=0.1", "--methods", "scrub"], "salun"),
     (["--model", "yolo:yolov8n.yaml", "--forget", "patients"], "forget"),
     (["--model", "yolo:yolov8n.yaml", "--imgsz", "100"], "--imgsz"),
     (["--model", "yolo:best.pt"], "model yaml"),
-    (["--model", "test_resnet", "--imgsz", "64", "--forget", "class:3"], "--imgsz"),
+    (["--model", "test_resnet", "--n-train", "8", "--forget", "class:3"], "--n-train"),
 ])
 def test_bad_benchmark_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
                                      expected: str) -> None:
     out = tmp_path / "bench"
-    assert main(["benchmark", *argv, "--seeds", "1", "--out", str(out)]) == 2
+    assert main(["benchmark", *argv, "--seeds", "0-0", "--out", str(out)]) == 2
     assert expected in _one_error_line(capsys)
     assert not (out / "results.json").exists()
 
@@ -166,7 +165,7 @@ def test_detector_run_writes_checkpoint_audit_and_metrics_and_refuses_to_overwri
     assert not (out / "steering.safetensors").exists()
     capsys.readouterr()
     assert main(argv) == 2
-    assert "--force" in _one_error_line(capsys)
+    assert "--overwrite" in _one_error_line(capsys)
 
 
 def test_detector_steer_run_writes_the_steering_state_that_reloads(tmp_path: Path) -> None:
@@ -229,8 +228,8 @@ def test_detector_benchmark_runs_through_vision_unlearn(tmp_path: Path) -> None:
 
     out = tmp_path / "bench"
     argv = ["benchmark", "--model", "yolo:yolov8n.yaml", "--imgsz", "64", "--n-train", "8", "--n-test", "4",
-            "--original-epochs", "1", "--forget", "class:clamp", "--methods", "grad_ascent", "--seeds", "1",
-            "--seed-start", "3", "--set", "grad_ascent.epochs=1", "--set", "original.batch_size=4", "--out", str(out),
+            "--original-epochs", "1", "--forget", "class:clamp", "--methods", "grad_ascent", "--seeds", "3-3",
+            "--set", "grad_ascent.epochs=1", "--set", "original.batch_size=4", "--out", str(out),
             "--threads", "1"]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
@@ -334,8 +333,8 @@ def test_benchmark_reuses_stored_detectors_and_averages_several_retrains(tmp_pat
     With two reference retrains the gaps are taken to their mean."""
     models = tmp_path / "models"
     base = ["benchmark", "--model", "yolo:yolov8n.yaml", "--imgsz", "64", "--n-train", "8", "--n-test", "4",
-            "--original-epochs", "1", "--forget", "class:clamp", "--methods", "finetune", "--seeds", "1",
-            "--seed-start", "3", "--set", "finetune.epochs=1", "--set", "original.batch_size=4",
+            "--original-epochs", "1", "--forget", "class:clamp", "--methods", "finetune", "--seeds", "3-3",
+            "--set", "finetune.epochs=1", "--set", "original.batch_size=4",
             "--reference-retrains", "2", "--models-dir", str(models), "--threads", "1"]
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
     stored = sorted(p.name.split("_")[0] + "_" + p.name.split("_")[1] for p in models.glob("*.pt"))
@@ -412,6 +411,51 @@ def test_sweep_makes_the_detector_benchmark_choose_on_a_separate_seed(tmp_path: 
 
     monkeypatch.setattr(detection_benchmark, "run_detection_benchmark", fake_run)
     argv = ["benchmark", "--model", "yolo:yolov8n.yaml", "--imgsz", "64", "--forget", "class:clamp",
-            "--methods", "grad_ascent", "--seeds", "1", "--out", str(tmp_path / "b"), "--threads", "1"]
+            "--methods", "grad_ascent", "--seeds", "0-0", "--out", str(tmp_path / "b"), "--threads", "1"]
     assert main([*argv, "--sweep"]) == 0 and seen["select"] is True
-    assert main([*argv, "--force"]) == 0 and seen["select"] is False
+    assert main([*argv, "--overwrite"]) == 0 and seen["select"] is False
+
+
+# --- old spellings of the benchmark: still work for one release, one warning line each ----------------
+@pytest.fixture
+def fake_detection_benchmark(monkeypatch: pytest.MonkeyPatch) -> dict:
+    import vision_unlearn.detection_benchmark as detection_benchmark
+
+    seen: dict = {}
+
+    def fake_run(config, out, command=None, progress=False):
+        seen.update(seeds=tuple(config.seeds), progress=progress)
+        return {"summary": {}}
+
+    monkeypatch.setattr(detection_benchmark, "run_detection_benchmark", fake_run)
+    return seen
+
+
+@pytest.mark.parametrize(("old", "seeds", "progress", "warned"), [
+    (["--seeds", "2"], (0, 1), True, "--seeds 0-1"),
+    (["--seeds", "2", "--seed-start", "3"], (3, 4), True, "--seed-start"),  # and "--seeds 3-4"
+    (["--seed-start", "5"], (5, 6, 7), True, "--seeds S-(S+N-1)"),
+    (["--seeds", "4-5", "--progress"], (4, 5), True, "--no-progress"),
+    (["--seeds", "0,2", "--no-progress"], (0, 2), False, None),
+])
+def test_benchmark_seeds_and_progress_old_and_new_spellings(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, fake_detection_benchmark: dict, old: list[str],
+        seeds: tuple[int, ...], progress: bool, warned: str | None) -> None:
+    argv = ["benchmark", "--model", "yolo:yolov8n.yaml", "--forget", "class:clamp", "--methods", "grad_ascent",
+            "--out", str(tmp_path / "b"), "--threads", "1", *old]
+    with caplog.at_level("WARNING"):
+        assert main(argv) == 0
+    assert fake_detection_benchmark == {"seeds": seeds, "progress": progress}
+    deprecations = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    if warned is None:
+        assert deprecations == []
+    else:
+        assert 1 <= len(deprecations) <= 2 and warned in deprecations[0]
+        assert len(deprecations) == 1 + ("--seed-start" in old and "--seeds" in old)
+
+
+def test_seed_start_with_a_list_of_seeds_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["benchmark", "--model", "yolo:yolov8n.yaml", "--seeds", "0-2", "--seed-start", "3",
+            "--out", str(tmp_path / "b")]
+    assert main(argv) == 2
+    assert "--seed-start" in capsys.readouterr().err.strip().splitlines()[-1]
