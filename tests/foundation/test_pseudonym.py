@@ -202,10 +202,10 @@ def test_split_command_writes_pseudonymised_names_on_request(
     plain = tmp_path / "plain"
     assert main(["split", str(tmp_path / "data" / "gt.json"), "--out", str(plain), "--seed", "2"]) == 0
     assert json.loads((out / "splits.json").read_text()) == json.loads((plain / "splits.json").read_text())
-    for written in sorted(out.glob("*.json")):
+    for written in sorted(out.glob("[!.]*.json")):  # the split files, not the hidden ownership marker
         text = written.read_text()
         assert "Smith" not in text and "John" not in text and "MRN-" not in text, written.name
-    images = {e["id"]: e for f in out.glob("*.json") if f.name != "splits.json"
+    images = {e["id"]: e for f in out.glob("[!.]*.json") if f.name != "splits.json"
               for e in json.loads(f.read_text())["images"]}
     assert len(images) == len(dataset.images)
     for record in dataset.images:
