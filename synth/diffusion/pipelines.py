@@ -228,14 +228,16 @@ def inpaint_with_pipeline(
 def sample_pretrained(
     pretrained_dir: str | Path, backgrounds: str | Path, out_dir: str | Path, *, n: int, seed: int,
     config: PretrainedConfig, classes: list[str] | None = None, device: str = "cpu",
-    pipe: Callable[..., Any] | None = None,
+    pipe: Callable[..., Any] | None = None, progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``n`` images from a local pretrained pipeline in the COCO layout of the other generators.
 
     ``pipe`` may be given directly (an already loaded pipeline); otherwise it is loaded from
-    ``pretrained_dir``.
+    ``pretrained_dir`` with the pipeline's own per-step bar off. ``progress``: one tqdm bar on stderr
+    over the ``n`` images.
     """
     import torch
+    from tqdm.auto import tqdm
 
     from toolkit_core.utils import seed_everything
 
@@ -247,7 +249,7 @@ def sample_pretrained(
     (out / "images").mkdir(parents=True, exist_ok=True)
     files = list_backgrounds(backgrounds) if config.task == "inpaint" else []
     images, anns = [], []
-    for i in range(n):
+    for i in tqdm(range(n), desc="sample", unit="image", disable=not progress, dynamic_ncols=True):
         name = names[int(rng.integers(len(names)))]
         file_name = f"{i:06d}.png"
         entry: dict[str, Any] = {"id": i + 1, "file_name": f"images/{file_name}", "category": name}

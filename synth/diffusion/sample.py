@@ -116,6 +116,7 @@ def sample_dataset(
     max_tries: int = 1,
     batch_images: int = 8,
     device: str = "cpu",
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``n`` synthetic radiographs with inpainted RFOs as a COCO dataset.
 
@@ -136,12 +137,13 @@ def sample_dataset(
         scorer, threshold, max_tries: optional QC filter (:mod:`synth.diffusion.qc`).
         batch_images: images denoised together.
         device: torch device.
+        progress: a tqdm bar on stderr over the images written (whatever their number).
 
     Returns:
         The manifest.
     """
     import torch
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from toolkit_core.utils import seed_everything
 
@@ -196,7 +198,8 @@ def sample_dataset(
     total_attempts = total_accepted = total_rejected = 0
     total = len(plans) if isinstance(plans, list) else n
     plan_iter = iter(plans)
-    for start in tqdm(range(0, total, batch_images), desc="sample", unit="batch", disable=total <= batch_images):
+    bar = tqdm(total=total, desc="sample", unit="image", disable=not progress, dynamic_ncols=True)
+    for start in range(0, total, batch_images):
         chunk = list(itertools.islice(plan_iter, batch_images))
         outcomes = inpainter.inpaint_objects([p[1].pixels for p in chunk], [p[2] for p in chunk], generator,
                                              scorer=scorer, threshold=threshold, max_tries=max_tries)
@@ -218,6 +221,8 @@ def sample_dataset(
             total_attempts += outcome.attempts
             total_accepted += len(outcome.accepted)
             total_rejected += len(outcome.rejected)
+        bar.update(len(chunk))
+    bar.close()
     coco = {
         "info": {"description": "rfo-synth diffusion samples", "generator": "synth.diffusion"},
         "images": coco_images, "annotations": coco_anns,

@@ -265,3 +265,12 @@ def test_background_spacing_comes_from_the_coco_file_next_to_the_images(tmp_path
     spacings = [background_spacing_mm(f, read_image(f), known) for f in files]
     assert spacings[:2] == [0.84, 0.6]
     assert spacings[2] == float(np.mean(read_image(files[2]).pixel_spacing_mm))  # not listed: the file's own
+
+
+def test_sample_dataset_shows_one_bar_over_images_unless_progress_is_off(tiny_run, tmp_path, capsys):
+    data, ckpt = tiny_run
+    sample_dataset(ckpt, data / "images", tmp_path / "bar", n=2, seed=0, config=FAST)
+    err = capsys.readouterr().err
+    assert "sample" in err and "2/2" in err and "image" in err  # 2 images < batch_images: a bar all the same
+    sample_dataset(ckpt, data / "images", tmp_path / "quiet", n=2, seed=0, config=FAST, progress=False)
+    assert "sample" not in capsys.readouterr().err
