@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from toolkit_core.errors import UserInputError
 from toolkit_core.records import environment, jsonable
@@ -286,8 +287,12 @@ def check_layers(configs: Mapping[str, MethodConfig], model: ModelChoice, prepar
 
 # --- the benchmark ---------------------------------------------------------------------------------
 def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None = None,
-                  resume: bool = False) -> dict[str, Any]:
+                  resume: bool = False, *, progress: bool = True) -> dict[str, Any]:
     """Run ``spec`` and write ``results.json``, ``results.md``, ``evidence.md`` and ``tradeoff.png``.
+
+    With ``progress`` a tqdm bar on stderr counts the model runs of the reported seeds (each
+    reference retrain, the original's measures and every method, each with its evaluation, LiRA and
+    relearning attack) and names the stage it is in: config selection, shadows, the current run.
 
     Raises:
         UserInputError: unknown method or dataset, bad forget request, bad config overrides, fewer
@@ -326,12 +331,17 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
                                                 LoopSettings(seed=seed, device=spec.device))
         return {k: v.detach().cpu().clone() for k, v in adapter.model.state_dict().items()}
 
+    pending = sum(1 for i in range(len(spec.seeds)) for r in spec.forget if seeds_done[r] <= i)
+    bar = tqdm(total=pending * (spec.reference_retrains + 1 + len(methods)), desc="benchmark", unit="run",
+               disable=not progress, dynamic_ncols=True)
+    bar.set_postfix_str(f"{spec.lira_shadows} LiRA shadows" if spec.lira_shadows > 0 else "selection")
     bank = train_shadows(pool, spec.model, spec.lira_shadows, spec.data_seed, original_config) \
         if spec.lira_shadows > 0 else None
     selection = selection_data(pool, spec.selection_seed)
     selection_state = train_on(selection, spec.selection_seed)
     chosen_by_request, sweeps_by_request = {}, {}
     for request in spec.forget:
+        bar.set_postfix_str(f"choosing configs for {request} on validation rows")
         chosen_by_request[request], sweeps_by_request[request] = select_configs(
             spec, base_configs, methods, selection, request, selection_state, retrain_config)
     rows = ["retrain", FLOOR_ROW, "original", *methods]
@@ -339,6 +349,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
         if all(seeds_done[r] > seed_index for r in spec.forget):
             continue
         data = seed_data(pool, seed)
+        bar.set_postfix_str(f"seed {seed}: training the original")
         original_state = train_on(data, seed)
         original = TimmAdapter(spec.model.spec(pool.num_classes, pool.image_size))
         original.model.load_state_dict(original_state)
@@ -350,28 +361,43 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
                                    data.train.class_names, seed=seed)
             classwise = bool(split.forgotten_classes)
             per_method, failures = per_request[request], failures_by_request[request]
-            references = [run_method("retrain", retrain_config, original_state, data, spec.model, split,
-                                     seed + 100_000 * k, spec.device) for k in range(spec.reference_retrains)]
+
+            def stage(text: str, request: str = request, seed: int = seed) -> None:
+                bar.set_postfix_str(f"{request} seed {seed}: {text}")
+
+            references = []
+            for k in range(spec.reference_retrains):
+                stage(f"retrain {k + 1}/{spec.reference_retrains}")
+                references.append(run_method("retrain", retrain_config, original_state, data, spec.model, split,
+                                             seed + 100_000 * k, spec.device))
             outputs = reference_outputs(references[0][1], original, data, split)
             relearn = RelearnSettings() if spec.relearn else None
-            evidence = [forgetting_evidence(adapter, data, split, outputs, seed, bank, relearn)
-                        for _, adapter in references]
+            evidence = []
+            for k, (_, adapter) in enumerate(references):
+                stage(f"attacks on retrain {k + 1} (LiRA, relearning)")
+                evidence.append(forgetting_evidence(adapter, data, split, outputs, seed, bank, relearn))
+                bar.update()
             runs = [{"seed": seed, **metrics, **extra} for (metrics, _), extra in zip(references, evidence)]
             reference = _with_ratios(runs[0], runs[0], classwise)
             per_method.setdefault("retrain", []).append(reference)
             if len(runs) > 1:
                 floor = _mean_run([_with_ratios(run, reference, classwise) for run in runs[1:]])
                 per_method.setdefault(FLOOR_ROW, []).append(floor)
+            stage("original: evaluation and attacks")
             original_metrics = {"seed": seed} | measure(original, data, split, seed, bank, outputs, spec.relearn)
+            bar.update()
             per_method.setdefault("original", []).append(_with_ratios(original_metrics, reference, classwise))
             for name in methods:
+                stage(f"{name}: run, evaluation, attacks")
                 try:
                     metrics, _ = run_method(name, chosen_by_request[request][name], original_state, data, spec.model,
                                             split, seed, spec.device, bank, outputs, spec.relearn)
                 except TrainingDivergedError as err:
+                    bar.update()
                     logger.warning("%s seed %d %s diverged: %s", request, seed, name, err)
                     failures.setdefault(name, []).append({"seed": seed, "error": str(err)})
                     continue
+                bar.update()
                 weights_only = metrics.pop("weights_only", None)
                 metrics["seed"] = seed
                 per_method.setdefault(name, []).append(_with_ratios(metrics, reference, classwise))
@@ -384,6 +410,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
                                                  per_method, rows, failures, sweeps_by_request[request], seed_index + 1)
             seeds_done[request] = seed_index + 1
             write_results(_results(spec, command, original_seconds, start, scenarios, bank, complete=False), out)
+    bar.close()
     results = _results(spec, command, original_seconds, start, scenarios, bank, complete=True)
     write_results(results, out)
     return results
