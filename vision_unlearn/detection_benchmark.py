@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from toolkit_core.errors import UserInputError
 from toolkit_core.utils import atomic_write_text
@@ -181,8 +182,12 @@ def make_benchmark_config(model: str = "yolov8n.yaml", image_size: int = 128, n_
 
 
 def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.PathLike[str],
-                            command: str | None = None, progress: bool = False) -> dict[str, Any]:
+                            command: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Original -> retrain reference -> every method, per scenario and seed; write results and a figure.
+
+    With ``progress`` (the default) a tqdm bar on stderr counts the detector runs (per seed the
+    original, then per request each reference retrain and each method) and names the current one;
+    each training run adds its own step bar below it.
 
     Returns:
         The results dict also written to ``results.json``.
@@ -191,7 +196,11 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     selected: dict[str, dict[str, Any]] = {}
+    runs_per_seed = 1 + len(config.scenarios) * (config.reference_retrains + len(config.methods))
+    bar = tqdm(total=len(config.seeds) * runs_per_seed, desc="detector benchmark", unit="run",
+               disable=not progress, dynamic_ncols=True)
     if config.select:
+        bar.set_postfix_str("choosing presets on the selection split")
         from vision_unlearn.detection_protocol import select_presets
 
         records = [select_presets(config, scenario, out, progress) for scenario in config.scenarios]
@@ -206,7 +215,9 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
         adapter.reset_parameters(seed)
         everything = train.select(np.arange(len(train)))
         logger.info("seed %d: training the original detector on %d images", seed, len(train))
+        bar.set_postfix_str(f"seed {seed}: original")
         original_run = train_detector(adapter, config, everything, seed, "original", progress)
+        bar.update()
         original_state = original_run.state
         for scenario in config.scenarios:
             split = scenario_split(scenario, train, seed, out)
@@ -225,8 +236,10 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
             references, retrain_rows, reference_losses = [], [], []
             for k in range(config.reference_retrains):
                 retrain_seed = seed + 1000 * k
+                bar.set_postfix_str(f"seed {seed} {scenario}: retrain {k + 1}/{config.reference_retrains}")
                 retrain_run = train_detector(adapter, config, retain, retrain_seed, "retrain", progress)
                 references.append(evaluate_detector(adapter, train, test, split))
+                bar.update()
                 if split.request.removes_images:
                     reference_losses.append(membership_losses(adapter, train, test, split))
                 logger.info("seed %d %s retrain %d (%.0f s): %s", seed, scenario, k, retrain_run.seconds,
@@ -259,6 +272,7 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                 adapter.set_trainable_groups(config.groups.get(name, PARAMETER_GROUPS))
                 overrides = resolve_loss_ceiling(overrides, split.request.removes_images, heldout is not None,
                                                  strict=False)
+                bar.set_postfix_str(f"seed {seed} {scenario}: {name}")
                 try:
                     metrics, seconds, cpu_seconds = _run_and_evaluate(adapter, name, overrides, forget, retain,
                                                                       train, test, split, seed, config.device,
@@ -279,8 +293,10 @@ def run_detection_benchmark(config: DetectionBenchmarkConfig, out_dir: str | os.
                              else float("nan"), "reference_retrains": config.reference_retrains, **spread,
                              **metrics, **{f"gap_{k}": v for k, v in gaps.items()}})
                 logger.info("seed %d %s %s: %s", seed, scenario, name, _brief(rows[-1]))
+                bar.update()
             adapter.set_trainable_groups(PARAMETER_GROUPS)
             _write_results(out, config, rows, command)
+    bar.close()
     return _write_results(out, config, rows, command)
 
 
