@@ -3,7 +3,8 @@
 :func:`run_detection_benchmark` trains an original detector, retrains it on the retain data (the
 reference, one or several), runs every method from the original weights and compares them with the
 detection forgetting metrics (:mod:`vision_unlearn.detection_eval`) over seeds; writes
-``results.json``, ``results.md`` and a figure (:mod:`vision_unlearn.detection_tables`).
+``results.json``, ``results.md``, ``results.png`` and the trade-off plot ``tradeoff.png`` (forgetting
+against retain mAP50 against CPU time, :mod:`vision_unlearn.detection_tables`).
 
 The other jobs live next to it: the data (:mod:`vision_unlearn.detection_data`), the per-request
 presets (:mod:`vision_unlearn.detection_presets`), evaluation and membership attacks
@@ -66,8 +67,10 @@ from vision_unlearn.detection_tables import (  # noqa: F401  (re-exported)
     _fmt,
     merge_results,
     plot_summary,
+    plot_tradeoff,
     results_markdown,
     summarise_rows,
+    tradeoff_figure,
     write_merged_results,
 )
 from vision_unlearn.detection_training import (  # noqa: F401  (re-exported)
@@ -313,4 +316,5 @@ def _write_results(out: Path, config: DetectionBenchmarkConfig, rows: list[dict[
     atomic_write_text(out / "results.md", results_markdown(summary, command))
     if summary:
         plot_summary(summary, out / "results.png")
+        plot_tradeoff(summary, out / "tradeoff.png")
     return results

@@ -173,10 +173,79 @@ def plot_summary(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return path
 
 
+TRADEOFF_MARKERS = {"original": "s", "retrain": "*"}
+"""Markers of the two reference rows of the trade-off plot (methods get circles, one colour each)."""
+
+
+def tradeoff_figure(summary: Sequence[Mapping[str, Any]]):
+    """Forgetting against retained accuracy against cost, one panel per request.
+
+    Each row of the summary is one marker at (forget AP50, retain mAP50), the means over seeds the
+    table reports (bars: their standard deviation over seeds). Its area grows with the CPU-time ratio
+    to retraining (retrain = 1), annotated as ``0.25× CPU``; the do-nothing ``original`` (square) costs
+    nothing. The retrained detector (star) is the target: a dashed line marks its forget AP50, so a
+    method left of the line forgot more than retraining did, right of it less; higher is better on
+    the retain axis.
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` (no pyplot state; save it with ``fig.savefig``).
+    """
+    from toolkit_core.offline import prepare_offline
+
+    prepare_offline()
+    from matplotlib.figure import Figure
+
+    scenarios = list(dict.fromkeys(s["scenario"] for s in summary))
+    methods = list(dict.fromkeys(s["method"] for s in summary))
+    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#ff7f0e")
+    colours = {"original": "#7f7f7f", "retrain": "#000000"}
+    others = [m for m in methods if m not in colours]
+    colours.update({m: palette[i % len(palette)] for i, m in enumerate(others)})
+    fig = Figure(figsize=(5.6 * len(scenarios), 4.8), layout="constrained")
+    axes = fig.subplots(1, len(scenarios), squeeze=False)[0]
+    for ax, scenario in zip(axes, scenarios):
+        entries = [s for s in summary if s["scenario"] == scenario]
+        retrain = next((s for s in entries if s["method"] == "retrain"), None)
+        if retrain is not None and math.isfinite(_number(retrain.get("forget_ap50"))):
+            ax.axvline(retrain["forget_ap50"], color="black", linestyle="--", linewidth=0.8, zorder=0)
+        for s in entries:
+            x, y = _number(s.get("forget_ap50")), _number(s.get("retain_map50"))
+            if not (math.isfinite(x) and math.isfinite(y)):
+                continue
+            method = s["method"]
+            ratio = 0.0 if method == "original" else 1.0 if method == "retrain" else _number(s.get("cpu_time_ratio"))
+            size = 40.0 + 260.0 * min(ratio, 2.0) if math.isfinite(ratio) else 40.0
+            ax.errorbar(x, y, xerr=s.get("forget_ap50_std", 0.0) or None, yerr=s.get("retain_map50_std", 0.0) or None,
+                        fmt="none", ecolor=colours[method], elinewidth=0.8, alpha=0.6)
+            ax.scatter([x], [y], s=size, c=colours[method], marker=TRADEOFF_MARKERS.get(method, "o"),
+                       edgecolors="white", linewidths=0.8, label=method, zorder=3)
+            cost = "no cost" if method == "original" else f"{ratio:.2g}× CPU" if math.isfinite(ratio) else "CPU n/a"
+            ax.annotate(f"{method}\n{cost}", (x, y), xytext=(7, 5), textcoords="offset points", fontsize=8)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("forget AP50 (IoU 0.5; 0 = forgotten, dashed = retrain)")
+        ax.set_ylabel("retain mAP50 (IoU 0.5; higher = kept)")
+        seeds = entries[0].get("seeds", 1) if entries else 0
+        ax.set_title(f"{scenario} ({seeds} seed{'s' if seeds != 1 else ''})")
+        ax.grid(alpha=0.3)
+        if ax.collections:
+            ax.legend(fontsize=8, loc="lower right", markerscale=0.6, title="marker area: CPU time / retrain",
+                      title_fontsize=7)
+    return fig
+
+
+def plot_tradeoff(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """:func:`tradeoff_figure` written to ``path`` (PNG, atomically)."""
+    fig = tradeoff_figure(summary)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    return path
+
 
 def write_merged_results(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Join several detector benchmark ``results.json`` (:func:`merge_results`) into ``out_dir``: the
-    merged ``results.json``, ``results.md`` (with every run's command) and ``results.png``.
+    merged ``results.json``, ``results.md`` (with every run's command), ``results.png`` and
+    ``tradeoff.png`` (:func:`tradeoff_figure`).
 
     Example (two processes, one seed each)::
 
@@ -198,4 +267,5 @@ def write_merged_results(paths: Sequence[str | os.PathLike[str]], out_dir: str |
     atomic_write_text(out / "results.md", results_markdown(merged["summary"], commands or None))
     if merged["summary"]:
         plot_summary(merged["summary"], out / "results.png")
+        plot_tradeoff(merged["summary"], out / "tradeoff.png")
     return merged
