@@ -79,6 +79,9 @@ logger = logging.getLogger(__name__)
 MIN_INTERVAL_REPLICATES = 2
 """Usable bootstrap replicates below which an interval is not reported (one value has no spread)."""
 
+BOOTSTRAP_PROGRESS_MIN = 1_000_000
+"""Replicates x images from which ``progress=True`` shows the bootstrap's bar (1000 x 1000 images)."""
+
 
 def coco_arrays_from_records(gt: DetectionDataset, predictions: Predictions) -> coco_eval.CocoArrays:
     """:class:`~rfo_bench.metrics.coco_eval.CocoArrays` straight from the records (no COCO dicts).
@@ -211,7 +214,7 @@ def _clean(value: float) -> float | None:
 
 
 def evaluate_detailed(gt: GroundTruthSource, predictions: PredictionSource, config: EvalConfig | None = None, *,
-                      command: str | None = None) -> Evaluation:
+                      command: str | None = None, progress: bool = False) -> Evaluation:
     """Compute the report (see the module docstring) and keep the arrays used for plots.
 
     Args:
@@ -221,6 +224,8 @@ def evaluate_detailed(gt: GroundTruthSource, predictions: PredictionSource, conf
             reads (a path, COCO results in memory, per-image arrays).
         config: evaluation settings.
         command: the command line stated in the report's header (default: this process's).
+        progress: a tqdm bar on stderr over the bootstrap's stages (AP, each FROC curve, AUROC) when
+            replicates x images reach :data:`BOOTSTRAP_PROGRESS_MIN` (smaller runs take well under a second).
     """
     from rfo_bench.validate import require_valid_annotations
 
@@ -330,9 +335,17 @@ def evaluate_detailed(gt: GroundTruthSource, predictions: PredictionSource, conf
     if config.bootstrap > 0:
         clusters, unit = _clusters(gt, config.bootstrap_unit)
         counts = boot.resample_counts(num_images, config.bootstrap, config.seed, clusters)
+        from tqdm.auto import tqdm
+
+        show = progress and config.bootstrap * num_images >= BOOTSTRAP_PROGRESS_MIN
+        stages = (evaluation.table is not None) + sum(ev is not None for ev in (events, *strata_events.values())) + 1
+        bar = tqdm(total=stages, desc=f"bootstrap ({config.bootstrap} replicates x {num_images} images)",
+                   unit="stage", disable=not show)
         reps: dict[str, np.ndarray] = {}
         if evaluation.table is not None:
-            pb = boot.precision_replicates(evaluation.table, counts)
+            bar.set_postfix_str("AP")
+            pb = boot.precision_replicates(evaluation.table, counts, progress=show)
+            bar.update()
             t50 = np.where(coco_eval.IOU_THRESHOLDS == 0.5)[0]
             reps["AP"] = boot.mean_ap(pb)
             reps["AP50"] = boot.mean_ap(pb, t50)
@@ -346,11 +359,16 @@ def evaluate_detailed(gt: GroundTruthSource, predictions: PredictionSource, conf
         for name, froc_ev in ((None, events), *strata_events.items()):
             if froc_ev is None:
                 continue
+            bar.set_postfix_str(f"FROC {name or 'all'}")
             sensitivity = froc_sensitivity_replicates(froc_ev, counts, fps_thresholds=config.fps_thresholds,
                                                       variant=config.froc_variant)
+            bar.update()
             bands[name or "froc"] = sensitivity
             reps["froc" if name is None else f"froc_{name}"] = np.mean(sensitivity, axis=1)
+        bar.set_postfix_str("AUROC")
         reps["auroc"] = auroc_m.weighted_auroc(labels, image_scores, counts)
+        bar.update()
+        bar.close()
         used = {}
 
         def interval(values: np.ndarray) -> list[float | None] | None:
@@ -375,10 +393,10 @@ def evaluate_detailed(gt: GroundTruthSource, predictions: PredictionSource, conf
 
 
 def evaluate(gt: GroundTruthSource, predictions: PredictionSource, config: EvalConfig | None = None, *,
-             command: str | None = None) -> dict[str, Any]:
+             command: str | None = None, progress: bool = False) -> dict[str, Any]:
     """The evaluation report as a JSON-ready dict (see the module docstring for its keys and
     :func:`evaluate_detailed` for the inputs)."""
-    return evaluate_detailed(gt, predictions, config, command=command).report
+    return evaluate_detailed(gt, predictions, config, command=command, progress=progress).report
 
 
 def write_report(

@@ -128,15 +128,23 @@ def _outside(record: ImageRecord, obj: RFOObject, where: str) -> list[Problem]:
     return []
 
 
-def check_images(dataset: DetectionDataset, *, decode: bool = True) -> list[Problem]:
-    """Missing / unreadable images and stated sizes that differ from the files (reads every image)."""
-    from tqdm import tqdm
+VALIDATE_PROGRESS_MIN = 50
+"""Images from which :func:`check_images` shows its bar (fewer are read in well under a second)."""
+
+
+def check_images(dataset: DetectionDataset, *, decode: bool = True, progress: bool = True) -> list[Problem]:
+    """Missing / unreadable images and stated sizes that differ from the files (reads every image).
+
+    ``progress``: a tqdm bar on stderr over the images, from :data:`VALIDATE_PROGRESS_MIN` images on.
+    """
+    from tqdm.auto import tqdm
 
     from rfo_bench.io.headers import image_size
     from rfo_bench.io.images import read_image
 
     problems: list[Problem] = []
-    for record in tqdm(dataset.images, desc="checking images", unit="img", leave=False, disable=len(dataset) < 50):
+    for record in tqdm(dataset.images, desc="checking images", unit="img", leave=False,
+                       disable=not progress or len(dataset) < VALIDATE_PROGRESS_MIN):
         try:
             path = dataset.resolve(record)
         except UserInputError:
@@ -165,9 +173,9 @@ def check_images(dataset: DetectionDataset, *, decode: bool = True) -> list[Prob
 def check_dataset(
     path: str | os.PathLike[str], *, fmt: str = "auto", root: str | os.PathLike[str] | None = None,
     csv_convention: str = "auto", images: bool = True, decode: bool = True,
-    yolo_splits: tuple[str, ...] | None = None,
+    yolo_splits: tuple[str, ...] | None = None, progress: bool = True,
 ) -> tuple[DetectionDataset | None, list[Problem]]:
-    """Read a dataset leniently and list all its problems.
+    """Read a dataset leniently and list all its problems (``progress``: see :func:`check_images`).
 
     Returns:
         The dataset (None when the file could not be parsed at all) and the problems found.
@@ -186,7 +194,7 @@ def check_dataset(
     ]
     problems += check_annotations(dataset)
     if images:
-        problems += check_images(dataset, decode=decode)
+        problems += check_images(dataset, decode=decode, progress=progress)
     return dataset, problems
 
 

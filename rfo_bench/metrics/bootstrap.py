@@ -63,7 +63,8 @@ def _min_count_for_recall(num_gt: np.ndarray) -> np.ndarray:
     return v.astype(np.int64)
 
 
-def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int | None = None) -> np.ndarray:
+def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int | None = None,
+                         progress: bool = False) -> np.ndarray:
     """COCO interpolated precision ``(B, T, R, K)`` (area ``all``, all kept detections) per replicate.
 
     Only positions right after a true positive can hold the interpolated precision (a false positive
@@ -81,6 +82,7 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int | 
         counts: ``(B, I)`` image multiplicities.
         chunk: replicates processed together; default: about :data:`_CHUNK_ELEMENTS` positions x
             replicates per array (temporaries of about 1 MiB, which stay in a CPU's L2 cache).
+        progress: a tqdm bar on stderr over the categories (each: every replicate).
 
     Returns:
         Precision with -1 for categories without ground truth in a replicate; ``counts`` of ones gives
@@ -104,7 +106,9 @@ def precision_replicates(table: MatchTable, counts: np.ndarray, *, chunk: int | 
     weights = counts.astype(np.int32 if small else np.int64)
     blocks = [(weights[b0:b0 + rows], np.ascontiguousarray(weights[b0:b0 + rows].T, dtype=np.int64))
               for b0 in range(0, num_b, rows)]  # int64 as the sparse matrices' data: no conversion there
-    for k in range(num_k):
+    from tqdm.auto import tqdm
+
+    for k in tqdm(range(num_k), desc=f"AP of {num_b} replicates", unit="class", leave=False, disable=not progress):
         sel = by_cat[bounds[k]:bounds[k + 1]]
         order = sel[np.argsort(-table.det_score[sel], kind="mergesort")]
         dt_ig = table.ignored[0][:, order]
