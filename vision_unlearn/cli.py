@@ -92,8 +92,9 @@ class _SeedCount(int):
 
 
 def _seeds_or_count(text: str) -> tuple[int, ...] | _SeedCount:
-    """``--seeds``: a list ``0,1,2`` or a range ``0-2``; a bare integer is still the old count for one release."""
-    if text.strip().isdigit():
+    """``--seeds``: a list ``0,1,2`` or a range ``0-2``; a bare integer N >= 1 is still the old count for one
+    release (``--seeds 0``, never a valid count, is seed 0)."""
+    if text.strip().isdigit() and int(text) >= 1:
         return _SeedCount(int(text))
     try:
         return parse_seeds(text)
@@ -121,8 +122,6 @@ def _benchmark_seeds(args: argparse.Namespace) -> tuple[int, ...]:
     start = args.seed_start
     if isinstance(args.seeds, _SeedCount) or (args.seeds is None and start is not None):
         count = 3 if args.seeds is None else int(args.seeds)
-        if count < 1:
-            raise UserInputError("need at least one seed", field="--seeds", value=count)
         first = start or 0
         if args.seeds is not None:
             warn_deprecated("vision-unlearn benchmark", f"--seeds {count} (a count)",
@@ -425,7 +424,7 @@ def register(sub: argparse._SubParsersAction, argv: Sequence[str] | None = None)
     bench.add_argument("--img-size-kwarg", action="store_true", help=IMG_SIZE_KWARG_HELP)
     bench.add_argument("--forget", action="append", default=[], help=FORGET_HELP)
     bench.add_argument("--methods", default="all", help="comma-separated names or 'all'")
-    seeds = add_seeds(bench, "0-2 when not given (for one release a bare N is still the old count of N seeds)")
+    seeds = add_seeds(bench, "0-2 when not given (for one release a bare N >= 1 is still the old count of N seeds)")
     seeds.type = _seeds_or_count
     seeds.metavar = "SEEDS"
     bench.add_argument("--seed-start", type=int, default=None, action=_SeedStart, help=argparse.SUPPRESS)

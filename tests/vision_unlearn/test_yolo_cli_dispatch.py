@@ -437,6 +437,7 @@ def fake_detection_benchmark(monkeypatch: pytest.MonkeyPatch) -> dict:
     (["--seed-start", "5"], (5, 6, 7), True, "--seeds S-(S+N-1)"),
     (["--seeds", "4-5", "--progress"], (4, 5), True, "--no-progress"),
     (["--seeds", "0,2", "--no-progress"], (0, 2), False, None),
+    (["--seeds", "0"], (0,), True, None),  # never a valid count: seed 0
 ])
 def test_benchmark_seeds_and_progress_old_and_new_spellings(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, fake_detection_benchmark: dict, old: list[str],
