@@ -128,28 +128,101 @@ def _patient_request(train: Any, stage_dir: Path) -> tuple[str, str]:
     return f"images:{listing}", patient
 
 
-def _draw_detections(path: Path, images: list[np.ndarray], detections: list[list[torch.Tensor]],
-                     titles: list[str], class_names: tuple[str, ...]) -> None:
-    from PIL import Image, ImageDraw
+PANEL_PX = 360
+"""Side of one film in the before/after figure, in pixels (a film is shown whole, at least this large)."""
 
-    tile = images[0].shape[-1]
-    sheet = Image.new("RGB", (tile * len(titles), tile * len(images) + 14), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for col, title in enumerate(titles):
-        draw.text((col * tile + 4, 1), title, fill=(0, 0, 0))
-    for row, image in enumerate(images):
-        gray = Image.fromarray(np.round(np.clip(image[0], 0, 1) * 255).astype(np.uint8)).convert("RGB")
-        for col in range(len(titles)):
-            x0, y0 = col * tile, row * tile + 14
-            sheet.paste(gray, (x0, y0))
-            for x1, y1, x2, y2, score, cls in detections[col][row].tolist():
-                if score < 0.25:
+SHOWN_SCORE = 0.25
+"""Detections drawn in the before/after figure: score at least this."""
+
+TRUTH_STYLE = {"color": "#00e5ff", "linestyle": "--", "linewidth": 1.6}
+DETECTION_STYLE = {"color": "#ff5722", "linestyle": "-", "linewidth": 1.6}
+
+
+def draw_before_after(path: Path, films: list[np.ndarray], truths: list[list[tuple[float, float, float, float, str]]],
+                      detections: list[list[torch.Tensor]], titles: list[str], class_names: tuple[str, ...],
+                      film_labels: list[str], heading: str) -> Path:
+    """Each model (rows) on the same films (columns): ground-truth boxes dashed, detections solid, full labels.
+
+    Models go down the page so that the figure stays two films wide: a report page of about 1100 px
+    shows every film at its full :data:`PANEL_PX`.
+
+    Args:
+        path: PNG to write.
+        films: ``(H, W)`` films in ``[0, 1]``, original pixels.
+        truths: per film, its annotated boxes ``(x1, y1, x2, y2, class name)`` in the film's pixels.
+        detections: per model, per film, ``Tensor[n, 6]`` (``x1, y1, x2, y2, score, class``) in the
+            film's pixels; those scoring below :data:`SHOWN_SCORE` are left out.
+        titles: model names, one per row.
+        class_names: the detector's class vocabulary (the ``class`` index of a detection).
+        film_labels: one label per film (its file and patient), over its column.
+        heading: the figure's title (the request).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    dpi = 100
+    side = PANEL_PX / dpi
+    width_in, height_in = side * len(films) + 0.45, side * len(titles) + 1.15
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi)
+    axes = fig.subplots(len(titles), len(films), squeeze=False,
+                        gridspec_kw={"wspace": 0.03, "hspace": 0.04, "left": 0.4 / width_in, "right": 0.995,
+                                     "top": 1 - 0.75 / height_in, "bottom": 0.4 / height_in})
+    label_box = {"boxstyle": "square,pad=0.15", "alpha": 0.75, "linewidth": 0}
+    for col, film in enumerate(films):
+        height, width = film.shape
+        for row, title in enumerate(titles):
+            ax = axes[row][col]
+            ax.imshow(film, cmap="gray", vmin=0, vmax=1, interpolation="antialiased")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(film_labels[col], fontsize=9)
+            if col == 0:
+                ax.set_ylabel(title, fontsize=12)
+            for x1, y1, x2, y2, name in truths[col]:
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **TRUTH_STYLE))
+                right = x1 > 0.7 * width  # a label starting near the right edge would be cut: end it at x2
+                ax.text(x2 if right else x1, min(y2 + 0.01 * height, height - 1), name, fontsize=8, va="top",
+                        ha="right" if right else "left", color="black",
+                        bbox={**label_box, "facecolor": TRUTH_STYLE["color"]}, clip_on=True)
+            for x1, y1, x2, y2, score, cls in detections[row][col].tolist():
+                if score < SHOWN_SCORE:
                     continue
-                draw.rectangle([x0 + x1, y0 + y1, x0 + x2, y0 + y2], outline=(230, 60, 40), width=2)
-                draw.text((x0 + x1 + 2, y0 + max(y1 - 11, 0)), f"{class_names[int(cls)]} {score:.2f}",
-                          fill=(230, 60, 40))
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **DETECTION_STYLE))
+                right = x1 > 0.7 * width
+                ax.text(x2 if right else x1, max(y1 - 0.01 * height, 0), f"{class_names[int(cls)]} {score:.2f}",
+                        fontsize=8, va="bottom" if y1 > 0.06 * height else "top", ha="right" if right else "left",
+                        color="white", bbox={**label_box, "facecolor": DETECTION_STYLE["color"]}, clip_on=True)
+            ax.set_xlim(-0.5, width - 0.5)
+            ax.set_ylim(height - 0.5, -0.5)
+    fig.suptitle(heading, fontsize=12, y=1 - 0.12 / height_in, va="top")
+    fig.legend(handles=[Line2D([], [], **TRUTH_STYLE, label="ground truth (annotated box, class)"),
+                        Line2D([], [], **DETECTION_STYLE, label=f"detection (class, score >= {SHOWN_SCORE})")],
+               loc="lower center", ncol=2, fontsize=9, frameon=False)
     with atomic_output(path) as tmp:
-        sheet.save(tmp)
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return path
+
+
+def _films_and_truths(gt: Any, data: Any, rows: list[int]) -> tuple[list[np.ndarray], list[list[tuple]], list[str]]:
+    """The stored films of ``data``'s ``rows`` (original pixels), their annotated boxes and a label each."""
+    from rfo_bench.io.images import read_image
+
+    record_of = {str(r.file_name): r for r in gt.images}
+    films, truths, labels = [], [], []
+    for row in rows:
+        record = record_of[data.sample_ids[row]]
+        films.append(np.clip(read_image(gt.resolve(record)).pixels, 0, 1))
+        truths.append([(*obj.bbox_xyxy, gt.category(obj.category_id).name) for obj in record.objects])
+        labels.append(f"{Path(record.file_name).name} ({data.patient_ids[row]})")
+    return films, truths, labels
+
+
+def _detect_on_films(adapter: Any, data: Any, rows: list[int]) -> list[torch.Tensor]:
+    """Detections of ``adapter`` on ``data``'s ``rows``, mapped back to the films' pixels."""
+    index = torch.as_tensor(rows, dtype=torch.long)
+    return adapter.detect(data.images[index], ratio_pad=data.ratio_pad[index], original_hw=data.original_hw[index])
 
 
 def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan: DemoModelPlan, seed: int,
@@ -162,21 +235,25 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
     from vision_unlearn.metrics.detection import gaps_to_reference, runtime_ratio
 
     adapter = adapter_from_model_text(f"yolo:{detector_dir / 'original.pt'}", in_chans=1, image_size=plan.image_size)
-    _, train = _load(synth_dir, "train", plan.image_size, adapter.class_names)
+    gt_train, train = _load(synth_dir, "train", plan.image_size, adapter.class_names)
     _, test = _load(synth_dir, "test", plan.image_size, adapter.class_names)
     original_state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
     patient_request, patient = _patient_request(train, stage_dir)
     requests = {"class": f"class:{forget_class}", "patient": patient_request}
     before = adapter.save(stage_dir / "checkpoints" / "original.pt")
     rows: list[dict[str, Any]] = []
+    from tqdm.auto import tqdm
+
+    # minutes per run on a CPU: one bar over the runs above each run's own step bar
+    bar = tqdm(total=len(requests) * (1 + len(plan.methods)), desc="unlearn", unit="run", dynamic_ncols=True)
     for scenario, request in requests.items():
         split = resolve_detection_forget(request, train)
         forget, retain = split.forget_data(train), split.retain_data(train)
         adapter.model.load_state_dict(original_state)
         rows.append({"scenario": scenario, "method": "original", **evaluate_detector(adapter, train, test, split)})
         shown = [int(i) for i in split.forget_images[:2]]
-        drawn = [adapter.detect(train.images[shown])]
-        titles = ["original"]
+        drawn = [_detect_on_films(adapter, train, shown)]
+        titles = ["original (before)"]
         runs = {"retrain": _original_config(plan), **plan.methods}
         reference: dict[str, float] = {}
         retrain_seconds = float("nan")
@@ -184,6 +261,7 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
             adapter.model.load_state_dict(original_state)
             if name == "retrain":
                 adapter.reset_parameters(seed)
+            bar.set_postfix_str(f"{scenario} request: {name}")
             seconds = _run(adapter, name, config, forget, retain, seed)
             metrics = evaluate_detector(adapter, train, test, split)
             after = adapter.save(stage_dir / "checkpoints" / f"{scenario}_{name}.pt")
@@ -202,10 +280,15 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
                                        checkpoint_before=before, checkpoint_after=after,
                                        timings_s={"unlearn": seconds}, dataset=str(synth_dir / "train.json"))
             write_audit_record(stage_dir / "audit" / f"{scenario}_{name}.json", record)
-            drawn.append(adapter.detect(train.images[shown]))
-            titles.append(name)
-        _draw_detections(stage_dir / f"detections_{scenario}.png", [train.images[i].numpy() for i in shown],
-                         drawn, titles, adapter.class_names)
+            drawn.append(_detect_on_films(adapter, train, shown))
+            bar.update()
+            titles.append("retrain (target)" if name == "retrain" else name)
+        films, truths, labels = _films_and_truths(gt_train, train, shown)
+        heading = (f"Forget the class '{forget_class}': two of its training films" if scenario == "class" else
+                   f"Withdraw patient {patient}: two of their training films")
+        draw_before_after(stage_dir / f"detections_{scenario}.png", films, truths, drawn, titles,
+                          adapter.class_names, labels, heading)
+    bar.close()
     atomic_write_text(stage_dir / "results.json", json.dumps(rows, indent=1, default=float))
     return {"requests": {"class": forget_class, "patient": patient}, "rows": rows,
             "figures": [f"detections_{s}.png" for s in requests],

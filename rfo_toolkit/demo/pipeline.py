@@ -108,11 +108,17 @@ DATA_CAPTIONS = {
 SYNTH_CAPTION = ("Synthetic radiographs of both modes (over the real radiograph, and projected through the real "
                  "CT) with their exact labels: red boxes critical objects, blue boxes the others.")
 UNLEARN_CAPTIONS = {
-    "detections_class.png": "Detections (score at least 0.25) on forgotten training images, one column per model: "
-                            "before unlearning, retrained, and after each method (class request).",
-    "detections_patient.png": "Detections (score at least 0.25) on the withdrawn patient's training images, one "
-                              "column per model: before unlearning, retrained, and after each method "
-                              "(patient request).",
+    "detections_class.png": "Two training films holding the forgotten class (columns), each shown whole, under every "
+                            "model (rows): the detector before unlearning, the detector retrained without the "
+                            "class (the target), and each method's result. Dashed cyan boxes: annotated ground "
+                            "truth with its class; solid orange boxes: detections scoring at least 0.25 with class "
+                            "and score. Forgetting worked where the forgotten class's detections vanish as they do "
+                            "under retraining while the other objects stay detected.",
+    "detections_patient.png": "Two training films of the withdrawn patient (columns) under every model (rows): before "
+                              "unlearning, retrained without the patient (the target), and each method's result. "
+                              "Dashed cyan boxes: annotated ground truth with its class; solid orange boxes: "
+                              "detections scoring at least 0.25 with class and score. A patient request asks the "
+                              "model to behave on these films as one that never saw them: detections may remain.",
 }
 
 
