@@ -99,3 +99,18 @@ def test_list_methods_and_benchmark_errors(tmp_path, capsys) -> None:
     assert main(["benchmark", "--forget", "klass:3", "--out", str(out)]) == 2
     assert main(["benchmark", "--forget", "class:3", "--set", "ofmu.nope=1", "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_train_batch_wins_over_set_batch_size_and_overwrite_replaces_the_file(tmp_path, caplog) -> None:
+    from vision_unlearn.checkpoint import load_model_file
+
+    path = tmp_path / "m.pt"
+    argv = ["train", "--set", "epochs=1", "--set", "batch_size=8", "--batch", "32", "--out", str(path),
+            "--threads", "1", "--no-progress"]
+    assert main(argv) == 0
+    _, meta = load_model_file(path)
+    assert meta["training"]["config"]["batch_size"] == 32
+    assert main(argv) == 2  # exists
+    with caplog.at_level("WARNING"):
+        assert main([*argv, "--force"]) == 0  # the old spelling of --overwrite
+    assert any("--force is deprecated" in r.getMessage() and "--overwrite" in r.getMessage() for r in caplog.records)
