@@ -13,6 +13,13 @@ Two model families share ``run`` and ``benchmark``:
   ``benchmark --merge-results`` joins finished runs). A flag of the other family is refused (exit 2) rather
   than ignored.
 
+The flags follow the toolkit's one grammar (:mod:`toolkit_core.cli_support`, ``docs/cli.md``):
+``--data`` is the dataset of either family, ``--imgsz`` the image side, ``--overwrite`` replaces an
+existing output, ``--seeds`` is a list ``0,1,2`` or a range ``0-2``, and ``--device``/``--threads``/
+``--no-progress`` are on every command that computes. The old spellings (``--dataset``,
+``--image-size``, ``--force``, ``--merge``, ``--progress``, ``--seed-start``, a bare ``--seeds N``
+count) still work for one release, with one warning line naming the new one.
+
 ``run`` only parses its flags into an :class:`~vision_unlearn.request.UnlearnRequest` and runs it
 (:func:`~vision_unlearn.road.run_request`), the road :func:`vision_unlearn.unlearn` also takes.
 
