@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-MAIN_ARGS = ["benchmark", "--dataset", "digits", "--model", "test_resnet", "--forget", "class:3", "--forget",
+MAIN_ARGS = ["benchmark", "--data", "digits", "--model", "test_resnet", "--forget", "class:3", "--forget",
              "random:0.1", "--methods", "all", "--seeds", "5", "--threads", "1"]
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {

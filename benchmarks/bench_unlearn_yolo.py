@@ -8,11 +8,11 @@ each forget request, and runs the registered methods from the original weights:
 
 Writes ``results.json``, ``results.md`` and ``results.png`` into ``--out``. Usage::
 
-    .venv/bin/python benchmarks/bench_unlearn_yolo.py --out runs/yolo_bench --seeds 1 --threads 1
+    .venv/bin/python benchmarks/bench_unlearn_yolo.py --out runs/yolo_bench --seeds 0 --threads 1
 
 It is ``vision-unlearn benchmark --model yolo:yolov8n.yaml`` and accepts every option of
-``vision-unlearn benchmark --help`` (``--forget`` repeated per request, ``--seed-start S --seeds N``,
-``--sweep``, ``--merge``).
+``vision-unlearn benchmark --help`` (``--forget`` repeated per request, ``--seeds 0-2``,
+``--sweep``, ``--merge-results``).
 """
 
 from __future__ import annotations

@@ -25,10 +25,6 @@ from toolkit_core.cli_support import (
 
 GENERATE_COMMAND = "python -m rfo_toolkit.cli_docs docs/cli.md"
 
-CONFORMING_VISION_UNLEARN = ("demo", "report")
-"""The ``vision-unlearn`` sub-commands registered by the apps layer, which follow the grammar already."""
-
-
 def parsers() -> dict[str, argparse.ArgumentParser]:
     """The three top-level parsers, by program name."""
     from rfo_toolkit.cli import rfo_bench_parser, rfo_synth_parser, vision_unlearn_parser
@@ -77,8 +73,9 @@ def render(by_prog: dict[str, argparse.ArgumentParser] | None = None) -> str:
         "|---|---|",
         *(f"| `{flag}` | {meaning} |" for flag, meaning in sorted(FLAG_MEANINGS.items())),
         "",
-        "Known exceptions, not yet checked for one meaning per name: "
-        + ", ".join(f"`{c}`" for c in exceptions) + ".",
+        ("Known exceptions, not yet checked for one meaning per name: "
+         + ", ".join(f"`{c}`" for c in exceptions) + "." if exceptions
+         else "Every sub-command of the three programs is checked for one meaning per name."),
         "",
         "## Every flag",
         "",

@@ -50,7 +50,7 @@ def run_classifier_unlearning(request: UnlearnRequest) -> dict[str, Any] | None:
     _, meta = load_model_file(request.model)
     dataset = request.dataset or meta.get("dataset")
     if not dataset:
-        raise UserInputError("the model file names no dataset; pass --dataset", file=request.model)
+        raise UserInputError("the model file names no dataset; pass --data", file=request.model)
     prepared = load_data(dataset, meta.get("image_size"), int(meta.get("in_chans", 1)), int(meta.get("data_seed", 0)))
     model_classes = int(meta["model"]["num_classes"])
     if model_classes != prepared.num_classes:

@@ -72,9 +72,9 @@ def test_merge_command_writes_one_table(tmp_path: Path, capsys: pytest.CaptureFi
     a.write_text(json.dumps({"command": "run a", "rows": ROWS[:3]}))
     b.write_text(json.dumps({"command": "run b", "rows": ROWS[3:]}))
     out = tmp_path / "merged"
-    assert main(["benchmark", "--merge", str(a), str(b), "--out", str(out)]) == 0
+    assert main(["benchmark", "--merge-results", str(a), str(b), "--out", str(out)]) == 0
     assert (out / "results.png").exists()
     text = (out / "results.md").read_text()
     assert "run a\nrun b" in text and "0.890 (0.85 / 0.93)" in text
-    assert main(["benchmark", "--merge", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
+    assert main(["benchmark", "--merge-results", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
     assert "missing.json" in capsys.readouterr().err
