@@ -15,9 +15,9 @@ Usage::
 
 ``--fast`` runs the named notebooks (all, with no name) at their smoke-test sizes
 (``RFO_NOTEBOOK_FAST=1``: about a minute each, numbers not meaningful); the others run at their
-tutorial sizes. On one thread notebook 01 then takes about 30 s, while 02 and 03 train YOLOv8n
-detectors for 30 epochs on a CPU (20 minutes or more each). The figures in ``docs/`` were made with
-``--fast 02_rfo_benchmark 03_unlearning_a_detector``; ``docs/notebooks.md`` states the setting of each.
+tutorial sizes. On one thread of a shared two-core machine notebook 01 then took 30 s, 02 six
+minutes and 03 (three YOLOv8n detectors trained for 30 epochs) more than that; ``docs/notebooks.md``
+states the setting each notebook's figures were made at.
 """
 
 from __future__ import annotations
