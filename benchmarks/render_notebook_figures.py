@@ -16,8 +16,8 @@ Usage::
 ``--fast`` runs the named notebooks (all, with no name) at their smoke-test sizes
 (``RFO_NOTEBOOK_FAST=1``: about a minute each, numbers not meaningful); the others run at their
 tutorial sizes. On one thread of a shared two-core machine notebook 01 then took 30 s, 02 six
-minutes and 03 (three YOLOv8n detectors trained for 30 epochs) more than that; ``docs/notebooks.md``
-states the setting each notebook's figures were made at.
+minutes and 03 (YOLOv8n detectors trained for 30 epochs) eleven minutes: the figures in ``docs/``
+come from that run; ``docs/notebooks.md`` states the setting each notebook's figures were made at.
 """
 
 from __future__ import annotations
