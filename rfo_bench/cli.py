@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 
 from toolkit_core.cli_support import (
+    FLAG_MEANINGS,
     add_command,
     add_output_options,
     check_output_file,
@@ -82,7 +83,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     dataset, problems = check_dataset(
         args.data, fmt=args.format, root=args.root, csv_convention=args.csv_convention,
         images=not args.no_images, decode=not args.header_only,
-        yolo_splits=(args.yolo_split,) if args.yolo_split else None,
+        yolo_splits=(args.yolo_split,) if args.yolo_split else None, progress=not args.no_progress,
     )
     if args.json:
         print(json.dumps({"data": str(args.data), "images": len(dataset.images) if dataset else 0,
@@ -189,7 +190,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         coco_backend=args.coco_backend, froc_variant=args.froc_variant, bootstrap=args.bootstrap, seed=args.seed,
         bootstrap_unit=args.bootstrap_unit, auroc_positive=args.auroc_positive,
     )
-    evaluation = evaluate_detailed(gt, predictions, config)
+    evaluation = evaluate_detailed(gt, predictions, config, command=args.command_line,
+                                   progress=not args.no_progress)
     with owned_output_dir(out, EVAL_TOOL, overwrite=args.overwrite):
         written = write_report(evaluation, out, gt, predictions, plots=not args.no_plots)
     report = evaluation.report
@@ -222,6 +224,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--no-images", action="store_true", help="check annotations only, do not open images")
     cmd.add_argument("--header-only", action="store_true", help="read image headers only (faster, misses truncation)")
     cmd.add_argument("--json", action="store_true", help="print JSON: the problems")
+    cmd.add_argument("--no-progress", action="store_true", help=f"{FLAG_MEANINGS['--no-progress']} (on stderr)")
 
     cmd = add_command(sub, "convert", _cmd_convert, "convert a dataset between COCO, CSV and the YOLO layout")
     cmd.add_argument("src", help="source dataset (any supported format)")
@@ -267,6 +270,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="image label for AUROC: any RFO, or critical RFOs only")
     cmd.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap")
     cmd.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    cmd.add_argument("--no-progress", action="store_true", help=f"{FLAG_MEANINGS['--no-progress']} (on stderr)")
 
     from rfo_bench.detectors.commands import register as register_detectors
 

@@ -32,6 +32,7 @@ import argparse
 import errno
 import logging
 import os
+import shlex
 import shutil
 import sys
 import traceback
@@ -514,8 +515,14 @@ def user_error_line(err: BaseException, command: str | None = None) -> str | Non
 
 
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run the chosen handler and map user errors to exit code 2."""
+    """Parse ``argv``, run the chosen handler and map user errors to exit code 2.
+
+    The handler finds the command line it runs as ``args.command_line`` (``prog`` and the words, quoted
+    as a shell would need them), for the records it writes, also when called in-process.
+    """
     args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args.command_line = shlex.join([parser.prog, *words])
     verbose = bool(getattr(args, "verbose", False))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -534,7 +541,6 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) 
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except Exception as err:
-        words = list(sys.argv[1:] if argv is None else argv)
         command = " ".join([parser.prog, *(w for w in words[:2] if not w.startswith("-"))])
         line = user_error_line(err, command)
         if line is None:

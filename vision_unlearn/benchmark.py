@@ -335,7 +335,8 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, command: str | None 
     bar = tqdm(total=pending * (spec.reference_retrains + 1 + len(methods)), desc="benchmark", unit="run",
                disable=not progress, dynamic_ncols=True)
     bar.set_postfix_str(f"{spec.lira_shadows} LiRA shadows" if spec.lira_shadows > 0 else "selection")
-    bank = train_shadows(pool, spec.model, spec.lira_shadows, spec.data_seed, original_config) \
+    bank = train_shadows(pool, spec.model, spec.lira_shadows, spec.data_seed, original_config,
+                         progress=progress) \
         if spec.lira_shadows > 0 else None
     selection = selection_data(pool, spec.selection_seed)
     selection_state = train_on(selection, spec.selection_seed)
@@ -422,7 +423,7 @@ def _resumed(spec: BenchmarkSpec, out: Path) -> dict[str, Any]:
         return {}
     previous = json.loads(path.read_text(encoding="utf-8"))
     if previous.get("spec") != jsonable(_spec_dict(spec)):
-        raise UserInputError("results.json was written by another benchmark spec; use --force to start over",
+        raise UserInputError("results.json was written by another benchmark spec; use --overwrite to start over",
                              file=path)
     return {request: {"seeds_done": s["seeds_done"], "failures": s.get("failures", {}), "entry": s,
                       "rows": {name: list(entry["per_seed"]) for name, entry in

@@ -344,7 +344,8 @@ def _cmd_benchmark_classifier(args: argparse.Namespace) -> int:
         lira_shadows=16 if args.lira_shadows is None else args.lira_shadows, device=args.device,
         data_seed=args.data_seed or 0, relearn=not args.no_relearn,
         reference_retrains=2 if args.reference_retrains is None else args.reference_retrains)
-    results = run_benchmark(spec, out, command=_command_text(args), resume=args.resume)
+    results = run_benchmark(spec, out, command=_command_text(args), resume=args.resume,
+                            progress=not args.no_progress)
     print((out / "results.md").read_text(encoding="utf-8"))
     print((out / "evidence.md").read_text(encoding="utf-8"))
     print(json.dumps({"results": str(out / "results.json"), "seconds": results["total_seconds"]}))

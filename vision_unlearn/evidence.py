@@ -116,7 +116,8 @@ class ShadowBank:
         return int(self.train_conf.shape[1])
 
 
-def train_shadows(pool: Prepared, model: Any, count: int, seed: int, config: MethodConfig) -> ShadowBank:
+def train_shadows(pool: Prepared, model: Any, count: int, seed: int, config: MethodConfig, *,
+                  progress: bool = True) -> ShadowBank:
     """Train ``count`` shadow models with the original's recipe, each on a seeded random half of the
     full training split (``pool.train``). One bank serves every reported seed: an attacker needs
     models of the same distribution, and each example is scored only against shadows without it."""
@@ -125,7 +126,7 @@ def train_shadows(pool: Prepared, model: Any, count: int, seed: int, config: Met
     n = len(pool.train)
     rng = np.random.default_rng(seed + 7919)
     train_conf, train_in, test_conf = [], [], []
-    for s in tqdm(range(count), desc="LiRA shadows", leave=False):
+    for s in tqdm(range(count), desc="LiRA shadows", leave=False, disable=not progress):
         chosen = np.zeros(n, dtype=bool)
         chosen[rng.choice(n, size=n // 2, replace=False)] = True
         adapter = TimmAdapter(model.spec(pool.num_classes, pool.image_size))

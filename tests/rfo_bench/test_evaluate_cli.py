@@ -121,6 +121,8 @@ def test_cli_eval_writes_report_and_plots(small_set, capsys):
                  "--bootstrap", "100"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["coco"]) == REQUIRED_COCO and "ci95" in report and "auroc" in report
+    # the header states the command that ran, also when called in-process (not the host's sys.argv)
+    assert report["run"]["command"].startswith("rfo-bench eval --gt ") and "--bootstrap 100" in report["run"]["command"]
     # every written figure has a caption saying what it shows (what is drawn: test_evaluate_figures.py)
     assert set(report["figures"]) == {"froc.png", "pr_curves.png", "errors.png"}
     assert {p.name for p in out.glob("*.png")} == set(report["figures"])
