@@ -209,8 +209,10 @@ def _progress_callbacks(model, progress: bool) -> Iterator[None]:
         bar.reset(total=trainer.epochs * per_epoch)
         bar.update(trainer.start_epoch * per_epoch)
 
+    def on_train_epoch_start(trainer) -> None:  # drawn at once, however fast the epoch
+        bar.set_description(f"epoch {trainer.epoch + 1}/{trainer.epochs}", refresh=True)
+
     def on_train_batch_end(trainer) -> None:
-        bar.set_description(f"epoch {trainer.epoch + 1}/{trainer.epochs}", refresh=False)
         loss = _mean_loss(getattr(trainer, "tloss", None))
         if loss is not None:
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
@@ -218,6 +220,7 @@ def _progress_callbacks(model, progress: bool) -> Iterator[None]:
 
     if progress:
         model.add_callback("on_train_start", on_train_start)
+        model.add_callback("on_train_epoch_start", on_train_epoch_start)
         model.add_callback("on_train_batch_end", on_train_batch_end)
     try:
         yield
