@@ -383,10 +383,10 @@ def bench_end_to_end(size: int, n: int, workers: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         # A first small run fills the per-process caches (imports, spectra, attenuation tables, compiled
         # kernels), so that the two timed runs differ only by their n extra images.
-        generate_dataset(Path(tmp) / "warm", 2, 0, config, workers=workers, progress=False)
+        generate_dataset(Path(tmp) / "warm", n=2, seed=0, config=config, workers=workers, progress=False)
         for count in (n, 2 * n):
             start, cpu = time.perf_counter(), _cpu_seconds()
-            generate_dataset(Path(tmp) / f"ds{count}", count, 0, config, workers=workers, progress=False)
+            generate_dataset(Path(tmp) / f"ds{count}", n=count, seed=0, config=config, workers=workers, progress=False)
             runs.append((time.perf_counter() - start, _cpu_seconds() - cpu))
         png_mb = sum(p.stat().st_size for p in (Path(tmp) / f"ds{n}" / "images").glob("*.png")) / n / 1e6
     (elapsed, cpu_used), (elapsed2, cpu_used2) = runs

@@ -192,13 +192,13 @@ def bench_end_to_end(size: int, n: int, repeats: int) -> dict[str, dict[str, flo
     sizes: dict[str, float] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            generate_dataset(Path(tmp) / "warm", 2, 0, config, workers=1, progress=False)
+            generate_dataset(Path(tmp) / "warm", n=2, seed=0, config=config, workers=1, progress=False)
             for round_ in range(repeats):
                 for name, write in chosen.items():
                     images.write_png16 = write  # generate.py imports it from the module at call time
                     out = Path(tmp) / f"{name}{round_}"
                     start = time.process_time()
-                    generate_dataset(out, n, 0, config, workers=1, progress=False)
+                    generate_dataset(out, n=n, seed=0, config=config, workers=1, progress=False)
                     cpu[name].append((time.process_time() - start) / n)
                     sizes[name] = sum(p.stat().st_size for p in (out / "images").glob("*.png")) / n / 1e6
     finally:

@@ -64,7 +64,8 @@ def _cmd_physics(args: argparse.Namespace) -> int:
 
     set_threads(args.threads, torch=False)  # NumPy's pools, inherited by the worker processes
     manifest = generate_dataset(
-        args.out, args.n, args.seed, config_from_args(args), backgrounds=args.backgrounds, objects_dir=args.objects,
+        args.out, n=args.n, seed=args.seed, config=config_from_args(args), backgrounds=args.backgrounds,
+        objects_dir=args.objects,
         shard=args.shard, workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
     )
     print(json.dumps({k: manifest[k] for k in ("n_images", "n_annotations", "shard", "seed")}))

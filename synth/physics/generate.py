@@ -136,9 +136,9 @@ def _render_one(index: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def generate_dataset(
-    out: str | os.PathLike[str], n: int, seed: int, config: PhysicsConfig, backgrounds: str | None = None,
-    objects_dir: str | None = None, shard: str | None = None, workers: int = 1, overwrite: bool = False,
-    progress: bool = True,
+    out: str | os.PathLike[str], *, n: int, seed: int, config: PhysicsConfig | None = None,
+    backgrounds: str | None = None, objects_dir: str | None = None, shard: str | None = None, workers: int = 1,
+    overwrite: bool = False, progress: bool = True,
 ) -> dict[str, Any]:
     """Render a labelled dataset into ``out`` (annotations.json, images/*.png 16-bit, manifest.json).
 
@@ -146,7 +146,7 @@ def generate_dataset(
         out: destination directory (must be empty or absent unless ``overwrite``).
         n: number of images of the whole (unsharded) dataset.
         seed: master seed; image ``i`` uses ``SeedSequence([seed, i])``.
-        config: physics configuration.
+        config: physics configuration (default :class:`PhysicsConfig`'s defaults).
         backgrounds: a radiograph / CT file or folder; default the embedded real data.
         objects_dir: folder of user RFO meshes (replaces the procedural library for their classes).
         shard: ``"K/N"``: render only images ``i`` with ``i % N == K``.
@@ -166,6 +166,7 @@ def generate_dataset(
     from synth.physics.objects.meshes import load_mesh_dir
     from toolkit_core.utils import sha256_file
 
+    config = PhysicsConfig() if config is None else config
     if n < 0:
         raise UserInputError("number of images must be >= 0", field="--n", value=n)
     if workers < 1:
