@@ -1,6 +1,35 @@
 """Synthetic radiographs with exact labels: physics-based (:mod:`synth.physics`) and diffusion-based
-(:mod:`synth.diffusion`) generators of chest X-rays containing retained foreign objects."""
+(:mod:`synth.diffusion`) generators of chest X-rays containing retained foreign objects.
+
+The public names load on first use (``import synth`` imports neither numpy nor torch)::
+
+    import synth
+    manifest = synth.generate_dataset("synthetic", n=8, seed=0, config=synth.PhysicsConfig(size=512))
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "PhysicsConfig": "synth.physics.config",
+    "generate_dataset": "synth.physics.generate",
+    "contact_sheet": "synth.physics.preview",
+    "write_embedded_previews": "synth.embedded",
+    "sample_dataset": "synth.diffusion.sample",
+}
+"""Public name -> the module that defines it (the diffusion names need the ``[diffusion]`` extra)."""
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'synth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value

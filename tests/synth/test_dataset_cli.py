@@ -171,3 +171,14 @@ def test_ct_mode_labels_and_pa_orientation(tmp_path) -> None:
     image = read_image(out / coco.imgs[1]["file_name"]).pixels
     # PA display: the patient's right (the bone block) on the image left.
     assert image[:, :28].mean() > image[:, 36:].mean() + 0.05
+
+
+def test_public_names_load_on_first_use() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, synth; assert 'numpy' not in sys.modules and 'torch' not in sys.modules;"
+            "from synth import PhysicsConfig, generate_dataset; import synth.physics.generate as g;"
+            "assert generate_dataset is g.generate_dataset and PhysicsConfig().size > 0;"
+            "assert sorted(synth.__all__) == synth.__all__ and 'generate_dataset' in synth.__all__")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
