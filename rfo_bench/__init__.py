@@ -15,8 +15,7 @@ module as soon as anything imports it. See ``docs/api.md`` for the Python API wi
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from toolkit_core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -43,48 +42,7 @@ _EXPORTS = {
     "read_image": "rfo_bench.io.images",
 }
 
-__all__ = [
-    "Category",
-    "DetectionDataset",
-    "DetectionEvaluator",
-    "EvalConfig",
-    "Evaluation",
-    "ImageRecord",
-    "Predictions",
-    "RFOObject",
-    "evaluate_detailed",
-    "read_dataset",
-    "read_ground_truth",
-    "read_image",
-    "read_predictions",
-    "write_coco",
-    "write_report",
-    "write_rfo_csv",
-    "write_yolo",
-]
-
-if TYPE_CHECKING:
-    from rfo_bench.eval_config import EvalConfig, Evaluation
-    from rfo_bench.evaluate import evaluate_detailed, write_report
-    from rfo_bench.evaluator import DetectionEvaluator
-    from rfo_bench.ground_truth import read_ground_truth
-    from rfo_bench.io.coco import write_coco
-    from rfo_bench.io.formats import read_dataset
-    from rfo_bench.io.images import read_image
-    from rfo_bench.io.records import Category, DetectionDataset, ImageRecord, RFOObject
-    from rfo_bench.io.rfo_csv import write_rfo_csv
-    from rfo_bench.io.yolo_format import write_yolo
-    from rfo_bench.predictions import Predictions, read_predictions
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rfo_bench' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])

@@ -9,8 +9,7 @@ The public names load on first use (``import synth`` imports neither numpy nor t
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from toolkit_core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -23,13 +22,4 @@ _PUBLIC = {
 }
 """Public name -> the module that defines it (the diffusion names need the ``[diffusion]`` extra)."""
 
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'synth' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+__all__, __getattr__ = lazy_exports(__name__, _PUBLIC)

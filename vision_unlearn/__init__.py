@@ -9,8 +9,7 @@ The public names load lazily (``import vision_unlearn`` imports neither torch no
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from toolkit_core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -28,17 +27,4 @@ _PUBLIC = {
 }
 """Public name -> the module that defines it."""
 
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vision_unlearn' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+__all__, __getattr__ = lazy_exports(__name__, _PUBLIC)
