@@ -309,14 +309,14 @@ def test_vision_unlearn_model_file_with_code_is_refused(tmp_path: Path, capsys) 
 
 
 def test_detection_data_cache_damaged_or_foreign(tmp_path: Path) -> None:
-    from vision_unlearn.adapters.yolo_data import load_detection_data
+    from vision_unlearn.adapters.yolo_data import load_detection_cache
 
     damaged = tmp_path / "cache.pt"
     damaged.write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(UserInputError, match="damaged") as info:
-        load_detection_data(damaged)
+        load_detection_cache(damaged)
     assert info.value.file == str(damaged)
     foreign = tmp_path / "foreign.pt"
     torch.save({"images": torch.zeros(1)}, foreign)
     with pytest.raises(UserInputError, match="not a detection-data cache"):
-        load_detection_data(foreign)
+        load_detection_cache(foreign)

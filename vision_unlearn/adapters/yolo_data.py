@@ -380,7 +380,7 @@ def detection_data_from_records(dataset: Any, image_size: int | tuple[int, int],
                                      instance_ids)
 
 
-def save_detection_data(data: DetectionData, path: str | os.PathLike[str]) -> Path:
+def save_detection_cache(data: DetectionData, path: str | os.PathLike[str]) -> Path:
     """Cache ``data`` in one ``torch.save`` file (loadable with ``weights_only=True``)."""
     from toolkit_core.utils import atomic_write_bytes
 
@@ -390,8 +390,8 @@ def save_detection_data(data: DetectionData, path: str | os.PathLike[str]) -> Pa
     return Path(path)
 
 
-def load_detection_data(path: str | os.PathLike[str]) -> DetectionData:
-    """Read a file written by :func:`save_detection_data`."""
+def load_detection_cache(path: str | os.PathLike[str]) -> DetectionData:
+    """Read a file written by :func:`save_detection_cache`."""
     if not Path(path).is_file():
         raise UserInputError("cached detection data not found", file=path)
     try:
