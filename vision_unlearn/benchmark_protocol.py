@@ -144,8 +144,11 @@ def train_original(adapter: TimmAdapter, train: Any, seed: int, config: MethodCo
     from vision_unlearn.run import run_method
 
     stream = make_stream(train.images, train.labels)
+    settings = settings or LoopSettings(seed=seed)
+    if settings.label is None:
+        settings = replace(settings, label="train original")
     return run_method("retrain", adapter, None, stream, config=config_from_dict(config_class_of("retrain"),
-                      asdict(config)), settings=settings or LoopSettings(seed=seed)).result.seconds
+                      asdict(config)), settings=settings).result.seconds
 
 
 def candidates(name: str, base: MethodConfig, sweep: bool) -> list[tuple[str, MethodConfig]]:

@@ -175,7 +175,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             config=config, dist=dist,
                             settings=LoopSettings(seed=args.seed, device=str(device), checkpoint_path=ckpt,
                                                   checkpoint_every=args.checkpoint_every, resume=args.resume,
-                                                  progress=not args.no_progress)).result
+                                                  progress=not args.no_progress, label="train")).result
         adapter.model.to("cpu")
         test_acc = accuracy(adapter.predict(prepared.test.images).numpy(), prepared.test.labels.numpy())
         if dist.is_main:
@@ -185,6 +185,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                  "steps": result.total_steps, "world_size": dist.world_size},
                     "test_accuracy": test_acc}
             save_model(out, adapter.model.state_dict(), adapter.describe(), meta)
+            ckpt.unlink(missing_ok=True)  # the run finished: nothing left to resume
             print(json.dumps({"model_file": str(out), "test_accuracy": test_acc, "seconds": result.seconds,
                               "steps": result.total_steps}, indent=2))
     finally:

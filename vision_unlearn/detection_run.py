@@ -85,10 +85,11 @@ def checkpoint_image_size(source: str) -> int | None:
 
 def _run_method(adapter: YoloAdapter, name: str, config: Mapping[str, Any], forget: DetectionData,
                 retain: DetectionData, seed: int, device: str = "cpu", progress: bool = False,
-                heldout: DetectionData | None = None) -> MethodRun:
-    """:func:`vision_unlearn.run.run_method` on detection data (a held-out-aware method gets ``heldout``)."""
+                heldout: DetectionData | None = None, label: str | None = None) -> MethodRun:
+    """:func:`vision_unlearn.run.run_method` on detection data (a held-out-aware method gets ``heldout``;
+    ``label`` names the progress bar, the method's name when not given)."""
     return run_method(name, adapter, forget.stream(), retain.stream(), config=config,
-                      settings=LoopSettings(seed=seed, device=device, progress=progress),
+                      settings=LoopSettings(seed=seed, device=device, progress=progress, label=label),
                       heldout=heldout.stream() if heldout is not None else None)
 
 

@@ -107,7 +107,8 @@ def train_detector(adapter: YoloAdapter, config: DetectionBenchmarkConfig, data:
             except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:
                 # a damaged or foreign file: train anew and replace it
                 logger.warning("%s is not a stored detector of this benchmark (%s); training again", path, err)
-    run = _run_method(adapter, "retrain", config.original, data.select([0]), data, seed, config.device, progress)
+    run = _run_method(adapter, "retrain", config.original, data.select([0]), data, seed, config.device, progress,
+                      label=f"train {label}")
     state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

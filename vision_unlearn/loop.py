@@ -59,6 +59,8 @@ class LoopSettings:
         checkpoint_every: also checkpoint every this many steps (0: only at epoch ends and the end).
         resume: continue from ``checkpoint_path`` if it exists.
         progress: show a tqdm bar (main process only).
+        label: what the bar says (e.g. ``"train"`` for an original training run by ``retrain``); the
+            method's name when not given.
         log_every: log the step's values every this many steps (0: at epoch ends only).
         stop_after_steps: stop (as if killed) once this many steps are done; for tests and time limits.
     """
@@ -69,6 +71,7 @@ class LoopSettings:
     checkpoint_every: int = 0
     resume: bool = False
     progress: bool = False
+    label: str | None = None
     log_every: int = 0
     stop_after_steps: int | None = None
 
@@ -287,7 +290,7 @@ def run_loop(
     if not method.owns_step:
         adapter.module = wrap_ddp(model, dist, device)
     limit = total_steps if settings.stop_after_steps is None else min(total_steps, settings.stop_after_steps)
-    bar = tqdm(total=total_steps, initial=step, desc=method.name, disable=not (settings.progress and dist.is_main),
+    bar = tqdm(total=total_steps, initial=step, desc=settings.label or method.name, disable=not (settings.progress and dist.is_main),
                leave=False)
     epoch_logs: dict[str, list[float]] = {}
     first_logs: dict[str, float] = {}

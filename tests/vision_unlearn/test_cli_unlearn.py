@@ -26,6 +26,8 @@ def test_train_records_the_model(model_file, capsys) -> None:
     _, meta = load_model_file(model_file)
     assert meta["model"]["name"] == "test_resnet" and meta["model"]["num_classes"] == 10
     assert meta["dataset"] == "digits" and meta["test_accuracy"] > 50.0
+    # a finished run leaves its model file only, no resume checkpoint beside it
+    assert [p.name for p in model_file.parent.iterdir()] == ["original.pt"]
     # refuses to overwrite
     assert main(["train", "--set", "epochs=1", "--out", str(model_file)]) == 2
     assert "output exists" in capsys.readouterr().err

@@ -125,3 +125,13 @@ def test_data_order_is_pure_and_batches_balanced() -> None:
     assert not torch.equal(epoch_order(10, 1, "forget", 2), epoch_order(10, 1, "forget", 3))
     sizes = [b.numel() for b in batches_of(torch.arange(10), 4)]
     assert sizes == [4, 3, 3] and math.ceil(10 / 4) == len(sizes)
+
+
+@pytest.mark.parametrize(("label", "shown"), [(None, "finetune"), ("train original", "train original")])
+def test_progress_bar_says_what_runs(capsys, label, shown) -> None:
+    """An original training runs the ``retrain`` method; its bar says "train ...", not "retrain"."""
+    forget, retain = _streams()
+    adapter = _adapter()
+    run_loop(adapter, create_unlearner("finetune", adapter, {"epochs": 1, "batch_size": 16}), forget, retain,
+             LoopSettings(seed=0, progress=True, label=label))
+    assert f"{shown}:" in capsys.readouterr().err
