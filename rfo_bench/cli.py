@@ -26,11 +26,9 @@ from toolkit_core.cli_support import (
     FLAG_MEANINGS,
     add_command,
     add_output_options,
-    check_output_file,
-    owned_output_dir,
-    prepare_output_dir,
 )
 from toolkit_core.errors import UserInputError
+from toolkit_core.output_dirs import check_output_file, owned_output_dir, prepare_output_dir
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,9 @@ from toolkit_core.cli_support import (
     add_deprecated_alias,
     add_imgsz,
     add_output_options,
-    check_output_file,
     make_parser,
-    owned_output_dir,
 )
+from toolkit_core.output_dirs import check_output_file, owned_output_dir
 
 EMBEDDED_TOOL = "rfo-synth embedded"
 

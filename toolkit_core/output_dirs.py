@@ -11,6 +11,10 @@ folder and the top-level entries it wrote. ``--overwrite`` replaces a destinatio
 Anything else (``/``, a home folder, a user's data folder, a file) is refused with one line naming the
 folder and why. Staging folders left by a killed run carry the marker with ``"state": "staging"`` and
 their process id; the next run that stages beside them removes them once that process is gone.
+
+A command that writes into its folder as it goes (rather than staging it) applies the same rule through
+:func:`prepare_output_dir` / :func:`owned_output_dir` (with ``--resume`` where it can continue), and a
+command whose output is one file through :func:`check_output_file`.
 """
 
 from __future__ import annotations
@@ -266,3 +270,81 @@ def staged_output_dir(out: str | os.PathLike[str], tool: str, *, overwrite: bool
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+# --- the output rule of the commands (--out, --overwrite, --resume) ----------------------------------------
+
+
+def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, field: str = "--out") -> Path:
+    """A file output: refused when it exists unless ``overwrite``; a folder in its place is always refused."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserInputError("is a folder, expected a file", file=target, field=field)
+    if target.exists() and not overwrite:
+        raise UserInputError("output exists (use --overwrite to replace it)", file=target, field=field)
+    require_writable(target, field=field, is_dir=False)
+    return target
+
+
+def prepare_output_dir(
+    path: str | os.PathLike[str], tool: str, *, overwrite: bool, resume: bool | None = None, field: str = "--out",
+) -> Path:
+    """Apply the one overwrite rule to the output folder of ``tool``; nothing is created.
+
+    - a missing or empty folder is fine;
+    - with ``resume`` true, an existing folder is taken up again as it is (nothing is deleted); ``None``
+      says the command cannot resume (the refusal then names only ``--overwrite``);
+    - otherwise an existing non-empty folder is refused with one line naming ``--overwrite``;
+    - ``--overwrite`` deletes it only when ``tool`` wrote it: its ownership marker names ``tool`` and,
+      for a finished run, lists every entry in it (a file a user added, a link, the home folder or a
+      folder holding the working directory are refused, and nothing is deleted).
+
+    Use :func:`owned_output_dir` around the writing, which marks the folder as ``tool``'s.
+
+    Raises:
+        UserInputError: naming the folder, the flag and the reason.
+    """
+    target = Path(path)
+    if target.is_symlink():
+        raise UserInputError("refusing to use a symbolic link as output folder", file=target, field=field)
+    require_writable(target, field=field)
+    if not (target.is_dir() and any(target.iterdir())) or resume:
+        return target
+    if not overwrite:
+        hint = "" if resume is None else " or --resume to continue it"
+        raise UserInputError(f"output exists and is not empty (use --overwrite to replace it{hint})",
+                             file=target, field=field)
+    marker = read_marker(target)
+    if marker is None or marker["tool"] != tool:
+        raise UserInputError(f"refusing to replace: it was not written by {tool} (no ownership marker of it)",
+                             file=target, field=field)
+    if marker.get("state") == "complete":
+        reason = why_not_replaceable(target)
+    else:  # an interrupted run of the same command: everything in it was written while it ran
+        reason = "it is the root, the home folder or a folder holding the working directory" if _is_protected(
+            target) else None
+    if reason is not None:
+        raise UserInputError(f"refusing to replace: {reason}", file=target, field=field)
+    shutil.rmtree(target)
+    return target
+
+
+@contextmanager
+def owned_output_dir(
+    path: str | os.PathLike[str], tool: str, *, overwrite: bool, resume: bool | None = None, field: str = "--out",
+) -> Iterator[Path]:
+    """Check ``path`` by :func:`prepare_output_dir`, let the caller write into it, then mark it as ``tool``'s.
+
+    The folder is not created here (a command refused before writing leaves nothing behind). When the
+    block ends and the folder holds anything, its ownership marker is written: ``complete`` (listing the
+    entries) on success, ``in-use`` after a failure or interruption, so that ``--overwrite`` or
+    ``--resume`` may take it up later.
+    """
+    target = prepare_output_dir(path, tool, overwrite=overwrite, resume=resume, field=field)
+    finished = False
+    try:
+        yield target
+        finished = True
+    finally:
+        if target.is_dir() and not target.is_symlink() and any(target.iterdir()):
+            write_marker(target, tool, state="complete" if finished else "in-use")

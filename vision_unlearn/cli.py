@@ -45,14 +45,15 @@ from toolkit_core.cli_support import (
     add_deprecated_alias,
     add_deprecated_switch,
     add_imgsz,
+    add_output_options,
     add_runtime_options,
     add_seeds,
-    check_output_file,
     parse_seeds,
     set_threads,
     warn_deprecated,
 )
 from toolkit_core.errors import UserInputError
+from toolkit_core.output_dirs import check_output_file
 from vision_unlearn.api import parse_method_groups, split_method_overrides
 from vision_unlearn.request import refuse_overwrite
 
@@ -383,9 +384,7 @@ def register(sub: argparse._SubParsersAction, argv: Sequence[str] | None = None)
     add_batch(train, "wins over --set batch_size=; the training config's when not given")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help=SET_HELP)
-    train.add_argument("--out", required=True, help="output: the model file to write")
-    train.add_argument("--overwrite", action="store_true",
-                       help=f"{FLAG_MEANINGS['--overwrite']} (without it an existing model file is refused)")
+    add_output_options(train, "the model file to write", refused="an existing model file is refused")
     add_deprecated_alias(train, "--force", "--overwrite")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.run.ckpt")
     train.add_argument("--checkpoint-every", type=int, default=0, help=CHECKPOINT_EVERY_HELP)
@@ -410,9 +409,7 @@ def register(sub: argparse._SubParsersAction, argv: Sequence[str] | None = None)
     run.add_argument("--config", default=None, help="file of settings: YAML of the method's config fields")
     run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help=SET_HELP)
     run.add_argument("--seed", type=int, default=0, help="random seed (data order, random labels, random:F requests)")
-    run.add_argument("--out", required=True, help="output: directory")
-    run.add_argument("--overwrite", action="store_true",
-                     help=f"{FLAG_MEANINGS['--overwrite']} (without it existing outputs are refused)")
+    add_output_options(run, "directory", refused="existing outputs are refused")
     add_deprecated_alias(run, "--force", "--overwrite")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/run.ckpt")
     run.add_argument("--checkpoint-every", type=int, default=0, help=CHECKPOINT_EVERY_HELP)
@@ -468,9 +465,7 @@ def register(sub: argparse._SubParsersAction, argv: Sequence[str] | None = None)
                        help="detector: run nothing; join these results.json (e.g. one per seed) into one "
                             "results.json, results.md and results.png in --out")
     add_deprecated_alias(bench, "--merge", "--merge-results")
-    bench.add_argument("--out", required=True, help="output: directory")
-    bench.add_argument("--overwrite", action="store_true",
-                       help=f"{FLAG_MEANINGS['--overwrite']} (without it an existing OUT/results.json is refused)")
+    add_output_options(bench, "directory", refused="an existing OUT/results.json is refused")
     add_deprecated_alias(bench, "--force", "--overwrite")
     bench.set_defaults(argv=None if argv is None else list(argv))
     _add_runtime(bench)

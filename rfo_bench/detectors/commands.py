@@ -20,11 +20,10 @@ from toolkit_core.cli_support import (
     add_imgsz,
     add_output_options,
     add_runtime_options,
-    owned_output_dir,
-    prepare_output_dir,
     set_threads,
 )
 from toolkit_core.errors import UserInputError
+from toolkit_core.output_dirs import owned_output_dir, prepare_output_dir
 
 logger = logging.getLogger(__name__)
 

@@ -22,12 +22,10 @@ from toolkit_core.cli_support import (
     add_imgsz,
     add_output_options,
     add_runtime_options,
-    check_output_file,
-    owned_output_dir,
-    prepare_output_dir,
     set_threads,
 )
 from toolkit_core.errors import UserInputError
+from toolkit_core.output_dirs import check_output_file, owned_output_dir, prepare_output_dir
 
 PRESETS = ("cpu", "tiny", "medium", "base")
 SAMPLE_TOOL = "rfo-synth diffusion sample"

@@ -21,13 +21,11 @@ from toolkit_core.cli_support import (
     flag_rows,
     make_parser,
     meaning_conflicts,
-    owned_output_dir,
     parse_seeds,
-    prepare_output_dir,
     run_cli,
 )
 from toolkit_core.errors import UserInputError
-from toolkit_core.output_dirs import OWNER_MARKER
+from toolkit_core.output_dirs import OWNER_MARKER, owned_output_dir, prepare_output_dir
 
 
 def _parser(seen: dict) -> argparse.ArgumentParser:
