@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.markdown_snippets import python_snippets, run_snippets
+
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 BIN = Path(sys.executable).parent
@@ -46,7 +48,6 @@ FAST = ("rfo-synth physics", "rfo-bench inspect", "rfo-bench validate", "rfo-ben
 """The commands of the default-suite variant (the data chain); ``rfo-bench eval`` reads stand-in predictions."""
 
 BLOCK = re.compile(re.escape(MARK) + r"\s*\n```bash\n(.*?)```", re.DOTALL)
-SNIPPET = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
 def marked_commands() -> list[str]:
@@ -138,7 +139,7 @@ def test_the_whole_session_runs_in_order(tmp_path: Path) -> None:
 
 
 def readme_snippets() -> list[str]:
-    return SNIPPET.findall(README.read_text(encoding="utf-8"))
+    return python_snippets(README)
 
 
 def test_the_python_snippets_are_the_three_jobs_and_short() -> None:
@@ -151,12 +152,7 @@ def test_the_python_snippets_are_the_three_jobs_and_short() -> None:
 
 def test_the_python_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "readme"}
-    for number, code in enumerate(readme_snippets()):
-        try:
-            exec(compile(code, f"README.md python snippet {number + 1}", "exec"), namespace)  # noqa: S102
-        except Exception as err:  # name the snippet that failed
-            raise AssertionError(f"README.md python snippet {number + 1} failed: {err!r}") from err
+    namespace = run_snippets(README, "readme")
     assert namespace["report"]["coco"]["AP50"] > 0.99
     assert namespace["unlearned"] is not namespace["model"] and namespace["record"].steps > 0
     assert (tmp_path / "synthetic" / "annotations.json").is_file() and namespace["manifest"]["n_images"] == 2

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from tests.markdown_snippets import python_snippets, run_snippets
+
 API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
-SNIPPET = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
 def snippets() -> list[str]:
-    return SNIPPET.findall(API_DOC.read_text(encoding="utf-8"))
+    return python_snippets(API_DOC)
 
 
 def test_snippets_are_short_and_the_sections_are_there():
@@ -24,10 +24,5 @@ def test_snippets_are_short_and_the_sections_are_there():
 
 def test_snippets_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # one process, one thread: generate_dataset's workers default to 1
-    namespace: dict = {"__name__": "api_docs"}
-    for number, code in enumerate(snippets()):
-        try:
-            exec(compile(code, f"docs/api.md snippet {number + 1}", "exec"), namespace)  # noqa: S102
-        except Exception as err:  # name the snippet that failed
-            raise AssertionError(f"docs/api.md snippet {number + 1} failed: {err!r}") from err
+    run_snippets(API_DOC, "api_docs")
     assert (tmp_path / "eval" / "report.json").is_file() and (tmp_path / "synthetic" / "manifest.json").is_file()
