@@ -122,7 +122,7 @@ def train_detector(
     fingerprint = sha256_text(json.dumps([settings, data_sha256], sort_keys=True))
     start = time.perf_counter()
     finished = False
-    with _tiled(config, train_sets, val_set, categories, out, spec.family) as (fit_sets, fit_val, tile_counts):
+    with _tiled(config, train_sets, val_set, categories, out, spec.family, fingerprint) as (fit_sets, fit_val, tile_counts):
         try:
             if spec.family == "torchvision":
                 if fit_val is not None:
@@ -185,40 +185,25 @@ def _write_ledger(out: Path, compute: dict[str, Any]) -> None:
 
 @contextmanager
 def _tiled(config: TrainConfig, train_sets: Sequence[DetectionDataset], val_set: DetectionDataset | None,
-           categories: CategoryMap, out: Path, family: str) -> Iterator[tuple[list, Any, dict[str, int] | None]]:
+           categories: CategoryMap, out: Path, family: str, fingerprint: str
+           ) -> Iterator[tuple[list, Any, dict[str, int] | None]]:
     """The training (and validation) data as the detector sees it: the sets themselves, or their tiles.
 
-    Tiles go into a hidden folder of ``out`` created here and removed on exit (a killed run's folder is
-    removed by the next run once its process is gone). Ultralytics reads 8 bits, so its tiles are 8-bit
-    PNGs with the rounding its prediction path uses; the torchvision family reads 16-bit tiles.
+    Tiles are cut once per run and kept in the output folder until training finishes, so a resumed run
+    does not cut them again (:mod:`rfo_bench.detectors.tile_cache`). Ultralytics reads 8 bits, so its
+    tiles are 8-bit PNGs with the rounding its prediction path uses; the torchvision family reads 16-bit tiles.
     """
     if config.tiling is None:
         yield list(train_sets), val_set, None
         return
-    import shutil
-    import tempfile
+    from rfo_bench.detectors.provenance import dataset_sha256
+    from rfo_bench.detectors.tile_cache import run_tiles, tile_key
 
-    from rfo_bench.detectors.tiling import write_tile_dataset
-    from toolkit_core.output_dirs import remove_stale_staging, write_marker
-
-    remove_stale_staging(out, TILES_NAME)
-    root = Path(tempfile.mkdtemp(prefix=f".{TILES_NAME}.tmp-", dir=out))
-    try:
-        write_marker(root, "rfo-bench train", state="staging")
-        depth = 8 if family == "ultralytics" else 16
-        tiles, counts = write_tile_dataset(train_sets, config.tiling, root / "train", seed=config.seed,
-                                           bit_depth=depth, categories=categories.categories)
-        val_tiles = None
-        if val_set is not None and len(val_set):
-            val_tiles, _ = write_tile_dataset([val_set], config.tiling, root / "val", seed=config.seed + 1,
-                                              bit_depth=depth, categories=categories.categories)
-        yield [tiles], val_tiles, counts
-    finally:
-        shutil.rmtree(root, ignore_errors=True)  # created above by this call: never a user's folder
-
-
-TILES_NAME = "tiles"
-"""Stem of the hidden folder of training tiles inside the output directory."""
+    depth = 8 if family == "ultralytics" else 16
+    val_sha = dataset_sha256([val_set]) if val_set is not None and len(val_set) else None
+    with run_tiles(config.tiling, train_sets, val_set, out=out, seed=config.seed, bit_depth=depth,
+                   categories=categories.categories, key=tile_key(fingerprint, val_sha, depth)) as (tiles, val, counts):
+        yield [tiles], val, counts
 
 
 def _train_torchvision(builder, config: TrainConfig, train_sets: Sequence[DetectionDataset],

@@ -180,3 +180,50 @@ def test_the_shipped_recipe_parses_and_a_bad_recipe_is_one_line(tmp_path: Path, 
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert "tiling" in err and "tiles" in err and len(err.splitlines()) == 1
+
+
+def test_an_interrupted_run_keeps_its_tiles_and_the_resumed_run_does_not_cut_them_again(tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    import rfo_bench.detectors.api as api
+    import rfo_bench.detectors.tiling as tiling
+
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=HEIGHT, width=WIDTH))
+    real_train = api._train_torchvision
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "_train_torchvision", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False)
+    kept = tmp_path / "run" / ".tiles"
+    assert (kept / "tiles.json").is_file() and len(list((kept / "train").glob("*.png"))) == 7  # 2 + 1 + 4 films
+    assert not list((tmp_path / "run").glob(".tiles.tmp-*"))
+
+    cut = tiling.write_tile_dataset
+    monkeypatch.setattr(api, "_train_torchvision", real_train)
+    monkeypatch.setattr(tiling, "write_tile_dataset", lambda *a, **k: pytest.fail("tiles cut again"))
+    result = train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False, resume=True)
+    assert result.record["tiles"]["positive"] == 2 and result.record["tiles"]["whole_film"] == 4
+    assert not kept.exists()  # removed once training finished
+
+    # another seed is another set of tiles: a stale folder of this toolkit is replaced, not reused
+    monkeypatch.setattr(tiling, "write_tile_dataset", cut)
+    monkeypatch.setattr(api, "_train_torchvision", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(tiled_config(), [dataset], tmp_path / "run2", progress=False)
+    first_key = json.loads((tmp_path / "run2" / ".tiles" / "tiles.json").read_text())["key"]
+    other = TrainConfig(**{**tiled_config().__dict__, "seed": 1})
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(other, [dataset], tmp_path / "run2", progress=False)
+    assert json.loads((tmp_path / "run2" / ".tiles" / "tiles.json").read_text())["key"] != first_key
+
+
+def test_a_tile_folder_the_toolkit_did_not_write_is_never_replaced(tmp_path: Path) -> None:
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=2, height=HEIGHT, width=WIDTH))
+    foreign = tmp_path / "run" / ".tiles"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(UserInputError, match="did not write"):
+        train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False)
+    assert (foreign / "notes.txt").read_text() == "mine"
