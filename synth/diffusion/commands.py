@@ -2,7 +2,8 @@
 
 Flags are turned into the frozen configs of :mod:`synth.diffusion.train`, :mod:`.sample`,
 :mod:`.pipelines` and :mod:`.qc` here and nowhere else. The grammar is :mod:`toolkit_core.cli_support`'s:
-``--patch-size`` is the side of the object patches (crop geometry of the checkpoint), ``--imgsz`` an
+``--patch-size`` is the side of the object patches (crop geometry of the checkpoint, with
+``--scale-groups`` the patch pixel sizes in mm of its scale groups), ``--imgsz`` an
 image side a network works at, ``--batch`` the patches per step; ``sample``, ``eval`` and
 ``fit-extractor`` refuse an existing output unless ``--overwrite``. ``train`` resumes a checkpoint
 folder of this trainer (it never replaces one) and refuses any other non-empty folder.
@@ -71,7 +72,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          save_every=args.save_every, seed=args.seed, class_drop_prob=args.class_drop,
                          context_drop_prob=args.context_drop, ema_decay=args.ema_decay,
                          region_weight=args.region_weight)
-    spec = PatchSpec(size_px=args.patch_size, context=args.context, mask_margin_px=args.margin)
+    spec = PatchSpec(size_px=args.patch_size, context=args.context, mask_margin_px=args.margin,
+                     scale_groups_mm_px=parse_scale_groups(args.scale_groups))
     result = train(args.data, args.out, config, model_preset(args.preset, args.channels), spec, device=args.device,
                    progress=not args.no_progress)
     print(json.dumps({"checkpoint": str(result.ckpt_dir), "step": result.step, "resumed_from": result.resumed_from,
@@ -142,7 +144,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         spec = read_checkpoint_info(args.ckpt).patch
     else:
-        spec = PatchSpec(size_px=args.patch_size, context=args.context)
+        spec = PatchSpec(size_px=args.patch_size, context=args.context,
+                         scale_groups_mm_px=parse_scale_groups(args.scale_groups))
     extractor = TimmNetwork(TimmModelSpec(name=args.extractor, checkpoint=args.extractor_checkpoint,
                                           random_init=args.random_init, input_size=args.imgsz),
                             device=args.device)
@@ -282,7 +285,26 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return group
 
 
+def parse_scale_groups(text: str) -> tuple[float, ...] | None:
+    """``--scale-groups``: comma-separated mm per patch pixel (``0.75,2,5``), or ``fit`` for the
+    fit-to-patch geometry of checkpoints written before scale groups (``None``)."""
+    if text.strip().lower() == "fit":
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserInputError("expected comma-separated mm per pixel (e.g. 0.75,2,5) or 'fit'", field="--scale-groups",
+                             value=text) from None
+
+
 def _add_patch_flags(cmd: argparse.ArgumentParser, when: str) -> None:
+    from synth.diffusion.patches import DEFAULT_SCALE_GROUPS_MM_PX
+
     cmd.add_argument("--patch-size", type=int, default=64, help=f"object patch side in pixels{when}")
     add_deprecated_alias(cmd, "--size", "--patch-size")
-    cmd.add_argument("--context", type=float, default=1.6, help=f"crop side / object size{when}")
+    cmd.add_argument("--context", type=float, default=1.6,
+                     help=f"the window holds this multiple of the object's longest side{when}")
+    cmd.add_argument("--scale-groups", default=",".join(f"{g:g}" for g in DEFAULT_SCALE_GROUPS_MM_PX),
+                     help="patch pixel sizes in mm of the scale groups, finest first; each object is cut at the finest "
+                          "whose window holds it with its context ('fit': fit each object to its patch, the geometry "
+                          f"of checkpoints written before scale groups){when}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from synth.diffusion.model import NULL_CLASS, model_input
+from synth.diffusion.model import model_input, null_labels
 from synth.diffusion.patches import smooth_fill
 from toolkit_core.errors import UserInputError
 
@@ -86,7 +86,7 @@ def _guided_output(unet, x, t, region, background, object_mask, class_ids, confi
     n = x.shape[0]
     keep = 0.0 if config.mode == "repaint" else 1.0
     inputs = model_input(x, region * keep, background * keep, None if object_mask is None else object_mask * keep)
-    null = torch.full_like(class_ids, NULL_CLASS)
+    null = null_labels(class_ids)  # the null class of the same scale group
     if config.guidance_scale == 1.0:
         return unet(inputs, t, class_labels=class_ids).sample
     if config.guidance_scale == 0.0:
@@ -137,7 +137,8 @@ def inpaint_patches(
         train_scheduler: the checkpoint's DDPM schedule.
         background: ``(N, 1, S, S)`` patches in ``[-1, 1]``.
         region: ``(N, 1, S, S)`` 1 where the object goes (0 elsewhere).
-        class_ids: ``(N,)`` long category ids (or :data:`NULL_CLASS`).
+        class_ids: ``(N,)`` long class-table labels: category ids (or the null class 0), plus the scale
+            group's offset for models with scale groups (:func:`~synth.diffusion.model.conditioning_labels`).
         config: sampler settings.
         generator: CPU torch generator (all noise comes from it).
         object_mask: ``(N, 1, S, S)`` 1 on the object itself, for UNets with an object channel

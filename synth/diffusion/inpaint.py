@@ -1,12 +1,18 @@
 """Inpainting objects into full radiographs: crop a window around each requested mask, denoise it
 (:mod:`synth.diffusion.denoise`), optionally score it (QC), and paste it back with a feathered weight.
 
+The window is the training geometry (:func:`synth.diffusion.patches.crop_window`) at the film's pixel
+spacing: with scale groups a request is cut, drawn and pasted back at its group's mm per pixel, so
+the object drawn has the requested mask's size in mm. A checkpoint written before scale groups is
+used in its fit-to-patch geometry, with one warning that its drawn scale is not physical.
+
 The weight is 1 on the object and inside half the margin, falls linearly to 0 at the edge of the
 inpainted region, and is 0 outside it: every pixel outside the region keeps its exact background value.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -16,7 +22,13 @@ from scipy import ndimage
 
 from rfo_bench.categories import CATEGORY_BY_ID
 from synth.diffusion.denoise import SamplerConfig, inpaint_patches
-from synth.diffusion.model import CheckpointInfo, load_train_scheduler, load_unet, read_checkpoint_info
+from synth.diffusion.model import (
+    CheckpointInfo,
+    conditioning_labels,
+    load_train_scheduler,
+    load_unet,
+    read_checkpoint_info,
+)
 from synth.diffusion.patches import (
     PatchSpec,
     Window,
@@ -32,6 +44,7 @@ from toolkit_core.errors import UserInputError
 if TYPE_CHECKING:
     import torch
 
+logger = logging.getLogger(__name__)
 
 
 def feather_weight(object_mask: np.ndarray, radius_px: int) -> np.ndarray:
@@ -133,6 +146,10 @@ class Inpainter:
     def __init__(self, ckpt_dir: str | Path, config: SamplerConfig, *, device: str = "cpu") -> None:
         self.ckpt_dir = Path(ckpt_dir)
         self.info: CheckpointInfo = read_checkpoint_info(self.ckpt_dir)
+        if not self.info.patch.physical:
+            # still usable: the labels keep their mm size (mask banks are rescaled by the spacing ratio)
+            logger.warning("%s predates scale groups: objects are drawn fitted to the patch, so their drawn scale "
+                           "is not physical (labels keep their mm size); retrain for mm-true objects", self.ckpt_dir)
         self.unet = load_unet(self.ckpt_dir, device)
         self.train_scheduler = load_train_scheduler(self.ckpt_dir)
         self.config = config
@@ -156,12 +173,16 @@ class Inpainter:
         scorer: SampleScorer | None = None,
         threshold: float = 0.5,
         max_tries: int = 1,
+        spacings_mm: list[float] | None = None,
     ) -> list[InpaintOutcome]:
         """Inpaint every request into its image; objects of one round are denoised as one batch.
 
         Args:
             images: ``(H, W)`` backgrounds in ``[0, 1]`` (not modified).
             requests: per image, the objects in the order they are placed.
+            spacings_mm: per image, its pixel spacing (mm), which sets the window of each request at
+                its scale group's mm per pixel; default: the checkpoint's training spacing for every
+                image (with one warning), for checkpoints with scale groups.
             generator: CPU torch generator.
             scorer: optional QC model; samples scoring below ``threshold`` are redrawn up to
                 ``max_tries`` times in total and left out when all tries fail.
@@ -174,6 +195,13 @@ class Inpainter:
         import torch
 
         spec = self.spec
+        if spacings_mm is None:
+            if spec.physical:
+                logger.warning("no pixel spacing given for the backgrounds: %.3f mm (the training films') assumed",
+                               self.info.spacing_mm)
+            spacings_mm = [self.info.spacing_mm] * len(images)
+        if len(spacings_mm) != len(images):
+            raise ValueError(f"{len(spacings_mm)} spacings for {len(images)} images")
         current = [img.astype(np.float32).copy() for img in images]
         accepted: list[list[tuple[ObjectRequest, float]]] = [[] for _ in images]
         rejected: list[list[ObjectRequest]] = [[] for _ in images]
@@ -184,20 +212,27 @@ class Inpainter:
             for _ in range(max_tries):
                 if not pending:
                     break
-                windows, bgs, regions, objects, classes = [], [], [], [], []
+                windows, bgs, regions, objects, classes, groups = [], [], [], [], [], []
                 for i in pending:
                     req = requests[i][k]
-                    window = crop_window(mask_bbox_xywh(req.object_mask), current[i].shape, spec)
+                    try:
+                        window = crop_window(mask_bbox_xywh(req.object_mask), current[i].shape, spec, spacings_mm[i])
+                    except UserInputError as err:
+                        name = CATEGORY_BY_ID[req.category_id].name
+                        raise UserInputError(f"object {k} ({name}) of image {i}: {err.message}", field=err.field,
+                                             value=err.value) from None
                     windows.append(window)
                     bgs.append(resize_square(crop_square(current[i], window), spec.size_px))
                     obj, region = patch_masks(req.object_mask, window, spec)
                     regions.append(region)
                     objects.append(obj)
                     classes.append(req.category_id)
+                    groups.append(window.group or 0)
                 bg_t = torch.from_numpy(np.clip(np.stack(bgs), 0, 1))[:, None].to(self.device) * 2.0 - 1.0
                 reg_t = torch.from_numpy(np.stack(regions).astype(np.float32))[:, None].to(self.device)
                 obj_t = torch.from_numpy(np.stack(objects).astype(np.float32))[:, None].to(self.device)
-                cls_t = torch.tensor(classes, dtype=torch.long, device=self.device)
+                labels = conditioning_labels(np.asarray(classes), np.asarray(groups) if spec.physical else None)
+                cls_t = torch.as_tensor(labels, dtype=torch.long, device=self.device)
                 out = inpaint_patches(self.unet, self.train_scheduler, bg_t, reg_t, cls_t, self.config, generator,
                                       object_mask=obj_t, residual_scale=self.residual_scale)
                 patches = ((out[:, 0].cpu().numpy() + 1.0) / 2.0).astype(np.float32)

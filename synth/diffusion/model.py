@@ -19,8 +19,15 @@ The ``object`` channel is the requested object mask (the region is that mask dil
 so the network knows where inside the region the object itself lies.
 
 and a class embedding (``class_embed_type=None`` with ``num_class_embeds``: a learned lookup table)
-whose index is the RFO category id (1..10, :mod:`rfo_bench.categories`); index 0 is the "null"
-class used for classifier-free guidance (Ho & Salimans, 2022, arXiv:2207.12598). During training the
+whose index is the RFO category id (1..10, :mod:`rfo_bench.categories`) plus
+``NUM_CLASS_EMBEDS x scale group`` (:func:`conditioning_labels`): the patch's scale group (its mm per
+pixel, :mod:`synth.diffusion.patches`) is a condition like the class, so a request is drawn at its
+group's scale. Index ``NUM_CLASS_EMBEDS x group`` is that group's "null" class used for
+classifier-free guidance (Ho & Salimans, 2022, arXiv:2207.12598): guidance drops the class, never the
+scale, which is geometry known at sampling like the mask. One joint (group, class) table rather than
+two summed embeddings keeps the checkpoint a plain diffusers ``UNet2DModel`` folder; the price is
+that a class's rows are not shared across groups, and most classes fall in one or two groups.
+Checkpoints written before scale groups have one group (11 rows) and the fit-to-patch geometry. During training the
 context channels (region + background) are also dropped at random, so the same weights serve as an
 unconditional prior for RePaint-style inpainting (Lugmayr et al., CVPR 2022, arXiv:2201.09865).
 
@@ -28,7 +35,8 @@ A checkpoint directory (``CKPT_DIR``) holds::
 
     unet/                  EMA weights, diffusers ``save_pretrained`` format
     scheduler/             the training noise schedule (DDPMScheduler config)
-    rfo_diffusion.json     model/patch/training configuration, classes, pixel spacing, step
+    rfo_diffusion.json     model/patch/training configuration (scale groups included), classes,
+                           pixel spacing, step
     mask_bank.npz          tight object masks per class seen in training (shapes for sampling)
     training_state.pt      raw weights, optimizer, EMA state, step (for resuming)
 """
@@ -62,7 +70,8 @@ NUM_CLASS_EMBEDS = max(c.id for c in RFO_CATEGORIES) + 1
 META_FILE = "rfo_diffusion.json"
 MASK_BANK_FILE = "mask_bank.npz"
 STATE_FILE = "training_state.pt"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+"""3: the patch record holds ``scale_groups_mm_px`` (absent in 2: fit-to-patch geometry)."""
 TARGETS = ("residual", "image")
 PREDICTION_TYPES = ("v_prediction", "epsilon", "sample")
 
@@ -127,8 +136,9 @@ TINY_MODEL = ModelConfig(block_out_channels=(16, 32), layers_per_block=1, attent
 """A model small enough for unit tests (a few thousand parameters per level)."""
 
 
-def build_unet(config: ModelConfig, size_px: int) -> UNet2DModel:
-    """A fresh (randomly initialised) inpainting UNet for ``size_px`` patches."""
+def build_unet(config: ModelConfig, size_px: int, num_scale_groups: int = 1) -> UNet2DModel:
+    """A fresh (randomly initialised) inpainting UNet for ``size_px`` patches and ``num_scale_groups``
+    scale groups (the class table has ``NUM_CLASS_EMBEDS x num_scale_groups`` rows)."""
     from diffusers import UNet2DModel
 
     levels = len(config.block_out_channels)
@@ -149,8 +159,28 @@ def build_unet(config: ModelConfig, size_px: int) -> UNet2DModel:
         norm_num_groups=config.norm_groups,
         attention_head_dim=8,
         class_embed_type=None,
-        num_class_embeds=NUM_CLASS_EMBEDS,
+        num_class_embeds=NUM_CLASS_EMBEDS * int(num_scale_groups),
     )
+
+
+def conditioning_labels(category_ids, scale_groups=None):
+    """The UNet's class-table index of each (category, scale group): ``group * NUM_CLASS_EMBEDS + id``.
+
+    Args:
+        category_ids: ``(N,)`` integer array or long tensor of category ids (or :data:`NULL_CLASS`).
+        scale_groups: ``(N,)`` group indices of the same kind; ``None``: group 0 (fit-to-patch models).
+
+    Returns:
+        The same kind as ``category_ids``.
+    """
+    if scale_groups is None:
+        return category_ids
+    return category_ids + scale_groups * NUM_CLASS_EMBEDS
+
+
+def null_labels(labels):
+    """The null class of each label's scale group (what classifier-free guidance swaps a label for)."""
+    return labels - labels % NUM_CLASS_EMBEDS
 
 
 def build_train_scheduler(config: ModelConfig):
@@ -197,6 +227,11 @@ class CheckpointInfo:
     train: dict[str, Any]
     residual_scale: float = 1.0
 
+    @property
+    def scale_groups_mm_px(self) -> tuple[float, ...] | None:
+        """The patch pixel sizes (mm) of the scale groups; ``None`` for a fit-to-patch checkpoint."""
+        return self.patch.scale_groups_mm_px
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
@@ -232,14 +267,14 @@ def read_checkpoint_info(ckpt_dir: str | Path) -> CheckpointInfo:
         category_ids = tuple(int(c["id"]) for c in meta["categories"])
         info = CheckpointInfo(
             model=ModelConfig.from_dict(meta["model"]),
-            patch=PatchSpec(**meta["patch"]),
+            patch=PatchSpec.from_dict(meta["patch"]),
             category_ids=category_ids,
             spacing_mm=float(meta["spacing_mm"]),
             step=int(meta["step"]),
             train=dict(meta.get("train", {})),
             residual_scale=float(meta.get("residual_scale", 1.0)),
         )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise UserInputError(f"corrupt checkpoint metadata: {err}", file=meta_path) from None
     unknown = [cid for cid in category_ids if cid not in CATEGORY_BY_ID]
     if unknown:
@@ -316,11 +351,16 @@ def load_unet(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> UNet2
 
     prepare_offline()
     root = Path(ckpt_dir)
-    read_checkpoint_info(root)
+    info = read_checkpoint_info(root)
     try:
         unet = UNet2DModel.from_pretrained(root, subfolder="unet", local_files_only=True, low_cpu_mem_usage=False)
     except (OSError, ValueError) as err:
         raise UserInputError(f"cannot load the UNet weights: {err}", file=root / "unet") from None
+    rows = int(unet.config.num_class_embeds or 0)
+    if rows != NUM_CLASS_EMBEDS * info.patch.num_scale_groups:
+        raise UserInputError(f"the UNet's class table has {rows} rows; {info.patch.num_scale_groups} scale group(s) "
+                             f"need {NUM_CLASS_EMBEDS * info.patch.num_scale_groups}", file=root / META_FILE,
+                             field="patch.scale_groups_mm_px", value=info.scale_groups_mm_px)
     return unet.to(device).eval()
 
 

@@ -207,7 +207,9 @@ def inpaint_with_pipeline(
     Returns:
         The new ``(H, W)`` image; unchanged outside the dilated mask.
     """
-    spec = PatchSpec(size_px=config.resolution, context=config.context, mask_margin_px=max(4, config.resolution // 64))
+    # a text-conditioned pipeline has no notion of mm: the crop is fitted to the object (no scale groups)
+    spec = PatchSpec(size_px=config.resolution, context=config.context, mask_margin_px=max(4, config.resolution // 64),
+                     scale_groups_mm_px=None)
     window = crop_window(mask_bbox_xywh(object_mask), image.shape, spec)
     radius = region_radius_full_px(spec, window.side)
     crop = resize_square(crop_square(image, window), config.resolution)

@@ -4,10 +4,12 @@ COCO dataset (:func:`sample_dataset`).
 Per object:
 
 1. The requested object mask (full-image pixels; placed at random or read from a requests file,
-   :mod:`synth.diffusion.object_requests`) gives the crop window and the inpainted region (mask dilated
-   by the checkpoint's margin, :mod:`synth.diffusion.patches`).
+   :mod:`synth.diffusion.object_requests`; a mask-bank shape is rescaled by the ratio of the training
+   and background spacings, so it keeps its mm size) gives the crop window and the inpainted region
+   (mask dilated by the checkpoint's margin, :mod:`synth.diffusion.patches`). With scale groups the
+   window is cut at the object's group's mm per pixel, from the background's spacing.
 2. The window is resized to the model's patch size and denoised with the background kept outside the
-   region (:mod:`synth.diffusion.denoise`).
+   region (:mod:`synth.diffusion.denoise`), conditioned on the class and the scale group.
 3. The patch is resized back and blended with a feathered weight that is 0 outside the region
    (:mod:`synth.diffusion.inpaint`): every pixel outside it keeps its exact background value.
 
@@ -96,8 +98,14 @@ def recorded_spacings(files: list[Path]) -> dict[Path, float]:
 
 
 def background_spacing_mm(path: Path, loaded: Any, known: dict[Path, float]) -> float:
-    """The spacing of one background: recorded by a COCO file (:func:`recorded_spacings`), else the file's."""
+    """The spacing of one background: recorded by a COCO file (:func:`recorded_spacings`), else the file's
+    (a DICOM header's, or :data:`rfo_bench.io.images.DEFAULT_PIXEL_SPACING_MM` for a file that states none)."""
     return known.get(path.resolve(), float(np.mean(loaded.pixel_spacing_mm)))
+
+
+def _spacing_is_assumed(path: Path, loaded: Any, known: dict[Path, float]) -> bool:
+    """True when neither a COCO file nor the image states the background's spacing."""
+    return path.resolve() not in known and bool(getattr(loaded, "spacing_is_default", False))
 
 
 def sample_dataset(
@@ -198,19 +206,22 @@ def sample_dataset(
     total_attempts = total_accepted = total_rejected = 0
     total = len(plans) if isinstance(plans, list) else n
     plan_iter = iter(plans)
+    assumed: list[Path] = []
     bar = tqdm(total=total, desc="sample", unit="image", disable=not progress, dynamic_ncols=True)
     for start in range(0, total, batch_images):
         chunk = list(itertools.islice(plan_iter, batch_images))
+        spacings = [background_spacing_mm(p[0], p[1], known_spacing) for p in chunk]
+        assumed += [p[0] for p in chunk if _spacing_is_assumed(p[0], p[1], known_spacing)]
         outcomes = inpainter.inpaint_objects([p[1].pixels for p in chunk], [p[2] for p in chunk], generator,
-                                             scorer=scorer, threshold=threshold, max_tries=max_tries)
-        for offset, ((path, loaded, _), outcome) in enumerate(zip(chunk, outcomes)):
+                                             scorer=scorer, threshold=threshold, max_tries=max_tries,
+                                             spacings_mm=spacings)
+        for offset, ((path, _, _), outcome) in enumerate(zip(chunk, outcomes)):
             image_id = start + offset + 1
             name = f"{image_id - 1:06d}.png"
             write_png16(out / "images" / name, outcome.image)
             height, width = outcome.image.shape
             coco_images.append({"id": image_id, "file_name": f"images/{name}", "width": width, "height": height,
-                                "background": path.name,
-                                "pixel_spacing_mm": [background_spacing_mm(path, loaded, known_spacing)] * 2})
+                                "background": path.name, "pixel_spacing_mm": [spacings[offset]] * 2})
             for req, score in outcome.accepted:
                 x, y, w, h = mask_bbox_xywh(req.object_mask)
                 coco_anns.append({"id": len(coco_anns) + 1, "image_id": image_id, "category_id": req.category_id,
@@ -223,6 +234,10 @@ def sample_dataset(
             total_rejected += len(outcome.rejected)
         bar.update(len(chunk))
     bar.close()
+    if assumed:
+        logger.warning("%d of %d images were drawn on backgrounds that state no pixel spacing (no COCO file beside "
+                       "them records one, e.g. %s): the default spacing was assumed, and it sets the objects' size in "
+                       "pixels", len(assumed), total, assumed[0])
     coco = {
         "info": {"description": "rfo-synth diffusion samples", "generator": "synth.diffusion"},
         "images": coco_images, "annotations": coco_anns,
@@ -231,6 +246,7 @@ def sample_dataset(
     atomic_write_bytes(out / "annotations.json", json.dumps(coco).encode())
     manifest = {
         "checkpoint": str(Path(ckpt_dir).resolve()), "checkpoint_step": info.step, "seed": seed,
+        "scale_groups_mm_px": None if info.scale_groups_mm_px is None else list(info.scale_groups_mm_px),
         "sampler": asdict(config), "images": len(coco_images), "objects": len(coco_anns),
         "qc": {"enabled": scorer is not None, "threshold": threshold if scorer is not None else None,
                "attempts": total_attempts, "accepted": total_accepted, "dropped": total_rejected,

@@ -3,14 +3,16 @@
 Objective (Ho et al., NeurIPS 2020, arXiv:2006.11239): for a clean ``x0`` (the object layer or the
 patch, see :mod:`synth.diffusion.model`), ``t ~ U{0..T-1}`` and ``eps ~ N(0, I)``, the UNet sees
 ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` with the region, the masked background, the object
-mask and the class, and predicts ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` (Salimans & Ho 2022;
+mask and the class (with the patch's scale group, :func:`~synth.diffusion.model.conditioning_labels`),
+and predicts ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` (Salimans & Ho 2022;
 or ``eps`` / ``x0``, per the model's ``prediction_type``). The squared error is weighted
 ``region_weight`` inside the inpainted region and 1 outside (outside the region the sampler replaces
 the prediction by the known background, so the signal that matters is inside).
 
 Condition dropout for classifier-free guidance: with ``class_drop_prob`` the class becomes the null
-class; independently with ``context_drop_prob`` the region and background channels become zero,
-which teaches the unconditional prior used by the RePaint-style sampler.
+class of its scale group (the scale is never dropped: it is known at sampling); independently with
+``context_drop_prob`` the region and background channels become zero, which teaches the
+unconditional prior used by the RePaint-style sampler.
 
 Every random draw of step ``k`` comes from generators seeded with ``(seed, k)``, so a run stopped
 after any saved step and resumed gives the same weights as an uninterrupted one.
@@ -31,13 +33,14 @@ import numpy as np
 
 from synth.diffusion.model import (
     META_FILE,
-    NULL_CLASS,
     STATE_FILE,
     CheckpointInfo,
     ModelConfig,
     build_train_scheduler,
     build_unet,
+    conditioning_labels,
     model_input,
+    null_labels,
     read_checkpoint_info,
     save_mask_bank,
     write_checkpoint_info,
@@ -134,7 +137,8 @@ def training_loss(unet, scheduler, x0, region, class_ids, config: TrainConfig, g
             ``prediction_type`` that decides the regression target).
         x0: ``(N, 1, S, S)`` clean targets (object layer, or patches in ``[-1, 1]``).
         region: ``(N, 1, S, S)`` float 0/1.
-        class_ids: ``(N,)`` long category ids.
+        class_ids: ``(N,)`` long class-table labels: category ids, plus the scale group's offset for
+            models with scale groups (:func:`~synth.diffusion.model.conditioning_labels`).
         config: dropout probabilities and region weight.
         generator: torch generator for noise, timesteps and dropout.
         context: ``(N, 1, S, S)`` the patches in ``[-1, 1]`` for the background channel (default ``x0``).
@@ -153,7 +157,7 @@ def training_loss(unet, scheduler, x0, region, class_ids, config: TrainConfig, g
     drop_context = (torch.rand(n, generator=generator) < config.context_drop_prob).to(x0.device)
     noisy = scheduler.add_noise(x0, noise, t)
     keep = (~drop_context).float().view(n, 1, 1, 1)
-    labels = torch.where(drop_class, torch.full_like(class_ids, NULL_CLASS), class_ids)
+    labels = torch.where(drop_class, null_labels(class_ids), class_ids)
     context = x0 if context is None else context
     obj = None if object_mask is None else object_mask * keep
     pred = unet(model_input(noisy, region * keep, context * keep, obj), t, class_labels=labels).sample
@@ -176,6 +180,7 @@ class TrainingArrays:
         targets: ``(N, S, S)`` the ``x0`` the model learns (see :func:`training_arrays`).
         classes: ``(N,)`` category ids.
         residual_scale: divisor of the object layer (1.0 for the ``image`` target).
+        groups: ``(N,)`` scale-group indices, ``None`` for the fit-to-patch geometry.
     """
 
     context: np.ndarray
@@ -184,6 +189,11 @@ class TrainingArrays:
     targets: np.ndarray
     classes: np.ndarray
     residual_scale: float
+    groups: np.ndarray | None = None
+
+    def labels(self, idx: np.ndarray) -> np.ndarray:
+        """The UNet class-table labels of the patches ``idx`` (category plus scale group)."""
+        return conditioning_labels(self.classes[idx], None if self.groups is None else self.groups[idx])
 
 
 def training_arrays(patches: PatchSet, target: str) -> TrainingArrays:
@@ -196,6 +206,8 @@ def training_arrays(patches: PatchSet, target: str) -> TrainingArrays:
     regions = np.stack([p.region for p in patches.patches])
     objects = np.stack([p.object_mask for p in patches.patches]).astype(np.float32)
     classes = np.array([p.category_id for p in patches.patches], dtype=np.int64)
+    physical = all(p.scale_group is not None for p in patches.patches)
+    groups = np.array([p.scale_group for p in patches.patches], dtype=np.int64) if physical else None
     context = images * 2.0 - 1.0
     if target == "residual":
         scale = residual_scale(images, regions)
@@ -204,7 +216,7 @@ def training_arrays(patches: PatchSet, target: str) -> TrainingArrays:
     else:
         scale, targets = 1.0, context
     return TrainingArrays(context=context, regions=regions.astype(np.float32), objects=objects, targets=targets,
-                          classes=classes, residual_scale=scale)
+                          classes=classes, residual_scale=scale, groups=groups)
 
 
 TOOL = "rfo-synth diffusion train"
@@ -288,8 +300,9 @@ def _check_resume(ckpt: Path, model: ModelConfig, patch: PatchSpec) -> Checkpoin
         raise UserInputError("cannot resume: the checkpoint was trained with another model configuration "
                              f"({asdict(info.model)})", file=ckpt, field="model")
     if info.patch != patch:
+        hint = "" if info.patch.physical else " (it predates scale groups: resume it with --scale-groups fit)"
         raise UserInputError(f"cannot resume: the checkpoint was trained with another patch geometry "
-                             f"({asdict(info.patch)})", file=ckpt, field="size/context/margin")
+                             f"({asdict(info.patch)}){hint}", file=ckpt, field="size/context/margin/scale groups")
     return info
 
 
@@ -340,7 +353,7 @@ def train(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # the initial weights depend on the seed only
-        unet = build_unet(model_config, patch_spec.size_px).to(device)
+        unet = build_unet(model_config, patch_spec.size_px, patch_spec.num_scale_groups).to(device)
     scheduler = build_train_scheduler(model_config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.0)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
@@ -355,6 +368,9 @@ def train(
     train_record: dict[str, Any] = {**asdict(config), "data": str(data_root.resolve()),
                                     "data_sha256": sha256_file(data_root / "annotations.json"),
                                     "num_patches": len(classes)}
+    if arrays.groups is not None:
+        train_record["patches_per_scale_group"] = np.bincount(arrays.groups,
+                                                              minlength=patch_spec.num_scale_groups).tolist()
 
     def save(step: int) -> None:
         with atomic_output(state_path) as tmp:
@@ -388,7 +404,7 @@ def train(
             if config.augment:
                 batch = augment_arrays(rng, *batch)
             x0, context, region, obj = (torch.from_numpy(np.ascontiguousarray(a))[:, None].to(device) for a in batch)
-            labels = torch.from_numpy(classes[idx]).to(device)
+            labels = torch.from_numpy(arrays.labels(idx)).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
             loss = training_loss(unet, scheduler, x0, region, labels, config, generator, context=context,

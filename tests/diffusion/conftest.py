@@ -1,5 +1,6 @@
 """Tiny COCO datasets for the diffusion tests: bright ellipses (sponge) and lines (needle) on smooth
-non-square backgrounds, written as 16-bit PNG under ``images/`` like the physics generator."""
+non-square backgrounds, written as 16-bit PNG under ``images/`` like the physics generator, with the
+pixel spacing recorded in ``annotations.json`` (:data:`SPACING_MM`) as the generators do."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from rfo_bench.categories import coco_categories
 from rfo_bench.io.images import write_png16
 
 HEIGHT, WIDTH = 88, 72  # non-square on purpose
+SPACING_MM = 0.5
+"""Pixel spacing of the tiny films: the needle (14 px) is 7 mm long, the sponge (15 px) 7.5 mm."""
 
 
 def smooth_background(rng: np.random.Generator, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
@@ -40,7 +43,7 @@ def ellipse_polygon(cy: float, cx: float, ry: float, rx: float, n: int = 24) -> 
     return [float(v) for a in angles for v in (cx + 0.5 + rx * np.cos(a), cy + 0.5 + ry * np.sin(a))]
 
 
-def write_tiny_coco(root: Path, n_images: int = 4, seed: int = 0) -> Path:
+def write_tiny_coco(root: Path, n_images: int = 4, seed: int = 0, spacing_mm: float | None = SPACING_MM) -> Path:
     """Write ``n_images`` images with one sponge (polygon label) and one needle (RLE label) each."""
     from pycocotools import mask as mask_utils
 
@@ -56,7 +59,10 @@ def write_tiny_coco(root: Path, n_images: int = 4, seed: int = 0) -> Path:
         pixels = np.where(needle, pixels + 0.5, pixels)
         name = f"{i:06d}.png"
         write_png16(root / "images" / name, np.clip(pixels, 0, 1))
-        images.append({"id": i + 1, "file_name": name, "width": WIDTH, "height": HEIGHT})
+        entry = {"id": i + 1, "file_name": f"images/{name}", "width": WIDTH, "height": HEIGHT}
+        if spacing_mm is not None:
+            entry["pixel_spacing_mm"] = [spacing_mm, spacing_mm]
+        images.append(entry)
         ys, xs = np.nonzero(sponge)
         annotations.append({
             "id": 2 * i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,

@@ -22,7 +22,8 @@ from synth.diffusion.patches import (
 )
 from toolkit_core.errors import UserInputError
 
-SPEC = PatchSpec(size_px=16, context=2.0, mask_margin_px=2)
+SPEC = PatchSpec(size_px=16, context=2.0, mask_margin_px=2, scale_groups_mm_px=None)
+"""The fit-to-patch geometry of checkpoints written before scale groups (test_scale.py: physical scale)."""
 
 
 def test_crop_window_centred_and_clamped():
