@@ -85,7 +85,7 @@ def paste_patch(image: np.ndarray, patch: np.ndarray, window: Window, object_mas
     y0, x0 = max(window.y0, 0), max(window.x0, 0)
     y1, x1 = min(window.y0 + window.side, height), min(window.x0 + window.side, width)
     sub = big[y0 - window.y0:y1 - window.y0, x0 - window.x0:x1 - window.x0]
-    weight = feather_weight(crop_square(object_mask.astype(np.float32), window) > 0.5, radius_px)
+    weight = feather_weight(crop_square(object_mask.astype(np.float32), window, pad="zero") > 0.5, radius_px)
     weight = weight[y0 - window.y0:y1 - window.y0, x0 - window.x0:x1 - window.x0]
     out = image.astype(np.float32).copy()
     region = out[y0:y1, x0:x1]

@@ -237,15 +237,22 @@ def patch_mm_per_px(window: Window, spec: PatchSpec, spacing_mm: float) -> float
     return window.side * float(spacing_mm) / spec.size_px
 
 
-def crop_square(array: np.ndarray, window: Window) -> np.ndarray:
-    """Cut ``window`` out of a ``(H, W)`` array, reflect-padding where it leaves the image."""
+def crop_square(array: np.ndarray, window: Window, *, pad: str = "reflect") -> np.ndarray:
+    """Cut ``window`` out of a ``(H, W)`` array, padding where it leaves the image.
+
+    ``pad="reflect"`` (images: plausible texture) or ``"zero"`` (masks: a reflected copy of an object
+    is not the object).
+    """
     height, width = array.shape
     top, left = max(0, -window.y0), max(0, -window.x0)
     bottom = max(0, window.y0 + window.side - height)
     right = max(0, window.x0 + window.side - width)
     if top or left or bottom or right:
-        mode = "reflect" if min(height, width) > 1 else "edge"
-        array = np.pad(array, ((top, bottom), (left, right)), mode=mode)
+        if pad == "zero":
+            array = np.pad(array, ((top, bottom), (left, right)), mode="constant")
+        else:
+            mode = "reflect" if min(height, width) > 1 else "edge"
+            array = np.pad(array, ((top, bottom), (left, right)), mode=mode)
     y0, x0 = window.y0 + top, window.x0 + left
     return array[y0:y0 + window.side, x0:x0 + window.side]
 
@@ -285,19 +292,33 @@ def inpaint_region(object_mask: np.ndarray, radius_px: int) -> np.ndarray:
     return ndimage.binary_dilation(object_mask, structure=disk(radius_px))
 
 
+def object_coverage_mask(coverage: np.ndarray) -> np.ndarray:
+    """The object pixels of a resampled object mask: covered at least half as much as the best-covered
+    pixel within one pixel, and above 1e-3.
+
+    For an object wider than a few pixels this is ``coverage > 0.5``; a thin one (a needle or a
+    guidewire narrower than a patch pixel, whose coverage never reaches 0.5) keeps its pixels along
+    its length, at its full-width-at-half-maximum, instead of vanishing.
+    """
+    ridge = ndimage.maximum_filter(coverage, size=3, mode="constant")
+    return (coverage > 0.5 * ridge) & (coverage > 1e-3) | (coverage > 0.5)
+
+
 def patch_masks(object_mask_full: np.ndarray, window: Window, spec: PatchSpec) -> tuple[np.ndarray, np.ndarray]:
     """Object mask and inpainted region of ``window`` at patch resolution.
 
-    Both are resized by area and kept where any coverage remains, so the patch region covers the
-    full-resolution region entirely (the model never has to leave a pixel it cannot change).
+    Both are resized (antialiased, so a value is about the area covered): the object is kept by
+    :func:`object_coverage_mask`, the region wherever any coverage remains, so the patch region covers
+    the full-resolution region entirely (the model never has to leave a pixel it cannot change).
+    Outside the image both are empty (zero padding).
 
     Returns:
         ``(object_mask, region)``, each ``(S, S)`` bool.
     """
-    crop_obj = crop_square(object_mask_full.astype(np.float32), window)
+    crop_obj = crop_square(object_mask_full.astype(np.float32), window, pad="zero")
     radius = region_radius_full_px(spec, window.side)
     crop_region = inpaint_region(crop_obj > 0.5, radius).astype(np.float32)
-    obj = resize_square(crop_obj, spec.size_px) > 0.5
+    obj = object_coverage_mask(resize_square(crop_obj, spec.size_px))
     region = resize_square(crop_region, spec.size_px) > 1e-3
     return obj, region | obj
 

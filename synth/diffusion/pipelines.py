@@ -213,7 +213,7 @@ def inpaint_with_pipeline(
     window = crop_window(mask_bbox_xywh(object_mask), image.shape, spec)
     radius = region_radius_full_px(spec, window.side)
     crop = resize_square(crop_square(image, window), config.resolution)
-    region = resize_square(crop_square(inpaint_region(object_mask, radius).astype(np.float32), window),
+    region = resize_square(crop_square(inpaint_region(object_mask, radius).astype(np.float32), window, pad="zero"),
                            config.resolution) > 1e-3
     from PIL import Image
 
