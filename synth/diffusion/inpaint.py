@@ -154,6 +154,7 @@ class Inpainter:
         self.train_scheduler = load_train_scheduler(self.ckpt_dir)
         self.config = config
         self.device = device
+        self._spacing_assumed = False
 
     @property
     def spec(self) -> PatchSpec:
@@ -196,7 +197,8 @@ class Inpainter:
 
         spec = self.spec
         if spacings_mm is None:
-            if spec.physical:
+            if spec.physical and not self._spacing_assumed:
+                self._spacing_assumed = True  # said once per checkpoint loaded
                 logger.warning("no pixel spacing given for the backgrounds: %.3f mm (the training films') assumed",
                                self.info.spacing_mm)
             spacings_mm = [self.info.spacing_mm] * len(images)
