@@ -16,7 +16,12 @@ Steps (each reuses what an earlier run left under ``--work``):
 5. KID (both-set bootstrap interval; FID only from 2000 crops per set) of the generated crops against the held-out crops, with two references computed the same
    way: physics training crops (what a perfect generator would score) and the same masks left empty
    (what "no object at all" scores).
-6. ``docs/diffusion_samples.png``, ``docs/diffusion_inpainting.png`` and ``docs/diffusion_results.md``.
+6. The detection comparison (:mod:`rfo_toolkit.diffusion_comparison`, under ``--detection-work``):
+   YOLOv8n trained from scratch on physics-only vs physics+diffusion films at equal image count and
+   recipe, per seed of ``--detection-seeds``, scored on held-out physics films with paired 95 % intervals
+   over seeds and over test images. Finished cells are reused, so an interrupted run resumes;
+   ``--detection-seeds none`` skips it (the page then says it was not run).
+7. ``docs/diffusion_samples.png``, ``docs/diffusion_inpainting.png`` and ``docs/diffusion_results.md``.
 """
 
 from __future__ import annotations
@@ -142,6 +147,25 @@ def inpainting_figure(generated: Path, backgrounds: Path, path: Path) -> None:
     plt.close(fig)
 
 
+def command_line() -> str:
+    """This invocation as it can be pasted (run from the repository root)."""
+    return " ".join([".venv/bin/python", "benchmarks/bench_diffusion.py", *sys.argv[1:]])
+
+
+def detection_comparison(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Run (or resume) the detection comparison; ``None`` when ``--detection-seeds none``."""
+    if args.detection_seeds.strip().lower() in ("none", ""):
+        return None
+    import torch
+
+    from rfo_toolkit.diffusion_comparison import ComparisonConfig, run_comparison
+
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.detection_seeds.split(",")]
+    config = ComparisonConfig(half_arm=args.detection_half_arm)
+    return run_comparison(REPO, (REPO / args.detection_work).resolve(), config, seeds)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/diffusion", help="working directory")
@@ -156,6 +180,12 @@ def main() -> int:
     parser.add_argument("--only-classifier", action="store_true", help="stop after training the classifier")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the KID interval")
     parser.add_argument("--docs", default="docs")
+    parser.add_argument("--detection-seeds", default="0,1,2",
+                        help="seeds of the detection comparison, comma separated; 'none' skips it")
+    parser.add_argument("--detection-work", default="runs/diffusion_detection",
+                        help="working directory of the detection comparison (finished cells are reused)")
+    parser.add_argument("--detection-half-arm", action="store_true",
+                        help="also train on the physics half alone (what the second half buys)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import torch
@@ -176,6 +206,7 @@ def main() -> int:
     work = (REPO / args.work).resolve()
     docs = (REPO / args.docs).resolve()
     docs.mkdir(parents=True, exist_ok=True)
+    comparison = detection_comparison(args)
     timings: dict[str, float] = {}
     began = time.perf_counter()
     data = physics_data(work, 400, 40, 16)
@@ -249,13 +280,25 @@ def main() -> int:
 
     sample_grid(heldout_crops, gen_crops, docs / "diffusion_samples.png")
     inpainting_figure(generated, data["backgrounds"], docs / "diffusion_inpainting.png")
-    write_markdown(results, docs / "diffusion_results.md", args)
+    write_markdown(results, docs / "diffusion_results.md", args, comparison)
     print(json.dumps({k: [results[k][v] for v in ("kid", "kid_low", "kid_high")]
                       for k in ("diffusion", "physics_train", "empty_mask")}, indent=2))
     return 0
 
 
-def write_markdown(results: dict[str, Any], path: Path, args: argparse.Namespace) -> None:
+def detection_section(comparison: dict[str, Any] | None) -> str:
+    """The page's detection section: the measured comparison, or a note that this invocation skipped it."""
+    if comparison is None:
+        return ("## The detection comparison: not run by this invocation\n\n"
+                "`--detection-seeds none` skipped it; rerun without that flag to measure physics-only vs "
+                "physics+diffusion on held-out films.\n")
+    from rfo_toolkit.diffusion_comparison import comparison_markdown
+
+    return comparison_markdown(comparison, command_line())
+
+
+def write_markdown(results: dict[str, Any], path: Path, args: argparse.Namespace,
+                   comparison: dict[str, Any] | None = None) -> None:
     rows = []
     labels = {"physics_train": "physics training crops (reference: a perfect generator)",
               "diffusion": f"diffusion `cpu` preset, step {results['checkpoint_step']}",
@@ -287,8 +330,8 @@ def write_markdown(results: dict[str, Any], path: Path, args: argparse.Namespace
     per_step = timings.get("train_logged_s", float("nan")) / max(1, results["checkpoint_step"] - 1)
     text = f"""# Diffusion synthesis: CPU preset results
 
-Regenerated (figures, this page) by one command,
-`.venv/bin/python benchmarks/bench_diffusion.py --steps {args.steps} --n {args.n} --ckpt {args.ckpt}{' --skip-train' if args.skip_train else ''} --classifier-epochs {args.classifier_epochs}`,
+Regenerated (figures, this page, the detection comparison) by one command,
+`{command_line()}`,
 on {results['machine']} ({results['torch_threads']} torch thread(s)).
 
 * Model: `cpu` preset, {model['parameters'] / 1e6:.2f} M parameters (UNet widths {tuple(model['block_out_channels'])},
@@ -372,21 +415,7 @@ KID: unbiased MMD² with the cubic polynomial kernel on the full sets; the inter
 QC acceptance of the held-out crops themselves (the classifier's recall): {ref['qc']['acceptance_real']:.2f}.
 Verdict: the generated objects are {verdict}.
 
-## What this page does not show: the detection comparison
-
-Feature distances do not say whether diffusion images help a detector. The decisive test, physics-only vs
-physics+diffusion training sets at equal image count and equal CPU budget, 3 seeds, 95 % intervals on the
-held-out detection benchmark, was not run for this page (it needs about an hour of 2 CPU cores per model and
-arm, outside this run's budget). The leaderboard's arms produce it:
-
-```bash
-rfo-bench benchmark --config configs/benchmark_readme.yaml --arms real+physics,real+diffusion --seeds 0,1,2 --threads 1
-```
-
-Its last run (docs/leaderboard.md, 2 seeds, a 60-step diffusion model) found real+diffusion no better than
-real alone (AP50 0.006 vs 0.007). Until that comparison is rerun with a trained generator, nothing on this
-page claims that the diffusion images improve detection.
-
+{detection_section(comparison)}
 Left: held-out physics crops; right: crops of the generated images around the requested masks (same classes,
 different masks and backgrounds).
 

@@ -1,0 +1,560 @@
+"""The decisive test of the diffusion generator: does it help a detector on held-out films?
+
+Two training sets of equal size, trained with one detector recipe on the same CPU budget and scored on
+the same held-out physics films:
+
+* ``physics``: ``N`` physics radiographs (``rfo-synth physics``);
+* ``physics+diffusion``: the first ``N/2`` of those films and ``N/2`` object-free physics films into
+  which ``rfo-synth diffusion sample`` inpaints objects (the generator draws every object and its label);
+* ``physics_half`` (optional): the first ``N/2`` physics films alone, what the extra half buys.
+
+Per seed the physics films, the backgrounds, the sampling noise and the detector's initialisation
+differ; the test films and the generator (trained once, on physics films of its own seed) are shared.
+Neither arm, nor the generator, sees the test seed.
+
+Two paired 95 % intervals of ``physics+diffusion - physics``: over seeds (Student t of the per-seed
+differences, :func:`vision_unlearn.metrics.paired.paired_interval`) and over test images (the
+evaluator's percentile bootstrap; every cell is evaluated with the same bootstrap seed on the same test
+set, so the ``b``-th replicate resamples the same films in every cell and the differences are paired,
+:func:`paired_bootstrap_interval`). An arm is called better only where both intervals exclude 0.
+
+Every finished cell keeps ``cell.json`` (metrics, key) and ``replicates.npz`` under its run folder and
+is reused when its key is unchanged, so an interrupted run resumes at the next cell.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit_core.utils import atomic_write_bytes, sha256_text
+
+logger = logging.getLogger(__name__)
+
+ARMS = ("physics", "physics+diffusion", "physics_half")
+"""Training-set arms, in table order; the first is the reference of every difference."""
+
+PAIRED_METRICS = ("AP50", "FROC")
+"""Metrics with a paired interval (their bootstrap replicates are kept per cell)."""
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """Everything the comparison's result depends on (fixed before any test film was scored).
+
+    Attributes:
+        n_train: training films per arm (N; the mixed arm takes N/2 physics + N/2 diffusion).
+        n_test: held-out physics test films.
+        n_generator_train: physics films the diffusion generator trains on.
+        render_px: side of the rendered films.
+        classes: RFO classes rendered and generated.
+        test_seed: physics seed of the test films.
+        generator_data_seed: physics seed of the generator's training films.
+        physics_seed_base: physics seed of seed ``s``'s training films is ``physics_seed_base + s``.
+        background_seed_base: object-free backgrounds of seed ``s`` use ``background_seed_base + s``.
+        generator_steps: diffusion training steps (the ``cpu`` preset).
+        generator_seed: diffusion training seed.
+        sample_steps: DDIM steps when sampling.
+        guidance: classifier-free guidance scale.
+        objects_per_image: objects inpainted into each background (the physics films hold 1.3 labelled
+            objects on average: 1 is the nearest whole number).
+        detector: registered detector name.
+        epochs, imgsz, batch_size, lr, optimizer, warmup_iters, lr_gamma, mosaic: the detector recipe.
+        bootstrap: bootstrap replicates over test images.
+        bootstrap_seed: seed of the replicates (the same in every cell: the pairing).
+        half_arm: also train the ``physics_half`` arm.
+        threads: torch / subprocess CPU threads.
+    """
+
+    n_train: int = 300
+    n_test: int = 150
+    n_generator_train: int = 400
+    render_px: int = 256
+    classes: tuple[str, ...] = ("sponge", "clamp", "blade", "chain")
+    test_seed: int = 1000
+    generator_data_seed: int = 300
+    physics_seed_base: int = 100
+    background_seed_base: int = 200
+    generator_steps: int = 800
+    generator_seed: int = 0
+    sample_steps: int = 25
+    guidance: float = 1.0
+    objects_per_image: int = 1
+    detector: str = "yolov8n"
+    epochs: int = 60
+    imgsz: int = 128
+    batch_size: int = 16
+    lr: float = 0.002
+    optimizer: str = "adamw"
+    warmup_iters: int = 0
+    lr_gamma: float = 0.05
+    mosaic: float = 0.0
+    bootstrap: int = 1000
+    bootstrap_seed: int = 0
+    half_arm: bool = False
+    threads: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n_train < 2 or self.n_train % 2:
+            raise ValueError(f"n_train must be an even number >= 2, got {self.n_train}")
+        if self.bootstrap < 0:
+            raise ValueError(f"bootstrap must be >= 0, got {self.bootstrap}")
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return ARMS if self.half_arm else ARMS[:2]
+
+    def recipe_fields(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "imgsz": self.imgsz, "batch_size": self.batch_size, "lr": self.lr,
+                "optimizer": self.optimizer, "warmup_iters": self.warmup_iters, "lr_gamma": self.lr_gamma,
+                "mosaic": self.mosaic}
+
+
+# ----------------------------------------------------------------------------------------------- pure math
+
+
+def paired_bootstrap_interval(treatment: np.ndarray, reference: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """Percentile interval of the mean paired difference over seeds, from per-cell bootstrap replicates.
+
+    Replicate ``b`` of every cell resampled the same test images, so ``treatment[s, b] - reference[s, b]``
+    is a paired difference; its mean over seeds per replicate is one draw of the seed-averaged
+    difference. Replicates undefined in any seed (NaN) are left out and counted.
+
+    Args:
+        treatment, reference: ``(S, B)`` replicates of one metric (S seeds, B replicates).
+        level: coverage.
+
+    Returns:
+        ``{"low", "high", "replicates_used"}`` (bounds NaN when no replicate is usable).
+
+    Raises:
+        ValueError: shapes differ or are not 2-D, or ``level`` outside ``(0, 1)``.
+    """
+    a = np.asarray(treatment, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"need (seeds, replicates) arrays of one shape, got {a.shape} and {b.shape}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    diff = (a - b).mean(axis=0)
+    usable = diff[np.isfinite(diff)]
+    if usable.size == 0:
+        return {"low": math.nan, "high": math.nan, "replicates_used": 0}
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(usable, [tail, 100.0 - tail])
+    return {"low": float(low), "high": float(high), "replicates_used": int(usable.size)}
+
+
+def verdict(seed_interval: Mapping[str, float], image_interval: Mapping[str, float]) -> str:
+    """``better``, ``worse`` or ``no difference shown``: a side wins only where both intervals exclude 0 on it."""
+    bounds = [(seed_interval["low"], seed_interval["high"]), (image_interval["low"], image_interval["high"])]
+    if any(not (math.isfinite(lo) and math.isfinite(hi)) for lo, hi in bounds):
+        return "no difference shown"
+    if all(lo > 0 for lo, _ in bounds):
+        return "better"
+    if all(hi < 0 for _, hi in bounds):
+        return "worse"
+    return "no difference shown"
+
+
+def compare_arms(cells: Sequence[Mapping[str, Any]], replicates: Mapping[tuple[str, int], Mapping[str, np.ndarray]],
+                 treatment: str, reference: str, metrics: Sequence[str] = PAIRED_METRICS,
+                 level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Paired comparison of two arms over the seeds both finished.
+
+    Args:
+        cells: finished cells, each with ``arm``, ``seed`` and ``values`` (metric -> value).
+        replicates: ``(arm, seed)`` -> metric -> ``(B,)`` bootstrap replicates.
+        treatment, reference: arm names.
+        metrics: metrics to compare.
+        level: coverage of both intervals.
+
+    Returns:
+        metric -> ``{"seeds", "per_seed", "mean", "over_seeds": {...}, "over_images": {...}, "verdict"}``.
+    """
+    from vision_unlearn.metrics.paired import paired_interval
+
+    by_key = {(c["arm"], c["seed"]): c for c in cells}
+    seeds = sorted(s for (arm, s) in by_key if arm == treatment and (reference, s) in by_key)
+    out: dict[str, dict[str, Any]] = {}
+    for metric in metrics:
+        t = [by_key[(treatment, s)]["values"][metric] for s in seeds]
+        r = [by_key[(reference, s)]["values"][metric] for s in seeds]
+        usable = [i for i in range(len(seeds)) if math.isfinite(t[i]) and math.isfinite(r[i])]
+        if usable:
+            over_seeds = paired_interval([t[i] for i in usable], [r[i] for i in usable], level)
+        else:
+            over_seeds = {"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}
+        have = [s for s in seeds if metric in replicates.get((treatment, s), {}) and metric in replicates.get((reference, s), {})]
+        if have and len(have) == len(seeds):
+            over_images = paired_bootstrap_interval(np.stack([replicates[(treatment, s)][metric] for s in seeds]),
+                                                    np.stack([replicates[(reference, s)][metric] for s in seeds]), level)
+        else:
+            over_images = {"low": math.nan, "high": math.nan, "replicates_used": 0}
+        out[metric] = {"seeds": seeds, "per_seed": [ti - ri for ti, ri in zip(t, r, strict=True)],
+                       "mean": over_seeds["mean"], "over_seeds": over_seeds, "over_images": over_images,
+                       "verdict": verdict(over_seeds, over_images)}
+    return out
+
+
+GENERATOR_FIELDS = ("n_generator_train", "generator_data_seed", "background_seed_base", "generator_steps",
+                    "generator_seed", "sample_steps", "guidance", "objects_per_image")
+"""Config fields only the ``physics+diffusion`` arm depends on."""
+
+
+def seed_cell_key(config: ComparisonConfig, arm: str, seed: int) -> str:
+    """Hash of what one (arm, seed) cell depends on (the cache key of its result).
+
+    Fields that cannot change the cell are left out (``half_arm``; the generator's fields for the
+    physics-only arms), so adding an arm or retraining the generator reuses the physics cells.
+    """
+    fields = {k: v for k, v in asdict(config).items() if k != "half_arm"}
+    if arm != "physics+diffusion":
+        fields = {k: v for k, v in fields.items() if k not in GENERATOR_FIELDS}
+    return sha256_text(json.dumps({"arm": arm, "seed": seed, "config": fields}, sort_keys=True, default=str))
+
+
+# --------------------------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class Ledger:
+    """Wall and CPU seconds of the steps of a run (child processes' CPU included)."""
+
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def timed(self, name: str, step: Callable[[], Any]) -> Any:
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        try:
+            return step()
+        finally:
+            entry = self.seconds.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0})
+            entry["wall_s"] += time.perf_counter() - wall
+            entry["cpu_s"] += _cpu_seconds() - cpu
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def command_text(repo: Path, argv: Sequence[str]) -> str:
+    """``rfo-synth ARGV`` with paths inside ``repo`` written relative to it (as run from the repository root)."""
+    return "rfo-synth " + " ".join(argv).replace(str(repo) + "/", "")
+
+
+def _synth(repo: Path, argv: Sequence[str], commands: list[str]) -> None:
+    exe = repo / ".venv" / "bin" / "rfo-synth"
+    cmd = [str(exe) if exe.is_file() else sys.executable, *([] if exe.is_file() else ["-m", "rfo_toolkit.cli"]), *argv]
+    commands.append(command_text(repo, argv))
+    logger.info("$ %s", commands[-1])
+    subprocess.run(cmd, check=True, cwd=repo)
+
+
+def physics_argv(config: ComparisonConfig, out: Path, n: int, seed: int, negative_fraction: float | None = None
+                 ) -> list[str]:
+    """``rfo-synth physics`` arguments of one rendered set."""
+    argv = ["physics", "--n", str(n), "--imgsz", str(config.render_px), "--seed", str(seed), "--classes",
+            *config.classes, "--out", str(out), "--threads", str(config.threads), "--no-progress", "--overwrite"]
+    if negative_fraction is not None:
+        argv += ["--negative-fraction", str(negative_fraction)]
+    return argv
+
+
+def build_data(repo: Path, work: Path, config: ComparisonConfig, seeds: Sequence[int], ledger: Ledger,
+               commands: list[str]) -> dict[str, Path]:
+    """Render (or reuse) the test films, the generator's films, and per seed the training films and backgrounds."""
+    sets: dict[str, tuple[int, int, float | None]] = {
+        "test": (config.n_test, config.test_seed, None),
+        "generator_train": (config.n_generator_train, config.generator_data_seed, 0.0),
+    }
+    for s in seeds:
+        sets[f"physics_s{s}"] = (config.n_train, config.physics_seed_base + s, None)
+        sets[f"backgrounds_s{s}"] = (config.n_train // 2, config.background_seed_base + s, 1.0)
+    used = {seed for _, seed, _ in sets.values()}
+    if len(used) != len(sets):
+        raise ValueError("every rendered set needs its own physics seed (test, generator and per-seed seeds collide)")
+    paths = {}
+    for name, (n, seed, negative) in sets.items():
+        out = work / name
+        paths[name] = out
+        argv = physics_argv(config, out, n, seed, negative)
+        if (out / "annotations.json").is_file():
+            commands.append(command_text(repo, argv) + "  # reused")
+            continue
+        ledger.timed("render physics films", lambda argv=argv: _synth(repo, argv, commands))
+    return paths
+
+
+def train_generator(repo: Path, work: Path, data: Path, config: ComparisonConfig, ledger: Ledger,
+                    commands: list[str]) -> Path:
+    """Train (or resume, or reuse) the diffusion generator on ``data``."""
+    ckpt = work / "generator"
+    argv = ["diffusion", "train", "--data", str(data), "--out", str(ckpt), "--steps", str(config.generator_steps),
+            "--save-every", "100", "--seed", str(config.generator_seed), "--threads", str(config.threads),
+            "--no-progress"]
+    ledger.timed("train diffusion generator", lambda: _synth(repo, argv, commands))
+    return ckpt
+
+
+def sample_films(repo: Path, work: Path, ckpt: Path, backgrounds: Path, seed: int, config: ComparisonConfig,
+                 ledger: Ledger, commands: list[str]) -> Path:
+    """Inpaint objects into seed ``seed``'s backgrounds (reused when written before)."""
+    out = work / f"diffusion_s{seed}"
+    argv = ["diffusion", "sample", "--ckpt", str(ckpt), "--backgrounds", str(backgrounds / "images"), "--out", str(out),
+            "--n", str(config.n_train // 2), "--objects-per-image", str(config.objects_per_image), "--steps",
+            str(config.sample_steps), "--guidance", str(config.guidance), "--seed", str(seed), "--threads",
+            str(config.threads), "--no-progress", "--overwrite"]
+    if (out / "annotations.json").is_file():
+        commands.append(command_text(repo, argv) + "  # reused")
+        return out
+    ledger.timed("sample diffusion films", lambda: _synth(repo, argv, commands))
+    return out
+
+
+def arm_training_sets(arm: str, physics, diffusion, n_train: int) -> list:
+    """The training datasets of ``arm`` (equal image count for the two compared arms)."""
+    half = physics.with_images(physics.images[: n_train // 2])
+    if arm == "physics":
+        return [physics.with_images(physics.images[:n_train])]
+    if arm == "physics+diffusion":
+        return [half, diffusion.with_images(diffusion.images[: n_train - n_train // 2])]
+    if arm == "physics_half":
+        return [half]
+    raise ValueError(f"unknown arm {arm!r}; known: {', '.join(ARMS)}")
+
+
+def run_cell(arm: str, seed: int, train_sets: Sequence[Any], test, config: ComparisonConfig, run_dir: Path,
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Train, predict and evaluate one (arm, seed) cell, or reuse its finished result."""
+    from rfo_bench.detectors.api import load_detector, train_detector
+    from rfo_bench.detectors.config import TrainConfig, recipe_with_overrides
+    from rfo_bench.detectors.predict import (
+        CLASSIFICATION_CSV,
+        PREDICTIONS_JSON,
+        predict_dataset,
+        write_predictions,
+    )
+    from rfo_bench.evaluate import EvalConfig, evaluate_detailed, write_report
+    from rfo_bench.predictions import read_predictions
+    from rfo_toolkit.leaderboard.runs import metrics_from_report
+
+    key = seed_cell_key(config, arm, seed)
+    cell_file, reps_file = run_dir / "cell.json", run_dir / "replicates.npz"
+    if cell_file.is_file() and reps_file.is_file():
+        saved = json.loads(cell_file.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            logger.info("reusing finished cell %s", run_dir)
+            with np.load(reps_file) as stored:
+                return saved["cell"], {k: stored[k] for k in stored.files}
+    recipe = recipe_with_overrides("cpu-tiny", config.recipe_fields())
+    train_config = TrainConfig(model=config.detector, recipe=recipe, seed=seed)
+    trained = train_detector(train_config, train_sets, run_dir / "model", progress=False)
+    detector = load_detector(trained.run_dir)
+    predictions = predict_dataset(detector, test, progress=False)
+    write_predictions(predictions, detector.categories, run_dir / "predictions",
+                      coco_category_ids={c.id for c in test.categories})
+    preds = read_predictions(run_dir / "predictions" / PREDICTIONS_JSON, test,
+                             classification=run_dir / "predictions" / CLASSIFICATION_CSV)
+    evaluation = evaluate_detailed(test, preds, EvalConfig(bootstrap=config.bootstrap, seed=config.bootstrap_seed,
+                                                           auroc_positive="critical"))
+    write_report(evaluation, run_dir / "eval", test, preds, plots=False)
+    metrics = metrics_from_report(evaluation.report)
+    per_class = {name: entry.get("AP50") for name, entry in (evaluation.report.get("per_category") or {}).items()}
+    compute = trained.record.get("compute") or {}
+    cell = {"arm": arm, "seed": seed, "values": metrics.values, "ci95": metrics.intervals,
+            "per_class_AP50": per_class, "train_images": trained.record["train_images"],
+            "train_objects": trained.record["train_objects"], "train_seconds": trained.train_seconds,
+            "train_cpu_seconds": compute.get("cpu_seconds", compute.get("process_cpu_seconds")),
+            "test_images": len(test), "run_dir": str(run_dir)}
+    reps = {m: np.asarray(evaluation.replicates[src], dtype=np.float64)
+            for m, src in (("AP50", "AP50"), ("FROC", "froc")) if src in evaluation.replicates}
+    np.savez(reps_file, **reps)
+    from toolkit_core.records import jsonable
+
+    atomic_write_bytes(cell_file, json.dumps({"key": key, "cell": jsonable(cell)}, indent=2).encode("utf-8"))
+    return jsonable(cell), reps
+
+
+def run_comparison(repo: Path, work: Path, config: ComparisonConfig, seeds: Sequence[int]) -> dict[str, Any]:
+    """The whole comparison: data, generator, samples, every (arm, seed) cell, the paired intervals.
+
+    Returns:
+        ``{"config", "seeds", "cells", "comparisons", "sets", "commands", "compute"}`` (also written to
+        ``work/comparison.json``).
+    """
+    from rfo_bench.io.coco import read_coco
+    from rfo_toolkit.leaderboard.generators import read_generated_set
+
+    work.mkdir(parents=True, exist_ok=True)
+    ledger, commands = Ledger(), []
+    data = build_data(repo, work, config, seeds, ledger, commands)
+    ckpt = train_generator(repo, work, data["generator_train"], config, ledger, commands)
+    test = read_coco(data["test"] / "annotations.json")
+    cells, replicates, sets = [], {}, {"test": _describe(test)}
+    sets["generator_train"] = _describe(read_coco(data["generator_train"] / "annotations.json"))
+    for seed in seeds:
+        diffusion_dir = sample_films(repo, work, ckpt, data[f"backgrounds_s{seed}"], seed, config, ledger, commands)
+        physics = read_coco(data[f"physics_s{seed}"] / "annotations.json")
+        diffusion = read_generated_set(diffusion_dir / "annotations.json", "diffusion sample")
+        for arm in config.arms:
+            train_sets = arm_training_sets(arm, physics, diffusion, config.n_train)
+            sets[f"{arm} seed {seed}"] = {"images": sum(len(d) for d in train_sets),
+                                          "objects": sum(len(r.objects) for d in train_sets for r in d.images)}
+            cell, reps = ledger.timed(f"detector {arm}", lambda arm=arm, seed=seed, train_sets=train_sets: run_cell(
+                arm, seed, train_sets, test, config, work / "cells" / f"{_slug(arm)}_s{seed}"))
+            cells.append(cell)
+            replicates[(arm, seed)] = reps
+    comparisons = {f"{arm} - physics": compare_arms(cells, replicates, arm, "physics")
+                   for arm in config.arms[1:]}
+    result = {"config": asdict(config), "seeds": list(seeds), "cells": cells, "comparisons": comparisons,
+              "sets": sets, "commands": commands, "compute": ledger.seconds}
+    from toolkit_core.records import jsonable
+
+    atomic_write_bytes(work / "comparison.json", json.dumps(jsonable(result), indent=2).encode("utf-8"))
+    return jsonable(result)
+
+
+def _describe(dataset) -> dict[str, int]:
+    return {"images": len(dataset), "objects": sum(len(r.objects) for r in dataset.images)}
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
+
+
+# ------------------------------------------------------------------------------------------------ the page
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def _interval(pair: Sequence[Any] | None, digits: int = 3) -> str:
+    if not pair or any(v is None or not math.isfinite(v) for v in pair):
+        return "n/a"
+    return f"[{pair[0]:.{digits}f}, {pair[1]:.{digits}f}]"
+
+
+def comparison_markdown(result: Mapping[str, Any], command: str) -> str:
+    """The page section of a finished :func:`run_comparison` (``result`` as it returned, or its JSON)."""
+    from rfo_toolkit.leaderboard.summary import summarize_seeds
+
+    config = result["config"]
+    cells = result["cells"]
+    seeds = result["seeds"]
+    classes = list(config["classes"])
+    arms = [a for a in ARMS if any(c["arm"] == a for c in cells)]
+    sets = result["sets"]
+    lines = ["## The detection comparison: physics-only vs physics+diffusion", ""]
+    n, half = config["n_train"], config["n_train"] // 2
+    gen_cost = result["compute"].get("train diffusion generator", {})
+    sample_cost = result["compute"].get("sample diffusion films", {})
+    if any(c["arm"] == "physics+diffusion" for c in cells):
+        lines += [f"**Result:** {headline(result)}.", ""]
+    lines += [
+        f"Measured by the command at the top of this page (seeds `--detection-seeds {','.join(map(str, seeds))}`):",
+        "", "```bash", command, "```", "",
+        f"* **Arms** (equal image count {n}, one detector recipe, so equal detector CPU budget): `physics`, {n} "
+        f"physics films (`rfo-synth physics`, {config['render_px']} px, classes {', '.join(classes)}); "
+        f"`physics+diffusion`, the first {half} of those films and {n - half} object-free physics films into which "
+        f"the diffusion generator inpaints {config['objects_per_image']} objects each (it draws every object and its "
+        "label)" + ("; `physics_half`, the first "
+                    f"{half} physics films alone (what the second half buys)." if "physics_half" in arms else "."),
+        "* **Why inpainting into physics backgrounds** rather than whole generated films: the `cpu` generator is a "
+        "patch model that draws objects, not anatomy; on object-free films of the same renderer the only thing "
+        "that differs between the arms is who drew the objects, so the comparison measures the generated objects.",
+        f"* **Seeds** {', '.join(map(str, seeds))}: seed `s` renders its training films with physics seed "
+        f"{config['physics_seed_base']}+s and its backgrounds with {config['background_seed_base']}+s, samples "
+        "with seed `s` and initialises the detector with seed `s`.",
+        f"* **Held-out test**: {sets['test']['images']} physics films ({sets['test']['objects']} objects), physics "
+        f"seed {config['test_seed']}, seen by no arm and not by the generator.",
+        f"* **Generator**: `rfo-synth diffusion train` (`cpu` preset), {config['generator_steps']} steps, seed "
+        f"{config['generator_seed']}, on {sets['generator_train']['images']} physics films of their own seed "
+        f"{config['generator_data_seed']} ({sets['generator_train']['objects']} objects, disjoint from the test "
+        f"set); sampling DDIM {config['sample_steps']} steps, guidance {config['guidance']}. Its own CPU cost, "
+        f"outside the detector budget: training {_fmt(gen_cost.get('cpu_s', math.nan) / 60, 1)} CPU-min (this "
+        "invocation; 0 when the checkpoint was already finished), sampling "
+        f"{_fmt(sample_cost.get('cpu_s', math.nan) / 60, 1)} CPU-min.",
+        "* **Fixed in advance, no tuning on the test films**: every setting above and the detector recipe were "
+        "chosen before any test film was scored (sampling settings are this page's defaults; generator steps "
+        "from the CPU budget); no validation split was used, nothing was selected on a result.",
+        f"* **Detector**: `{config['detector']}` from its yaml (random initialisation), {config['epochs']} epochs, "
+        f"imgsz {config['imgsz']}, batch {config['batch_size']}, {config['optimizer']} lr {config['lr']}, "
+        f"mosaic {config['mosaic']}, the last epoch's weights (no validation set), one torch thread.",
+        f"* **Metrics** (the toolkit's evaluator, `rfo-bench eval`): AP50 (COCO AP at IoU 0.5, the mean over the "
+        f"{len(classes)} classes, i.e. mAP50), per-class AP50, FROC score; per-cell 95 % intervals from "
+        f"{config['bootstrap']} bootstrap replicates over test images.",
+        "",
+        "### Per seed", "",
+        "| arm | seed | train images (objects) | AP50 [95 % CI] | FROC [95 % CI] | "
+        + " | ".join(f"AP50 {c}" for c in classes) + " | detector train CPU-min |",
+        "|---|---|---|---|---|" + "---|" * len(classes) + "---|",
+    ]
+    for arm in arms:
+        for cell in sorted((c for c in cells if c["arm"] == arm), key=lambda c: c["seed"]):
+            v, ci = cell["values"], cell["ci95"]
+            cpu = cell.get("train_cpu_seconds")
+            lines.append(f"| {arm} | {cell['seed']} | {cell['train_images']} ({cell['train_objects']}) | "
+                         f"{_fmt(v['AP50'])} {_interval(ci.get('AP50'))} | {_fmt(v['FROC'])} {_interval(ci.get('FROC'))} | "
+                         + " | ".join(_fmt(cell["per_class_AP50"].get(c)) for c in classes)
+                         + f" | {_fmt(None if cpu is None else cpu / 60, 1)} |")
+    lines += ["", "### Mean ± std over seeds", "",
+              "| arm | seeds | AP50 | FROC | " + " | ".join(f"AP50 {c}" for c in classes) + " |",
+              "|---|---|---|---|" + "---|" * len(classes)]
+    for arm in arms:
+        runs = [c for c in cells if c["arm"] == arm]
+
+        def stat(values: Sequence[Any]) -> str:
+            mean, std = summarize_seeds([math.nan if x is None else float(x) for x in values])
+            return "n/a" if not math.isfinite(mean) else f"{_fmt(mean)} ± {_fmt(std)}"
+
+        lines.append(f"| {arm} | {len(runs)} | {stat([c['values']['AP50'] for c in runs])} | "
+                     f"{stat([c['values']['FROC'] for c in runs])} | "
+                     + " | ".join(stat([c["per_class_AP50"].get(k) for c in runs]) for k in classes) + " |")
+    lines += ["", "### Paired differences (arm − physics)", "",
+              "| difference | metric | per seed | mean | 95 % CI over seeds (t) | 95 % CI over test images "
+              "(paired bootstrap) | verdict |", "|---|---|---|---|---|---|---|"]
+    for name, per_metric in result["comparisons"].items():
+        for metric, entry in per_metric.items():
+            seeds_ci, images_ci = entry["over_seeds"], entry["over_images"]
+            lines.append(f"| {name} | {metric} | {', '.join(_fmt(d) for d in entry['per_seed'])} | "
+                         f"{_fmt(entry['mean'])} | {_interval((seeds_ci['low'], seeds_ci['high']))} | "
+                         f"{_interval((images_ci['low'], images_ci['high']))} | {entry['verdict']} |")
+    lines += ["", "The interval over seeds (Student t of the per-seed differences, "
+              f"{len(seeds)} seeds) covers the variation of training data, sampling and initialisation; the one "
+              "over test images resamples the test films (the same replicates in every cell, so each replicate's "
+              "difference is paired) and holds the trained detectors fixed. An arm is called better or worse "
+              "only where both intervals exclude 0.", ""]
+    lines += ["### Compute of this invocation", "", "| step | wall min | CPU min |", "|---|---|---|"]
+    for step, entry in result["compute"].items():
+        lines.append(f"| {step} | {entry['wall_s'] / 60:.1f} | {entry['cpu_s'] / 60:.1f} |")
+    lines += ["", "Finished cells and sets are reused from the work folder (an interrupted run resumes); a reused "
+              "step costs ~0 here and its recorded cost is in the per-seed table (detectors).", "",
+              "Commands run (or reused) by this invocation:", "", "```bash", *result["commands"], "```", ""]
+    return "\n".join(lines)
+
+
+def headline(result: Mapping[str, Any]) -> str:
+    """One sentence: the AP50 difference of ``physics+diffusion - physics`` with both intervals and the verdict."""
+    entry = result["comparisons"]["physics+diffusion - physics"]["AP50"]
+    seeds_ci, images_ci = entry["over_seeds"], entry["over_images"]
+    said = {"better": "better than", "worse": "worse than", "no difference shown": "not distinguishable from"}
+    means = {arm: float(np.mean([c["values"]["AP50"] for c in result["cells"] if c["arm"] == arm]))
+             for arm in ("physics", "physics+diffusion")}
+    return (f"physics+diffusion is {said[entry['verdict']]} physics-only at equal image count: AP50 "
+            f"{_fmt(means['physics+diffusion'])} vs {_fmt(means['physics'])} (mean of {len(entry['seeds'])} seeds), "
+            f"difference {_fmt(entry['mean'])}, 95 % CI {_interval((seeds_ci['low'], seeds_ci['high']))} over seeds "
+            f"and {_interval((images_ci['low'], images_ci['high']))} over test images")
