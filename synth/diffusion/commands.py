@@ -303,8 +303,9 @@ def _add_patch_flags(cmd: argparse.ArgumentParser, when: str) -> None:
     cmd.add_argument("--patch-size", type=int, default=64, help=f"object patch side in pixels{when}")
     add_deprecated_alias(cmd, "--size", "--patch-size")
     cmd.add_argument("--context", type=float, default=1.6,
-                     help=f"the window holds this multiple of the object's longest side{when}")
+                     help=f"crop side / object size, at least (the window holds this multiple of the object's longest "
+                          f"side){when}")
     cmd.add_argument("--scale-groups", default=",".join(f"{g:g}" for g in DEFAULT_SCALE_GROUPS_MM_PX),
                      help="patch pixel sizes in mm of the scale groups, finest first; each object is cut at the finest "
                           "whose window holds it with its context ('fit': fit each object to its patch, the geometry "
-                          f"of checkpoints written before scale groups){when}")
+                          "of checkpoints written before scale groups); eval reads them from --ckpt when given")

@@ -17,7 +17,7 @@ from rfo_bench.categories import CATEGORY_BY_ID, category
 from rfo_bench.io.images import read_image
 from synth.diffusion.inpaint import ObjectRequest, check_class, check_request
 from synth.diffusion.model import CheckpointInfo
-from synth.diffusion.patches import mask_bbox_xywh
+from synth.diffusion.patches import mask_bbox_xywh, zoom_mask
 from toolkit_core.errors import UserInputError
 
 
@@ -42,8 +42,7 @@ def place_bank_mask(
     mask = np.rot90(bank_mask, int(rng.integers(4)))
     if rng.integers(2):
         mask = mask[:, ::-1]
-    if abs(scale - 1.0) > 1e-3:
-        mask = ndimage.zoom(mask.astype(np.float32), scale, order=1) > 0.5
+    mask = zoom_mask(mask, scale)  # the object keeps its mm size on a film of another spacing
     if not mask.any():
         return None
     x, y, w, h = mask_bbox_xywh(mask)
