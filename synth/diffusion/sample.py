@@ -211,7 +211,11 @@ def sample_dataset(
     for start in range(0, total, batch_images):
         chunk = list(itertools.islice(plan_iter, batch_images))
         spacings = [background_spacing_mm(p[0], p[1], known_spacing) for p in chunk]
-        assumed += [p[0] for p in chunk if _spacing_is_assumed(p[0], p[1], known_spacing)]
+        unstated = [(p[0], s) for p, s in zip(chunk, spacings) if _spacing_is_assumed(p[0], p[1], known_spacing)]
+        if unstated and not assumed:
+            logger.warning("%s states no pixel spacing (no COCO file beside it records one): %.3f mm is assumed for it "
+                           "and any other such background, and it sets the objects' size in pixels", *unstated[0])
+        assumed += [path for path, _ in unstated]
         outcomes = inpainter.inpaint_objects([p[1].pixels for p in chunk], [p[2] for p in chunk], generator,
                                              scorer=scorer, threshold=threshold, max_tries=max_tries,
                                              spacings_mm=spacings)
@@ -234,10 +238,6 @@ def sample_dataset(
             total_rejected += len(outcome.rejected)
         bar.update(len(chunk))
     bar.close()
-    if assumed:
-        logger.warning("%d of %d images were drawn on backgrounds that state no pixel spacing (no COCO file beside "
-                       "them records one, e.g. %s): the default spacing was assumed, and it sets the objects' size in "
-                       "pixels", len(assumed), total, assumed[0])
     coco = {
         "info": {"description": "rfo-synth diffusion samples", "generator": "synth.diffusion"},
         "images": coco_images, "annotations": coco_anns,
@@ -248,6 +248,7 @@ def sample_dataset(
         "checkpoint": str(Path(ckpt_dir).resolve()), "checkpoint_step": info.step, "seed": seed,
         "scale_groups_mm_px": None if info.scale_groups_mm_px is None else list(info.scale_groups_mm_px),
         "sampler": asdict(config), "images": len(coco_images), "objects": len(coco_anns),
+        "images_on_backgrounds_without_spacing": len(assumed),
         "qc": {"enabled": scorer is not None, "threshold": threshold if scorer is not None else None,
                "attempts": total_attempts, "accepted": total_accepted, "dropped": total_rejected,
                "acceptance_rate": (total_accepted / total_attempts) if total_attempts else None},

@@ -330,3 +330,21 @@ def test_thin_objects_keep_their_pixels_when_the_patch_is_coarser_than_the_film(
     wide[1:5, 5] = 0.4  # a wide object's partly covered edge: kept only above one half, as before
     wide[0, 1:5] = 0.6
     np.testing.assert_array_equal(object_coverage_mask(wide), wide > 0.5)
+
+
+def test_backgrounds_without_a_recorded_spacing_are_named_once_and_counted(tiny_run, tmp_path, caplog):
+    import shutil
+
+    data, ckpt = tiny_run
+    loose = tmp_path / "loose"  # PNG files with no COCO file beside them: the reader's default spacing
+    loose.mkdir()
+    for name in ("000000.png", "000001.png"):
+        shutil.copy(data / "images" / name, loose / name)
+    with caplog.at_level(logging.WARNING, logger="synth.diffusion"):
+        manifest = sample_dataset(ckpt, loose, tmp_path / "out", n=3, seed=0, config=SamplerConfig(steps=2),
+                                  progress=False)
+    notes = [r.getMessage() for r in caplog.records if "states no pixel spacing" in r.getMessage()]
+    assert len(notes) == 1 and "0.200 mm is assumed" in notes[0]
+    assert manifest["images_on_backgrounds_without_spacing"] == 3
+    coco = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    assert all(entry["pixel_spacing_mm"] == [0.2, 0.2] for entry in coco["images"])
