@@ -4,7 +4,11 @@
 The window is the training geometry (:func:`synth.diffusion.patches.crop_window`) at the film's pixel
 spacing: with scale groups a request is cut, drawn and pasted back at its group's mm per pixel, so
 the object drawn has the requested mask's size in mm. A checkpoint written before scale groups is
-used in its fit-to-patch geometry, with one warning that its drawn scale is not physical.
+used in its fit-to-patch geometry, with one warning that its drawn scale is not physical. It is not
+refused: its labels were always at their mm size (the mask bank is rescaled by the spacing ratio),
+its geometry is fully recorded, so it samples exactly as it did when it was trained, and the runs and
+benchmark figures made with it stay reproducible; only the texture scale of what it draws is not
+physical, which the warning says.
 
 The weight is 1 on the object and inside half the margin, falls linearly to 0 at the edge of the
 inpainted region, and is 0 outside it: every pixel outside the region keeps its exact background value.
