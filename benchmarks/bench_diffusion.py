@@ -76,11 +76,19 @@ def crops(data: Path, spec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def empty_mask_dataset(generated: Path, backgrounds: Path, out: Path) -> Path:
-    """The generated annotations on the untouched backgrounds: crops with the mask but no object."""
+    """The generated annotations on the untouched backgrounds: crops with the mask but no object.
+
+    The backgrounds are linked into ``out/images`` (dataset readers refuse image paths outside the
+    dataset's own folder).
+    """
     coco = json.loads((generated / "annotations.json").read_text())
+    (out / "images").mkdir(parents=True, exist_ok=True)
     for entry in coco["images"]:
-        entry["file_name"] = str((backgrounds / "images" / entry["background"]).resolve())
-    out.mkdir(parents=True, exist_ok=True)
+        link = out / "images" / entry["background"]
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to((backgrounds / "images" / entry["background"]).resolve())
+        entry["file_name"] = f"images/{entry['background']}"
     (out / "annotations.json").write_text(json.dumps(coco))
     return out
 
