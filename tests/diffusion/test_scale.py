@@ -348,3 +348,24 @@ def test_backgrounds_without_a_recorded_spacing_are_named_once_and_counted(tiny_
     assert manifest["images_on_backgrounds_without_spacing"] == 3
     coco = json.loads((tmp_path / "out" / "annotations.json").read_text())
     assert all(entry["pixel_spacing_mm"] == [0.2, 0.2] for entry in coco["images"])
+
+
+def test_objects_larger_than_the_coarsest_window_are_left_out_of_training_and_refused_at_sampling(
+        tiny_run, tmp_path, caplog):
+    from synth.diffusion.inpaint import Inpainter, ObjectRequest
+
+    data = _write_films(tmp_path / "d", [(0.5, (180, 240), [(NEEDLE, 12.0, 1.0), (CLAMP, 60.0, 15.0)])])
+    spec = PatchSpec(size_px=32, scale_groups_mm_px=(0.5,))  # one 16-mm window
+    with caplog.at_level(logging.WARNING, logger="synth.diffusion"):
+        patches = load_coco_patches(data, spec).patches
+    # the 12 mm needle fits the window without its full context; the 60 mm clamp does not fit at all
+    assert [p.category_id for p in patches] == [NEEDLE]
+    notes = [r.getMessage() for r in caplog.records if "coarsest scale group" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].startswith("1 objects") and "60 mm" in notes[0]
+    _, ckpt = tiny_run  # 32-px patches, groups up to 5 mm: a 160-mm window
+    inpainter = Inpainter(ckpt, SamplerConfig(steps=2))
+    background = np.full((88, 72), 0.3, dtype=np.float32)
+    huge = _rect((88, 72), 10, 5, 4, 60)  # 60 px at 3 mm = 180 mm
+    with pytest.raises(UserInputError, match=r"object 0 \(needle\) of image 0: an object of 180.0 mm"):
+        inpainter.inpaint_objects([background], [[ObjectRequest(NEEDLE, huge)]], torch.Generator().manual_seed(0),
+                                  spacings_mm=[3.0])
