@@ -522,7 +522,7 @@ def load_coco_patches(data_dir: str | Path, spec: PatchSpec, *, max_masks_per_cl
                        "in the file, e.g. %s): %.3f mm assumed, so their objects' mm sizes rest on that guess",
                        len(unstated), len(entries), root, *unstated[0])
     if too_large:
-        logger.warning("%d objects larger than the coarsest scale group's window (%.0f mm; the largest %.0f mm) "
+        logger.warning("%d object(s) larger than the coarsest scale group's window (%.0f mm; the largest %.0f mm) "
                        "were left out", len(too_large), spec.size_px * spec.scale_groups_mm_px[-1], max(too_large))
     if not patches:
         raise UserInputError("the dataset has no annotations to learn from", file=root / "annotations.json",

@@ -361,7 +361,7 @@ def test_objects_larger_than_the_coarsest_window_are_left_out_of_training_and_re
     # the 12 mm needle fits the window without its full context; the 60 mm clamp does not fit at all
     assert [p.category_id for p in patches] == [NEEDLE]
     notes = [r.getMessage() for r in caplog.records if "coarsest scale group" in r.getMessage()]
-    assert len(notes) == 1 and notes[0].startswith("1 objects") and "60 mm" in notes[0]
+    assert len(notes) == 1 and notes[0].startswith("1 object(s) larger") and "60 mm" in notes[0]
     _, ckpt = tiny_run  # 32-px patches, groups up to 5 mm: a 160-mm window
     inpainter = Inpainter(ckpt, SamplerConfig(steps=2))
     background = np.full((88, 72), 0.3, dtype=np.float32)
