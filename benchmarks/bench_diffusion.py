@@ -155,6 +155,36 @@ def inpainting_figure(generated: Path, backgrounds: Path, path: Path) -> None:
     plt.close(fig)
 
 
+def detection_films_figure(work: Path, seed: int, path: Path, per_row: int = 4) -> None:
+    """Training films of the two arms with their labels: physics (top) and diffusion-inpainted (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches as mpatches
+    import matplotlib.pyplot as plt
+
+    rows = (("physics", work / f"physics_s{seed}"), ("diffusion", work / f"diffusion_s{seed}"))
+    fig, axes = plt.subplots(2, per_row, figsize=(2.4 * per_row, 5.2))
+    for row, (label, folder) in enumerate(rows):
+        coco = json.loads((folder / "annotations.json").read_text())
+        names = {c["id"]: c["name"] for c in coco["categories"]}
+        labelled = [e for e in coco["images"] if any(a["image_id"] == e["id"] for a in coco["annotations"])]
+        for col, entry in enumerate(labelled[:per_row]):
+            ax = axes[row, col]
+            file = folder / entry["file_name"]
+            file = file if file.is_file() else folder / "images" / entry["file_name"]
+            ax.imshow(read_image(file).pixels, cmap="gray", vmin=0, vmax=1)
+            for ann in (a for a in coco["annotations"] if a["image_id"] == entry["id"]):
+                x, y, w, h = ann["bbox"]
+                ax.add_patch(mpatches.Rectangle((x, y), w, h, fill=False, color="tab:orange", lw=0.8))
+                ax.text(x, y - 2, names[ann["category_id"]], color="tab:orange", fontsize=6)
+            ax.axis("off")
+        axes[row, 0].set_title(f"{label} training films (seed {seed})", fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def command_line() -> str:
     """This invocation as it can be pasted (run from the repository root)."""
     return " ".join([".venv/bin/python", "benchmarks/bench_diffusion.py", *sys.argv[1:]])
@@ -288,6 +318,9 @@ def main() -> int:
 
     sample_grid(heldout_crops, gen_crops, docs / "diffusion_samples.png")
     inpainting_figure(generated, data["backgrounds"], docs / "diffusion_inpainting.png")
+    if comparison is not None:
+        detection_films_figure((REPO / args.detection_work).resolve(), comparison["seeds"][0],
+                               docs / "diffusion_detection_films.png")
     write_markdown(results, docs / "diffusion_results.md", args, comparison)
     print(json.dumps({k: [results[k][v] for v in ("kid", "kid_low", "kid_high")]
                       for k in ("diffusion", "physics_train", "empty_mask")}, indent=2))
@@ -302,7 +335,9 @@ def detection_section(comparison: dict[str, Any] | None) -> str:
                 "physics+diffusion on held-out films.\n")
     from rfo_toolkit.diffusion_comparison import comparison_markdown
 
-    return comparison_markdown(comparison, command_line())
+    return (comparison_markdown(comparison, command_line())
+            + "\nTraining films of the two arms, labels as the detector sees them:\n\n"
+              "![detection films](diffusion_detection_films.png)\n")
 
 
 def write_markdown(results: dict[str, Any], path: Path, args: argparse.Namespace,

@@ -335,7 +335,7 @@ def sample_films(repo: Path, work: Path, ckpt: Path, backgrounds: Path, seed: in
             "--n", str(config.n_train // 2), "--objects-per-image", str(config.objects_per_image), "--steps",
             str(config.sample_steps), "--guidance", str(config.guidance), "--seed", str(seed), "--threads",
             str(config.threads), "--no-progress", "--overwrite"]
-    if (out / "annotations.json").is_file():
+    if (out / "manifest.json").is_file():  # written last
         commands.append(command_text(repo, argv) + "  # reused")
         return out
     ledger.timed("sample diffusion films", lambda: _synth(repo, argv, commands))
