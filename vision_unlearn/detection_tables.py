@@ -137,8 +137,56 @@ def results_markdown(summary: Sequence[Mapping[str, Any]], command: str | None) 
                                  spread[0]["reference_retain_map50_spread_by_seed"].items())
             lines += ["", f"The reference is the mean of several retrained detectors per seed; their retain mAP50 "
                           f"spread (max - min): {per_seed}."]
+        lines += _paired_lines(entries)
         lines.append("")
     return "\n".join(lines)
+
+
+PAIRED_COLUMNS = (("retain_map50", "retain mAP50"), ("forget_ap50", "forget AP50"), ("forget_recall", "forget recall"),
+                  ("mia_auc", "loss MIA AUC"), ("calibrated_mia_auc", "calibrated MIA AUC"))
+"""Columns whose difference to the retrained reference gets a paired interval over seeds."""
+
+
+def paired_to_retrain(entries: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per method (the original included) and column: the mean over seeds of ``method - retrain`` and its
+    paired Student-t 95 % interval (:func:`vision_unlearn.metrics.paired.paired_interval`).
+
+    Only seeds where both values are finite count; a column with fewer than two such seeds is left out.
+    """
+    from vision_unlearn.metrics.paired import paired_interval
+
+    reference = next((e for e in entries if e["method"] == "retrain"), None)
+    if reference is None:
+        return {}
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for entry in entries:
+        if entry["method"] == "retrain":
+            continue
+        for column, _ in PAIRED_COLUMNS:
+            mine, theirs = entry.get(f"{column}_by_seed") or {}, reference.get(f"{column}_by_seed") or {}
+            seeds = [k for k in mine if k in theirs and math.isfinite(_number(mine[k]))
+                     and math.isfinite(_number(theirs[k]))]
+            if len(seeds) >= 2:
+                table.setdefault(entry["method"], {})[column] = paired_interval(
+                    [_number(mine[k]) for k in seeds], [_number(theirs[k]) for k in seeds])
+    return table
+
+
+def _paired_lines(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    table = paired_to_retrain(entries)
+    columns = [(c, title) for c, title in PAIRED_COLUMNS if any(c in row for row in table.values())]
+    if not table or not columns:
+        return []
+    n = max(v["n"] for row in table.values() for v in row.values())
+    lines = ["", f"Difference to retrain, paired over {n} seeds: mean [95 % t-interval]; an interval that holds 0 "
+                 "does not tell the method from retraining on that column.", "",
+             "| method | " + " | ".join(f"{title} − retrain" for _, title in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for method, row in table.items():
+        cells = [f"{row[c]['mean']:+.3f} [{row[c]['low']:+.3f}, {row[c]['high']:+.3f}]" if c in row else "n/a"
+                 for c, _ in columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_summary(summary: Sequence[Mapping[str, Any]], path: Path) -> Path:

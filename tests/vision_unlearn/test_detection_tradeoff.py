@@ -58,3 +58,26 @@ def test_each_method_is_one_marker_at_the_tables_means_sized_by_cpu_ratio(tmp_pa
     assert set(_markers(axes[1])) == {"original", "retrain", "finetune"}
     path = plot_tradeoff(summary, tmp_path / "tradeoff.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_method_gets_a_paired_interval_to_retrain_over_seeds() -> None:
+    from vision_unlearn.detection_tables import paired_to_retrain, results_markdown, summarise_rows
+
+    rows = []
+    for seed, shift in ((0, 0.00), (1, 0.10), (2, -0.05)):  # seeds move every model together
+        for retrain_seed, noise in ((seed, 0.01), (seed + 1000, -0.01)):
+            rows.append({"seed": seed, "scenario": "images:0.1", "method": "retrain", "retrain_seed": retrain_seed,
+                         "retain_map50": 0.50 + shift + noise, "mia_auc": 0.50 + noise})
+        rows.append({"seed": seed, "scenario": "images:0.1", "method": "original", "retain_map50": 0.60 + shift,
+                     "mia_auc": 0.80 + shift / 10})
+        rows.append({"seed": seed, "scenario": "images:0.1", "method": "finetune", "retain_map50": 0.50 + shift,
+                     "mia_auc": float("nan") if seed == 2 else 0.55})
+    table = paired_to_retrain(summarise_rows(rows))
+    original = table["original"]["retain_map50"]
+    # the seeds' shared shift cancels in the pairing: +0.10 exactly, so the interval has no width
+    assert abs(original["mean"] - 0.10) < 1e-9 and original["high"] - original["low"] < 1e-9 and original["n"] == 3
+    assert table["original"]["mia_auc"]["low"] > 0  # the model that saw the images is told apart from retraining
+    assert table["finetune"]["mia_auc"]["n"] == 2  # only seeds where both sides are finite pair up
+    assert "retrain" not in table
+    text = results_markdown(summarise_rows(rows), None)
+    assert "paired over 3 seeds" in text and "| original | +0.100 [+0.100, +0.100]" in text
