@@ -6,10 +6,13 @@ pure function of the training films, the tiling, the run's seed and the bit dept
 in one hidden folder of its output directory, ``.tiles``, named by that key in ``tiles.json``:
 
 - a run whose key matches a complete ``.tiles`` folder reads its tiles from there instead of cutting;
-- otherwise the tiles are cut into a staging folder (ownership marker, state ``staging``, the process id)
-  and renamed to ``.tiles`` when complete, replacing a ``.tiles`` folder this toolkit wrote;
+- otherwise the tiles are cut into ``.tiles.partial`` (ownership marker, state ``staging``, the key
+  written first) and the folder is renamed to ``.tiles`` when complete, replacing a ``.tiles`` folder
+  this toolkit wrote. A cut that is stopped part-way keeps ``.tiles.partial``: the next run with the
+  same key keeps every film whose tiles are all there (tiles are written atomically) and cuts the
+  rest; a ``.tiles.partial`` of another key is replaced;
 - the folder is removed when training finishes, and kept when it stops early (the next ``--resume``
-  reads it). A staging folder of a killed run is removed by the next run once its process is gone.
+  reads it).
 
 A ``.tiles`` entry that this toolkit did not write (no marker, a link, a user's file inside) is never
 deleted: the run stops with one line naming it.
@@ -20,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -123,26 +125,60 @@ def _cut(tiling, train_sets: Sequence[DetectionDataset], val_set: DetectionDatas
         marker = None if folder.is_symlink() or not folder.is_dir() else read_marker(folder)
         if marker is None or marker.get("tool") != TOOL:
             raise UserInputError("refusing to replace a tile folder this toolkit did not write", file=folder)
-    staging = Path(tempfile.mkdtemp(prefix=f".{TILES_NAME}.tmp-", dir=out))
-    try:
-        write_marker(staging, TOOL, state="staging")
-        train, counts = write_tile_dataset(train_sets, tiling, staging / "train", seed=seed, bit_depth=bit_depth,
-                                           categories=categories)
-        write_coco(train, staging / "train.json")
-        val = None
-        if val_set is not None and len(val_set):
-            val, _ = write_tile_dataset([val_set], tiling, staging / "val", seed=seed + 1, bit_depth=bit_depth,
-                                        categories=categories)
-            write_coco(val, staging / "val.json")
-        (staging / KEY_FILE).write_text(json.dumps({"key": key, "counts": counts}, indent=1), encoding="utf-8")
-        write_marker(staging, TOOL, state="complete")
-        if folder.exists():
-            shutil.rmtree(folder)  # ours (checked above): tiles of another configuration
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # created above by this call
-        raise
+    staging = _partial_folder(out, key)
+    write_marker(staging, TOOL, state="staging")
+    train, counts = write_tile_dataset(train_sets, tiling, staging / "train", seed=seed, bit_depth=bit_depth,
+                                       categories=categories, reuse_existing=True)
+    write_coco(train, staging / "train.json")
+    val = None
+    if val_set is not None and len(val_set):
+        val, _ = write_tile_dataset([val_set], tiling, staging / "val", seed=seed + 1, bit_depth=bit_depth,
+                                    categories=categories, reuse_existing=True)
+        write_coco(val, staging / "val.json")
+    (staging / KEY_FILE).write_text(json.dumps({"key": key, "counts": counts}, indent=1), encoding="utf-8")
+    write_marker(staging, TOOL, state="complete")
+    if folder.exists():
+        shutil.rmtree(folder)  # ours (checked above): tiles of another configuration
+    staging.rename(folder)
     return (_rebased(train, folder / "train"), _rebased(val, folder / "val") if val is not None else None, counts)
+
+
+PARTIAL_NAME = f".{TILES_NAME}.partial"
+"""The folder a cut is written into; kept when the cut stops part-way, so that the next run goes on."""
+
+
+def _partial_folder(out: Path, key: str) -> Path:
+    """``out/.tiles.partial`` for ``key``: the folder of an interrupted cut of the same key, else a new one.
+
+    A ``.tiles.partial`` this toolkit wrote for another key (or whose key file is missing) is replaced;
+    one it did not write is refused.
+    """
+    from toolkit_core.output_dirs import read_marker, write_marker
+
+    partial = out / PARTIAL_NAME
+    if partial.exists() or partial.is_symlink():
+        marker = None if partial.is_symlink() or not partial.is_dir() else read_marker(partial)
+        if marker is None or marker.get("tool") != TOOL:
+            raise UserInputError("refusing to replace a tile folder this toolkit did not write", file=partial)
+        if _stated_key(partial) == key:
+            logger.info("going on with the interrupted tile cut in %s", partial)
+            return partial
+        shutil.rmtree(partial)  # ours (checked above): an interrupted cut of another configuration
+    partial.mkdir()
+    (partial / KEY_FILE).write_text(json.dumps({"key": key}), encoding="utf-8")
+    write_marker(partial, TOOL, state="staging")
+    return partial
+
+
+def _stated_key(folder: Path) -> str | None:
+    index = folder / KEY_FILE
+    try:
+        if not index.is_file() or index.stat().st_size > _KEY_FILE_MAX_BYTES:
+            return None
+        stated = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return stated.get("key") if isinstance(stated, dict) and isinstance(stated.get("key"), str) else None
 
 
 def _rebased(dataset: DetectionDataset, root: Path) -> DetectionDataset:

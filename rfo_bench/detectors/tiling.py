@@ -386,7 +386,7 @@ def count_tiles(plans: Sequence[Sequence[TilePlan]]) -> dict[str, int]:
 
 
 def write_tile_dataset(datasets, config: TileConfig, root: Path, *, seed: int, bit_depth: int = 16,
-                       categories=None) -> tuple[Any, dict[str, int]]:
+                       categories=None, reuse_existing: bool = False) -> tuple[Any, dict[str, int]]:
     """Cut every film of ``datasets`` into tiles written under ``root``; return them as one dataset.
 
     Args:
@@ -397,12 +397,16 @@ def write_tile_dataset(datasets, config: TileConfig, root: Path, *, seed: int, b
         bit_depth: 16 (float detectors) or 8 (Ultralytics reads 8 bits; written with the same rounding
             its prediction path uses).
         categories: the category table of the tile dataset (default: the first dataset's).
+        reuse_existing: a film whose tiles are all in ``root`` already (from an interrupted cut of the
+            same plans; tiles are written atomically, so a file that exists is whole) is not read
+            again; its records are rebuilt from the plans and the tiles' headers.
 
     Returns:
         ``(tiles, counts)``: a :class:`~rfo_bench.io.records.DetectionDataset` of the tiles (boxes in
         tile pixels) and :func:`count_tiles` of the plans.
     """
     from rfo_bench.io.formats import fill_image_sizes
+    from rfo_bench.io.headers import image_size
     from rfo_bench.io.images import read_image, write_png8, write_png16
     from rfo_bench.io.records import DetectionDataset, ImageRecord, RFOObject
 
@@ -415,21 +419,30 @@ def write_tile_dataset(datasets, config: TileConfig, root: Path, *, seed: int, b
     plans = plan_dataset_tiles(sizes, annotations, config, seed)
     writer = write_png16 if bit_depth == 16 else write_png8
     records = []
+    reused = 0
     for index, ((dataset, record), film_plans) in enumerate(zip(films, plans, strict=True)):
         if not film_plans:
             continue
-        film = window_film(read_image(dataset.resolve(record)).pixels, config.window_percentiles)
-        for k, plan in enumerate(film_plans):
-            tile = cut_tile(film, plan)
-            name = f"f{index:06d}_t{k:03d}.png"
-            writer(root / name, tile)
+        names = [f"f{index:06d}_t{k:03d}.png" for k in range(len(film_plans))]
+        if reuse_existing and all((root / name).is_file() for name in names):
+            shapes = [image_size(root / name)[::-1] for name in names]  # the header's (width, height), flipped
+            reused += 1
+        else:
+            film = window_film(read_image(dataset.resolve(record)).pixels, config.window_percentiles)
+            shapes = []
+            for plan, name in zip(film_plans, names, strict=True):
+                tile = cut_tile(film, plan)
+                writer(root / name, tile)
+                shapes.append(tile.shape[:2])
+        for plan, name, (tile_h, tile_w) in zip(film_plans, names, shapes, strict=True):
             objects = tuple(RFOObject(tuple(float(v) for v in box), int(cid))  # type: ignore[arg-type]
                             for box, cid in zip(plan.boxes_xyxy, plan.category_ids, strict=True))
-            records.append(ImageRecord(name, len(records) + 1, width=int(tile.shape[1]), height=int(tile.shape[0]),
+            records.append(ImageRecord(name, len(records) + 1, width=int(tile_w), height=int(tile_h),
                                        patient_id=record.patient_id, objects=objects))
     table = categories if categories is not None else (datasets[0].categories if datasets else ())
     counts = count_tiles(plans)
-    logger.info("cut %d tiles (%d positive, %d negative, %d whole films) from %d films", len(records),
-                counts["positive"], counts["negative"], counts["whole_film"], len(films))
+    logger.info("cut %d tiles (%d positive, %d negative, %d whole films) from %d films%s", len(records),
+                counts["positive"], counts["negative"], counts["whole_film"], len(films),
+                f" ({reused} films' tiles kept from an interrupted cut)" if reused else "")
     tiles = DetectionDataset(root, tuple(records), tuple(table), source=f"tiles of {len(films)} films")
     return tiles, counts

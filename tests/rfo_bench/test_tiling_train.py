@@ -227,3 +227,44 @@ def test_a_tile_folder_the_toolkit_did_not_write_is_never_replaced(tmp_path: Pat
     with pytest.raises(UserInputError, match="did not write"):
         train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False)
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_a_cut_stopped_part_way_goes_on_where_it_stopped(tmp_path: Path, monkeypatch) -> None:
+    import rfo_bench.detectors.api as api
+    import rfo_bench.detectors.tiling as tiling
+
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=HEIGHT, width=WIDTH))
+    whole, _ = tiling.write_tile_dataset([dataset], tiled_config().tiling, tmp_path / "whole", seed=0)
+    real_cut, calls = tiling.cut_tile, []
+
+    def stopping_cut(film, plan):
+        calls.append(1)
+        if len(calls) == 4:  # part-way through the films
+            raise KeyboardInterrupt
+        return real_cut(film, plan)
+
+    monkeypatch.setattr(tiling, "cut_tile", stopping_cut)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False)
+    partial = tmp_path / "run" / ".tiles.partial"
+    kept = sorted(p.name for p in (partial / "train").glob("*.png"))
+    assert 0 < len(kept) < len(whole)
+
+    films_read = []
+    real_read = tiling.window_film
+    monkeypatch.setattr(tiling, "cut_tile", real_cut)
+    monkeypatch.setattr(tiling, "window_film", lambda pixels, window: films_read.append(1) or real_read(pixels, window))
+    seen = {}
+
+    def capture(builder, config, fit_sets, *args, **kwargs):
+        seen["tiles"] = fit_sets[0]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "_train_torchvision", capture)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False)
+    assert len(films_read) < 4  # the films whose tiles were all written are not read again
+    tiles = seen["tiles"]
+    assert [(r.file_name.split("/")[-1], r.width, r.height, [o.bbox_xyxy for o in r.objects]) for r in tiles.images] \
+        == [(r.file_name, r.width, r.height, [o.bbox_xyxy for o in r.objects]) for r in whole.images]
+    assert not partial.exists() and (tmp_path / "run" / ".tiles" / "tiles.json").is_file()
