@@ -65,6 +65,8 @@ class ComparisonConfig:
         background_seed_base: object-free backgrounds of seed ``s`` use ``background_seed_base + s``.
         generator_steps: diffusion training steps (the ``cpu`` preset).
         generator_seed: diffusion training seed.
+        scale_groups: ``rfo-synth diffusion train --scale-groups``: ``fit`` (each object fitted to its patch,
+            the geometry this comparison's generator was trained with) or mm sizes of scale groups.
         sample_steps: DDIM steps when sampling.
         guidance: classifier-free guidance scale.
         objects_per_image: objects inpainted into each background (the physics films hold 1.3 labelled
@@ -88,6 +90,7 @@ class ComparisonConfig:
     background_seed_base: int = 200
     generator_steps: int = 800
     generator_seed: int = 0
+    scale_groups: str = "fit"
     sample_steps: int = 25
     guidance: float = 1.0
     objects_per_image: int = 1
@@ -210,8 +213,12 @@ def compare_arms(cells: Sequence[Mapping[str, Any]], replicates: Mapping[tuple[s
 
 
 GENERATOR_FIELDS = ("n_generator_train", "generator_data_seed", "background_seed_base", "generator_steps",
-                    "generator_seed", "sample_steps", "guidance", "objects_per_image")
+                    "generator_seed", "scale_groups", "sample_steps", "guidance", "objects_per_image")
 """Config fields only the ``physics+diffusion`` arm depends on."""
+
+LATER_FIELDS = {"scale_groups": "fit"}
+"""Fields added after cells were first cached -> the value those cells were made with: left out of the
+key while they hold that value, so the cached cells keep their keys."""
 
 
 def seed_cell_key(config: ComparisonConfig, arm: str, seed: int) -> str:
@@ -220,7 +227,8 @@ def seed_cell_key(config: ComparisonConfig, arm: str, seed: int) -> str:
     Fields that cannot change the cell are left out (``half_arm``; the generator's fields for the
     physics-only arms), so adding an arm or retraining the generator reuses the physics cells.
     """
-    fields = {k: v for k, v in asdict(config).items() if k != "half_arm"}
+    fields = {k: v for k, v in asdict(config).items()
+              if k != "half_arm" and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     if arm != "physics+diffusion":
         fields = {k: v for k, v in fields.items() if k not in GENERATOR_FIELDS}
     return sha256_text(json.dumps({"arm": arm, "seed": seed, "config": fields}, sort_keys=True, default=str))
@@ -321,8 +329,8 @@ def train_generator(repo: Path, work: Path, data: Path, config: ComparisonConfig
     """Train (or resume, or reuse) the diffusion generator on ``data``."""
     ckpt = work / "generator"
     argv = ["diffusion", "train", "--data", str(data), "--out", str(ckpt), "--steps", str(config.generator_steps),
-            "--save-every", "100", "--seed", str(config.generator_seed), "--threads", str(config.threads),
-            "--no-progress"]
+            "--save-every", "100", "--seed", str(config.generator_seed), "--scale-groups", config.scale_groups,
+            "--threads", str(config.threads), "--no-progress"]
     ledger.timed("train diffusion generator", lambda: _synth(repo, argv, commands))
     return ckpt
 
@@ -501,7 +509,9 @@ def comparison_markdown(result: Mapping[str, Any], command: str) -> str:
         f"* **Held-out test**: {sets['test']['images']} physics films ({sets['test']['objects']} objects), physics "
         f"seed {config['test_seed']}, seen by no arm and not by the generator.",
         f"* **Generator**: `rfo-synth diffusion train` (`cpu` preset), {config['generator_steps']} steps, seed "
-        f"{config['generator_seed']}, on {sets['generator_train']['images']} physics films of their own seed "
+        f"{config['generator_seed']}, `--scale-groups {config.get('scale_groups', 'fit')}` (objects fitted to the "
+        "64-px patch, the geometry before mm-true scale groups), on "
+        f"{sets['generator_train']['images']} physics films of their own seed "
         f"{config['generator_data_seed']} ({sets['generator_train']['objects']} objects, disjoint from the test "
         f"set); sampling DDIM {config['sample_steps']} steps, guidance {config['guidance']}. Its own cost, "
         f"outside the detector budget: training {_fmt((result.get('generator_train_logged_s') or math.nan) / 60, 1)} "
