@@ -497,8 +497,8 @@ def comparison_markdown(result: Mapping[str, Any], command: str) -> str:
         f"* **Arms** (equal image count {n}, one detector recipe, so equal detector CPU budget): `physics`, {n} "
         f"physics films (`rfo-synth physics`, {config['render_px']} px, classes {', '.join(classes)}); "
         f"`physics+diffusion`, the first {half} of those films and {n - half} object-free physics films into which "
-        f"the diffusion generator inpaints {config['objects_per_image']} objects each (it draws every object and its "
-        "label)" + ("; `physics_half`, the first "
+        f"the diffusion generator inpaints {config['objects_per_image']} object(s) each (it draws every object and "
+        "its label)" + ("; `physics_half`, the first "
                     f"{half} physics films alone (what the second half buys)." if "physics_half" in arms else "."),
         "* **Why inpainting into physics backgrounds** rather than whole generated films: the `cpu` generator is a "
         "patch model that draws objects, not anatomy; on object-free films of the same renderer the only thing "
@@ -514,11 +514,7 @@ def comparison_markdown(result: Mapping[str, Any], command: str) -> str:
         f"{sets['generator_train']['images']} physics films of their own seed "
         f"{config['generator_data_seed']} ({sets['generator_train']['objects']} objects, disjoint from the test "
         f"set); sampling DDIM {config['sample_steps']} steps, guidance {config['guidance']}. Its own cost, "
-        f"outside the detector budget: training {_fmt((result.get('generator_train_logged_s') or math.nan) / 60, 1)} "
-        f"wall-min from its log (one torch thread on the shared 2-core machine; "
-        f"{_fmt(gen_cost.get('cpu_s', math.nan) / 60, 1)} CPU-min were spent in this folder's recorded "
-        f"invocations), sampling {_fmt(sample_cost.get('cpu_s', math.nan) / 60, 1)} CPU-min for "
-        f"{len(seeds)} x {config['n_train'] // 2} films.",
+        "outside the detector budget, is in the compute table below.",
         "* **Fixed in advance, no tuning on the test films**: every setting above and the detector recipe were "
         "chosen before any test film was scored (sampling settings are this page's defaults; generator steps "
         "from the CPU budget); no validation split was used, nothing was selected on a result.",
@@ -569,12 +565,22 @@ def comparison_markdown(result: Mapping[str, Any], command: str) -> str:
               "over test images resamples the test films (the same replicates in every cell, so each replicate's "
               "difference is paired) and holds the trained detectors fixed. An arm is called better or worse "
               "only where both intervals exclude 0.", ""]
-    lines += ["### Compute recorded in the work folder", "", "| step | wall min | CPU min |", "|---|---|---|"]
-    for step, entry in result["compute"].items():
-        lines.append(f"| {step} | {entry['wall_s'] / 60:.1f} | {entry['cpu_s'] / 60:.1f} |")
-    lines += ["", "Summed over the invocations that ran steps in the work folder (steps run by other processes, "
-              "e.g. cells trained in parallel, appear in the per-seed table instead); finished sets and cells are "
-              "reused, so an interrupted run resumes.", "",
+    detector_wall = sum(c.get("train_seconds") or 0.0 for c in cells)
+    detector_cpu = sum(c.get("train_cpu_seconds") or 0.0 for c in cells)
+    logged = result.get("generator_train_logged_s")
+    recorded = gen_cost.get("cpu_s", 0.0)
+    generator_cpu = _fmt(recorded / 60, 1) if logged and recorded > 0.05 * logged else "not recorded"
+    lines += ["### Compute", "", "| step | wall min | CPU min | measured by |", "|---|---|---|---|",
+              f"| detector training, {len(cells)} cells | {detector_wall / 60:.1f} | {detector_cpu / 60:.1f} | "
+              "each detector's record |",
+              f"| diffusion generator training ({config['generator_steps']} steps) | "
+              f"{_fmt((logged or math.nan) / 60, 1)} | {generator_cpu} | its train log (wall); this folder's ledger |",
+              f"| diffusion sampling ({len(seeds)} x {config['n_train'] // 2} films) | "
+              f"{_fmt(sample_cost.get('wall_s', math.nan) / 60, 1)} | {_fmt(sample_cost.get('cpu_s', math.nan) / 60, 1)} "
+              "| this folder's ledger |",
+              "", "One torch thread per process on a 2-core machine shared with other jobs, so wall time overstates "
+              "the CPU time. Finished sets and cells are reused from the work folder, so an interrupted run "
+              "resumes; the ledger (`compute.json`) sums what the invocations run there spent.", "",
               "Commands run (or reused) by this invocation:", "", "```bash", *result["commands"], "```", ""]
     return "\n".join(lines)
 

@@ -140,7 +140,7 @@ def test_the_page_states_counts_intervals_and_the_verdict():
                                                                                                 "cpu_s": 60.0}}}
     page = comparison_markdown(result, "bench --detection-seeds 0,1")
     assert "| physics | 0 | 300 (400) | 0.200 [0.100, 0.300] | 0.200 n/a | 0.500 | n/a | 4.0 |" in page
-    assert "150 physics films (206 objects)" in page and "1.0 CPU-min" in page
+    assert "150 physics films (206 objects)" in page and "| detector training, 4 cells | 0.0 | 16.0 |" in page
     line = headline(result)
     assert "AP50 0.110 vs 0.250" in line and "difference -0.140" in line
     assert "[-0.140, -0.140] over test images" in line and "not distinguishable" in line
