@@ -34,6 +34,8 @@ MAX_WEIGHTS_BYTES = 4 << 30
 """Largest weights file read (4 GiB; the largest baseline, Faster R-CNN ResNet-50, is about 0.17 GiB)."""
 
 RECORD_NAME = "detector.json"
+MAX_RECORD_BYTES = 16 << 20
+"""Largest ``detector.json`` read (a record with its training history is a few hundred KiB)."""
 RECORD_FORMAT = "rfo-detector/1"
 
 
@@ -120,6 +122,10 @@ def train_detector(
     data_sha256 = dataset_sha256(train_sets)
     settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "amp")}
     fingerprint = sha256_text(json.dumps([settings, data_sha256], sort_keys=True))
+    done = _finished_record(out, settings, data_sha256) if resume else None
+    if done is not None:  # a --resume of a finished run: nothing to cut or train again
+        logger.info("the run in %s has finished; nothing to resume", out)
+        return TrainResult(run_dir=out, train_seconds=float(done.get("train_seconds", 0.0)), record=done)
     start = time.perf_counter()
     finished = False
     with _tiled(config, train_sets, val_set, categories, out, spec.family, fingerprint) as (fit_sets, fit_val, tile_counts):
@@ -166,6 +172,21 @@ def train_detector(
         (out / COMPUTE_LEDGER).unlink()  # written by this run (a fixed name inside its output folder)
     logger.info("trained %s in %.1f s -> %s", spec.name, seconds, out)
     return TrainResult(run_dir=out, train_seconds=seconds, record=record)
+
+
+def _finished_record(out: Path, settings: dict[str, Any], data_sha256: str) -> dict[str, Any] | None:
+    """The record of a finished run of these settings on this data in ``out`` whose weights match it, else ``None``."""
+    from rfo_bench.detectors.provenance import verify_weights
+
+    try:
+        record = read_record(out)
+        stated = {k: v for k, v in record["config"].items() if k not in ("device", "amp")}
+        if stated != json.loads(json.dumps(settings)) or record.get("data_sha256") != data_sha256:  # as stored
+            return None
+        verify_weights(out / record["weights"], record.get("weights_sha256"), required=True)
+    except (UserInputError, KeyError, TypeError, AttributeError):
+        return None
+    return record
 
 
 def _read_ledger(out: Path) -> dict[str, Any]:
@@ -236,6 +257,8 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RECORD_NAME
     if not path.is_file():
         raise UserInputError(f"not a trained detector directory (no {RECORD_NAME})", file=run_dir)
+    if path.stat().st_size > MAX_RECORD_BYTES:
+        raise UserInputError(f"detector record larger than {MAX_RECORD_BYTES >> 20} MiB", file=path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:

@@ -268,3 +268,19 @@ def test_a_cut_stopped_part_way_goes_on_where_it_stopped(tmp_path: Path, monkeyp
     assert [(r.file_name.split("/")[-1], r.width, r.height, [o.bbox_xyxy for o in r.objects]) for r in tiles.images] \
         == [(r.file_name, r.width, r.height, [o.bbox_xyxy for o in r.objects]) for r in whole.images]
     assert not partial.exists() and (tmp_path / "run" / ".tiles" / "tiles.json").is_file()
+
+
+def test_resuming_a_finished_run_cuts_and_trains_nothing(tmp_path: Path, monkeypatch) -> None:
+    import rfo_bench.detectors.api as api
+    import rfo_bench.detectors.tiling as tiling
+
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=2, height=HEIGHT, width=WIDTH))
+    first = train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False)
+    monkeypatch.setattr(tiling, "write_tile_dataset", lambda *a, **k: pytest.fail("tiles cut again"))
+    monkeypatch.setattr(api, "_train_torchvision", lambda *a, **k: pytest.fail("trained again"))
+    again = train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False, resume=True)
+    assert again.record["weights_sha256"] == first.record["weights_sha256"]
+    # another configuration in the same folder is not "finished": it would train (and here fail loudly)
+    with pytest.raises(pytest.fail.Exception):
+        train_detector(TrainConfig(**{**tiled_config().__dict__, "seed": 3}), [dataset], tmp_path / "run",
+                       progress=False, resume=True)
