@@ -27,7 +27,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint install lock clean bench-deps bench-physics docs-physics
+.PHONY: demo test lint install lock clean bench-deps bench-physics docs-physics shipped-detector
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,19 @@ bench-deps: $(VENV)/.compare
 
 bench-physics: $(VENV)/.compare
 	$(BIN)/python benchmarks/bench_physics.py --size 1024 --n 100 --workers 1 2 --out runs/bench_physics.json
+
+# The detector the project trains once and ships (configs/shipped_detector.yaml, its recorded recipe):
+# renders the recipe's data once (data/shipped), then trains into SHIPPED_OUT, resuming after any stop
+# (run it again). DEVICE=auto takes CUDA where there is one; WORKERS processes render films, cut tiles
+# and feed the trainer. On a CPU it runs for days: `nohup nice make shipped-detector &`.
+SHIPPED_OUT ?= runs/shipped
+DEVICE ?= auto
+WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
+
+shipped-detector: $(STAMP)
+	test -f data/shipped/test/annotations.json || $(BIN)/rfo-synth physics --n 200 --imgsz 2048 --seed 1702 --workers $(WORKERS) --out data/shipped/test --no-progress
+	test -f data/shipped/train/annotations.json || $(BIN)/rfo-synth physics --n 4000 --imgsz 2048 --seed 1701 --workers $(WORKERS) --out data/shipped/train --no-progress
+	$(BIN)/rfo-bench train --config configs/shipped_detector.yaml --out $(SHIPPED_OUT) --device $(DEVICE) --workers $(WORKERS) --no-progress $$(test -f $(SHIPPED_OUT)/ultralytics/weights/last.pt && echo --resume)
 
 clean:
 	rm -rf $(VENV) .cache runs build *.egg-info

@@ -80,6 +80,7 @@ FLAG_MEANINGS: dict[str, str] = {
     "--steps": "number of steps",
     "--threads": "torch/NumPy CPU threads",
     "--verbose": "show debug logging and full tracebacks",
+    "--workers": "worker processes",
 }
 """Flag -> its one meaning across the three commands. The help text of every flag used by more than
 one sub-command starts with its meaning here (``docs/cli.md`` and its test check it)."""

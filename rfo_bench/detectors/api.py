@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rfo_bench.detectors.config import TrainConfig
+from rfo_bench.detectors.config import RUNTIME_FIELDS, TrainConfig
 from rfo_bench.detectors.data import CategoryMap, category_map, count_objects, require_trainable
 from rfo_bench.detectors.detections import Detections
 from rfo_bench.detectors.registry import get_detector
@@ -120,7 +120,7 @@ def train_detector(
     logger.info("training %s (%s) on %d images (%d positive, %d objects), seed %d", spec.name, spec.family,
                 sum(len(d) for d in train_sets), positives, objects, config.seed)
     data_sha256 = dataset_sha256(train_sets)
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "amp")}
+    settings = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
     fingerprint = sha256_text(json.dumps([settings, data_sha256], sort_keys=True))
     done = _finished_record(out, settings, data_sha256) if resume else None
     if done is not None:  # a --resume of a finished run: nothing to cut or train again
@@ -180,7 +180,7 @@ def _finished_record(out: Path, settings: dict[str, Any], data_sha256: str) -> d
 
     try:
         record = read_record(out)
-        stated = {k: v for k, v in record["config"].items() if k not in ("device", "amp")}
+        stated = {k: v for k, v in record["config"].items() if k not in RUNTIME_FIELDS}
         if stated != json.loads(json.dumps(settings)) or record.get("data_sha256") != data_sha256:  # as stored
             return None
         verify_weights(out / record["weights"], record.get("weights_sha256"), required=True)
@@ -222,7 +222,7 @@ def _tiled(config: TrainConfig, train_sets: Sequence[DetectionDataset], val_set:
 
     depth = 8 if family == "ultralytics" else 16
     val_sha = dataset_sha256([val_set]) if val_set is not None and len(val_set) else None
-    with run_tiles(config.tiling, train_sets, val_set, out=out, seed=config.seed, bit_depth=depth,
+    with run_tiles(config.tiling, train_sets, val_set, out=out, seed=config.seed, bit_depth=depth, workers=config.workers,
                    categories=categories.categories, key=tile_key(fingerprint, val_sha, depth)) as (tiles, val, counts):
         yield [tiles], val, counts
 

@@ -70,8 +70,8 @@ def tile_config_from_args(args: argparse.Namespace):
 def _exit_on_sigterm() -> None:
     """Turn SIGTERM (``kill``, a batch scheduler's stop) into ``SystemExit`` so a stopped run cleans up.
 
-    Clean-up blocks then run: the compute spent so far is written for ``--resume`` and the tile
-    folder is removed.
+    Clean-up blocks then run: the compute spent so far is written for ``--resume`` (the tiles cut so
+    far stay for it).
     """
     import signal
     import sys
@@ -96,7 +96,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UserInputError("a recipe file states these itself; leave them out", field=given[0])
         with owned_output_dir(args.out, TRAIN_TOOL, overwrite=args.overwrite, resume=args.resume):
             record = train_from_recipe(args.config, args.out, device=device, resume=args.resume,
-                                       progress=not args.no_progress, command=_command_line(args))
+                                       workers=args.workers, progress=not args.no_progress,
+                                       command=_command_line(args))
         print(json.dumps({"run_dir": args.out, "weights_sha256": record["weights_sha256"],
                           "compute": record["compute"], "held_out_metrics": {
                               k: v for k, v in (record.get("held_out_metrics") or {}).items()
@@ -115,7 +116,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     })
     config = TrainConfig(model=args.model, recipe=recipe, seed=args.seed, backbone=args.backbone,
                          weights=args.weights, device=device, tiling=tiling, amp=not args.no_amp,
-                         checkpoint_every=args.checkpoint_every)
+                         checkpoint_every=args.checkpoint_every, workers=args.workers)
     train = load_training_data(args.data, split="train")
     val = load_training_data(args.val, split="val") if args.val else None
     with owned_output_dir(args.out, TRAIN_TOOL, overwrite=args.overwrite, resume=args.resume):
@@ -172,6 +173,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--weights", default=None, help="local weights file (timm backbone or Ultralytics .pt)")
     add_runtime_options(cmd, threads_help="the Ultralytics trainer sets its own")
     cmd.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA (it is on by default there)")
+    cmd.add_argument("--workers", type=int, default=0,
+                     help="worker processes that cut the training tiles and load the Ultralytics trainer's batches "
+                          "(0: all in this process; the result does not depend on it)")
     cmd.add_argument("--tile-size", type=int, default=None,
                      help="train on tiles of this side (px, native spacing) and predict sliced; sets --imgsz")
     cmd.add_argument("--tiles-per-object", type=int, default=None, help="positive tiles per object (default 2)")

@@ -149,6 +149,11 @@ def recipe_with_overrides(base: Recipe | str, overrides: dict[str, Any] | None =
     return replace(recipe, **cleaned)
 
 
+RUNTIME_FIELDS = ("device", "amp", "workers")
+"""Fields of :class:`TrainConfig` that change where and how fast a run goes, not what it learns: a run's
+fingerprint leaves them out, so it may be resumed on another device or with more workers."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """What is trained, on which device, from which seed.
@@ -168,6 +173,9 @@ class TrainConfig:
         amp: mixed precision where the device supports it (CUDA); ignored on CPU.
         checkpoint_every: save a resumable checkpoint every this many optimiser steps (torchvision
             family; the Ultralytics trainer saves one every epoch); 0 = only at the end of each epoch.
+        workers: processes that cut the training tiles and load the Ultralytics trainer's batches
+            (0: all in this process). Like ``device`` it changes speed, not the result: the tiles do
+            not depend on it, and a run may be resumed with another value.
     """
 
     model: str
@@ -179,6 +187,7 @@ class TrainConfig:
     tiling: TileConfig | None = None
     amp: bool = True
     checkpoint_every: int = 0
+    workers: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
@@ -186,6 +195,8 @@ class TrainConfig:
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise UserInputError("must be a non-negative integer", field="checkpoint_every",
                                  value=self.checkpoint_every)
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
+            raise UserInputError("must be a non-negative integer", field="workers", value=self.workers)
         if self.tiling is not None and self.tiling.tile_size != self.recipe.imgsz:
             raise UserInputError(f"with tiling the detector input must be the tile size ({self.tiling.tile_size} px)",
                                  field="imgsz", value=self.recipe.imgsz)

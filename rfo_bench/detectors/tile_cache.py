@@ -50,7 +50,7 @@ def tile_key(fingerprint: str, val_sha256: str | None, bit_depth: int) -> str:
 
 @contextmanager
 def run_tiles(tiling, train_sets: Sequence[DetectionDataset], val_set: DetectionDataset | None, *, out: Path,
-              seed: int, bit_depth: int, categories, key: str
+              seed: int, bit_depth: int, categories, key: str, workers: int = 1
               ) -> Iterator[tuple[DetectionDataset, DetectionDataset | None, dict[str, int]]]:
     """Yield ``(train tiles, validation tiles or None, tile counts)`` for one training run.
 
@@ -62,6 +62,7 @@ def run_tiles(tiling, train_sets: Sequence[DetectionDataset], val_set: Detection
         bit_depth: 8 for Ultralytics, 16 for the torchvision family.
         categories: the category table of the tiles.
         key: :func:`tile_key` of the run.
+        workers: processes that cut films (the tiles do not depend on it).
     """
     from toolkit_core.output_dirs import remove_stale_staging
 
@@ -70,7 +71,7 @@ def run_tiles(tiling, train_sets: Sequence[DetectionDataset], val_set: Detection
     cached = _read_cached(folder, key)
     if cached is None:
         cached = _cut(tiling, train_sets, val_set, out=out, folder=folder, seed=seed, bit_depth=bit_depth,
-                      categories=categories, key=key)
+                      categories=categories, key=key, workers=workers)
     else:
         logger.info("reusing the %d training tiles cut earlier in %s", len(cached[0]), folder)
     finished = False
@@ -115,7 +116,7 @@ def _read_cached(folder: Path, key: str) -> tuple[DetectionDataset, DetectionDat
 
 
 def _cut(tiling, train_sets: Sequence[DetectionDataset], val_set: DetectionDataset | None, *, out: Path,
-         folder: Path, seed: int, bit_depth: int, categories, key: str
+         folder: Path, seed: int, bit_depth: int, categories, key: str, workers: int
          ) -> tuple[DetectionDataset, DetectionDataset | None, dict[str, int]]:
     from rfo_bench.detectors.tiling import write_tile_dataset
     from rfo_bench.io.coco import write_coco
@@ -128,12 +129,12 @@ def _cut(tiling, train_sets: Sequence[DetectionDataset], val_set: DetectionDatas
     staging = _partial_folder(out, key)
     write_marker(staging, TOOL, state="staging")
     train, counts = write_tile_dataset(train_sets, tiling, staging / "train", seed=seed, bit_depth=bit_depth,
-                                       categories=categories, reuse_existing=True)
+                                       categories=categories, reuse_existing=True, workers=workers)
     write_coco(train, staging / "train.json")
     val = None
     if val_set is not None and len(val_set):
         val, _ = write_tile_dataset([val_set], tiling, staging / "val", seed=seed + 1, bit_depth=bit_depth,
-                                    categories=categories, reuse_existing=True)
+                                    categories=categories, reuse_existing=True, workers=workers)
         write_coco(val, staging / "val.json")
     (staging / KEY_FILE).write_text(json.dumps({"key": key, "counts": counts}, indent=1), encoding="utf-8")
     write_marker(staging, TOOL, state="complete")

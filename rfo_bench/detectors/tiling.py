@@ -27,7 +27,7 @@ Detection", ICIP 2022); see :mod:`rfo_bench.detectors.sliced` for why SAHI itsel
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,7 +386,7 @@ def count_tiles(plans: Sequence[Sequence[TilePlan]]) -> dict[str, int]:
 
 
 def write_tile_dataset(datasets, config: TileConfig, root: Path, *, seed: int, bit_depth: int = 16,
-                       categories=None, reuse_existing: bool = False) -> tuple[Any, dict[str, int]]:
+                       categories=None, reuse_existing: bool = False, workers: int = 1) -> tuple[Any, dict[str, int]]:
     """Cut every film of ``datasets`` into tiles written under ``root``; return them as one dataset.
 
     Args:
@@ -400,6 +400,8 @@ def write_tile_dataset(datasets, config: TileConfig, root: Path, *, seed: int, b
         reuse_existing: a film whose tiles are all in ``root`` already (from an interrupted cut of the
             same plans; tiles are written atomically, so a file that exists is whole) is not read
             again; its records are rebuilt from the plans and the tiles' headers.
+        workers: processes that read and cut films (1: in this process). The tiles and records do not
+            depend on it: plans are drawn before any film is read.
 
     Returns:
         ``(tiles, counts)``: a :class:`~rfo_bench.io.records.DetectionDataset` of the tiles (boxes in
@@ -407,7 +409,6 @@ def write_tile_dataset(datasets, config: TileConfig, root: Path, *, seed: int, b
     """
     from rfo_bench.io.formats import fill_image_sizes
     from rfo_bench.io.headers import image_size
-    from rfo_bench.io.images import read_image, write_png8, write_png16
     from rfo_bench.io.records import DetectionDataset, ImageRecord, RFOObject
 
     films = []
@@ -417,24 +418,23 @@ def write_tile_dataset(datasets, config: TileConfig, root: Path, *, seed: int, b
     sizes = [(int(r.height), int(r.width)) for _, r in films]
     annotations = [record_film_boxes(r, h, w) for (_, r), (h, w) in zip(films, sizes, strict=True)]
     plans = plan_dataset_tiles(sizes, annotations, config, seed)
-    writer = write_png16 if bit_depth == 16 else write_png8
-    records = []
-    reused = 0
+    names = [[f"f{index:06d}_t{k:03d}.png" for k in range(len(film_plans))] for index, film_plans in enumerate(plans)]
+    shapes: dict[int, list[tuple[int, int]]] = {}
+    jobs = []
     for index, ((dataset, record), film_plans) in enumerate(zip(films, plans, strict=True)):
         if not film_plans:
             continue
-        names = [f"f{index:06d}_t{k:03d}.png" for k in range(len(film_plans))]
-        if reuse_existing and all((root / name).is_file() for name in names):
-            shapes = [image_size(root / name)[::-1] for name in names]  # the header's (width, height), flipped
-            reused += 1
+        if reuse_existing and all((root / name).is_file() for name in names[index]):
+            shapes[index] = [image_size(root / name)[::-1] for name in names[index]]  # header (width, height)
         else:
-            film = window_film(read_image(dataset.resolve(record)).pixels, config.window_percentiles)
-            shapes = []
-            for plan, name in zip(film_plans, names, strict=True):
-                tile = cut_tile(film, plan)
-                writer(root / name, tile)
-                shapes.append(tile.shape[:2])
-        for plan, name, (tile_h, tile_w) in zip(film_plans, names, shapes, strict=True):
+            jobs.append((index, dataset.resolve(record), config.window_percentiles, film_plans, names[index], root,
+                         bit_depth))
+    reused = len(shapes)
+    for index, film_shapes in _run_cut_jobs(jobs, workers):
+        shapes[index] = film_shapes
+    records = []
+    for index, ((_, record), film_plans) in enumerate(zip(films, plans, strict=True)):
+        for plan, name, (tile_h, tile_w) in zip(film_plans, names[index], shapes.get(index, []), strict=True):
             objects = tuple(RFOObject(tuple(float(v) for v in box), int(cid))  # type: ignore[arg-type]
                             for box, cid in zip(plan.boxes_xyxy, plan.category_ids, strict=True))
             records.append(ImageRecord(name, len(records) + 1, width=int(tile_w), height=int(tile_h),
@@ -446,3 +446,30 @@ def write_tile_dataset(datasets, config: TileConfig, root: Path, *, seed: int, b
                 f" ({reused} films' tiles kept from an interrupted cut)" if reused else "")
     tiles = DetectionDataset(root, tuple(records), tuple(table), source=f"tiles of {len(films)} films")
     return tiles, counts
+
+
+def _cut_film(job) -> tuple[int, list[tuple[int, int]]]:
+    """Read one film, window it, write its tiles; ``(film index, [(height, width)] per tile)``."""
+    from rfo_bench.io.images import read_image, write_png8, write_png16
+
+    index, path, window_percentiles, film_plans, names, root, bit_depth = job
+    writer = write_png16 if bit_depth == 16 else write_png8
+    film = window_film(read_image(path).pixels, window_percentiles)
+    shapes = []
+    for plan, name in zip(film_plans, names, strict=True):
+        tile = cut_tile(film, plan)
+        writer(root / name, tile)
+        shapes.append((int(tile.shape[0]), int(tile.shape[1])))
+    return index, shapes
+
+
+def _run_cut_jobs(jobs: list, workers: int) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+    """:func:`_cut_film` over ``jobs``, in this process or in ``workers`` processes (forked where possible)."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_cut_film, jobs)
+        return
+    import multiprocessing
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(min(workers, len(jobs))) as pool:
+        yield from pool.imap_unordered(_cut_film, jobs, chunksize=2)

@@ -161,7 +161,7 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
         logger.info("resuming the Ultralytics run from %s", last)
         model = YOLO(str(last))
         with _progress_callbacks(model, progress):
-            model.train(resume=str(last), data=str(data_yaml), device=config.device, workers=0)
+            model.train(resume=str(last), data=str(data_yaml), device=config.device, workers=config.workers)
         return _finished_run(out)
     model = YOLO(str(config.weights)) if config.weights is not None else YOLO(builder())
     # Ultralytics warms up for max(warmup_epochs * batches, 100) iterations; below 100 it cannot honour the
@@ -178,7 +178,7 @@ def _train_fresh(model, config: TrainConfig, data_yaml: Path, warmup_epochs: flo
     recipe = config.recipe
     model.train(
         data=str(data_yaml), epochs=recipe.epochs, warmup_epochs=warmup_epochs, imgsz=recipe.imgsz,
-        batch=recipe.batch_size, workers=0,
+        batch=recipe.batch_size, workers=config.workers,
         device=config.device, seed=config.seed, deterministic=True, optimizer="AdamW" if recipe.optimizer == "adamw" else "SGD", lr0=recipe.lr,
         lrf=recipe.lr_gamma,  # Ultralytics decays linearly to lr0 * lrf instead of in steps
         momentum=recipe.momentum, weight_decay=recipe.weight_decay,

@@ -284,3 +284,17 @@ def test_resuming_a_finished_run_cuts_and_trains_nothing(tmp_path: Path, monkeyp
     with pytest.raises(pytest.fail.Exception):
         train_detector(TrainConfig(**{**tiled_config().__dict__, "seed": 3}), [dataset], tmp_path / "run",
                        progress=False, resume=True)
+
+
+def test_tiles_cut_by_worker_processes_are_the_tiles_cut_in_one(tmp_path: Path) -> None:
+    import rfo_bench.detectors.tiling as tiling
+
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=HEIGHT, width=WIDTH))
+    config = tiled_config().tiling
+    one, counts_one = tiling.write_tile_dataset([dataset], config, tmp_path / "one", seed=0, bit_depth=8)
+    two, counts_two = tiling.write_tile_dataset([dataset], config, tmp_path / "two", seed=0, bit_depth=8, workers=2)
+    assert counts_one == counts_two and one.images == two.images  # records: names, sizes, boxes, in film order
+    for record in one.images:
+        assert sha256_file(tmp_path / "one" / record.file_name) == sha256_file(tmp_path / "two" / record.file_name)
+    with pytest.raises(UserInputError, match="non-negative"):
+        TrainConfig(**{**tiled_config().__dict__, "workers": -1})
