@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from rfo_bench.io.records import DetectionDataset
 from toolkit_core.errors import UserInputError
@@ -95,14 +96,8 @@ def _read_cached(folder: Path, key: str) -> tuple[DetectionDataset, DetectionDat
     marker = read_marker(folder)
     if marker is None or marker.get("tool") != TOOL or marker.get("state") != "complete":
         return None
-    index = folder / KEY_FILE
-    try:
-        if not index.is_file() or index.stat().st_size > _KEY_FILE_MAX_BYTES:
-            return None
-        stated = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(stated, dict) or stated.get("key") != key or not isinstance(stated.get("counts"), dict):
+    stated = _read_index(folder)
+    if stated is None or stated.get("key") != key or not isinstance(stated.get("counts"), dict):
         return None
     try:
         train = read_coco(folder / "train.json")  # image paths relative to the folder: train/..., val/...
@@ -171,7 +166,8 @@ def _partial_folder(out: Path, key: str) -> Path:
     return partial
 
 
-def _stated_key(folder: Path) -> str | None:
+def _read_index(folder: Path) -> dict[str, Any] | None:
+    """The ``tiles.json`` of ``folder`` (key, and counts once the cut is complete), or ``None``."""
     index = folder / KEY_FILE
     try:
         if not index.is_file() or index.stat().st_size > _KEY_FILE_MAX_BYTES:
@@ -179,7 +175,12 @@ def _stated_key(folder: Path) -> str | None:
         stated = json.loads(index.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return stated.get("key") if isinstance(stated, dict) and isinstance(stated.get("key"), str) else None
+    return stated if isinstance(stated, dict) else None
+
+
+def _stated_key(folder: Path) -> str | None:
+    key = (_read_index(folder) or {}).get("key")
+    return key if isinstance(key, str) else None
 
 
 def _rebased(dataset: DetectionDataset, root: Path) -> DetectionDataset:
