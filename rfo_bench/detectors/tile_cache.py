@@ -7,15 +7,17 @@ in one hidden folder of its output directory, ``.tiles``, named by that key in `
 
 - a run whose key matches a complete ``.tiles`` folder reads its tiles from there instead of cutting;
 - otherwise the tiles are cut into ``.tiles.partial`` (ownership marker, state ``staging``, the key
-  written first) and the folder is renamed to ``.tiles`` when complete, replacing a ``.tiles`` folder
+  written first; each of ``train/`` and ``val/`` holds its tiles and their ``annotations.json``, so the
+  marker lists every top-level entry from the start) and the folder is renamed to ``.tiles`` when complete, replacing a ``.tiles`` folder
   this toolkit wrote. A cut that is stopped part-way keeps ``.tiles.partial``: the next run with the
   same key keeps every film whose tiles are all there (tiles are written atomically) and cuts the
   rest; a ``.tiles.partial`` of another key is replaced;
 - the folder is removed when training finishes, and kept when it stops early (the next ``--resume``
   reads it).
 
-A ``.tiles`` entry that this toolkit did not write (no marker, a link, a user's file inside) is never
-deleted: the run stops with one line naming it.
+A ``.tiles`` or ``.tiles.partial`` that the toolkit's output rule does not let it replace (no marker, a
+link, a user's file inside: :func:`toolkit_core.output_dirs.why_not_replaceable`) is never deleted: the
+run stops with one line naming it.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ from toolkit_core.errors import UserInputError
 logger = logging.getLogger(__name__)
 
 TILES_NAME = "tiles"
-"""Stem of the hidden tile folder inside the output directory (``.tiles``, staging ``.tiles.tmp-*``)."""
+"""Stem of the hidden tile folders inside the output directory (``.tiles``, ``.tiles.partial``; the
+``.tiles.tmp-*`` staging folders of earlier releases are removed once their process is gone)."""
 
 KEY_FILE = "tiles.json"
+ANNOTATIONS = "annotations.json"
+"""The tiles' COCO file, inside ``train/`` and ``val/`` beside the tiles."""
 TOOL = "rfo-bench train"
 _KEY_FILE_MAX_BYTES = 1 << 16
 
@@ -100,8 +105,8 @@ def _read_cached(folder: Path, key: str) -> tuple[DetectionDataset, DetectionDat
     if stated is None or stated.get("key") != key or not isinstance(stated.get("counts"), dict):
         return None
     try:
-        train = read_coco(folder / "train.json")  # image paths relative to the folder: train/..., val/...
-        val = read_coco(folder / "val.json") if (folder / "val.json").is_file() else None
+        train = read_coco(folder / "train" / ANNOTATIONS)
+        val = read_coco(folder / "val" / ANNOTATIONS) if (folder / "val" / ANNOTATIONS).is_file() else None
     except UserInputError:
         return None  # damaged: cut again (the folder is ours and is replaced)
     if not all(train.resolve(r).is_file() for r in train.images):
@@ -115,28 +120,26 @@ def _cut(tiling, train_sets: Sequence[DetectionDataset], val_set: DetectionDatas
          ) -> tuple[DetectionDataset, DetectionDataset | None, dict[str, int]]:
     from rfo_bench.detectors.tiling import write_tile_dataset
     from rfo_bench.io.coco import write_coco
-    from toolkit_core.output_dirs import read_marker, write_marker
+    from toolkit_core.output_dirs import write_marker
 
-    if folder.exists() or folder.is_symlink():
-        marker = None if folder.is_symlink() or not folder.is_dir() else read_marker(folder)
-        if marker is None or marker.get("tool") != TOOL:
-            raise UserInputError("refusing to replace a tile folder this toolkit did not write", file=folder)
+    _require_replaceable(folder)
     staging = _partial_folder(out, key)
-    write_marker(staging, TOOL, state="staging")
+    write_marker(staging, TOOL, state="staging")  # this process now
     train, counts = write_tile_dataset(train_sets, tiling, staging / "train", seed=seed, bit_depth=bit_depth,
                                        categories=categories, reuse_existing=True, workers=workers)
-    write_coco(train, staging / "train.json")
+    write_coco(train, staging / "train" / ANNOTATIONS)
     val = None
     if val_set is not None and len(val_set):
         val, _ = write_tile_dataset([val_set], tiling, staging / "val", seed=seed + 1, bit_depth=bit_depth,
                                     categories=categories, reuse_existing=True, workers=workers)
-        write_coco(val, staging / "val.json")
+        write_coco(val, staging / "val" / ANNOTATIONS)
     (staging / KEY_FILE).write_text(json.dumps({"key": key, "counts": counts}, indent=1), encoding="utf-8")
     write_marker(staging, TOOL, state="complete")
     if folder.exists():
-        shutil.rmtree(folder)  # ours (checked above): tiles of another configuration
+        shutil.rmtree(folder)  # replaceable (checked above): tiles of another configuration
     staging.rename(folder)
-    return (_rebased(train, folder / "train"), _rebased(val, folder / "val") if val is not None else None, counts)
+    return (replace(train, root=folder / "train"), replace(val, root=folder / "val") if val is not None else None,
+            counts)
 
 
 PARTIAL_NAME = f".{TILES_NAME}.partial"
@@ -146,24 +149,33 @@ PARTIAL_NAME = f".{TILES_NAME}.partial"
 def _partial_folder(out: Path, key: str) -> Path:
     """``out/.tiles.partial`` for ``key``: the folder of an interrupted cut of the same key, else a new one.
 
-    A ``.tiles.partial`` this toolkit wrote for another key (or whose key file is missing) is replaced;
-    one it did not write is refused.
+    A ``.tiles.partial`` of another key (or whose key file is missing) is replaced when the output rule
+    allows it, else refused.
     """
-    from toolkit_core.output_dirs import read_marker, write_marker
+    from toolkit_core.output_dirs import write_marker
 
     partial = out / PARTIAL_NAME
     if partial.exists() or partial.is_symlink():
-        marker = None if partial.is_symlink() or not partial.is_dir() else read_marker(partial)
-        if marker is None or marker.get("tool") != TOOL:
-            raise UserInputError("refusing to replace a tile folder this toolkit did not write", file=partial)
+        _require_replaceable(partial)
         if _stated_key(partial) == key:
             logger.info("going on with the interrupted tile cut in %s", partial)
             return partial
-        shutil.rmtree(partial)  # ours (checked above): an interrupted cut of another configuration
+        shutil.rmtree(partial)  # replaceable (checked above): an interrupted cut of another configuration
     partial.mkdir()
     (partial / KEY_FILE).write_text(json.dumps({"key": key}), encoding="utf-8")
-    write_marker(partial, TOOL, state="staging")
+    (partial / "train").mkdir()
+    (partial / "val").mkdir()
+    write_marker(partial, TOOL, state="staging")  # lists every top-level entry the cut will write
     return partial
+
+
+def _require_replaceable(path: Path) -> None:
+    """Stop with one line unless the toolkit's output rule lets it replace ``path`` (absent: fine)."""
+    from toolkit_core.output_dirs import why_not_replaceable
+
+    reason = why_not_replaceable(path)
+    if reason is not None:
+        raise UserInputError(f"refusing to replace a tile folder this toolkit did not write ({reason})", file=path)
 
 
 def _read_index(folder: Path) -> dict[str, Any] | None:
@@ -182,8 +194,4 @@ def _stated_key(folder: Path) -> str | None:
     key = (_read_index(folder) or {}).get("key")
     return key if isinstance(key, str) else None
 
-
-def _rebased(dataset: DetectionDataset, root: Path) -> DetectionDataset:
-    """The same tiles, read from ``root`` (their folder after the staging folder was renamed)."""
-    return replace(dataset, root=root)
 

@@ -298,3 +298,21 @@ def test_tiles_cut_by_worker_processes_are_the_tiles_cut_in_one(tmp_path: Path) 
         assert sha256_file(tmp_path / "one" / record.file_name) == sha256_file(tmp_path / "two" / record.file_name)
     with pytest.raises(UserInputError, match="non-negative"):
         TrainConfig(**{**tiled_config().__dict__, "workers": -1})
+
+
+def test_a_tile_folder_holding_a_users_file_is_not_replaced(tmp_path: Path, monkeypatch) -> None:
+    import rfo_bench.detectors.api as api
+
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=2, height=HEIGHT, width=WIDTH))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "_train_torchvision", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False)
+    (tmp_path / "run" / ".tiles" / "notes.txt").write_text("mine")
+    other = TrainConfig(**{**tiled_config().__dict__, "seed": 1})  # other tiles: .tiles would be replaced
+    with pytest.raises(UserInputError, match="notes.txt"):
+        train_detector(other, [dataset], tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / ".tiles" / "notes.txt").read_text() == "mine"
