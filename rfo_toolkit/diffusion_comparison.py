@@ -65,8 +65,9 @@ class ComparisonConfig:
         background_seed_base: object-free backgrounds of seed ``s`` use ``background_seed_base + s``.
         generator_steps: diffusion training steps (the ``cpu`` preset).
         generator_seed: diffusion training seed.
-        scale_groups: ``rfo-synth diffusion train --scale-groups``: ``fit`` (each object fitted to its patch,
-            the geometry this comparison's generator was trained with) or mm sizes of scale groups.
+        scale_groups: ``rfo-synth diffusion train --scale-groups``: mm per patch pixel of the scale groups
+            (objects at their true mm size), or ``fit`` (each object fitted to its patch, the geometry of
+            generators trained before scale groups).
         sample_steps: DDIM steps when sampling.
         guidance: classifier-free guidance scale.
         objects_per_image: objects inpainted into each background (the physics films hold 1.3 labelled
@@ -90,7 +91,7 @@ class ComparisonConfig:
     background_seed_base: int = 200
     generator_steps: int = 800
     generator_seed: int = 0
-    scale_groups: str = "fit"
+    scale_groups: str = "0.75,2,5"
     sample_steps: int = 25
     guidance: float = 1.0
     objects_per_image: int = 1
@@ -213,6 +214,9 @@ GENERATOR_FIELDS = ("n_generator_train", "generator_data_seed", "background_seed
                     "generator_seed", "scale_groups", "sample_steps", "guidance", "objects_per_image")
 """Config fields only the ``physics+diffusion`` arm depends on."""
 
+REFINE_PREFIX = "refine_"
+"""Config fields named ``refine_*`` only the ``physics+refined`` arm depends on."""
+
 LATER_FIELDS = {"scale_groups": "fit"}
 """Fields added after cells were first cached -> the value those cells were made with: left out of the
 key while they hold that value, so the cached cells keep their keys."""
@@ -228,6 +232,8 @@ def seed_cell_key(config: ComparisonConfig, arm: str, seed: int) -> str:
               if k != "half_arm" and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     if arm != "physics+diffusion":
         fields = {k: v for k, v in fields.items() if k not in GENERATOR_FIELDS}
+    if arm != "physics+refined":
+        fields = {k: v for k, v in fields.items() if not k.startswith(REFINE_PREFIX)}
     return sha256_text(json.dumps({"arm": arm, "seed": seed, "config": fields}, sort_keys=True, default=str))
 
 
@@ -506,8 +512,10 @@ def comparison_markdown(result: Mapping[str, Any], command: str) -> str:
         f"* **Held-out test**: {sets['test']['images']} physics films ({sets['test']['objects']} objects), physics "
         f"seed {config['test_seed']}, seen by no arm and not by the generator.",
         f"* **Generator**: `rfo-synth diffusion train` (`cpu` preset), {config['generator_steps']} steps, seed "
-        f"{config['generator_seed']}, `--scale-groups {config.get('scale_groups', 'fit')}` (objects fitted to the "
-        "64-px patch, the geometry before mm-true scale groups), on "
+        f"{config['generator_seed']}, `--scale-groups {config.get('scale_groups', 'fit')}` ("
+        + ("objects fitted to the 64-px patch, the geometry before mm-true scale groups"
+           if config.get("scale_groups", "fit") == "fit" else "objects cut at their true mm size: mm per patch pixel "
+           "of the scale groups") + "), on "
         f"{sets['generator_train']['images']} physics films of their own seed "
         f"{config['generator_data_seed']} ({sets['generator_train']['objects']} objects, disjoint from the test "
         f"set); sampling DDIM {config['sample_steps']} steps, guidance {config['guidance']}. Its own cost, "
