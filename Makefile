@@ -81,7 +81,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 shipped-detector: $(STAMP)
 	test -f data/shipped/test/annotations.json || $(BIN)/rfo-synth physics --n 200 --imgsz 2048 --seed 1702 --workers $(WORKERS) --out data/shipped/test --no-progress
 	test -f data/shipped/train/annotations.json || $(BIN)/rfo-synth physics --n 4000 --imgsz 2048 --seed 1701 --workers $(WORKERS) --out data/shipped/train --no-progress
-	$(BIN)/rfo-bench train --config configs/shipped_detector.yaml --out $(SHIPPED_OUT) --device $(DEVICE) --workers $(WORKERS) --no-progress $$(test -f $(SHIPPED_OUT)/ultralytics/weights/last.pt && echo --resume)
+	$(BIN)/rfo-bench train --config configs/shipped_detector.yaml --out $(SHIPPED_OUT) --device $(DEVICE) --workers $(WORKERS) --no-progress $$(test -f $(SHIPPED_OUT)/.rfo-toolkit-output.json && echo --resume)
 
 clean:
 	rm -rf $(VENV) .cache runs build *.egg-info

@@ -128,7 +128,8 @@ def train_detector(
         return TrainResult(run_dir=out, train_seconds=float(done.get("train_seconds", 0.0)), record=done)
     start = time.perf_counter()
     finished = False
-    with _tiled(config, train_sets, val_set, categories, out, spec.family, fingerprint) as (fit_sets, fit_val, tile_counts):
+    with _ledger_kept(out, meter, earlier), \
+            _tiled(config, train_sets, val_set, categories, out, spec.family, fingerprint) as (fit_sets, fit_val, tile_counts):
         try:
             if spec.family == "torchvision":
                 if fit_val is not None:
@@ -202,6 +203,34 @@ def _read_ledger(out: Path) -> dict[str, Any]:
 
 def _write_ledger(out: Path, compute: dict[str, Any]) -> None:
     atomic_write_bytes(out / COMPUTE_LEDGER, json.dumps(compute).encode("utf-8"))
+
+
+LEDGER_SECONDS = 60.0
+"""How often a running segment writes its compute so far: a run killed outright (no ``finally``) still
+counts all but the last minute of what it spent when it is resumed."""
+
+
+@contextmanager
+def _ledger_kept(out: Path, meter: Any, earlier: dict[str, Any]) -> Iterator[None]:
+    """Write the run's compute so far to the ledger every :data:`LEDGER_SECONDS` while the block runs."""
+    import threading
+
+    stop = threading.Event()
+
+    def keep() -> None:
+        while not stop.wait(LEDGER_SECONDS):
+            try:
+                _write_ledger(out, meter.report(earlier))
+            except OSError:  # pragma: no cover - a full disk must not stop training; the final write reports it
+                logger.warning("could not write %s", out / COMPUTE_LEDGER)
+
+    writer = threading.Thread(target=keep, name="compute-ledger", daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        writer.join()
 
 
 @contextmanager

@@ -96,8 +96,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UserInputError("a recipe file states these itself; leave them out", field=given[0])
         with owned_output_dir(args.out, TRAIN_TOOL, overwrite=args.overwrite, resume=args.resume):
             record = train_from_recipe(args.config, args.out, device=device, resume=args.resume,
-                                       workers=args.workers, progress=not args.no_progress,
-                                       command=_command_line(args))
+                                       workers=args.workers, checkpoint_every=args.checkpoint_every,
+                                       progress=not args.no_progress, command=_command_line(args))
         print(json.dumps({"run_dir": args.out, "weights_sha256": record["weights_sha256"],
                           "compute": record["compute"], "held_out_metrics": {
                               k: v for k, v in (record.get("held_out_metrics") or {}).items()
@@ -116,7 +116,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     })
     config = TrainConfig(model=args.model, recipe=recipe, seed=args.seed, backbone=args.backbone,
                          weights=args.weights, device=device, tiling=tiling, amp=not args.no_amp,
-                         checkpoint_every=args.checkpoint_every, workers=args.workers)
+                         checkpoint_every=args.checkpoint_every or 0, workers=args.workers)
     train = load_training_data(args.data, split="train")
     val = load_training_data(args.val, split="val") if args.val else None
     with owned_output_dir(args.out, TRAIN_TOOL, overwrite=args.overwrite, resume=args.resume):
@@ -187,8 +187,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="a tile showing an object below that fraction is dropped (default) or the object masked")
     cmd.add_argument("--no-whole-films", action="store_true",
                      help="do not add each film shrunk to one tile (the coarse scale of sliced inference)")
-    cmd.add_argument("--checkpoint-every", type=int, default=0,
-                     help="save a resumable checkpoint every N steps (torchvision; YOLO saves every epoch)")
+    cmd.add_argument("--checkpoint-every", type=int, default=None,
+                     help="save a resumable checkpoint every N steps inside an epoch too (default: a recipe "
+                          "file's checkpoint_every, else 0 = end of each epoch only); not part of the run's "
+                          "settings, so a run may resume with another value")
     cmd.add_argument("--resume", action="store_true",
                      help="continue an interrupted run in --out from its checkpoint")
 

@@ -149,9 +149,10 @@ def recipe_with_overrides(base: Recipe | str, overrides: dict[str, Any] | None =
     return replace(recipe, **cleaned)
 
 
-RUNTIME_FIELDS = ("device", "amp", "workers")
-"""Fields of :class:`TrainConfig` that change where and how fast a run goes, not what it learns: a run's
-fingerprint leaves them out, so it may be resumed on another device or with more workers."""
+RUNTIME_FIELDS = ("device", "amp", "workers", "checkpoint_every")
+"""Fields of :class:`TrainConfig` that change where and how fast a run goes (or how much a stop costs), not
+what it learns: a run's fingerprint leaves them out, so it may be resumed on another device, with more
+workers or with checkpoints at another interval."""
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,9 @@ class TrainConfig:
         tiling: train on tiles cut at native spacing (and predict sliced); ``None`` = whole images
             resized to ``recipe.imgsz``. With tiling, ``recipe.imgsz`` must equal the tile size.
         amp: mixed precision where the device supports it (CUDA); ignored on CPU.
-        checkpoint_every: save a resumable checkpoint every this many optimiser steps (torchvision
-            family; the Ultralytics trainer saves one every epoch); 0 = only at the end of each epoch.
+        checkpoint_every: also save a resumable checkpoint every this many optimiser steps inside an
+            epoch (both families; see :mod:`rfo_bench.detectors.yolo_checkpoints` for the Ultralytics
+            trainer); 0 = only at the end of each epoch.
         workers: processes that cut the training tiles and load the Ultralytics trainer's batches
             (0: all in this process). Like ``device`` it changes speed, not the result: the tiles do
             not depend on it, and a run may be resumed with another value.

@@ -62,12 +62,45 @@ def verify_weights(weights: Path, expected_sha256: str | None, *, required: bool
                              file=weights, field="weights_sha256")
 
 
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's child processes: those that ended (and were waited for) plus live ones.
+
+    Tile-cutting pools and data-loader workers do much of a run's work; ``time.process_time`` alone
+    would not see it. Live children are read with ``psutil`` where it is installed (it comes with
+    Ultralytics); without it only children that have ended are counted.
+    """
+    total = 0.0
+    try:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total += usage.ru_utime + usage.ru_stime
+    except (ImportError, OSError):  # pragma: no cover - not a POSIX system
+        pass
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the detector extras
+        return total
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:  # pragma: no cover
+        return total
+    for child in children:
+        try:
+            times = child.cpu_times()
+        except psutil.Error:  # ended while being read: counted by RUSAGE_CHILDREN once waited for
+            continue
+        total += times.user + times.system
+    return total
+
+
 @dataclass
 class ComputeMeter:
-    """CPU seconds (``time.process_time``, all threads of this process) and wall seconds since start.
+    """CPU seconds (this process, all its threads, and its child processes) and wall seconds since start.
 
-    ``accelerator_seconds`` counts wall seconds when training ran on an accelerator (CUDA, MPS): the
-    device time such a run holds.
+    ``accelerator_seconds`` counts wall seconds of the segments that trained on an accelerator (CUDA,
+    MPS): the device time such a run holds. A run resumed after a stop adds the segments before it
+    (``earlier``); ``segments`` lists each one's device and seconds.
     """
 
     device: str
@@ -75,13 +108,23 @@ class ComputeMeter:
     wall_start: float = 0.0
 
     def __post_init__(self) -> None:
-        self.cpu_start = time.process_time()
+        self.cpu_start = time.process_time() + _children_cpu_seconds()
         self.wall_start = time.perf_counter()
 
     def report(self, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
         """Spent so far, plus ``earlier`` (the compute of interrupted segments of the same run)."""
-        cpu = time.process_time() - self.cpu_start + float((earlier or {}).get("cpu_seconds", 0.0))
-        wall = time.perf_counter() - self.wall_start + float((earlier or {}).get("wall_seconds", 0.0))
-        accelerator = wall if self.device != "cpu" else float((earlier or {}).get("accelerator_seconds", 0.0))
-        return {"device": self.device, "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2),
-                "accelerator_seconds": round(accelerator, 2)}
+        earlier = earlier or {}
+        cpu = time.process_time() + _children_cpu_seconds() - self.cpu_start
+        wall = time.perf_counter() - self.wall_start
+        segment = {"device": self.device, "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2)}
+        before = [dict(s) for s in earlier.get("segments", []) if isinstance(s, dict)]
+        if not before and earlier.get("wall_seconds"):  # a ledger written before segments were listed
+            before = [{"device": str(earlier.get("device", "unknown")),
+                       "cpu_seconds": float(earlier.get("cpu_seconds", 0.0)),
+                       "wall_seconds": float(earlier.get("wall_seconds", 0.0))}]
+        segments = [*before, segment]
+        accelerator = sum(float(s.get("wall_seconds", 0.0)) for s in segments if s.get("device", "cpu") != "cpu")
+        return {"device": self.device,
+                "cpu_seconds": round(sum(float(s.get("cpu_seconds", 0.0)) for s in segments), 2),
+                "wall_seconds": round(sum(float(s.get("wall_seconds", 0.0)) for s in segments), 2),
+                "accelerator_seconds": round(accelerator, 2), "segments": segments}

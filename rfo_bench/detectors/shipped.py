@@ -76,10 +76,12 @@ class TrainingRecipe:
     weights: str | None = None
     bootstrap: int = 200
 
-    def train_config(self, device: str, workers: int = 0) -> TrainConfig:
+    def train_config(self, device: str, workers: int = 0, checkpoint_every: int | None = None) -> TrainConfig:
+        """The run's configuration; ``checkpoint_every`` (a runtime setting) overrides the recipe's."""
+        every = self.checkpoint_every if checkpoint_every is None else checkpoint_every
         return TrainConfig(model=self.model, recipe=self.recipe, seed=self.seed, backbone=self.backbone,
                            weights=self.weights, device=device, tiling=self.tiling,
-                           checkpoint_every=self.checkpoint_every, workers=workers)
+                           checkpoint_every=every, workers=workers)
 
 
 def _section(data: dict[str, Any], key: str, allowed: set[str] | None, file: Path) -> dict[str, Any]:
@@ -174,7 +176,8 @@ def check_classes(dataset, classes: tuple[str, ...], *, what: str) -> None:
 
 
 def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: str = "cpu", resume: bool = False,
-                      workers: int = 0, progress: bool = True, command: str | None = None) -> dict[str, Any]:
+                      workers: int = 0, checkpoint_every: int | None = None, progress: bool = True,
+                      command: str | None = None) -> dict[str, Any]:
     """Train the recipe's detector into ``out_dir``, evaluate it on the held-out data, write its record.
 
     Args:
@@ -183,6 +186,7 @@ def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: s
         device: torch device (already resolved; ``auto`` is the CLI's).
         resume: continue an interrupted run from its checkpoint.
         workers: processes that cut tiles and load batches (:attr:`TrainConfig.workers`).
+        checkpoint_every: steps between mid-epoch checkpoints (``None``: the recipe's).
         progress: progress bars.
         command: the command line to record.
 
@@ -201,7 +205,7 @@ def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: s
     extra = {"recipe_file": recipe.file, "recipe_sha256": recipe.sha256, "recipe_name": recipe.name,
              "classes": list(recipe.classes), "data_commands": list(recipe.data_commands),
              "data_seeds": recipe.data_seeds, "held_out": recipe.held_out}
-    result = train_detector(recipe.train_config(device, workers), [train], out_dir, progress=progress, resume=resume,
+    result = train_detector(recipe.train_config(device, workers, checkpoint_every), [train], out_dir, progress=progress, resume=resume,
                             command=command, extra_record=extra)
     record = dict(result.record)
     if test is not None:

@@ -109,7 +109,9 @@ def train_ultralytics(
 
     The training layout is written into a fresh hidden folder of ``out`` (owned by this run) and
     removed afterwards; no folder that was already there is deleted. With ``resume`` and an
-    Ultralytics ``last.pt`` in ``out`` (saved every epoch), training continues from it on the new layout.
+    Ultralytics ``last.pt`` in ``out`` (saved every epoch), training continues from it on the new layout,
+    or from the mid-epoch ``partial.pt`` written every ``config.checkpoint_every`` batches when that is
+    newer (:mod:`rfo_bench.detectors.yolo_checkpoints`).
 
     Raises:
         UserInputError: a missing image, or ``config.weights`` is missing or refused (see
@@ -148,28 +150,48 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
     from ultralytics import YOLO  # set up by train_ultralytics
 
     from rfo_bench.detectors.ultralytics_setup import load_yolo_checkpoint
+    from rfo_bench.detectors.yolo_checkpoints import (
+        PARTIAL_NAME,
+        clear_partial,
+        mid_epoch_checkpoints,
+        read_partial,
+    )
 
     recipe = config.recipe
     train_sets = sources["train"]
     data_yaml = write_training_layout(sources, categories, layout)
-    last = out / "ultralytics" / "weights" / "last.pt"
+    weights_dir = out / "ultralytics" / "weights"
+    last = weights_dir / "last.pt"
     if resume and last.is_file():
         _, checkpoint = load_yolo_checkpoint(last)  # vetted like any user file; Ultralytics reads it restrictedly
         if int(checkpoint.get("epoch", -1)) < 0 or checkpoint.get("optimizer") is None:
             logger.info("the Ultralytics run in %s has finished; nothing to resume", out)  # its optimizer was stripped
             return _finished_run(out)
-        logger.info("resuming the Ultralytics run from %s", last)
-        model = YOLO(str(last))
-        with _progress_callbacks(model, progress):
-            model.train(resume=str(last), data=str(data_yaml), device=config.device, workers=config.workers)
+        partial = read_partial(weights_dir, int(checkpoint["epoch"]))
+        start = weights_dir / PARTIAL_NAME if partial is not None else last
+        if partial is not None:
+            load_yolo_checkpoint(start)
+            logger.info("resuming the Ultralytics run from %s (epoch %d, %d batches done)", start,
+                        partial.epoch + 1, partial.batches_done)
+        else:
+            clear_partial(weights_dir)  # stale: written before last.pt's epoch ended, or damaged
+            logger.info("resuming the Ultralytics run from %s", last)
+        model = YOLO(str(start))
+        with _progress_callbacks(model, progress, partial.batches_done if partial else 0), \
+                mid_epoch_checkpoints(model, weights_dir, config.checkpoint_every, partial):
+            model.train(resume=str(start), data=str(data_yaml), device=config.device, workers=config.workers)
+        clear_partial(weights_dir)
         return _finished_run(out)
+    clear_partial(weights_dir)  # a fresh run never resumes from another run's mid-epoch checkpoint
     model = YOLO(str(config.weights)) if config.weights is not None else YOLO(builder())
     # Ultralytics warms up for max(warmup_epochs * batches, 100) iterations; below 100 it cannot honour the
     # recipe, so short recipes train without warm-up rather than spending every iteration in it.
     batches = max(1, math.ceil(sum(len(d) for d in train_sets) / recipe.batch_size))
     warmup_epochs = recipe.warmup_iters / batches if recipe.warmup_iters >= 100 else 0.0
-    with _progress_callbacks(model, progress):
+    with _progress_callbacks(model, progress), \
+            mid_epoch_checkpoints(model, weights_dir, config.checkpoint_every):
         _train_fresh(model, config, data_yaml, warmup_epochs, out, validate="val" in sources)
+    clear_partial(weights_dir)
     return _finished_run(out)
 
 
@@ -198,8 +220,11 @@ def _mean_loss(tloss: Any) -> float | None:
 
 
 @contextlib.contextmanager
-def _progress_callbacks(model, progress: bool) -> Iterator[None]:
-    """One tqdm bar on stderr over the batches of all epochs, fed by the Ultralytics trainer's callbacks."""
+def _progress_callbacks(model, progress: bool, batches_done: int = 0) -> Iterator[None]:
+    """One tqdm bar on stderr over the batches of all epochs, fed by the Ultralytics trainer's callbacks.
+
+    ``batches_done``: batches of the first epoch that a resumed mid-epoch checkpoint already covers.
+    """
     from tqdm.auto import tqdm
 
     bar = tqdm(desc="train", unit="batch", disable=not progress, leave=True)
@@ -207,7 +232,7 @@ def _progress_callbacks(model, progress: bool) -> Iterator[None]:
     def on_train_start(trainer) -> None:
         per_epoch = len(trainer.train_loader)
         bar.reset(total=trainer.epochs * per_epoch)
-        bar.update(trainer.start_epoch * per_epoch)
+        bar.update(trainer.start_epoch * per_epoch + batches_done)
 
     def on_train_epoch_start(trainer) -> None:  # drawn at once, however fast the epoch
         bar.set_description(f"epoch {trainer.epoch + 1}/{trainer.epochs}", refresh=True)
