@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from toolkit_core.utils import atomic_write_bytes, sha256_file
 logger = logging.getLogger(__name__)
 
 MAX_RECIPE_BYTES = 1 << 20
-_TOP_KEYS = {"name", "model", "seed", "classes", "data", "recipe", "tiling", "slicing", "checkpoint_every",
-             "backbone", "weights", "bootstrap"}
+_TOP_KEYS = {"name", "model", "seed", "classes", "unseen_classes", "data", "recipe", "tiling", "slicing",
+             "checkpoint_every", "backbone", "weights", "bootstrap"}
 _DATA_KEYS = {"train", "test", "commands", "seeds", "held_out"}
 
 
@@ -43,6 +43,11 @@ class TrainingRecipe:
         model: registered detector name.
         seed: training seed.
         classes: category names, in id order, the training data must define exactly.
+        unseen_classes: classes (of ``classes``) whose boxes are removed from the training and held-out
+            data before anything else; their objects stay in the films, as background. The detector keeps
+            a slot for each but never sees one as an object, so a model fine-tuned from it to detect such
+            a class and one fine-tuned without it share a start that never saw the class: the original
+            and the retrained reference of a class deletion request (the demo's).
         train: training dataset path (any supported format).
         test: held-out dataset path (``None``: no held-out metrics).
         data_commands: the commands that rendered the data (recorded, not run).
@@ -72,6 +77,7 @@ class TrainingRecipe:
     tiling: TileConfig
     slicing: SliceConfig
     checkpoint_every: int = 500
+    unseen_classes: tuple[str, ...] = ()
     backbone: str = "resnet18"
     weights: str | None = None
     bootstrap: int = 200
@@ -157,13 +163,17 @@ def load_training_recipe(path: str | Path) -> TrainingRecipe:
     classes = data["classes"]
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise UserInputError("expected a list of class names", file=file, field="classes")
+    unseen = data.get("unseen_classes") or []
+    if not isinstance(unseen, list) or not all(isinstance(c, str) and c in classes for c in unseen):
+        raise UserInputError(f"expected a list of names out of classes {classes}", file=file, field="unseen_classes",
+                             value=unseen)
     return TrainingRecipe(
         name=str(data.get("name") or file.stem), file=str(file), sha256=sha256_file(file), model=str(data["model"]),
         seed=int(data.get("seed", 0)), classes=tuple(classes), train=source["train"], test=source.get("test"),
         data_commands=tuple(str(c) for c in source.get("commands") or ()), data_seeds=dict(source.get("seeds") or {}),
         held_out=str(source.get("held_out") or ""), recipe=recipe, tiling=tiling, slicing=slicing,
         checkpoint_every=int(data.get("checkpoint_every", 500)), backbone=str(data.get("backbone", "resnet18")),
-        weights=data.get("weights"), bootstrap=int(data.get("bootstrap", 200)),
+        weights=data.get("weights"), bootstrap=int(data.get("bootstrap", 200)), unseen_classes=tuple(unseen),
     )
 
 
@@ -173,6 +183,15 @@ def check_classes(dataset, classes: tuple[str, ...], *, what: str) -> None:
     if names != classes:
         raise UserInputError(f"the {what} data define classes {list(names)}, the recipe {list(classes)}",
                              file=dataset.source or None, field="classes")
+
+
+def without_classes(dataset, names: tuple[str, ...]):
+    """``dataset`` with every box of the classes ``names`` removed (the images and categories stay)."""
+    if not names:
+        return dataset
+    ids = {c.id for c in dataset.categories if c.name in names}
+    return dataset.with_images(replace(record, objects=tuple(o for o in record.objects if o.category_id not in ids))
+                               for record in dataset.images)
 
 
 def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: str = "cpu", resume: bool = False,
@@ -202,8 +221,11 @@ def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: s
     test = load_training_data(recipe.test, split="test") if recipe.test else None
     if test is not None:
         check_classes(test, recipe.classes, what="held-out")
+        test = without_classes(test, recipe.unseen_classes)
+    train = without_classes(train, recipe.unseen_classes)
     extra = {"recipe_file": recipe.file, "recipe_sha256": recipe.sha256, "recipe_name": recipe.name,
-             "classes": list(recipe.classes), "data_commands": list(recipe.data_commands),
+             "classes": list(recipe.classes), "unseen_classes": list(recipe.unseen_classes),
+             "data_commands": list(recipe.data_commands),
              "data_seeds": recipe.data_seeds, "held_out": recipe.held_out}
     result = train_detector(recipe.train_config(device, workers, checkpoint_every), [train], out_dir, progress=progress, resume=resume,
                             command=command, extra_record=extra)

@@ -182,6 +182,24 @@ def test_the_shipped_recipe_parses_and_a_bad_recipe_is_one_line(tmp_path: Path, 
     assert "tiling" in err and "tiles" in err and len(err.splitlines()) == 1
 
 
+def test_unseen_classes_lose_their_boxes_but_keep_their_slot(tmp_path: Path, capsys) -> None:
+    from rfo_bench.detectors.shipped import load_training_recipe, without_classes
+
+    shipped = load_training_recipe(Path(__file__).parents[2] / "configs" / "shipped_detector.yaml")
+    assert shipped.unseen_classes == ("chain",) and "chain" in shipped.classes
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=HEIGHT, width=WIDTH))
+    name = dataset.categories[0].name
+    kept = without_classes(dataset, (name,))
+    assert sum(len(r.objects) for r in dataset.images) > 0 and sum(len(r.objects) for r in kept.images) == 0
+    assert kept.categories == dataset.categories and len(kept) == len(dataset)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": "yolov8n", "classes": ["a"], "unseen_classes": ["b"],
+                                   "data": {"train": "x"}, "recipe": {"epochs": 1}, "tiling": {"tile_size": 64}}))
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unseen_classes" in err and len(err.splitlines()) == 1
+
+
 def test_an_interrupted_run_keeps_its_tiles_and_the_resumed_run_does_not_cut_them_again(tmp_path: Path,
                                                                                        monkeypatch) -> None:
     import rfo_bench.detectors.api as api
