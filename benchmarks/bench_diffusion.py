@@ -333,7 +333,7 @@ def detection_section(comparison: dict[str, Any] | None) -> str:
         return ("## The detection comparison: not run by this invocation\n\n"
                 "`--detection-seeds none` skipped it; rerun without that flag to measure physics-only vs "
                 "physics+diffusion on held-out films.\n")
-    from rfo_toolkit.diffusion_comparison import comparison_markdown
+    from rfo_toolkit.diffusion_comparison_page import comparison_markdown
 
     return (comparison_markdown(comparison, command_line())
             + "\nTraining films of the two arms, labels as the detector sees them:\n\n"

@@ -6,13 +6,16 @@ the same held-out physics films:
 * ``physics``: ``N`` physics radiographs (``rfo-synth physics``);
 * ``physics+diffusion``: the first ``N/2`` of those films and ``N/2`` object-free physics films into
   which ``rfo-synth diffusion sample`` inpaints objects (the generator draws every object and its label);
+* ``physics+refined``: the same ``N`` physics films, the second half refined by ``rfo-synth diffusion
+  refine`` (SDEdit with a denoiser of the real film's own crops, :mod:`synth.diffusion.refine`; labels
+  unchanged), ``t0`` chosen on validation renders of their own seed by the label-fidelity rule;
 * ``physics_half`` (optional): the first ``N/2`` physics films alone, what the extra half buys.
 
 Per seed the physics films, the backgrounds, the sampling noise and the detector's initialisation
 differ; the test films and the generator (trained once, on physics films of its own seed) are shared.
 Neither arm, nor the generator, sees the test seed.
 
-Two paired 95 % intervals of ``physics+diffusion - physics``: over seeds (Student t of the per-seed
+Two paired 95 % intervals of each ``arm - physics``: over seeds (Student t of the per-seed
 differences, :func:`vision_unlearn.metrics.paired.paired_interval`) and over test images (the
 evaluator's percentile bootstrap; every cell is evaluated with the same bootstrap seed on the same test
 set, so the ``b``-th replicate resamples the same films in every cell and the differences are paired,
@@ -42,7 +45,7 @@ from toolkit_core.utils import atomic_write_bytes, sha256_text
 
 logger = logging.getLogger(__name__)
 
-ARMS = ("physics", "physics+diffusion", "physics_half")
+ARMS = ("physics", "physics+diffusion", "physics+refined", "physics_half")
 """Training-set arms, in table order; the first is the reference of every difference."""
 
 PAIRED_METRICS = ("AP50", "FROC")
@@ -77,6 +80,13 @@ class ComparisonConfig:
         bootstrap: bootstrap replicates over test images.
         bootstrap_seed: seed of the replicates (the same in every cell: the pairing).
         half_arm: also train the ``physics_half`` arm.
+        refine_arm: train the ``physics+refined`` arm.
+        refine_train_steps: the refiner's optimisation steps (batch 16 crops of 64 px of the real film).
+        refine_seed: seed of the refiner's training, of the t0 choice, and (plus ``s``) of seed ``s``'s refinement.
+        refine_val_n, refine_val_seed: the validation renders t0 is chosen on (a physics seed of their own).
+        refine_t0_grid, refine_keep, refine_coverage, refine_min_contrast: the t0 rule
+            (:class:`synth.diffusion.refine.T0Rule`).
+        refine_steps, refine_margin_px, refine_context_px: the refinement (:class:`synth.diffusion.refine.RefineConfig`).
         threads: torch / subprocess CPU threads.
     """
 
@@ -107,6 +117,18 @@ class ComparisonConfig:
     bootstrap: int = 1000
     bootstrap_seed: int = 0
     half_arm: bool = False
+    refine_arm: bool = True
+    refine_train_steps: int = 600
+    refine_seed: int = 0
+    refine_val_n: int = 40
+    refine_val_seed: int = 400
+    refine_t0_grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+    refine_keep: float = 0.85
+    refine_coverage: float = 0.9
+    refine_min_contrast: float = 0.01
+    refine_steps: int = 25
+    refine_margin_px: int = 3
+    refine_context_px: int = 16
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -118,7 +140,8 @@ class ComparisonConfig:
 
     @property
     def arms(self) -> tuple[str, ...]:
-        return ARMS if self.half_arm else ARMS[:2]
+        return tuple(a for a in ARMS if (a != "physics+refined" or self.refine_arm)
+                     and (a != "physics_half" or self.half_arm))
 
     def recipe_fields(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "imgsz": self.imgsz, "batch_size": self.batch_size, "lr": self.lr,
@@ -234,6 +257,8 @@ def seed_cell_key(config: ComparisonConfig, arm: str, seed: int) -> str:
         fields = {k: v for k, v in fields.items() if k not in GENERATOR_FIELDS}
     if arm != "physics+refined":
         fields = {k: v for k, v in fields.items() if not k.startswith(REFINE_PREFIX)}
+    else:
+        fields = {k: v for k, v in fields.items() if k not in GENERATOR_FIELDS}
     return sha256_text(json.dumps({"arm": arm, "seed": seed, "config": fields}, sort_keys=True, default=str))
 
 
@@ -309,6 +334,8 @@ def build_data(repo: Path, work: Path, config: ComparisonConfig, seeds: Sequence
         "test": (config.n_test, config.test_seed, None),
         "generator_train": (config.n_generator_train, config.generator_data_seed, 0.0),
     }
+    if config.refine_arm:
+        sets["refine_val"] = (config.refine_val_n, config.refine_val_seed, None)
     for s in seeds:
         sets[f"physics_s{s}"] = (config.n_train, config.physics_seed_base + s, None)
         sets[f"backgrounds_s{s}"] = (config.n_train // 2, config.background_seed_base + s, 1.0)
@@ -353,13 +380,53 @@ def sample_films(repo: Path, work: Path, ckpt: Path, backgrounds: Path, seed: in
     return out
 
 
-def arm_training_sets(arm: str, physics, diffusion, n_train: int) -> list:
-    """The training datasets of ``arm`` (equal image count for the two compared arms)."""
+def fit_refiner(repo: Path, work: Path, val_data: Path, config: ComparisonConfig, ledger: Ledger,
+                commands: list[str]) -> Path:
+    """Train the refiner on the real film and choose its t0 on the validation renders (reused once written)."""
+    out = work / "refiner"
+    argv = ["diffusion", "fit-refiner", "--out", str(out), "--imgsz", str(config.render_px), "--steps",
+            str(config.refine_train_steps), "--seed", str(config.refine_seed), "--val-data", str(val_data),
+            "--t0-grid", ",".join(f"{v:g}" for v in config.refine_t0_grid), "--keep", str(config.refine_keep),
+            "--coverage", str(config.refine_coverage), "--min-contrast", str(config.refine_min_contrast),
+            "--val-steps", str(config.refine_steps), "--region-margin", str(config.refine_margin_px),
+            "--context-px", str(config.refine_context_px), "--threads", str(config.threads), "--no-progress",
+            "--overwrite"]
+    record = out / "refiner.json"
+    if record.is_file() and "t0_selection" in json.loads(record.read_text(encoding="utf-8")):
+        commands.append(command_text(repo, argv) + "  # reused")
+        return out
+    ledger.timed("fit refiner", lambda: _synth(repo, argv, commands))
+    return out
+
+
+def refine_films(repo: Path, work: Path, refiner: Path, physics: Path, seed: int, config: ComparisonConfig,
+                 ledger: Ledger, commands: list[str]) -> Path:
+    """Refine the second half of seed ``seed``'s physics films (reused when written before)."""
+    out = work / f"refined_s{seed}"
+    argv = ["diffusion", "refine", "--refiner", str(refiner), "--data", str(physics), "--out", str(out),
+            "--images", f"{config.n_train // 2}:{config.n_train}", "--seed", str(config.refine_seed + seed),
+            "--threads", str(config.threads), "--no-progress", "--overwrite"]
+    if (out / "manifest.json").is_file():  # written last
+        commands.append(command_text(repo, argv) + "  # reused")
+        return out
+    ledger.timed("refine physics films", lambda: _synth(repo, argv, commands))
+    return out
+
+
+def arm_training_sets(arm: str, physics, diffusion, n_train: int, refined=None) -> list:
+    """The training datasets of ``arm`` (equal image count for the compared arms).
+
+    ``refined`` holds the refined second half of ``physics`` (its images ``n_train // 2`` on).
+    """
     half = physics.with_images(physics.images[: n_train // 2])
     if arm == "physics":
         return [physics.with_images(physics.images[:n_train])]
     if arm == "physics+diffusion":
         return [half, diffusion.with_images(diffusion.images[: n_train - n_train // 2])]
+    if arm == "physics+refined":
+        if refined is None:
+            raise ValueError("the physics+refined arm needs the refined films")
+        return [half, refined.with_images(refined.images[: n_train - n_train // 2])]
     if arm == "physics_half":
         return [half]
     raise ValueError(f"unknown arm {arm!r}; known: {', '.join(ARMS)}")
@@ -431,6 +498,7 @@ def run_comparison(repo: Path, work: Path, config: ComparisonConfig, seeds: Sequ
     ledger, commands = Ledger.load(work / "compute.json"), []
     data = build_data(repo, work, config, seeds, ledger, commands)
     ckpt = train_generator(repo, work, data["generator_train"], config, ledger, commands)
+    refiner = fit_refiner(repo, work, data["refine_val"], config, ledger, commands) if config.refine_arm else None
     test = read_coco(data["test"] / "annotations.json")
     cells, replicates, sets = [], {}, {"test": _describe(test)}
     sets["generator_train"] = _describe(read_coco(data["generator_train"] / "annotations.json"))
@@ -438,8 +506,12 @@ def run_comparison(repo: Path, work: Path, config: ComparisonConfig, seeds: Sequ
         diffusion_dir = sample_films(repo, work, ckpt, data[f"backgrounds_s{seed}"], seed, config, ledger, commands)
         physics = read_coco(data[f"physics_s{seed}"] / "annotations.json")
         diffusion = read_generated_set(diffusion_dir / "annotations.json", "diffusion sample")
+        refined = None
+        if refiner is not None:
+            refined_dir = refine_films(repo, work, refiner, data[f"physics_s{seed}"], seed, config, ledger, commands)
+            refined = read_coco(refined_dir / "annotations.json")
         for arm in config.arms:
-            train_sets = arm_training_sets(arm, physics, diffusion, config.n_train)
+            train_sets = arm_training_sets(arm, physics, diffusion, config.n_train, refined)
             sets[f"{arm} seed {seed}"] = {"images": sum(len(d) for d in train_sets),
                                           "objects": sum(len(r.objects) for d in train_sets for r in d.images)}
             cell, reps = ledger.timed(f"detector {arm}", lambda arm=arm, seed=seed, train_sets=train_sets: run_cell(
@@ -448,13 +520,20 @@ def run_comparison(repo: Path, work: Path, config: ComparisonConfig, seeds: Sequ
             replicates[(arm, seed)] = reps
     comparisons = {f"{arm} - physics": compare_arms(cells, replicates, arm, "physics")
                    for arm in config.arms[1:]}
-    result = {"config": asdict(config), "seeds": list(seeds), "cells": cells, "comparisons": comparisons,
-              "sets": sets, "commands": commands, "compute": ledger.seconds,
-              "generator_train_logged_s": logged_training_seconds(ckpt)}
+    result = {"config": asdict(config), "arms": list(config.arms), "seeds": list(seeds), "cells": cells,
+              "comparisons": comparisons, "sets": sets, "commands": commands, "compute": ledger.seconds,
+              "generator_train_logged_s": logged_training_seconds(ckpt),
+              "refiner": None if refiner is None else _refiner_summary(refiner)}
     from toolkit_core.records import jsonable
 
     atomic_write_bytes(work / "comparison.json", json.dumps(jsonable(result), indent=2).encode("utf-8"))
     return jsonable(result)
+
+
+def _refiner_summary(refiner: Path) -> dict[str, Any]:
+    record = json.loads((refiner / "refiner.json").read_text(encoding="utf-8"))
+    return {k: record.get(k) for k in ("config", "film", "crop_windows", "step", "loss_first_50", "loss_last_50",
+                                       "train_seconds", "parameters", "t0", "t0_selection")}
 
 
 def _describe(dataset) -> dict[str, int]:
@@ -463,141 +542,3 @@ def _describe(dataset) -> dict[str, int]:
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
-
-
-# ------------------------------------------------------------------------------------------------ the page
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
-
-
-def _interval(pair: Sequence[Any] | None, digits: int = 3) -> str:
-    if not pair or any(v is None or not math.isfinite(v) for v in pair):
-        return "n/a"
-    return f"[{pair[0]:.{digits}f}, {pair[1]:.{digits}f}]"
-
-
-def comparison_markdown(result: Mapping[str, Any], command: str) -> str:
-    """The page section of a finished :func:`run_comparison` (``result`` as it returned, or its JSON)."""
-    from rfo_toolkit.leaderboard.summary import summarize_seeds
-
-    config = result["config"]
-    cells = result["cells"]
-    seeds = result["seeds"]
-    classes = list(config["classes"])
-    arms = [a for a in ARMS if any(c["arm"] == a for c in cells)]
-    sets = result["sets"]
-    lines = ["## The detection comparison: physics-only vs physics+diffusion", ""]
-    n, half = config["n_train"], config["n_train"] // 2
-    gen_cost = result["compute"].get("train diffusion generator", {})
-    sample_cost = result["compute"].get("sample diffusion films", {})
-    if any(c["arm"] == "physics+diffusion" for c in cells):
-        lines += [f"**Result:** {headline(result)}.", ""]
-    lines += [
-        f"Measured by the command at the top of this page (seeds `--detection-seeds {','.join(map(str, seeds))}`):",
-        "", "```bash", command, "```", "",
-        f"* **Arms** (equal image count {n}, one detector recipe, so equal detector CPU budget): `physics`, {n} "
-        f"physics films (`rfo-synth physics`, {config['render_px']} px, classes {', '.join(classes)}); "
-        f"`physics+diffusion`, the first {half} of those films and {n - half} object-free physics films into which "
-        f"the diffusion generator inpaints {config['objects_per_image']} object(s) each (it draws every object and "
-        "its label)" + ("; `physics_half`, the first "
-                    f"{half} physics films alone (what the second half buys)." if "physics_half" in arms else "."),
-        "* **Why inpainting into physics backgrounds** rather than whole generated films: the `cpu` generator is a "
-        "patch model that draws objects, not anatomy; on object-free films of the same renderer the only thing "
-        "that differs between the arms is who drew the objects, so the comparison measures the generated objects.",
-        f"* **Seeds** {', '.join(map(str, seeds))}: seed `s` renders its training films with physics seed "
-        f"{config['physics_seed_base']}+s and its backgrounds with {config['background_seed_base']}+s, samples "
-        "with seed `s` and initialises the detector with seed `s`.",
-        f"* **Held-out test**: {sets['test']['images']} physics films ({sets['test']['objects']} objects), physics "
-        f"seed {config['test_seed']}, seen by no arm and not by the generator.",
-        f"* **Generator**: `rfo-synth diffusion train` (`cpu` preset), {config['generator_steps']} steps, seed "
-        f"{config['generator_seed']}, `--scale-groups {config.get('scale_groups', 'fit')}` ("
-        + ("objects fitted to the 64-px patch, the geometry before mm-true scale groups"
-           if config.get("scale_groups", "fit") == "fit" else "objects cut at their true mm size: mm per patch pixel "
-           "of the scale groups") + "), on "
-        f"{sets['generator_train']['images']} physics films of their own seed "
-        f"{config['generator_data_seed']} ({sets['generator_train']['objects']} objects, disjoint from the test "
-        f"set); sampling DDIM {config['sample_steps']} steps, guidance {config['guidance']}. Its own cost, "
-        "outside the detector budget, is in the compute table below.",
-        "* **Fixed in advance, no tuning on the test films**: every setting above and the detector recipe were "
-        "chosen before any test film was scored (sampling settings are this page's defaults; generator steps "
-        "from the CPU budget); no validation split was used, nothing was selected on a result.",
-        f"* **Detector**: `{config['detector']}` from its yaml (random initialisation), {config['epochs']} epochs, "
-        f"imgsz {config['imgsz']}, batch {config['batch_size']}, {config['optimizer']} lr {config['lr']}, "
-        f"mosaic {config['mosaic']}, the last epoch's weights (no validation set), one torch thread.",
-        f"* **Metrics** (the toolkit's evaluator, `rfo-bench eval`): AP50 (COCO AP at IoU 0.5, the mean over the "
-        f"{len(classes)} classes, i.e. mAP50), per-class AP50, FROC score; per-cell 95 % intervals from "
-        f"{config['bootstrap']} bootstrap replicates over test images.",
-        "",
-        "### Per seed", "",
-        "| arm | seed | train images (objects) | AP50 [95 % CI] | FROC [95 % CI] | "
-        + " | ".join(f"AP50 {c}" for c in classes) + " | detector train CPU-min |",
-        "|---|---|---|---|---|" + "---|" * len(classes) + "---|",
-    ]
-    for arm in arms:
-        for cell in sorted((c for c in cells if c["arm"] == arm), key=lambda c: c["seed"]):
-            v, ci = cell["values"], cell["ci95"]
-            cpu = cell.get("train_cpu_seconds")
-            lines.append(f"| {arm} | {cell['seed']} | {cell['train_images']} ({cell['train_objects']}) | "
-                         f"{_fmt(v['AP50'])} {_interval(ci.get('AP50'))} | {_fmt(v['FROC'])} {_interval(ci.get('FROC'))} | "
-                         + " | ".join(_fmt(cell["per_class_AP50"].get(c)) for c in classes)
-                         + f" | {_fmt(None if cpu is None else cpu / 60, 1)} |")
-    lines += ["", "### Mean ± std over seeds", "",
-              "| arm | seeds | AP50 | FROC | " + " | ".join(f"AP50 {c}" for c in classes) + " |",
-              "|---|---|---|---|" + "---|" * len(classes)]
-    for arm in arms:
-        runs = [c for c in cells if c["arm"] == arm]
-
-        def stat(values: Sequence[Any]) -> str:
-            mean, std = summarize_seeds([math.nan if x is None else float(x) for x in values])
-            return "n/a" if not math.isfinite(mean) else f"{_fmt(mean)} ± {_fmt(std)}"
-
-        lines.append(f"| {arm} | {len(runs)} | {stat([c['values']['AP50'] for c in runs])} | "
-                     f"{stat([c['values']['FROC'] for c in runs])} | "
-                     + " | ".join(stat([c["per_class_AP50"].get(k) for c in runs]) for k in classes) + " |")
-    lines += ["", "### Paired differences (arm − physics)", "",
-              "| difference | metric | per seed | mean | 95 % CI over seeds (t) | 95 % CI over test images "
-              "(paired bootstrap) | verdict |", "|---|---|---|---|---|---|---|"]
-    for name, per_metric in result["comparisons"].items():
-        for metric, entry in per_metric.items():
-            seeds_ci, images_ci = entry["over_seeds"], entry["over_images"]
-            lines.append(f"| {name} | {metric} | {', '.join(_fmt(d) for d in entry['per_seed'])} | "
-                         f"{_fmt(entry['mean'])} | {_interval((seeds_ci['low'], seeds_ci['high']))} | "
-                         f"{_interval((images_ci['low'], images_ci['high']))} | {entry['verdict']} |")
-    lines += ["", "The interval over seeds (Student t of the per-seed differences, "
-              f"{len(seeds)} seeds) covers the variation of training data, sampling and initialisation; the one "
-              "over test images resamples the test films (the same replicates in every cell, so each replicate's "
-              "difference is paired) and holds the trained detectors fixed. An arm is called better or worse "
-              "only where both intervals exclude 0.", ""]
-    detector_wall = sum(c.get("train_seconds") or 0.0 for c in cells)
-    detector_cpu = sum(c.get("train_cpu_seconds") or 0.0 for c in cells)
-    logged = result.get("generator_train_logged_s")
-    recorded = gen_cost.get("cpu_s", 0.0)
-    generator_cpu = _fmt(recorded / 60, 1) if logged and recorded > 0.05 * logged else "not recorded"
-    lines += ["### Compute", "", "| step | wall min | CPU min | measured by |", "|---|---|---|---|",
-              f"| detector training, {len(cells)} cells | {detector_wall / 60:.1f} | {detector_cpu / 60:.1f} | "
-              "each detector's record |",
-              f"| diffusion generator training ({config['generator_steps']} steps) | "
-              f"{_fmt((logged or math.nan) / 60, 1)} | {generator_cpu} | its train log (wall); this folder's ledger |",
-              f"| diffusion sampling ({len(seeds)} x {config['n_train'] // 2} films) | "
-              f"{_fmt(sample_cost.get('wall_s', math.nan) / 60, 1)} | {_fmt(sample_cost.get('cpu_s', math.nan) / 60, 1)} "
-              "| this folder's ledger |",
-              "", "One torch thread per process on a 2-core machine shared with other jobs, so wall time overstates "
-              "the CPU time. Finished sets and cells are reused from the work folder, so an interrupted run "
-              "resumes; the ledger (`compute.json`) sums what the invocations run there spent.", "",
-              "Commands run (or reused) by this invocation:", "", "```bash", *result["commands"], "```", ""]
-    return "\n".join(lines)
-
-
-def headline(result: Mapping[str, Any]) -> str:
-    """One sentence: the AP50 difference of ``physics+diffusion - physics`` with both intervals and the verdict."""
-    entry = result["comparisons"]["physics+diffusion - physics"]["AP50"]
-    seeds_ci, images_ci = entry["over_seeds"], entry["over_images"]
-    said = {"better": "better than", "worse": "worse than", "no difference shown": "not distinguishable from"}
-    means = {arm: float(np.mean([c["values"]["AP50"] for c in result["cells"] if c["arm"] == arm]))
-             for arm in ("physics", "physics+diffusion")}
-    return (f"physics+diffusion is {said[entry['verdict']]} physics-only at equal image count: AP50 "
-            f"{_fmt(means['physics+diffusion'])} vs {_fmt(means['physics'])} (mean of {len(entry['seeds'])} seeds), "
-            f"difference {_fmt(entry['mean'])}, 95 % CI {_interval((seeds_ci['low'], seeds_ci['high']))} over seeds "
-            f"and {_interval((images_ci['low'], images_ci['high']))} over test images")

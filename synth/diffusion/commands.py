@@ -1,11 +1,11 @@
-"""``rfo-synth diffusion train | sample | eval``: the command group of the diffusion generator.
+"""``rfo-synth diffusion train | sample | eval | fit-refiner | refine``: the command group of the diffusion generator.
 
 Flags are turned into the frozen configs of :mod:`synth.diffusion.train`, :mod:`.sample`,
 :mod:`.pipelines` and :mod:`.qc` here and nowhere else. The grammar is :mod:`toolkit_core.cli_support`'s:
 ``--patch-size`` is the side of the object patches (crop geometry of the checkpoint, with
 ``--scale-groups`` the patch pixel sizes in mm of its scale groups), ``--imgsz`` an
 image side a network works at, ``--batch`` the patches per step; ``sample``, ``eval`` and
-``fit-extractor`` refuse an existing output unless ``--overwrite``. ``train`` resumes a checkpoint
+``fit-extractor``, ``fit-refiner`` and ``refine`` refuse an existing output unless ``--overwrite``. ``train`` resumes a checkpoint
 folder of this trainer (it never replaces one) and refuses any other non-empty folder.
 """
 
@@ -179,6 +179,77 @@ def _cmd_fit_extractor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit_refiner(args: argparse.Namespace) -> int:
+    from synth.diffusion.refine import RefineConfig, T0Rule, choose_t0
+    from synth.diffusion.refiner import REFINER_TOOL, RefinerConfig, train_refiner
+
+    set_threads(args.threads)
+    config = RefinerConfig(size_px=args.imgsz, patch_px=args.patch_size, steps=args.steps, batch_size=args.batch,
+                           learning_rate=args.lr, seed=args.seed)
+    rule = T0Rule(keep=args.keep, coverage=args.coverage, min_contrast=args.min_contrast)
+    refine = RefineConfig(t0=0.0, steps=args.val_steps, margin_px=3 if args.region_margin is None else args.region_margin,
+                          context_px=16 if args.context_px is None else args.context_px)
+    grid = _float_list(args.t0_grid, "--t0-grid")
+    if args.val_data:
+        from synth.diffusion.patches import load_coco
+
+        load_coco(args.val_data)  # a bad validation set is refused before training
+    out = prepare_output_dir(args.out, REFINER_TOOL, overwrite=args.overwrite)
+    with owned_output_dir(out, REFINER_TOOL, overwrite=args.overwrite):
+        record = train_refiner(out, config, film=args.film, progress=not args.no_progress)
+        if args.val_data:
+            record["t0_selection"] = choose_t0(out, args.val_data, grid=grid, rule=rule, config=refine,
+                                               seed=args.seed, progress=not args.no_progress)
+            record["t0"] = record["t0_selection"]["t0"]
+    print(json.dumps({k: v for k, v in record.items() if k != "config"}, indent=2))
+    return 0
+
+
+def _cmd_refine(args: argparse.Namespace) -> int:
+    from synth.diffusion.refine import REFINE_TOOL, RefineConfig, parse_images_slice, refine_dataset
+    from synth.diffusion.refiner import read_refiner_record
+
+    set_threads(args.threads)
+    images = parse_images_slice(args.images)
+    record = read_refiner_record(args.refiner)
+    chosen = record.get("t0_selection") or {}
+    if args.t0 is None and record.get("t0") is None:
+        raise UserInputError("the refiner records no chosen t0 (fit it with --val-data) and none was given",
+                             field="--t0")
+    used = chosen.get("refine", {}) if args.t0 is None else {}
+    config = RefineConfig(t0=float(record["t0"] if args.t0 is None else args.t0),
+                          steps=args.steps or used.get("steps", 25),
+                          margin_px=used.get("margin_px", 3) if args.region_margin is None else args.region_margin,
+                          context_px=used.get("context_px", 16) if args.context_px is None else args.context_px)
+    from synth.diffusion.patches import load_coco
+
+    load_coco(args.data)  # a bad dataset is refused before the output folder is touched
+    out = prepare_output_dir(args.out, REFINE_TOOL, overwrite=args.overwrite)
+    with owned_output_dir(out, REFINE_TOOL, overwrite=args.overwrite):
+        manifest = refine_dataset(args.refiner, args.data, out, config=config, seed=args.seed, images=images,
+                                  progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in manifest.items() if k != "t0_selection"}, indent=2))
+    return 0
+
+
+def _float_list(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserInputError("expected comma-separated numbers", field=flag, value=text) from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise UserInputError("every value must lie in [0, 1]", field=flag, value=text)
+    return values
+
+
+def _add_region_flags(cmd: argparse.ArgumentParser) -> None:
+    """One help text for fit-refiner and refine (refine's unset value is the one t0 was chosen with)."""
+    cmd.add_argument("--region-margin", type=int, help="the refined region is each object mask dilated by this many "
+                                                       "image pixels (default 3; refine: the one t0 was chosen with)")
+    cmd.add_argument("--context-px", type=int, help="the denoised window extends this many image pixels beyond the "
+                                                    "refined region (default 16; refine: the one t0 was chosen with)")
+
+
 def _add_qc_flags(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--qc-checkpoint", help="local timm classifier checkpoint used as the QC filter")
     cmd.add_argument("--qc-model", help="timm architecture of the QC classifier (default: read from the checkpoint)")
@@ -186,7 +257,8 @@ def _add_qc_flags(cmd: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``diffusion`` command group (``train``, ``sample``, ``eval``) to a CLI."""
+    """Add the ``diffusion`` command group (``train``, ``sample``, ``eval``, ``fit-extractor``, ``fit-refiner``,
+    ``refine``) to a CLI."""
     group = subparsers.add_parser(
         "diffusion", help="mask- and class-conditioned inpainting diffusion (train, sample, eval)",
         description="Train a diffusion model that inpaints RFOs of a chosen class into a given mask, sample "
@@ -282,6 +354,52 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cmd.add_argument("--epochs", type=int, default=DIGITS_EXTRACTOR.epochs, help="training epochs")
     cmd.add_argument("--seed", type=int, default=0, help="random seed of initialisation, order and augmentation")
     add_runtime_options(cmd, devices=("cpu",), device_help="cpu only (a small CPU classifier)")
+
+    from synth.diffusion.refine import DEFAULT_T0_GRID, T0Rule
+    from synth.diffusion.refiner import RefinerConfig
+
+    refiner_defaults, rule = RefinerConfig(), T0Rule()
+    cmd = add_command(actions, "fit-refiner", _cmd_fit_refiner,
+                      "train the refiner (a denoiser of object-free crops of the real film) and, with --val-data, "
+                      "choose its t0 on validation renders")
+    add_output_options(cmd, "refiner folder (unet/, scheduler/, refiner.json)")
+    cmd.add_argument("--film", help="the real radiograph to learn (default: the embedded one, the physics "
+                                    "renderer's own background)")
+    add_imgsz(cmd, "side of the renders to refine; the film is resampled to it", default=refiner_defaults.size_px)
+    cmd.add_argument("--patch-size", type=int, default=refiner_defaults.patch_px,
+                     help="object patch side in pixels: here the side of the object-free training crops")
+    cmd.add_argument("--steps", type=int, default=refiner_defaults.steps, help="number of steps: optimisation steps")
+    add_batch(cmd, "film crops", default=refiner_defaults.batch_size)
+    cmd.add_argument("--lr", type=float, default=refiner_defaults.learning_rate, help="learning rate of AdamW")
+    cmd.add_argument("--seed", type=int, default=0, help="random seed of initialisation, crops and noise")
+    cmd.add_argument("--val-data", help="validation renders (COCO folder) on which t0 is chosen; never the test set")
+    cmd.add_argument("--t0-grid", default=",".join(f"{v:g}" for v in DEFAULT_T0_GRID),
+                     help="t0 values tried, fractions of the noise schedule")
+    cmd.add_argument("--keep", type=float, default=rule.keep,
+                     help="an object keeps its label if its refined contrast is at least this fraction of its physics one")
+    cmd.add_argument("--coverage", type=float, default=rule.coverage,
+                     help="fraction of validation objects that must keep their label at the chosen t0")
+    cmd.add_argument("--min-contrast", type=float, default=rule.min_contrast,
+                     help="validation objects fainter than this (grey levels, 0-1) are not counted")
+    cmd.add_argument("--val-steps", type=int, default=25,
+                     help="DDIM steps over the whole schedule when refining the validation renders")
+    _add_region_flags(cmd)
+    add_runtime_options(cmd, devices=("cpu",), device_help="cpu only (a small CPU denoiser)")
+
+    cmd = add_command(actions, "refine", _cmd_refine,
+                      "refine the objects of physics renders with the refiner (SDEdit from t0; labels and every "
+                      "pixel outside the refined region unchanged)")
+    cmd.add_argument("--refiner", required=True, help="refiner folder from `rfo-synth diffusion fit-refiner`")
+    cmd.add_argument("--data", required=True, help="dataset to refine: COCO folder (annotations.json + images/)")
+    add_output_options(cmd, "dataset folder (images/, annotations.json, manifest.json)")
+    cmd.add_argument("--t0", type=float, help="noise level refined from, a fraction of the schedule in [0, 1] "
+                                              "(default: the t0 the refiner records)")
+    cmd.add_argument("--steps", type=int, help="number of steps: DDIM steps over the whole schedule, of which "
+                                               "round(t0 x steps) run (default: the refiner's t0 choice, else 25)")
+    _add_region_flags(cmd)
+    cmd.add_argument("--images", help="START:STOP, the dataset's images (in id order) to refine (default: all)")
+    cmd.add_argument("--seed", type=int, default=0, help="random seed of the noise")
+    add_runtime_options(cmd, devices=("cpu",), device_help="cpu only (a small CPU denoiser)")
     return group
 
 

@@ -13,12 +13,11 @@ from rfo_toolkit.diffusion_comparison import (
     ComparisonConfig,
     arm_training_sets,
     compare_arms,
-    comparison_markdown,
-    headline,
     paired_bootstrap_interval,
     seed_cell_key,
     verdict,
 )
+from rfo_toolkit.diffusion_comparison_page import comparison_markdown, headline
 
 
 def test_paired_bootstrap_interval_is_the_percentile_interval_of_the_seed_mean_difference():
