@@ -191,4 +191,9 @@ def _refiner_lines(result: Mapping[str, Any]) -> list[str]:
         f"**Chosen t0 = {_fmt(refiner.get('t0'), 2)}** (DDIM {config.get('refine_steps')} steps over the "
         f"schedule, region = each object mask dilated by {config.get('refine_margin_px')} px, "
         f"{config.get('refine_context_px')} px of context). Boxes and masks are copied, so labels are exact.",
+        "* **What this arm can show**: the only real radiograph here is the renderer's own background film, and it "
+        "holds no RFO, so the held-out test films are physics renders too. A refiner that learns the real film's "
+        "look (its sharpness, grain and processing at 1.44 mm pixels) can help the detector only by making the "
+        "training objects' surroundings less of a shortcut; if it moves the training objects away from the "
+        "physics test objects it shows as a loss. A gain on real films would need real films with RFOs to test on.",
     ]

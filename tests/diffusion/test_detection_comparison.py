@@ -144,3 +144,64 @@ def test_the_page_states_counts_intervals_and_the_verdict():
     assert "AP50 0.110 vs 0.250" in line and "difference -0.140" in line
     assert "[-0.140, -0.140] over test images" in line and "not distinguishable" in line
     assert "| physics+diffusion | 2 | 0.110 ± 0.014 |" in page and "| n/a |" in page
+
+
+def test_the_refined_arm_uses_the_same_films_with_its_second_half_refined():
+    physics = _dataset(6, "physics")
+    refined = _dataset(3, "refined")
+    sets = arm_training_sets("physics+refined", physics, None, 6, refined)
+    assert [len(d) for d in sets] == [3, 3] and sets[1] is not physics
+    assert [r.file_name for r in sets[0].images] == ["physics0.png", "physics1.png", "physics2.png"]
+    assert [r.file_name for r in sets[1].images] == ["refined0.png", "refined1.png", "refined2.png"]
+    with pytest.raises(ValueError, match="refined"):
+        arm_training_sets("physics+refined", physics, None, 6)
+    assert ComparisonConfig().arms == ("physics", "physics+diffusion", "physics+refined")
+    assert ComparisonConfig(refine_arm=False, half_arm=True).arms == ("physics", "physics+diffusion", "physics_half")
+
+
+def test_refine_fields_change_only_the_refined_cells():
+    base, other = ComparisonConfig(), ComparisonConfig(refine_train_steps=7, refine_t0_grid=(0.1,))
+    for arm in ("physics", "physics+diffusion"):
+        assert seed_cell_key(base, arm, 0) == seed_cell_key(other, arm, 0)
+    assert seed_cell_key(base, "physics+refined", 0) != seed_cell_key(other, "physics+refined", 0)
+    # the refined arm does not depend on the diffusion generator
+    assert seed_cell_key(base, "physics+refined", 0) == seed_cell_key(
+        ComparisonConfig(generator_steps=1), "physics+refined", 0)
+
+
+def test_the_page_states_the_refined_arm_and_its_t0_choice():
+    from dataclasses import asdict
+
+    values = {("physics", 0): 0.20, ("physics", 1): 0.30, ("physics+diffusion", 0): 0.10,
+              ("physics+diffusion", 1): 0.12, ("physics+refined", 0): 0.21, ("physics+refined", 1): 0.33}
+    cells = []
+    for cell in _cells(values):
+        cell.update(ci95={"AP50": [0.1, 0.3], "FROC": [0.1, 0.3]}, per_class_AP50={"sponge": 0.5},
+                    train_images=300, train_objects=400, train_cpu_seconds=240.0)
+        cells.append(cell)
+    reps = {key: {"AP50": np.full(4, v), "FROC": np.full(4, v)} for key, v in values.items()}
+    refiner = {"config": {"batch_size": 16, "patch_px": 64, "size_px": 256, "gain_range": [0.8, 1.25],
+                          "offset_range": [-0.1, 0.1]}, "film": {"name": "RG1_UNCR.dcm", "sha256": "ab" * 32},
+               "crop_windows": 100, "step": 600, "loss_first_50": 0.5, "loss_last_50": 0.1, "parameters": 636465,
+               "t0": 0.15, "t0_selection": {"grid": [0.1, 0.15, 0.2], "validation_images": 40,
+                                             "validation_objects": 32,
+                                             "rule": {"keep": 0.85, "coverage": 0.9, "min_contrast": 0.01},
+                                             "table": [{"t0": 0.1, "kept_fraction": 1.0, "objects_counted": 30,
+                                                        "median_ratio": 0.99},
+                                                       {"t0": 0.15, "kept_fraction": 0.93, "objects_counted": 30,
+                                                        "median_ratio": 0.95},
+                                                       {"t0": 0.2, "kept_fraction": 0.8, "objects_counted": 30,
+                                                        "median_ratio": 0.9}]}}
+    config = ComparisonConfig(classes=("sponge",))
+    result = {"config": asdict(config), "arms": list(config.arms), "seeds": [0, 1], "cells": cells,
+              "comparisons": {f"{arm} - physics": compare_arms(cells, reps, arm, "physics")
+                              for arm in ("physics+diffusion", "physics+refined")},
+              "sets": {"test": {"images": 150, "objects": 206}, "generator_train": {"images": 400, "objects": 591}},
+              "commands": [], "compute": {"fit refiner": {"wall_s": 120.0, "cpu_s": 60.0}}, "refiner": refiner}
+    page = comparison_markdown(result, "bench")
+    assert "physics+diffusion and physics+refined" in page
+    assert "**Result (physics+refined):** physics+refined is not distinguishable from physics-only" in page
+    assert "**Chosen t0 = 0.15**" in page and "t0 0.2: 0.80 of 30 (median ratio 0.90)" in page
+    assert "| physics+refined - physics | AP50 | 0.010, 0.030 |" in page
+    assert "| refiner training (600 steps) and t0 choice | 2.0 | 1.0 |" in page
+    assert headline(result, "physics+refined").startswith("physics+refined is")
