@@ -194,6 +194,14 @@ def without_classes(dataset, names: tuple[str, ...]):
                                for record in dataset.images)
 
 
+def film_px(dataset) -> int:
+    """The median longer side of the films of ``dataset``: new films for the detector are rendered at it."""
+    from rfo_bench.io.formats import fill_image_sizes
+
+    sides = sorted(max(int(r.width), int(r.height)) for r in fill_image_sizes(dataset).images)
+    return sides[len(sides) // 2] if sides else 0
+
+
 def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: str = "cpu", resume: bool = False,
                       workers: int = 0, checkpoint_every: int | None = None, progress: bool = True,
                       command: str | None = None) -> dict[str, Any]:
@@ -225,6 +233,7 @@ def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: s
     train = without_classes(train, recipe.unseen_classes)
     extra = {"recipe_file": recipe.file, "recipe_sha256": recipe.sha256, "recipe_name": recipe.name,
              "classes": list(recipe.classes), "unseen_classes": list(recipe.unseen_classes),
+             "film_px": film_px(train),
              "data_commands": list(recipe.data_commands),
              "data_seeds": recipe.data_seeds, "held_out": recipe.held_out}
     result = train_detector(recipe.train_config(device, workers, checkpoint_every), [train], out_dir, progress=progress, resume=resume,

@@ -14,7 +14,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     config = DemoConfig(
         out_dir=str(args.out), fast=args.fast, force=args.rerun, seed=args.seed,
-        radiograph=args.radiograph, ct=args.ct,
+        radiograph=args.radiograph, ct=args.ct, detector=args.detector,
     )
     result = run_demo(config)
     print(json.dumps(result, indent=2))
@@ -43,5 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=0, help="random seed of every stage")
     demo.add_argument("--radiograph", default=None, help="chest radiograph (PNG/JPEG/DICOM); default: embedded")
     demo.add_argument("--ct", default=None, help="chest CT (NIfTI); default: embedded")
+    demo.add_argument("--detector", default=None,
+                      help="a trained detector folder (rfo-bench train --config; e.g. make shipped-detector's): "
+                           "evaluate it on films at its resolution and unlearn on its tiles; default: train a "
+                           "YOLO from scratch")
     report = add_command(sub, "report", _cmd_report, "rebuild report.html / report.md of a demo run directory")
     report.add_argument("run_dir", help="run directory written by `vision-unlearn demo`")

@@ -32,6 +32,8 @@ class DemoDataPlan:
         classes: RFO classes drawn (visible at ``size``; sub-millimetre needles are not).
         images_per_patient: consecutive images grouped into one pseudo-patient.
         test_fraction: share of pseudo-patients held out for testing.
+        seed_offset: added to the render seeds (``seed * 1000 + mode offset``), so that two plans of one
+            demo draw different films.
     """
 
     n_radiograph: int
@@ -40,6 +42,7 @@ class DemoDataPlan:
     classes: tuple[str, ...] = ("sponge", "clamp", "blade", "chain")
     images_per_patient: int = 4
     test_fraction: float = 0.25
+    seed_offset: int = 0
 
 
 def demo_data_plan(fast: bool) -> DemoDataPlan:
@@ -60,19 +63,20 @@ def synthesise_demo_data(stage_dir: Path, plan: DemoDataPlan, seed: int, radiogr
     from synth.physics.preview import contact_sheet
 
     raw = {}
-    for mode, n, background, offset in (("radiograph", plan.n_radiograph, radiograph, 0),
-                                         ("ct", plan.n_ct, ct, 1)):
+    modes = [(mode, n, background, offset) for mode, n, background, offset in
+             (("radiograph", plan.n_radiograph, radiograph, 0), ("ct", plan.n_ct, ct, 1)) if n > 0]
+    for mode, n, background, offset in modes:
         folder = stage_dir / f"raw_{mode}"
         config = PhysicsConfig(mode=mode, size=plan.size, classes=plan.classes)
-        raw[mode] = generate_dataset(folder, n=n, seed=seed * 1000 + offset, config=config,
+        raw[mode] = generate_dataset(folder, n=n, seed=seed * 1000 + offset + plan.seed_offset, config=config,
                                      backgrounds=background, progress=False)
-    contact_sheet([stage_dir / "raw_radiograph", stage_dir / "raw_ct"], stage_dir / "contact_sheet.png",
+    contact_sheet([stage_dir / f"raw_{mode}" for mode, *_ in modes], stage_dir / "contact_sheet.png",
                   n=8, columns=4, tile_px=256)
 
     merged = stage_dir / "all"
     (merged / "images").mkdir(parents=True)
     images, annotations, categories = [], [], None
-    for mode in ("radiograph", "ct"):
+    for mode, *_ in modes:
         coco = load_dataset_coco(stage_dir / f"raw_{mode}")
         categories = coco["categories"]
         id_map = {}
@@ -111,7 +115,7 @@ def synthesise_demo_data(stage_dir: Path, plan: DemoDataPlan, seed: int, radiogr
         "splits": split_summary(dataset, split),
         "objects_per_class": class_counts,
         "n_patients": len({r["patient_id"] for r in images}),
-        "spectrum": {key: (raw["radiograph"].get("spectrum") or {}).get(key)
+        "spectrum": {key: (next(iter(raw.values())).get("spectrum") or {}).get(key)
                      for key in ("kvp", "filters", "mas", "mean_energy_kev", "hvl_mm_al")},
         "figures": ["contact_sheet.png"],
     }

@@ -57,12 +57,17 @@ def _original_config(plan: DemoModelPlan) -> dict[str, Any]:
     return {**ADAM, "epochs": plan.detector_epochs, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 10}
 
 
-def _load(synth_dir: Path, split: str, image_size: int, class_names: tuple[str, ...] | None = None):
+def _load(synth_dir: Path, split: str, image_size: int, class_names: tuple[str, ...] | None = None,
+          in_chans: int = 1):
+    return load_split(synth_dir / f"{split}.json", image_size, class_names, in_chans)
+
+
+def load_split(path: Path, image_size: int, class_names: tuple[str, ...] | None = None, in_chans: int = 1):
+    """``(COCO ground truth, letterboxed detection data)`` of one split file, classes in the model's order."""
     from rfo_bench.io.coco import read_coco
     from vision_unlearn.detection_data import load_detection_data
 
-    gt = read_coco(synth_dir / f"{split}.json")
-    return gt, load_detection_data(str(synth_dir / f"{split}.json"), image_size, 1, class_names)
+    return read_coco(path), load_detection_data(str(path), image_size, in_chans, class_names)
 
 
 def _run(adapter: Any, name: str, config: dict[str, Any], forget: Any, retain: Any, seed: int) -> float:
@@ -75,14 +80,14 @@ def _run(adapter: Any, name: str, config: dict[str, Any], forget: Any, retain: A
     return record.seconds
 
 
-def _train_original(adapter: Any, config: dict[str, Any], train: Any, seed: int) -> float:
-    """The original detector: ``retrain`` on all of ``train`` from the adapter's initialisation, its bar
-    labelled as the training it is; its wall seconds."""
+def train_original(adapter: Any, config: dict[str, Any], train: Any, seed: int, label: str = "train original") -> float:
+    """The original detector: ``retrain`` on all of ``train`` from the adapter's current weights (a fresh
+    initialisation, or a trained detector to fine-tune), its bar labelled ``label``; its wall seconds."""
     from vision_unlearn.loop import LoopSettings
     from vision_unlearn.run import run_method
 
     run = run_method("retrain", adapter, train.select([0]).stream(), train.stream(), config=config,
-                     settings=LoopSettings(seed=seed, progress=True, label="train original"))
+                     settings=LoopSettings(seed=seed, progress=True, label=label))
     return run.seconds
 
 
@@ -111,7 +116,7 @@ def train_and_evaluate_detector(stage_dir: Path, synth_dir: Path, plan: DemoMode
     adapter = YoloAdapter(YoloModelSpec("yolov8n.yaml", num_classes=train.num_classes, in_chans=1,
                                         class_names=train.class_names, image_size=plan.image_size))
     adapter.reset_parameters(seed)
-    seconds = _train_original(adapter, _original_config(plan), train, seed)
+    seconds = train_original(adapter, _original_config(plan), train, seed)
     adapter.save(stage_dir / "original.pt")
     results = predictions_json(adapter, test, gt_test)
     atomic_write_text(stage_dir / "predictions.json", json.dumps(results))
@@ -237,8 +242,17 @@ def _detect_on_films(adapter: Any, data: Any, rows: list[int]) -> list[torch.Ten
 
 
 def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan: DemoModelPlan, seed: int,
-                     forget_class: str = "clamp") -> dict[str, Any]:
-    """Answer two deletion requests (one class; one patient's images) with every method and retrain."""
+                     forget_class: str | None = "clamp", retrain_config: dict[str, Any] | None = None,
+                     retrain_start: Path | None = None) -> dict[str, Any]:
+    """Answer two deletion requests (one class; one patient's images) with every method and retrain.
+
+    Args:
+        synth_dir: folder of ``train.json`` and ``test.json`` (films, or the tiles of a trained detector).
+        detector_dir: folder of ``original.pt``.
+        forget_class: the class request's class (``None``: the patient request only).
+        retrain_config: the retrained reference's training (default: the original's from-scratch recipe).
+        retrain_start: weights the reference starts from (default: a fresh initialisation, seeded).
+    """
     from vision_unlearn.adapters.yolo import adapter_from_model_text
     from vision_unlearn.audit import make_audit_record, summarise_forgotten, write_audit_record
     from vision_unlearn.detection_eval import evaluate_detector
@@ -246,11 +260,16 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
     from vision_unlearn.metrics.detection import gaps_to_reference, runtime_ratio
 
     adapter = adapter_from_model_text(f"yolo:{detector_dir / 'original.pt'}", in_chans=1, image_size=plan.image_size)
-    gt_train, train = _load(synth_dir, "train", plan.image_size, adapter.class_names)
-    _, test = _load(synth_dir, "test", plan.image_size, adapter.class_names)
+    gt_train, train = _load(synth_dir, "train", plan.image_size, adapter.class_names, adapter.in_chans)
+    _, test = _load(synth_dir, "test", plan.image_size, adapter.class_names, adapter.in_chans)
     original_state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
+    start_state = None
+    if retrain_start is not None:
+        start = adapter_from_model_text(f"yolo:{retrain_start}", in_chans=1, image_size=plan.image_size)
+        start_state = {k: v.detach().clone() for k, v in start.model.state_dict().items()}
     patient_request, patient = _patient_request(train, stage_dir)
-    requests = {"class": f"class:{forget_class}", "patient": patient_request}
+    requests = {"class": f"class:{forget_class}"} if forget_class is not None else {}
+    requests["patient"] = patient_request
     before = adapter.save(stage_dir / "checkpoints" / "original.pt")
     rows: list[dict[str, Any]] = []
     from tqdm.auto import tqdm
@@ -265,12 +284,14 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
         shown = [int(i) for i in split.forget_images[:2]]
         drawn = [_detect_on_films(adapter, train, shown)]
         titles = ["original (before)"]
-        runs = {"retrain": _original_config(plan), **plan.methods}
+        runs = {"retrain": retrain_config or _original_config(plan), **plan.methods}
         reference: dict[str, float] = {}
         retrain_seconds = float("nan")
         for name, config in runs.items():
             adapter.model.load_state_dict(original_state)
-            if name == "retrain":
+            if name == "retrain" and start_state is not None:
+                adapter.model.load_state_dict(start_state)
+            elif name == "retrain":
                 adapter.reset_parameters(seed)
             bar.set_postfix_str(f"{scenario} request: {name}")
             seconds = _run(adapter, name, config, forget, retain, seed)

@@ -48,6 +48,9 @@ class DemoConfig:
         seed: the one seed every stage derives its randomness from.
         radiograph: chest radiograph background (PNG/JPEG/DICOM); ``None`` = embedded.
         ct: chest CT background (NIfTI); ``None`` = embedded.
+        detector: a recipe-trained detector folder (``rfo-bench train --config``, e.g. the shipped one):
+            the demo evaluates it on films rendered at its resolution and answers the deletion requests
+            on its tiles (:mod:`rfo_toolkit.demo.clinical`); ``None`` = a YOLO trained from scratch.
     """
 
     out_dir: str
@@ -56,6 +59,7 @@ class DemoConfig:
     seed: int = 0
     radiograph: str | None = None
     ct: str | None = None
+    detector: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ DATA_CAPTIONS = {
 }
 SYNTH_CAPTION = ("Synthetic radiographs of both modes (over the real radiograph, and projected through the real "
                  "CT) with their exact labels: red boxes critical objects, blue boxes the others.")
+CLINICAL_CAPTION = ("Films for the trained detector, rendered over the real radiograph at its resolution, with their "
+                    "exact labels: red boxes critical objects, blue boxes the others.")
 UNLEARN_CAPTIONS = {
     "detections_class.png": "Two training films holding the forgotten class (columns), each shown whole, under every "
                             "model (rows): the detector before unlearning, the detector retrained without the "
@@ -130,7 +136,13 @@ def _unlisted_caption(name: str) -> str:
 def _stage_synth(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from rfo_toolkit.demo.data import demo_data_plan, synthesise_demo_data
 
-    return synthesise_demo_data(stage_dir, demo_data_plan(config.fast), config.seed, config.radiograph, config.ct)
+    summary = synthesise_demo_data(stage_dir, demo_data_plan(config.fast), config.seed, config.radiograph, config.ct)
+    if config.detector:
+        from rfo_toolkit.demo.clinical import clinical_plan, render_clinical
+
+        summary["clinical"] = render_clinical(stage_dir / "clinical", config.detector, clinical_plan(config.fast),
+                                              config.seed, config.radiograph)
+    return summary
 
 
 def _section_synth(summary: dict[str, Any], stage_dir: Path) -> Section:
@@ -148,18 +160,34 @@ def _section_synth(summary: dict[str, Any], stage_dir: Path) -> Section:
         f"{summary['n_patients']} pseudo-patients of {plan['images_per_patient']} images; the split is by "
         "pseudo-patient. Test images are new renders over the same two real backgrounds, not new anatomy."
     )
-    return Section(
-        "Synthetic radiographs (physics)", paragraphs=[text],
-        tables=[Table(["split", "images", "critical", "non-critical", "no RFO"], split_rows,
-                      caption="Images per split and image-level stratum"),
-                Table(["split", *classes], rows, caption="Objects per class")],
-        figures=[Figure(stage_dir / name, SYNTH_CAPTION) for name in summary["figures"]],
-    )
+    paragraphs, tables = [text], [Table(["split", "images", "critical", "non-critical", "no RFO"], split_rows,
+                                        caption="Images per split and image-level stratum"),
+                                  Table(["split", *classes], rows, caption="Objects per class")]
+    figures = [Figure(stage_dir / name, SYNTH_CAPTION) for name in summary["figures"]]
+    clinical = summary.get("clinical")
+    if clinical:
+        tiles = clinical["tiles"]
+        paragraphs.append(
+            f"For the trained detector, {clinical['plan']['n_radiograph']} more films were rendered over the real "
+            f"radiograph at its own resolution ({clinical['film_px']} px, native spacing; other seeds than its "
+            f"training films), split by pseudo-patient, and cut into its {clinical['tile_px']} px tiles "
+            f"({clinical['bit_depth']}-bit, windowed as in its training).")
+        tables.append(Table(["split", "films", "positive tiles", "object-free tiles", "whole-film tiles"],
+                            [[split, clinical["splits"][split]["images"], counts.get("positive"),
+                              counts.get("negative"), counts.get("whole_film")] for split, counts in tiles.items()],
+                            caption="Films and tiles at the detector's resolution"))
+        figures += [Figure(stage_dir / "clinical" / name, CLINICAL_CAPTION) for name in clinical["figures"]]
+    return Section("Synthetic radiographs (physics)", paragraphs=paragraphs, tables=tables, figures=figures)
 
 
 def _stage_detector(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from rfo_toolkit.demo.models import demo_model_plan, train_and_evaluate_detector
 
+    if config.detector:
+        from rfo_toolkit.demo.clinical import clinical_plan, evaluate_and_finetune
+
+        return evaluate_and_finetune(stage_dir, config.detector, Path(config.out_dir) / "synth" / "clinical",
+                                     clinical_plan(config.fast), config.seed)
     synth_dir = Path(config.out_dir) / "synth" / "all"
     return train_and_evaluate_detector(stage_dir, synth_dir, demo_model_plan(config.fast), config.seed)
 
@@ -167,6 +195,8 @@ def _stage_detector(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[s
 def _section_detector(summary: dict[str, Any], stage_dir: Path) -> Section:
     from rfo_toolkit.eval_sections import eval_figures, headline_table, per_category_table
 
+    if "detector" in summary:
+        return _section_trained_detector(summary, stage_dir)
     text = (
         f"YOLOv8n built from its yaml (no pretrained weights), trained from scratch for {summary['epochs']} epochs "
         f"at {summary['image_size']} px on {summary['n_train']} synthetic images in {summary['train_seconds']:.0f} s, "
@@ -176,6 +206,32 @@ def _section_detector(summary: dict[str, Any], stage_dir: Path) -> Section:
     return Section(
         "Detector and its evaluation", paragraphs=[text],
         tables=[headline_table(summary, caption="Test-set detection performance"),
+                per_category_table(summary, caption="Per class")],
+        figures=eval_figures([stage_dir / name for name in summary["figures"]], _eval_record(stage_dir)),
+    )
+
+
+def _section_trained_detector(summary: dict[str, Any], stage_dir: Path) -> Section:
+    from rfo_toolkit.eval_sections import eval_figures, headline_table, per_category_table
+
+    detector, finetune = summary["detector"], summary["finetune"]
+    compute = detector.get("compute") or {}
+    unseen = ", ".join(detector.get("unseen_classes") or []) or "none"
+    text = (
+        f"The detector of {detector['dir']} (recipe {detector.get('recipe')}, weights SHA-256 "
+        f"{str(detector.get('weights_sha256'))[:12]}…, checked before loading; trained with "
+        f"{(compute.get('cpu_seconds') or 0) / 3600:.1f} CPU-hours and {(compute.get('accelerator_seconds') or 0) / 3600:.2f} "
+        f"accelerator-hours; classes it never saw: {unseen}) was evaluated sliced over {summary['n_test']} held-out "
+        f"films of {summary['film_px']} px ({summary['image_size']} px tiles with overlap plus a whole-film pass, "
+        "detections merged into film coordinates) with rfo-bench eval: COCO stats, FROC as in the object-CXR "
+        "protocol, image-level AUROC, 95% bootstrap intervals over patients. Boxes of classes it never saw are "
+        "left out of this evaluation, as in its own held-out test. It was then fine-tuned on the "
+        f"{finetune['n_tiles']} training tiles ({finetune['epochs']} epoch{'s' if finetune['epochs'] != 1 else ''}, "
+        f"{finetune['seconds']:.0f} s): the original detector of the deletion requests below."
+    )
+    return Section(
+        "Detector and its evaluation", paragraphs=[text],
+        tables=[headline_table(summary, caption="Held-out films, sliced inference"),
                 per_category_table(summary, caption="Per class")],
         figures=eval_figures([stage_dir / name for name in summary["figures"]], _eval_record(stage_dir)),
     )
@@ -212,6 +268,18 @@ def _stage_unlearn(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[st
     from rfo_toolkit.demo.models import demo_model_plan, unlearn_detector
 
     out = Path(config.out_dir)
+    if config.detector:
+        from dataclasses import replace
+
+        from rfo_toolkit.demo.clinical import clinical_plan, detector_record, forget_class_of, start_weights
+
+        record = detector_record(config.detector)
+        plan = replace(demo_model_plan(config.fast), image_size=int(record["config"]["tiling"]["tile_size"]))
+        summary = unlearn_detector(stage_dir, out / "synth" / "clinical" / "tiles", out / "detector", plan,
+                                   config.seed, forget_class=forget_class_of(record),
+                                   retrain_config=clinical_plan(config.fast).finetune,
+                                   retrain_start=start_weights(config.detector))
+        return {**summary, "reference": "finetuned"}
     return unlearn_detector(stage_dir, out / "synth" / "all", out / "detector", demo_model_plan(config.fast),
                             config.seed)
 
@@ -224,18 +292,32 @@ UNLEARN_COLUMNS = (("forget_ap50", "forget AP50"), ("retain_map50", "retain mAP5
 def _section_unlearn(summary: dict[str, Any], stage_dir: Path) -> Section:
     requests = summary["requests"]
     tables = []
-    for scenario, caption in (("class", f"Forget the class '{requests['class']}'"),
+    for scenario, caption in (("class", f"Forget the class '{requests.get('class')}'"),
                               ("patient", f"Forget every image of {requests['patient']}")):
         rows = [[row["method"], *(row.get(key) for key, _ in UNLEARN_COLUMNS)]
                 for row in summary["rows"] if row["scenario"] == scenario]
-        tables.append(Table(["method", *(label for _, label in UNLEARN_COLUMNS)], rows, caption=caption))
+        if rows:
+            tables.append(Table(["method", *(label for _, label in UNLEARN_COLUMNS)], rows, caption=caption))
+    if summary.get("reference") == "finetuned":
+        reference = (
+            "Retrain, the gold standard the methods are measured against, is the trained detector fine-tuned with "
+            "the original's budget on the retained tiles only; the original is the same detector fine-tuned on "
+            "all training tiles. Both start from weights that never saw the demo's films, nor the forgotten "
+            "class (one the detector's recipe left unseen). "
+            + ("" if requests.get("class") else "The detector's record names no unseen demo class, so a class "
+               "request would have no correct reference and is not made. "))
+        unit = "tiles of the films at the detector's resolution"
+    else:
+        reference = ("Retrain, from scratch on the retained data only, is the gold standard the methods are "
+                     "measured against. ")
+        unit = "images"
     text = (
-        "Two deletion requests reach the trained detector: a class whose labels must no longer be "
+        "Deletion requests reach the trained detector: a class whose labels must no longer be "
         "used, and a patient who withdrew consent. OFMU and two baselines start from the trained "
-        "weights; retrain (from scratch on the retained data only) is the gold standard they are measured "
-        "against. Forget AP50 is measured on held-out images; forget recall and misattribution on the "
-        "forgotten training images; MIA AUC is a loss-based membership attack (0.5 = indistinguishable from "
-        "unseen images). Every run wrote an audit record: " + ", ".join(summary["audit_records"]) + "."
+        f"weights. {reference}The requests are answered on {unit}. Forget AP50 is measured on held-out {unit}; "
+        "forget recall and misattribution on the forgotten training data; MIA AUC is a loss-based membership "
+        "attack (0.5 = indistinguishable from unseen data). Every run wrote an audit record: "
+        + ", ".join(summary["audit_records"]) + "."
     )
     return Section("Deletion requests and unlearning", paragraphs=[text], tables=tables,
                    figures=[Figure(stage_dir / n, UNLEARN_CAPTIONS.get(n) or _unlisted_caption(n))
@@ -294,7 +376,7 @@ def demo_command(config: dict[str, Any]) -> str:
     words += ["--fast"] if config.get("fast") else []
     words += ["--force"] if config.get("force") else []
     words += ["--seed", str(config["seed"])] if config.get("seed") not in (None, 0) else []
-    for flag in ("radiograph", "ct"):
+    for flag in ("radiograph", "ct", "detector"):
         words += [f"--{flag}", str(config[flag])] if config.get(flag) else []
     return shlex.join(words)
 
@@ -350,6 +432,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     from toolkit_core.records import environment
 
     out_dir = Path(config.out_dir)
+    if config.detector:  # a folder that is not a recipe-trained detector, or weights not its record's: before any work
+        from rfo_toolkit.demo.clinical import start_weights
+
+        start_weights(config.detector)
     _adopt_earlier_run(out_dir)
     claim_output_dir(out_dir, DEMO_TOOL)
     _write_json(out_dir / "run.json", {"config": asdict(config), "stages": [s.name for s in STAGES],

@@ -1,0 +1,170 @@
+"""The demo on a recipe-trained detector (``vision-unlearn demo --detector DIR``, e.g. ``make shipped-detector``'s).
+
+Films are rendered at the detector's own resolution (the ``film_px`` of its record: native spacing, so
+needles and blades keep their pixels), split by pseudo-patient, and cut into the tiles the detector was
+trained on (its record's tiling, bit depth and window). The detector is evaluated sliced over whole
+held-out films with the toolkit's evaluator; the deletion requests are answered on tiles.
+
+How the references are made, and why they are both affordable and correct:
+
+* The detector was trained on films of other seeds, so the demo's films are new to it. The **original**
+  of both requests is the detector fine-tuned on the demo's training tiles; the **retrained reference**
+  of a request is the same detector fine-tuned with the same budget on the request's retained tiles
+  only. Both start from weights that never saw the demo's films: for the patient request the reference
+  is exactly a model trained without that patient.
+* A class request needs a start that never saw the class. The recipe's ``unseen_classes`` removes that
+  class's boxes from the detector's training data (the shipped recipe leaves ``chain`` unseen), and the
+  demo forgets that class. A detector whose record names no unseen class answers the patient request
+  only, and the report says why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit_core.errors import UserInputError
+
+DEMO_CLASSES = ("sponge", "clamp", "blade", "chain")
+
+
+@dataclass(frozen=True)
+class ClinicalPlan:
+    """Films and budgets of the demo on a trained detector.
+
+    Attributes:
+        n_films: films rendered over the real radiograph (split by pseudo-patient into train and test).
+        finetune: the fine-tuning of the original and of every retrained reference (same budget).
+        bootstrap: bootstrap replicates of the sliced evaluation's intervals.
+    """
+
+    n_films: int
+    finetune: dict[str, Any]
+    bootstrap: int
+
+
+def clinical_plan(fast: bool) -> ClinicalPlan:
+    """Sizes for ``--fast`` (tests) and the default demo."""
+    finetune = {"optimizer": "adam", "weight_decay": 0.0, "batch_size": 16, "lr": 2e-4, "epochs": 3,
+                "schedule": "cosine", "warmup_steps": 5}
+    if fast:
+        return ClinicalPlan(n_films=12, finetune={**finetune, "epochs": 1, "batch_size": 8}, bootstrap=50)
+    return ClinicalPlan(n_films=48, finetune=finetune, bootstrap=1000)
+
+
+def detector_record(detector_dir: str | Path) -> dict[str, Any]:
+    """The record of a recipe-trained detector, with what the demo needs from it checked.
+
+    Raises:
+        UserInputError: not a trained detector folder, no tiling or film size in its record, or classes
+            that do not include the demo's.
+    """
+    from rfo_bench.detectors.api import read_record
+
+    record = read_record(detector_dir)
+    tiling = (record.get("config") or {}).get("tiling")
+    if not isinstance(tiling, dict) or not isinstance(record.get("film_px"), int) or record["film_px"] <= 0:
+        raise UserInputError("the detector's record states no tiling or film size (film_px); train it with "
+                             "rfo-bench train --config RECIPE", file=Path(detector_dir) / "detector.json",
+                             field="film_px")
+    names = [c["name"] if isinstance(c, dict) else str(c) for c in record.get("categories") or []]
+    missing = [c for c in DEMO_CLASSES if c not in names]
+    if missing:
+        raise UserInputError(f"the detector has no class {missing[0]!r}; the demo's films hold "
+                             f"{', '.join(DEMO_CLASSES)}", file=Path(detector_dir) / "detector.json", field="categories")
+    return record
+
+
+def forget_class_of(record: dict[str, Any]) -> str | None:
+    """The class the demo forgets: a demo class the detector never saw (``None``: no class request)."""
+    unseen = [c for c in record.get("unseen_classes") or [] if c in DEMO_CLASSES]
+    return unseen[0] if unseen else None
+
+
+def render_clinical(stage_dir: Path, detector_dir: str | Path, plan: ClinicalPlan, seed: int,
+                    radiograph: str | None) -> dict[str, Any]:
+    """Render films at the detector's resolution, split them by pseudo-patient and cut their tiles.
+
+    Writes ``films/`` (``all/train.json``, ``all/test.json``: whole films) and ``tiles/train.json``,
+    ``tiles/test.json`` (the detector's tiles of those films, boxes in tile pixels).
+    """
+    from rfo_bench.detectors.tiling import TileConfig, write_tile_dataset
+    from rfo_bench.io.coco import read_coco, write_coco
+    from rfo_toolkit.demo.data import DemoDataPlan, synthesise_demo_data
+
+    record = detector_record(detector_dir)
+    tiling = TileConfig.from_dict(record["config"]["tiling"])
+    films = stage_dir / "films"
+    films.mkdir(parents=True)
+    data_plan = DemoDataPlan(n_radiograph=plan.n_films, n_ct=0, size=record["film_px"], classes=DEMO_CLASSES,
+                             seed_offset=2)  # seeds seed*1000+2: never a recipe's (1701, 1702)
+    summary = synthesise_demo_data(films, data_plan, seed, radiograph, None)
+    depth = 8 if record.get("family") == "ultralytics" else 16
+    counts = {}
+    for split in ("train", "test"):
+        dataset = read_coco(films / "all" / f"{split}.json")
+        tiles, counts[split] = write_tile_dataset([dataset], tiling, stage_dir / "tiles" / split, seed=seed,
+                                                  bit_depth=depth)
+        write_coco(tiles, stage_dir / "tiles" / f"{split}.json")
+    return {**summary, "film_px": record["film_px"], "tile_px": tiling.tile_size, "tiles": counts,
+            "bit_depth": depth, "figures": [f"films/{name}" for name in summary["figures"]]}
+
+
+def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_dir: Path, plan: ClinicalPlan,
+                          seed: int) -> dict[str, Any]:
+    """Evaluate the detector sliced on the held-out films; fine-tune it on the training tiles (the original)."""
+    from rfo_bench.detectors.predict import (
+        CLASSIFICATION_CSV,
+        PREDICTIONS_JSON,
+        predict_dataset,
+        write_predictions,
+    )
+    from rfo_bench.detectors.shipped import load_shipped_detector, without_classes
+    from rfo_bench.evaluate import EvalConfig, evaluate_detailed, write_report
+    from rfo_bench.io.coco import read_coco
+    from rfo_bench.predictions import read_predictions
+    from rfo_toolkit.demo.models import load_split, train_original
+    from vision_unlearn.adapters.yolo import adapter_from_model_text
+
+    record = detector_record(detector_dir)
+    detector = load_shipped_detector(detector_dir)  # refuses weights whose SHA-256 differs from the record
+    unseen = tuple(record.get("unseen_classes") or ())
+    test = without_classes(read_coco(clinical_dir / "films" / "all" / "test.json"), unseen)  # as its own held-out test
+    predictions_dir = stage_dir / "predictions"
+    write_predictions(predict_dataset(detector, test, progress=True), detector.categories, predictions_dir,
+                      coco_category_ids={c.id for c in test.categories})
+    predictions = read_predictions(predictions_dir / PREDICTIONS_JSON, test,
+                                   classification=predictions_dir / CLASSIFICATION_CSV)
+    evaluation = evaluate_detailed(test, predictions, EvalConfig(bootstrap=plan.bootstrap, seed=seed))
+    write_report(evaluation, stage_dir / "eval", test, predictions)
+    report = json.loads((stage_dir / "eval" / "report.json").read_text(encoding="utf-8"))
+
+    tile = int(record["config"]["tiling"]["tile_size"])
+    adapter = adapter_from_model_text(f"yolo:{Path(detector_dir) / record['weights']}", image_size=tile)
+    _, train = load_split(clinical_dir / "tiles" / "train.json", tile, adapter.class_names, adapter.in_chans)
+    seconds = train_original(adapter, plan.finetune, train, seed, label="fine-tune original")
+    adapter.save(stage_dir / "original.pt")
+    return {
+        "detector": {"dir": str(detector_dir), "weights_sha256": record.get("weights_sha256"),
+                     "recipe": record.get("recipe_name"), "compute": record.get("compute"),
+                     "unseen_classes": record.get("unseen_classes") or [],
+                     "held_out_metrics": {k: (record.get("held_out_metrics") or {}).get(k)
+                                          for k in ("images", "AP50", "FROC")}},
+        "image_size": tile, "n_test": len(test), "film_px": record["film_px"],
+        "coco": report["coco"], "froc": report["froc"], "auroc": report.get("auroc"), "ci95": report.get("ci95"),
+        "per_category": report.get("per_category"),
+        "finetune": {**plan.finetune, "seconds": round(seconds, 2), "n_tiles": len(train)},
+        "figures": [f"eval/{p.name}" for p in sorted((stage_dir / "eval").glob("*.png"))],
+    }
+
+
+def start_weights(detector_dir: str | Path) -> Path:
+    """The detector's weights file (the start of every fine-tuned model of the demo), checked against its record."""
+    from rfo_bench.detectors.provenance import verify_weights
+
+    record = detector_record(detector_dir)
+    weights = Path(detector_dir) / record["weights"]
+    verify_weights(weights, record.get("weights_sha256"), required=True)
+    return weights

@@ -1,0 +1,70 @@
+"""The demo on a recipe-trained detector (``--detector``): films at its resolution, sliced evaluation, and
+deletion requests whose references start from the same detector (slow: a tiny detector is trained first)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rfo_toolkit.cli import rfo_bench_main
+from rfo_toolkit.demo.clinical import DEMO_CLASSES, detector_record
+from rfo_toolkit.demo.pipeline import STAGES, DemoConfig, demo_command, run_demo
+from toolkit_core.errors import UserInputError
+
+
+def _tiny_recipe_detector(root: Path) -> Path:
+    """A YOLO trained by a recipe file on tiny physics films of the demo's classes, ``chain`` left unseen."""
+    from synth.physics.generate import PhysicsConfig, generate_dataset
+
+    for name, n, seed in (("train", 8, 5), ("test", 4, 6)):
+        generate_dataset(root / name, n=n, seed=seed, config=PhysicsConfig(mode="radiograph", size=160,
+                                                                            classes=DEMO_CLASSES), progress=False)
+    categories = json.loads((root / "train" / "annotations.json").read_text())["categories"]
+    recipe = {
+        "name": "tiny", "model": "yolov8n", "seed": 0,
+        "classes": [c["name"] for c in sorted(categories, key=lambda c: c["id"])], "unseen_classes": ["chain"],
+        "data": {"train": str(root / "train" / "annotations.json"), "test": str(root / "test" / "annotations.json")},
+        "recipe": {"base": "cpu-tiny", "epochs": 1, "imgsz": 64, "batch_size": 4, "warmup_iters": 0},
+        "tiling": {"tile_size": 64, "tiles_per_object": 1}, "bootstrap": 0,
+    }
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert rfo_bench_main(["train", "--config", str(root / "recipe.yaml"), "--out", str(root / "run"),
+                           "--no-progress"]) == 0
+    return root / "run"
+
+
+@pytest.mark.slow
+def test_the_demo_on_a_trained_detector_evaluates_it_sliced_and_fine_tunes_both_references(tmp_path: Path) -> None:
+    detector = _tiny_recipe_detector(tmp_path / "detector")
+    record = detector_record(detector)
+    assert record["film_px"] == 160 and record["unseen_classes"] == ["chain"]
+
+    result = run_demo(DemoConfig(out_dir=str(tmp_path / "demo"), fast=True, detector=str(detector)))
+    assert result["stages"] == {stage.name: "ran" for stage in STAGES}
+    synth = json.loads((tmp_path / "demo" / "synth" / "stage.json").read_text())
+    assert synth["clinical"]["film_px"] == 160 and synth["clinical"]["plan"]["size"] == 160
+    assert synth["clinical"]["tiles"]["train"]["positive"] > 0
+    evaluated = json.loads((tmp_path / "demo" / "detector" / "stage.json").read_text())
+    assert evaluated["detector"]["weights_sha256"] == record["weights_sha256"]
+    assert evaluated["n_test"] > 0 and "AP50" in evaluated["coco"] and evaluated["finetune"]["n_tiles"] > 0
+    unlearn = json.loads((tmp_path / "demo" / "unlearn" / "stage.json").read_text())
+    assert unlearn["requests"]["class"] == "chain" and unlearn["reference"] == "finetuned"
+    assert {row["scenario"] for row in unlearn["rows"]} == {"class", "patient"}
+    page = (tmp_path / "demo" / "report.md").read_text()
+    assert "sliced" in page and "never saw" in page
+    assert "--detector" in demo_command({"out_dir": "x", "detector": str(detector)})
+
+    # weights that are not the recorded ones are refused before anything is read from them
+    weights = detector / record["weights"]
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    with pytest.raises(UserInputError, match="does not match its record"):
+        run_demo(DemoConfig(out_dir=str(tmp_path / "demo2"), fast=True, detector=str(detector)))
+
+
+def test_a_folder_without_a_recipe_record_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "detector.json").write_text(json.dumps({"format": 1, "config": {}, "categories": []}))
+    with pytest.raises(UserInputError):
+        detector_record(tmp_path)
