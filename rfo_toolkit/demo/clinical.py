@@ -100,7 +100,7 @@ def render_clinical(stage_dir: Path, detector_dir: str | Path, plan: ClinicalPla
     films.mkdir(parents=True)
     data_plan = DemoDataPlan(n_radiograph=plan.n_films, n_ct=0, size=record["film_px"], classes=DEMO_CLASSES,
                              seed_offset=2)  # seeds seed*1000+2: never a recipe's (1701, 1702)
-    summary = synthesise_demo_data(films, data_plan, seed, radiograph, None)
+    summary = synthesise_demo_data(films, data_plan, seed, radiograph, None, progress=True)
     depth = 8 if record.get("family") == "ultralytics" else 16
     counts = {}
     for split in ("train", "test"):

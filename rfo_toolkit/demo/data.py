@@ -53,8 +53,10 @@ def demo_data_plan(fast: bool) -> DemoDataPlan:
 
 
 def synthesise_demo_data(stage_dir: Path, plan: DemoDataPlan, seed: int, radiograph: str | None,
-                         ct: str | None) -> dict[str, Any]:
+                         ct: str | None, progress: bool = False) -> dict[str, Any]:
     """Render both modes, merge them with pseudo-patient ids, and write ``train/`` and ``test/``.
+
+    ``progress``: a bar per mode (films at clinical resolution take about a second each).
 
     Returns:
         A summary: image / object counts per split and class, and the physics manifests' key fields.
@@ -69,7 +71,7 @@ def synthesise_demo_data(stage_dir: Path, plan: DemoDataPlan, seed: int, radiogr
         folder = stage_dir / f"raw_{mode}"
         config = PhysicsConfig(mode=mode, size=plan.size, classes=plan.classes)
         raw[mode] = generate_dataset(folder, n=n, seed=seed * 1000 + offset + plan.seed_offset, config=config,
-                                     backgrounds=background, progress=False)
+                                     backgrounds=background, progress=progress)
     contact_sheet([stage_dir / f"raw_{mode}" for mode, *_ in modes], stage_dir / "contact_sheet.png",
                   n=8, columns=4, tile_px=256)
 
