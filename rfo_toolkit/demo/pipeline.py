@@ -114,17 +114,19 @@ SYNTH_CAPTION = ("Synthetic radiographs of both modes (over the real radiograph,
 CLINICAL_CAPTION = ("Films for the trained detector, rendered over the real radiograph at its resolution, with their "
                     "exact labels: red boxes critical objects, blue boxes the others.")
 UNLEARN_CAPTIONS = {
-    "detections_class.png": "Two training films holding the forgotten class (columns), each shown whole, under every "
+    "detections_class.png": "Two training images holding the forgotten class (columns; whole films, or the detector's "
+                            "tiles when the demo runs on a trained detector), each shown whole, under every "
                             "model (rows): the detector before unlearning, the detector retrained without the "
                             "class (the target), and each method's result. Dashed cyan boxes: annotated ground "
                             "truth with its class; solid orange boxes: detections scoring at least 0.25 with class "
                             "and score. Forgetting worked where the forgotten class's detections vanish as they do "
                             "under retraining while the other objects stay detected.",
-    "detections_patient.png": "Two training films of the withdrawn patient (columns) under every model (rows): before "
+    "detections_patient.png": "Two training images of the withdrawn patient (columns; films, or tiles of them) under "
+                              "every model (rows): before "
                               "unlearning, retrained without the patient (the target), and each method's result. "
                               "Dashed cyan boxes: annotated ground truth with its class; solid orange boxes: "
                               "detections scoring at least 0.25 with class and score. A patient request asks the "
-                              "model to behave on these films as one that never saw them: detections may remain.",
+                              "model to behave on these images as one that never saw them: detections may remain.",
 }
 
 
