@@ -87,6 +87,9 @@ class ComparisonConfig:
         refine_t0_grid, refine_keep, refine_coverage, refine_min_contrast: the t0 rule
             (:class:`synth.diffusion.refine.T0Rule`).
         refine_steps, refine_margin_px, refine_context_px: the refinement (:class:`synth.diffusion.refine.RefineConfig`).
+        refine_fallback_t0: the t0 the arm refines with when the rule keeps no t0 above 0 (fixed in advance:
+            the grid's smallest value), so that the detector still shows what the gentlest refinement
+            does to it; the page then says the rule rejected it.
         threads: torch / subprocess CPU threads.
     """
 
@@ -129,6 +132,7 @@ class ComparisonConfig:
     refine_steps: int = 25
     refine_margin_px: int = 3
     refine_context_px: int = 16
+    refine_fallback_t0: float = 0.05
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -401,16 +405,25 @@ def fit_refiner(repo: Path, work: Path, val_data: Path, config: ComparisonConfig
 
 def refine_films(repo: Path, work: Path, refiner: Path, physics: Path, seed: int, config: ComparisonConfig,
                  ledger: Ledger, commands: list[str]) -> Path:
-    """Refine the second half of seed ``seed``'s physics films (reused when written before)."""
+    """Refine the second half of seed ``seed``'s physics films at :func:`arm_t0` (reused when written before)."""
     out = work / f"refined_s{seed}"
     argv = ["diffusion", "refine", "--refiner", str(refiner), "--data", str(physics), "--out", str(out),
-            "--images", f"{config.n_train // 2}:{config.n_train}", "--seed", str(config.refine_seed + seed),
-            "--threads", str(config.threads), "--no-progress", "--overwrite"]
+            "--images", f"{config.n_train // 2}:{config.n_train}", "--t0", f"{arm_t0(refiner, config)[0]:g}",
+            "--steps", str(config.refine_steps), "--region-margin", str(config.refine_margin_px), "--context-px",
+            str(config.refine_context_px), "--seed", str(config.refine_seed + seed), "--threads",
+            str(config.threads), "--no-progress", "--overwrite"]
     if (out / "manifest.json").is_file():  # written last
         commands.append(command_text(repo, argv) + "  # reused")
         return out
     ledger.timed("refine physics films", lambda: _synth(repo, argv, commands))
     return out
+
+
+def arm_t0(refiner: Path, config: ComparisonConfig) -> tuple[float, bool]:
+    """``(t0 the refined arm uses, whether the label rule accepted it)``: the rule's choice, or
+    ``refine_fallback_t0`` when the rule keeps none above 0."""
+    chosen = json.loads((refiner / "refiner.json").read_text(encoding="utf-8")).get("t0") or 0.0
+    return (float(chosen), True) if chosen > 0 else (float(config.refine_fallback_t0), False)
 
 
 def arm_training_sets(arm: str, physics, diffusion, n_train: int, refined=None) -> list:
@@ -523,7 +536,8 @@ def run_comparison(repo: Path, work: Path, config: ComparisonConfig, seeds: Sequ
     result = {"config": asdict(config), "arms": list(config.arms), "seeds": list(seeds), "cells": cells,
               "comparisons": comparisons, "sets": sets, "commands": commands, "compute": ledger.seconds,
               "generator_train_logged_s": logged_training_seconds(ckpt),
-              "refiner": None if refiner is None else _refiner_summary(refiner)}
+              "refiner": None if refiner is None else {**_refiner_summary(refiner),
+                                                       "arm_t0": arm_t0(refiner, config)}}
     from toolkit_core.records import jsonable
 
     atomic_write_bytes(work / "comparison.json", json.dumps(jsonable(result), indent=2).encode("utf-8"))

@@ -162,6 +162,17 @@ def headline(result: Mapping[str, Any], arm: str = "physics+diffusion") -> str:
             f"and {_interval((images_ci['low'], images_ci['high']))} over test images")
 
 
+def _t0_sentence(refiner: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """Which t0 the arm used and whether the label rule accepted it."""
+    t0, accepted = refiner.get("arm_t0") or (refiner.get("t0"), True)
+    if accepted:
+        return f"**t0 = {_fmt(t0, 2)}, the rule's choice**"
+    return (f"**The rule keeps no t0 above 0** (it chooses 0: no refinement, the films of the `physics` arm), so "
+            f"the arm refines at the fallback **t0 = {_fmt(t0, 2)}**, fixed in advance as the grid's smallest value "
+            "and rejected by the rule: the detector shows what the gentlest refinement does, with objects fainter "
+            "than physics drew them")
+
+
 def _refiner_lines(result: Mapping[str, Any]) -> list[str]:
     """The bullets on the refiner and its t0 choice (with the measured table)."""
     refiner = result.get("refiner") or {}
@@ -186,11 +197,13 @@ def _refiner_lines(result: Mapping[str, Any]) -> list[str]:
         f"films ({chosen.get('validation_objects')} objects) of their own seed {config.get('refine_val_seed')}; rule: "
         f"the largest t0 of the grid {', '.join(f'{v:g}' for v in chosen.get('grid', []))} at which (and at every "
         f"smaller value) at least {_fmt(rule.get('coverage'), 2)} of the objects keep ≥ {_fmt(rule.get('keep'), 2)} "
-        "of their physics contrast (mean inside the mask minus mean of the ring around it; objects fainter than "
-        f"{rule.get('min_contrast')} grey levels not counted). Measured fraction keeping it: {rows or 'n/a'}. "
-        f"**Chosen t0 = {_fmt(refiner.get('t0'), 2)}** (DDIM {config.get('refine_steps')} steps over the "
-        f"schedule, region = each object mask dilated by {config.get('refine_margin_px')} px, "
-        f"{config.get('refine_context_px')} px of context). Boxes and masks are copied, so labels are exact.",
+        "of their physics contrast (mean inside the mask minus mean of the 4-px ring just outside the refined "
+        f"region; objects fainter than {rule.get('min_contrast')} grey levels not counted); the walk up the grid "
+        f"stops at the first failure. Measured fraction keeping it: {rows or 'n/a'}. "
+        + _t0_sentence(refiner, config)
+        + f" (DDIM {config.get('refine_steps')} steps over the schedule, region = each object mask dilated by "
+        f"{config.get('refine_margin_px')} px, {config.get('refine_context_px')} px of context). Boxes and masks are "
+        "copied and every pixel outside the region is kept, so the labels' geometry is exact.",
         "* **What this arm can show**: the only real radiograph here is the renderer's own background film, and it "
         "holds no RFO, so the held-out test films are physics renders too. A refiner that learns the real film's "
         "look (its sharpness, grain and processing at 1.44 mm pixels) can help the detector only by making the "

@@ -15,8 +15,9 @@ Each object of a physics render is re-rendered in the real film's own look by th
 3. ``t0`` trades realism for fidelity: the refiner has never seen an object, so a large ``t0`` erases
    it. It is chosen on **validation renders**, never on test films, by :func:`select_t0`: the largest
    ``t0`` of a grid at which (and at every smaller grid value) at least ``coverage`` of the validation
-   objects keep ``keep`` of their physics contrast (mean inside the mask minus mean of the ring of
-   ``margin_px`` around it; objects fainter than ``min_contrast`` grey levels are not counted).
+   objects keep ``keep`` of their physics contrast (mean inside the mask minus mean of the 4-px ring just
+   outside the refined region, :func:`object_contrast`; objects fainter than ``min_contrast`` grey levels
+   are not counted).
 
 ``t0 = 0``, and any ``t0`` below one DDIM interval (``1 / steps``), is the identity.
 """
@@ -91,19 +92,26 @@ class T0Rule:
 # ------------------------------------------------------------------------------------------------ pure math
 
 
-def object_contrast(image: np.ndarray, object_mask: np.ndarray, ring_px: int) -> float:
-    """Mean of ``image`` on the object minus its mean on the ring of ``ring_px`` pixels around it.
+def object_contrast(image: np.ndarray, object_mask: np.ndarray, ring_from_px: int, ring_width_px: int = 4) -> float:
+    """Mean of ``image`` on the object minus its mean on the ring from ``ring_from_px`` to
+    ``ring_from_px + ring_width_px`` pixels around it (the background beside the object).
+
+    With ``ring_from_px`` the refinement margin, the ring lies just outside the refined region, so the
+    contrast measures how bright the object stays against the untouched background, not how sharp its
+    edge is.
 
     Args:
         image: ``(H, W)`` grey levels.
         object_mask: ``(H, W)`` bool.
-        ring_px: ring width (at least 1 is used).
+        ring_from_px: inner distance of the ring (0: from the object's edge).
+        ring_width_px: ring width (at least 1 is used).
 
     Returns:
         The contrast (NaN for an empty mask or an empty ring).
     """
     mask = np.asarray(object_mask, dtype=bool)
-    ring = inpaint_region(mask, max(1, int(ring_px))) & ~mask
+    inner = inpaint_region(mask, max(0, int(ring_from_px)))
+    ring = inpaint_region(mask, max(0, int(ring_from_px)) + max(1, int(ring_width_px))) & ~inner
     if not mask.any() or not ring.any():
         return math.nan
     return float(image[mask].mean() - image[ring].mean())

@@ -201,7 +201,9 @@ def test_the_page_states_the_refined_arm_and_its_t0_choice():
     page = comparison_markdown(result, "bench")
     assert "physics+diffusion and physics+refined" in page
     assert "**Result (physics+refined):** physics+refined is not distinguishable from physics-only" in page
-    assert "**Chosen t0 = 0.15**" in page and "t0 0.2: 0.80 of 30 (median ratio 0.90)" in page
+    assert "**t0 = 0.15, the rule's choice**" in page and "t0 0.2: 0.80 of 30 (median ratio 0.90)" in page
     assert "| physics+refined - physics | AP50 | 0.010, 0.030 |" in page
     assert "| refiner training (600 steps) and t0 choice | 2.0 | 1.0 |" in page
     assert headline(result, "physics+refined").startswith("physics+refined is")
+    refiner.update(t0=0.0, arm_t0=[0.05, False])
+    assert "the arm refines at the fallback **t0 = 0.05**" in comparison_markdown(result, "bench")

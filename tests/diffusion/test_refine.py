@@ -109,6 +109,11 @@ def test_object_contrast_and_kept_fraction_by_hand():
     mask[3:6, 4:7] = True
     image[mask] = 0.5
     assert object_contrast(image, mask, 1) == pytest.approx(0.3, abs=1e-6)
+    from synth.diffusion.patches import inpaint_region
+
+    image[inpaint_region(mask, 1) & ~mask] = 0.4  # a blurred edge within 1 px of the object: not in a ring from 1 px
+    assert object_contrast(image, mask, 1) == pytest.approx(0.3, abs=1e-6)
+    assert object_contrast(image, mask, 0, 1) == pytest.approx(0.1, abs=1e-6)
     rule = T0Rule(keep=0.85, coverage=0.9, min_contrast=0.01)
     # ratios 0.9, 0.8, -1.0 (sign flipped keeps nothing), and one object too faint to count
     fraction, counted = kept_fraction([0.1, 0.1, 0.1, 0.005], [0.09, 0.08, -0.1, 0.0], rule)
