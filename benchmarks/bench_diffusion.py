@@ -185,6 +185,52 @@ def detection_films_figure(work: Path, seed: int, path: Path, per_row: int = 4) 
     plt.close(fig)
 
 
+def refinement_figure(work: Path, seed: int, path: Path, n_objects: int = 6) -> bool:
+    """Objects of the refined arm before (physics) and after refinement, and their difference (x4).
+
+    Returns:
+        Whether the figure was drawn (``False`` without refined films).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    refined_dir, physics_dir = work / f"refined_s{seed}", work / f"physics_s{seed}"
+    if not (refined_dir / "manifest.json").is_file():
+        return False
+    coco = json.loads((refined_dir / "annotations.json").read_text())
+    t0 = json.loads((refined_dir / "manifest.json").read_text())["refine"]["t0"]
+    entries = {e["id"]: e for e in coco["images"]}
+    by_size = sorted(coco["annotations"], key=lambda a: -a["area"])
+    anns = [next(a for a in by_size if a["category_id"] == cid)  # the largest of each class, then the next largest
+            for cid in sorted({a["category_id"] for a in by_size})]
+    anns += [a for a in by_size if a not in anns][: max(0, n_objects - len(anns))]
+    fig, axes = plt.subplots(3, len(anns), figsize=(1.9 * len(anns), 6.0))
+    axes = np.atleast_2d(axes).reshape(3, len(anns))
+    for col, ann in enumerate(anns):
+        entry = entries[ann["image_id"]]
+        before = read_image(physics_dir / entry["file_name"]).pixels
+        after = read_image(refined_dir / entry["file_name"]).pixels
+        x, y, w, h = ann["bbox"]
+        side = int(max(w, h)) + 24
+        cy, cx = int(y + h / 2), int(x + w / 2)
+        y0, x0 = max(cy - side // 2, 0), max(cx - side // 2, 0)
+        crops = (before[y0:y0 + side, x0:x0 + side], after[y0:y0 + side, x0:x0 + side])
+        for row, (image, kwargs) in enumerate(((crops[0], {"vmin": 0, "vmax": 1}), (crops[1], {"vmin": 0, "vmax": 1}),
+                                               (0.5 + 4 * (crops[1] - crops[0]), {"vmin": 0, "vmax": 1}))):
+            axes[row, col].imshow(image, cmap="gray", interpolation="nearest", **kwargs)
+            axes[row, col].axis("off")
+        axes[0, col].set_title(CATEGORY_BY_ID[ann["category_id"]].name, fontsize=8)
+    for row, label in enumerate(("physics", f"refined, t0 {t0:g}", "difference x4")):
+        axes[row, 0].text(-0.1, 0.5, label, transform=axes[row, 0].transAxes, rotation=90, ha="right", va="center",
+                          fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def command_line() -> str:
     """This invocation as it can be pasted (run from the repository root)."""
     return " ".join([".venv/bin/python", "benchmarks/bench_diffusion.py", *sys.argv[1:]])
@@ -321,13 +367,15 @@ def main() -> int:
     if comparison is not None:
         detection_films_figure((REPO / args.detection_work).resolve(), comparison["seeds"][0],
                                docs / "diffusion_detection_films.png")
+        results["refinement_figure"] = refinement_figure((REPO / args.detection_work).resolve(),
+                                                         comparison["seeds"][0], docs / "diffusion_refined.png")
     write_markdown(results, docs / "diffusion_results.md", args, comparison)
     print(json.dumps({k: [results[k][v] for v in ("kid", "kid_low", "kid_high")]
                       for k in ("diffusion", "physics_train", "empty_mask")}, indent=2))
     return 0
 
 
-def detection_section(comparison: dict[str, Any] | None) -> str:
+def detection_section(comparison: dict[str, Any] | None, refined_figure: bool = False) -> str:
     """The page's detection section: the measured comparison, or a note that this invocation skipped it."""
     if comparison is None:
         return ("## The detection comparison: not run by this invocation\n\n"
@@ -335,9 +383,14 @@ def detection_section(comparison: dict[str, Any] | None) -> str:
                 "physics+diffusion on held-out films.\n")
     from rfo_toolkit.diffusion_comparison_page import comparison_markdown
 
-    return (comparison_markdown(comparison, command_line())
-            + "\nTraining films of the two arms, labels as the detector sees them:\n\n"
+    text = (comparison_markdown(comparison, command_line())
+            + "\nTraining films of the physics and diffusion arms, labels as the detector sees them:\n\n"
               "![detection films](diffusion_detection_films.png)\n")
+    if refined_figure:
+        text += ("\nThe refined arm's largest object of each class, then the next largest (seed 0): the physics render, the refined film and their "
+                 "difference (x4, grey = 0); only the region around each object changes:\n\n"
+                 "![refined objects](diffusion_refined.png)\n")
+    return text
 
 
 def write_markdown(results: dict[str, Any], path: Path, args: argparse.Namespace,
@@ -458,7 +511,7 @@ KID: unbiased MMD² with the cubic polynomial kernel on the full sets; the inter
 QC acceptance of the held-out crops themselves (the classifier's recall): {ref['qc']['acceptance_real']:.2f}.
 Verdict: the generated objects are {verdict}.
 
-{detection_section(comparison)}
+{detection_section(comparison, bool(results.get("refinement_figure")))}
 Left: held-out physics crops; right: crops of the generated images around the requested masks (same classes,
 different masks and backgrounds).
 
