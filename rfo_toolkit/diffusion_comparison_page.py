@@ -156,7 +156,8 @@ def headline(result: Mapping[str, Any], arm: str = "physics+diffusion") -> str:
     said = {"better": "better than", "worse": "worse than", "no difference shown": "not distinguishable from"}
     means = {a: float(np.mean([c["values"]["AP50"] for c in result["cells"] if c["arm"] == a]))
              for a in ("physics", arm)}
-    return (f"{arm} is {said[entry['verdict']]} physics-only at equal image count: AP50 "
+    count = "with half the films" if arm == "physics_half" else "at equal image count"
+    return (f"{arm} is {said[entry['verdict']]} physics-only {count}: AP50 "
             f"{_fmt(means[arm])} vs {_fmt(means['physics'])} (mean of {len(entry['seeds'])} seeds), "
             f"difference {_fmt(entry['mean'])}, 95 % CI {_interval((seeds_ci['low'], seeds_ci['high']))} over seeds "
             f"and {_interval((images_ci['low'], images_ci['high']))} over test images")
