@@ -194,8 +194,9 @@ def _refiner_lines(result: Mapping[str, Any]) -> list[str]:
         f"90° rotations, gain {tuple(cfg.get('gain_range') or ())} and offset {tuple(cfg.get('offset_range') or ())} "
         f"(the renders' console curves vary grey levels); loss {_fmt(refiner.get('loss_first_50'))} → "
         f"{_fmt(refiner.get('loss_last_50'))} (mean of the first / last 50 steps). It never saw a physics render.",
-        f"* **t0, chosen on validation renders, not on the test films**: {chosen.get('validation_images')} physics "
-        f"films ({chosen.get('validation_objects')} objects) of their own seed {config.get('refine_val_seed')}; rule: "
+        f"* **t0, chosen on validation renders, not on the test films**: the {chosen.get('validation_images')} "
+        f"labelled films ({chosen.get('validation_objects')} objects) among {config.get('refine_val_n')} physics "
+        f"films of their own seed {config.get('refine_val_seed')}; rule: "
         f"the largest t0 of the grid {', '.join(f'{v:g}' for v in chosen.get('grid', []))} at which (and at every "
         f"smaller value) at least {_fmt(rule.get('coverage'), 2)} of the objects keep ≥ {_fmt(rule.get('keep'), 2)} "
         "of their physics contrast (mean inside the mask minus mean of the 4-px ring just outside the refined "
