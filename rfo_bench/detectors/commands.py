@@ -9,8 +9,10 @@ replaces only a folder the same command wrote) or, for ``train``, ``--resume`` i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from rfo_bench.detectors.config import RECIPES, TrainConfig, recipe_with_overrides, resolve_device
@@ -67,22 +69,36 @@ def tile_config_from_args(args: argparse.Namespace):
     )
 
 
-def _exit_on_sigterm() -> None:
-    """Turn SIGTERM (``kill``, a batch scheduler's stop) into ``SystemExit`` so a stopped run cleans up.
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM (``kill``, a batch scheduler's stop) into ``SystemExit`` while the block runs.
 
     Clean-up blocks then run: the compute spent so far is written for ``--resume`` (the tiles cut so
-    far stay for it).
+    far stay for it). The previous handler is restored afterwards (the command may run inside a
+    longer-lived process); worker processes restore the default action (:mod:`toolkit_core.processes`).
     """
     import signal
     import sys
+    import threading
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    with _sigterm_as_exit():
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from rfo_bench.detectors.api import train_detector
 
-    _exit_on_sigterm()
     set_threads(args.threads)
     device = resolve_device(args.device)
     # an output that cannot be written, or is another run, fails before hours of training

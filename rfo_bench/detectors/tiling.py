@@ -468,8 +468,7 @@ def _run_cut_jobs(jobs: list, workers: int) -> Iterator[tuple[int, list[tuple[in
     if workers <= 1 or len(jobs) <= 1:
         yield from map(_cut_film, jobs)
         return
-    import multiprocessing
+    from toolkit_core.processes import process_pool
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(min(workers, len(jobs))) as pool:
-        yield from pool.imap_unordered(_cut_film, jobs, chunksize=2)
+    with process_pool(min(workers, len(jobs))) as pool:
+        yield from pool.imap_unordered(_cut_film, jobs)

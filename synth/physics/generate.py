@@ -20,6 +20,7 @@ from synth.physics.config import DEFAULT_CLASSES, PhysicsConfig, detected_spectr
 from synth.physics.render import Renderer
 from synth.physics.spectra import tube_spectrum
 from toolkit_core.errors import UserInputError
+from toolkit_core.processes import process_pool
 from toolkit_core.records import environment, jsonable
 
 __all__ = ["DEFAULT_CLASSES", "PhysicsConfig", "Renderer", "build_renderer", "detected_spectrum", "generate_dataset",
@@ -193,10 +194,10 @@ def generate_dataset(
                 # Prepare the backgrounds (spectrum, calibration, CT projection) once; forked workers inherit them.
                 for b in range(len(files)):
                     _renderer_for(b)
-            context = multiprocessing.get_context("fork" if can_fork else "spawn")
             initializer = None if can_fork else _init_worker
-            with context.Pool(workers, initializer=initializer, initargs=args if initializer else ()) as pool:
-                for record, anns in pool.imap(_render_one, indices, chunksize=1):
+            with process_pool(workers, initializer=initializer, initargs=args if initializer else (),
+                              method="fork" if can_fork else "spawn") as pool:
+                for record, anns in pool.imap(_render_one, indices):
                     records.append(record)
                     annotations.extend(anns)
                     bar.update()
