@@ -346,7 +346,13 @@ def main() -> int:
     n_params = sum(p.numel() for p in load_unet(ckpt).parameters())
     results: dict[str, Any] = {"checkpoint_step": info.step, "classifier": clf, "extractor_fit": extractor_fit, "sampler": config.__dict__,
                                "patch": f"{spec.size_px} px patches (context {spec.context}, margin "
-                                        f"{spec.mask_margin_px} px)", "train_patches": info.train["num_patches"],
+                                        f"{spec.mask_margin_px} px; " + (
+                                            "objects at their mm size, scale groups "
+                                            + ", ".join(f"{g:g}" for g in spec.scale_groups_mm_px)
+                                            + " mm per patch pixel)" if spec.scale_groups_mm_px else
+                                            "objects fit to the patch: a checkpoint from before the scale groups, "
+                                            "unlike the detection comparison's generator)"),
+                               "train_patches": info.train["num_patches"],
                                "manifest": manifest, "timings_s": {k: round(v, 1) for k, v in timings.items()},
                                "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
                                "model": {**info.model.__dict__, "parameters": n_params},
