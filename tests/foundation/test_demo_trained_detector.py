@@ -52,6 +52,7 @@ def test_the_demo_on_a_trained_detector_evaluates_it_sliced_and_fine_tunes_both_
     assert evaluated["n_test"] > 0 and "AP50" in evaluated["coco"] and evaluated["finetune"]["n_tiles"] > 0
     unlearn = json.loads((tmp_path / "demo" / "unlearn" / "stage.json").read_text())
     assert unlearn["requests"]["class"] == "chain" and unlearn["reference"] == "finetuned"
+    assert "ofmu_first_order" in {row["method"] for row in unlearn["rows"]}
     assert {row["scenario"] for row in unlearn["rows"]} == {"class", "patient"}
     page = (tmp_path / "demo" / "report.md").read_text()
     assert "sliced" in page and "never saw" in page
