@@ -321,6 +321,15 @@ def _synth(repo: Path, argv: Sequence[str], commands: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=repo)
 
 
+def _synth_step(repo: Path, argv: Sequence[str], *, finished: bool, label: str, ledger: Ledger,
+                commands: list[str]) -> None:
+    """One ``rfo-synth`` step, timed into ``ledger`` under ``label``; listed as reused when ``finished``."""
+    if finished:
+        commands.append(command_text(repo, argv) + "  # reused")
+        return
+    ledger.timed(label, lambda: _synth(repo, argv, commands))
+
+
 def physics_argv(config: ComparisonConfig, out: Path, n: int, seed: int, negative_fraction: float | None = None
                  ) -> list[str]:
     """``rfo-synth physics`` arguments of one rendered set."""
@@ -351,10 +360,8 @@ def build_data(repo: Path, work: Path, config: ComparisonConfig, seeds: Sequence
         out = work / name
         paths[name] = out
         argv = physics_argv(config, out, n, seed, negative)
-        if (out / "annotations.json").is_file():
-            commands.append(command_text(repo, argv) + "  # reused")
-            continue
-        ledger.timed("render physics films", lambda argv=argv: _synth(repo, argv, commands))
+        _synth_step(repo, argv, finished=(out / "annotations.json").is_file(), label="render physics films",
+                    ledger=ledger, commands=commands)
     return paths
 
 
@@ -365,8 +372,8 @@ def train_generator(repo: Path, work: Path, data: Path, config: ComparisonConfig
     argv = ["diffusion", "train", "--data", str(data), "--out", str(ckpt), "--steps", str(config.generator_steps),
             "--save-every", "100", "--seed", str(config.generator_seed), "--scale-groups", config.scale_groups,
             "--threads", str(config.threads), "--no-progress"]
-    ledger.timed("train diffusion generator", lambda: _synth(repo, argv, commands))
-    return ckpt
+    _synth_step(repo, argv, finished=False, label="train diffusion generator", ledger=ledger, commands=commands)
+    return ckpt  # the train command itself resumes or returns at once when finished
 
 
 def sample_films(repo: Path, work: Path, ckpt: Path, backgrounds: Path, seed: int, config: ComparisonConfig,
@@ -377,10 +384,8 @@ def sample_films(repo: Path, work: Path, ckpt: Path, backgrounds: Path, seed: in
             "--n", str(config.n_train // 2), "--objects-per-image", str(config.objects_per_image), "--steps",
             str(config.sample_steps), "--guidance", str(config.guidance), "--seed", str(seed), "--threads",
             str(config.threads), "--no-progress", "--overwrite"]
-    if (out / "manifest.json").is_file():  # written last
-        commands.append(command_text(repo, argv) + "  # reused")
-        return out
-    ledger.timed("sample diffusion films", lambda: _synth(repo, argv, commands))
+    _synth_step(repo, argv, finished=(out / "manifest.json").is_file(),  # written last
+                label="sample diffusion films", ledger=ledger, commands=commands)
     return out
 
 
@@ -396,10 +401,8 @@ def fit_refiner(repo: Path, work: Path, val_data: Path, config: ComparisonConfig
             "--context-px", str(config.refine_context_px), "--threads", str(config.threads), "--no-progress",
             "--overwrite"]
     record = out / "refiner.json"
-    if record.is_file() and "t0_selection" in json.loads(record.read_text(encoding="utf-8")):
-        commands.append(command_text(repo, argv) + "  # reused")
-        return out
-    ledger.timed("fit refiner", lambda: _synth(repo, argv, commands))
+    finished = record.is_file() and "t0_selection" in json.loads(record.read_text(encoding="utf-8"))
+    _synth_step(repo, argv, finished=finished, label="fit refiner", ledger=ledger, commands=commands)
     return out
 
 
@@ -412,10 +415,8 @@ def refine_films(repo: Path, work: Path, refiner: Path, physics: Path, seed: int
             "--steps", str(config.refine_steps), "--region-margin", str(config.refine_margin_px), "--context-px",
             str(config.refine_context_px), "--seed", str(config.refine_seed + seed), "--threads",
             str(config.threads), "--no-progress", "--overwrite"]
-    if (out / "manifest.json").is_file():  # written last
-        commands.append(command_text(repo, argv) + "  # reused")
-        return out
-    ledger.timed("refine physics films", lambda: _synth(repo, argv, commands))
+    _synth_step(repo, argv, finished=(out / "manifest.json").is_file(),  # written last
+                label="refine physics films", ledger=ledger, commands=commands)
     return out
 
 
