@@ -256,24 +256,35 @@ def evaluate_held_out(detector, test, out: Path, *, bootstrap: int, seed: int, p
     Returns:
         ``AP50``, ``AP``, ``FROC``, ``AUROC``, per-category metrics and 95 % intervals, from the evaluation report.
     """
+    from rfo_bench.evaluate import EvalConfig
+
+    report = predict_and_evaluate(detector, test, out, EvalConfig(bootstrap=bootstrap, seed=seed,
+                                                                  auroc_positive="critical"), progress=progress)[0].report
+    coco, froc = report.get("coco") or {}, report.get("froc") or {}
+    return {"images": len(test), "AP50": coco.get("AP50"), "AP": coco.get("AP"), "FROC": froc.get("score"),
+            "AUROC": report.get("auroc"), "per_category": report.get("per_category"),
+            "ci95": report.get("ci95")}
+
+
+def predict_and_evaluate(detector, test, out: Path, config, *, progress: bool = True):
+    """Predict on ``test`` (sliced where the detector is), write the predictions under ``out``, evaluate them.
+
+    Returns:
+        ``(evaluation, parsed predictions)`` of :func:`rfo_bench.evaluate.evaluate_detailed` with ``config``.
+    """
     from rfo_bench.detectors.predict import (
         CLASSIFICATION_CSV,
         PREDICTIONS_JSON,
         predict_dataset,
         write_predictions,
     )
-    from rfo_bench.evaluate import EvalConfig, evaluate_detailed
+    from rfo_bench.evaluate import evaluate_detailed
     from rfo_bench.predictions import read_predictions
 
     predictions = predict_dataset(detector, test, progress=progress)
     write_predictions(predictions, detector.categories, out, coco_category_ids={c.id for c in test.categories})
     parsed = read_predictions(out / PREDICTIONS_JSON, test, classification=out / CLASSIFICATION_CSV)
-    report = evaluate_detailed(test, parsed, EvalConfig(bootstrap=bootstrap, seed=seed,
-                                                        auroc_positive="critical")).report
-    coco, froc = report.get("coco") or {}, report.get("froc") or {}
-    return {"images": len(test), "AP50": coco.get("AP50"), "AP": coco.get("AP"), "FROC": froc.get("score"),
-            "AUROC": report.get("auroc"), "per_category": report.get("per_category"),
-            "ci95": report.get("ci95")}
+    return evaluate_detailed(test, parsed, config), parsed
 
 
 def load_shipped_detector(run_dir: str | Path, *, device: str | None = None, slicing: SliceConfig | None = None):

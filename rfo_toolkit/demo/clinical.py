@@ -115,16 +115,9 @@ def render_clinical(stage_dir: Path, detector_dir: str | Path, plan: ClinicalPla
 def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_dir: Path, plan: ClinicalPlan,
                           seed: int) -> dict[str, Any]:
     """Evaluate the detector sliced on the held-out films; fine-tune it on the training tiles (the original)."""
-    from rfo_bench.detectors.predict import (
-        CLASSIFICATION_CSV,
-        PREDICTIONS_JSON,
-        predict_dataset,
-        write_predictions,
-    )
-    from rfo_bench.detectors.shipped import load_shipped_detector, without_classes
-    from rfo_bench.evaluate import EvalConfig, evaluate_detailed, write_report
+    from rfo_bench.detectors.shipped import load_shipped_detector, predict_and_evaluate, without_classes
+    from rfo_bench.evaluate import EvalConfig, write_report
     from rfo_bench.io.coco import read_coco
-    from rfo_bench.predictions import read_predictions
     from rfo_toolkit.demo.models import load_split, train_original
     from vision_unlearn.adapters.yolo import adapter_from_model_text
 
@@ -132,12 +125,8 @@ def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_di
     detector = load_shipped_detector(detector_dir)  # refuses weights whose SHA-256 differs from the record
     unseen = tuple(record.get("unseen_classes") or ())
     test = without_classes(read_coco(clinical_dir / "films" / "all" / "test.json"), unseen)  # as its own held-out test
-    predictions_dir = stage_dir / "predictions"
-    write_predictions(predict_dataset(detector, test, progress=True), detector.categories, predictions_dir,
-                      coco_category_ids={c.id for c in test.categories})
-    predictions = read_predictions(predictions_dir / PREDICTIONS_JSON, test,
-                                   classification=predictions_dir / CLASSIFICATION_CSV)
-    evaluation = evaluate_detailed(test, predictions, EvalConfig(bootstrap=plan.bootstrap, seed=seed))
+    evaluation, predictions = predict_and_evaluate(detector, test, stage_dir / "predictions",
+                                                   EvalConfig(bootstrap=plan.bootstrap, seed=seed))
     write_report(evaluation, stage_dir / "eval", test, predictions)
     report = json.loads((stage_dir / "eval" / "report.json").read_text(encoding="utf-8"))
 
