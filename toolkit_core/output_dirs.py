@@ -53,9 +53,14 @@ def read_marker(directory: Path) -> dict | None:
 
 
 def write_marker(directory: Path, tool: str, *, state: str = "complete") -> None:
-    """Record that ``tool`` wrote ``directory``, listing its current top-level entries."""
+    """Record that ``tool`` wrote ``directory``, listing its current top-level entries.
+
+    The marker names the writing process (``pid`` and, where the system tells, its start time), so that
+    a second command can tell a run still writing the folder from one that was stopped.
+    """
     entries = sorted(p.name for p in directory.iterdir() if p.name != OWNER_MARKER)
-    payload = {"tool": tool, "state": state, "pid": os.getpid(), "entries": entries}
+    payload = {"tool": tool, "state": state, "pid": os.getpid(), "started": _process_started(os.getpid()),
+               "entries": entries}
     (directory / OWNER_MARKER).write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -151,10 +156,16 @@ def claim_output_dir(out: str | os.PathLike[str], tool: str) -> Path:
         if marker is None or marker["tool"] != tool:
             raise UserInputError(
                 f"output folder holds files {tool} did not write; choose a new or empty folder", file=target)
-        return target
+        _refuse_live_writer(target, marker)
     target.mkdir(parents=True, exist_ok=True)
     write_marker(target, tool, state="in-use")
     return target
+
+
+def _refuse_live_writer(target: Path, marker: dict, field: str = "--out") -> None:
+    if marker.get("pid") != os.getpid() and writer_alive(marker):
+        raise UserInputError(f"another run (process {marker['pid']}) is still writing this folder; wait for it, "
+                             "stop it, or choose another folder", file=target, field=field)
 
 
 def release_output_dir(out: str | os.PathLike[str], tool: str) -> None:
@@ -190,6 +201,31 @@ def remove_owned(path: str | os.PathLike[str], owner: str | os.PathLike[str] | N
         target.unlink()
     else:
         shutil.rmtree(target)
+
+
+def _process_started(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), else ``None``.
+
+    With the pid it names one process for good: a pid reused after a reboot or a wrap-around has
+    another start time.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name before ")" may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def writer_alive(marker: dict) -> bool:
+    """True when the process that wrote an ``in-use`` ``marker`` still runs (another run is writing)."""
+    if marker.get("state") != "in-use" or not _pid_alive(marker.get("pid")):
+        return False
+    stated, now = marker.get("started"), _process_started(marker["pid"])
+    return not (isinstance(stated, int) and now is not None and stated != now)
+
+
+def _holds_only_marker(target: Path) -> bool:
+    return {p.name for p in target.iterdir()} == {OWNER_MARKER}
 
 
 def _pid_alive(pid: object) -> bool:
@@ -291,7 +327,10 @@ def prepare_output_dir(
 ) -> Path:
     """Apply the one overwrite rule to the output folder of ``tool``; nothing is created.
 
-    - a missing or empty folder is fine;
+    - a missing or empty folder is fine, and so is one holding only a marker (a run stopped before it
+      wrote anything);
+    - a folder another live process is still writing (its ``in-use`` marker names it) is refused, with
+      ``--resume`` and ``--overwrite`` alike;
     - with ``resume`` true, an existing folder is taken up again as it is (nothing is deleted); ``None``
       says the command cannot resume (the refusal then names only ``--overwrite``);
     - otherwise an existing non-empty folder is refused with one line naming ``--overwrite``;
@@ -308,13 +347,19 @@ def prepare_output_dir(
     if target.is_symlink():
         raise UserInputError("refusing to use a symbolic link as output folder", file=target, field=field)
     require_writable(target, field=field)
-    if not (target.is_dir() and any(target.iterdir())) or resume:
+    if not (target.is_dir() and any(target.iterdir())):
+        return target
+    marker = read_marker(target)
+    if marker is not None:
+        _refuse_live_writer(target, marker, field)
+        if _holds_only_marker(target):  # a run stopped before it wrote anything: nothing to keep
+            return target
+    if resume:
         return target
     if not overwrite:
         hint = "" if resume is None else " or --resume to continue it"
         raise UserInputError(f"output exists and is not empty (use --overwrite to replace it{hint})",
                              file=target, field=field)
-    marker = read_marker(target)
     if marker is None or marker["tool"] != tool:
         raise UserInputError(f"refusing to replace: it was not written by {tool} (no ownership marker of it)",
                              file=target, field=field)
@@ -335,16 +380,25 @@ def owned_output_dir(
 ) -> Iterator[Path]:
     """Check ``path`` by :func:`prepare_output_dir`, let the caller write into it, then mark it as ``tool``'s.
 
-    The folder is not created here (a command refused before writing leaves nothing behind). When the
-    block ends and the folder holds anything, its ownership marker is written: ``complete`` (listing the
-    entries) on success, ``in-use`` after a failure or interruption, so that ``--overwrite`` or
-    ``--resume`` may take it up later.
+    The folder is created and marked ``in-use`` (naming this process) before the caller writes, so that
+    a run killed outright is still known as ``tool``'s: ``--resume`` and ``--overwrite`` may take it up,
+    and neither may while the run is alive. When the block ends the marker becomes ``complete``
+    (listing the entries) on success and stays ``in-use`` after a failure or interruption. A block that
+    wrote nothing leaves nothing behind (the folder is removed when this call created it).
     """
     target = prepare_output_dir(path, tool, overwrite=overwrite, resume=resume, field=field)
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    write_marker(target, tool, state="in-use")
     finished = False
     try:
         yield target
         finished = True
     finally:
-        if target.is_dir() and not target.is_symlink() and any(target.iterdir()):
-            write_marker(target, tool, state="complete" if finished else "in-use")
+        if target.is_dir() and not target.is_symlink():
+            if _holds_only_marker(target):
+                (target / OWNER_MARKER).unlink()
+                if created:
+                    target.rmdir()
+            else:
+                write_marker(target, tool, state="complete" if finished else "in-use")

@@ -115,8 +115,9 @@ def test_threads_zero_is_refused_with_one_meaning_for_unset(capsys: pytest.Captu
 def test_an_existing_output_is_refused_and_replaced_only_when_this_tool_wrote_it(tmp_path: Path) -> None:
     out = tmp_path / "run"
     with owned_output_dir(out, "tool a", overwrite=False) as target:
-        assert target == out and not out.exists()  # nothing is created before the command writes
-        out.mkdir()
+        # claimed before the command writes: a run killed outright is still known as this tool's
+        assert target == out and [p.name for p in out.iterdir()] == [OWNER_MARKER]
+        assert json.loads((out / OWNER_MARKER).read_text())["state"] == "in-use"
         (out / "result.txt").write_text("1")
     assert json.loads((out / OWNER_MARKER).read_text())["state"] == "complete"
     with pytest.raises(UserInputError, match=r"use --overwrite to replace it\)"):
@@ -139,12 +140,11 @@ def test_an_existing_output_is_refused_and_replaced_only_when_this_tool_wrote_it
 def test_an_interrupted_run_is_marked_and_may_be_replaced(tmp_path: Path) -> None:
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt), owned_output_dir(out, "tool a", overwrite=False):
-        out.mkdir()
         (out / "partial.bin").write_bytes(b"x")
         raise KeyboardInterrupt
     assert json.loads((out / OWNER_MARKER).read_text())["state"] == "in-use"
     with owned_output_dir(out, "tool a", overwrite=True):
-        assert not out.exists()
+        assert [p.name for p in out.iterdir()] == [OWNER_MARKER]  # the interrupted run's files are gone
 
 
 def test_overwrite_never_deletes_a_foreign_folder(tmp_path: Path) -> None:

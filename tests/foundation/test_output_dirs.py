@@ -167,3 +167,79 @@ def test_a_demo_run_of_an_earlier_release_is_taken_up_but_a_lookalike_is_not(tmp
     _adopt_earlier_run(lookalike)
     with pytest.raises(UserInputError):
         claim_output_dir(lookalike, DEMO_TOOL)
+
+
+_WRITER = """
+import os, signal, sys, time
+from toolkit_core.output_dirs import owned_output_dir
+with owned_output_dir(sys.argv[1], "rfo-bench train", overwrite=False, resume=True) as out:
+    (out / "last.pt").write_bytes(b"w")
+    print("writing", flush=True)
+    if sys.argv[2] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)  # killed outright: no code of ours runs after this
+    time.sleep(60)
+"""
+
+
+def _start_writer(out: Path, how: str) -> subprocess.Popen:
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(out), how], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+    return writer
+
+
+def test_a_run_killed_outright_is_still_known_as_the_commands_and_can_be_resumed_or_replaced(tmp_path: Path) -> None:
+    from toolkit_core.output_dirs import prepare_output_dir
+
+    out = tmp_path / "run"
+    _start_writer(out, "kill").wait(timeout=30)
+    assert json.loads((out / OWNER_MARKER).read_text())["state"] == "in-use"
+    assert prepare_output_dir(out, "rfo-bench train", overwrite=False, resume=True) == out  # taken up as it is
+    assert (out / "last.pt").exists()
+    with pytest.raises(UserInputError, match="not written by rfo-synth"):
+        prepare_output_dir(out, "rfo-synth physics", overwrite=True)
+    prepare_output_dir(out, "rfo-bench train", overwrite=True, resume=False)
+    assert not out.exists()
+
+
+def test_a_folder_another_live_run_writes_is_neither_resumed_nor_replaced(tmp_path: Path) -> None:
+    from toolkit_core.output_dirs import prepare_output_dir
+
+    out = tmp_path / "run"
+    writer = _start_writer(out, "sleep")
+    try:
+        for flags in ({"overwrite": False, "resume": True}, {"overwrite": True, "resume": False}):
+            with pytest.raises(UserInputError, match=f"another run \\(process {writer.pid}\\) is still writing"):
+                prepare_output_dir(out, "rfo-bench train", **flags)
+        assert (out / "last.pt").exists()
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+    assert prepare_output_dir(out, "rfo-bench train", overwrite=False, resume=True) == out  # now it can
+
+
+def test_a_reused_pid_is_not_taken_for_the_live_writer(tmp_path: Path) -> None:
+    from toolkit_core.output_dirs import writer_alive
+
+    marker = {"tool": "t", "state": "in-use", "pid": os.getppid(), "entries": []}
+    assert writer_alive(marker)  # the test runner's parent runs
+    started = json.loads(json.dumps(marker | {"started": -1}))  # the same pid, another process's start time
+    assert not writer_alive(started) or not Path("/proc").is_dir()
+    assert not writer_alive(marker | {"state": "complete"})
+
+
+def test_a_command_that_writes_nothing_leaves_nothing_behind(tmp_path: Path) -> None:
+    from toolkit_core.output_dirs import owned_output_dir, prepare_output_dir
+
+    out = tmp_path / "new" / "out"
+    with pytest.raises(UserInputError), owned_output_dir(out, "rfo-bench eval", overwrite=False):
+        assert read_marker_state(out) == "in-use"  # claimed before the first write
+        raise UserInputError("bad input found before any output")
+    assert not out.exists()
+    out.mkdir()
+    (out / OWNER_MARKER).write_text(json.dumps({"tool": "rfo-bench eval", "state": "in-use", "pid": 0,
+                                                "entries": []}))  # killed before its first write
+    assert prepare_output_dir(out, "rfo-bench eval", overwrite=False) == out  # nothing to keep: as if empty
+
+
+def read_marker_state(folder: Path) -> str:
+    return json.loads((folder / OWNER_MARKER).read_text())["state"]
