@@ -297,3 +297,92 @@ def load_shipped_detector(run_dir: str | Path, *, device: str | None = None, sli
     from rfo_bench.detectors.api import load_detector
 
     return load_detector(run_dir, device=device, slicing=slicing, require_hash=True)
+
+
+@dataclass(frozen=True)
+class DetectorStart:
+    """What a model fine-tuned from a recipe-trained detector takes from that detector's record.
+
+    Attributes:
+        run_dir: the detector's folder (``rfo-bench train --config RECIPE --out DIR``).
+        model: registered detector name.
+        weights: the weights file (inside ``run_dir``).
+        weights_sha256: the record's SHA-256 of that file (checked with :func:`check_start_weights`).
+        tiling: the tiles it was trained on (a fine-tuned model is trained on tiles cut the same way).
+        slicing: how it predicts over whole films (``None``: the record states none, the defaults apply).
+        film_px: the side of its training films in pixels.
+        categories: its category table, ``(id, name)`` in id order.
+        unseen_classes: classes whose boxes were removed from its training and held-out data.
+        recipe_name: the recipe it was trained by.
+        recipe_sha256: SHA-256 of that recipe file.
+        compute: its own training compute (``cpu_seconds``, ``accelerator_seconds``, ``wall_seconds``).
+    """
+
+    run_dir: str
+    model: str
+    weights: str
+    weights_sha256: str
+    tiling: TileConfig
+    slicing: SliceConfig | None
+    film_px: int
+    categories: tuple[tuple[int, str], ...]
+    unseen_classes: tuple[str, ...]
+    recipe_name: str
+    recipe_sha256: str
+    compute: dict[str, float]
+
+
+def read_detector_start(run_dir: str | Path) -> DetectorStart:
+    """The start settings of a recipe-trained detector folder, read from its ``detector.json`` (weights not read).
+
+    Raises:
+        UserInputError: no such folder or record, or a record without weights SHA-256, tiling or ``film_px``.
+    """
+    from rfo_bench.detectors.api import RECORD_NAME, read_record
+
+    record = read_record(run_dir)
+    path = Path(run_dir) / RECORD_NAME
+    tiling = (record.get("config") or {}).get("tiling")
+    if not isinstance(tiling, dict):
+        raise UserInputError("the detector was not trained on tiles (its record states no tiling); train it with "
+                             "rfo-bench train --config RECIPE", file=path, field="config.tiling")
+    if not isinstance(record.get("film_px"), int) or record["film_px"] <= 0:
+        raise UserInputError("the record states no film size; train it with rfo-bench train --config RECIPE",
+                             file=path, field="film_px")
+    if not isinstance(record.get("weights_sha256"), str):
+        raise UserInputError("the detector record states no weights_sha256", file=path, field="weights_sha256")
+    try:
+        tiles = TileConfig.from_dict(tiling)
+        slicing = SliceConfig(**record["slicing"]) if isinstance(record.get("slicing"), dict) else None
+        categories = tuple((int(c["id"]), str(c["name"])) for c in record["categories"])
+    except (UserInputError, TypeError, KeyError, ValueError) as err:
+        raise UserInputError(f"corrupt detector record: {err}".splitlines()[0], file=path, field="config") from None
+    compute = record.get("compute") if isinstance(record.get("compute"), dict) else {}
+    return DetectorStart(
+        run_dir=str(run_dir), model=str(record["model"]), weights=str(Path(run_dir) / record["weights"]),
+        weights_sha256=record["weights_sha256"], tiling=tiles, slicing=slicing, film_px=int(record["film_px"]),
+        categories=tuple(sorted(categories)), unseen_classes=tuple(record.get("unseen_classes") or ()),
+        recipe_name=str(record.get("recipe_name") or ""), recipe_sha256=str(record.get("recipe_sha256") or ""),
+        compute={k: float(compute.get(k) or 0.0) for k in ("cpu_seconds", "accelerator_seconds", "wall_seconds")},
+    )
+
+
+def check_start_weights(start: DetectorStart) -> Path:
+    """The start's weights file after checking its bytes against the record (and, for YOLO, the restricted loader).
+
+    Raises:
+        UserInputError: a missing file, bytes that differ from the record's SHA-256, or a checkpoint the
+            restricted loader refuses.
+    """
+    from rfo_bench.detectors.provenance import verify_weights
+    from rfo_bench.detectors.registry import get_detector
+
+    weights = Path(start.weights)
+    if not weights.is_file():
+        raise UserInputError("weights file of the trained detector is missing", file=weights, field="weights")
+    verify_weights(weights, start.weights_sha256, required=True)
+    if get_detector(start.model).family != "torchvision":
+        from rfo_bench.detectors.ultralytics_setup import check_yolo_checkpoint
+
+        check_yolo_checkpoint(weights)
+    return weights

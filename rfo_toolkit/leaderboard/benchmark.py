@@ -12,17 +12,23 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rfo_bench.detectors.shipped import DetectorStart
 from rfo_bench.io.records import DetectionDataset
 from rfo_toolkit.leaderboard.config import ARM_GENERATORS, BenchmarkConfig
-from rfo_toolkit.leaderboard.data import build_heldout_benchmark, check_patient_disjoint, training_backgrounds
+from rfo_toolkit.leaderboard.data import (
+    build_film_px,
+    build_heldout_benchmark,
+    check_patient_disjoint,
+    training_backgrounds,
+)
 from rfo_toolkit.leaderboard.generators import run_generator
 from rfo_toolkit.leaderboard.markdown import render_markdown
 from rfo_toolkit.leaderboard.plots import plot_froc
-from rfo_toolkit.leaderboard.runs import RunOutcome, outcome_to_json, run_one, slug
+from rfo_toolkit.leaderboard.runs import RunOutcome, outcome_to_json, run_one, slug, start_summary
 from rfo_toolkit.leaderboard.summary import aggregate
 from toolkit_core.errors import UserInputError
 from toolkit_core.output_dirs import claim_output_dir, release_output_dir
@@ -75,6 +81,42 @@ def _arm_training_sets(
     return sets
 
 
+def _unseen_classes(config: BenchmarkConfig) -> tuple[str, ...]:
+    """Classes some start detector never saw, in config order (removed from every row's data and test)."""
+    names: list[str] = []
+    for entry in config.models:
+        if entry.start is not None:
+            names += [c for c in entry.start.unseen_classes if c not in names]
+    return tuple(names)
+
+
+def _starts(config: BenchmarkConfig) -> list[dict[str, Any]]:
+    """One entry per model row fine-tuned from a start: the row label and what it started from."""
+    return [{"model": entry.display, **(start_summary(entry) or {})} for entry in config.models
+            if entry.start is not None]
+
+
+def _resolution(pixel_mm: str | float | None) -> str:
+    return "the radiograph's native spacing" if pixel_mm == "native" else f"{pixel_mm} mm per pixel"
+
+
+def check_start_classes(dataset: DetectionDataset, start: DetectorStart, where: str) -> None:
+    """Refuse benchmark data whose category table (ids and names) is not the start detector's.
+
+    A fine-tuned YOLO keeps the start's class slots: a class map that differs would relabel them.
+
+    Raises:
+        UserInputError: naming the data file and its ``categories`` field.
+    """
+    names = tuple(sorted((c.id, c.name) for c in dataset.categories))
+    if names != start.categories:
+        theirs = ", ".join(f"{i}:{n}" for i, n in start.categories)
+        ours = ", ".join(f"{i}:{n}" for i, n in names)
+        raise UserInputError(f"the benchmark data define classes [{ours}], the start detector of {where} "
+                             f"[{theirs}]; render the data with the detector's classes",
+                             file=dataset.source or None, field="categories")
+
+
 def run_benchmark(
     config: BenchmarkConfig, *, out_dir: str | os.PathLike[str] | None = None, force: bool = False,
     progress: bool = True, command: str | None = None,
@@ -91,13 +133,18 @@ def run_benchmark(
         UserInputError: unreadable data, a patient shared by train and test, or a training split
             without positives.
     """
-    from rfo_bench.detectors.config import recipe_with_overrides
     from rfo_bench.detectors.data import count_objects, require_trainable
+    from rfo_bench.detectors.shipped import check_start_weights, without_classes
     from rfo_bench.io.coco import read_coco
 
+    for entry in config.models:  # a start whose weights are not the recorded ones: refused before any work
+        if entry.start is not None:
+            check_start_weights(entry.start)
+    unseen = _unseen_classes(config)
     out = claim_output_dir(out_dir or config.out, BENCHMARK_TOOL)
     notes = _Notes()
     start = time.perf_counter()
+    film_px = build_film_px(config)
     backgrounds: Path | None
     if config.build is not None:
         train_path, test_path, backgrounds = build_heldout_benchmark(config, out)
@@ -105,10 +152,22 @@ def run_benchmark(
             f"Benchmark built from held-out backgrounds: the embedded radiograph is cut into {config.build.tile_px}-px "
             f"cells assigned to train/test as a checkerboard with a {config.build.guard_px}-px guard band; the "
             f"`{config.build.generator}` generator renders RFOs onto each pool. Each tile is one pseudo-patient."
+            + (f" Films are rendered at {film_px} px per cell ({_resolution(config.build.pixel_mm)})."
+               if film_px is not None else "")
         )
     else:
         train_path, test_path, backgrounds = Path(config.train or ""), Path(config.test or ""), None
     real_train, test = read_coco(train_path), read_coco(test_path)
+    for index, entry in enumerate(config.models):
+        if entry.start is not None:
+            for dataset in (real_train, test):
+                check_start_classes(dataset, entry.start, f"models[{index}].start")
+    if unseen:
+        notes.lines.append(
+            f"Classes {', '.join(unseen)} were never seen by a start detector: their boxes are removed from every "
+            "arm's training data and from the test split for every row (the objects stay in the films, as background), "
+            "as in the detector's own held-out test, so all rows are scored on the same ground truth.")
+        real_train, test = without_classes(real_train, unseen), without_classes(test, unseen)
     require_trainable([real_train], what="training split")
     test_patients = check_patient_disjoint(real_train, test)
     if backgrounds is None:
@@ -122,8 +181,12 @@ def run_benchmark(
             continue
         entry = config.generator(name)
         try:
-            synthetic[name] = run_generator(entry, out=out / "synthetic" / name, backgrounds=backgrounds,
-                                            train_json=train_path)
+            generated = run_generator(entry, out=out / "synthetic" / name, backgrounds=backgrounds,
+                                      train_json=train_path, imgsz=film_px)
+            for index, model in enumerate(config.models):
+                if model.start is not None:
+                    check_start_classes(generated, model.start, f"models[{index}].start")
+            synthetic[name] = without_classes(generated, unseen) if unseen else generated
         except RuntimeError as err:
             synthetic[name] = str(err)
         except UserInputError as err:
@@ -145,9 +208,11 @@ def run_benchmark(
         for entry in config.models:
             for seed in config.seeds:
                 run_dir = out / "runs" / slug(entry.display) / slug(arm) / f"seed{seed}"
-                fingerprint = {"model": asdict(entry), "arm": arm, "seed": seed, "data": data_hashes,
-                               "recipe": recipe_with_overrides(entry.recipe, entry.overrides).to_dict(),
+                fingerprint = {"model": entry.fingerprint(), "arm": arm, "seed": seed, "data": data_hashes,
+                               "recipe": entry.train_recipe().to_dict(),
                                "synthetic": synth_hashes, "bootstrap": config.bootstrap, "device": config.device}
+                if unseen:
+                    fingerprint["unseen_classes"] = list(unseen)
                 logger.info("run %s | %s | seed %d", entry.display, arm, seed)
                 outcomes.append(run_one(entry, arm, seed, sets, test, config, run_dir, fingerprint,
                                          force=force, progress=progress))
@@ -163,13 +228,16 @@ def run_benchmark(
         "config": config.to_dict(),
         "seeds": list(config.seeds),
         "bootstrap": config.bootstrap,
-        "data": {"train": str(train_path), "test": str(test_path), "sha256": data_hashes,
+        "data": {"train": str(train_path), "test": str(test_path), "sha256": data_hashes, "film_px": film_px,
+                 "pixel_mm": config.build.pixel_mm if config.build is not None else None,
+                 "unseen_classes": list(unseen),
                  "train_images": len(real_train), "train_positive_images": train_pos,
                  "test_images": len(test), "test_positive_images": test_pos, "test_objects": test_objects,
                  "test_patients": test_patients},
         "synthetic": {k: (v if isinstance(v, str) else {"source": v.source, "images": len(v)})
                       for k, v in synthetic.items()},
         "rows": rows,
+        "starts": _starts(config),
         "runs": [outcome_to_json(o) for o in outcomes],
         "notes": notes.lines,
         "plot": plot_path.name if plot_path else "none",

@@ -12,9 +12,14 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rfo_bench.detectors.shipped import DetectorStart
+from rfo_bench.detectors.tiling import TileConfig
 from toolkit_core.errors import UserInputError
+
+if TYPE_CHECKING:
+    from rfo_bench.detectors.config import Recipe
 
 ARMS = ("real", "real+physics", "real+diffusion", "synthetic_only")
 ARM_GENERATORS = {"real": (), "real+physics": ("physics",), "real+diffusion": ("diffusion",)}
@@ -31,20 +36,26 @@ DEFAULT_GENERATOR_COMMANDS: dict[str, tuple[str, ...]] = {
 ``{out}`` (where the COCO ``annotations.json`` must end up), ``{work}`` (scratch directory, e.g. a
 checkpoint), ``{backgrounds}`` (directory of 16-bit PNG training backgrounds), ``{backgrounds_json}``
 (the same as a COCO file without annotations), ``{train_json}`` / ``{train_dir}`` (the real training
-split, for generators that learn from it)."""
+split, for generators that learn from it), ``{imgsz}`` (the film side set by ``data.build.pixel_mm``)."""
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One leaderboard model: a registered detector with its recipe.
+    """One leaderboard model: a registered detector with its recipe, trained from scratch or from a start.
 
     Attributes:
-        name: registered detector name.
-        recipe: recipe preset name.
+        name: registered detector name (for a ``start`` entry: the start's model, which it defaults to).
+        recipe: recipe preset name (for a ``start`` entry: the fine-tuning's; ``imgsz`` becomes the tile size).
         overrides: recipe fields to override (e.g. ``{"epochs": 3}``).
         backbone: timm backbone (torchvision family).
-        weights: optional local weights file.
-        label: the row label (default: ``name`` or ``name/backbone``).
+        weights: optional local weights file (a plain file, no record: a timm backbone or an Ultralytics ``.pt``).
+        label: the row label (default: ``name`` or ``name/backbone``; ``+start`` for a ``start`` entry).
+        tiling: train on tiles cut at the films' native spacing and predict sliced over whole films (a
+            from-scratch entry; ``None``: whole images resized to ``imgsz``).
+        start: a recipe-trained detector folder (``rfo-bench train --config RECIPE --out DIR``). Every
+            run of the entry fine-tunes that detector: its weights (checked against the record's SHA-256
+            before any work), its tiling and bit depth, its slicing at prediction, and its unseen classes
+            come from its ``detector.json`` (:func:`rfo_bench.detectors.shipped.read_detector_start`).
     """
 
     name: str
@@ -53,6 +64,8 @@ class ModelEntry:
     backbone: str = "resnet18"
     weights: str | None = None
     label: str = ""
+    tiling: TileConfig | None = None
+    start: DetectorStart | None = None
 
     @property
     def display(self) -> str:
@@ -60,7 +73,31 @@ class ModelEntry:
 
         if self.label:
             return self.label
-        return f"{self.name}/{self.backbone}" if get_detector(self.name).family == "torchvision" else self.name
+        base = f"{self.name}/{self.backbone}" if get_detector(self.name).family == "torchvision" else self.name
+        return f"{base}+start" if self.start is not None else base
+
+    @property
+    def run_tiling(self) -> TileConfig | None:
+        """The tiles the entry's runs train on: the start's, else the entry's own (``None``: whole images)."""
+        return self.start.tiling if self.start is not None else self.tiling
+
+    def train_recipe(self) -> Recipe:
+        """The recipe of the entry's runs (with tiling, ``imgsz`` is the tile size)."""
+        from rfo_bench.detectors.config import recipe_with_overrides
+
+        tiling = self.run_tiling
+        overrides = dict(self.overrides)
+        if tiling is not None:
+            overrides.setdefault("imgsz", tiling.tile_size)
+        return recipe_with_overrides(self.recipe, overrides)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the entry's results depend on (a from-scratch entry without tiling: what it always recorded)."""
+        data = asdict(self)
+        for key in ("tiling", "start"):
+            if data[key] is None:
+                data.pop(key)
+        return data
 
 
 @dataclass(frozen=True)
@@ -79,7 +116,12 @@ class GeneratorEntry:
     seed: int = 1000
     commands: tuple[str, ...] = ()
 
-    def argvs(self, **paths: Path) -> list[list[str]]:
+    def takes(self, placeholder: str) -> bool:
+        """Whether one of the command templates uses ``{placeholder}``."""
+        templates = self.commands or DEFAULT_GENERATOR_COMMANDS.get(self.name, ())
+        return any("{" + placeholder + "}" in t for t in templates)
+
+    def argvs(self, **paths: object) -> list[list[str]]:
         """The filled-in argument lists, in order (``paths``: the placeholders other than n and seed)."""
         templates = self.commands or DEFAULT_GENERATOR_COMMANDS.get(self.name, ())
         if not templates:
@@ -109,6 +151,10 @@ class BuildEntry:
         guard_px: pixels dropped around every tile (no shared edge between pools).
         seed_train: generator seed for the training split.
         seed_test: generator seed for the test split.
+        pixel_mm: the films' resolution: ``native`` (a cell is rendered at its own pixel count, the
+            radiograph's spacing), a number of mm per pixel (a cell of ``c`` px at spacing ``s`` mm is
+            rendered at ``round(c * s / pixel_mm)`` px), or ``None`` (the generator commands state their
+            own ``--imgsz``). When set, the generators' commands receive the film side as ``{imgsz}``.
     """
 
     generator: str = "physics"
@@ -118,6 +164,27 @@ class BuildEntry:
     guard_px: int = 32
     seed_train: int = 11
     seed_test: int = 12
+    pixel_mm: str | float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_test", "tile_px", "guard_px", "seed_train", "seed_test"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserInputError("expected a non-negative integer", field=name, value=value)
+        value = self.pixel_mm
+        if value is not None and value != "native" and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.01 <= value <= 5.0):
+            raise UserInputError("expected 'native' or a pixel size in mm between 0.01 and 5", field="pixel_mm",
+                                 value=value)
+
+    def film_px(self, spacing_mm: float) -> int | None:
+        """The side of a rendered film for cells of a radiograph of ``spacing_mm`` (``None``: the commands'')."""
+        cell_px = self.tile_px - 2 * self.guard_px
+        if self.pixel_mm is None:
+            return None
+        if self.pixel_mm == "native":
+            return cell_px
+        return max(32, round(cell_px * spacing_mm / float(self.pixel_mm)))
 
 
 @dataclass(frozen=True)
@@ -173,7 +240,6 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
     Raises:
         UserInputError: naming the file and the field of the first problem.
     """
-    from rfo_bench.detectors.config import recipe_with_overrides
     from rfo_bench.detectors.registry import get_detector
 
     if not isinstance(data, dict):
@@ -191,16 +257,41 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
         if isinstance(item, str):
             item = {"name": item}
         _typed(item, dict, where, file)
-        _known_keys(item, {"name", "recipe", "overrides", "backbone", "weights", "label"}, where, file)
+        _known_keys(item, {"name", "recipe", "overrides", "backbone", "weights", "label", "tiling", "start"},
+                    where, file)
+        start = _start(item, where, file, base_dir or Path.cwd())
+        tiling = None
+        if item.get("tiling") is not None:
+            if start is not None:
+                raise UserInputError("a start entry takes its tiling from the detector's record; remove 'tiling'",
+                                     file=file, field=f"{where}.tiling")
+            values = dict(_typed(item["tiling"], dict, f"{where}.tiling", file))
+            try:
+                tiling = TileConfig.from_dict(values)
+            except UserInputError as err:
+                raise UserInputError(err.message, file=file, field=f"{where}.tiling.{err.field}",
+                                     value=err.value) from None
+            except TypeError as err:
+                raise UserInputError(f"invalid tiling: {err}", file=file, field=f"{where}.tiling") from None
+        name = str(item.get("name") or (start.model if start is not None else None))
+        if start is not None and name != start.model:
+            raise UserInputError(f"the start detector is a {start.model}", file=file, field=f"{where}.name",
+                                 value=name)
+        if start is not None and item.get("weights") is not None:
+            raise UserInputError("a start entry's weights are the detector's; remove 'weights'", file=file,
+                                 field=f"{where}.weights")
         entry = ModelEntry(
-            name=str(item.get("name")), recipe=str(item.get("recipe", "cpu-tiny")),
+            name=name, recipe=str(item.get("recipe", "cpu-tiny")),
             overrides=dict(_typed(item.get("overrides", {}) or {}, dict, f"{where}.overrides", file)),
             backbone=str(item.get("backbone", "resnet18")), weights=item.get("weights"),
-            label=str(item.get("label", "")),
+            label=str(item.get("label", "")), tiling=tiling, start=start,
         )
         try:
             get_detector(entry.name)
-            recipe_with_overrides(entry.recipe, entry.overrides)
+            recipe = entry.train_recipe()
+            if entry.run_tiling is not None and recipe.imgsz != entry.run_tiling.tile_size:
+                raise UserInputError(f"with tiling imgsz must be the tile size ({entry.run_tiling.tile_size} px)",
+                                     field="imgsz", value=recipe.imgsz)
         except UserInputError as err:
             raise UserInputError(err.message, file=file, field=f"{where}.{err.field or 'name'}",
                                  value=err.value) from None
@@ -231,12 +322,18 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
     if "build" in data_section:
         section = _typed(data_section["build"] or {}, dict, "data.build", file)
         _known_keys(section, set(BuildEntry.__dataclass_fields__), "data.build", file)
-        build = BuildEntry(**section)
+        try:
+            build = BuildEntry(**section)
+        except UserInputError as err:
+            raise UserInputError(err.message, file=file, field=f"data.build.{err.field}", value=err.value) from None
         if train or test:
             raise UserInputError("give either data.train + data.test or data.build, not both", file=file,
                                  field="data")
     elif not (train and test):
         raise UserInputError("data needs both 'train' and 'test' (or a 'build' section)", file=file, field="data")
+    if any(m.start is not None for m in models) and build is not None and build.pixel_mm is None:
+        raise UserInputError("a start detector is fine-tuned at clinical resolution: give data.build.pixel_mm "
+                             "('native' or mm per pixel)", file=file, field="data.build.pixel_mm")
     generators = []
     for gen_name, section in (_typed(data.get("generators", {}) or {}, dict, "generators", file)).items():
         section = _typed(section or {}, dict, f"generators.{gen_name}", file)
@@ -259,6 +356,26 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
         synthetic_only_from=str(data.get("synthetic_only_from", "physics")), bootstrap=bootstrap,
         device=str(data.get("device", "cpu")), source=file,
     )
+
+
+def _start(item: dict[str, Any], where: str, file: str, base: Path) -> DetectorStart | None:
+    """The start detector an entry names (read from its record; its weights are checked by the run)."""
+    from rfo_bench.detectors.shipped import read_detector_start
+
+    value = item.get("start")
+    if value is None:
+        return None
+    _typed(value, str, f"{where}.start", file)
+    folder = Path(value).expanduser()
+    folder = folder if folder.is_absolute() else base / folder
+    if not folder.is_dir():
+        raise UserInputError(f"start detector folder {folder} does not exist (train it with rfo-bench train "
+                             "--config RECIPE --out DIR)", file=file, field=f"{where}.start")
+    try:
+        return read_detector_start(folder)
+    except UserInputError as err:
+        raise UserInputError(f"{err.message} ({err.file}: {err.field})" if err.field else err.message,
+                             file=file, field=f"{where}.start") from None
 
 
 def with_arms(config: BenchmarkConfig, arms: str | Sequence[str]) -> BenchmarkConfig:

@@ -80,13 +80,28 @@ def _write_background_pool(images: Sequence[tuple[str, np.ndarray]], directory: 
 
 
 
+def build_film_px(config: BenchmarkConfig) -> int | None:
+    """The side in pixels of the ``data.build`` films (``data.build.pixel_mm``; ``None``: the commands' own)."""
+    from rfo_bench.io.embedded import load_embedded_radiograph
+
+    if config.build is None or config.build.pixel_mm is None:
+        return None
+    return config.build.film_px(float(min(load_embedded_radiograph().pixel_spacing_mm)))
+
+
 def build_heldout_benchmark(config: BenchmarkConfig, out: Path) -> tuple[Path, Path, Path]:
-    """Render the ``data.build`` benchmark; returns ``(train json, test json, training backgrounds dir)``."""
+    """Render the ``data.build`` benchmark; returns ``(train json, test json, training backgrounds dir)``.
+
+    With ``data.build.pixel_mm`` the generator's commands receive the film side as ``{imgsz}``
+    (:func:`build_film_px`); the background cells are written at the radiograph's own spacing either way.
+    """
     from rfo_bench.io.embedded import load_embedded_radiograph
 
     build = config.build
     assert build is not None
-    image = load_embedded_radiograph().pixels
+    radiograph = load_embedded_radiograph()
+    image = radiograph.pixels
+    imgsz = build.film_px(float(min(radiograph.pixel_spacing_mm)))
     pools: dict[str, list[tuple[str, np.ndarray]]] = {"train": [], "test": []}
     for split, r0, c0, r1, c1 in heldout_tiles(*image.shape[:2], build.tile_px, build.guard_px):
         pools[split].append((f"tile_r{r0:04d}_c{c0:04d}", image[r0:r1, c0:c1]))
@@ -95,8 +110,12 @@ def build_heldout_benchmark(config: BenchmarkConfig, out: Path) -> tuple[Path, P
     for split, n, seed in (("train", build.n_train, build.seed_train), ("test", build.n_test, build.seed_test)):
         pool = _write_background_pool(pools[split], out / "benchmark" / "backgrounds" / split)
         entry = GeneratorEntry(name=generator.name, n=n, seed=seed, commands=generator.commands)
+        if imgsz is not None and not entry.takes("imgsz"):
+            raise UserInputError("data.build.pixel_mm sets the film size: the generator's commands must take it "
+                                 "as --imgsz {imgsz}", file=config.source or None,
+                                 field=f"generators.{entry.name}.commands")
         try:
-            dataset = run_generator(entry, out=out / "benchmark" / split, backgrounds=pool)
+            dataset = run_generator(entry, out=out / "benchmark" / split, backgrounds=pool, imgsz=imgsz)
         except RuntimeError as err:
             raise UserInputError(f"cannot build the held-out benchmark: {err}", file=config.source or None,
                                  field="data.build") from None

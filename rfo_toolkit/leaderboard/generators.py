@@ -91,22 +91,25 @@ def _last_line(log: Path, code: int) -> str:
 
 
 def run_generator(
-    entry: GeneratorEntry, *, out: Path, backgrounds: Path, train_json: Path | None = None
+    entry: GeneratorEntry, *, out: Path, backgrounds: Path, train_json: Path | None = None,
+    imgsz: int | None = None,
 ) -> DetectionDataset:
     """Run a generator's ``rfo-synth`` commands and read the COCO set the last one wrote to ``out``.
 
     A finished set (same filled-in commands) is reused. The commands' output goes to
-    ``<out>_work/generator.log``.
+    ``<out>_work/generator.log``. ``imgsz`` fills the ``{imgsz}`` placeholder (the films' side).
 
     Raises:
         RuntimeError: a command is not available, exits with an error, or no images were written (the
             message is what the leaderboard shows).
     """
     work = out.parent / f"{out.name}_work"
-    paths: dict[str, Path] = {"out": out, "work": work, "backgrounds": backgrounds,
-                              "backgrounds_json": backgrounds / "backgrounds.json"}
+    paths: dict[str, object] = {"out": out, "work": work, "backgrounds": backgrounds,
+                                "backgrounds_json": backgrounds / "backgrounds.json"}
     if train_json is not None:
         paths.update(train_json=train_json, train_dir=train_json.parent)
+    if imgsz is not None:
+        paths["imgsz"] = imgsz
     try:
         argvs = entry.argvs(**paths)
     except UserInputError as err:

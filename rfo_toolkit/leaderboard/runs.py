@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +40,20 @@ class RunMetrics:
 
 
 def evaluate_run(test_json: Path, predictions_dir: Path, *, bootstrap: int, seed: int,
-                 report_dir: Path | None = None) -> RunMetrics:
+                 report_dir: Path | None = None, gt: DetectionDataset | None = None) -> RunMetrics:
     """Evaluate one run with the toolkit's evaluator (what ``rfo-bench eval`` computes).
 
     Box metrics come from ``predictions.json``; AUROC from ``classification.csv`` against the
     "critical RFO present" image label. The full evaluation report is written to ``report_dir``.
+    ``gt``: the ground truth as read from ``test_json`` and restricted (e.g. a start's unseen classes
+    removed); default: ``test_json`` as it is.
     """
     from rfo_bench.detectors.predict import CLASSIFICATION_CSV, PREDICTIONS_JSON
     from rfo_bench.evaluate import EvalConfig, evaluate_detailed, write_report
     from rfo_bench.io.formats import read_dataset
     from rfo_bench.predictions import read_predictions
 
-    gt = read_dataset(test_json)
+    gt = read_dataset(test_json) if gt is None else gt
     predictions = read_predictions(predictions_dir / PREDICTIONS_JSON, gt,
                                    classification=predictions_dir / CLASSIFICATION_CSV)
     evaluation = evaluate_detailed(gt, predictions, EvalConfig(bootstrap=bootstrap, seed=seed,
@@ -88,7 +90,16 @@ def slug(text: str) -> str:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """One (model, arm, seed) cell of the benchmark."""
+    """One (model, arm, seed) cell of the benchmark.
+
+    Attributes:
+        compute: the cell's compute: ``train_cpu_seconds`` / ``train_accelerator_seconds`` (the training
+            record's ledger) and ``cpu_seconds`` (training, prediction and evaluation, this process and its
+            children). A from-start run's own compute: the start's is in ``start``.
+        start: for a run fine-tuned from a recipe-trained detector: ``detector`` (folder), ``recipe``,
+            ``recipe_sha256``, ``weights_sha256`` and ``compute`` (the start's own training compute).
+        evaluation: ``sliced`` (predicted over whole films from tiles) or ``whole images``.
+    """
 
     model: str
     arm: str
@@ -97,6 +108,19 @@ class RunOutcome:
     train_seconds: float
     train_images: int
     metrics: RunMetrics
+    compute: dict[str, float] = field(default_factory=dict)
+    start: dict[str, Any] | None = None
+    evaluation: str = "whole images"
+
+
+def start_summary(entry: ModelEntry) -> dict[str, Any] | None:
+    """What a row fine-tuned from ``entry.start`` states about that start (``None`` for a from-scratch entry)."""
+    start = entry.start
+    if start is None:
+        return None
+    return {"detector": start.run_dir, "recipe": start.recipe_name, "recipe_sha256": start.recipe_sha256,
+            "weights_sha256": start.weights_sha256, "film_px": start.film_px,
+            "unseen_classes": list(start.unseen_classes), "compute": dict(start.compute)}
 
 
 def run_one(
@@ -109,8 +133,10 @@ def run_one(
     (``force`` re-runs it anyway).
     """
     from rfo_bench.detectors.api import load_detector, train_detector
-    from rfo_bench.detectors.config import TrainConfig, recipe_with_overrides
+    from rfo_bench.detectors.config import TrainConfig
     from rfo_bench.detectors.predict import predict_dataset, write_predictions
+    from rfo_bench.detectors.provenance import ComputeMeter
+    from rfo_bench.detectors.shipped import check_start_weights
 
     result_file = run_dir / "metrics.json"
     key = sha256_text(json.dumps(fingerprint, sort_keys=True))
@@ -119,19 +145,26 @@ def run_one(
         if saved.get("key") == key:
             logger.info("reusing finished run %s", run_dir)
             return outcome_from_json(saved["outcome"])
-    recipe = recipe_with_overrides(entry.recipe, entry.overrides)
-    train_config = TrainConfig(model=entry.name, recipe=recipe, seed=seed, backbone=entry.backbone,
-                               weights=entry.weights, device=config.device)
+    meter = ComputeMeter(config.device)
+    # a start's weights are checked again right before they are read (the benchmark checked them before any work)
+    weights = str(check_start_weights(entry.start)) if entry.start is not None else entry.weights
+    train_config = TrainConfig(model=entry.name, recipe=entry.train_recipe(), seed=seed, backbone=entry.backbone,
+                               weights=weights, device=config.device, tiling=entry.run_tiling)
     trained = train_detector(train_config, train_sets, run_dir / "model", progress=progress)
-    detector = load_detector(trained.run_dir)
+    detector = load_detector(trained.run_dir, slicing=entry.start.slicing if entry.start is not None else None)
     predictions = predict_dataset(detector, test, progress=progress)
     write_predictions(predictions, detector.categories, run_dir / "predictions",
                       coco_category_ids={c.id for c in test.categories})
     metrics = evaluate_run(Path(test.source), run_dir / "predictions", bootstrap=config.bootstrap, seed=seed,
-                           report_dir=run_dir / "eval")
+                           report_dir=run_dir / "eval", gt=test)
+    ledger = trained.record.get("compute") or {}
+    compute = {"train_cpu_seconds": float(ledger.get("cpu_seconds", 0.0)),
+               "train_accelerator_seconds": float(ledger.get("accelerator_seconds", 0.0)),
+               "cpu_seconds": float(meter.report()["cpu_seconds"])}
     outcome = RunOutcome(model=entry.display, arm=arm, seed=seed, run_dir=str(run_dir),
                          train_seconds=trained.train_seconds, train_images=trained.record["train_images"],
-                         metrics=metrics)
+                         metrics=metrics, compute=compute, start=start_summary(entry),
+                         evaluation="whole images" if entry.run_tiling is None else "sliced")
     payload = {"key": key, "fingerprint": fingerprint, "outcome": outcome_to_json(outcome)}
     atomic_write_bytes(result_file, json.dumps(payload, indent=2).encode("utf-8"))
     return outcome

@@ -11,6 +11,9 @@ import numpy as np
 from rfo_toolkit.leaderboard.config import METRICS
 from rfo_toolkit.leaderboard.runs import RunOutcome
 
+COMPUTE_KEYS = ("train_cpu_seconds", "train_accelerator_seconds", "cpu_seconds")
+"""A row's compute, each the mean over its seeds (see :attr:`RunOutcome.compute`)."""
+
 
 def summarize_seeds(values: Sequence[float]) -> tuple[float, float]:
     """``(mean, sample standard deviation)`` over seeds, ignoring NaN; std is 0 for one value, NaN for none."""
@@ -21,7 +24,8 @@ def summarize_seeds(values: Sequence[float]) -> tuple[float, float]:
 
 
 def aggregate(outcomes: Sequence[RunOutcome]) -> list[dict[str, Any]]:
-    """One leaderboard row per (model, arm): mean ± std over seeds, mean per-seed 95 % CI bounds, seconds.
+    """One leaderboard row per (model, arm): mean ± std over seeds, mean per-seed 95 % CI bounds, seconds,
+    compute (mean over seeds) and the start it was fine-tuned from (``None``: from scratch).
 
     Rows keep the order in which (model, arm) first appears in ``outcomes``.
     """
@@ -40,6 +44,10 @@ def aggregate(outcomes: Sequence[RunOutcome]) -> list[dict[str, Any]]:
                            "per_seed": [r.metrics.values.get(metric, float("nan")) for r in runs]}
         row["train_seconds"] = dict(zip(("mean", "std"), summarize_seeds([r.train_seconds for r in runs]),
                                         strict=True))
+        row["compute"] = {key: summarize_seeds([float(r.compute.get(key, float("nan"))) for r in runs])[0]
+                          for key in COMPUTE_KEYS}
+        row["start"] = runs[0].start
+        row["evaluation"] = runs[0].evaluation
         fps = runs[0].metrics.froc_fp_per_image
         sens = np.array([r.metrics.froc_sensitivity for r in runs], dtype=np.float64)
         row["froc_curve"] = {"fp_per_image": list(fps), "sensitivity": list(np.nanmean(sens, axis=0))
