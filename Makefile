@@ -27,7 +27,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint install lock clean bench-deps bench-physics docs-physics shipped-detector
+.PHONY: demo test lint install lock clean bench-deps bench-physics docs-physics shipped-detector bundle-detector
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,11 @@ shipped-detector: $(STAMP)
 	test -f data/shipped/test/annotations.json || $(BIN)/rfo-synth physics --n 200 --imgsz 2048 --seed 1702 --workers $(WORKERS) --out data/shipped/test --no-progress
 	test -f data/shipped/train/annotations.json || $(BIN)/rfo-synth physics --n 4000 --imgsz 2048 --seed 1701 --workers $(WORKERS) --out data/shipped/train --no-progress
 	$(BIN)/rfo-bench train --config configs/shipped_detector.yaml --out $(SHIPPED_OUT) --device $(DEVICE) --workers $(WORKERS) --no-progress $$(test -f $(SHIPPED_OUT)/.rfo-toolkit-output.json && echo --resume)
+
+# Copies a finished run's record and weights (checked against the record's SHA-256) into the package,
+# where `vision-unlearn demo` and `rfo-bench` find them (rfo_bench/assets/shipped_detector).
+bundle-detector: $(STAMP)
+	$(BIN)/rfo-bench bundle --model-dir $(SHIPPED_OUT)
 
 clean:
 	rm -rf $(VENV) .cache runs build *.egg-info

@@ -60,7 +60,8 @@ def render(by_prog: dict[str, argparse.ArgumentParser] | None = None) -> str:
         "- **one output rule.** An existing non-empty output is refused with one line naming `--overwrite`; "
         "`--overwrite` replaces only a folder the same command wrote (its ownership marker, "
         "`toolkit_core.output_dirs`), never a folder of a user or of another command. `--resume` continues "
-        "an interrupted run; the benchmark and the demo reuse finished runs unless `--rerun`.",
+        "an interrupted run, also one killed outright (the marker is written before the first output); "
+        "neither flag takes up a folder another live run is still writing; the benchmark and the demo reuse finished runs unless `--rerun`.",
         "- **runtime options** on every command that computes: `--device`, `--threads` (a positive count; "
         "unset: the libraries' default), `--no-progress` (progress bars are on by default and go to stderr), "
         "`--verbose` (also before the sub-command).",

@@ -67,6 +67,7 @@ FLAG_MEANINGS: dict[str, str] = {
     "--json": "print JSON",
     "--lr": "learning rate",
     "--model": "model",
+    "--model-dir": "directory written by rfo-bench train",
     "--n": "number of images",
     "--no-progress": "hide progress bars",
     "--out": "output",

@@ -156,7 +156,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     slicing = SliceConfig(overlap=defaults.overlap if args.overlap is None else args.overlap,
                           coarse_pass=not args.no_coarse_pass, merge=args.merge or defaults.merge,
                           match_threshold=args.match_threshold or defaults.match_threshold)
-    detector = load_detector(args.model_dir, device=device, slicing=slicing)
+    model_dir = args.model_dir
+    if model_dir == "shipped":
+        from rfo_bench.detectors.bundled import require_bundled_detector
+
+        model_dir = require_bundled_detector("--model-dir")
+    # the bundled detector, like every recipe-trained one, loads only when its weights match the record
+    detector = load_detector(model_dir, device=device, slicing=slicing,
+                             require_hash=model_dir != args.model_dir)
     dataset = load_training_data(args.data, split=args.split)
     predictions = predict_dataset(detector, dataset, progress=not args.no_progress)
     known = {c.id for c in dataset.categories} or None
@@ -166,8 +173,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from rfo_bench.detectors.bundled import bundle_detector
+
+    print(json.dumps({"bundled": str(bundle_detector(args.model_dir))}, indent=2))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train`` and ``predict`` to an ``rfo-bench`` sub-parser set."""
+    """Add ``train``, ``predict`` and ``bundle`` to an ``rfo-bench`` sub-parser set."""
     names = "yolov8n, yolov8s, yolo11n, yolo11s, fasterrcnn, retinanet, fcos"
     cmd = add_command(subparsers, "train", _cmd_train, "train a detector baseline on an RFO dataset",
                       description=f"Train one detector ({names}; an unknown name lists every registered one).")
@@ -212,7 +226,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     cmd = add_command(subparsers, "predict", _cmd_predict,
                       "predict with a trained detector: COCO results json + Hopkins localization/classification CSVs")
-    cmd.add_argument("--model-dir", required=True, help="directory written by rfo-bench train")
+    cmd.add_argument("--model-dir", required=True,
+                     help="directory written by rfo-bench train, or 'shipped': the detector bundled with the toolkit")
     cmd.add_argument("--data", required=True, help="dataset to predict on (any supported format)")
     cmd.add_argument("--split", default="val", help="split to use when --data is a YOLO data.yaml")
     add_output_options(cmd, "folder of the predictions")
@@ -226,3 +241,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="intersection over the smaller box at which detections merge (default 0.5)")
     cmd.add_argument("--no-coarse-pass", action="store_true",
                      help="skip the whole-film pass for objects larger than a tile")
+
+    cmd = add_command(subparsers, "bundle", _cmd_bundle,
+                      "copy a finished recipe run (rfo-bench train --config) into this installation as its shipped "
+                      "detector: the record and the weights it names, checked against the record's SHA-256")
+    cmd.add_argument("--model-dir", required=True, help="directory written by rfo-bench train --config (a finished recipe run)")

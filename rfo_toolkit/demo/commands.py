@@ -14,11 +14,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     config = DemoConfig(
         out_dir=str(args.out), fast=args.fast, force=args.rerun, seed=args.seed,
-        radiograph=args.radiograph, ct=args.ct, detector=args.detector,
+        radiograph=args.radiograph, ct=args.ct, detector=demo_detector(args.detector),
     )
     result = run_demo(config)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def demo_detector(choice: str) -> str | None:
+    """The detector folder of ``--detector`` (``None``: a YOLO trained from scratch).
+
+    ``auto`` is the detector bundled with this installation when it holds one, else from scratch;
+    ``shipped`` requires the bundled one; ``scratch`` always trains from scratch; anything else is a
+    folder written by ``rfo-bench train --config``.
+
+    Raises:
+        UserInputError: ``shipped`` in an installation without the bundled detector.
+    """
+    from rfo_bench.detectors.bundled import bundled_detector, require_bundled_detector
+
+    if choice == "scratch":
+        return None
+    if choice == "shipped":
+        return str(require_bundled_detector("--detector"))
+    if choice == "auto":
+        bundled = bundled_detector()
+        return None if bundled is None else str(bundled)
+    return choice
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -43,9 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=0, help="random seed of every stage")
     demo.add_argument("--radiograph", default=None, help="chest radiograph (PNG/JPEG/DICOM); default: embedded")
     demo.add_argument("--ct", default=None, help="chest CT (NIfTI); default: embedded")
-    demo.add_argument("--detector", default=None,
-                      help="a trained detector folder (rfo-bench train --config; e.g. make shipped-detector's): "
-                           "evaluate it on films at its resolution and unlearn on its tiles; default: train a "
-                           "YOLO from scratch")
+    demo.add_argument("--detector", default="auto",
+                      help="the detector the demo evaluates and unlearns on tiles of films at its resolution: "
+                           "'shipped' (the one bundled with the toolkit), a folder written by rfo-bench train "
+                           "--config, or 'scratch' (a YOLO trained from scratch on small films); default 'auto': "
+                           "the shipped one when this installation holds it, else scratch")
     report = add_command(sub, "report", _cmd_report, "rebuild report.html / report.md of a demo run directory")
     report.add_argument("run_dir", help="run directory written by `vision-unlearn demo`")
