@@ -1,4 +1,5 @@
-"""Demo stages 3–5: train a YOLO detector, evaluate it with ``rfo_bench``, and unlearn a deletion request.
+"""Demo stages 3 and 5: train a YOLO detector, evaluate it with ``rfo_bench``, and unlearn a deletion request
+(stage 4, the patch classifier, is :mod:`rfo_toolkit.demo.classifier`).
 
 Everything here composes the toolkit's public pieces: the YOLO adapter and the one training loop
 (:mod:`vision_unlearn.loop`) train the detector from scratch (``retrain`` on all training data is
@@ -325,42 +326,3 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
     return {"requests": {"class": forget_class, "patient": patient}, "rows": rows,
             "figures": [f"detections_{s}.png" for s in requests],
             "audit_records": sorted(str(p.relative_to(stage_dir)) for p in (stage_dir / "audit").glob("*.json"))}
-
-
-def train_patch_classifier(stage_dir: Path, synth_dir: Path, fast: bool, seed: int) -> dict[str, Any]:
-    """A timm classifier on object / background patches cut from the synthetic set (``rfo-patches``).
-
-    The patch set is split by patient on its own (:func:`vision_unlearn.data.load_classification_data`);
-    the test accuracy is reported per class.
-    """
-    from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
-    from vision_unlearn.api import config_class_of, config_from_dict
-    from vision_unlearn.benchmark import train_original
-    from vision_unlearn.checkpoint import save_checkpoint
-    from vision_unlearn.metrics.accuracy import accuracy
-
-    sets = load_patch_sets(synth_dir, seed)
-    train, test = sets["train"], sets["test"]
-    spec = TimmModelSpec(name="resnet10t", num_classes=train.num_classes, in_chans=1)
-    adapter = TimmAdapter(spec)
-    adapter.reset_parameters(seed)
-    config = config_from_dict(config_class_of("retrain"), {"epochs": 8 if fast else 30, "lr": 0.05,
-                                                           "schedule": "cosine", "batch_size": 32})
-    seconds = train_original(adapter, train, seed, config)
-    save_checkpoint(stage_dir / "classifier.pt", "model", {"model": adapter.model.state_dict()},
-                    meta=adapter.describe())
-    logits = adapter.predict(test.images)
-    predicted = logits.argmax(1)
-    per_class = {name: (float((predicted[test.labels == k] == k).float().mean() * 100)
-                        if bool((test.labels == k).any()) else None)
-                 for k, name in enumerate(train.class_names)}
-    return {"model": spec.name, "epochs": config.epochs, "train_seconds": round(seconds, 2),
-            "n_train": len(train), "n_test": len(test), "class_names": list(train.class_names),
-            "test_accuracy": float(accuracy(logits, test.labels)), "per_class_accuracy": per_class}
-
-
-def load_patch_sets(synth_dir: Path, seed: int) -> dict[str, Any]:
-    """The ``rfo-patches`` classification set of the synthetic data at 32 px."""
-    from vision_unlearn.data import load_classification_data
-
-    return load_classification_data(f"rfo-patches:{synth_dir}", image_size=32, seed=seed)

@@ -249,21 +249,56 @@ def _eval_record(stage_dir: Path) -> dict[str, Any]:
 
 
 def _stage_classifier(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    from rfo_toolkit.demo.models import train_patch_classifier
+    from rfo_toolkit.demo.classifier import patch_classifier_plan, train_patch_classifier
 
-    return train_patch_classifier(stage_dir, Path(config.out_dir) / "synth" / "all", config.fast, config.seed)
+    return train_patch_classifier(stage_dir, patch_classifier_plan(config.fast), config.seed, config.radiograph)
 
 
 def _section_classifier(summary: dict[str, Any], stage_dir: Path) -> Section:
-    rows = [[name, acc] for name, acc in summary["per_class_accuracy"].items()]
-    rows.append(["all", summary["test_accuracy"]])
+    names = list(summary["per_class_accuracy"])
+    train_counts, test_counts = summary.get("train_counts") or {}, summary.get("test_counts") or {}
+    rows = [[name, train_counts.get(name), test_counts.get(name), summary["per_class_accuracy"][name]]
+            for name in names]
+    rows.append(["all", summary["n_train"], summary["n_test"], summary["test_accuracy"]])
+    model = (f"A timm {summary['model']} (1 input channel, random initialisation) was trained for {summary['epochs']} "
+             f"epochs in {summary['train_seconds']:.0f} s")
+    if "film_px" not in summary:  # a run of an earlier release: 32 px patches of the synthetic set
+        text = (f"{model} on {summary['n_train']} 32 px patches cut around the synthetic objects and from "
+                f"object-free background, tested on {summary['n_test']} patches of held-out patients.")
+        table = Table(["class", "test accuracy (%)"], [[r[0], r[3]] for r in rows], caption="Patch classification",
+                      digits=1)
+        return Section("Patch classifier", paragraphs=[text], tables=[table])
+    cut = summary["cut"]
+    spacing = summary["spacing_mm"]
+    spacing_text = f"{spacing:.2f}" if isinstance(spacing, (int, float)) else "–".join(f"{s:.2f}" for s in spacing)
+    context = (f"{cut['context_mm']:g} mm on a side (from the film's spacing) around each box centre"
+               if cut.get("context_mm") else f"{cut['context']:g} times the box's longer side around its centre")
+    window = {"patch": "each patch's 1–99 percentiles of its 16-bit values stretched to the full range",
+              "film": "each film's 0.5–99.5 percentiles stretched to the full range",
+              "none": "the 16-bit values as written"}[cut["window"]]
     text = (
-        f"A timm {summary['model']} (1 input channel, random initialisation) trained for {summary['epochs']} epochs "
-        f"in {summary['train_seconds']:.0f} s on {summary['n_train']} 32 px patches cut around the synthetic objects "
-        f"and from object-free background, tested on {summary['n_test']} patches of held-out patients."
+        f"{summary['n_films']} films were rendered for this stage over the real radiograph at {summary['film_px']} px "
+        f"({spacing_text} mm per pixel; seeds of their own) and split by pseudo-patient "
+        f"({summary['n_train_patients']} training, {summary['n_test_patients']} held-out). Patches were cut from the "
+        f"full films, labels in film pixels: {context}, resized to {summary['patch_px']} px, windowed with {window}; "
+        "one background patch per film overlaps no box. Training objects were cut "
+        f"{1 + cut['jitter_copies']} times each (centre, size and orientation jittered); held-out objects once. "
+        f"{model} on the {summary['n_train']} training patches and tested on the {summary['n_test']} held-out "
+        "patches. The settings were chosen on validation patients carved from the training ones "
+        "(benchmarks/bench_patch_classifier.py, which states their accuracy over five seeds)."
     )
-    return Section("Patch classifier", paragraphs=[text],
-                   tables=[Table(["class", "test accuracy (%)"], rows, caption="Patch classification", digits=1)])
+    table = Table(["class", "training patches", "held-out patches", "held-out accuracy (%)"], rows,
+                  caption="Patch classification (held-out patients)", digits=1)
+    figures = [Figure(stage_dir / name, CLASSIFIER_CAPTIONS.get(Path(name).name) or _unlisted_caption(name))
+               for name in summary.get("figures", [])]
+    return Section("Patch classifier", paragraphs=[text], tables=[table], figures=figures)
+
+
+CLASSIFIER_CAPTIONS = {
+    "contact_sheet.png": "Films rendered for the patch classifier over the real radiograph, with their exact labels.",
+    "patches.png": "Held-out patches as the classifier sees them (after windowing and resizing), one row per class, "
+                   "with the predicted class above each: green where right, red where wrong.",
+}
 
 
 def _stage_unlearn(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
