@@ -13,7 +13,13 @@ import pytest
 from rfo_bench.io.coco import read_coco
 from rfo_bench.io.images import read_image, write_png16
 from toolkit_core.errors import UserInputError
-from vision_unlearn.data.rfo_patches import PatchCut, background_window, crop_window, cut_patch_set, window_percentiles
+from vision_unlearn.data.rfo_patches import (
+    PatchCut,
+    background_window,
+    crop_window,
+    cut_patch_set,
+    window_percentiles,
+)
 
 HEIGHT, WIDTH = 170, 300  # not square: a height/width swap shows
 SPACING_MM = 0.2
