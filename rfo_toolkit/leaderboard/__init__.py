@@ -22,6 +22,14 @@ patient-disjoint (checked when both carry patient ids). An arm whose generator i
 (its ``rfo-synth`` sub-command is absent) or fails is skipped, and the leaderboard says why; it runs on
 the next invocation once the generator exists.
 
+A model row trains from scratch (whole images, or tiles with ``tiling``) or fine-tunes a recipe-trained
+detector (``start: DIR``): its weights are checked against its record's SHA-256 before any work, its
+runs train on the arm's films cut into its tiles and are evaluated sliced over whole test films, its
+unseen classes are removed from every row's training and test boxes, and the data's class map must be
+its own. ``data.build.pixel_mm`` renders the built benchmark at clinical resolution (``native`` or mm per
+pixel). Every run states its compute, and a from-start row its start (recipe, weights SHA-256, the
+start's own compute).
+
 Every finished run keeps ``metrics.json`` in its directory and is reused on the next invocation
 when its resolved configuration is unchanged (``--force`` re-runs it), so an interrupted benchmark
 resumes where it stopped.
@@ -51,6 +59,7 @@ from rfo_toolkit.leaderboard.config import (
     with_seeds,
 )
 from rfo_toolkit.leaderboard.data import (
+    build_film_px,
     build_heldout_benchmark,
     check_patient_disjoint,
     heldout_tiles,
@@ -70,7 +79,7 @@ from rfo_toolkit.leaderboard.summary import aggregate, summarize_seeds
 __all__ = [
     "ARMS", "ARM_GENERATORS", "BENCHMARK_TOOL", "DEFAULT_GENERATOR_COMMANDS", "METRICS", "BenchmarkConfig",
     "BenchmarkResult", "BuildEntry", "GeneratorEntry", "ModelEntry", "RunMetrics", "RunOutcome", "aggregate",
-    "build_heldout_benchmark", "check_patient_disjoint", "evaluate_run", "froc_figure", "heldout_tiles",
+    "build_film_px", "build_heldout_benchmark", "check_patient_disjoint", "evaluate_run", "froc_figure", "heldout_tiles",
     "load_benchmark_config", "metrics_from_report", "parse_benchmark_config", "plot_froc", "read_generated_set",
     "render_markdown", "run_benchmark", "run_generator", "summarize_seeds", "synth_command_available", "synth_main",
     "training_backgrounds", "with_arms", "with_models", "with_seeds",
