@@ -186,8 +186,8 @@ def cut_patch_set(
     Classes are ``"none"`` (background, label 0) followed by ``class_names`` (default: the categories with at
     least one object, in category-id order); objects of other categories are left out. An object patch is
     centred on its box (shifted inside the film at its border); its side follows ``cut``. The background
-    patch of a film is a seeded random square, of the side of a random object patch of the set, that
-    overlaps no box (films where none fits after 100 draws get none). With ``augment`` every object
+    patch of a film is a seeded random square of the median object-patch side (every patch's side under a
+    mm context on films of one spacing) that overlaps no box (films where none fits after 100 draws get none). With ``augment`` every object
     gives ``cut.jitter_copies`` more jittered patches. Every patch is windowed as ``cut.window`` says
     and resized to ``cut.patch_px``.
 
@@ -230,7 +230,7 @@ def cut_patch_set(
 
     kept = [(record, obj) for record in dataset.images for obj in record.objects if obj.category_id in label_of]
     sides = [cut.side_px(obj.width, obj.height, spacing_of(record.image_id)) for record, obj in kept]
-    sides = sides or [4 * cut.min_side_px]
+    background_side = int(np.median(sides)) if sides else 4 * cut.min_side_px
     out_size = out_size or (cut.patch_px, cut.patch_px)
     rng = np.random.default_rng(seed)
     patches: list[torch.Tensor] = []
@@ -277,7 +277,7 @@ def cut_patch_set(
                 add(pixels, (x0 + x1) / 2, (y0 + y1) / 2, side, label_of[obj.category_id],
                     f"image{record.image_id}-{name}" + (f"-j{copy}" if copy else ""), patient, copy > 0)
         height, width = pixels.shape[:2]
-        side = min(int(sides[int(rng.integers(len(sides)))]), height, width)
+        side = min(background_side, height, width)
         corner = background_window(boxes, side, height, width, rng)
         if corner is None:
             logger.debug("image %d: no object-free background patch found", record.image_id)
