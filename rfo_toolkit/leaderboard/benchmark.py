@@ -130,8 +130,9 @@ def run_benchmark(
     ``metrics.json``).
 
     Raises:
-        UserInputError: unreadable data, a patient shared by train and test, or a training split
-            without positives.
+        UserInputError: unreadable data, a patient shared by train and test, a training split
+            without positives, a start detector whose weights differ from its record (before any work),
+            or benchmark data whose class map is not a start detector's.
     """
     from rfo_bench.detectors.data import count_objects, require_trainable
     from rfo_bench.detectors.shipped import check_start_weights, without_classes
