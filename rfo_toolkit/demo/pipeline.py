@@ -462,6 +462,32 @@ def _adopt_earlier_run(out_dir: Path) -> None:
         write_marker(out_dir, DEMO_TOOL, state="in-use")
 
 
+RESULT_SETTINGS = ("fast", "seed", "radiograph", "ct", "detector")
+"""The settings that shape what a stage computes: a resumed run must have the same ones."""
+
+
+def _refuse_other_settings(out_dir: Path, config: DemoConfig) -> None:
+    """Refuse to resume a run whose finished stages were computed with other settings (their results would mix).
+
+    Raises:
+        UserInputError: naming ``run.json`` and the first setting that differs.
+    """
+    run_json = out_dir / "run.json"
+    if not run_json.is_file() or run_json.stat().st_size > 1 << 20 or not load_stage_summaries(out_dir):
+        return
+    try:
+        recorded = json.loads(run_json.read_text(encoding="utf-8")).get("config") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    defaults = asdict(DemoConfig(out_dir=str(out_dir)))
+    for name in RESULT_SETTINGS:
+        before, now = recorded.get(name, defaults[name]), getattr(config, name)
+        if before != now:
+            raise UserInputError(f"this folder holds a demo run with {name} {before!r}, not {now!r}; its finished "
+                                 "stages would mix with this run's (use --rerun to redo them all, or another --out)",
+                                 file=run_json, field=name)
+
+
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run (or resume) every stage into ``config.out_dir`` and build the report.
 
@@ -479,6 +505,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         start_weights(config.detector)
     _adopt_earlier_run(out_dir)
     claim_output_dir(out_dir, DEMO_TOOL)
+    if not config.force:
+        _refuse_other_settings(out_dir, config)
     _write_json(out_dir / "run.json", {"config": asdict(config), "stages": [s.name for s in STAGES],
                                         "environment": environment()})
     done = {} if config.force else load_stage_summaries(out_dir)

@@ -117,6 +117,25 @@ def test_report_of_a_run_without_run_json_has_version_and_commit_only(tmp_path: 
     assert set(header) == {"toolkit version", "source commit"}
 
 
+@pytest.mark.parametrize("change", [{"seed": 1}, {"fast": True}, {"ct": "another_ct.nii.gz"}])
+def test_a_run_is_not_resumed_with_settings_that_change_its_results(tmp_path: Path, monkeypatch,
+                                                                   change: dict) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(demo_module, "STAGES", _fake_stages(calls, fail_on="second"))
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(DemoConfig(out_dir=str(tmp_path)))
+    monkeypatch.setattr(demo_module, "STAGES", _fake_stages(calls))
+    calls.clear()
+    with pytest.raises(UserInputError, match="would mix") as err:
+        run_demo(DemoConfig(out_dir=str(tmp_path), **change))
+    assert err.value.field == next(iter(change)) and calls == []
+    run_demo(DemoConfig(out_dir=str(tmp_path), force=True, **change))  # --rerun redoes every stage with them
+    assert calls == ["first", "second", "third"]
+    calls.clear()
+    run_demo(DemoConfig(out_dir=str(tmp_path), **change))  # and then resumes with them
+    assert calls == []
+
+
 def test_demo_command_leaves_defaults_out() -> None:
     assert demo_command({"out_dir": "runs/demo", "fast": False, "force": False, "seed": 0, "radiograph": None,
                          "ct": None}) == "vision-unlearn demo --out runs/demo"
