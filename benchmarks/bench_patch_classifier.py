@@ -44,7 +44,9 @@ def candidates(base):
     return {
         "default": base,
         "context relative 1.5x box": replace(base, cut=replace(cut, context_mm=None, context=1.5)),
+        "context 16 mm": replace(base, cut=replace(cut, context_mm=16.0)),
         "context 24 mm": replace(base, cut=replace(cut, context_mm=24.0)),
+        "context 32 mm": replace(base, cut=replace(cut, context_mm=32.0)),
         "context 96 mm": replace(base, cut=replace(cut, context_mm=96.0)),
         "window none": replace(base, cut=replace(cut, window="none")),
         "window film": replace(base, cut=replace(cut, window="film")),
@@ -52,10 +54,11 @@ def candidates(base):
         "patch 48 px": replace(base, cut=replace(cut, patch_px=48)),
         "no jitter": replace(base, cut=replace(cut, jitter_copies=0)),
         "jitter 3": replace(base, cut=replace(cut, jitter_copies=3)),
+        "jitter 3 + epochs x2/3": replace(base, cut=replace(cut, jitter_copies=3), epochs=max(1, base.epochs * 2 // 3)),
         "epochs x0.5": replace(base, epochs=max(1, base.epochs // 2)),
         "epochs x2": replace(base, epochs=base.epochs * 2),
-        "lr 0.02": replace(base, lr=0.02),
-        "lr 0.1": replace(base, lr=0.1),
+        "lr x0.4": replace(base, lr=base.lr * 0.4),
+        "lr x2.5": replace(base, lr=base.lr * 2.5),
     } if isinstance(cut, PatchCut) else {"default": base}
 
 
@@ -91,14 +94,23 @@ def select(out: Path, seed: int, only: list[str] | None) -> dict:
         sets = load_patch_sets(films, plan, seed, splits=splits)
         torch.manual_seed(seed)
         adapter, _ = fit_patch_classifier(sets["train_fit"], plan, seed)
-        result = patch_accuracy(adapter, sets["val"])
+        result = patch_accuracy(adapter, sets["val"], plan.dihedral_average)
+        if not plan.dihedral_average:  # the same model scored with the dihedral average too (free: no training)
+            averaged = patch_accuracy(adapter, sets["val"], True)
+            rows[label + " + dihedral average"] = {
+                "val_accuracy": averaged["accuracy"], "per_class": averaged["per_class"],
+                "val_mean_class_accuracy": float(np.mean([v for v in averaged["per_class"].values() if v is not None]))}
         per_class = [v for v in result["per_class"].values() if v is not None]
         rows[label] = {"val_accuracy": result["accuracy"], "val_mean_class_accuracy": float(np.mean(per_class)),
                        "per_class": result["per_class"], "n_fit": len(sets["train_fit"]), "n_val": len(sets["val"]),
                        "val_counts": result["counts"], "cpu_seconds": round(time.process_time() - start, 1),
-                       "cut": asdict(plan.cut), "epochs": plan.epochs, "lr": plan.lr}
+                       "cut": asdict(plan.cut), "epochs": plan.epochs, "lr": plan.lr,
+                       "dihedral_average": plan.dihedral_average}
         print(f"{label:28s} val {result['accuracy']:5.1f} %  mean class {rows[label]['val_mean_class_accuracy']:5.1f} %"
               f"  {rows[label]['cpu_seconds']:6.1f} CPU-s  " + json.dumps(result["per_class"]), flush=True)
+        if label + " + dihedral average" in rows:
+            print(f"{label + ' + dihedral average':28s} val {rows[label + ' + dihedral average']['val_accuracy']:5.1f} %",
+                  flush=True)
         (out / "select.json").write_text(json.dumps(rows, indent=1))
     return rows
 

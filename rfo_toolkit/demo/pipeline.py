@@ -284,7 +284,9 @@ def _section_classifier(summary: dict[str, Any], stage_dir: Path) -> Section:
         "one background patch per film overlaps no box. Training objects were cut "
         f"{1 + cut['jitter_copies']} times each (centre, size and orientation jittered); held-out objects once. "
         f"{model} on the {summary['n_train']} training patches and tested on the {summary['n_test']} held-out "
-        "patches. The settings were chosen on validation patients carved from the training ones "
+        "patches" + (" (each scored by its mean softmax over its eight flips and quarter turns)"
+                     if summary.get("dihedral_average") else "")
+        + ". The settings were chosen on validation patients carved from the training ones "
         "(benchmarks/bench_patch_classifier.py, which states their accuracy over five seeds)."
     )
     table = Table(["class", "training patches", "held-out patches", "held-out accuracy (%)"], rows,
@@ -295,7 +297,6 @@ def _section_classifier(summary: dict[str, Any], stage_dir: Path) -> Section:
 
 
 CLASSIFIER_CAPTIONS = {
-    "contact_sheet.png": "Films rendered for the patch classifier over the real radiograph, with their exact labels.",
     "patches.png": "Held-out patches as the classifier sees them (after windowing and resizing), one row per class, "
                    "with the predicted class above each: green where right, red where wrong.",
 }
