@@ -108,17 +108,19 @@ def load_patch_sets(films_dir: Path, plan: PatchClassifierPlan, seed: int,
             for k, (name, dataset) in enumerate(splits.items())}
 
 
-def fit_patch_classifier(train: Any, plan: PatchClassifierPlan, seed: int) -> tuple[Any, float]:
-    """``(TimmAdapter, seconds)``: the plan's model trained from a seeded random start on ``train``."""
+def fit_patch_classifier(train: Any, plan: PatchClassifierPlan, seed: int, device: str = "cpu") -> tuple[Any, float]:
+    """``(TimmAdapter, seconds)``: the plan's model trained from a seeded random start on ``train`` (on ``device``,
+    where it stays)."""
     from vision_unlearn.adapters.timm import TimmAdapter, TimmModelSpec
     from vision_unlearn.api import config_class_of, config_from_dict
     from vision_unlearn.benchmark import train_original
+    from vision_unlearn.loop import LoopSettings
 
     adapter = TimmAdapter(TimmModelSpec(name=plan.model, num_classes=train.num_classes, in_chans=1))
     adapter.reset_parameters(seed)
     config = config_from_dict(config_class_of("retrain"), {"epochs": plan.epochs, "lr": plan.lr, "schedule": "cosine",
                                                            "batch_size": plan.batch_size})
-    return adapter, train_original(adapter, train, seed, config)
+    return adapter, train_original(adapter, train, seed, config, LoopSettings(seed=seed, device=device))
 
 
 def dihedral_probabilities(adapter: Any, images: Any) -> Any:
@@ -175,7 +177,7 @@ def draw_patches(path: Path, data: Any, predicted: np.ndarray, per_class: int = 
 
 
 def train_patch_classifier(stage_dir: Path, plan: PatchClassifierPlan, seed: int,
-                           radiograph: str | None = None) -> dict[str, Any]:
+                           radiograph: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """Render the stage's films, cut their patches, train the classifier and test it on held-out patients.
 
     The films' pixels are removed once cut (their labels, ``films/all/*.json``, and contact sheet stay);
@@ -190,7 +192,7 @@ def train_patch_classifier(stage_dir: Path, plan: PatchClassifierPlan, seed: int
     sets = load_patch_sets(stage_dir / "films", plan, seed)
     train, test = sets["train"], sets["test"]
     remove_owned(stage_dir / "films" / "all" / "images")
-    adapter, seconds = fit_patch_classifier(train, plan, seed)
+    adapter, seconds = fit_patch_classifier(train, plan, seed, device)
     save_checkpoint(stage_dir / "classifier.pt", "model", {"model": adapter.model.state_dict()},
                     meta=adapter.describe())
     result = patch_accuracy(adapter, test, plan.dihedral_average)

@@ -113,7 +113,7 @@ def render_clinical(stage_dir: Path, detector_dir: str | Path, plan: ClinicalPla
 
 
 def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_dir: Path, plan: ClinicalPlan,
-                          seed: int) -> dict[str, Any]:
+                          seed: int, device: str = "cpu") -> dict[str, Any]:
     """Evaluate the detector sliced on the held-out films; fine-tune it on the training tiles (the original)."""
     from rfo_bench.detectors.shipped import load_shipped_detector, predict_and_evaluate, without_classes
     from rfo_bench.evaluate import EvalConfig, write_report
@@ -122,7 +122,7 @@ def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_di
     from vision_unlearn.adapters.yolo import adapter_from_model_text
 
     record = detector_record(detector_dir)
-    detector = load_shipped_detector(detector_dir)  # refuses weights whose SHA-256 differs from the record
+    detector = load_shipped_detector(detector_dir, device=device)  # refuses weights whose SHA-256 differs from the record
     unseen = tuple(record.get("unseen_classes") or ())
     test = without_classes(read_coco(clinical_dir / "films" / "all" / "test.json"), unseen)  # as its own held-out test
     evaluation, predictions = predict_and_evaluate(detector, test, stage_dir / "predictions",
@@ -133,7 +133,7 @@ def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_di
     tile = int(record["config"]["tiling"]["tile_size"])
     adapter = adapter_from_model_text(f"yolo:{Path(detector_dir) / record['weights']}", image_size=tile)
     _, train = load_split(clinical_dir / "tiles" / "train.json", tile, adapter.class_names, adapter.in_chans)
-    seconds = train_original(adapter, plan.finetune, train, seed, label="fine-tune original")
+    seconds = train_original(adapter, plan.finetune, train, seed, label="fine-tune original", device=device)
     adapter.save(stage_dir / "original.pt")
     return {
         "detector": {"dir": str(detector_dir), "weights_sha256": record.get("weights_sha256"),

@@ -6,15 +6,18 @@ import argparse
 import json
 from pathlib import Path
 
-from toolkit_core.cli_support import add_command, add_deprecated_alias
+from toolkit_core.cli_support import add_command, add_deprecated_alias, add_runtime_options, set_threads
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from rfo_bench.detectors.config import resolve_device
     from rfo_toolkit.demo.pipeline import DemoConfig, run_demo
 
+    set_threads(args.threads)
     config = DemoConfig(
         out_dir=str(args.out), fast=args.fast, force=args.rerun, seed=args.seed,
         radiograph=args.radiograph, ct=args.ct, detector=demo_detector(args.detector),
+        device=resolve_device(args.device), threads=args.threads,
     )
     result = run_demo(config)
     print(json.dumps(result, indent=2))
@@ -70,5 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "'shipped' (the one bundled with the toolkit), a folder written by rfo-bench train "
                            "--config, or 'scratch' (a YOLO trained from scratch on small films); default 'auto': "
                            "the shipped one when this installation holds it, else scratch")
+    add_runtime_options(demo, device="cpu", progress=False,
+                        device_help="cpu, cuda, cuda:N, mps or auto (a GPU if present): every stage trains, "
+                                    "unlearns and predicts there",
+                        threads_help="every stage; fewer than the cores when another job holds some")
     report = add_command(sub, "report", _cmd_report, "rebuild report.html / report.md of a demo run directory")
     report.add_argument("run_dir", help="run directory written by `vision-unlearn demo`")

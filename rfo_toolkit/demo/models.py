@@ -71,24 +71,26 @@ def load_split(path: Path, image_size: int, class_names: tuple[str, ...] | None 
     return read_coco(path), load_detection_data(str(path), image_size, in_chans, class_names)
 
 
-def _run(adapter: Any, name: str, config: dict[str, Any], forget: Any, retain: Any, seed: int) -> float:
+def _run(adapter: Any, name: str, config: dict[str, Any], forget: Any, retain: Any, seed: int,
+         device: str = "cpu") -> float:
     """``vision_unlearn.unlearn`` on the adapter in place; its wall seconds."""
     from vision_unlearn import unlearn
 
     # the demo's training and unlearning steps run for minutes on a CPU: show their progress
     _, record = unlearn(adapter, forget=forget, retain=retain, method=name, config=config, seed=seed, copy=False,
-                        progress=True)
+                        progress=True, device=device)
     return record.seconds
 
 
-def train_original(adapter: Any, config: dict[str, Any], train: Any, seed: int, label: str = "train original") -> float:
+def train_original(adapter: Any, config: dict[str, Any], train: Any, seed: int, label: str = "train original",
+                   device: str = "cpu") -> float:
     """The original detector: ``retrain`` on all of ``train`` from the adapter's current weights (a fresh
     initialisation, or a trained detector to fine-tune), its bar labelled ``label``; its wall seconds."""
     from vision_unlearn.loop import LoopSettings
     from vision_unlearn.run import run_method
 
     run = run_method("retrain", adapter, train.select([0]).stream(), train.stream(), config=config,
-                     settings=LoopSettings(seed=seed, progress=True, label=label))
+                     settings=LoopSettings(seed=seed, progress=True, label=label, device=device))
     return run.seconds
 
 
@@ -106,7 +108,8 @@ def predictions_json(adapter: Any, data: Any, gt: Any) -> list[dict[str, Any]]:
     return results
 
 
-def train_and_evaluate_detector(stage_dir: Path, synth_dir: Path, plan: DemoModelPlan, seed: int) -> dict[str, Any]:
+def train_and_evaluate_detector(stage_dir: Path, synth_dir: Path, plan: DemoModelPlan, seed: int,
+                                device: str = "cpu") -> dict[str, Any]:
     """Train YOLOv8n from scratch on the synthetic training split and evaluate it on the test split."""
     from rfo_bench.evaluate import EvalConfig, evaluate_detailed, write_report
     from rfo_bench.predictions import read_coco_results
@@ -117,7 +120,7 @@ def train_and_evaluate_detector(stage_dir: Path, synth_dir: Path, plan: DemoMode
     adapter = YoloAdapter(YoloModelSpec("yolov8n.yaml", num_classes=train.num_classes, in_chans=1,
                                         class_names=train.class_names, image_size=plan.image_size))
     adapter.reset_parameters(seed)
-    seconds = train_original(adapter, _original_config(plan), train, seed)
+    seconds = train_original(adapter, _original_config(plan), train, seed, device=device)
     adapter.save(stage_dir / "original.pt")
     results = predictions_json(adapter, test, gt_test)
     atomic_write_text(stage_dir / "predictions.json", json.dumps(results))
@@ -244,7 +247,7 @@ def _detect_on_films(adapter: Any, data: Any, rows: list[int]) -> list[torch.Ten
 
 def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan: DemoModelPlan, seed: int,
                      forget_class: str | None = "clamp", retrain_config: dict[str, Any] | None = None,
-                     retrain_start: Path | None = None) -> dict[str, Any]:
+                     retrain_start: Path | None = None, device: str = "cpu") -> dict[str, Any]:
     """Answer two deletion requests (one class; one patient's images) with every method and retrain.
 
     Args:
@@ -253,6 +256,7 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
         forget_class: the class request's class (``None``: the patient request only).
         retrain_config: the retrained reference's training (default: the original's from-scratch recipe).
         retrain_start: weights the reference starts from (default: a fresh initialisation, seeded).
+        device: torch device of every run (the models stay there for their evaluation).
     """
     from vision_unlearn.adapters.yolo import adapter_from_model_text
     from vision_unlearn.audit import make_audit_record, summarise_forgotten, write_audit_record
@@ -295,7 +299,7 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
             elif name == "retrain":
                 adapter.reset_parameters(seed)
             bar.set_postfix_str(f"{scenario} request: {name}")
-            seconds = _run(adapter, name, config, forget, retain, seed)
+            seconds = _run(adapter, name, config, forget, retain, seed, device)
             metrics = evaluate_detector(adapter, train, test, split)
             after = adapter.save(stage_dir / "checkpoints" / f"{scenario}_{name}.pt")
             if name == "retrain":

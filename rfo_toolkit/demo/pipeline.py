@@ -51,6 +51,8 @@ class DemoConfig:
         detector: a recipe-trained detector folder (``rfo-bench train --config``, e.g. the shipped one):
             the demo evaluates it on films rendered at its resolution and answers the deletion requests
             on its tiles (:mod:`rfo_toolkit.demo.clinical`); ``None`` = a YOLO trained from scratch.
+        device: torch device every stage trains, unlearns and predicts on (``cpu``, ``cuda``, ``cuda:N``).
+        threads: torch CPU threads (``None``: torch's default).
     """
 
     out_dir: str
@@ -60,6 +62,8 @@ class DemoConfig:
     radiograph: str | None = None
     ct: str | None = None
     detector: str | None = None
+    device: str = "cpu"
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -189,9 +193,10 @@ def _stage_detector(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[s
         from rfo_toolkit.demo.clinical import clinical_plan, evaluate_and_finetune
 
         return evaluate_and_finetune(stage_dir, config.detector, Path(config.out_dir) / "synth" / "clinical",
-                                     clinical_plan(config.fast), config.seed)
+                                     clinical_plan(config.fast), config.seed, device=config.device)
     synth_dir = Path(config.out_dir) / "synth" / "all"
-    return train_and_evaluate_detector(stage_dir, synth_dir, demo_model_plan(config.fast), config.seed)
+    return train_and_evaluate_detector(stage_dir, synth_dir, demo_model_plan(config.fast), config.seed,
+                                       device=config.device)
 
 
 def _section_detector(summary: dict[str, Any], stage_dir: Path) -> Section:
@@ -251,7 +256,8 @@ def _eval_record(stage_dir: Path) -> dict[str, Any]:
 def _stage_classifier(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from rfo_toolkit.demo.classifier import patch_classifier_plan, train_patch_classifier
 
-    return train_patch_classifier(stage_dir, patch_classifier_plan(config.fast), config.seed, config.radiograph)
+    return train_patch_classifier(stage_dir, patch_classifier_plan(config.fast), config.seed, config.radiograph,
+                                  device=config.device)
 
 
 def _section_classifier(summary: dict[str, Any], stage_dir: Path) -> Section:
@@ -320,10 +326,10 @@ def _stage_unlearn(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[st
         summary = unlearn_detector(stage_dir, out / "synth" / "clinical" / "tiles", out / "detector", plan,
                                    config.seed, forget_class=forget_class_of(record),
                                    retrain_config=clinical_plan(config.fast).finetune,
-                                   retrain_start=start_weights(config.detector))
+                                   retrain_start=start_weights(config.detector), device=config.device)
         return {**summary, "reference": "finetuned"}
     return unlearn_detector(stage_dir, out / "synth" / "all", out / "detector", demo_model_plan(config.fast),
-                            config.seed)
+                            config.seed, device=config.device)
 
 
 UNLEARN_COLUMNS = (("forget_ap50", "forget AP50"), ("retain_map50", "retain mAP50"), ("forget_recall", "forget recall"),
@@ -420,6 +426,10 @@ def demo_command(config: dict[str, Any]) -> str:
     words += ["--seed", str(config["seed"])] if config.get("seed") not in (None, 0) else []
     for flag in ("radiograph", "ct", "detector"):
         words += [f"--{flag}", str(config[flag])] if config.get(flag) else []
+    if "detector" in config and not config["detector"]:  # --detector auto would take a bundled detector today
+        words += ["--detector", "scratch"]
+    words += ["--device", str(config["device"])] if config.get("device") not in (None, "cpu") else []
+    words += ["--threads", str(config["threads"])] if config.get("threads") else []
     return shlex.join(words)
 
 

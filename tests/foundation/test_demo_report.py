@@ -100,7 +100,8 @@ def test_report_header_states_version_commit_command_and_seed(tmp_path: Path, mo
     assert header["source commit"] == (recorded["commit"] or "unknown (not a git checkout)")
     assert header["seed"] == "7"
     command = header["command"].replace("&#x27;", "'")
-    assert shlex.split(command) == ["vision-unlearn", "demo", "--out", str(tmp_path / "run"), "--fast", "--seed", "7"]
+    assert shlex.split(command) == ["vision-unlearn", "demo", "--out", str(tmp_path / "run"), "--fast", "--seed", "7",
+                                    "--detector", "scratch"]
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "| seed | `7` |" in markdown and "| toolkit version |" in markdown
     # every figure says what it shows, in the page and in the markdown
@@ -141,6 +142,11 @@ def test_demo_command_leaves_defaults_out() -> None:
                          "ct": None}) == "vision-unlearn demo --out runs/demo"
     assert demo_command({"out_dir": "my runs/x", "force": True, "seed": 3, "ct": "ct.nii.gz"}) == (
         "vision-unlearn demo --out 'my runs/x' --force --seed 3 --ct ct.nii.gz")
+    # a run from scratch says so (the default, auto, takes a bundled detector where one exists)
+    assert demo_command({"out_dir": "runs/demo", "detector": None, "device": "cuda", "threads": 1}) == (
+        "vision-unlearn demo --out runs/demo --detector scratch --device cuda --threads 1")
+    assert demo_command({"out_dir": "runs/demo", "detector": "runs/shipped", "device": "cpu"}) == (
+        "vision-unlearn demo --out runs/demo --detector runs/shipped")
 
 
 def test_unwritable_or_full_output_gives_clear_error(tmp_path: Path, monkeypatch) -> None:
@@ -160,3 +166,24 @@ def test_unwritable_or_full_output_gives_clear_error(tmp_path: Path, monkeypatch
 def test_report_without_any_stage_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="no finished demo stage"):
         build_report(tmp_path)
+
+
+def test_the_demo_command_passes_device_and_threads_to_every_stage(tmp_path: Path, monkeypatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from rfo_toolkit.cli import vision_unlearn_main
+
+    seen: list[DemoConfig] = []
+    monkeypatch.setattr(demo_module, "run_demo", lambda config: seen.append(config) or {})
+    before = torch.get_num_threads()
+    try:
+        assert vision_unlearn_main(["demo", "--out", str(tmp_path / "d"), "--device", "cpu", "--threads", "1",
+                                    "--detector", "scratch"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert seen[0].device == "cpu" and seen[0].threads == 1 and seen[0].detector is None
+    if not torch.cuda.is_available():  # a GPU named where torch sees none: one line, exit 2, before any stage
+        assert vision_unlearn_main(["demo", "--out", str(tmp_path / "e"), "--device", "cuda"]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1 and len(seen) == 1
