@@ -81,7 +81,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 shipped-detector: $(STAMP)
 	test -f data/shipped/test/annotations.json || $(BIN)/rfo-synth physics --n 200 --imgsz 2048 --seed 1702 --workers $(WORKERS) --out data/shipped/test --no-progress
 	test -f data/shipped/train/annotations.json || $(BIN)/rfo-synth physics --n 4000 --imgsz 2048 --seed 1701 --workers $(WORKERS) --out data/shipped/train --no-progress
-	$(BIN)/rfo-bench train --config configs/shipped_detector.yaml --out $(SHIPPED_OUT) --device $(DEVICE) --workers $(WORKERS) --no-progress $$(test -f $(SHIPPED_OUT)/.rfo-toolkit-output.json && echo --resume)
+	$(BIN)/rfo-bench train --config configs/shipped_detector.yaml --out $(SHIPPED_OUT) --device $(DEVICE) --workers $(WORKERS) --no-progress $$(test -n "$$(ls -A $(SHIPPED_OUT) 2>/dev/null)" && echo --resume)
 
 # Copies a finished run's record and weights (checked against the record's SHA-256) into the package,
 # where `vision-unlearn demo` and `rfo-bench` find them (rfo_bench/assets/shipped_detector).
