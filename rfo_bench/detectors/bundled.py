@@ -13,7 +13,6 @@ it); loading goes through the same checks as any recipe-trained detector
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -98,9 +97,13 @@ def bundle_detector(run_dir: str | Path, location: str | Path | None = None) -> 
     """
     from rfo_bench.detectors.api import RECORD_NAME
     from rfo_bench.detectors.provenance import verify_weights
+    from toolkit_core.output_dirs import swap_in
 
     record = check_finished_run(run_dir)
     target = Path(location) if location is not None else bundle_location()
+    if target.is_symlink() or target.exists() and not _only_a_bundle(target):
+        raise UserInputError("refusing to replace: it is not a bundled detector (only its record and weights)",
+                             file=target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -109,18 +112,24 @@ def bundle_detector(run_dir: str | Path, location: str | Path | None = None) -> 
         shutil.copyfile(Path(run_dir) / record["weights"], weights)
         shutil.copyfile(Path(run_dir) / RECORD_NAME, staging / RECORD_NAME)
         verify_weights(weights, record["weights_sha256"], required=True)  # the copy, byte for byte
-        old = None
-        if target.exists():
-            if bundled_detector(target) is None:
-                raise UserInputError("refusing to replace: it is not a bundled detector", file=target)
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-        os.replace(staging, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # our own temporary folder; gone after a successful swap
     return target
+
+
+def _only_a_bundle(folder: Path) -> bool:
+    """True when ``folder`` holds a bundled detector and nothing else: its record and the folder of its weights."""
+    from rfo_bench.detectors.api import RECORD_NAME
+
+    if bundled_detector(folder) is None:
+        return False
+    try:
+        weights = json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))["weights"]
+        kept = {RECORD_NAME, Path(weights).parts[0]}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False  # a damaged record: nothing says what the folder holds
+    return {p.name for p in folder.iterdir()} <= kept
 
 
 def _inside(folder: Path, relative: str, record_path: Path) -> Path:

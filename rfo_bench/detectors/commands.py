@@ -156,14 +156,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     slicing = SliceConfig(overlap=defaults.overlap if args.overlap is None else args.overlap,
                           coarse_pass=not args.no_coarse_pass, merge=args.merge or defaults.merge,
                           match_threshold=args.match_threshold or defaults.match_threshold)
+    shipped = args.model_dir == "shipped"
     model_dir = args.model_dir
-    if model_dir == "shipped":
+    if shipped:
         from rfo_bench.detectors.bundled import require_bundled_detector
 
         model_dir = require_bundled_detector("--model-dir")
-    # the bundled detector, like every recipe-trained one, loads only when its weights match the record
-    detector = load_detector(model_dir, device=device, slicing=slicing,
-                             require_hash=model_dir != args.model_dir)
+    # the bundled detector loads only when its weights match its record
+    detector = load_detector(model_dir, device=device, slicing=slicing, require_hash=shipped)
     dataset = load_training_data(args.data, split=args.split)
     predictions = predict_dataset(detector, dataset, progress=not args.no_progress)
     known = {c.id for c in dataset.categories} or None
@@ -245,4 +245,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd = add_command(subparsers, "bundle", _cmd_bundle,
                       "copy a finished recipe run (rfo-bench train --config) into this installation as its shipped "
                       "detector: the record and the weights it names, checked against the record's SHA-256")
-    cmd.add_argument("--model-dir", required=True, help="directory written by rfo-bench train --config (a finished recipe run)")
+    cmd.add_argument("--model-dir", required=True,
+                     help="directory written by rfo-bench train --config (a finished recipe run)")

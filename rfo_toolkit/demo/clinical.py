@@ -58,18 +58,15 @@ def detector_record(detector_dir: str | Path) -> dict[str, Any]:
     """The record of a recipe-trained detector, with what the demo needs from it checked.
 
     Raises:
-        UserInputError: not a trained detector folder, no tiling or film size in its record, or classes
+        UserInputError: not a trained detector folder, no tiling, film size or weights hash in its record, or classes
             that do not include the demo's.
     """
     from rfo_bench.detectors.api import read_record
+    from rfo_bench.detectors.shipped import read_detector_start
 
+    start = read_detector_start(detector_dir)  # a recipe-trained detector: tiling, film size and weights hash
     record = read_record(detector_dir)
-    tiling = (record.get("config") or {}).get("tiling")
-    if not isinstance(tiling, dict) or not isinstance(record.get("film_px"), int) or record["film_px"] <= 0:
-        raise UserInputError("the detector's record states no tiling or film size (film_px); train it with "
-                             "rfo-bench train --config RECIPE", file=Path(detector_dir) / "detector.json",
-                             field="film_px")
-    names = [c["name"] if isinstance(c, dict) else str(c) for c in record.get("categories") or []]
+    names = [name for _, name in start.categories]
     missing = [c for c in DEMO_CLASSES if c not in names]
     if missing:
         raise UserInputError(f"the detector has no class {missing[0]!r}; the demo's films hold "
@@ -150,10 +147,9 @@ def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_di
 
 
 def start_weights(detector_dir: str | Path) -> Path:
-    """The detector's weights file (the start of every fine-tuned model of the demo), checked against its record."""
-    from rfo_bench.detectors.provenance import verify_weights
+    """The detector's weights file (the start of every fine-tuned model of the demo), checked against its record
+    (and, for a YOLO, by the restricted loader)."""
+    from rfo_bench.detectors.shipped import check_start_weights, read_detector_start
 
-    record = detector_record(detector_dir)
-    weights = Path(detector_dir) / record["weights"]
-    verify_weights(weights, record.get("weights_sha256"), required=True)
-    return weights
+    detector_record(detector_dir)  # the demo's own requirements (its classes)
+    return check_start_weights(read_detector_start(detector_dir))
