@@ -2,7 +2,8 @@
 
 A trained detector's ``detector.json`` carries the SHA-256 of its weights file, the SHA-256 of its
 training data (image bytes and annotations), the compute spent (CPU seconds of the process, accelerator
-wall seconds) and the command. :func:`verify_weights` refuses a weights file whose bytes differ from
+wall seconds, and for each segment of a resumed run the machine, the source commit and the versions
+of the libraries that trained it) and the command. :func:`verify_weights` refuses a weights file whose bytes differ from
 the record before anything is read from it.
 """
 
@@ -12,7 +13,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,10 @@ def verify_weights(weights: Path, expected_sha256: str | None, *, required: bool
                              file=weights, field="weights_sha256")
 
 
+SEGMENT_PACKAGES = ("rfo-toolkit", "numpy", "torch", "torchvision", "ultralytics")
+"""Distributions whose versions each training segment records."""
+
+
 def _children_cpu_seconds() -> float:
     """CPU seconds of this process's child processes: those that ended (and were waited for) plus live ones.
 
@@ -100,23 +105,30 @@ class ComputeMeter:
 
     ``accelerator_seconds`` counts wall seconds of the segments that trained on an accelerator (CUDA,
     MPS): the device time such a run holds. A run resumed after a stop adds the segments before it
-    (``earlier``); ``segments`` lists each one's device and seconds.
+    (``earlier``); ``segments`` lists each one's device and seconds, and the ``software`` that ran it
+    (:data:`SEGMENT_PACKAGES`, Python, machine, source commit; a long run may span releases).
     """
 
     device: str
     cpu_start: float = 0.0
     wall_start: float = 0.0
+    software: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from toolkit_core.records import environment
+
         self.cpu_start = time.process_time() + _children_cpu_seconds()
         self.wall_start = time.perf_counter()
+        if not self.software:
+            self.software = environment(SEGMENT_PACKAGES)
 
     def report(self, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
         """Spent so far, plus ``earlier`` (the compute of interrupted segments of the same run)."""
         earlier = earlier or {}
         cpu = time.process_time() + _children_cpu_seconds() - self.cpu_start
         wall = time.perf_counter() - self.wall_start
-        segment = {"device": self.device, "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2)}
+        segment = {"device": self.device, "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2),
+                   "software": dict(self.software)}
         before = [dict(s) for s in earlier.get("segments", []) if isinstance(s, dict)]
         if not before and earlier.get("wall_seconds"):  # a ledger written before segments were listed
             before = [{"device": str(earlier.get("device", "unknown")),

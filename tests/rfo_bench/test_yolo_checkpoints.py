@@ -104,6 +104,19 @@ def test_the_compute_meter_counts_child_processes_and_adds_segments_by_device() 
     assert legacy["segments"][0]["cpu_seconds"] == 7.0 and legacy["cpu_seconds"] >= 7.0
 
 
+def test_each_segment_states_the_software_and_machine_that_ran_it() -> None:
+    import platform
+    from importlib.metadata import version
+
+    earlier = {"segments": [{"device": "cpu", "cpu_seconds": 1.0, "wall_seconds": 2.0,
+                             "software": {"rfo-toolkit": "0.0.1", "commit": "a" * 40}}]}
+    segments = ComputeMeter("cpu").report(earlier)["segments"]
+    assert segments[0]["software"] == earlier["segments"][0]["software"]  # an earlier release's segment is kept as written
+    now = segments[1]["software"]
+    assert now["torch"] == version("torch") and now["python"] == platform.python_version()
+    assert {"machine", "commit", "rfo-toolkit", "ultralytics"} <= set(now)
+
+
 def test_a_running_segment_writes_its_compute_every_interval(tmp_path: Path, monkeypatch) -> None:
     import rfo_bench.detectors.api as api
 
