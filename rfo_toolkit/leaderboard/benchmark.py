@@ -1,9 +1,10 @@
 """``run_benchmark``: every (model, arm, seed) of a configuration, then the leaderboard files.
 
 The road: read the ground truth (or build the held-out benchmark) -> write the training backgrounds
--> run the generators -> per arm and model and seed train, predict and evaluate (reusing finished
-cells) -> aggregate over seeds -> write ``leaderboard.json``, ``leaderboard.md``, ``froc.png`` and
-``config.json``.
+-> run the generators -> per start detector predict and evaluate it as it is (the do-nothing row) -> per
+arm and model and seed train, predict and evaluate (reusing finished cells) -> aggregate over seeds ->
+paired differences between arms (:mod:`.comparison`) -> write ``leaderboard.json``, ``leaderboard.md``,
+``froc.png`` and ``config.json``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 from rfo_bench.detectors.shipped import DetectorStart
 from rfo_bench.io.records import DetectionDataset
-from rfo_toolkit.leaderboard.config import ARM_GENERATORS, BenchmarkConfig
+from rfo_toolkit.leaderboard.comparison import Cell, compare_cells, comparison_pairs
+from rfo_toolkit.leaderboard.config import ARM_GENERATORS, METRICS, BenchmarkConfig
 from rfo_toolkit.leaderboard.data import (
     build_film_px,
     build_heldout_benchmark,
@@ -28,7 +30,19 @@ from rfo_toolkit.leaderboard.data import (
 from rfo_toolkit.leaderboard.generators import run_generator
 from rfo_toolkit.leaderboard.markdown import render_markdown
 from rfo_toolkit.leaderboard.plots import plot_froc
-from rfo_toolkit.leaderboard.runs import RunOutcome, outcome_to_json, run_one, slug, start_summary
+from rfo_toolkit.leaderboard.runs import (
+    EVALUATION_SEED,
+    NO_FINE_TUNING,
+    REPLICATES_FILE,
+    RunOutcome,
+    outcome_to_json,
+    read_replicates,
+    run_one,
+    run_start_baseline,
+    slug,
+    start_fingerprint,
+    start_summary,
+)
 from rfo_toolkit.leaderboard.summary import aggregate
 from toolkit_core.errors import UserInputError
 from toolkit_core.output_dirs import claim_output_dir, release_output_dir
@@ -98,6 +112,30 @@ def _starts(config: BenchmarkConfig) -> list[dict[str, Any]]:
 
 def _resolution(pixel_mm: str | float | None) -> str:
     return "the radiograph's native spacing" if pixel_mm == "native" else f"{pixel_mm} mm per pixel"
+
+
+def _reference_arm(config: BenchmarkConfig) -> str:
+    """The arm every other arm is compared with: the first one the configuration lists (normally ``real``)."""
+    return config.arms[0] if config.arms else ""
+
+
+def _comparisons(outcomes: list[RunOutcome], config: BenchmarkConfig) -> list[dict[str, Any]]:
+    """Paired differences of every model's arms against the first arm of ``config.arms`` and, for a start
+    entry, against the start without fine-tuning (:mod:`.comparison`), from the runs' replicates."""
+    cells: dict[tuple[str, str], list[Cell]] = {}
+    arms_by_model: dict[str, list[str]] = {}
+    for outcome in outcomes:
+        replicates = read_replicates(Path(outcome.run_dir) / REPLICATES_FILE).metrics
+        cells.setdefault((outcome.model, outcome.arm), []).append(
+            Cell(seed=outcome.seed, values=outcome.metrics.values, replicates=replicates))
+        arms = arms_by_model.setdefault(outcome.model, [])
+        if outcome.arm not in arms:
+            arms.append(outcome.arm)
+    found = []
+    for model, arm, reference in comparison_pairs(arms_by_model, _reference_arm(config), NO_FINE_TUNING):
+        found.append({"model": model, "arm": arm, "reference": reference,
+                      **compare_cells(cells[(model, arm)], cells[(model, reference)], METRICS, seed=EVALUATION_SEED)})
+    return found
 
 
 def check_start_classes(dataset: DetectionDataset, start: DetectorStart, where: str) -> None:
@@ -195,6 +233,13 @@ def run_benchmark(
 
     data_hashes = {"train": sha256_file(train_path), "test": sha256_file(test_path)}
     outcomes: list[RunOutcome] = []
+    for entry in config.models:  # the do-nothing row: the start detector as it is, predicted once
+        if entry.start is not None:
+            fingerprint = {**start_fingerprint(entry), "data": data_hashes, "bootstrap": config.bootstrap,
+                           "device": config.device, "unseen_classes": list(unseen)}
+            logger.info("run %s | %s", entry.display, NO_FINE_TUNING)
+            outcomes.append(run_start_baseline(entry, test, config, out / "runs" / slug(entry.display) / "no_fine_tuning",
+                                               fingerprint, force=force, progress=progress))
     for arm in config.arms:
         sets = _arm_training_sets(arm, config, real_train, synthetic)
         if isinstance(sets, str):
@@ -219,6 +264,12 @@ def run_benchmark(
                                          force=force, progress=progress))
 
     rows = aggregate(outcomes)
+    comparisons = _comparisons(outcomes, config)
+    trained_arms = {(o.model, o.arm) for o in outcomes if o.arm != NO_FINE_TUNING}
+    for model in dict.fromkeys(o.model for o in outcomes if o.arm != NO_FINE_TUNING):
+        if len(config.arms) > 1 and (model, _reference_arm(config)) not in trained_arms:
+            notes.add(f"`{model}`: no paired comparison between arms, its reference arm `{_reference_arm(config)}` "
+                      "did not run")
     plot_path = plot_froc(rows, config.arms, out / "froc.png")
     train_pos, _ = count_objects([real_train])
     test_pos, test_objects = count_objects([test])
@@ -229,6 +280,7 @@ def run_benchmark(
         "config": config.to_dict(),
         "seeds": list(config.seeds),
         "bootstrap": config.bootstrap,
+        "evaluation_seed": EVALUATION_SEED,
         "data": {"train": str(train_path), "test": str(test_path), "sha256": data_hashes, "film_px": film_px,
                  "pixel_mm": config.build.pixel_mm if config.build is not None else None,
                  "unseen_classes": list(unseen),
@@ -238,6 +290,8 @@ def run_benchmark(
         "synthetic": {k: (v if isinstance(v, str) else {"source": v.source, "images": len(v)})
                       for k, v in synthetic.items()},
         "rows": rows,
+        "reference_arm": _reference_arm(config),
+        "comparisons": comparisons,
         "starts": _starts(config),
         "runs": [outcome_to_json(o) for o in outcomes],
         "notes": notes.lines,

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 FP_LABEL = "false positives per image"
 SENSITIVITY_LABEL = "sensitivity"
+NOT_FINE_TUNED_SUFFIX = " (no fine-tuning)"
+"""Label suffix of a start detector's do-nothing curve (a deterministic row), drawn dashed in every panel."""
 
 
 def _values(sequence: Sequence[float | None]) -> np.ndarray:
@@ -22,6 +24,9 @@ def _values(sequence: Sequence[float | None]) -> np.ndarray:
 
 def froc_figure(rows: Sequence[dict[str, Any]], arms: Sequence[str]) -> Figure | None:
     """One panel per arm (in ``arms`` order, arms without a row left out), one FROC curve per model.
+
+    A deterministic row (a start detector without fine-tuning, ``deterministic`` true) belongs to no arm:
+    its curve is drawn dashed in every panel, labelled ``<model> (no fine-tuning)``, after the arm's curves.
 
     Args:
         rows: leaderboard rows (:func:`~rfo_toolkit.leaderboard.summary.aggregate`), each with ``model``,
@@ -49,6 +54,10 @@ def froc_figure(rows: Sequence[dict[str, Any]], arms: Sequence[str]) -> Figure |
                 continue
             ax.plot(_values(row["froc_curve"]["fp_per_image"]), _values(row["froc_curve"]["sensitivity"]),
                     marker="o", label=row["model"])
+        for row in rows:
+            if row.get("deterministic") and row["froc_curve"]["fp_per_image"]:
+                ax.plot(_values(row["froc_curve"]["fp_per_image"]), _values(row["froc_curve"]["sensitivity"]),
+                        linestyle="--", color="0.4", label=row["model"] + NOT_FINE_TUNED_SUFFIX)
         ax.set_xscale("log", base=2)
         if ticks:
             ax.set_xticks(ticks, [f"1/{round(1 / t)}" if t < 1 else f"{t:g}" for t in ticks])

@@ -27,6 +27,9 @@ def aggregate(outcomes: Sequence[RunOutcome]) -> list[dict[str, Any]]:
     """One leaderboard row per (model, arm): mean ± std over seeds, mean per-seed 95 % CI bounds, seconds,
     compute (mean over seeds) and the start it was fine-tuned from (``None``: from scratch).
 
+    A deterministic row (the do-nothing row of a start, its run's seed ``None``) has ``deterministic``
+    true, no seeds and an undefined (NaN) std: one evaluation, no spread over seeds.
+
     Rows keep the order in which (model, arm) first appears in ``outcomes``.
     """
     groups: dict[tuple[str, str], list[RunOutcome]] = {}
@@ -34,10 +37,12 @@ def aggregate(outcomes: Sequence[RunOutcome]) -> list[dict[str, Any]]:
         groups.setdefault((outcome.model, outcome.arm), []).append(outcome)
     rows = []
     for (model, arm), runs in groups.items():
-        row: dict[str, Any] = {"model": model, "arm": arm, "seeds": [r.seed for r in runs],
-                               "train_images": runs[0].train_images}
+        deterministic = all(r.seed is None for r in runs)
+        row: dict[str, Any] = {"model": model, "arm": arm, "seeds": [r.seed for r in runs if r.seed is not None],
+                               "deterministic": deterministic, "train_images": runs[0].train_images}
         for metric in METRICS:
             mean, std = summarize_seeds([r.metrics.values.get(metric, float("nan")) for r in runs])
+            std = float("nan") if deterministic else std
             lows = [r.metrics.intervals.get(metric, (float("nan"),) * 2)[0] for r in runs]
             highs = [r.metrics.intervals.get(metric, (float("nan"),) * 2)[1] for r in runs]
             row[metric] = {"mean": mean, "std": std, "ci95": [summarize_seeds(lows)[0], summarize_seeds(highs)[0]],

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rfo_toolkit import leaderboard
 from rfo_toolkit.cli import rfo_bench_main as main
 from rfo_toolkit.leaderboard import generators
+from rfo_toolkit.leaderboard.config import METRICS
+from rfo_toolkit.leaderboard.runs import EVALUATION_SEED, read_replicates, write_replicates
 from tests.rfo_bench.test_detectors_data import write_tiny_coco
 
 
@@ -44,7 +47,7 @@ generators:
     return config
 
 
-def test_benchmark_runs_arms_skips_missing_generator_and_reuses_runs(tmp_path: Path, monkeypatch) -> None:
+def test_benchmark_runs_arms_skips_missing_generator_and_reuses_runs(tmp_path: Path, monkeypatch, capsys) -> None:
 
     train = write_tiny_coco(tmp_path / "train", n=6, seed=1, patient_prefix="p")  # images 2, 4, 6 negative
     test = write_tiny_coco(tmp_path / "test", n=4, seed=2, patient_prefix="q")
@@ -73,14 +76,40 @@ def test_benchmark_runs_arms_skips_missing_generator_and_reuses_runs(tmp_path: P
     assert "| fcos/test_resnet | real+physics | 10 |" in markdown
     assert f"rfo-bench benchmark --config {config}" in markdown
 
-    # a second invocation reuses every finished run and the synthetic set
+    # the arms are compared with the first arm, paired, from replicates drawn with one evaluation seed
+    assert [(c["model"], c["arm"], c["reference"], c["seeds"]) for c in summary["comparisons"]] == [
+        ("fcos/test_resnet", "synthetic_only", "real+physics", [0])]
+    assert summary["reference_arm"] == "real+physics" and summary["evaluation_seed"] == EVALUATION_SEED
+    assert "## Does adding synthetic data help?" in markdown
+    assert "| fcos/test_resnet | synthetic_only vs real+physics | 1 |" in markdown
+    assert (out / "runs" / "fcos_test_resnet" / "synthetic_only" / "seed0" / "replicates.npz").is_file()
+
+    # a second invocation reuses every finished run and the synthetic set; a cell of an older release (no
+    # replicates, or replicates drawn with another seed) is evaluated again from its predictions, not trained
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
+    older = out / "runs" / "fcos_test_resnet" / "real_physics" / "seed0"
+    (older / "replicates.npz").unlink()
+    other_seed = out / "runs" / "fcos_test_resnet" / "synthetic_only" / "seed0" / "replicates.npz"
+    stale = read_replicates(other_seed)
+    write_replicates(other_seed, {"AP50": stale.metrics["AP50"]}, evaluation_seed=7, bootstrap=stale.bootstrap,
+                     key=stale.key)
     monkeypatch.setattr("rfo_bench.detectors.api.train_detector", no_training)
     assert main(["benchmark", "--config", str(config), "--no-progress"]) == 0
-    assert json.loads((out / "leaderboard.json").read_text())["rows"] == summary["rows"]
+    again = json.loads((out / "leaderboard.json").read_text())
+    assert again["rows"] == summary["rows"] and again["comparisons"] == summary["comparisons"]
     assert len(seen) == 1
+    for run in (older / "replicates.npz", other_seed):
+        found = read_replicates(run)
+        assert found.evaluation_seed == EVALUATION_SEED and found.bootstrap == 10 and set(found.metrics) == set(METRICS)
+
+    # replicates are never unpickled: a crafted file holding objects is one line naming it (exit 2)
+    np.savez(other_seed, AP50=np.array([{"x": 1}], dtype=object), evaluation_seed=np.int64(0),
+             bootstrap=np.int64(10), key=np.array(stale.key))
+    assert main(["benchmark", "--config", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(other_seed) in err[0]
 
 
 def _assert_froc_figure_shows(png: Path, rows: list[dict], arms: list[str]) -> None:

@@ -16,7 +16,15 @@ import yaml
 
 from rfo_toolkit import leaderboard
 from rfo_toolkit.cli import rfo_bench_main as main
-from rfo_toolkit.leaderboard import BuildEntry, generators, load_benchmark_config, parse_benchmark_config
+from rfo_toolkit.leaderboard import (
+    METRICS,
+    BuildEntry,
+    generators,
+    load_benchmark_config,
+    parse_benchmark_config,
+)
+from rfo_toolkit.leaderboard.comparison import VERDICTS
+from rfo_toolkit.leaderboard.runs import NO_FINE_TUNING
 from toolkit_core.errors import UserInputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,13 +101,26 @@ def test_arms_fine_tune_the_start_on_its_tiles_and_are_evaluated_sliced(
         return real_predict(detector, dataset, **kwargs)
 
     monkeypatch.setattr(predict_module, "predict_dataset", spy)
+    import rfo_bench.detectors.api as api_module
+
+    trained_arms: list[str] = []
+    real_train = api_module.train_detector
+
+    def train_spy(config, train_sets, out_dir, **kwargs):
+        trained_arms.append(Path(out_dir).parent.parent.name)
+        return real_train(config, train_sets, out_dir, **kwargs)
+
+    monkeypatch.setattr(api_module, "train_detector", train_spy)
     config = _config(tmp_path, start_dir, *bench_data)
     assert main(["benchmark", "--config", str(config), "--no-progress"]) == 0
 
     out = tmp_path / "out"
     summary = json.loads((out / "leaderboard.json").read_text())
-    assert [(r["model"], r["arm"]) for r in summary["rows"]] == [("yolov8n+start", "real"),
+    # the do-nothing row (the start as it is) once, then the fine-tuned arms; only those were trained
+    assert [(r["model"], r["arm"]) for r in summary["rows"]] == [("yolov8n+start", NO_FINE_TUNING),
+                                                                ("yolov8n+start", "real"),
                                                                 ("yolov8n+start", "real+physics")]
+    assert trained_arms == ["real", "real_physics"]
     for arm in ("real", "real_physics"):
         trained = json.loads((out / "runs" / "yolov8n_start" / arm / "seed0" / "model" / "detector.json").read_text())
         # fine-tuned from the start's weights file, on tiles cut with the start's tiling
@@ -108,7 +129,7 @@ def test_arms_fine_tune_the_start_on_its_tiles_and_are_evaluated_sliced(
         assert trained["config"]["recipe"]["imgsz"] == 64 and trained["tiles"]["positive"] > 0
         # the unseen class keeps its slot (same class map) but no box of it is trained on
         assert trained["categories"] == record["categories"]
-    assert predicted_with == ["SlicedDetector", "SlicedDetector"]  # whole test films, sliced
+    assert predicted_with == ["SlicedDetector"] * 3  # whole test films, sliced (the start itself too)
     assert all(r["evaluation"] == "sliced" for r in summary["runs"])
 
     # chain boxes are left out of every row's test ground truth, as in the start's own held-out test
@@ -120,7 +141,7 @@ def test_arms_fine_tune_the_start_on_its_tiles_and_are_evaluated_sliced(
     assert report["counts"]["objects"] == kept
 
     # every row states its compute and its start (recipe, weights SHA-256, the start's own compute)
-    row = summary["rows"][0]
+    row = summary["rows"][1]
     assert row["compute"]["train_cpu_seconds"] > 0 and row["compute"]["cpu_seconds"] >= row["compute"][
         "train_cpu_seconds"] * 0.5
     assert row["start"]["weights_sha256"] == record["weights_sha256"]
@@ -131,6 +152,39 @@ def test_arms_fine_tune_the_start_on_its_tiles_and_are_evaluated_sliced(
     assert "| Train CPU-s | Accel-s | Run CPU-s | Start |" in markdown
     assert record["weights_sha256"] in markdown and "never saw chain" in markdown
     assert len(calls) == 1 and "chain" not in str(summary["synthetic"])
+    _assert_do_nothing_row(out, summary, record, kept)
+
+    # a second invocation trains and predicts nothing: every cell, the do-nothing row included, is reused
+    monkeypatch.setattr(api_module, "train_detector", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("a finished run was trained again")))
+    assert main(["benchmark", "--config", str(config), "--no-progress"]) == 0
+    assert predicted_with == ["SlicedDetector"] * 3
+    again = json.loads((out / "leaderboard.json").read_text())
+    assert again["rows"] == summary["rows"] and again["comparisons"] == summary["comparisons"]
+
+
+def _assert_do_nothing_row(out: Path, summary: dict, record: dict, kept: int) -> None:
+    """The start as it is: predicted once (no seed, no spread), not trained, evaluated on the same ground truth
+    with the same evaluation seed; compared with every fine-tuned arm, and the arms with the first arm."""
+    none_row = summary["rows"][0]
+    assert none_row["deterministic"] and none_row["seeds"] == [] and none_row["train_images"] == 0
+    assert none_row["AP50"]["std"] is None and len(none_row["AP50"]["per_seed"]) == 1
+    assert none_row["compute"]["train_cpu_seconds"] == 0 and none_row["compute"]["cpu_seconds"] > 0
+    assert none_row["start"]["weights_sha256"] == record["weights_sha256"]
+    run = out / "runs" / "yolov8n_start" / "no_fine_tuning"
+    assert not (run / "model").exists() and (run / "predictions" / "predictions.json").is_file()
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert report["counts"]["objects"] == kept and report["bootstrap"]["seed"] == summary["evaluation_seed"]
+    tuned = json.loads((out / "runs" / "yolov8n_start" / "real" / "seed0" / "eval" / "report.json").read_text())
+    assert tuned["bootstrap"]["seed"] == summary["evaluation_seed"]
+    assert [(c["arm"], c["reference"]) for c in summary["comparisons"]] == [
+        ("real+physics", "real"), ("real", NO_FINE_TUNING), ("real+physics", NO_FINE_TUNING)]
+    for comparison in summary["comparisons"]:
+        assert comparison["seeds"] == [0] and set(comparison["metrics"]) == set(METRICS)
+        assert all(m["verdict"] in VERDICTS for m in comparison["metrics"].values())
+    markdown = (out / "leaderboard.md").read_text()
+    assert f"| yolov8n+start | {NO_FINE_TUNING} | 0 |" in markdown and " ± n/a " in markdown
+    assert f"| yolov8n+start | real vs {NO_FINE_TUNING} | 1 |" in markdown
 
 
 def test_a_tampered_start_is_refused_before_any_run(tmp_path: Path, start_dir: Path,
