@@ -487,9 +487,18 @@ def _refuse_other_settings(out_dir: Path, config: DemoConfig) -> None:
     if not run_json.is_file() or run_json.stat().st_size > 1 << 20 or not load_stage_summaries(out_dir):
         return
     try:
-        recorded = json.loads(run_json.read_text(encoding="utf-8")).get("config") or {}
+        document = json.loads(run_json.read_text(encoding="utf-8"))
+        recorded = document.get("config") or {}
+        release = (document.get("environment") or {}).get("rfo-toolkit")
     except (OSError, ValueError, AttributeError):
         return
+    from toolkit_core.records import package_versions
+
+    current = package_versions(("rfo-toolkit",)).get("rfo-toolkit")
+    if release and current and release != current:  # another release sizes and trains its stages otherwise
+        raise UserInputError(f"this folder holds a demo run of rfo-toolkit {release}, not {current}; its finished "
+                             "stages would mix with this run's (use --rerun to redo them all, or another --out)",
+                             file=run_json, field="environment.rfo-toolkit")
     defaults = asdict(DemoConfig(out_dir=str(out_dir)))
     for name in RESULT_SETTINGS:
         before, now = recorded.get(name, defaults[name]), getattr(config, name)

@@ -137,6 +137,24 @@ def test_a_run_is_not_resumed_with_settings_that_change_its_results(tmp_path: Pa
     assert calls == []
 
 
+def test_a_run_of_another_release_is_not_resumed(tmp_path: Path, monkeypatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(demo_module, "STAGES", _fake_stages(calls, fail_on="second"))
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(DemoConfig(out_dir=str(tmp_path)))
+    run_json = tmp_path / "run.json"
+    recorded = json.loads(run_json.read_text())
+    recorded["environment"]["rfo-toolkit"] = "0.0.1"  # the run was started by an earlier release
+    run_json.write_text(json.dumps(recorded))
+    monkeypatch.setattr(demo_module, "STAGES", _fake_stages(calls))
+    calls.clear()
+    with pytest.raises(UserInputError, match="rfo-toolkit 0.0.1") as err:
+        run_demo(DemoConfig(out_dir=str(tmp_path)))
+    assert err.value.field == "environment.rfo-toolkit" and calls == []
+    run_demo(DemoConfig(out_dir=str(tmp_path), force=True))  # --rerun redoes every stage with this release
+    assert calls == ["first", "second", "third"]
+
+
 def test_demo_command_leaves_defaults_out() -> None:
     assert demo_command({"out_dir": "runs/demo", "fast": False, "force": False, "seed": 0, "radiograph": None,
                          "ct": None}) == "vision-unlearn demo --out runs/demo"
