@@ -30,16 +30,22 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def _signed(value: float) -> str:
+    """``+0.031`` / ``-0.031``; a value that rounds to zero is ``0.000`` (no sign it does not have at 3 digits)."""
+    text = f"{value:+.3f}"
+    return "0.000" if text in ("+0.000", "-0.000") else text
+
+
 def _delta_cell(found: dict[str, Any]) -> str:
     """``+0.031 ± 0.012 [+0.010, +0.052]``: signed mean difference, std over seeds, 95 % paired interval."""
     if not _finite(found.get("mean")):
         return MISSING
-    text = f"{found['mean']:+.3f}"
+    text = _signed(found["mean"])
     if _finite(found.get("std")):
         text += f" ± {found['std']:.3f}"
     low, high = (found.get("ci95") or [None, None])[:2]
     if _finite(low) and _finite(high):
-        text += f" [{low:+.3f}, {high:+.3f}]"
+        text += f" [{_signed(low)}, {_signed(high)}]"
     return text
 
 

@@ -213,6 +213,9 @@ def test_markdown_states_the_paired_differences_and_the_do_nothing_row() -> None
              for arm in (NO_FINE_TUNING, "real", "real+physics")}
     comparisons = [{"model": "m+start", "arm": arm, "reference": ref, **compare_cells(cells[arm], cells[ref], METRICS)}
                    for _, arm, ref in comparison_pairs({"m+start": list(cells)}, "real", NO_FINE_TUNING)]
+    comparisons.append({"model": "m+start", "arm": "real+diffusion", "reference": "real", "seeds": [0], "notes": [],
+                        "metrics": {"AP50": {"mean": -1e-6, "std": math.nan, "ci95": [-2e-4, 1e-4],
+                                             "verdict": NO_DIFFERENCE}}})
     rows = aggregate(outcomes)
     assert rows[0]["deterministic"] and rows[0]["seeds"] == [] and math.isnan(rows[0]["AP50"]["std"])
     summary = {"name": "t", "seeds": [0, 1, 2], "bootstrap": B, "evaluation_seed": 0, "rows": rows,
@@ -228,6 +231,7 @@ def test_markdown_states_the_paired_differences_and_the_do_nothing_row() -> None
     assert "| Model | Arm vs reference | Seeds | Δ AP50 mean ± std over seeds [95 % paired CI] | Verdict |" in section
     assert "| m+start | real+physics vs real | 3 | -0.050 ± 0.000 [-0.050, -0.050] | lower |" in section
     assert "| m+start | real vs none (no fine-tuning) | 3 | +0.110 ± 0.010 [+0.100, +0.120] | higher |" in section
+    assert "| m+start | real+diffusion vs real | 1 | 0.000 [0.000, 0.000] | no difference shown |" in section
     assert "two-level bootstrap" in section and "same patient draw for both arms" in section
     for word in ("better", "worse"):
         assert word not in markdown
