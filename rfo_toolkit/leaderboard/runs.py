@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -72,6 +73,8 @@ def write_replicates(path: Path, replicates: Mapping[str, np.ndarray], *, evalua
                "bootstrap": np.asarray(bootstrap, dtype=np.int64), "key": np.asarray(key)}
     with atomic_output(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def read_replicates(path: Path) -> Replicates:
