@@ -30,13 +30,18 @@ its own. ``data.build.pixel_mm`` renders the built benchmark at clinical resolut
 pixel). Every run states its compute, and a from-start row its start (recipe, weights SHA-256, the
 start's own compute).
 
+Every arm is compared with the first configured arm of the same model (and a ``start`` row's arms with
+the start detector before any fine-tuning, the ``none (no fine-tuning)`` row): the mean over seeds of the
+per-seed differences and a 95 % paired interval from a two-level bootstrap over seeds and test patients
+(:mod:`.comparison`); an arm is called higher or lower only where that interval excludes 0.
+
 Every finished run keeps ``metrics.json`` in its directory and is reused on the next invocation
 when its resolved configuration is unchanged (``--force`` re-runs it), so an interrupted benchmark
 resumes where it stopped.
 
 Modules, one job each: :mod:`.config` (the YAML definition), :mod:`.data` (ground truth, held-out
 tiles, background pools), :mod:`.generators` (the ``rfo-synth`` commands), :mod:`.runs` (train,
-predict, evaluate one cell), :mod:`.summary` (seeds to rows), :mod:`.markdown` and :mod:`.plots` (the
+predict, evaluate one cell), :mod:`.summary` (seeds to rows), :mod:`.comparison` (paired differences between arms), :mod:`.markdown` and :mod:`.plots` (the
 table and the FROC figure) and :mod:`.benchmark` (the road through them).
 """
 
