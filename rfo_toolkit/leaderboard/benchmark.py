@@ -138,6 +138,13 @@ def _comparisons(outcomes: list[RunOutcome], config: BenchmarkConfig) -> list[di
     return found
 
 
+def _resolved_unit(unit: str, test: DetectionDataset) -> str:
+    """What the evaluator's bootstrap resamples for ``unit`` (``auto``: patients when every test image has one)."""
+    if unit != "auto":
+        return unit
+    return "patient" if test.images and all(r.patient_id for r in test.images) else "image"
+
+
 def check_start_classes(dataset: DetectionDataset, start: DetectorStart, where: str) -> None:
     """Refuse benchmark data whose category table (ids and names) is not the start detector's.
 
@@ -280,6 +287,7 @@ def run_benchmark(
         "config": config.to_dict(),
         "seeds": list(config.seeds),
         "bootstrap": config.bootstrap,
+        "bootstrap_unit": _resolved_unit(config.bootstrap_unit, test),
         "evaluation_seed": EVALUATION_SEED,
         "data": {"train": str(train_path), "test": str(test_path), "sha256": data_hashes, "film_px": film_px,
                  "pixel_mm": config.build.pixel_mm if config.build is not None else None,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rfo_bench.detectors.shipped import DetectorStart
 from rfo_bench.detectors.tiling import TileConfig
+from rfo_bench.eval_config import BOOTSTRAP_UNITS
 from toolkit_core.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 ARMS = ("real", "real+physics", "real+diffusion", "synthetic_only")
 ARM_GENERATORS = {"real": (), "real+physics": ("physics",), "real+diffusion": ("diffusion",)}
 METRICS = ("AP50", "AP", "FROC", "AUROC")
+
 
 DEFAULT_GENERATOR_COMMANDS: dict[str, tuple[str, ...]] = {
     "physics": ("physics --n {n} --out {out} --seed {seed} --backgrounds {backgrounds}",),
@@ -202,6 +204,7 @@ class BenchmarkConfig:
     generators: tuple[GeneratorEntry, ...] = ()
     synthetic_only_from: str = "physics"
     bootstrap: int = 200
+    bootstrap_unit: str = "auto"
     device: str = "cpu"
     source: str = ""
 
@@ -245,7 +248,7 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
     if not isinstance(data, dict):
         raise UserInputError("expected a YAML mapping", file=file)
     _known_keys(data, {"name", "out", "seeds", "models", "arms", "data", "generators", "synthetic_only_from",
-                       "bootstrap", "device"}, "<top level>", file)
+                       "bootstrap", "bootstrap_unit", "device"}, "<top level>", file)
     name = str(data.get("name", Path(file).stem))
     seeds = tuple(_typed(s, int, "seeds", file) for s in _typed(data.get("seeds", [0]), list, "seeds", file))
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
@@ -350,11 +353,15 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
     bootstrap = _typed(data.get("bootstrap", 200), int, "bootstrap", file)
     if bootstrap < 0:
         raise UserInputError("bootstrap replicates must be >= 0", file=file, field="bootstrap", value=bootstrap)
+    bootstrap_unit = str(data.get("bootstrap_unit", "auto"))
+    if bootstrap_unit not in BOOTSTRAP_UNITS:
+        raise UserInputError(f"expected one of {', '.join(BOOTSTRAP_UNITS)}", file=file, field="bootstrap_unit",
+                             value=bootstrap_unit)
     return BenchmarkConfig(
         name=name, out=str(data.get("out", f"runs/benchmark_{name}")), seeds=seeds, models=tuple(models),
         arms=arms, train=train, test=test, build=build, generators=tuple(generators),
         synthetic_only_from=str(data.get("synthetic_only_from", "physics")), bootstrap=bootstrap,
-        device=str(data.get("device", "cpu")), source=file,
+        bootstrap_unit=bootstrap_unit, device=str(data.get("device", "cpu")), source=file,
     )
 
 

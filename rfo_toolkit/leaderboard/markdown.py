@@ -74,8 +74,8 @@ def _comparison_lines(summary: dict[str, Any]) -> list[str]:
                          f"{found['verdict']} |")
     lines += ["", "Δ = arm − reference: the mean over seeds of the per-seed differences (same seed, same test films) "
               "± their sample std over seeds. The 95 % paired interval comes from a two-level bootstrap: each of the "
-              f"{summary.get('bootstrap')} replicates draws the seeds with replacement and the test patients (the "
-              "evaluator's replicate, the same patient draw for both arms and every seed: evaluation seed "
+              f"{summary.get('bootstrap')} replicates draws the seeds with replacement and the test {_units(summary)} (the "
+              "evaluator's replicate, the same draw for both arms and every seed: evaluation seed "
               f"{summary.get('evaluation_seed')}); replicates undefined on a side are left out. Verdict: higher "
               "where the interval lies above 0, lower where it lies below 0, otherwise no difference shown."
               + (f" `{NO_FINE_TUNING}` is evaluated once and contributes its value to every seed." if baseline else "")]
@@ -113,6 +113,11 @@ def _start_note(start: dict[str, Any]) -> str:
             + (f"; never saw {', '.join(unseen)}" if unseen else "") + ".")
 
 
+def _units(summary: dict[str, Any]) -> str:
+    """What the bootstrap resampled, in words (``patients`` for summaries written before it was recorded)."""
+    return "images" if summary.get("bootstrap_unit") == "image" else "patients"
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     """The leaderboard as a Markdown document (see :func:`run_benchmark` for ``summary``)."""
     lines = [f"# Leaderboard: {summary['name']}", ""]
@@ -124,7 +129,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         f"Cells: mean ± sample std over seeds {summary['seeds']} (the value itself for one seed), then the mean of "
         "the per-seed 95 % bootstrap "
-        f"intervals over test patients ({summary['bootstrap']} replicates). AP = COCO AP@[.5:.95]; FROC = mean "
+        f"intervals over test {_units(summary)} ({summary['bootstrap']} replicates). AP = COCO AP@[.5:.95]; FROC = mean "
         "sensitivity at 1/8..8 false positives per image (object-CXR protocol); AUROC = image-level, critical RFO "
         "present." + (f" The `{NO_FINE_TUNING}` row of a model fine-tuned from a start is that start detector as "
                       "it is, predicted once over the same test films (deterministic: no spread over seeds, n/a)."

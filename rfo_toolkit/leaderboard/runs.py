@@ -54,23 +54,25 @@ class Replicates:
         evaluation_seed: the evaluator's bootstrap seed they were drawn with.
         bootstrap: B, the number of replicates asked for.
         key: the key of the run (``metrics.json``) they belong to.
+        unit: what they resample (the configuration's ``bootstrap_unit``; ``auto`` in files without one).
     """
 
     metrics: dict[str, np.ndarray]
     evaluation_seed: int
     bootstrap: int
     key: str
+    unit: str = "auto"
 
 
 def write_replicates(path: Path, replicates: Mapping[str, np.ndarray], *, evaluation_seed: int, bootstrap: int,
-                     key: str) -> None:
+                     key: str, unit: str = "auto") -> None:
     """Write the evaluator's ``replicates`` (its names: ``AP50``, ``AP``, ``froc``, ``auroc``) atomically
-    to ``path`` as plain arrays (no pickled object), with the seed, count and run key they belong to."""
+    to ``path`` as plain arrays (no pickled object), with the seed, count, unit and run key they belong to."""
     arrays: dict[str, np.ndarray] = {
         metric: np.asarray(replicates[name], dtype=np.float64)
         for metric, name in REPLICATE_KEYS.items() if name in replicates}
     arrays |= {"evaluation_seed": np.asarray(evaluation_seed, dtype=np.int64),
-               "bootstrap": np.asarray(bootstrap, dtype=np.int64), "key": np.asarray(key)}
+               "bootstrap": np.asarray(bootstrap, dtype=np.int64), "key": np.asarray(key), "unit": np.asarray(unit)}
     with atomic_output(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
         handle.flush()
@@ -87,19 +89,20 @@ def read_replicates(path: Path) -> Replicates:
         with np.load(path, allow_pickle=False) as stored:
             metrics = {m: np.asarray(stored[m], dtype=np.float64).reshape(-1) for m in METRICS if m in stored.files}
             return Replicates(metrics=metrics, evaluation_seed=int(stored["evaluation_seed"]),
-                              bootstrap=int(stored["bootstrap"]), key=str(stored["key"]))
+                              bootstrap=int(stored["bootstrap"]), key=str(stored["key"]),
+                              unit=str(stored["unit"]) if "unit" in stored.files else "auto")
     except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserInputError(f"not a file of bootstrap replicates ({reason}); delete it to evaluate the run again",
                              file=path) from None
 
 
-def _replicates_current(path: Path, *, key: str, bootstrap: int) -> bool:
-    """Whether ``path`` holds this run's replicates, drawn with :data:`EVALUATION_SEED` and ``bootstrap``."""
+def _replicates_current(path: Path, *, key: str, bootstrap: int, unit: str = "auto") -> bool:
+    """Whether ``path`` holds this run's replicates, drawn with :data:`EVALUATION_SEED`, ``bootstrap`` and ``unit``."""
     if not path.is_file():
         return False
     found = read_replicates(path)
-    return (found.key, found.evaluation_seed, found.bootstrap) == (key, EVALUATION_SEED, bootstrap)
+    return (found.key, found.evaluation_seed, found.bootstrap, found.unit) == (key, EVALUATION_SEED, bootstrap, unit)
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ class RunMetrics:
 
 def evaluate_run(test_json: Path, predictions_dir: Path, *, bootstrap: int, seed: int = EVALUATION_SEED,
                  report_dir: Path | None = None, gt: DetectionDataset | None = None,
-                 replicates_file: Path | None = None, key: str = "") -> RunMetrics:
+                 replicates_file: Path | None = None, key: str = "", unit: str = "auto") -> RunMetrics:
     """Evaluate one run with the toolkit's evaluator (what ``rfo-bench eval`` computes).
 
     Box metrics come from ``predictions.json``; AUROC from ``classification.csv`` against the
@@ -129,7 +132,8 @@ def evaluate_run(test_json: Path, predictions_dir: Path, *, bootstrap: int, seed
     ``gt``: the ground truth as read from ``test_json`` and restricted (e.g. a start's unseen classes
     removed); default: ``test_json`` as it is. ``seed``: the evaluator's bootstrap seed (the same for
     every run of a benchmark). ``replicates_file``: where to keep the bootstrap replicates
-    (:func:`write_replicates`, recorded with ``key``).
+    (:func:`write_replicates`, recorded with ``key``). ``unit``: what the bootstrap resamples
+    (:data:`~rfo_toolkit.leaderboard.config.BOOTSTRAP_UNITS`).
     """
     from rfo_bench.detectors.predict import CLASSIFICATION_CSV, PREDICTIONS_JSON
     from rfo_bench.evaluate import EvalConfig, evaluate_detailed, write_report
@@ -139,12 +143,13 @@ def evaluate_run(test_json: Path, predictions_dir: Path, *, bootstrap: int, seed
     gt = read_dataset(test_json) if gt is None else gt
     predictions = read_predictions(predictions_dir / PREDICTIONS_JSON, gt,
                                    classification=predictions_dir / CLASSIFICATION_CSV)
-    evaluation = evaluate_detailed(gt, predictions, EvalConfig(bootstrap=bootstrap, seed=seed,
+    evaluation = evaluate_detailed(gt, predictions, EvalConfig(bootstrap=bootstrap, seed=seed, bootstrap_unit=unit,
                                                                auroc_positive="critical"))
     if report_dir is not None:
         write_report(evaluation, report_dir, gt, predictions, plots=False)
     if replicates_file is not None:
-        write_replicates(replicates_file, evaluation.replicates, evaluation_seed=seed, bootstrap=bootstrap, key=key)
+        write_replicates(replicates_file, evaluation.replicates, evaluation_seed=seed, bootstrap=bootstrap, key=key,
+                         unit=unit)
     return metrics_from_report(evaluation.report)
 
 
@@ -223,14 +228,15 @@ def _write_result(run_dir: Path, key: str, fingerprint: dict[str, Any], outcome:
 def _evaluate_cell(run_dir: Path, test: DetectionDataset, config: BenchmarkConfig, key: str) -> RunMetrics:
     """Evaluate the predictions in ``run_dir`` (report in ``eval/``, replicates in ``replicates.npz``)."""
     return evaluate_run(Path(test.source), run_dir / "predictions", bootstrap=config.bootstrap, seed=EVALUATION_SEED,
-                        report_dir=run_dir / "eval", gt=test, replicates_file=run_dir / REPLICATES_FILE, key=key)
+                        report_dir=run_dir / "eval", gt=test, replicates_file=run_dir / REPLICATES_FILE, key=key,
+                        unit=config.bootstrap_unit)
 
 
 def _reuse(run_dir: Path, key: str, fingerprint: dict[str, Any], test: DetectionDataset,
            config: BenchmarkConfig) -> RunOutcome | None:
     """The finished cell in ``run_dir`` when its key is ``key``, else ``None``.
 
-    A finished cell whose replicates are missing, or were drawn with another evaluation seed or count, is
+    A finished cell whose replicates are missing, or were drawn with another evaluation seed, count or unit, is
     evaluated again from its saved predictions (its training and compute are kept); without predictions
     it is ``None`` (run again).
     """
@@ -243,7 +249,7 @@ def _reuse(run_dir: Path, key: str, fingerprint: dict[str, Any], test: Detection
     if saved.get("key") != key:
         return None
     outcome = outcome_from_json(saved["outcome"])
-    if _replicates_current(run_dir / REPLICATES_FILE, key=key, bootstrap=config.bootstrap):
+    if _replicates_current(run_dir / REPLICATES_FILE, key=key, bootstrap=config.bootstrap, unit=config.bootstrap_unit):
         logger.info("reusing finished run %s", run_dir)
         return outcome
     if not (run_dir / "predictions" / PREDICTIONS_JSON).is_file():

@@ -232,7 +232,7 @@ def test_markdown_states_the_paired_differences_and_the_do_nothing_row() -> None
     assert "| m+start | real+physics vs real | 3 | -0.050 ± 0.000 [-0.050, -0.050] | lower |" in section
     assert "| m+start | real vs none (no fine-tuning) | 3 | +0.110 ± 0.010 [+0.100, +0.120] | higher |" in section
     assert "| m+start | real+diffusion vs real | 1 | 0.000 [0.000, 0.000] | no difference shown |" in section
-    assert "two-level bootstrap" in section and "same patient draw for both arms" in section
+    assert "two-level bootstrap" in section and "the test patients (the evaluator's replicate, the same draw for both arms" in section
     for word in ("better", "worse"):
         assert word not in markdown
     assert set(REPLICATE_KEYS) == set(METRICS)

@@ -39,6 +39,8 @@ def test_valid_config_is_typed_and_paths_resolved(tmp_path: Path) -> None:
     assert [m.display for m in config.models] == ["fcos/test_resnet", "yolov8n"]
     assert config.train == str(tmp_path / "a/train.json") and config.build is None
     assert config.generator("physics").n == 32  # defaults when a generator section is absent
+    assert config.bootstrap_unit == "auto"  # patients where every test image has one
+    assert parse_benchmark_config(_config(bootstrap_unit="image"), file="b.yaml", base_dir=tmp_path).bootstrap_unit == "image"
 
 
 @pytest.mark.parametrize(
@@ -54,6 +56,7 @@ def test_valid_config_is_typed_and_paths_resolved(tmp_path: Path) -> None:
         ({"data": {"build": {"tiles": 3}}}, "data.build", "unknown key"),
         ({"epochs": 3}, "<top level>", "unknown key"),
         ({"generators": {"physics": {"n": "many"}}}, "generators.physics.n", "expected int"),
+        ({"bootstrap_unit": "cell"}, "bootstrap_unit", "expected one of auto, image, patient"),
     ],
 )
 def test_config_errors_name_the_field(changes, field: str, message: str) -> None:

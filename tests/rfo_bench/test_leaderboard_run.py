@@ -111,6 +111,16 @@ def test_benchmark_runs_arms_skips_missing_generator_and_reuses_runs(tmp_path: P
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(other_seed) in err[0]
 
+    # resampling images instead of (pseudo-)patients re-evaluates every run from its predictions, no training
+    other_seed.unlink()
+    config.write_text(config.read_text() + "bootstrap_unit: image\n")
+    assert main(["benchmark", "--config", str(config), "--no-progress"]) == 0
+    by_image = json.loads((out / "leaderboard.json").read_text())
+    assert by_image["bootstrap_unit"] == "image" and summary["bootstrap_unit"] == "patient"
+    assert json.loads((older / "eval" / "report.json").read_text())["bootstrap"]["unit"] == "image"
+    assert read_replicates(older / "replicates.npz").unit == "image"
+    assert "intervals over test images" in (out / "leaderboard.md").read_text()
+
 
 def _assert_froc_figure_shows(png: Path, rows: list[dict], arms: list[str]) -> None:
     """The figure has one panel per arm with one curve per model, plotting the rows' FROC points; the
