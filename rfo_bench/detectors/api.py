@@ -312,7 +312,8 @@ def load_detector(run_dir: str | Path, *, device: str | None = None, slicing=Non
     Args:
         run_dir: the directory written by :func:`train_detector`.
         device: torch device (default: the training device).
-        slicing: a :class:`~rfo_bench.detectors.sliced.SliceConfig` (default: its defaults).
+        slicing: a :class:`~rfo_bench.detectors.sliced.SliceConfig` (default: the record's ``slicing``, how
+            the detector was evaluated, else the defaults; :func:`recorded_slicing`).
         require_hash: refuse a record without ``weights_sha256``.
 
     Raises:
@@ -325,7 +326,38 @@ def load_detector(run_dir: str | Path, *, device: str | None = None, slicing=Non
         return detector
     from rfo_bench.detectors.sliced import SlicedDetector
 
-    return SlicedDetector(detector, tiling, slicing)
+    return SlicedDetector(detector, tiling, slicing if slicing is not None else recorded_slicing(run_dir))
+
+
+def recorded_slicing(run_dir: str | Path):
+    """The :class:`~rfo_bench.detectors.sliced.SliceConfig` a detector's record states (its held-out evaluation's),
+    or the defaults for a record without one. A field the record leaves out takes its default.
+
+    Raises:
+        UserInputError: naming ``detector.json`` and the field, for a ``slicing`` entry that is not a valid one.
+    """
+    from dataclasses import fields
+
+    from rfo_bench.detectors.sliced import SliceConfig
+
+    record = read_record(run_dir)
+    stated = record.get("slicing")
+    path = Path(run_dir) / RECORD_NAME
+    if stated is None:
+        return SliceConfig()
+    if not isinstance(stated, dict):
+        raise UserInputError("corrupt detector record: expected a mapping", file=path, field="slicing", value=stated)
+    known = {f.name for f in fields(SliceConfig)}
+    unknown = sorted(set(stated) - known)
+    if unknown:
+        raise UserInputError(f"unknown slicing setting {unknown[0]!r}", file=path, field=f"slicing.{unknown[0]}")
+    try:
+        return SliceConfig(**stated)
+    except UserInputError as err:
+        raise UserInputError(err.message, file=path, field=f"slicing.{err.field}", value=err.value) from None
+    except TypeError:  # a value of the wrong type (a string where a number belongs)
+        raise UserInputError("corrupt detector record: a slicing value of the wrong type", file=path,
+                             field="slicing", value=stated) from None
 
 
 def _load_unsliced(run_dir: str | Path, *, device: str | None, require_hash: bool):

@@ -145,23 +145,24 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from rfo_bench.detectors.api import load_detector
+    from dataclasses import replace
+
+    from rfo_bench.detectors.api import load_detector, recorded_slicing
     from rfo_bench.detectors.predict import predict_dataset, write_predictions
-    from rfo_bench.detectors.sliced import SliceConfig
 
     set_threads(args.threads)
     prepare_output_dir(args.out, PREDICT_TOOL, overwrite=args.overwrite)
     device = None if args.device is None else resolve_device(args.device)
-    defaults = SliceConfig()
-    slicing = SliceConfig(overlap=defaults.overlap if args.overlap is None else args.overlap,
-                          coarse_pass=not args.no_coarse_pass, merge=args.merge or defaults.merge,
-                          match_threshold=args.match_threshold or defaults.match_threshold)
     shipped = args.model_dir == "shipped"
     model_dir = args.model_dir
     if shipped:
         from rfo_bench.detectors.bundled import require_bundled_detector
 
         model_dir = require_bundled_detector("--model-dir")
+    # how the detector was evaluated (its record), with what the command line changes
+    given = {"overlap": args.overlap, "merge": args.merge, "match_threshold": args.match_threshold,
+             "union_score_ratio": args.union_score_ratio, "coarse_pass": False if args.no_coarse_pass else None}
+    slicing = replace(recorded_slicing(model_dir), **{k: v for k, v in given.items() if v is not None})
     # the bundled detector loads only when its weights match its record
     detector = load_detector(model_dir, device=device, slicing=slicing, require_hash=shipped)
     dataset = load_training_data(args.data, split=args.split)
@@ -234,11 +235,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_runtime_options(cmd, device=None,
                         device_help="cpu, cuda, cuda:N, mps or auto (default: the training device)")
     cmd.add_argument("--overlap", type=float, default=None,
-                     help="tile-trained detectors: fraction of a tile shared with its neighbours (default 0.25)")
+                     help="tile-trained detectors: fraction of a tile shared with its neighbours (default: the "
+                          "detector record's, else 0.25)")
     cmd.add_argument("--merge", choices=("nmm", "greedy_nmm", "nms"), default=None,
-                     help="how detections of overlapping tiles are merged (default nmm)")
+                     help="how detections of overlapping tiles are merged (default: the record's, else nmm)")
     cmd.add_argument("--match-threshold", type=float, default=None,
-                     help="intersection over the smaller box at which detections merge (default 0.5)")
+                     help="overlap at which detections merge (default: the record's, else 0.5)")
+    cmd.add_argument("--union-score-ratio", type=float, default=None,
+                     help="a matched detection extends a merged box only when it scores at least this fraction "
+                          "of the best one (default: the record's, else 0.5; 0: every matched box)")
     cmd.add_argument("--no-coarse-pass", action="store_true",
                      help="skip the whole-film pass for objects larger than a tile")
 

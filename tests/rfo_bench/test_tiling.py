@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from rfo_bench.detectors.api import Detections
-from rfo_bench.detectors.sliced import SliceConfig, greedy_groups, merge_detections, predict_sliced
+from rfo_bench.detectors.sliced import (
+    SliceConfig,
+    component_groups,
+    greedy_groups,
+    merge_detections,
+    overlap_row,
+    predict_sliced,
+)
 from rfo_bench.detectors.tiling import (
     TileConfig,
     clip_to_window,
@@ -201,6 +208,71 @@ def test_two_objects_of_different_classes_are_not_merged() -> None:
     assert len(agnostic[0]) == 1
 
 
+def weak_halo_detector(category_id: int = 4):
+    """A stand-in tile detector that, like a YOLO scored for AP, adds weak boxes around each confident one:
+    the bright region's box at 0.9 and two wider boxes containing it at 0.01 and 0.02 (tile pixels)."""
+    confident = bright_box_detector(category_id)
+
+    def predict(tile: np.ndarray) -> Detections:
+        found = confident(tile)
+        if not len(found):
+            return found
+        grow = np.array([[-20, -20, 20, 20], [-6, -30, 30, 6]], np.float32)
+        halo = (found.boxes_xyxy[:, None, :] + grow[None]).reshape(-1, 4)
+        boxes = np.concatenate([found.boxes_xyxy, halo])
+        scores = np.concatenate([found.scores, np.tile(np.array([0.01, 0.02], np.float32), len(found))])
+        return Detections(boxes, scores, np.full(len(boxes), category_id, np.int64))
+
+    return predict
+
+
+@pytest.mark.parametrize("merge", ["nmm", "greedy_nmm"])
+def test_weak_boxes_do_not_stretch_a_confident_box(merge: str) -> None:
+    film = np.zeros((HEIGHT, WIDTH), np.float32)
+    film[40:52, 30:42] = 1.0  # 12 px, inside the first tile only
+    tiling = TileConfig(tile_size=64)
+    gated = predict_sliced(weak_halo_detector(), film, tiling, SliceConfig(coarse_pass=False, merge=merge))
+    assert len(gated) == 1 and gated.scores[0] == pytest.approx(0.9)
+    np.testing.assert_allclose(gated.boxes_xyxy[0], [30, 40, 42, 52], atol=ATOL)
+    # the plain union (SAHI's) lets 0.01-score boxes stretch it to several times the object
+    union = predict_sliced(weak_halo_detector(), film, tiling, SliceConfig(coarse_pass=False, merge=merge,
+                                                                            union_score_ratio=0.0))
+    width, height = union.boxes_xyxy[0, 2:] - union.boxes_xyxy[0, :2]
+    assert width > 2 * 12 and height > 2 * 12
+
+
+def test_two_objects_linked_only_by_weak_boxes_stay_two() -> None:
+    boxes = np.array([[10, 10, 30, 30], [50, 10, 70, 30], [20, 5, 60, 35]], np.float32)  # the third spans both
+    scores = np.array([0.9, 0.8, 0.05], np.float32)
+    labels = np.array([1, 1, 1])
+    merged_boxes, merged_scores, _ = merge_detections(boxes, scores, labels, SliceConfig(match_metric="ios"))
+    np.testing.assert_allclose(merged_boxes, boxes[:2], atol=ATOL)
+    np.testing.assert_allclose(merged_scores, [0.9, 0.8], atol=1e-6)
+    chained = merge_detections(boxes, scores, labels, SliceConfig(union_score_ratio=0.0))
+    assert len(chained[0]) == 1  # without the gate the weak box joins both into one
+
+
+def test_transitive_groups_without_the_gate_are_connected_components() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        boxes = random_boxes(rng, 40).astype(np.float64)
+        scores = rng.permutation(40) / 40
+        labels = rng.integers(1, 3, 40)
+        everywhere = np.broadcast_to(np.array([-np.inf, -np.inf, np.inf, np.inf]), boxes.shape)
+        groups = component_groups(boxes, scores, labels, everywhere, metric="ios", threshold=0.5)
+        # the components of the graph "same class and IoS >= 0.5", by repeated flooding
+        component = np.arange(40)
+        for _ in range(40):
+            for i in range(40):
+                linked = (labels == labels[i]) & (overlap_row(boxes[i], boxes, "ios") >= 0.5)
+                component[linked] = np.minimum(component[linked], component[i])
+                component[i] = component[linked].min()
+        ours = sorted(sorted([k, *v]) for k, v in groups.items())
+        expected = sorted(sorted(np.flatnonzero(component == c).tolist()) for c in np.unique(component))
+        assert ours == expected
+        assert all(scores[k] == max(scores[[k, *v]]) for k, v in groups.items())  # the keeper scores highest
+
+
 def test_greedy_groups_match_sahi() -> None:
     combine = pytest.importorskip("sahi.postprocess.combine")
     rng = np.random.default_rng(3)
@@ -220,3 +292,5 @@ def test_bad_tile_settings_are_user_errors() -> None:
         TileConfig(cut_policy="ignore")
     with pytest.raises(UserInputError, match="overlap"):
         SliceConfig(overlap=1.0)
+    with pytest.raises(UserInputError, match="union_score_ratio"):
+        SliceConfig(union_score_ratio=1.5)

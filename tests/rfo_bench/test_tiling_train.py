@@ -56,6 +56,38 @@ def test_tiled_torchvision_run_records_tiles_and_hash_and_predicts_on_whole_film
     assert found.boxes_xyxy[:, [0, 2]].max() > HEIGHT  # film x beyond its height: width and height not swapped
 
 
+def test_a_tiled_detector_predicts_with_its_records_slicing_unless_told_otherwise(tmp_path: Path, monkeypatch,
+                                                                                    capsys) -> None:
+    from rfo_bench.detectors import api
+    from rfo_bench.detectors.sliced import SliceConfig
+
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=2, height=HEIGHT, width=WIDTH))
+    train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False)
+    record_file = tmp_path / "run" / "detector.json"
+    record = json.loads(record_file.read_text())
+    assert load_detector(tmp_path / "run").config == SliceConfig()  # a record that states none: the defaults
+    record["slicing"] = {"merge": "greedy_nmm", "union_score_ratio": 0.3}  # how it was evaluated
+    record_file.write_text(json.dumps(record))
+    assert load_detector(tmp_path / "run").config == SliceConfig(merge="greedy_nmm", union_score_ratio=0.3)
+    # rfo-bench predict starts from the record's slicing and changes only what its flags say
+    used = []
+    real = api.load_detector
+    monkeypatch.setattr(api, "load_detector", lambda *a, **k: used.append(k["slicing"]) or real(*a, **k))
+    assert main(["predict", "--model-dir", str(tmp_path / "run"), "--data", str(dataset.source), "--out",
+                 str(tmp_path / "p"), "--union-score-ratio", "0", "--no-progress"]) == 0
+    assert used == [SliceConfig(merge="greedy_nmm", union_score_ratio=0.0)]
+    # a slicing entry that is not a valid one is one line naming the record and the field
+    for bad, field in (({"overlap": 2}, "slicing.overlap"), ({"tiles": 3}, "slicing.tiles"),
+                       ({"overlap": "wide"}, "slicing")):
+        record["slicing"] = bad
+        record_file.write_text(json.dumps(record))
+        capsys.readouterr()
+        assert main(["predict", "--model-dir", str(tmp_path / "run"), "--data", str(dataset.source), "--out",
+                     str(tmp_path / "q"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "detector.json" in err[0] and field in err[0]
+
+
 def test_weights_that_do_not_match_their_record_are_refused(tmp_path: Path) -> None:
     dataset = read_coco(write_tiny_coco(tmp_path / "d", n=2, height=HEIGHT, width=WIDTH))
     train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False)
