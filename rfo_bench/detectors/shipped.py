@@ -338,7 +338,7 @@ def read_detector_start(run_dir: str | Path) -> DetectorStart:
     Raises:
         UserInputError: no such folder or record, or a record without weights SHA-256, tiling or ``film_px``.
     """
-    from rfo_bench.detectors.api import RECORD_NAME, read_record
+    from rfo_bench.detectors.api import RECORD_NAME, read_record, recorded_slicing
 
     record = read_record(run_dir)
     path = Path(run_dir) / RECORD_NAME
@@ -353,10 +353,10 @@ def read_detector_start(run_dir: str | Path) -> DetectorStart:
         raise UserInputError("the detector record states no weights_sha256", file=path, field="weights_sha256")
     try:
         tiles = TileConfig.from_dict(tiling)
-        slicing = SliceConfig(**record["slicing"]) if isinstance(record.get("slicing"), dict) else None
         categories = tuple((int(c["id"]), str(c["name"])) for c in record["categories"])
     except (UserInputError, TypeError, KeyError, ValueError) as err:
         raise UserInputError(f"corrupt detector record: {err}".splitlines()[0], file=path, field="config") from None
+    slicing = recorded_slicing(run_dir) if record.get("slicing") is not None else None
     compute = record.get("compute") if isinstance(record.get("compute"), dict) else {}
     return DetectorStart(
         run_dir=str(run_dir), model=str(record["model"]), weights=str(Path(run_dir) / record["weights"]),
