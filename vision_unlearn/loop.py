@@ -232,7 +232,7 @@ def run_loop(
     model = adapter.model.to(device)
 
     method.setup(adapter, streams["forget"], streams["retain"], device)
-    if method.from_scratch:
+    if method.from_scratch and getattr(config, "init", "fresh") == "fresh":  # `init: current` keeps a pretrained start
         adapter.reset_parameters(settings.seed)
     torch.manual_seed(settings.seed)
     method_generator = _generator(settings.seed, 7)

@@ -192,7 +192,8 @@ class Unlearner(Protocol):
         epoch_over: the stream one epoch passes over.
         needs: the streams a step draws from; the other stream is cycled.
         owns_step: ``True`` when the method updates the parameters itself in :meth:`owned_step`.
-        from_scratch: ``True`` when the method starts from re-initialised weights (``retrain``).
+        from_scratch: ``True`` when the method starts from re-initialised weights (``retrain``, unless its
+            config's ``init`` is ``current``: a reference fine-tuned from a pretrained start).
     """
 
     name: ClassVar[str]

@@ -50,8 +50,10 @@ class ClinicalPlan:
 
 def clinical_plan(fast: bool) -> ClinicalPlan:
     """Sizes for ``--fast`` (tests) and the default demo."""
+    # init "current": the original and every retrained reference train from the detector's weights (a
+    # retrain from a fresh initialisation would throw the shipped detector away)
     finetune = {"optimizer": "adam", "weight_decay": 0.0, "batch_size": 16, "lr": 2e-4, "epochs": 3,
-                "schedule": "cosine", "warmup_steps": 5}
+                "schedule": "cosine", "warmup_steps": 5, "init": "current"}
     if fast:
         return ClinicalPlan(n_films=12, finetune={**finetune, "epochs": 1, "batch_size": 8}, bootstrap=50)
     # 36 training films, as many held out: a dozen held-out films hold about ten objects, too few to

@@ -84,8 +84,10 @@ def _run(adapter: Any, name: str, config: dict[str, Any], forget: Any, retain: A
 
 def train_original(adapter: Any, config: dict[str, Any], train: Any, seed: int, label: str = "train original",
                    device: str = "cpu") -> float:
-    """The original detector: ``retrain`` on all of ``train`` from the adapter's current weights (a fresh
-    initialisation, or a trained detector to fine-tune), its bar labelled ``label``; its wall seconds."""
+    """The original detector: ``retrain`` on all of ``train``, its bar labelled ``label``; its wall seconds.
+
+    ``config["init"]`` ``current`` fine-tunes the adapter's current weights (a trained detector); otherwise
+    ``retrain`` re-initialises them (seeded) and trains from scratch."""
     from vision_unlearn.loop import LoopSettings
     from vision_unlearn.run import run_method
 
@@ -289,7 +291,10 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
         shown = [int(i) for i in split.forget_images[:2]]
         drawn = [_detect_on_films(adapter, train, shown)]
         titles = ["original (before)"]
-        runs = {"retrain": retrain_config or _original_config(plan), **plan.methods}
+        retrain = retrain_config or _original_config(plan)
+        if start_state is not None:  # the reference trains from that start, never from a fresh initialisation
+            retrain = {**retrain, "init": "current"}
+        runs = {"retrain": retrain, **plan.methods}
         reference: dict[str, float] = {}
         retrain_seconds = float("nan")
         for name, config in runs.items():

@@ -37,12 +37,19 @@ def _tiny_recipe_detector(root: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_the_demo_on_a_trained_detector_evaluates_it_sliced_and_fine_tunes_both_references(tmp_path: Path) -> None:
+def test_the_demo_on_a_trained_detector_evaluates_it_sliced_and_fine_tunes_both_references(tmp_path: Path,
+                                                                                           monkeypatch) -> None:
+    from vision_unlearn.adapters.yolo import YoloAdapter
+
     detector = _tiny_recipe_detector(tmp_path / "detector")
     record = detector_record(detector)
     assert record["film_px"] == 160 and record["unseen_classes"] == ["chain"]
 
+    # the original and every retrained reference train from the detector's weights: nothing is re-initialised
+    resets = []
+    monkeypatch.setattr(YoloAdapter, "reset_parameters", lambda self, seed: resets.append(seed))
     result = run_demo(DemoConfig(out_dir=str(tmp_path / "demo"), fast=True, detector=str(detector)))
+    assert resets == []
     assert result["stages"] == {stage.name: "ran" for stage in STAGES}
     synth = json.loads((tmp_path / "demo" / "synth" / "stage.json").read_text())
     assert synth["clinical"]["film_px"] == 160 and synth["clinical"]["plan"]["size"] == 160

@@ -59,6 +59,29 @@ def test_resume_after_kill_gives_same_weights(tmp_path, name) -> None:
         assert torch.equal(a, b), key
 
 
+def test_retrain_starts_fresh_unless_told_to_keep_a_pretrained_start() -> None:
+    forget, retain = _streams()
+    pretrained = _adapter()
+    with torch.no_grad():  # a start that a seeded re-initialisation cannot reproduce
+        for parameter in pretrained.model.parameters():
+            parameter.add_(0.5)
+    start = {k: v.clone() for k, v in pretrained.model.state_dict().items()}
+    no_steps = {"epochs": 1, "batch_size": 64, "lr": 0.0}  # one step that changes no weight
+
+    kept = _adapter()
+    kept.model.load_state_dict(start)
+    run_loop(kept, create_unlearner("retrain", kept, {**no_steps, "init": "current"}), forget, retain,
+             LoopSettings(seed=5))
+    fresh = _adapter()
+    fresh.model.load_state_dict(start)
+    run_loop(fresh, create_unlearner("retrain", fresh, no_steps), forget, retain, LoopSettings(seed=5))
+    weights = [k for k, v in start.items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.equal(kept.model.state_dict()[k], start[k]) for k in weights)  # the start, untouched
+    assert not any(torch.equal(fresh.model.state_dict()[k], start[k]) for k in weights if start[k].numel() > 1)
+    with pytest.raises(UserInputError, match="init"):
+        create_unlearner("retrain", kept, {"init": "pretrained"})
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path) -> None:
     forget, retain = _streams()
     ckpt = tmp_path / "run.ckpt"

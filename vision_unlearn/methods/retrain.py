@@ -18,17 +18,26 @@ from vision_unlearn.registry import register_unlearner
 
 @dataclass(frozen=True)
 class RetrainConfig(MethodConfig):
-    """Retrain settings (same fields as the original training)."""
+    """Retrain settings (same fields as the original training).
+
+    Attributes:
+        init: ``fresh`` re-initialises the weights (seeded) before training: the reference trained from
+            scratch without the data. ``current`` trains from the adapter's weights as they are: the
+            reference of a model fine-tuned from a pretrained start that never saw the data (load that
+            start into the adapter first), trained with the original's fine-tuning on the retained data.
+    """
 
     epochs: int = 160
     lr: float = 0.1
     batch_size: int = 128
     schedule: Literal["constant", "cosine"] = "cosine"
+    init: Literal["fresh", "current"] = "fresh"
 
 
 @register_unlearner("retrain")
 class Retrain(BaseUnlearner):
-    """Train from a fresh initialisation on the retain set: ``min_θ L_retain(θ)``."""
+    """Train on the retain set, ``min_θ L_retain(θ)``, from a fresh initialisation (``init: fresh``) or from the
+    adapter's current weights (``init: current``, a pretrained start)."""
 
     config_class = RetrainConfig
     epoch_over = "retain"
