@@ -14,7 +14,9 @@ How the references are made, and why they are both affordable and correct:
   is exactly a model trained without that patient.
 * A class request needs a start that never saw the class. The recipe's ``unseen_classes`` removes that
   class's boxes from the detector's training data (the shipped recipe leaves ``chain`` unseen), and the
-  demo forgets that class. A detector whose record names no unseen class answers the patient request
+  demo forgets that class. The detector learned that class as background, so before fine-tuning the
+  outputs of that class are re-initialised to a fresh head's prior (:func:`prepare_start`), for the
+  original and every reference alike. A detector whose record names no unseen class answers the patient request
   only, and the report says why.
 """
 
@@ -136,6 +138,7 @@ def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_di
 
     tile = int(record["config"]["tiling"]["tile_size"])
     adapter = adapter_from_model_text(f"yolo:{Path(detector_dir) / record['weights']}", image_size=tile)
+    prepare_start(adapter, record, seed)
     _, train = load_split(clinical_dir / "tiles" / "train.json", tile, adapter.class_names, adapter.in_chans)
     seconds = train_original(adapter, plan.finetune, train, seed, label="fine-tune original", device=device)
     adapter.save(stage_dir / "original.pt")
@@ -151,6 +154,14 @@ def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_di
         "finetune": {**plan.finetune, "seconds": round(seconds, 2), "n_tiles": len(train)},
         "figures": [f"eval/{p.name}" for p in sorted((stage_dir / "eval").glob("*.png"))],
     }
+
+
+def prepare_start(adapter, record: dict[str, Any], seed: int) -> None:
+    """The start of the original and of every retrained reference: the detector's weights with the outputs of
+    the class it never saw re-initialised to a fresh head's prior (seeded), so the original can learn it within
+    the fine-tuning budget. The original and its references start from exactly these weights."""
+    unseen = [name for name in record.get("unseen_classes") or [] if name in adapter.class_names]
+    adapter.reset_class_head(unseen, seed)
 
 
 def start_weights(detector_dir: str | Path) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,7 +250,8 @@ def _detect_on_films(adapter: Any, data: Any, rows: list[int]) -> list[torch.Ten
 
 def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan: DemoModelPlan, seed: int,
                      forget_class: str | None = "clamp", retrain_config: dict[str, Any] | None = None,
-                     retrain_start: Path | None = None, device: str = "cpu") -> dict[str, Any]:
+                     retrain_start: Path | None = None, prepare_start: Callable[[Any], None] | None = None,
+                     device: str = "cpu") -> dict[str, Any]:
     """Answer two deletion requests (one class; one patient's images) with every method and retrain.
 
     Args:
@@ -258,6 +260,8 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
         forget_class: the class request's class (``None``: the patient request only).
         retrain_config: the retrained reference's training (default: the original's from-scratch recipe).
         retrain_start: weights the reference starts from (default: a fresh initialisation, seeded).
+        prepare_start: applied to the adapter holding ``retrain_start`` before its weights are taken (what was
+            done to the original's start, e.g. :func:`rfo_toolkit.demo.clinical.prepare_start`).
         device: torch device of every run (the models stay there for their evaluation).
     """
     from vision_unlearn.adapters.yolo import adapter_from_model_text
@@ -273,6 +277,8 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
     start_state = None
     if retrain_start is not None:
         start = adapter_from_model_text(f"yolo:{retrain_start}", in_chans=1, image_size=plan.image_size)
+        if prepare_start is not None:
+            prepare_start(start)
         start_state = {k: v.detach().clone() for k, v in start.model.state_dict().items()}
     patient_request, patient = _patient_request(train, stage_dir)
     requests = {"class": f"class:{forget_class}"} if forget_class is not None else {}

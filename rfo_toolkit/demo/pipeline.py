@@ -315,7 +315,13 @@ def _stage_unlearn(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[st
     if config.detector:
         from dataclasses import replace
 
-        from rfo_toolkit.demo.clinical import clinical_plan, detector_record, forget_class_of, start_weights
+        from rfo_toolkit.demo.clinical import (
+            clinical_plan,
+            detector_record,
+            forget_class_of,
+            prepare_start,
+            start_weights,
+        )
 
         record = detector_record(config.detector)
         plan = demo_model_plan(config.fast)
@@ -326,7 +332,9 @@ def _stage_unlearn(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[st
         summary = unlearn_detector(stage_dir, out / "synth" / "clinical" / "tiles", out / "detector", plan,
                                    config.seed, forget_class=forget_class_of(record),
                                    retrain_config=clinical_plan(config.fast).finetune,
-                                   retrain_start=start_weights(config.detector), device=config.device)
+                                   retrain_start=start_weights(config.detector),
+                                   prepare_start=lambda start: prepare_start(start, record, config.seed),
+                                   device=config.device)
         return {**summary, "reference": "finetuned"}
     return unlearn_detector(stage_dir, out / "synth" / "all", out / "detector", demo_model_plan(config.fast),
                             config.seed, device=config.device)

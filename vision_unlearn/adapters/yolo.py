@@ -35,6 +35,7 @@ import io
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -445,6 +446,36 @@ class YoloAdapter:
         self.detector.load_state_dict(fresh.state_dict())
         self.model.to(device)
         self.detector.criterion = None
+
+    def reset_class_head(self, class_names: Sequence[str], seed: int) -> None:
+        """Re-initialise the classification outputs of ``class_names`` as a fresh build's (seeded), prior bias included.
+
+        A detector trained with a class left unseen learned that class as background: its logits sit far
+        below the others, and class-wise NMS keeps one class per anchor, so fine-tuning on a few examples
+        does not bring the class back within a short budget. Starting those outputs from the prior a fresh
+        head has (every other weight kept) lets the class be learned like a new one. Apply it to every
+        model that must start from the same weights (an original and its retrained reference).
+
+        Raises:
+            ValueError: a name that is not one of the adapter's classes.
+        """
+        from ultralytics.nn.tasks import DetectionModel
+
+        unknown = [name for name in class_names if name not in self.class_names]
+        if unknown:
+            raise ValueError(f"not a class of this detector: {', '.join(unknown)}")
+        rows = [self.class_names.index(name) for name in class_names]
+        if not rows:
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = DetectionModel(copy.deepcopy(self.detector.yaml), ch=self.in_chans, nc=self.num_classes,
+                                   verbose=False)
+        head, fresh_head = self.detector.model[-1], fresh.model[-1]
+        with torch.no_grad():
+            for ours, theirs in zip(head.cv3, fresh_head.cv3, strict=True):
+                ours[-1].weight[rows] = theirs[-1].weight[rows].to(ours[-1].weight.device)
+                ours[-1].bias[rows] = theirs[-1].bias[rows].to(ours[-1].bias.device)
 
     def describe(self) -> dict[str, Any]:
         data = self.spec.to_dict()
