@@ -56,3 +56,25 @@ def require(condition: bool, message: str, **where: Any) -> None:
     """Raise :class:`UserInputError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise UserInputError(message, **where)
+
+
+def dataclass_from(cls: type, values: dict[str, Any], *, file: str | PathLike[str] | None, key: str) -> Any:
+    """``cls(**values)`` for a config section read from ``file`` at ``key``, every failure one line naming both.
+
+    An unknown key is named as ``key.name``; a :class:`UserInputError` of the dataclass's own checks keeps its
+    message with its field under ``key``; a value of the wrong type (a ``TypeError``) names ``key``.
+    """
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserInputError("unknown key(s) " + ", ".join(unknown) + "; known: " + ", ".join(sorted(known)),
+                             file=file, field=f"{key}.{unknown[0]}")
+    try:
+        return cls(**values)
+    except UserInputError as err:
+        raise UserInputError(err.message, file=file, field=f"{key}.{err.field}" if err.field else key,
+                             value=err.value) from None
+    except TypeError as err:
+        raise UserInputError(f"invalid value: {err}", file=file, field=key) from None

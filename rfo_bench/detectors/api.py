@@ -336,9 +336,8 @@ def recorded_slicing(run_dir: str | Path):
     Raises:
         UserInputError: naming ``detector.json`` and the field, for a ``slicing`` entry that is not a valid one.
     """
-    from dataclasses import fields
-
     from rfo_bench.detectors.sliced import SliceConfig
+    from toolkit_core.errors import dataclass_from
 
     record = read_record(run_dir)
     stated = record.get("slicing")
@@ -347,17 +346,7 @@ def recorded_slicing(run_dir: str | Path):
         return SliceConfig()
     if not isinstance(stated, dict):
         raise UserInputError("corrupt detector record: expected a mapping", file=path, field="slicing", value=stated)
-    known = {f.name for f in fields(SliceConfig)}
-    unknown = sorted(set(stated) - known)
-    if unknown:
-        raise UserInputError(f"unknown slicing setting {unknown[0]!r}", file=path, field=f"slicing.{unknown[0]}")
-    try:
-        return SliceConfig(**stated)
-    except UserInputError as err:
-        raise UserInputError(err.message, file=path, field=f"slicing.{err.field}", value=err.value) from None
-    except TypeError:  # a value of the wrong type (a string where a number belongs)
-        raise UserInputError("corrupt detector record: a slicing value of the wrong type", file=path,
-                             field="slicing", value=stated) from None
+    return dataclass_from(SliceConfig, stated, file=path, key="slicing")
 
 
 def _load_unsliced(run_dir: str | Path, *, device: str | None, require_hash: bool):

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rfo_bench.detectors.config import Recipe, TrainConfig, recipe_with_overrides
 from rfo_bench.detectors.sliced import SliceConfig
 from rfo_bench.detectors.tiling import TileConfig
-from toolkit_core.errors import UserInputError
+from toolkit_core.errors import UserInputError, dataclass_from
 from toolkit_core.utils import atomic_write_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -102,21 +102,6 @@ def _section(data: dict[str, Any], key: str, allowed: set[str] | None, file: Pat
     return value
 
 
-def _dataclass_from(cls, values: dict[str, Any], file: Path, key: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserInputError("unknown key(s) " + ", ".join(unknown) + "; known: " + ", ".join(sorted(known)),
-                             file=file, field=key)
-    try:
-        return cls(**values)
-    except UserInputError as err:
-        raise UserInputError(err.message, file=file, field=f"{key}.{err.field}" if err.field else key,
-                             value=err.value) from None
-    except TypeError as err:
-        raise UserInputError(f"invalid value: {err}", file=file, field=key) from None
-
-
 def load_training_recipe(path: str | Path) -> TrainingRecipe:
     """Read and validate a recipe file (YAML, safe loader).
 
@@ -158,8 +143,8 @@ def load_training_recipe(path: str | Path) -> TrainingRecipe:
     tiling_values = dict(_section(data, "tiling", None, file))
     if "window_percentiles" in tiling_values:
         tiling_values["window_percentiles"] = tuple(tiling_values["window_percentiles"])
-    tiling = _dataclass_from(TileConfig, tiling_values, file, "tiling")
-    slicing = _dataclass_from(SliceConfig, _section(data, "slicing", None, file), file, "slicing")
+    tiling = dataclass_from(TileConfig, tiling_values, file=file, key="tiling")
+    slicing = dataclass_from(SliceConfig, _section(data, "slicing", None, file), file=file, key="slicing")
     classes = data["classes"]
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise UserInputError("expected a list of class names", file=file, field="classes")

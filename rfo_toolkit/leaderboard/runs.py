@@ -12,9 +12,9 @@ as it is (the leaderboard's do-nothing row), cached the same way.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -27,7 +27,7 @@ from rfo_bench.io.records import DetectionDataset
 from rfo_toolkit.leaderboard.config import METRICS, BenchmarkConfig, ModelEntry
 from toolkit_core.errors import UserInputError
 from toolkit_core.records import jsonable
-from toolkit_core.utils import atomic_output, atomic_write_bytes, sha256_text
+from toolkit_core.utils import atomic_write_bytes, sha256_text
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,9 @@ def write_replicates(path: Path, replicates: Mapping[str, np.ndarray], *, evalua
         for metric, name in REPLICATE_KEYS.items() if name in replicates}
     arrays |= {"evaluation_seed": np.asarray(evaluation_seed, dtype=np.int64),
                "bootstrap": np.asarray(bootstrap, dtype=np.int64), "key": np.asarray(key), "unit": np.asarray(unit)}
-    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def read_replicates(path: Path) -> Replicates:
@@ -133,7 +132,7 @@ def evaluate_run(test_json: Path, predictions_dir: Path, *, bootstrap: int, seed
     removed); default: ``test_json`` as it is. ``seed``: the evaluator's bootstrap seed (the same for
     every run of a benchmark). ``replicates_file``: where to keep the bootstrap replicates
     (:func:`write_replicates`, recorded with ``key``). ``unit``: what the bootstrap resamples
-    (:data:`~rfo_toolkit.leaderboard.config.BOOTSTRAP_UNITS`).
+    (:data:`~rfo_bench.eval_config.BOOTSTRAP_UNITS`).
     """
     from rfo_bench.detectors.predict import CLASSIFICATION_CSV, PREDICTIONS_JSON
     from rfo_bench.evaluate import EvalConfig, evaluate_detailed, write_report
