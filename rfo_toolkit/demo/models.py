@@ -251,7 +251,7 @@ def _detect_on_films(adapter: Any, data: Any, rows: list[int]) -> list[torch.Ten
 def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan: DemoModelPlan, seed: int,
                      forget_class: str | None = "clamp", retrain_config: dict[str, Any] | None = None,
                      retrain_start: Path | None = None, prepare_start: Callable[[Any], None] | None = None,
-                     device: str = "cpu") -> dict[str, Any]:
+                     trainable_groups: tuple[str, ...] | None = None, device: str = "cpu") -> dict[str, Any]:
     """Answer two deletion requests (one class; one patient's images) with every method and retrain.
 
     Args:
@@ -262,6 +262,8 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
         retrain_start: weights the reference starts from (default: a fresh initialisation, seeded).
         prepare_start: applied to the adapter holding ``retrain_start`` before its weights are taken (what was
             done to the original's start, e.g. :func:`rfo_toolkit.demo.clinical.prepare_start`).
+        trainable_groups: the parameter groups the original was fine-tuned in (``None``: all); the retrained
+            references and every method update only these.
         device: torch device of every run (the models stay there for their evaluation).
     """
     from vision_unlearn.adapters.yolo import adapter_from_model_text
@@ -271,6 +273,8 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
     from vision_unlearn.metrics.detection import gaps_to_reference, runtime_ratio
 
     adapter = adapter_from_model_text(f"yolo:{detector_dir / 'original.pt'}", in_chans=1, image_size=plan.image_size)
+    if trainable_groups is not None:
+        adapter.set_trainable_groups(trainable_groups)
     gt_train, train = _load(synth_dir, "train", plan.image_size, adapter.class_names, adapter.in_chans)
     _, test = _load(synth_dir, "test", plan.image_size, adapter.class_names, adapter.in_chans)
     original_state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}

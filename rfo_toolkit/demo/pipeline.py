@@ -218,6 +218,13 @@ def _section_detector(summary: dict[str, Any], stage_dir: Path) -> Section:
     )
 
 
+def _groups_text(groups: list[str] | None) -> str:
+    """How much of the detector fine-tuning updated, in words."""
+    if not groups or set(groups) >= {"backbone", "neck", "head"}:
+        return "every layer"
+    return f"its {' and '.join(groups)} only; the rest keeps the detector's weights"
+
+
 def _section_trained_detector(summary: dict[str, Any], stage_dir: Path) -> Section:
     from rfo_toolkit.eval_sections import eval_figures, headline_table, per_category_table
 
@@ -233,8 +240,9 @@ def _section_trained_detector(summary: dict[str, Any], stage_dir: Path) -> Secti
         "detections merged into film coordinates) with rfo-bench eval: COCO stats, FROC as in the object-CXR "
         "protocol, image-level AUROC, 95% bootstrap intervals over patients. Boxes of classes it never saw are "
         "left out of this evaluation, as in its own held-out test. It was then fine-tuned on the "
-        f"{finetune['n_tiles']} training tiles ({finetune['epochs']} epoch{'s' if finetune['epochs'] != 1 else ''}, "
-        f"{finetune['seconds']:.0f} s): the original detector of the deletion requests below."
+        f"{finetune['n_tiles']} training tiles ({_groups_text(finetune.get('groups'))}; "
+        f"{finetune['epochs']} epoch{'s' if finetune['epochs'] != 1 else ''}, {finetune['seconds']:.0f} s): "
+        "the original detector of the deletion requests below."
     )
     return Section(
         "Detector and its evaluation", paragraphs=[text],
@@ -326,16 +334,19 @@ def _stage_unlearn(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[st
         record = detector_record(config.detector)
         plan = demo_model_plan(config.fast)
         # on 320-px tiles exact OFMU took ~35 CPU-s a step (two requests: ~6 of the demo's minutes); the
-        # first-order variant drops the Hessian-vector products, about a third of the cost
+        # first-order variant drops the Hessian-vector products, about a third of the cost. Like the fine-tuning,
+        # the methods keep the detector's batch-norm statistics: the demo's films reach only the groups it trains.
         plan = replace(plan, image_size=int(record["config"]["tiling"]["tile_size"]),
-                       methods={("ofmu_first_order" if k == "ofmu" else k): v for k, v in plan.methods.items()})
+                       methods={("ofmu_first_order" if k == "ofmu" else k): {**v, "freeze_norm_stats": True}
+                                for k, v in plan.methods.items()})
         summary = unlearn_detector(stage_dir, out / "synth" / "clinical" / "tiles", out / "detector", plan,
                                    config.seed, forget_class=forget_class_of(record),
                                    retrain_config=clinical_plan(config.fast).finetune,
                                    retrain_start=start_weights(config.detector),
                                    prepare_start=lambda start: prepare_start(start, record, config.seed),
+                                   trainable_groups=clinical_plan(config.fast).finetune_groups,
                                    device=config.device)
-        return {**summary, "reference": "finetuned"}
+        return {**summary, "reference": "finetuned", "trainable_groups": list(clinical_plan(config.fast).finetune_groups)}
     return unlearn_detector(stage_dir, out / "synth" / "all", out / "detector", demo_model_plan(config.fast),
                             config.seed, device=config.device)
 
@@ -360,6 +371,9 @@ def _section_unlearn(summary: dict[str, Any], stage_dir: Path) -> Section:
             "the original's budget on the retained tiles only; the original is the same detector fine-tuned on "
             "all training tiles. Both start from weights that never saw the demo's films, nor the forgotten "
             "class (one the detector's recipe left unseen). "
+            + ("Fine-tuning, the references and every method update the same layers "
+               f"({_groups_text(summary.get('trainable_groups'))}), so the demo's films reach only those. "
+               if summary.get("trainable_groups") else "")
             + ("" if requests.get("class") else "The detector's record names no unseen demo class, so a class "
                "request would have no correct reference and is not made. "))
         unit = "tiles of the films at the detector's resolution"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from rfo_toolkit.cli import rfo_bench_main
-from rfo_toolkit.demo.clinical import DEMO_CLASSES, detector_record
+from rfo_toolkit.demo.clinical import DEMO_CLASSES, clinical_plan, detector_record
 from rfo_toolkit.demo.pipeline import STAGES, DemoConfig, demo_command, run_demo
 from toolkit_core.errors import UserInputError
 
@@ -64,6 +64,23 @@ def test_the_demo_on_a_trained_detector_evaluates_it_sliced_and_fine_tunes_both_
     page = (tmp_path / "demo" / "report.md").read_text()
     assert "sliced" in page and "never saw" in page
     assert "--detector" in demo_command({"out_dir": "x", "detector": str(detector)})
+
+    # the demo's films reach only the groups it fine-tunes: every other weight and batch-norm statistic of the
+    # original, of both references and of every method's result is the detector's own
+    import torch
+
+    from vision_unlearn.adapters.yolo import adapter_from_model_text
+
+    start = adapter_from_model_text(f"yolo:{detector / record['weights']}", image_size=64).model.state_dict()
+    trained = set(clinical_plan(fast=True).finetune_groups)
+    assert trained < {"backbone", "neck", "head"} and "only" in page
+    checkpoints = [tmp_path / "demo" / "detector" / "original.pt",
+                   *sorted((tmp_path / "demo" / "unlearn" / "checkpoints").glob("*.pt"))]
+    assert len(checkpoints) >= 1 + 2 * (1 + 3)  # the original; per request its copy, retrain and three methods
+    for path in checkpoints:
+        model = adapter_from_model_text(f"yolo:{path}", image_size=64)
+        kept = {name: value for name, value in model.model.state_dict().items() if model.group_of(name) not in trained}
+        assert kept and all(torch.equal(value, start[name]) for name, value in kept.items()), path.name
 
     # weights that are not the recorded ones are refused before anything is read from them
     weights = detector / record["weights"]
