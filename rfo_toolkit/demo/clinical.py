@@ -43,9 +43,8 @@ class ClinicalPlan:
         finetune: the fine-tuning of the original and of every retrained reference (same budget).
         bootstrap: bootstrap replicates of the sliced evaluation's intervals.
         finetune_groups: the parameter groups fine-tuning updates (``backbone``, ``neck``, ``head``). The rest
-            keep the detector's weights, so the demo's films reach only these groups; the original's
-            checkpoint records them, and the unlearning methods and the retrained references update the
-            same groups.
+            keep the detector's weights, so the demo's films reach only these groups; the unlearning stage
+            gives the retrained references and every method the same groups.
     """
 
     n_films: int
@@ -149,7 +148,7 @@ def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_di
     tile = int(record["config"]["tiling"]["tile_size"])
     adapter = adapter_from_model_text(f"yolo:{Path(detector_dir) / record['weights']}", image_size=tile)
     prepare_start(adapter, record, seed)
-    adapter.set_trainable_groups(plan.finetune_groups)  # saved with the original: its references and methods follow
+    adapter.set_trainable_groups(plan.finetune_groups)
     _, train = load_split(clinical_dir / "tiles" / "train.json", tile, adapter.class_names, adapter.in_chans)
     seconds = train_original(adapter, plan.finetune, train, seed, label="fine-tune original", device=device)
     adapter.save(stage_dir / "original.pt")
