@@ -94,8 +94,8 @@ def score(adapter, val) -> dict[str, float]:
 
 def summarise(ap: dict[str, float], unseen: list[str]) -> dict[str, float]:
     others = [v for k, v in ap.items() if k not in unseen and np.isfinite(v)]
-    seen = [ap[k] for k in unseen if k in ap and np.isfinite(ap[k])]
-    return {"unseen_ap50": float(np.mean(seen)) if seen else float("nan"),
+    new = [ap[k] for k in unseen if k in ap and np.isfinite(ap[k])]
+    return {"unseen_ap50": float(np.mean(new)) if new else float("nan"),
             "retain_map50": float(np.mean(others)) if others else float("nan")}
 
 
@@ -156,13 +156,24 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budgets", default="3:2e-4,10:2e-4,10:5e-4")
     args = parser.parse_args()
+    try:
+        parse_budgets(args.budgets)
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError as error:
+        parser.error(f"--budgets / --seeds: {error}")
+    if len(set(seeds)) < 2:
+        parser.error("--seeds: at least two (each seed's model is scored on the next seed's films)")
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    from toolkit_core.errors import UserInputError
     from toolkit_core.output_dirs import claim_output_dir, release_output_dir
 
-    out = claim_output_dir(Path(args.out), BENCH_TOOL)
-    results = run(args, out)
+    try:
+        out = claim_output_dir(Path(args.out), BENCH_TOOL)
+        results = run(args, out)
+    except UserInputError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     for budget, s in results["summary"].items():
         print(f"{budget:>10s}: unseen AP50 {s['unseen_ap50']['mean']:.3f} ± {s['unseen_ap50']['std']:.3f}  retain mAP50 "
               f"{s['retain_map50']['mean']:.3f} ± {s['retain_map50']['std']:.3f}  {s['cpu_seconds']['mean']:.0f} CPU-s")
