@@ -457,7 +457,8 @@ class Renderer:
             # Objects overlapping earlier ones multiply their transmissions.
             after = self._object_primary_ct(obj, maps, patient) * (before / np.maximum(base[obj.roi.slices], 1e-300))
             log_att = -np.log(np.maximum(after, 1e-300) / np.maximum(before, 1e-300))
-            footprint = log_att >= cfg.label_min_attenuation
+            # Either way, as in radiograph mode: a sponge's cotton and gas displace denser tissue and darken it.
+            footprint = np.abs(log_att) >= cfg.label_min_attenuation
             ann = annotation(obj, footprint, det.shape, self.flip_lr, log_att)
             primary[obj.roi.slices] = after
             if ann is None:

@@ -155,3 +155,31 @@ def test_real_ct_objects_lie_wholly_in_soft_tissue() -> None:
                     soft_path_fraction(renderer, obj, pose, forbidden, labels))
     assert set(fractions) == {"sponge", "cottonoid", "needle", "blade", "clamp", "guidewire"}
     assert min(min(v) for v in fractions.values()) >= 0.99
+
+
+def test_a_ct_label_holds_where_an_object_darkens_the_film_as_well_as_where_it_brightens_it(monkeypatch) -> None:
+    """A sponge's cotton and gas displace denser tissue: its label holds the pixels it darkens (as radiograph mode's
+    does), not only its marker thread. The label rule: the object changes the log-signal by at least
+    ``label_min_attenuation``, either way."""
+    import synth.physics.render as render
+    from synth.physics.generate import build_renderer
+
+    seen = []
+    real = render.annotation
+
+    def spy(placed, footprint, shape, flip_lr, log_attenuation, roi=None):
+        seen.append((placed.obj.class_name, footprint.copy(), np.asarray(log_attenuation).copy()))
+        return real(placed, footprint, shape, flip_lr, log_attenuation, roi)
+
+    monkeypatch.setattr(render, "annotation", spy)
+    renderer = build_renderer(PhysicsConfig(mode="ct", size=128, classes=("sponge",), max_objects=2,
+                                            negative_fraction=0.0))
+    for i, (pose, placed) in enumerate(_scenes(renderer, 3, 0)):
+        renderer.render_ct(np.random.default_rng([1, i]), placed, pose)
+    threshold = renderer.config.label_min_attenuation
+    darkening = [(footprint, log_att) for name, footprint, log_att in seen
+                 if name == "sponge" and (log_att <= -threshold).any()]
+    assert darkening, "no sponge darkened the film: the test lost its subject"
+    for footprint, log_att in darkening:
+        assert footprint[log_att <= -threshold].all()
+        assert np.array_equal(footprint, np.abs(log_att) >= threshold)
