@@ -101,9 +101,9 @@ def summarise(ap: dict[str, float], unseen: list[str]) -> dict[str, float]:
 
 def run(args: argparse.Namespace, out: Path) -> dict:
     from rfo_bench.detectors.api import read_record
-    from rfo_toolkit.demo.clinical import clinical_plan, prepare_start, start_weights
+    from rfo_toolkit.demo.clinical import clinical_plan, start_adapter, start_weights
     from rfo_toolkit.demo.models import load_split, train_original
-    from vision_unlearn.adapters.yolo import PARAMETER_GROUPS, adapter_from_model_text
+    from vision_unlearn.adapters.yolo import PARAMETER_GROUPS
 
     detector = Path(args.detector)
     record = read_record(detector)
@@ -121,9 +121,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     for epochs, lr, groups in budgets:
         for k, seed in enumerate(seeds):
             fit_path, val_path = tiles[seed][0], tiles[seeds[(k + 1) % len(seeds)]][0]
-            adapter = adapter_from_model_text(f"yolo:{weights}", image_size=tile)
-            prepare_start(adapter, record, seed)
-            adapter.set_trainable_groups(tuple(groups.split("+")))
+            adapter = start_adapter(weights, record, seed, tuple(groups.split("+")))
             _, fit = load_split(fit_path, tile, adapter.class_names, adapter.in_chans)
             _, val = load_split(val_path, tile, adapter.class_names, adapter.in_chans)
             start = time.process_time()

@@ -134,7 +134,6 @@ def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_di
     from rfo_bench.evaluate import EvalConfig, write_report
     from rfo_bench.io.coco import read_coco
     from rfo_toolkit.demo.models import load_split, train_original
-    from vision_unlearn.adapters.yolo import adapter_from_model_text
 
     record = detector_record(detector_dir)
     detector = load_shipped_detector(detector_dir, device=device)  # refuses weights whose SHA-256 differs from the record
@@ -146,9 +145,7 @@ def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_di
     report = json.loads((stage_dir / "eval" / "report.json").read_text(encoding="utf-8"))
 
     tile = int(record["config"]["tiling"]["tile_size"])
-    adapter = adapter_from_model_text(f"yolo:{Path(detector_dir) / record['weights']}", image_size=tile)
-    prepare_start(adapter, record, seed)
-    adapter.set_trainable_groups(plan.finetune_groups)
+    adapter = start_adapter(Path(detector_dir) / record["weights"], record, seed, plan.finetune_groups)
     _, train = load_split(clinical_dir / "tiles" / "train.json", tile, adapter.class_names, adapter.in_chans)
     seconds = train_original(adapter, plan.finetune, train, seed, label="fine-tune original", device=device)
     adapter.save(stage_dir / "original.pt")
@@ -173,6 +170,17 @@ def prepare_start(adapter, record: dict[str, Any], seed: int) -> None:
     the fine-tuning budget. The original and its references start from exactly these weights."""
     unseen = [name for name in record.get("unseen_classes") or [] if name in adapter.class_names]
     adapter.reset_class_head(unseen, seed)
+
+
+def start_adapter(weights: str | Path, record: dict[str, Any], seed: int, groups: tuple[str, ...]):
+    """The original's start as fine-tuning takes it: the detector's ``weights`` (checked by the caller) at its tile
+    size, :func:`prepare_start` applied, only ``groups`` trainable."""
+    from vision_unlearn.adapters.yolo import adapter_from_model_text
+
+    adapter = adapter_from_model_text(f"yolo:{weights}", image_size=int(record["config"]["tiling"]["tile_size"]))
+    prepare_start(adapter, record, seed)
+    adapter.set_trainable_groups(tuple(groups))
+    return adapter
 
 
 def start_weights(detector_dir: str | Path) -> Path:

@@ -332,6 +332,7 @@ def _stage_unlearn(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[st
         )
 
         record = detector_record(config.detector)
+        clinical = clinical_plan(config.fast)
         plan = demo_model_plan(config.fast)
         # on 320-px tiles exact OFMU took ~35 CPU-s a step (two requests: ~6 of the demo's minutes); the
         # first-order variant drops the Hessian-vector products, about a third of the cost. Like the fine-tuning,
@@ -341,12 +342,12 @@ def _stage_unlearn(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[st
                                 for k, v in plan.methods.items()})
         summary = unlearn_detector(stage_dir, out / "synth" / "clinical" / "tiles", out / "detector", plan,
                                    config.seed, forget_class=forget_class_of(record),
-                                   retrain_config=clinical_plan(config.fast).finetune,
+                                   retrain_config=clinical.finetune,
                                    retrain_start=start_weights(config.detector),
                                    prepare_start=lambda start: prepare_start(start, record, config.seed),
-                                   trainable_groups=clinical_plan(config.fast).finetune_groups,
+                                   trainable_groups=clinical.finetune_groups,
                                    device=config.device)
-        return {**summary, "reference": "finetuned", "trainable_groups": list(clinical_plan(config.fast).finetune_groups)}
+        return {**summary, "reference": "finetuned", "trainable_groups": list(clinical.finetune_groups)}
     return unlearn_detector(stage_dir, out / "synth" / "all", out / "detector", demo_model_plan(config.fast),
                             config.seed, device=config.device)
 
