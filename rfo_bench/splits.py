@@ -5,8 +5,12 @@ A patient never spans two splits. Patients are stratified by their most severe i
 keeps the dataset's mix of critical, non-critical and negative studies (the Hopkins RFO Bench split is
 70/10/20). Images without a patient id are their own patient (a warning tells how many).
 
-Ratio splits allocate the patients of each stratum by largest remainder after a seeded shuffle; k-fold
-uses scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold`.
+Ratio splits give each split its share of all patients by largest remainder (so a split with a positive
+share of at least one patient's worth is never empty, however the patients fall into strata), and spread
+each split's patients evenly over the strata: the patients, shuffled (seeded) within each stratum and laid
+out stratum after stratum, take split labels from one evenly interleaved sequence, so each stratum holds
+every split's share to within two patients. k-fold uses scikit-learn's
+:class:`~sklearn.model_selection.StratifiedGroupKFold`.
 
 Manifests that leave the site: file names often carry patient names (``Smith_John_CXR.dcm``) and CSV
 patient columns raw MRNs. :func:`pseudonymised_dataset` replaces both by keyed pseudonyms
@@ -63,6 +67,21 @@ def _largest_remainder(total: int, fractions: Sequence[float]) -> list[int]:
     return counts.tolist()
 
 
+def _interleaved_labels(counts: Sequence[int]) -> np.ndarray:
+    """``sum(counts)`` split labels, ``counts[k]`` of label ``k``, spread evenly: position ``i`` takes the label
+    furthest behind its share of the first ``i + 1`` positions (ties: the lowest label). Integer arithmetic, so
+    every machine gives the same sequence."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    assigned = np.zeros_like(counts)
+    labels = np.empty(total, dtype=np.int64)
+    for i in range(total):
+        k = int(np.argmax((i + 1) * counts - assigned * total))  # deficit x total; a used-up label is never behind
+        labels[i] = k
+        assigned[k] += 1
+    return labels
+
+
 def split_dataset(
     dataset: DetectionDataset, fractions: dict[str, float] | None = None, *, seed: int = 0
 ) -> dict[str, list[int]]:
@@ -83,14 +102,13 @@ def split_dataset(
     groups, keys = patient_groups(dataset)
     strata = patient_strata(dataset, groups, len(keys))
     rng = np.random.default_rng(seed)
-    assignment = np.empty(len(keys), dtype=np.int64)
+    ordered = []
     for s in range(len(STRATA)):
         members = np.flatnonzero(strata == s)
         rng.shuffle(members)
-        start = 0
-        for k, n in enumerate(_largest_remainder(members.size, values)):
-            assignment[members[start:start + n]] = k
-            start += n
+        ordered.append(members)
+    assignment = np.empty(len(keys), dtype=np.int64)
+    assignment[np.concatenate(ordered)] = _interleaved_labels(_largest_remainder(len(keys), values))
     names = list(fractions)
     out: dict[str, list[int]] = {name: [] for name in names}
     for record, g in zip(dataset.images, groups):

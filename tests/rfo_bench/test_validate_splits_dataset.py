@@ -83,6 +83,22 @@ def test_patient_level_stratified_split(tmp_path):
         split_dataset(ds, {"train": 0.5, "test": 0.2})
 
 
+def test_small_datasets_give_every_split_its_share_of_all_patients(tmp_path):
+    # 9 patients in three strata (5 critical, 2 non-critical, 2 negative): 70/10/20 of 9 is 6/1/2 patients. Rounding
+    # each stratum on its own gave the validation split nobody (0.5, 0.2 and 0.2 patients all round down).
+    ds = _patients_dataset(tmp_path, n_patients=9)
+    patient = {r.image_id: r.patient_id for r in ds.images}
+    for seed in range(20):
+        split = split_dataset(ds, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=seed)
+        assert [len({patient[i] for i in split[name]}) for name in ("train", "val", "test")] == [6, 1, 2]
+    # three patients, one per stratum, a quarter held out: one patient is
+    three = _patients_dataset(tmp_path, n_patients=3)
+    owners = {r.image_id: r.patient_id for r in three.images}
+    for seed in range(20):
+        split = split_dataset(three, {"train": 0.75, "test": 0.25}, seed=seed)
+        assert len({owners[i] for i in split["test"]}) == 1 and len({owners[i] for i in split["train"]}) == 2
+
+
 def test_kfold_is_patient_disjoint_and_covers_everything(tmp_path):
     ds = _patients_dataset(tmp_path, seed=1)
     folds = kfold_splits(ds, 4, seed=0)
