@@ -140,7 +140,7 @@ def train_and_evaluate_detector(stage_dir: Path, synth_dir: Path, plan: DemoMode
     }
 
 
-def _patient_request(train: Any, stage_dir: Path) -> tuple[str, str]:
+def patient_request(train: Any, stage_dir: Path) -> tuple[str, str]:
     """``images:FILE`` listing every training image of the patient with the most objects."""
     counts: dict[str, int] = {}
     for row, patient in enumerate(train.patient_ids):
@@ -284,9 +284,9 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
         if prepare_start is not None:
             prepare_start(start)
         start_state = {k: v.detach().clone() for k, v in start.model.state_dict().items()}
-    patient_request, patient = _patient_request(train, stage_dir)
+    patient_listing, patient = patient_request(train, stage_dir)
     requests = {"class": f"class:{forget_class}"} if forget_class is not None else {}
-    requests["patient"] = patient_request
+    requests["patient"] = patient_listing
     before = adapter.save(stage_dir / "checkpoints" / "original.pt")
     rows: list[dict[str, Any]] = []
     from tqdm.auto import tqdm

@@ -333,13 +333,8 @@ def _stage_unlearn(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[st
 
         record = detector_record(config.detector)
         clinical = clinical_plan(config.fast)
-        plan = demo_model_plan(config.fast)
-        # on 320-px tiles exact OFMU took ~35 CPU-s a step (two requests: ~6 of the demo's minutes); the
-        # first-order variant drops the Hessian-vector products, about a third of the cost. Like the fine-tuning,
-        # the methods keep the detector's batch-norm statistics: the demo's films reach only the groups it trains.
-        plan = replace(plan, image_size=int(record["config"]["tiling"]["tile_size"]),
-                       methods={("ofmu_first_order" if k == "ofmu" else k): {**v, "freeze_norm_stats": True}
-                                for k, v in plan.methods.items()})
+        plan = replace(demo_model_plan(config.fast), image_size=int(record["config"]["tiling"]["tile_size"]),
+                       methods=clinical.methods)
         summary = unlearn_detector(stage_dir, out / "synth" / "clinical" / "tiles", out / "detector", plan,
                                    config.seed, forget_class=forget_class_of(record),
                                    retrain_config=clinical.finetune,

@@ -94,3 +94,39 @@ def test_a_folder_without_a_recipe_record_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "detector.json").write_text(json.dumps({"format": 1, "config": {}, "categories": []}))
     with pytest.raises(UserInputError):
         detector_record(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_unlearning_budget_benchmark_scores_every_candidate_against_retrain_and_resumes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    detector = _tiny_recipe_detector(tmp_path / "detector")
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_demo_unlearn.py"
+    out = tmp_path / "bench"
+    command = [sys.executable, str(script), "--detector", str(detector), "--out", str(out), "--seeds", "1,2",
+               "--fast", "--candidate", "finetune", "--candidate", "finetune:lr=3e-3"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    # per seed and request: the do-nothing original, the reference and both candidates
+    assert sorted((r["seed"], r["scenario"], r["candidate"]) for r in rows) == sorted(
+        (seed, scenario, label) for seed in (1, 2) for scenario in ("class", "patient")
+        for label in ("original", "retrain", "finetune", "finetune:lr=3e-3"))
+    assert all(r["average_gap"] == 0.0 for r in rows if r["candidate"] == "retrain")
+    assert next(r for r in rows if r["candidate"] == "finetune:lr=3e-3")["config"]["lr"] == 3e-3
+    best = results["summary"]["best"]["finetune"]
+    assert best["chosen"] in ("finetune", "finetune:lr=3e-3") and best["seeds"] == [1, 2]
+    assert "lowest pooled gap" in first.stdout
+
+    # a rerun finds every run done: nothing is trained again
+    saved = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*.pt")}
+    second = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert len(json.loads((out / "results.json").read_text())["rows"]) == len(rows)
+    assert {p: p.stat().st_mtime_ns for p in (out / "models").glob("*.pt")} == saved
+
+    # a method the demo does not run is one line and exit 2
+    wrong = subprocess.run([*command[:-4], "--candidate", "scrub"], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "scrub" in wrong.stderr
