@@ -349,7 +349,7 @@ def _stage_unlearn(config: DemoConfig, stage_dir: Path, _done: dict[str, dict[st
 
 UNLEARN_COLUMNS = (("forget_ap50", "forget AP50"), ("retain_map50", "retain mAP50"), ("forget_recall", "forget recall"),
                    ("misattribution_rate", "misattribution"), ("mia_auc", "MIA AUC"), ("seconds", "seconds"),
-                   ("time_ratio", "time / retrain"))
+                   ("cpu_seconds", "CPU-s"), ("time_ratio", "CPU time / retrain"))
 
 
 def _section_unlearn(summary: dict[str, Any], stage_dir: Path) -> Section:

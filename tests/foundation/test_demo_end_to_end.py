@@ -22,6 +22,13 @@ def test_fast_demo_runs_every_stage_and_reports_the_saved_numbers(tmp_path: Path
     methods = {row["method"] for row in unlearn["rows"]}
     assert {"original", "retrain", "ofmu", "finetune", "random_label"} <= methods
     assert len(unlearn["audit_records"]) == 8  # 2 requests x (retrain + 3 methods)
+    # run time against retrain's in CPU time (wall time on a shared machine measures the other jobs too)
+    runs = [row for row in unlearn["rows"] if row["method"] != "original"]
+    assert all(row["cpu_seconds"] > 0 for row in runs)
+    for row in runs:
+        retrain = next(r for r in runs if r["scenario"] == row["scenario"] and r["method"] == "retrain")
+        assert row["time_ratio"] == pytest.approx(row["cpu_seconds"] / retrain["cpu_seconds"], rel=0.05)  # both rounded to 0.01 s
+    assert "CPU time / retrain" in page
     assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'<img src="([^"]+)"', page))
     again = run_demo(DemoConfig(out_dir=str(tmp_path), fast=True))
     assert set(again["stages"].values()) == {"skipped"}
