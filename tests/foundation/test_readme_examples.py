@@ -35,7 +35,7 @@ SHRINK: tuple[tuple[str, str], ...] = (
     ("--recipe cpu-tiny", "--recipe cpu-tiny --epochs 1 --imgsz 64 --no-progress"),
     ("--out runs/yolo/pred", "--out runs/yolo/pred --no-progress"),
     ("--bootstrap 1000", "--bootstrap 20 --no-plots"),
-    ("--method ofmu --out runs/forget_chain", "--method ofmu --set epochs=1 --out runs/forget_chain --no-progress"),
+    ("--method ofmu --out runs/forget_clamp", "--method ofmu --set epochs=1 --out runs/forget_clamp --no-progress"),
     ("--model test_resnet --out runs/digits_model.pt", "--model test_resnet --set epochs=1 --out runs/digits_model.pt"),
     ("--forget class:3 --out runs/forget3", "--forget class:3 --set epochs=1 --out runs/forget3"),
     ("--methods all --seeds 0-2", "--methods finetune --seeds 0 --lira-shadows 0 --no-relearn --reference-retrains 1 "
@@ -130,7 +130,7 @@ def test_the_whole_session_runs_in_order(tmp_path: Path) -> None:
     pytest.importorskip("ultralytics")
     for command in marked_commands():
         run_command(command, tmp_path)
-    for written in ("runs/eval/report.json", "runs/forget_chain/audit.json", "runs/forget3/audit.json",
+    for written in ("runs/eval/report.json", "runs/forget_clamp/audit.json", "runs/forget3/audit.json",
                     "runs/unlearn_digits/results.json"):
         assert (tmp_path / written).is_file(), written
 
