@@ -72,11 +72,9 @@ def training_tiles(out: Path, detector: Path, seed: int) -> tuple[Path, dict[str
     from collections import Counter
 
     from rfo_bench.io.coco import read_coco
-    from rfo_toolkit.demo.clinical import clinical_plan, render_clinical
+    from rfo_toolkit.demo.clinical import clinical_plan, rendered_seed
 
-    stage = out / f"clinical_seed{seed}"
-    if not (stage / "tiles" / "train.json").is_file():
-        render_clinical(stage, detector, clinical_plan(fast=False), seed, None)
+    stage = rendered_seed(out, detector, clinical_plan(fast=False), seed)
     tiles = read_coco(stage / "tiles" / "train.json")
     names = {c.id: c.name for c in tiles.categories}
     counts = Counter(names[o.category_id] for r in tiles.images for o in r.objects)

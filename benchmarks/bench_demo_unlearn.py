@@ -62,7 +62,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -125,39 +124,17 @@ def average_gap(metrics: dict[str, float], reference: dict[str, float], scenario
     return avg_gap(metrics, reference, keys) if keys else math.nan
 
 
-def seed_stage(out: Path, detector: Path, seed: int, fast: bool) -> Path:
-    """The demo's films and tiles of ``seed`` (rendered once, as the demo renders them)."""
-    from rfo_toolkit.demo.clinical import clinical_plan, render_clinical
-
-    stage = out / f"clinical_seed{seed}"
-    if not (stage / "tiles" / "test.json").is_file():
-        import shutil
-
-        shutil.rmtree(stage, ignore_errors=True)  # a render stopped half-way (this script's own folder)
-        render_clinical(stage, detector, clinical_plan(fast), seed, None)
-    return stage
-
-
-def unlearn_cpu(adapter: Any, method: str, config: dict[str, Any], forget: Any, retain: Any, seed: int) -> float:
-    """``vision_unlearn.unlearn`` in place; its CPU seconds."""
-    from vision_unlearn import unlearn
-
-    start = time.process_time()
-    unlearn(adapter, forget=forget, retain=retain, method=method, config=config, seed=seed, copy=False, progress=False)
-    return time.process_time() - start
-
-
 def run_seed(out: Path, detector: Path, record: dict[str, Any], weights: Path, seed: int,
              candidates: list[tuple[str, str, dict[str, Any]]], done: set[tuple], rows: list[dict[str, Any]],
              save, fast: bool = False) -> None:
-    from rfo_toolkit.demo.clinical import clinical_plan, forget_class_of, start_adapter
-    from rfo_toolkit.demo.models import load_split, patient_request, train_original
+    from rfo_toolkit.demo.clinical import clinical_plan, forget_class_of, rendered_seed, start_adapter
+    from rfo_toolkit.demo.models import load_split, patient_request, timed_unlearn, train_original
     from toolkit_core.utils import atomic_write_text
     from vision_unlearn.detection_eval import evaluate_detector
     from vision_unlearn.detection_forget import resolve_detection_forget
 
     plan = clinical_plan(fast)
-    stage = seed_stage(out, detector, seed, fast)
+    stage = rendered_seed(out, detector, plan, seed)
     tile = int(record["config"]["tiling"]["tile_size"])
     adapter = start_adapter(weights, record, seed, plan.finetune_groups)
     start_state = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
@@ -183,7 +160,7 @@ def run_seed(out: Path, detector: Path, record: dict[str, Any], weights: Path, s
         reference_state = _cached_state(adapter, saved)
         if reference_state is None:
             adapter.model.load_state_dict(start_state)
-            retrain_cpu = unlearn_cpu(adapter, "retrain", plan.finetune, forget, retain, seed)
+            retrain_cpu = timed_unlearn(adapter, "retrain", plan.finetune, forget, retain, seed, progress=False)[1]
             atomic_write_text(out / "models" / f"seed{seed}_{scenario}_retrain.json", json.dumps({"cpu_seconds": retrain_cpu}))
             adapter.save(saved)  # after its time: a run stopped in between trains the reference again
         retrain_cpu = json.loads((out / "models" / f"seed{seed}_{scenario}_retrain.json").read_text())["cpu_seconds"]
@@ -199,7 +176,7 @@ def run_seed(out: Path, detector: Path, record: dict[str, Any], weights: Path, s
             if (seed, scenario, label, _config_key(config)) in done:
                 continue
             adapter.model.load_state_dict(original_state)
-            cpu = unlearn_cpu(adapter, method, config, forget, retain, seed)
+            cpu = timed_unlearn(adapter, method, config, forget, retain, seed, progress=False)[1]
             metrics = evaluate_detector(adapter, train, test, split)
             row = {**common, "candidate": label, "method": method, "config": config, "cpu_seconds": round(cpu, 1),
                    "metrics": metrics, "average_gap": average_gap(metrics, reference, scenario)}
@@ -243,7 +220,8 @@ def summarise(rows: list[dict[str, Any]], labels: list[str], methods: dict[str, 
     scenarios = sorted({r["scenario"] for r in rows})
     table = {}
     for label in ["original", "retrain", *labels]:
-        entry = {"pooled_gap": stat(_pooled(of(label))), "cpu_seconds": stat([r["cpu_seconds"] for r in of(label)])}
+        entry = {"pooled_gap": stat(list(_pooled(of(label)).values())),
+                 "cpu_seconds": stat([r["cpu_seconds"] for r in of(label)])}
         for scenario in scenarios:
             chosen = of(label, scenario)
             entry[scenario] = {"average_gap": stat([r["average_gap"] for r in chosen]),
@@ -256,18 +234,18 @@ def summarise(rows: list[dict[str, Any]], labels: list[str], methods: dict[str, 
         if not scored:
             continue
         winner = min(scored, key=lambda label: table[label]["pooled_gap"]["mean"])
-        seeds = sorted({r["seed"] for r in of(own[0])} & {r["seed"] for r in of(winner)})
-        interval = paired_interval([_pooled([r for r in of(winner) if r["seed"] == s])[0] for s in seeds],
-                                   [_pooled([r for r in of(own[0]) if r["seed"] == s])[0] for s in seeds])
+        chosen, baseline = _pooled(of(winner)), _pooled(of(own[0]))
+        seeds = sorted(chosen.keys() & baseline.keys())
+        interval = paired_interval([chosen[s] for s in seeds], [baseline[s] for s in seeds])
         best[method] = {"chosen": winner, "baseline": own[0], "gap_difference": interval["mean"],
                         "ci95": [interval["low"], interval["high"]], "seeds": seeds}
     return {"candidates": table, "best": best}
 
 
-def _pooled(rows: list[dict[str, Any]]) -> list[float]:
-    """Per seed, the mean average gap over its requests."""
+def _pooled(rows: list[dict[str, Any]]) -> dict[int, float]:
+    """Seed -> the mean average gap over that seed's requests."""
     seeds = sorted({r["seed"] for r in rows})
-    return [float(np.mean([r["average_gap"] for r in rows if r["seed"] == s])) for s in seeds]
+    return {s: float(np.mean([r["average_gap"] for r in rows if r["seed"] == s])) for s in seeds}
 
 
 def main() -> None:

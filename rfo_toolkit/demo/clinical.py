@@ -154,6 +154,20 @@ def render_clinical(stage_dir: Path, detector_dir: str | Path, plan: ClinicalPla
             "bit_depth": depth, "figures": [f"films/{name}" for name in summary["figures"]]}
 
 
+def rendered_seed(root: str | Path, detector_dir: str | Path, plan: ClinicalPlan, seed: int) -> Path:
+    """``root/clinical_seed<seed>``: :func:`render_clinical` of ``seed`` (on the embedded radiograph), rendered once.
+
+    The render is staged and renamed into place when complete (:func:`toolkit_core.output_dirs.staged_output_dir`),
+    so a render stopped half-way never leaves a folder that looks finished."""
+    from toolkit_core.output_dirs import staged_output_dir
+
+    stage = Path(root) / f"clinical_seed{seed}"
+    if not stage.is_dir():
+        with staged_output_dir(stage, "demo films of one seed") as staging:
+            render_clinical(staging, detector_dir, plan, seed, None)
+    return stage
+
+
 def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_dir: Path, plan: ClinicalPlan,
                           seed: int, device: str = "cpu") -> dict[str, Any]:
     """Evaluate the detector sliced on the held-out films; fine-tune it on the training tiles (the original)."""

@@ -72,14 +72,14 @@ def load_split(path: Path, image_size: int, class_names: tuple[str, ...] | None 
     return read_coco(path), load_detection_data(str(path), image_size, in_chans, class_names)
 
 
-def _run(adapter: Any, name: str, config: dict[str, Any], forget: Any, retain: Any, seed: int,
-         device: str = "cpu") -> tuple[float, float]:
+def timed_unlearn(adapter: Any, name: str, config: dict[str, Any], forget: Any, retain: Any, seed: int,
+                  device: str = "cpu", progress: bool = True) -> tuple[float, float]:
     """``vision_unlearn.unlearn`` on the adapter in place; its wall and CPU seconds."""
     from vision_unlearn import unlearn
 
     # the demo's training and unlearning steps run for minutes on a CPU: show their progress
     _, record = unlearn(adapter, forget=forget, retain=retain, method=name, config=config, seed=seed, copy=False,
-                        progress=True, device=device)
+                        progress=progress, device=device)
     return record.seconds, record.cpu_seconds
 
 
@@ -314,7 +314,7 @@ def unlearn_detector(stage_dir: Path, synth_dir: Path, detector_dir: Path, plan:
             elif name == "retrain":
                 adapter.reset_parameters(seed)
             bar.set_postfix_str(f"{scenario} request: {name}")
-            seconds, cpu_seconds = _run(adapter, name, config, forget, retain, seed, device)
+            seconds, cpu_seconds = timed_unlearn(adapter, name, config, forget, retain, seed, device)
             metrics = evaluate_detector(adapter, train, test, split)
             after = adapter.save(stage_dir / "checkpoints" / f"{scenario}_{name}.pt")
             if name == "retrain":
