@@ -51,6 +51,8 @@ class Recipe:
         intensity_jitter: magnitude of brightness/contrast jitter in ``[0, 1]`` units (0 = off).
         mosaic: probability of Ultralytics' 4-image mosaic augmentation (YOLO family only). Mosaic halves
             object sizes, which hurts small images with small objects; 0 turns it off.
+        close_mosaic: the last this many epochs train without mosaic (Ultralytics' ``close_mosaic``, whose
+            default, 10, this keeps; YOLO family only), so the detector ends on images at their own scale.
         fpn_channels: feature-pyramid width of the torchvision detectors.
         roi_batch_size: region proposals sampled per image for the Faster R-CNN box head (torchvision's
             default 512; fewer for small images, where there are few distinct proposals anyway).
@@ -74,6 +76,7 @@ class Recipe:
     hflip_p: float = 0.5
     intensity_jitter: float = 0.1
     mosaic: float = 1.0
+    close_mosaic: int = 10
     fpn_channels: int = 256
     roi_batch_size: int = 512
     score_threshold: float = 0.001
@@ -101,8 +104,10 @@ class Recipe:
         if self.optimizer not in OPTIMIZERS:
             raise UserInputError("unknown optimizer; expected one of: " + ", ".join(OPTIMIZERS), field="optimizer",
                                  value=self.optimizer)
-        if not isinstance(self.warmup_iters, int) or self.warmup_iters < 0:
-            raise UserInputError("must be a non-negative integer", field="warmup_iters", value=self.warmup_iters)
+        for name in ("warmup_iters", "close_mosaic"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserInputError("must be a non-negative integer", field=name, value=value)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -204,7 +204,8 @@ def _train_fresh(model, config: TrainConfig, data_yaml: Path, warmup_epochs: flo
         device=config.device, seed=config.seed, deterministic=True, optimizer="AdamW" if recipe.optimizer == "adamw" else "SGD", lr0=recipe.lr,
         lrf=recipe.lr_gamma,  # Ultralytics decays linearly to lr0 * lrf instead of in steps
         momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-        fliplr=recipe.hflip_p, mosaic=recipe.mosaic, hsv_v=recipe.intensity_jitter, hsv_h=0.0, hsv_s=0.0,
+        fliplr=recipe.hflip_p, mosaic=recipe.mosaic, close_mosaic=recipe.close_mosaic,
+        hsv_v=recipe.intensity_jitter, hsv_h=0.0, hsv_s=0.0,
         project=str(out.resolve()), name="ultralytics", exist_ok=True, amp=config.use_amp, plots=False,
         verbose=False, val=validate, pretrained=config.weights is not None,
     )

@@ -82,3 +82,6 @@ def test_optimizer_is_a_recipe_field_with_known_choices() -> None:
     assert info.value.field == "optimizer"
     with pytest.raises(UserInputError, match=r"\[0, 1\]"):
         recipe_with_overrides("cpu-tiny", {"mosaic": 1.5})
+    with pytest.raises(UserInputError, match="non-negative integer") as info:
+        recipe_with_overrides("cpu-tiny", {"close_mosaic": 1.5})
+    assert info.value.field == "close_mosaic"

@@ -154,13 +154,15 @@ def test_yolo_trainer_receives_the_whole_recipe(tmp_path: Path, monkeypatch, opt
     monkeypatch.setattr(ultralytics, "YOLO", FakeYOLO)
     dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4))
     recipe = recipe_with_overrides("cpu-tiny", {**TINY, "optimizer": optimizer, "momentum": 0.8,
-                                                "weight_decay": 0.001, "lr": 0.003, "mosaic": 0.0})
+                                                "weight_decay": 0.001, "lr": 0.003, "mosaic": 0.0,
+                                                "close_mosaic": 2})
     with pytest.raises(_StopTraining):
         train_detector(TrainConfig(model="yolov8n", recipe=recipe, seed=3), [dataset], tmp_path / "run",
                        progress=False)
     assert seen["source"] == "yolov8n.yaml"
     assert (seen["optimizer"], seen["lr0"], seen["momentum"], seen["weight_decay"]) == (expected, 0.003, 0.8, 0.001)
     assert (seen["epochs"], seen["imgsz"], seen["batch"], seen["seed"], seen["mosaic"]) == (1, 64, 2, 3, 0.0)
+    assert seen["close_mosaic"] == 2  # stated by the recipe, never Ultralytics' default by omission
 
 
 def test_torchvision_loop_trains_with_adamw(tmp_path: Path) -> None:
