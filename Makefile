@@ -27,7 +27,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint install lock clean bench-deps bench-physics docs-physics shipped-detector bundle-detector
+.PHONY: demo test lint install lock clean bench-deps bench-physics docs-physics shipped-detector shipped-state bundle-detector
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,11 +77,33 @@ bench-physics: $(VENV)/.compare
 SHIPPED_OUT ?= runs/shipped
 DEVICE ?= auto
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
+# A CPU run outlives many a machine. `make shipped-state` copies what --resume needs out of SHIPPED_OUT into
+# SHIPPED_STATE, a folder to commit: the newest checkpoints (last.pt, and partial.pt with its stamp when an
+# epoch is part-way), the compute ledger and the run's own files; not the tiles (cut again from the same
+# films) nor best.pt. It checks the copy loads, and says where the run stands. `make shipped-detector`
+# on a machine without SHIPPED_OUT starts from SHIPPED_STATE. Remove SHIPPED_STATE once the run is bundled.
+SHIPPED_STATE ?= training/shipped
+CHECK_STATE := from pathlib import Path; import sys;\
+	from rfo_bench.detectors.ultralytics_setup import load_yolo_checkpoint;\
+	from rfo_bench.detectors.yolo_checkpoints import read_partial;\
+	w = Path(sys.argv[1]); epoch = int(load_yolo_checkpoint(w / "last.pt")[1]["epoch"]);\
+	p = read_partial(w, epoch);\
+	print(f"{sys.argv[1]}: {epoch + 1} epochs done" + (f", {p.batches_done} batches of epoch {epoch + 2}" if p else ""))
 
 shipped-detector: $(STAMP)
+	test -e $(SHIPPED_OUT) || ! test -f $(SHIPPED_STATE)/ultralytics/weights/last.pt || \
+	  { mkdir -p $(dir $(SHIPPED_OUT)) && cp -a $(SHIPPED_STATE) $(SHIPPED_OUT) && echo "resuming from $(SHIPPED_STATE)"; }
 	test -f data/shipped/test/annotations.json || $(BIN)/rfo-synth physics --n 200 --imgsz 2048 --seed 1702 --workers $(WORKERS) --out data/shipped/test --no-progress
 	test -f data/shipped/train/annotations.json || $(BIN)/rfo-synth physics --n 4000 --imgsz 2048 --seed 1701 --workers $(WORKERS) --out data/shipped/train --no-progress
 	$(BIN)/rfo-bench train --config configs/shipped_detector.yaml --out $(SHIPPED_OUT) --device $(DEVICE) --workers $(WORKERS) --no-progress $$(test -n "$$(ls -A $(SHIPPED_OUT) 2>/dev/null)" && echo --resume)
+
+shipped-state: $(STAMP)
+	test -f $(SHIPPED_OUT)/ultralytics/weights/last.pt || { echo "make: $(SHIPPED_OUT) holds no checkpoint yet" >&2; exit 2; }
+	rm -rf $(SHIPPED_STATE).tmp && mkdir -p $(SHIPPED_STATE).tmp
+	tar -C $(SHIPPED_OUT) --exclude=./.tiles --exclude=./.tiles.partial --exclude=./ultralytics/weights/best.pt \
+	  -cf - . | tar -C $(SHIPPED_STATE).tmp -xf -
+	$(BIN)/python -c '$(CHECK_STATE)' $(SHIPPED_STATE).tmp/ultralytics/weights
+	rm -rf $(SHIPPED_STATE) && mv $(SHIPPED_STATE).tmp $(SHIPPED_STATE)
 
 # Copies a finished run's record and weights (checked against the record's SHA-256) into the package,
 # where `vision-unlearn demo` and `rfo-bench` find them (rfo_bench/assets/shipped_detector).

@@ -119,7 +119,7 @@ def train_detector(
     positives, objects = count_objects(train_sets)
     logger.info("training %s (%s) on %d images (%d positive, %d objects), seed %d", spec.name, spec.family,
                 sum(len(d) for d in train_sets), positives, objects, config.seed)
-    data_sha256 = dataset_sha256(train_sets)
+    data_sha256 = meter.data_sha256 = dataset_sha256(train_sets)
     settings = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
     fingerprint = sha256_text(json.dumps([settings, data_sha256], sort_keys=True))
     done = _finished_record(out, settings, data_sha256) if resume else None

@@ -106,10 +106,13 @@ class ComputeMeter:
     ``accelerator_seconds`` counts wall seconds of the segments that trained on an accelerator (CUDA,
     MPS): the device time such a run holds. A run resumed after a stop adds the segments before it
     (``earlier``); ``segments`` lists each one's device and seconds, and the ``software`` that ran it
-    (:data:`SEGMENT_PACKAGES`, Python, machine, source commit; a long run may span releases).
+    (:data:`SEGMENT_PACKAGES`, Python, machine, source commit; a long run may span releases), and the
+    ``data_sha256`` it trained on: a run resumed on another machine trains on films rendered there,
+    whose pixels may differ by rounding from the first machine's.
     """
 
     device: str
+    data_sha256: str = ""
     cpu_start: float = 0.0
     wall_start: float = 0.0
     software: dict[str, Any] = field(default_factory=dict)
@@ -129,6 +132,8 @@ class ComputeMeter:
         wall = time.perf_counter() - self.wall_start
         segment = {"device": self.device, "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2),
                    "software": dict(self.software)}
+        if self.data_sha256:
+            segment["data_sha256"] = self.data_sha256
         before = [dict(s) for s in earlier.get("segments", []) if isinstance(s, dict)]
         if not before and earlier.get("wall_seconds"):  # a ledger written before segments were listed
             before = [{"device": str(earlier.get("device", "unknown")),

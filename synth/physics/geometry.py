@@ -155,3 +155,41 @@ def axis_angle_matrix(axis: np.ndarray, angle_rad: float) -> np.ndarray:
     a = a / np.linalg.norm(a)
     k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
     return np.eye(3) + np.sin(angle_rad) * k + (1 - np.cos(angle_rad)) * (k @ k)
+
+
+_REFERENCE = np.array([1.0, np.sqrt(2.0), np.sqrt(3.0)]) / np.sqrt(6.0)
+"""A fixed direction along no object's own axes: it picks each principal axis's sign, and the axes inside
+a plane or space of equal moments."""
+
+
+def principal_axes(points_mm: np.ndarray, *, rel_tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Principal moments (ascending) and axes (columns) of a point set, the same on every CPU.
+
+    An eigensolver returns each axis with either sign, and any orthonormal basis where moments are equal
+    (the plane of a disc, the cross-section of a rod); which one depends on the LAPACK build and the CPU's
+    vector instructions, so an object aligned by its axes would be placed differently on another machine.
+    Here each axis points to the side of a fixed reference direction, and where moments agree to within
+    ``rel_tol`` of the largest, the axes are the reference projected into their span, then completed.
+    """
+    centred = np.asarray(points_mm, dtype=np.float64)
+    centred = centred - centred.mean(axis=0)
+    values, vectors = np.linalg.eigh(centred.T @ centred)
+    tol = rel_tol * max(float(values[-1]), np.finfo(np.float64).tiny)
+    groups = [[0]]
+    for k in (1, 2):
+        if values[k] - values[k - 1] <= tol:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    axes = vectors * np.where(_REFERENCE @ vectors < 0, -1.0, 1.0)  # each axis to the reference's side
+    for group in groups:
+        if len(group) == 3:  # a sphere: no preferred axes
+            return values, np.eye(3)
+        if len(group) == 2:
+            span = vectors[:, group]
+            first = next(p for p in (span @ (span.T @ r) for r in (_REFERENCE, *np.eye(3)))
+                         if np.linalg.norm(p) > 0.1)  # the reference, unless its span is nearly normal to it
+            other = axes[:, [k for k in range(3) if k not in group][0]]
+            axes[:, group[0]] = first / np.linalg.norm(first)
+            axes[:, group[1]] = np.cross(other, axes[:, group[0]])  # normal to the reference: no sign to pick
+    return values, axes

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.physics.geometry import axis_angle_matrix, random_rotation
+from synth.physics.geometry import axis_angle_matrix, principal_axes, random_rotation
 from toolkit_core.errors import UserInputError
 
 logger = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ class OrientationConfig:
 
 def thinnest_axis_alignment(vertices_mm: np.ndarray) -> np.ndarray:
     """``(3, 3)`` rotation turning the thinnest principal axis of a point set onto ``z`` (the beam)."""
-    centred = vertices_mm - vertices_mm.mean(axis=0)
-    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+    _, vectors = principal_axes(vertices_mm)  # ascending moments; the same axes on every CPU
     normal, major = vectors[:, 0], vectors[:, 2]
     # Rows: the new x, y, z axes expressed in object coordinates (a proper rotation).
     y_axis = np.cross(normal, major)
@@ -233,8 +232,7 @@ def soft_tissue_region(hu: np.ndarray, spacing_mm: tuple[float, float, float],
 
 def min_half_extent_mm(vertices_mm: np.ndarray) -> float:
     """Half the object's extent along its thinnest principal axis (how deep a centre must at least be)."""
-    centred = vertices_mm - vertices_mm.mean(axis=0)
-    _, vectors = np.linalg.eigh(centred.T @ centred)
-    along = centred @ vectors[:, 0]
+    _, vectors = principal_axes(vertices_mm)
+    along = vertices_mm @ vectors[:, 0]
     return float((along.max() - along.min()) / 2.0)
 

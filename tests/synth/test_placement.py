@@ -183,3 +183,29 @@ def test_a_ct_label_holds_where_an_object_darkens_the_film_as_well_as_where_it_b
     for footprint, log_att in darkening:
         assert footprint[log_att <= -threshold].all()
         assert np.array_equal(footprint, np.abs(log_att) >= threshold)
+
+
+def test_principal_axes_are_the_same_whatever_the_eigensolver_returns() -> None:
+    """Another CPU's LAPACK may flip an axis, or pick another basis where moments are equal (a disc's
+    plane, a rod's cross-section): the axes must not change with the point order or the last bits."""
+    from synth.physics.geometry import principal_axes, random_rotation
+
+    rng = np.random.default_rng(3)
+    angles = np.linspace(0.0, 2.0 * np.pi, 64, endpoint=False)
+    ring = np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)], axis=1)
+    shapes = {
+        "disc": np.concatenate([ring * 8.0 + [0, 0, z] for z in (-0.5, 0.5)]),  # two equal large moments
+        "rod": np.concatenate([ring * 0.4 + [0, 0, z] for z in np.linspace(-20, 20, 9)]),  # two equal small
+        "box": rng.uniform(-1.0, 1.0, (400, 3)) * [9.0, 4.0, 1.0],  # three distinct moments
+        "sphere": np.concatenate([ring, ring[:, [2, 0, 1]], ring[:, [1, 2, 0]]]),  # all three equal
+    }
+    for name, shape in shapes.items():
+        for _ in range(5):
+            points = shape @ random_rotation(rng).T + rng.normal(0.0, 10.0, 3)
+            values, axes = principal_axes(points)
+            centred = points - points.mean(axis=0)
+            np.testing.assert_allclose(axes.T @ axes, np.eye(3), atol=1e-9, err_msg=name)
+            np.testing.assert_allclose(centred.T @ centred @ axes, axes * values, atol=1e-6 * values[-1],
+                                       err_msg=name)
+            shuffled = rng.permutation(points) * (1.0 + 1e-13 * rng.standard_normal(points.shape))
+            np.testing.assert_allclose(principal_axes(shuffled)[1], axes, atol=1e-6, err_msg=name)
