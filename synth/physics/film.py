@@ -236,11 +236,17 @@ def draw_film(display: np.ndarray, rng: np.random.Generator, config: FilmVariati
     return Film(warped, map_x, map_y, lut, amount, sigma_mm / pixel_mm, params)
 
 
-def process(image: np.ndarray, film: Film) -> np.ndarray:
-    """The console processing of a finished image: extra unsharp mask, then the curve; ``[0, 1]`` float32."""
+def enhance(image: np.ndarray, film: Film) -> np.ndarray:
+    """The film's extra unsharp mask (linear: it applies alike to an image and to a change added to it)."""
     out = np.asarray(image, dtype=np.float32)
     if film.unsharp_amount > 0:
         out = out + np.float32(film.unsharp_amount) * (out - fast_lowpass(out, film.unsharp_sigma_px))
+    return out
+
+
+def process(image: np.ndarray, film: Film) -> np.ndarray:
+    """The console processing of a finished image: extra unsharp mask, then the curve; ``[0, 1]`` float32."""
+    out = enhance(image, film)
     np.clip(out, 0.0, 1.0, out=out)
     if film.lut is None:
         return out

@@ -29,7 +29,7 @@ from synth.physics.detector import (
     scatter_signal,
     unsharp_mask,
 )
-from synth.physics.film import Film, draw_film, process
+from synth.physics.film import Film, draw_film, enhance, process
 from synth.physics.geometry import Detector, Pose, axis_angle_matrix
 from synth.physics.objects.registry import Part, RFOObject, make_object
 from synth.physics.patient_pose import PatientPose, draw_patient_pose, warp_projection
@@ -260,12 +260,15 @@ class Renderer:
         annotations = []
         changed: list[ROI] = []
         slope = bg.display_per_attenuation * headroom
+        mtf_sigma = blur_sigma_px(cfg.blur, det.pixel_mm, 1.0)
+        film_amount = film.unsharp_amount if varied else 0.0  # the film's own enhancement, applied by process()
+        film_px = film.unsharp_sigma_px if film_amount > 0 else 0.0
         for obj in placed:
             ratio = self._object_ratio_radiograph(obj, film)
             magnification = det.source_to_detector_mm / (det.source_to_object_mm + obj.pose.translation_mm[2])
             sigma = blur_sigma_px(cfg.blur, det.pixel_mm, magnification)
             sharpen = cfg.display.unsharp_sigma_mm / det.pixel_mm if cfg.display.unsharp_amount > 0 else 0.0
-            pad = int(np.ceil(3 * max(sigma, sharpen))) + 1
+            pad = int(np.ceil(3 * max(sigma, sharpen, film_px))) + 1
             roi = obj.roi.padded(pad, det)
             inner = (slice(obj.roi.row0 - roi.row0, obj.roi.row0 - roi.row0 + obj.roi.rows),
                      slice(obj.roi.col0 - roi.col0, obj.roi.col0 - roi.col0 + obj.roi.cols))
@@ -281,12 +284,17 @@ class Renderer:
             footprint = np.abs(blurred) >= cfg.label_min_attenuation
             ann = annotation(obj, footprint, det.shape, False, -np.log(ratio), roi)
             attenuation = film.resample(bg.attenuation, *roi.slices)
-            # Visible against the film's own texture (its display in log-signal units, edge-enhanced by its
-            # console) and the quantum noise: the object's signal is compared after the same enhancement.
-            texture = anatomical_sigma(film.display[roi.slices] / np.float32(bg.display_per_attenuation), det.pixel_mm)
-            quantum = np.sqrt(self._log_noise_variance(attenuation)) * blurred_noise_fraction(sigma)
+            # Visible as displayed: the object's signal, the film's texture (its display in log-signal units)
+            # and the fresh noise the renderer adds (blurred by the scintillator alone: the focal spot blurs
+            # the object, not the detector), each after every enhancement the image gets: the console's
+            # (already in the film's display and in the noise's gain) and the film's own, applied last by
+            # process(), whose curve then scales all three alike.
             shown = unsharp_mask(blurred, cfg.display, det.pixel_mm)
-            cnr = peak_cnr(shown, footprint, quantum, texture)
+            texture = anatomical_sigma(enhance(film.display[roi.slices], film) / np.float32(bg.display_per_attenuation)
+                                       if varied else film.display[roi.slices] / np.float32(bg.display_per_attenuation),
+                                       det.pixel_mm)
+            quantum = self._fresh_noise_log_sigma(attenuation) * blurred_noise_fraction(mtf_sigma) * (1.0 + film_amount)
+            cnr = peak_cnr(enhance(shown, film) if varied else shown, footprint, quantum, texture)
             if ann is None or cnr < cfg.label_min_cnr:
                 continue
             ann["visibility_cnr"] = round(cnr, 2)
@@ -315,13 +323,20 @@ class Renderer:
         """Per-pixel σ (display units) of the detector model's noise over a film-frame display."""
         import cv2
 
-        bg, cfg = self.background, self.config
+        bg = self.background
         h, w = display.shape
         small = cv2.resize(display, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
         attenuation = bg.a_lo + (small.astype(np.float64) - bg.p_lo) / bg.display_per_attenuation
-        gain = 1.0 + max(cfg.display.unsharp_amount, 0.0)  # the console's edge enhancement of fine noise
-        sigma = (slope * gain * np.sqrt(self._log_noise_variance(attenuation))).astype(np.float32)
+        sigma = (slope * self._fresh_noise_log_sigma(attenuation, scaled=False)).astype(np.float32)
         return cv2.resize(sigma, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def _fresh_noise_log_sigma(self, attenuation: np.ndarray, *, scaled: bool = True) -> np.ndarray:
+        """Per-pixel σ (log-signal units, before the scintillator's blur) of the fresh noise a film gets at
+        log-attenuation ``attenuation``: the detector model's, times the console's edge-enhancement gain on
+        fine noise, times :attr:`fresh_noise_scale` (``scaled``). The label rule judges objects against it."""
+        gain = 1.0 + max(self.config.display.unsharp_amount, 0.0)
+        sigma = gain * np.sqrt(self._log_noise_variance(attenuation))
+        return sigma * self.fresh_noise_scale if scaled else sigma
 
     def _white_noise(self, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
         """Unit white noise through the scintillator's MTF."""

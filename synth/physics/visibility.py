@@ -8,14 +8,20 @@ on the noise-free render, in the log-signal domain (where an object's contributi
 - ``Δ``: the object's noise-free change of the log-signal after the detector's and focal spot's blur
   (the same signal its label is drawn from);
 - ``σ_q``: the quantum and electronic noise of one pixel at the local dose (the detector model's
-  variance, :meth:`synth.physics.detector.NoiseConfig.variance_quanta2`), reduced by the same blur
-  (white noise through a Gaussian of σ pixels keeps ``1 / (2 σ √π)`` of its standard deviation);
+  variance, :meth:`synth.physics.detector.NoiseConfig.variance_quanta2`), reduced by the detector's own
+  blur (white noise through a Gaussian of σ pixels keeps ``1 / (2 σ √π)`` of its standard deviation; in
+  CT mode the object's blur, focal spot included); over a radiograph, the fresh noise exactly as the
+  renderer adds it;
 - ``σ_a``: the anatomical noise, the spread of the patient's own noise-free log-signal in the object's
   neighbourhood after removing its smooth part (a Gaussian of :data:`ANATOMY_SCALE_MM`): the vessel
   and trabecular texture a faint object is confused with. In chest radiography this term, not the
   quantum noise, limits detection (Burgess et al., Med. Phys. 28, 2001). It is the median absolute
   deviation × 1.4826 (the standard deviation for Gaussian texture), so that a rib or liver edge
   crossing the neighbourhood does not hide a wire lying beside it.
+
+Over a radiograph all three are judged as displayed: after the console's edge enhancement (in the film's
+display, in the object's signal, and as the noise's gain) and the film's own (:func:`synth.physics.film.enhance`);
+the film's curve, applied last, scales all three alike.
 
 The threshold :data:`MIN_VISIBLE_CNR` = 5 is Rose's criterion for the certain detection of a signal
 (Rose 1948). Objects below it stay in the image (physically there, just not seen) and are counted in
