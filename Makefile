@@ -80,7 +80,7 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 # A CPU run outlives many a machine. `make shipped-state` copies what --resume needs out of SHIPPED_OUT into
 # SHIPPED_STATE, a folder to commit: the newest checkpoints (last.pt, and partial.pt with its stamp when an
 # epoch is part-way), the compute ledger and the run's own files; not the tiles (cut again from the same
-# films) nor best.pt. It checks the copy loads, and says where the run stands. `make shipped-detector`
+# films), the trainer's data layout (written again) nor best.pt. It checks the copy loads, and says where the run stands. `make shipped-detector`
 # on a machine without SHIPPED_OUT starts from SHIPPED_STATE. Remove SHIPPED_STATE once the run is bundled.
 SHIPPED_STATE ?= training/shipped
 CHECK_STATE := from pathlib import Path; import sys;\
@@ -100,7 +100,7 @@ shipped-detector: $(STAMP)
 shipped-state: $(STAMP)
 	test -f $(SHIPPED_OUT)/ultralytics/weights/last.pt || { echo "make: $(SHIPPED_OUT) holds no checkpoint yet" >&2; exit 2; }
 	rm -rf $(SHIPPED_STATE).tmp && mkdir -p $(SHIPPED_STATE).tmp
-	tar -C $(SHIPPED_OUT) --exclude=./.tiles --exclude=./.tiles.partial --exclude=./ultralytics/weights/best.pt \
+	tar -C $(SHIPPED_OUT) --exclude='./.tiles*' --exclude='./.yolo_data*' --exclude=./ultralytics/weights/best.pt \
 	  -cf - . | tar -C $(SHIPPED_STATE).tmp -xf -
 	$(BIN)/python -c '$(CHECK_STATE)' $(SHIPPED_STATE).tmp/ultralytics/weights
 	rm -rf $(SHIPPED_STATE) && mv $(SHIPPED_STATE).tmp $(SHIPPED_STATE)
