@@ -78,17 +78,11 @@ SHIPPED_OUT ?= runs/shipped
 DEVICE ?= auto
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 # A CPU run outlives many a machine. `make shipped-state` copies what --resume needs out of SHIPPED_OUT into
-# SHIPPED_STATE, a folder to commit: the newest checkpoints (last.pt, and partial.pt with its stamp when an
-# epoch is part-way), the compute ledger and the run's own files; not the tiles (cut again from the same
-# films), the trainer's data layout (written again) nor best.pt. It checks the copy loads, and says where the run stands. `make shipped-detector`
-# on a machine without SHIPPED_OUT starts from SHIPPED_STATE. Remove SHIPPED_STATE once the run is bundled.
+# SHIPPED_STATE, a folder to commit (rfo_bench.detectors.yolo_checkpoints.copy_resume_state: the newest
+# checkpoints and the run's own files, not what a resumed run makes again), checks that the copy loads and
+# says where the run stands. `make shipped-detector` on a machine without SHIPPED_OUT starts from
+# SHIPPED_STATE. Remove SHIPPED_STATE once the run is bundled.
 SHIPPED_STATE ?= training/shipped
-CHECK_STATE := from pathlib import Path; import sys;\
-	from rfo_bench.detectors.ultralytics_setup import load_yolo_checkpoint;\
-	from rfo_bench.detectors.yolo_checkpoints import read_partial;\
-	w = Path(sys.argv[1]); epoch = int(load_yolo_checkpoint(w / "last.pt")[1]["epoch"]);\
-	p = read_partial(w, epoch);\
-	print(f"{sys.argv[1]}: {epoch + 1} epochs done" + (f", {p.batches_done} batches of epoch {epoch + 2}" if p else ""))
 
 shipped-detector: $(STAMP)
 	test -e $(SHIPPED_OUT) || ! test -f $(SHIPPED_STATE)/ultralytics/weights/last.pt || \
@@ -99,10 +93,9 @@ shipped-detector: $(STAMP)
 
 shipped-state: $(STAMP)
 	test -f $(SHIPPED_OUT)/ultralytics/weights/last.pt || { echo "make: $(SHIPPED_OUT) holds no checkpoint yet" >&2; exit 2; }
-	rm -rf $(SHIPPED_STATE).tmp && mkdir -p $(SHIPPED_STATE).tmp
-	tar -C $(SHIPPED_OUT) --exclude='./.tiles*' --exclude='./.yolo_data*' --exclude=./ultralytics/weights/best.pt \
-	  -cf - . | tar -C $(SHIPPED_STATE).tmp -xf -
-	$(BIN)/python -c '$(CHECK_STATE)' $(SHIPPED_STATE).tmp/ultralytics/weights
+	rm -rf $(SHIPPED_STATE).tmp
+	$(BIN)/python -c 'import sys; from rfo_bench.detectors.yolo_checkpoints import copy_resume_state; \
+	  print(sys.argv[2] + ": " + copy_resume_state(*sys.argv[1:]))' $(SHIPPED_OUT) $(SHIPPED_STATE).tmp
 	rm -rf $(SHIPPED_STATE) && mv $(SHIPPED_STATE).tmp $(SHIPPED_STATE)
 
 # Copies a finished run's record and weights (checked against the record's SHA-256) into the package,

@@ -179,7 +179,10 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
         model = YOLO(str(start))
         with _progress_callbacks(model, progress, partial.batches_done if partial else 0), \
                 mid_epoch_checkpoints(model, weights_dir, config.checkpoint_every, partial):
-            model.train(resume=str(start), data=str(data_yaml), device=config.device, workers=config.workers)
+            # Into this folder: the checkpoint names the folder it was written in, which a run carried to
+            # another machine or path (copy_resume_state) no longer is; the trainer must not write there.
+            model.train(resume=str(start), data=str(data_yaml), device=config.device, workers=config.workers,
+                        save_dir=str((out / "ultralytics").resolve()))
         clear_partial(weights_dir)
         return _finished_run(out)
     clear_partial(weights_dir)  # a fresh run never resumes from another run's mid-epoch checkpoint

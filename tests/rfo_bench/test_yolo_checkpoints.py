@@ -16,10 +16,17 @@ import pytest
 
 from rfo_bench.detectors.api import COMPUTE_LEDGER, train_detector
 from rfo_bench.detectors.provenance import ComputeMeter
-from rfo_bench.detectors.yolo_checkpoints import PARTIAL_NAME, PARTIAL_RECORD, clear_partial, read_partial
+from rfo_bench.detectors.yolo_checkpoints import (
+    PARTIAL_NAME,
+    PARTIAL_RECORD,
+    clear_partial,
+    copy_resume_state,
+    read_partial,
+)
 from rfo_bench.io.coco import read_coco
 from tests.rfo_bench.test_detectors_data import write_tiny_coco
 from tests.rfo_bench.test_tiling_train import HEIGHT, WIDTH, tiled_config
+from toolkit_core.errors import UserInputError
 from toolkit_core.utils import sha256_file
 
 
@@ -62,12 +69,26 @@ def test_a_yolo_run_stopped_inside_an_epoch_resumes_there(tmp_path: Path, monkey
     ledger = json.loads((tmp_path / "run" / COMPUTE_LEDGER).read_text())
     assert ledger["cpu_seconds"] > 0 and len(ledger["segments"]) == 1
 
+    # Carried to another machine: the copy leaves out the tiles and data layout (made again) and best.pt.
+    with pytest.raises(UserInputError, match="no checkpoint"):
+        copy_resume_state(tmp_path / "d", tmp_path / "nothing")
+    assert copy_resume_state(tmp_path / "run", tmp_path / "moved") == "1 epochs done, 2 batches of epoch 2"
+    with pytest.raises(UserInputError, match="already exists"):
+        copy_resume_state(tmp_path / "run", tmp_path / "moved")
+    assert not [p for p in (tmp_path / "moved").iterdir() if p.name.startswith((".tiles", ".yolo_data"))]
+    assert {p.name for p in (tmp_path / "moved" / "ultralytics" / "weights").iterdir()} == {
+        "last.pt", PARTIAL_NAME, PARTIAL_RECORD}
+
+    left = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
+
     monkeypatch.undo()
     second = _count_batches(monkeypatch)
-    result = train_detector(config, [dataset], tmp_path / "run", progress=False, resume=True)
+    result = train_detector(config, [dataset], tmp_path / "moved", progress=False, resume=True)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == left  # nothing written where it came from
     assert second == [1, 1, 2, 2, 2, 2]  # the rest of epoch 2, then epoch 3: no batch is done twice
     assert [row["epoch"] for row in result.record["history"]] == [1, 2, 3]
-    assert not (weights / PARTIAL_NAME).exists() and not (weights / PARTIAL_RECORD).exists()
+    moved = tmp_path / "moved" / "ultralytics" / "weights"
+    assert not (moved / PARTIAL_NAME).exists() and not (moved / PARTIAL_RECORD).exists()
     compute = result.record["compute"]
     assert len(compute["segments"]) == 2 and compute["accelerator_seconds"] == 0
     assert compute["cpu_seconds"] == pytest.approx(sum(s["cpu_seconds"] for s in compute["segments"]), abs=0.05)
