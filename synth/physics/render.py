@@ -290,11 +290,12 @@ class Renderer:
             # (already in the film's display and in the noise's gain) and the film's own, applied last by
             # process(), whose curve then scales all three alike.
             shown = unsharp_mask(blurred, cfg.display, det.pixel_mm)
-            texture = anatomical_sigma(enhance(film.display[roi.slices], film) / np.float32(bg.display_per_attenuation)
-                                       if varied else film.display[roi.slices] / np.float32(bg.display_per_attenuation),
-                                       det.pixel_mm)
+            around, seen = film.display[roi.slices], shown
+            if varied:
+                around, seen = enhance(around, film), enhance(shown, film)
+            texture = anatomical_sigma(around / np.float32(bg.display_per_attenuation), det.pixel_mm)
             quantum = self._fresh_noise_log_sigma(attenuation) * blurred_noise_fraction(mtf_sigma) * (1.0 + film_amount)
-            cnr = peak_cnr(enhance(shown, film) if varied else shown, footprint, quantum, texture)
+            cnr = peak_cnr(seen, footprint, quantum, texture)
             if ann is None or cnr < cfg.label_min_cnr:
                 continue
             ann["visibility_cnr"] = round(cnr, 2)
