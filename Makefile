@@ -94,9 +94,9 @@ shipped-detector: $(STAMP)
 shipped-state: $(STAMP)
 	test -f $(SHIPPED_OUT)/ultralytics/weights/last.pt || { echo "make: $(SHIPPED_OUT) holds no checkpoint yet" >&2; exit 2; }
 	rm -rf $(SHIPPED_STATE).tmp
-	$(BIN)/python -c 'import sys; from rfo_bench.detectors.yolo_checkpoints import copy_resume_state; \
-	  print(sys.argv[2] + ": " + copy_resume_state(*sys.argv[1:]))' $(SHIPPED_OUT) $(SHIPPED_STATE).tmp
-	rm -rf $(SHIPPED_STATE) && mv $(SHIPPED_STATE).tmp $(SHIPPED_STATE)
+	where=$$($(BIN)/python -c 'import sys; from rfo_bench.detectors.yolo_checkpoints import copy_resume_state; \
+	  print(copy_resume_state(*sys.argv[1:]))' $(SHIPPED_OUT) $(SHIPPED_STATE).tmp) && \
+	  rm -rf $(SHIPPED_STATE) && mv $(SHIPPED_STATE).tmp $(SHIPPED_STATE) && echo "$(SHIPPED_STATE): $$where"
 
 # Copies a finished run's record and weights (checked against the record's SHA-256) into the package,
 # where `vision-unlearn demo` and `rfo-bench` find them (rfo_bench/assets/shipped_detector).
