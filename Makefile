@@ -112,7 +112,7 @@ clean:
 docs-physics: $(STAMP)
 	$(BIN)/rfo-synth physics --n 8 --seed 4 --mode radiograph --negative-fraction 0 --out runs/docs_physics/radiograph --overwrite --no-progress
 	$(BIN)/rfo-synth physics --n 8 --seed 4 --mode ct --negative-fraction 0 --out runs/docs_physics/ct --overwrite --no-progress
-	$(BIN)/rfo-synth preview runs/docs_physics/radiograph --n 8 --out docs/physics_radiograph.png
-	$(BIN)/rfo-synth preview runs/docs_physics/ct --n 8 --out docs/physics_ct.png
-	$(BIN)/rfo-synth preview runs/docs_physics/radiograph runs/docs_physics/ct --n 16 --out docs/physics_contact_sheet.png
-	$(BIN)/rfo-synth preview runs/docs_physics/radiograph runs/docs_physics/ct --n 16 --crops --out docs/physics_closeups.png
+	$(BIN)/rfo-synth preview runs/docs_physics/radiograph --n 8 --out docs/physics_radiograph.png --overwrite
+	$(BIN)/rfo-synth preview runs/docs_physics/ct --n 8 --out docs/physics_ct.png --overwrite
+	$(BIN)/rfo-synth preview runs/docs_physics/radiograph runs/docs_physics/ct --n 16 --out docs/physics_contact_sheet.png --overwrite
+	$(BIN)/rfo-synth preview runs/docs_physics/radiograph runs/docs_physics/ct --n 16 --crops --out docs/physics_closeups.png --overwrite
