@@ -78,7 +78,7 @@ SHIPPED_OUT ?= runs/shipped
 DEVICE ?= auto
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 # A CPU run outlives many a machine. `make shipped-state` copies what --resume needs out of SHIPPED_OUT into
-# SHIPPED_STATE, a folder to commit (rfo_bench.detectors.yolo_checkpoints.copy_resume_state: the newest
+# SHIPPED_STATE, a folder to commit (rfo_bench.detectors.yolo.copy_resume_state: the newest
 # checkpoints and the run's own files, not what a resumed run makes again), checks that the copy loads and
 # says where the run stands. `make shipped-detector` on a machine without SHIPPED_OUT starts from
 # SHIPPED_STATE. Remove SHIPPED_STATE once the run is bundled.
@@ -94,7 +94,7 @@ shipped-detector: $(STAMP)
 shipped-state: $(STAMP)
 	test -f $(SHIPPED_OUT)/ultralytics/weights/last.pt || { echo "make: $(SHIPPED_OUT) holds no checkpoint yet" >&2; exit 2; }
 	rm -rf $(SHIPPED_STATE).tmp
-	where=$$($(BIN)/python -c 'import sys; from rfo_bench.detectors.yolo_checkpoints import copy_resume_state; \
+	where=$$($(BIN)/python -c 'import sys; from rfo_bench.detectors.yolo import copy_resume_state; \
 	  print(copy_resume_state(*sys.argv[1:]))' $(SHIPPED_OUT) $(SHIPPED_STATE).tmp) && \
 	  rm -rf $(SHIPPED_STATE) && mv $(SHIPPED_STATE).tmp $(SHIPPED_STATE) && echo "$(SHIPPED_STATE): $$where"
 

@@ -311,3 +311,42 @@ class UltralyticsDetector:
         classes = result.boxes.cls.cpu().numpy().astype(np.int64)
         ids = np.array([self.categories.categories[int(k)].id for k in classes], dtype=np.int64)
         return Detections(boxes, scores, ids)
+
+
+def copy_resume_state(run_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -> str:
+    """Copy what ``--resume`` needs of a YOLO run into ``dest`` (a new folder), to carry it to another machine.
+
+    Everything in the run's folder but what a resumed run makes again: the tiles (``.tiles*``, cut again
+    from the same films), the trainer's data layout (``.yolo_data*``) and ``best.pt`` (the final epoch
+    writes it). That is the newest checkpoints (``last.pt``; ``partial.pt`` and its stamp inside an
+    epoch), the compute ledger, the trainer's settings and history and the folder's ownership marker. The
+    copy's ``last.pt`` is read back restrictedly, so a checkpoint copied while being written is refused.
+
+    Returns:
+        where the copied run stands, e.g. ``"3 epochs done, 150 batches of epoch 4"``.
+
+    Raises:
+        UserInputError: ``dest`` exists, or the run has no readable ``last.pt`` yet.
+    """
+    from rfo_bench.detectors.tile_cache import TILES_NAME
+    from rfo_bench.detectors.ultralytics_setup import load_yolo_checkpoint
+    from rfo_bench.detectors.yolo_checkpoints import read_partial
+
+    source, target = Path(run_dir), Path(dest)
+    if target.exists():
+        raise UserInputError("already exists; the state is copied into a new folder", file=target)
+    if not (source / "ultralytics" / "weights" / "last.pt").is_file():
+        raise UserInputError("holds no checkpoint yet (ultralytics/weights/last.pt)", file=source)
+    skipped = (f".{TILES_NAME}", f".{LAYOUT_NAME}")
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        top = Path(folder) == source
+        weights = Path(folder) == source / "ultralytics" / "weights"
+        return [n for n in names if (top and n.startswith(skipped)) or (weights and n == "best.pt")]
+
+    shutil.copytree(source, target, ignore=ignore, symlinks=True)
+    weights_dir = target / "ultralytics" / "weights"
+    epoch = int(load_yolo_checkpoint(weights_dir / "last.pt")[1].get("epoch", -1))
+    partial = read_partial(weights_dir, epoch)
+    where = f"{epoch + 1} epochs done"
+    return where + (f", {partial.batches_done} batches of epoch {epoch + 2}" if partial is not None else "")

@@ -16,13 +16,8 @@ import pytest
 
 from rfo_bench.detectors.api import COMPUTE_LEDGER, train_detector
 from rfo_bench.detectors.provenance import ComputeMeter
-from rfo_bench.detectors.yolo_checkpoints import (
-    PARTIAL_NAME,
-    PARTIAL_RECORD,
-    clear_partial,
-    copy_resume_state,
-    read_partial,
-)
+from rfo_bench.detectors.yolo import copy_resume_state
+from rfo_bench.detectors.yolo_checkpoints import PARTIAL_NAME, PARTIAL_RECORD, clear_partial, read_partial
 from rfo_bench.io.coco import read_coco
 from tests.rfo_bench.test_detectors_data import write_tiny_coco
 from tests.rfo_bench.test_tiling_train import HEIGHT, WIDTH, tiled_config
