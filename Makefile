@@ -94,8 +94,10 @@ shipped-detector: $(STAMP)
 shipped-state: $(STAMP)
 	test -f $(SHIPPED_OUT)/ultralytics/weights/last.pt || { echo "make: $(SHIPPED_OUT) holds no checkpoint yet" >&2; exit 2; }
 	rm -rf $(SHIPPED_STATE).tmp
-	where=$$($(BIN)/python -c 'import sys; from rfo_bench.detectors.yolo import copy_resume_state; \
-	  print(copy_resume_state(*sys.argv[1:]))' $(SHIPPED_OUT) $(SHIPPED_STATE).tmp) && \
+	where=$$(printf '%s\n' 'import sys' 'from rfo_bench.detectors.yolo import copy_resume_state' \
+	  'from toolkit_core.errors import UserInputError' 'try:' '    print(copy_resume_state(*sys.argv[1:]))' \
+	  'except UserInputError as err:' '    sys.exit(print(f"make: {err}", file=sys.stderr) or 2)' \
+	  | $(BIN)/python - $(SHIPPED_OUT) $(SHIPPED_STATE).tmp) && \
 	  rm -rf $(SHIPPED_STATE) && mv $(SHIPPED_STATE).tmp $(SHIPPED_STATE) && echo "$(SHIPPED_STATE): $$where"
 
 # Copies a finished run's record and weights (checked against the record's SHA-256) into the package,

@@ -326,7 +326,8 @@ def copy_resume_state(run_dir: str | os.PathLike[str], dest: str | os.PathLike[s
         where the copied run stands, e.g. ``"3 epochs done, 150 batches of epoch 4"``.
 
     Raises:
-        UserInputError: ``dest`` exists, or the run has no readable ``last.pt`` yet.
+        UserInputError: ``dest`` exists, or the run has no readable ``last.pt`` yet (nothing is left at
+            ``dest``).
     """
     from rfo_bench.detectors.tile_cache import TILES_NAME
     from rfo_bench.detectors.ultralytics_setup import load_yolo_checkpoint
@@ -346,7 +347,11 @@ def copy_resume_state(run_dir: str | os.PathLike[str], dest: str | os.PathLike[s
 
     shutil.copytree(source, target, ignore=ignore, symlinks=True)
     weights_dir = target / "ultralytics" / "weights"
-    epoch = int(load_yolo_checkpoint(weights_dir / "last.pt")[1].get("epoch", -1))
+    try:
+        epoch = int(load_yolo_checkpoint(weights_dir / "last.pt")[1].get("epoch", -1))
+    except UserInputError:
+        shutil.rmtree(target)  # the folder this call made, and nothing else
+        raise
     partial = read_partial(weights_dir, epoch)
-    where = f"{epoch + 1} epochs done"
+    where = f"{epoch + 1} epoch{'' if epoch == 0 else 's'} done"
     return where + (f", {partial.batches_done} batches of epoch {epoch + 2}" if partial is not None else "")

@@ -161,4 +161,3 @@ def mid_epoch_checkpoints(model: Any, weights_dir: Path, every: int,
                             ("on_model_save", on_model_save)):
         model.add_callback(event, callback)
     yield
-

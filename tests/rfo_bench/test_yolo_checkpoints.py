@@ -67,9 +67,15 @@ def test_a_yolo_run_stopped_inside_an_epoch_resumes_there(tmp_path: Path, monkey
     # Carried to another machine: the copy leaves out the tiles and data layout (made again) and best.pt.
     with pytest.raises(UserInputError, match="no checkpoint"):
         copy_resume_state(tmp_path / "d", tmp_path / "nothing")
-    assert copy_resume_state(tmp_path / "run", tmp_path / "moved") == "1 epochs done, 2 batches of epoch 2"
+    assert copy_resume_state(tmp_path / "run", tmp_path / "moved") == "1 epoch done, 2 batches of epoch 2"
     with pytest.raises(UserInputError, match="already exists"):
         copy_resume_state(tmp_path / "run", tmp_path / "moved")
+    damaged = tmp_path / "damaged"
+    copy_resume_state(tmp_path / "run", damaged)
+    (damaged / "ultralytics" / "weights" / "last.pt").write_bytes(b"half a checkpoint")
+    with pytest.raises(UserInputError):
+        copy_resume_state(damaged, tmp_path / "from_damaged")
+    assert not (tmp_path / "from_damaged").exists()
     assert not [p for p in (tmp_path / "moved").iterdir() if p.name.startswith((".tiles", ".yolo_data"))]
     assert {p.name for p in (tmp_path / "moved" / "ultralytics" / "weights").iterdir()} == {
         "last.pt", PARTIAL_NAME, PARTIAL_RECORD}
