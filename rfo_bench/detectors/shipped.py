@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rfo_bench.detectors.config import Recipe, TrainConfig, recipe_with_overrides
+from rfo_bench.detectors.registry import get_detector
 from rfo_bench.detectors.sliced import SliceConfig
 from rfo_bench.detectors.tiling import TileConfig
 from toolkit_core.errors import UserInputError, dataclass_from
@@ -270,6 +271,49 @@ def predict_and_evaluate(detector, test, out: Path, config, *, progress: bool = 
     write_predictions(predictions, detector.categories, out, coco_category_ids={c.id for c in test.categories})
     parsed = read_predictions(out / PREDICTIONS_JSON, test, classification=out / CLASSIFICATION_CSV)
     return evaluate_detailed(test, parsed, config), parsed
+
+
+def evaluate_checkpoint(recipe_file: str | Path, checkpoint: str | Path, data: str | Path, out: str | Path, *,
+                        device: str = "cpu", max_images: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """A running recipe's YOLO checkpoint (``last.pt`` or ``partial.pt``), evaluated on ``data`` exactly as
+    its record's held-out evaluation will be: the recipe's classes, unseen classes removed, sliced by the
+    recipe's slicing, the toolkit's evaluator (no bootstrap).
+
+    A CPU run lasts many hours; this says how it is going. ``data`` must not be the recipe's held-out test
+    (refused): the shipped recipe's validation films are ``rfo-synth physics --n 100 --imgsz 2048 --seed
+    1703``. The checkpoint is read restrictedly, like any file from elsewhere.
+
+    Returns:
+        ``{"images", "AP50", "AP", "FROC", "AUROC", "per_category", "epoch"}`` (``epoch``: the epochs the
+        checkpoint holds; ``None`` for a finished run's weights).
+
+    Raises:
+        UserInputError: the recipe's test data, a refused checkpoint, or data without the recipe's classes.
+    """
+    from rfo_bench.detectors.data import category_map
+    from rfo_bench.detectors.sliced import SlicedDetector
+    from rfo_bench.detectors.ultralytics_setup import load_yolo_checkpoint
+    from rfo_bench.detectors.yolo import UltralyticsDetector
+    from rfo_bench.detectors.yolo_data import load_training_data
+
+    recipe = load_training_recipe(recipe_file)
+    if recipe.test and Path(data).resolve() == Path(recipe.test).resolve():
+        raise UserInputError("this is the recipe's held-out test: progress is checked on other films", file=data)
+    if get_detector(recipe.model).family != "ultralytics" or recipe.tiling is None:
+        raise UserInputError("only a tiled YOLO recipe's checkpoints can be evaluated", file=recipe.file,
+                             field="model")
+    done = int(load_yolo_checkpoint(checkpoint)[1].get("epoch", -1))
+    epoch = done + 1 if done >= 0 else None  # a finished run's weights no longer state their epoch
+    dataset = load_training_data(data, split="val")
+    check_classes(dataset, recipe.classes, what="evaluation")
+    dataset = without_classes(dataset, recipe.unseen_classes)
+    if max_images is not None:
+        dataset = replace(dataset, images=dataset.images[:max_images])
+    config = recipe.train_config(device)
+    detector = SlicedDetector(UltralyticsDetector(config, category_map([dataset]), Path(checkpoint)), config.tiling,
+                              recipe.slicing)
+    return {**evaluate_held_out(detector, dataset, Path(out), bootstrap=0, seed=recipe.seed, progress=progress),
+            "epoch": epoch}
 
 
 def load_shipped_detector(run_dir: str | Path, *, device: str | None = None, slicing: SliceConfig | None = None):

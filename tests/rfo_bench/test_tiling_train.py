@@ -366,3 +366,45 @@ def test_a_tile_folder_holding_a_users_file_is_not_replaced(tmp_path: Path, monk
     with pytest.raises(UserInputError, match="notes.txt"):
         train_detector(other, [dataset], tmp_path / "run", progress=False)
     assert (tmp_path / "run" / ".tiles" / "notes.txt").read_text() == "mine"
+
+
+def test_a_running_recipes_checkpoint_is_evaluated_as_its_record_will_be(tmp_path: Path, monkeypatch, capsys) -> None:
+    import runpy
+    import shutil
+
+    from rfo_bench.detectors.shipped import evaluate_checkpoint
+
+    train = write_tiny_coco(tmp_path / "train", n=4, height=HEIGHT, width=WIDTH, seed=1)
+    test = write_tiny_coco(tmp_path / "test", n=3, height=HEIGHT, width=WIDTH, seed=2)
+    recipe = {
+        "name": "tiny", "model": "yolov8n", "seed": 0, "classes": ["needle"],
+        "data": {"train": str(train), "test": str(test), "commands": ["write_tiny_coco seed 1", "write_tiny_coco seed 2"],
+                 "seeds": {"train": 1, "test": 2}, "held_out": "other films"},
+        "recipe": {"base": "cpu-tiny", "epochs": 1, "imgsz": TILE, "batch_size": 2, "warmup_iters": 0},
+        "tiling": {"tile_size": TILE, "tiles_per_object": 1}, "bootstrap": 0,
+    }
+    file = tmp_path / "recipe.yaml"
+    file.write_text(yaml.safe_dump(recipe))
+    assert main(["train", "--config", str(file), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    record = json.loads((tmp_path / "run" / "detector.json").read_text())
+    checkpoint = tmp_path / "run" / record["weights"]
+    with pytest.raises(UserInputError, match="held-out test"):
+        evaluate_checkpoint(file, checkpoint, test, tmp_path / "probe", progress=False)
+    same_films = Path(shutil.copytree(test.parent, tmp_path / "films")) / test.name  # the test's films, elsewhere
+    probe = evaluate_checkpoint(file, checkpoint, same_films, tmp_path / "probe", progress=False)
+    held_out = record["held_out_metrics"]
+    assert probe["epoch"] is None and probe["images"] == held_out["images"] == 3  # finished weights
+    for key in ("AP50", "FROC"):  # the same weights, films and evaluation: the same figures
+        assert probe[key] == pytest.approx(held_out[key], abs=1e-9)
+    script = Path(__file__).parents[2] / "benchmarks" / "probe_checkpoint.py"
+    argv = [str(script), "--config", str(file), "--checkpoint", str(checkpoint), "--data", str(same_films),
+            "--out", str(tmp_path / "probe_cli")]
+    monkeypatch.setattr("sys.argv", argv)
+    runpy.run_path(str(script), run_name="__main__")
+    assert json.loads((tmp_path / "probe_cli" / "probe.json").read_text())["AP50"] == pytest.approx(probe["AP50"])
+    assert "finished run: AP50" in capsys.readouterr().out
+    monkeypatch.setattr("sys.argv", [str(script), "--config", str(file), "--checkpoint", str(checkpoint),
+                                     "--data", str(test), "--out", str(tmp_path / "probe_test")])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(script), run_name="__main__")
+    assert stop.value.code == 2 and "held-out test" in capsys.readouterr().err
