@@ -58,7 +58,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     # stdout carries the leaderboard only: what the generators and trainers print goes to stderr
     with contextlib.redirect_stdout(sys.stderr):
         result = run_benchmark(config, out_dir=args.out, force=args.rerun, progress=not args.no_progress,
-                               command=shlex.join(command))
+                               command=shlex.join(command), threads=args.threads)
     print(result.markdown_path.read_text(encoding="utf-8"))
     return 0
 
@@ -105,7 +105,7 @@ def rfo_bench_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--rerun", action="store_true", help="re-run finished runs instead of reusing them")
     add_deprecated_alias(cmd, "--force", "--rerun")
     add_runtime_options(cmd, device=None, device_help="cpu, cuda, cuda:N, mps or auto (default: the config's)",
-                        threads_help="the Ultralytics trainer sets its own")
+                        threads_help="also the Ultralytics trainer's, which otherwise takes one fewer than the cores")
     cmd = add_command(sub, "report", _cmd_report,
                       "rebuild report.html from an `rfo-bench eval` directory or a demo run directory")
     cmd.add_argument("run_dir", help="directory holding report.json (eval) or */stage.json (demo)")

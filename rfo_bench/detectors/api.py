@@ -111,6 +111,10 @@ def train_detector(
         from rfo_bench.detectors.ultralytics_setup import check_yolo_checkpoint
 
         check_yolo_checkpoint(config.weights)  # a refused file: nothing written, not even the output folder
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)  # the Ultralytics trainer is told again (it resets the count)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meter = ComputeMeter(config.device)
@@ -354,7 +358,7 @@ def _load_unsliced(run_dir: str | Path, *, device: str | None, require_hash: boo
 
     record = read_record(run_dir)
     spec = get_detector(record["model"])
-    config = TrainConfig.from_dict(record["config"])
+    config = TrainConfig.from_dict(record["config"], file=Path(run_dir) / RECORD_NAME)
     if device is not None:
         config = TrainConfig(**{**config.__dict__, "device": device})
     categories = CategoryMap.from_list(record["categories"])

@@ -113,6 +113,7 @@ def _train(args: argparse.Namespace) -> int:
         with owned_output_dir(args.out, TRAIN_TOOL, overwrite=args.overwrite, resume=args.resume):
             record = train_from_recipe(args.config, args.out, device=device, resume=args.resume,
                                        workers=args.workers, checkpoint_every=args.checkpoint_every,
+                                       threads=args.threads,
                                        progress=not args.no_progress, command=_command_line(args))
         print(json.dumps({"run_dir": args.out, "weights_sha256": record["weights_sha256"],
                           "compute": record["compute"], "held_out_metrics": {
@@ -132,7 +133,7 @@ def _train(args: argparse.Namespace) -> int:
     })
     config = TrainConfig(model=args.model, recipe=recipe, seed=args.seed, backbone=args.backbone,
                          weights=args.weights, device=device, tiling=tiling, amp=not args.no_amp,
-                         checkpoint_every=args.checkpoint_every or 0, workers=args.workers)
+                         checkpoint_every=args.checkpoint_every or 0, workers=args.workers, threads=args.threads)
     train = load_training_data(args.data, split="train")
     val = load_training_data(args.val, split="val") if args.val else None
     with owned_output_dir(args.out, TRAIN_TOOL, overwrite=args.overwrite, resume=args.resume):
@@ -202,7 +203,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--seed", type=int, default=0, help="random seed of the training")
     cmd.add_argument("--backbone", default="resnet18", help="timm backbone of fasterrcnn / retinanet / fcos")
     cmd.add_argument("--weights", default=None, help="local weights file (timm backbone or Ultralytics .pt)")
-    add_runtime_options(cmd, threads_help="the Ultralytics trainer sets its own")
+    add_runtime_options(cmd, threads_help="also the Ultralytics trainer's, which otherwise takes one fewer than the "
+                        "cores; a run may be resumed with another count")
     cmd.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA (it is on by default there)")
     cmd.add_argument("--workers", type=int, default=0,
                      help="worker processes that cut the training tiles and load the Ultralytics trainer's batches "

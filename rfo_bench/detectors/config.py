@@ -19,10 +19,11 @@ Presets:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from rfo_bench.detectors.tiling import TileConfig
-from toolkit_core.errors import UserInputError
+from toolkit_core.errors import UserInputError, dataclass_from
 
 OPTIMIZERS = ("sgd", "adamw")
 """Optimisers a recipe can name."""
@@ -154,10 +155,10 @@ def recipe_with_overrides(base: Recipe | str, overrides: dict[str, Any] | None =
     return replace(recipe, **cleaned)
 
 
-RUNTIME_FIELDS = ("device", "amp", "workers", "checkpoint_every")
+RUNTIME_FIELDS = ("device", "amp", "workers", "checkpoint_every", "threads")
 """Fields of :class:`TrainConfig` that change where and how fast a run goes (or how much a stop costs), not
 what it learns: a run's fingerprint leaves them out, so it may be resumed on another device, with more
-workers or with checkpoints at another interval."""
+workers or threads or with checkpoints at another interval."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,10 @@ class TrainConfig:
         workers: processes that cut the training tiles and load the Ultralytics trainer's batches
             (0: all in this process). Like ``device`` it changes speed, not the result: the tiles do
             not depend on it, and a run may be resumed with another value.
+        threads: CPU threads of torch while training, in both families (``None``: the libraries' own
+            choice; the Ultralytics trainer then takes one fewer than the machine's cores, so on a
+            2-core machine a YOLO model trains on one). Speed only: the last bits of a float sum may
+            differ with the count, the recipe does not.
     """
 
     model: str
@@ -195,6 +200,7 @@ class TrainConfig:
     amp: bool = True
     checkpoint_every: int = 0
     workers: int = 0
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
@@ -204,6 +210,9 @@ class TrainConfig:
                                  value=self.checkpoint_every)
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
             raise UserInputError("must be a non-negative integer", field="workers", value=self.workers)
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            raise UserInputError("must be a positive integer", field="threads", value=self.threads)
         if self.tiling is not None and self.tiling.tile_size != self.recipe.imgsz:
             raise UserInputError(f"with tiling the detector input must be the tile size ({self.tiling.tile_size} px)",
                                  field="imgsz", value=self.recipe.imgsz)
@@ -220,12 +229,28 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict` (used to reload a trained detector's record)."""
-        recipe_data = dict(data["recipe"])
-        recipe = Recipe(**recipe_data)
-        tiling = data.get("tiling")
-        return cls(**{**data, "recipe": recipe, "tiling": None if tiling is None else TileConfig.from_dict(tiling)})
+    def from_dict(cls, data: dict[str, Any], *, file: str | Path | None = None, key: str = "config") -> TrainConfig:
+        """Inverse of :meth:`to_dict` (used to reload a trained detector's record, ``file``, at ``key``).
+
+        Raises:
+            UserInputError: a missing section, an unknown key or a value of the wrong type, naming ``file``
+                and the field (a record is a user's file like any other).
+        """
+        def section(name: str) -> dict[str, Any]:
+            value = data.get(name)
+            if not isinstance(value, dict):
+                raise UserInputError("corrupt detector record: expected a mapping", file=file, field=f"{key}.{name}",
+                                     value=value)
+            return dict(value)
+
+        recipe = dataclass_from(Recipe, section("recipe"), file=file, key=f"{key}.recipe")
+        tiling = None
+        if data.get("tiling") is not None:
+            values = section("tiling")
+            if isinstance(values.get("window_percentiles"), list):
+                values["window_percentiles"] = tuple(values["window_percentiles"])
+            tiling = dataclass_from(TileConfig, values, file=file, key=f"{key}.tiling")
+        return dataclass_from(cls, {**data, "recipe": recipe, "tiling": tiling}, file=file, key=key)
 
 
 def resolve_device(device: str | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -132,6 +133,9 @@ class ComputeMeter:
         wall = time.perf_counter() - self.wall_start
         segment = {"device": self.device, "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2),
                    "software": dict(self.software)}
+        torch = sys.modules.get("torch")
+        if torch is not None:  # CPU seconds per wall second depend on it
+            segment["torch_threads"] = int(torch.get_num_threads())
         if self.data_sha256:
             segment["data_sha256"] = self.data_sha256
         before = [dict(s) for s in earlier.get("segments", []) if isinstance(s, dict)]

@@ -83,12 +83,13 @@ class TrainingRecipe:
     weights: str | None = None
     bootstrap: int = 200
 
-    def train_config(self, device: str, workers: int = 0, checkpoint_every: int | None = None) -> TrainConfig:
+    def train_config(self, device: str, workers: int = 0, checkpoint_every: int | None = None,
+                     threads: int | None = None) -> TrainConfig:
         """The run's configuration; ``checkpoint_every`` (a runtime setting) overrides the recipe's."""
         every = self.checkpoint_every if checkpoint_every is None else checkpoint_every
         return TrainConfig(model=self.model, recipe=self.recipe, seed=self.seed, backbone=self.backbone,
                            weights=self.weights, device=device, tiling=self.tiling,
-                           checkpoint_every=every, workers=workers)
+                           checkpoint_every=every, workers=workers, threads=threads)
 
 
 def _section(data: dict[str, Any], key: str, allowed: set[str] | None, file: Path) -> dict[str, Any]:
@@ -189,7 +190,8 @@ def film_px(dataset) -> int:
 
 
 def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: str = "cpu", resume: bool = False,
-                      workers: int = 0, checkpoint_every: int | None = None, progress: bool = True,
+                      workers: int = 0, checkpoint_every: int | None = None, threads: int | None = None,
+                      progress: bool = True,
                       command: str | None = None) -> dict[str, Any]:
     """Train the recipe's detector into ``out_dir``, evaluate it on the held-out data, write its record.
 
@@ -199,6 +201,7 @@ def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: s
         device: torch device (already resolved; ``auto`` is the CLI's).
         resume: continue an interrupted run from its checkpoint.
         workers: processes that cut tiles and load batches (:attr:`TrainConfig.workers`).
+        threads: CPU threads of torch (:attr:`TrainConfig.threads`).
         checkpoint_every: steps between mid-epoch checkpoints (``None``: the recipe's).
         progress: progress bars.
         command: the command line to record.
@@ -222,7 +225,7 @@ def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: s
              "film_px": film_px(train),
              "data_commands": list(recipe.data_commands),
              "data_seeds": recipe.data_seeds, "held_out": recipe.held_out}
-    result = train_detector(recipe.train_config(device, workers, checkpoint_every), [train], out_dir, progress=progress, resume=resume,
+    result = train_detector(recipe.train_config(device, workers, checkpoint_every, threads), [train], out_dir, progress=progress, resume=resume,
                             command=command, extra_record=extra)
     record = dict(result.record)
     if test is not None:

@@ -177,6 +177,7 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
             clear_partial(weights_dir)  # stale: written before last.pt's epoch ended, or damaged
             logger.info("resuming the Ultralytics run from %s", last)
         model = YOLO(str(start))
+        _keep_threads(model, config.threads)
         with _progress_callbacks(model, progress, partial.batches_done if partial else 0), \
                 mid_epoch_checkpoints(model, weights_dir, config.checkpoint_every, partial):
             # Into this folder: the checkpoint names the folder it was written in, which a run carried to
@@ -191,6 +192,7 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
     # recipe, so short recipes train without warm-up rather than spending every iteration in it.
     batches = max(1, math.ceil(sum(len(d) for d in train_sets) / recipe.batch_size))
     warmup_epochs = recipe.warmup_iters / batches if recipe.warmup_iters >= 100 else 0.0
+    _keep_threads(model, config.threads)
     with _progress_callbacks(model, progress), \
             mid_epoch_checkpoints(model, weights_dir, config.checkpoint_every):
         _train_fresh(model, config, data_yaml, warmup_epochs, out, validate="val" in sources)
@@ -212,6 +214,25 @@ def _train_fresh(model, config: TrainConfig, data_yaml: Path, warmup_epochs: flo
         project=str(out.resolve()), name="ultralytics", exist_ok=True, amp=config.use_amp, plots=False,
         verbose=False, val=validate, pretrained=config.weights is not None,
     )
+
+
+def _keep_threads(model, threads: int | None) -> None:
+    """Train on ``threads`` CPU threads of torch (``None``: the Ultralytics trainer's own count).
+
+    The trainer sets torch's threads to one fewer than the machine's cores each time it picks a CPU device
+    (a 2-core machine trains on one), over whatever the caller chose: when it starts, and when its final
+    validation starts. The callbacks right after each choice set the count asked for again.
+    """
+    if threads is None:
+        return
+
+    def set_threads(_) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    for event in ("on_pretrain_routine_start", "on_val_start", "on_train_end"):
+        model.add_callback(event, set_threads)
 
 
 def _mean_loss(tloss: Any) -> float | None:

@@ -164,11 +164,12 @@ def check_start_classes(dataset: DetectionDataset, start: DetectorStart, where: 
 
 def run_benchmark(
     config: BenchmarkConfig, *, out_dir: str | os.PathLike[str] | None = None, force: bool = False,
-    progress: bool = True, command: str | None = None,
+    progress: bool = True, command: str | None = None, threads: int | None = None,
 ) -> BenchmarkResult:
     """Train, predict and evaluate every (model, arm, seed) of ``config`` and write the leaderboard.
 
-    ``command`` is the command line recorded as the way to regenerate the leaderboard.
+    ``command`` is the command line recorded as the way to regenerate the leaderboard; ``threads`` is
+    torch's CPU thread count while a cell trains (``None``: the trainers' own; speed only).
 
     Writes into ``out_dir`` (default ``config.out``): ``leaderboard.md``, ``leaderboard.json``,
     ``froc.png``, ``config.json`` and ``runs/<model>/<arm>/seed<k>/`` (trained model, predictions,
@@ -268,7 +269,7 @@ def run_benchmark(
                     fingerprint["unseen_classes"] = list(unseen)
                 logger.info("run %s | %s | seed %d", entry.display, arm, seed)
                 outcomes.append(run_one(entry, arm, seed, sets, test, config, run_dir, fingerprint,
-                                         force=force, progress=progress))
+                                         force=force, progress=progress, threads=threads))
 
     rows = aggregate(outcomes)
     comparisons = _comparisons(outcomes, config)

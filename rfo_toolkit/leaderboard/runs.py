@@ -272,8 +272,11 @@ def _predict(detector: Any, test: DetectionDataset, run_dir: Path, *, progress: 
 def run_one(
     entry: ModelEntry, arm: str, seed: int, train_sets: Sequence[DetectionDataset], test: DetectionDataset,
     config: BenchmarkConfig, run_dir: Path, fingerprint: dict[str, Any], *, force: bool, progress: bool,
+    threads: int | None = None,
 ) -> RunOutcome:
     """Train, predict and evaluate one cell into ``run_dir``, or reuse its finished result.
+
+    ``threads``: torch's CPU threads while training (:attr:`TrainConfig.threads`; speed only, not in the key).
 
     ``fingerprint`` is everything the result depends on; its hash is the key a finished cell is reused by
     (``force`` re-runs it anyway). A finished cell without current replicates is re-evaluated from its
@@ -292,7 +295,7 @@ def run_one(
     # a start's weights are checked again right before they are read (the benchmark checked them before any work)
     weights = str(check_start_weights(entry.start)) if entry.start is not None else entry.weights
     train_config = TrainConfig(model=entry.name, recipe=entry.train_recipe(), seed=seed, backbone=entry.backbone,
-                               weights=weights, device=config.device, tiling=entry.run_tiling)
+                               weights=weights, device=config.device, tiling=entry.run_tiling, threads=threads)
     trained = train_detector(train_config, train_sets, run_dir / "model", progress=progress)
     detector = load_detector(trained.run_dir, slicing=entry.start.slicing if entry.start is not None else None)
     _predict(detector, test, run_dir, progress=progress)

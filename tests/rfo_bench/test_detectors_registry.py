@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from rfo_bench.detectors import RECIPES, TrainConfig, get_detector, list_detecto
 from rfo_bench.detectors.config import Recipe
 from rfo_bench.detectors.loop import lr_factor
 from rfo_bench.detectors.registry import register_detector
+from rfo_bench.detectors.tiling import TileConfig
 from toolkit_core.errors import UserInputError
 
 
@@ -56,6 +58,28 @@ def test_train_config_round_trips_through_json_dict() -> None:
     config = TrainConfig(model="fcos", recipe=recipe_with_overrides("cpu-tiny", {"epochs": 3}), seed=7,
                          backbone="test_resnet")
     assert TrainConfig.from_dict(config.to_dict()) == config
+    tiled = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", {"imgsz": 64}),
+                        tiling=TileConfig(tile_size=64), threads=3)
+    assert TrainConfig.from_dict(json.loads(json.dumps(tiled.to_dict()))) == tiled  # lists come back as tuples
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"recipe": {"epochs": 1, "momentum_typo": 0.9}}, "config.recipe.momentum_typo"),  # a newer release's key
+    ({"recipe": None}, "config.recipe"),
+    ({"recipe": "paper"}, "config.recipe"),
+    ({"tiling": {"tile_size": "big"}}, "config.tiling"),
+    ({"seed": -3}, "config.seed"),
+    ({"threads": 0}, "config.threads"),
+    ({"colour": "red"}, "config.colour"),
+])
+def test_a_damaged_record_config_fails_in_one_line_naming_its_field(change: dict, field: str) -> None:
+    data = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", {"imgsz": 64}),
+                       tiling=TileConfig(tile_size=64)).to_dict()
+    if isinstance(change.get("recipe"), dict):
+        change = {"recipe": {**data["recipe"], **change["recipe"]}}
+    with pytest.raises(UserInputError) as info:
+        TrainConfig.from_dict({**data, **change}, file="run/detector.json")
+    assert str(info.value).startswith(f"run/detector.json: {field}") and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize(

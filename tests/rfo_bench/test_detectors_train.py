@@ -48,6 +48,8 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
 
 
 def test_yolo_trains_through_ultralytics_and_predicts(tmp_path: Path) -> None:
+    import torch
+
     dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=44, width=68))
     config = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=0)
     mine = tmp_path / "run" / "yolo_data"  # a user's folder named like the training layout is not touched
@@ -62,9 +64,18 @@ def test_yolo_trains_through_ultralytics_and_predicts(tmp_path: Path) -> None:
     assert set(detections.category_ids.tolist()) <= {3}
     # a checkpoint written by the Ultralytics trainer passes the restricted loader as --weights too
     weights = str(tmp_path / "run" / result.record["weights"])
-    tuned = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=0, weights=weights)
-    again = train_detector(tuned, [dataset], tmp_path / "tuned", progress=False)
+    from ultralytics.utils import NUM_THREADS  # the trainer's own choice: one fewer than the cores, at most 8
+
+    tuned = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=0, weights=weights,
+                        threads=NUM_THREADS + 1)
+    before = torch.get_num_threads()
+    try:
+        again = train_detector(tuned, [dataset], tmp_path / "tuned", progress=False)
+    finally:
+        torch.set_num_threads(before)
     assert (tmp_path / "tuned" / again.record["weights"]).is_file()
+    # the trainer's own choice does not override the count asked for; the segment states the count it ran on
+    assert [s["torch_threads"] for s in again.record["compute"]["segments"]] == [NUM_THREADS + 1]
 
 
 def test_cli_train_on_yolo_layout_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
