@@ -67,6 +67,11 @@ class TrainResult:
 COMPUTE_LEDGER = "compute.json"
 """Compute of earlier, interrupted segments of a resumable run (summed into the final record)."""
 
+RUN_SETTINGS = "settings.json"
+"""What a run was started with (its settings without the runtime fields, and its data hash): ``--resume``
+refuses other settings. The Ultralytics trainer would otherwise finish the schedule stored in its own
+checkpoint and the record would state the new one."""
+
 CHECKPOINT_NAME = "checkpoint.pt"
 """Resumable state of a torchvision run (weights, optimiser, schedule, position in the data)."""
 
@@ -130,6 +135,7 @@ def train_detector(
     if done is not None:  # a --resume of a finished run: nothing to cut or train again
         logger.info("the run in %s has finished; nothing to resume", out)
         return TrainResult(run_dir=out, train_seconds=float(done.get("train_seconds", 0.0)), record=done)
+    _keep_run_settings(out, settings, data_sha256, resume=resume)
     start = time.perf_counter()
     finished = False
     with _ledger_kept(out, meter, earlier), \
@@ -192,6 +198,56 @@ def _finished_record(out: Path, settings: dict[str, Any], data_sha256: str) -> d
     except (UserInputError, KeyError, TypeError, AttributeError):
         return None
     return record
+
+
+def _first_difference(started: Any, asked: Any, path: str = "") -> str | None:
+    """The dotted path of the first setting where ``asked`` differs from ``started`` (``None``: equal)."""
+    if isinstance(started, dict) and isinstance(asked, dict):
+        for key in sorted(set(started) | set(asked)):
+            found = _first_difference(started.get(key), asked.get(key), f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+        return None
+    return None if started == asked else path
+
+
+def _keep_run_settings(out: Path, settings: dict[str, Any], data_sha256: str, *, resume: bool) -> None:
+    """Write what a fresh run starts with; on ``resume``, refuse settings other than those (:data:`RUN_SETTINGS`).
+
+    A run started by a release that wrote no settings file is resumed as asked, and the file written then.
+    Other data is resumed with a warning, not refused: films rendered again on another machine may differ by
+    rounding in a few pixels, and each segment's record states the data it trained on.
+
+    Raises:
+        UserInputError: ``resume`` with settings other than the run's, naming the first that differs.
+    """
+    path = out / RUN_SETTINGS
+    asked = json.loads(json.dumps(settings))  # as stored: tuples become lists
+    if resume and path.is_file():
+        try:
+            started = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size <= 1 << 20 else None
+        except (OSError, ValueError):
+            started = None
+        if not isinstance(started, dict) or not isinstance(started.get("settings"), dict):
+            raise UserInputError("unreadable; resume needs the settings the run started with", file=path)
+        field = _first_difference(started["settings"], asked)
+        if field is not None:
+            raise UserInputError(
+                f"the run was started with {_setting(started['settings'], field)}, this command asks for "
+                f"{_setting(asked, field)}; resume it with its own settings or train into a new folder",
+                file=path, field=field)
+        if started.get("data_sha256") != data_sha256:
+            logger.warning("resuming %s on other training data than it started on (SHA-256 %.12s, now %.12s); the "
+                           "record states each segment's", out, started.get("data_sha256"), data_sha256)
+        return
+    atomic_write_bytes(path, json.dumps({"settings": asked, "data_sha256": data_sha256}, indent=2).encode("utf-8"))
+
+
+def _setting(settings: dict[str, Any], field: str) -> str:
+    value: Any = settings
+    for key in field.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return f"{field}={json.dumps(value)}"
 
 
 def _read_ledger(out: Path) -> dict[str, Any]:

@@ -83,9 +83,10 @@ def test_benchmark_prints_only_the_leaderboard_on_stdout(tmp_path: Path, capsys:
     markdown.write_text("| model | AP50 |\n|---|---|\n| yolov8n | 0.5 |\n")
     seen = {}
 
-    def fake_run(config, *, out_dir, force, progress, command):
+    def fake_run(config, *, out_dir, force, progress, command, threads):
         print('{"n_images": 4}')  # what an in-process generator prints
-        seen.update(force=force, progress=progress, command=command, seeds=config.seeds, device=config.device)
+        seen.update(force=force, progress=progress, command=command, seeds=config.seeds, device=config.device,
+                    threads=threads)
         return type("Result", (), {"markdown_path": markdown})()
 
     @dataclasses.dataclass(frozen=True)
@@ -96,9 +97,9 @@ def test_benchmark_prints_only_the_leaderboard_on_stdout(tmp_path: Path, capsys:
     monkeypatch.setattr(leaderboard, "load_benchmark_config", lambda path: Config())
     monkeypatch.setattr(leaderboard, "with_seeds", lambda c, seeds: dataclasses.replace(c, seeds=tuple(seeds)))
     monkeypatch.setattr(leaderboard, "run_benchmark", fake_run)
-    assert main(["benchmark", "--config", "b.yaml", "--seeds", "0-1", "--device", "cuda"]) == 0
+    assert main(["benchmark", "--config", "b.yaml", "--seeds", "0-1", "--device", "cuda", "--threads", "1"]) == 0
     captured = capsys.readouterr()
     assert captured.out == markdown.read_text() + "\n"
     assert '{"n_images": 4}' in captured.err
-    assert seen == {"force": False, "progress": True, "seeds": (0, 1), "device": "cuda",
-                    "command": "rfo-bench benchmark --config b.yaml --seeds 0,1 --device cuda"}
+    assert seen == {"force": False, "progress": True, "seeds": (0, 1), "device": "cuda", "threads": 1,
+                    "command": "rfo-bench benchmark --config b.yaml --seeds 0,1 --device cuda --threads 1"}

@@ -224,3 +224,22 @@ def test_cli_train_shows_every_epoch_unless_no_progress(tmp_path: Path, capsys: 
     assert "epoch" not in captured.out and json.loads(captured.out)["model"] == model
     assert main([*argv, "--out", str(tmp_path / "b"), "--no-progress"]) == 0
     assert "epoch 1/2" not in capsys.readouterr().err
+
+
+def test_resume_refuses_settings_other_than_the_run_started_with(tmp_path: Path) -> None:
+    """The Ultralytics trainer finishes the schedule stored in its checkpoint whatever it is told: a resume
+    with another recipe would have produced the old weights under a record stating the new recipe."""
+    from toolkit_core.errors import UserInputError
+
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=2))
+    config = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", TINY), seed=0)
+    first = train_detector(config, [dataset], tmp_path / "run", progress=False)
+    longer = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", {**TINY, "epochs": 2}), seed=0)
+    with pytest.raises(UserInputError) as info:
+        train_detector(longer, [dataset], tmp_path / "run", progress=False, resume=True)
+    message = str(info.value)
+    assert "settings.json: recipe.epochs:" in message and "recipe.epochs=1" in message and "\n" not in message
+    assert json.loads((tmp_path / "run" / "detector.json").read_text()) == first.record  # left as it was
+    # where and how fast it runs is not a setting: the same run on more threads is the finished run
+    again = TrainConfig(**{**config.__dict__, "threads": 1, "checkpoint_every": 5})
+    assert train_detector(again, [dataset], tmp_path / "run", progress=False, resume=True).record == first.record

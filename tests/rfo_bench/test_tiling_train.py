@@ -330,8 +330,8 @@ def test_resuming_a_finished_run_cuts_and_trains_nothing(tmp_path: Path, monkeyp
     monkeypatch.setattr(api, "_train_torchvision", lambda *a, **k: pytest.fail("trained again"))
     again = train_detector(tiled_config(), [dataset], tmp_path / "run", progress=False, resume=True)
     assert again.record["weights_sha256"] == first.record["weights_sha256"]
-    # another configuration in the same folder is not "finished": it would train (and here fail loudly)
-    with pytest.raises(pytest.fail.Exception):
+    # another configuration in the same folder is not "finished", nor a run to resume: refused, untouched
+    with pytest.raises(UserInputError, match="seed: the run was started with seed=0"):
         train_detector(TrainConfig(**{**tiled_config().__dict__, "seed": 3}), [dataset], tmp_path / "run",
                        progress=False, resume=True)
 
