@@ -61,10 +61,11 @@ def tile_config_from_args(args: argparse.Namespace):
     defaults = TileConfig()
     return TileConfig(
         tile_size=args.tile_size,
-        tiles_per_object=args.tiles_per_object or defaults.tiles_per_object,
+        tiles_per_object=defaults.tiles_per_object if args.tiles_per_object is None else args.tiles_per_object,
         negative_ratio=defaults.negative_ratio if args.negative_ratio is None else args.negative_ratio,
-        min_visible_fraction=args.min_visible_fraction or defaults.min_visible_fraction,
-        cut_policy=args.cut_policy or defaults.cut_policy,
+        min_visible_fraction=(defaults.min_visible_fraction if args.min_visible_fraction is None
+                              else args.min_visible_fraction),
+        cut_policy=defaults.cut_policy if args.cut_policy is None else args.cut_policy,
         include_whole_films=not args.no_whole_films,
     )
 
@@ -91,6 +92,20 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+DEFAULT_RECIPE = "cpu-tiny"
+DEFAULT_BACKBONE = "resnet18"
+
+
+def _recipe_stated(args: argparse.Namespace) -> tuple[tuple[str, object], ...]:
+    """The train flags whose settings a recipe file states itself (``--config`` refuses them)."""
+    return (("--model", args.model), ("--data", args.data), ("--val", args.val), ("--recipe", args.recipe),
+            ("--epochs", args.epochs), ("--imgsz", args.imgsz), ("--batch", args.batch), ("--lr", args.lr),
+            ("--seed", args.seed), ("--backbone", args.backbone), ("--weights", args.weights),
+            ("--tile-size", args.tile_size), ("--tiles-per-object", args.tiles_per_object),
+            ("--negative-ratio", args.negative_ratio), ("--min-visible-fraction", args.min_visible_fraction),
+            ("--cut-policy", args.cut_policy), ("--no-whole-films", args.no_whole_films))
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     with _sigterm_as_exit():
         return _train(args)
@@ -106,14 +121,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.config:
         from rfo_bench.detectors.shipped import train_from_recipe
 
-        given = [flag for flag, value in (("--model", args.model), ("--data", args.data), ("--tile-size", args.tile_size),
-                                          ("--epochs", args.epochs), ("--imgsz", args.imgsz)) if value is not None]
+        given = [flag for flag, value in _recipe_stated(args) if value is not None and value is not False]
         if given:
-            raise UserInputError("a recipe file states these itself; leave them out", field=given[0])
+            raise UserInputError("a recipe file states this itself; leave it out", field=given[0])
         with owned_output_dir(args.out, TRAIN_TOOL, overwrite=args.overwrite, resume=args.resume):
             record = train_from_recipe(args.config, args.out, device=device, resume=args.resume,
                                        workers=args.workers, checkpoint_every=args.checkpoint_every,
-                                       threads=args.threads,
+                                       threads=args.threads, amp=not args.no_amp,
                                        progress=not args.no_progress, command=_command_line(args))
         print(json.dumps({"run_dir": args.out, "weights_sha256": record["weights_sha256"],
                           "compute": record["compute"], "held_out_metrics": {
@@ -128,10 +142,11 @@ def _train(args: argparse.Namespace) -> int:
     get_detector(args.model)  # unknown names fail before any data is read
     tiling = tile_config_from_args(args)
     imgsz = args.imgsz if args.imgsz is not None or tiling is None else tiling.tile_size
-    recipe = recipe_with_overrides(args.recipe, {
+    recipe = recipe_with_overrides(args.recipe or DEFAULT_RECIPE, {
         "epochs": args.epochs, "imgsz": imgsz, "batch_size": args.batch, "lr": args.lr,
     })
-    config = TrainConfig(model=args.model, recipe=recipe, seed=args.seed, backbone=args.backbone,
+    config = TrainConfig(model=args.model, recipe=recipe, seed=0 if args.seed is None else args.seed,
+                         backbone=args.backbone or DEFAULT_BACKBONE,
                          weights=args.weights, device=device, tiling=tiling, amp=not args.no_amp,
                          checkpoint_every=args.checkpoint_every or 0, workers=args.workers, threads=args.threads)
     train = load_training_data(args.data, split="train")
@@ -195,13 +210,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="dataset to train on: COCO json, RFO CSV, folders or YOLO data.yaml")
     cmd.add_argument("--val", default=None, help="optional validation data (same formats)")
     add_output_options(cmd, "folder of the trained detector")
-    cmd.add_argument("--recipe", default="cpu-tiny", choices=sorted(RECIPES), help="training recipe preset")
+    cmd.add_argument("--recipe", default=None, choices=sorted(RECIPES),
+                     help=f"training recipe preset (default {DEFAULT_RECIPE})")
     cmd.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
     add_imgsz(cmd, "network input, longest side (default: the recipe's; --tile-size without it)")
     add_batch(cmd, "default: the recipe's")
     cmd.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
-    cmd.add_argument("--seed", type=int, default=0, help="random seed of the training")
-    cmd.add_argument("--backbone", default="resnet18", help="timm backbone of fasterrcnn / retinanet / fcos")
+    cmd.add_argument("--seed", type=int, default=None, help="random seed of the training (default 0)")
+    cmd.add_argument("--backbone", default=None,
+                     help=f"timm backbone of fasterrcnn / retinanet / fcos (default {DEFAULT_BACKBONE})")
     cmd.add_argument("--weights", default=None, help="local weights file (timm backbone or Ultralytics .pt)")
     add_runtime_options(cmd, threads_help="also the Ultralytics trainer's, which otherwise takes one fewer than the "
                         "cores; a run may be resumed with another count")

@@ -84,12 +84,12 @@ class TrainingRecipe:
     bootstrap: int = 200
 
     def train_config(self, device: str, workers: int = 0, checkpoint_every: int | None = None,
-                     threads: int | None = None) -> TrainConfig:
+                     threads: int | None = None, amp: bool = True) -> TrainConfig:
         """The run's configuration; ``checkpoint_every`` (a runtime setting) overrides the recipe's."""
         every = self.checkpoint_every if checkpoint_every is None else checkpoint_every
         return TrainConfig(model=self.model, recipe=self.recipe, seed=self.seed, backbone=self.backbone,
                            weights=self.weights, device=device, tiling=self.tiling,
-                           checkpoint_every=every, workers=workers, threads=threads)
+                           checkpoint_every=every, workers=workers, threads=threads, amp=amp)
 
 
 def _section(data: dict[str, Any], key: str, allowed: set[str] | None, file: Path) -> dict[str, Any]:
@@ -154,14 +154,48 @@ def load_training_recipe(path: str | Path) -> TrainingRecipe:
     if not isinstance(unseen, list) or not all(isinstance(c, str) and c in classes for c in unseen):
         raise UserInputError(f"expected a list of names out of classes {classes}", file=file, field="unseen_classes",
                              value=unseen)
+    commands = source.get("commands") or []
+    if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+        raise UserInputError("expected a list of commands", file=file, field="data.commands")
+    seeds = source.get("seeds") or {}
+    if not isinstance(seeds, dict) or not all(_is_int(v, 0) for v in seeds.values()):
+        raise UserInputError("expected a mapping of names to non-negative integer seeds", file=file,
+                             field="data.seeds", value=seeds)
     return TrainingRecipe(
-        name=str(data.get("name") or file.stem), file=str(file), sha256=sha256_file(file), model=str(data["model"]),
-        seed=int(data.get("seed", 0)), classes=tuple(classes), train=source["train"], test=source.get("test"),
-        data_commands=tuple(str(c) for c in source.get("commands") or ()), data_seeds=dict(source.get("seeds") or {}),
-        held_out=str(source.get("held_out") or ""), recipe=recipe, tiling=tiling, slicing=slicing,
-        checkpoint_every=int(data.get("checkpoint_every", 500)), backbone=str(data.get("backbone", "resnet18")),
-        weights=data.get("weights"), bootstrap=int(data.get("bootstrap", 200)), unseen_classes=tuple(unseen),
+        name=_text(data, "name", file, default=file.stem), file=str(file), sha256=sha256_file(file),
+        model=_text(data, "model", file), seed=_integer(data, "seed", file, default=0, minimum=0),
+        classes=tuple(classes), train=source["train"], test=_text(source, "test", file, default=None, key="data"),
+        data_commands=tuple(commands), data_seeds=dict(seeds),
+        held_out=_text(source, "held_out", file, default="", key="data"), recipe=recipe, tiling=tiling,
+        slicing=slicing, checkpoint_every=_integer(data, "checkpoint_every", file, default=500, minimum=0),
+        backbone=_text(data, "backbone", file, default="resnet18"), weights=_text(data, "weights", file, default=None),
+        bootstrap=_integer(data, "bootstrap", file, default=200, minimum=0), unseen_classes=tuple(unseen),
     )
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _integer(data: dict[str, Any], name: str, file: Path, *, default: int, minimum: int) -> int:
+    """``data[name]`` as an integer >= ``minimum`` (``default`` when absent); YAML ``1.7`` or ``zero`` refused."""
+    value = data.get(name, default)
+    if not _is_int(value, minimum):
+        raise UserInputError(f"expected an integer >= {minimum}", file=file, field=name, value=value)
+    return value
+
+
+def _text(data: dict[str, Any], name: str, file: Path, *, default: Any = ..., key: str = "") -> Any:
+    """``data[name]`` as a non-empty string (``default`` when absent or null; required without one)."""
+    value = data.get(name)
+    field = f"{key}.{name}" if key else name
+    if value is None:
+        if default is ...:
+            raise UserInputError("missing entry", file=file, field=field)
+        return default
+    if not isinstance(value, str) or not value.strip():
+        raise UserInputError("expected a non-empty string", file=file, field=field, value=value)
+    return value
 
 
 def check_classes(dataset, classes: tuple[str, ...], *, what: str) -> None:
@@ -191,7 +225,7 @@ def film_px(dataset) -> int:
 
 def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: str = "cpu", resume: bool = False,
                       workers: int = 0, checkpoint_every: int | None = None, threads: int | None = None,
-                      progress: bool = True,
+                      amp: bool = True, progress: bool = True,
                       command: str | None = None) -> dict[str, Any]:
     """Train the recipe's detector into ``out_dir``, evaluate it on the held-out data, write its record.
 
@@ -202,6 +236,7 @@ def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: s
         resume: continue an interrupted run from its checkpoint.
         workers: processes that cut tiles and load batches (:attr:`TrainConfig.workers`).
         threads: CPU threads of torch (:attr:`TrainConfig.threads`).
+        amp: mixed precision on CUDA (:attr:`TrainConfig.amp`).
         checkpoint_every: steps between mid-epoch checkpoints (``None``: the recipe's).
         progress: progress bars.
         command: the command line to record.
@@ -225,7 +260,7 @@ def train_from_recipe(recipe_file: str | Path, out_dir: str | Path, *, device: s
              "film_px": film_px(train),
              "data_commands": list(recipe.data_commands),
              "data_seeds": recipe.data_seeds, "held_out": recipe.held_out}
-    result = train_detector(recipe.train_config(device, workers, checkpoint_every, threads), [train], out_dir, progress=progress, resume=resume,
+    result = train_detector(recipe.train_config(device, workers, checkpoint_every, threads, amp), [train], out_dir, progress=progress, resume=resume,
                             command=command, extra_record=extra)
     record = dict(result.record)
     if test is not None:

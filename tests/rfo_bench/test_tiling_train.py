@@ -214,6 +214,36 @@ def test_the_shipped_recipe_parses_and_a_bad_recipe_is_one_line(tmp_path: Path, 
     assert "tiling" in err and "tiles" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("flags", [["--seed", "0"], ["--lr", "0.02"], ["--recipe", "paper"], ["--no-whole-films"],
+                                   ["--min-visible-fraction", "0.3"], ["--weights", "w.pt"], ["--val", "v.json"]])
+def test_a_recipe_file_refuses_the_flags_it_states_itself(tmp_path: Path, capsys, flags: list[str]) -> None:
+    """Silently training with the recipe's value while the record's command shows the flag would be a lie."""
+    shipped = str(Path(__file__).parents[2] / "configs" / "shipped_detector.yaml")
+    assert main(["train", "--config", shipped, "--out", str(tmp_path / "r"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{flags[0]}: a recipe file states this itself" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("entry", "field"), [
+    ({"seed": "zero"}, "seed"), ({"seed": 1.7}, "seed"), ({"seed": True}, "seed"),
+    ({"checkpoint_every": -5}, "checkpoint_every"), ({"bootstrap": -1}, "bootstrap"),
+    ({"weights": 3}, "weights"), ({"model": ["yolov8n"]}, "model"),
+    ({"data": {"train": "x", "test": 7}}, "data.test"), ({"data": {"train": "x", "commands": "render"}}, "data.commands"),
+    ({"data": {"train": "x", "seeds": {"train": -1}}}, "data.seeds"),
+])
+def test_a_recipe_entry_of_the_wrong_type_is_refused_naming_it(tmp_path: Path, entry: dict, field: str) -> None:
+    """A recipe is a user's file: 1.7 is not silently seed 1, a number is not a path."""
+    from rfo_bench.detectors.shipped import load_training_recipe
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": "yolov8n", "classes": ["a"], "data": {"train": "x"},
+                                   "recipe": {"epochs": 1}, "tiling": {"tile_size": 64}, **entry}))
+    with pytest.raises(UserInputError) as info:
+        load_training_recipe(bad)
+    assert str(info.value).startswith(f"{bad}: {field}:")
+
+
 def test_unseen_classes_lose_their_boxes_but_keep_their_slot(tmp_path: Path, capsys) -> None:
     from rfo_bench.detectors.shipped import load_training_recipe, without_classes
 
@@ -408,3 +438,16 @@ def test_a_running_recipes_checkpoint_is_evaluated_as_its_record_will_be(tmp_pat
     with pytest.raises(SystemExit) as stop:
         runpy.run_path(str(script), run_name="__main__")
     assert stop.value.code == 2 and "held-out test" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flag", "value"), [("tiles_per_object", 0), ("min_visible_fraction", 0.0)])
+def test_a_zero_tile_flag_is_refused_not_replaced_by_the_default(flag: str, value: float) -> None:
+    import argparse
+
+    from rfo_bench.detectors.commands import tile_config_from_args
+
+    args = argparse.Namespace(tile_size=64, tiles_per_object=None, negative_ratio=None, min_visible_fraction=None,
+                              cut_policy=None, no_whole_films=False)
+    setattr(args, flag, value)
+    with pytest.raises(UserInputError, match=flag):
+        tile_config_from_args(args)
