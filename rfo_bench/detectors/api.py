@@ -409,18 +409,35 @@ def recorded_slicing(run_dir: str | Path):
     return dataclass_from(SliceConfig, stated, file=path, key="slicing")
 
 
+def record_weights_path(run_dir: str | Path, record: dict[str, Any]) -> Path:
+    """The weights file a detector record names, refused unless it is a file inside the run folder.
+
+    A record is a user's file: ``weights: ../../elsewhere.pt`` must not make a loader read outside the folder.
+
+    Raises:
+        UserInputError: the path leaves the folder, or names no file (missing weights).
+    """
+    folder = Path(run_dir)
+    relative = record["weights"]
+    candidate = (folder / relative).resolve()
+    if not candidate.is_relative_to(folder.resolve()):
+        raise UserInputError("weights path leaves the run folder", file=folder / RECORD_NAME, field="weights",
+                             value=relative)
+    if not candidate.is_file():
+        raise UserInputError("weights file of the trained detector is missing", file=folder / relative)
+    return candidate
+
+
 def _load_unsliced(run_dir: str | Path, *, device: str | None, require_hash: bool):
     from rfo_bench.detectors.provenance import verify_weights
 
     record = read_record(run_dir)
+    weights = record_weights_path(run_dir, record)
     spec = get_detector(record["model"])
     config = TrainConfig.from_dict(record["config"], file=Path(run_dir) / RECORD_NAME)
     if device is not None:
         config = TrainConfig(**{**config.__dict__, "device": device})
     categories = CategoryMap.from_list(record["categories"])
-    weights = Path(run_dir) / record["weights"]
-    if not weights.is_file():
-        raise UserInputError("weights file of the trained detector is missing", file=weights)
     if weights.stat().st_size > MAX_WEIGHTS_BYTES:
         raise UserInputError(f"weights file is larger than {MAX_WEIGHTS_BYTES >> 30} GiB", file=weights)
     verify_weights(weights, record.get("weights_sha256"), required=require_hash)

@@ -72,7 +72,7 @@ def check_finished_run(run_dir: str | Path) -> dict[str, Any]:
     Raises:
         UserInputError: not a finished recipe run, a field missing, or weights that differ from the record.
     """
-    from rfo_bench.detectors.api import RECORD_NAME, read_record
+    from rfo_bench.detectors.api import RECORD_NAME, read_record, record_weights_path
     from rfo_bench.detectors.provenance import verify_weights
 
     record = read_record(run_dir)
@@ -81,7 +81,7 @@ def check_finished_run(run_dir: str | Path) -> dict[str, Any]:
         if record.get(field) in (None, "", {}, []):
             raise UserInputError("not a finished recipe run (rfo-bench train --config); its record lacks this",
                                  file=path, field=field)
-    weights = _inside(Path(run_dir), record["weights"], path)
+    weights = record_weights_path(run_dir, record)
     verify_weights(weights, record["weights_sha256"], required=True)
     return record
 
@@ -130,13 +130,3 @@ def _only_a_bundle(folder: Path) -> bool:
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return False  # a damaged record: nothing says what the folder holds
     return {p.name for p in folder.iterdir()} <= kept
-
-
-def _inside(folder: Path, relative: str, record_path: Path) -> Path:
-    """``folder / relative``, refused when the record's path leaves the run folder."""
-    candidate = (folder / relative).resolve()
-    if not candidate.is_relative_to(folder.resolve()) or not candidate.is_file():
-        raise UserInputError("weights path is not a file inside the run folder", file=record_path, field="weights",
-                             value=relative)
-    return candidate
-

@@ -278,14 +278,17 @@ def evaluate_held_out(detector, test, out: Path, *, bootstrap: int, seed: int, p
     """Predict on ``test``, write the predictions under ``out`` and evaluate them with the toolkit's evaluator.
 
     Returns:
-        ``AP50``, ``AP``, ``FROC``, ``AUROC``, per-category metrics and 95 % intervals, from the evaluation report.
+        ``AP50``, ``AP``, ``FROC``, ``AUROC``, per-category metrics and 95 % intervals, from the evaluation report,
+        with the ``data_sha256`` of the films and boxes they were measured on (the unseen classes' boxes removed).
     """
+    from rfo_bench.detectors.provenance import dataset_sha256
     from rfo_bench.evaluate import EvalConfig
 
     report = predict_and_evaluate(detector, test, out, EvalConfig(bootstrap=bootstrap, seed=seed,
                                                                   auroc_positive="critical"), progress=progress)[0].report
     coco, froc = report.get("coco") or {}, report.get("froc") or {}
-    return {"images": len(test), "AP50": coco.get("AP50"), "AP": coco.get("AP"), "FROC": froc.get("score"),
+    return {"images": len(test), "data_sha256": dataset_sha256([test]),
+            "AP50": coco.get("AP50"), "AP": coco.get("AP"), "FROC": froc.get("score"),
             "AUROC": report.get("auroc"), "per_category": report.get("per_category"),
             "ci95": report.get("ci95")}
 
@@ -343,6 +346,11 @@ def evaluate_checkpoint(recipe_file: str | Path, checkpoint: str | Path, data: s
     done = int(load_yolo_checkpoint(checkpoint)[1].get("epoch", -1))
     epoch = done + 1 if done >= 0 else None  # a finished run's weights no longer state their epoch
     dataset = load_training_data(data, split="val")
+    if recipe.test and Path(recipe.test).is_file():  # a copy or a subset of the test films is the test too
+        shared = _film_hashes(dataset) & _film_hashes(load_training_data(recipe.test, split="test"))
+        if shared:
+            raise UserInputError(f"{len(shared)} of its films are the recipe's held-out test films: progress is "
+                                 "checked on other films", file=data)
     check_classes(dataset, recipe.classes, what="evaluation")
     dataset = without_classes(dataset, recipe.unseen_classes)
     if max_images is not None:
@@ -352,6 +360,11 @@ def evaluate_checkpoint(recipe_file: str | Path, checkpoint: str | Path, data: s
                               recipe.slicing)
     return {**evaluate_held_out(detector, dataset, Path(out), bootstrap=0, seed=recipe.seed, progress=progress),
             "epoch": epoch}
+
+
+def _film_hashes(dataset) -> set[str]:
+    """The SHA-256 of every image file of ``dataset`` (what a film is, wherever it was copied)."""
+    return {sha256_file(dataset.resolve(record)) for record in dataset.images if dataset.resolve(record).is_file()}
 
 
 def load_shipped_detector(run_dir: str | Path, *, device: str | None = None, slicing: SliceConfig | None = None):
@@ -405,10 +418,11 @@ def read_detector_start(run_dir: str | Path) -> DetectorStart:
     Raises:
         UserInputError: no such folder or record, or a record without weights SHA-256, tiling or ``film_px``.
     """
-    from rfo_bench.detectors.api import RECORD_NAME, read_record, recorded_slicing
+    from rfo_bench.detectors.api import RECORD_NAME, read_record, record_weights_path, recorded_slicing
 
     record = read_record(run_dir)
     path = Path(run_dir) / RECORD_NAME
+    weights = record_weights_path(run_dir, record)
     tiling = (record.get("config") or {}).get("tiling")
     if not isinstance(tiling, dict):
         raise UserInputError("the detector was not trained on tiles (its record states no tiling); train it with "
@@ -426,7 +440,7 @@ def read_detector_start(run_dir: str | Path) -> DetectorStart:
     slicing = recorded_slicing(run_dir) if record.get("slicing") is not None else None
     compute = record.get("compute") if isinstance(record.get("compute"), dict) else {}
     return DetectorStart(
-        run_dir=str(run_dir), model=str(record["model"]), weights=str(Path(run_dir) / record["weights"]),
+        run_dir=str(run_dir), model=str(record["model"]), weights=str(weights),
         weights_sha256=record["weights_sha256"], tiling=tiles, slicing=slicing, film_px=int(record["film_px"]),
         categories=tuple(sorted(categories)), unseen_classes=tuple(record.get("unseen_classes") or ()),
         recipe_name=str(record.get("recipe_name") or ""), recipe_sha256=str(record.get("recipe_sha256") or ""),

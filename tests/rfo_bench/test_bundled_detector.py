@@ -67,8 +67,12 @@ def test_a_weights_path_outside_the_run_is_refused(tmp_path: Path) -> None:
     (tmp_path / "elsewhere.pt").write_bytes(b"x")
     run = _finished_run(tmp_path / "run", weights="../elsewhere.pt",
                         weights_sha256=hashlib.sha256(b"x").hexdigest())
-    with pytest.raises(UserInputError, match="inside the run folder"):
-        check_finished_run(run)
+    from rfo_bench.detectors.api import load_detector
+    from rfo_bench.detectors.shipped import read_detector_start
+
+    for read in (check_finished_run, read_detector_start, load_detector):  # every reader of a record
+        with pytest.raises(UserInputError, match="weights: weights path leaves the run folder"):
+            read(run)
 
 
 def test_an_earlier_bundle_is_replaced_but_a_foreign_folder_is_not(tmp_path: Path) -> None:
@@ -121,11 +125,14 @@ def test_the_demo_uses_the_bundled_detector_by_default_and_only_when_it_exists(
 
 def test_the_bundled_weights_match_their_record() -> None:
     """The committed detector: weights byte-identical to the record, loadable by the restricted loader."""
-    location = bundled_detector()
-    if location is None:
-        pytest.skip("no detector is bundled in this checkout yet")
+    from rfo_bench.detectors.api import RECORD_NAME
+    from rfo_bench.detectors.bundled import bundle_location
     from rfo_bench.detectors.shipped import check_start_weights, read_detector_start
 
+    location = bundle_location()
+    if not (location / RECORD_NAME).is_file():
+        pytest.skip("no detector is bundled in this checkout yet")
+    assert bundled_detector() == location  # a record without its weights fails here, not silently skipped
     record = check_finished_run(location)
     assert check_start_weights(read_detector_start(location)).is_file()
     assert record["held_out_metrics"]

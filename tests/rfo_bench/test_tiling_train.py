@@ -421,6 +421,12 @@ def test_a_running_recipes_checkpoint_is_evaluated_as_its_record_will_be(tmp_pat
     with pytest.raises(UserInputError, match="held-out test"):
         evaluate_checkpoint(file, checkpoint, test, tmp_path / "probe", progress=False)
     same_films = Path(shutil.copytree(test.parent, tmp_path / "films")) / test.name  # the test's films, elsewhere
+    with pytest.raises(UserInputError, match="3 of its films are the recipe's held-out test films"):
+        evaluate_checkpoint(file, checkpoint, same_films, tmp_path / "probe", progress=False)
+    # the same recipe naming other test films evaluates these as the record's held-out evaluation did
+    other = write_tiny_coco(tmp_path / "other", n=2, height=HEIGHT, width=WIDTH, seed=3)
+    file = tmp_path / "recipe_other_test.yaml"
+    file.write_text(yaml.safe_dump({**recipe, "data": {**recipe["data"], "test": str(other)}}))
     probe = evaluate_checkpoint(file, checkpoint, same_films, tmp_path / "probe", progress=False)
     held_out = record["held_out_metrics"]
     assert probe["epoch"] is None and probe["images"] == held_out["images"] == 3  # finished weights
@@ -434,7 +440,7 @@ def test_a_running_recipes_checkpoint_is_evaluated_as_its_record_will_be(tmp_pat
     assert json.loads((tmp_path / "probe_cli" / "probe.json").read_text())["AP50"] == pytest.approx(probe["AP50"])
     assert "finished run: AP50" in capsys.readouterr().out
     monkeypatch.setattr("sys.argv", [str(script), "--config", str(file), "--checkpoint", str(checkpoint),
-                                     "--data", str(test), "--out", str(tmp_path / "probe_test")])
+                                     "--data", str(other), "--out", str(tmp_path / "probe_test")])
     with pytest.raises(SystemExit) as stop:
         runpy.run_path(str(script), run_name="__main__")
     assert stop.value.code == 2 and "held-out test" in capsys.readouterr().err
