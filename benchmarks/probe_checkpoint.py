@@ -12,7 +12,9 @@ by :func:`rfo_bench.detectors.shipped.evaluate_checkpoint`: the recipe's classes
 sliced by the recipe's slicing, the toolkit's evaluator. The recipe's held-out test is refused: a figure
 looked at during training must not come from the films the record reports. Prints one line of figures
 and writes the predictions, the evaluation and ``probe.json`` under ``--out``. On one thread, 100 films
-of 2048 px take about five CPU-minutes.
+of 2048 px take about five CPU-minutes. ``--bootstrap N`` adds 95 % intervals; with a finished run's weights
+(``--checkpoint rfo_bench/assets/shipped_detector/...``) it evaluates the shipped detector on films the recipe
+never used, e.g. ``rfo-synth physics --mode ct`` films (other anatomy: the chest CT, not the radiograph).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder for the predictions and figures (new, or this script's)")
     parser.add_argument("--max-images", type=int, default=None, help="the first N films only")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bootstrap", type=int, default=0, help="replicates of the 95 %% intervals (0: none)")
     args = parser.parse_args()
     import torch
 
@@ -44,7 +47,7 @@ def main() -> None:
     try:
         out = claim_output_dir(Path(args.out), BENCH_TOOL)
         figures = evaluate_checkpoint(args.config, args.checkpoint, args.data, out, device=args.device,
-                                      max_images=args.max_images)
+                                      max_images=args.max_images, bootstrap=args.bootstrap)
     except UserInputError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     (out / "probe.json").write_text(json.dumps({"checkpoint": str(args.checkpoint), **figures}, indent=2))
@@ -53,7 +56,9 @@ def main() -> None:
     shown = "  ".join(f"{k} {figures[k]:.3f}" if figures.get(k) is not None else f"{k} -"
                       for k in ("AP50", "FROC", "AUROC"))
     epochs = "finished run" if figures["epoch"] is None else f"{figures['epoch']} epochs"
-    print(f"{epochs}: {shown} on {figures['images']} films; per class AP50 {per_class}")
+    intervals = {k: v for k, v in (figures.get("ci95") or {}).items() if v}
+    print(f"{epochs}: {shown} on {figures['images']} films; per class AP50 {per_class}"
+          + (f"; 95 % intervals {json.dumps(intervals)}" if intervals else ""))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ class ModelEntry:
         label: the row label (default: ``name`` or ``name/backbone``; ``+start`` for a ``start`` entry).
         tiling: train on tiles cut at the films' native spacing and predict sliced over whole films (a
             from-scratch entry; ``None``: whole images resized to ``imgsz``).
-        start: a recipe-trained detector folder (``rfo-bench train --config RECIPE --out DIR``). Every
+        start: a recipe-trained detector folder (``rfo-bench train --config RECIPE --out DIR``), or
+            ``shipped``: the detector bundled with the toolkit (``rfo-bench bundle``). Every
             run of the entry fine-tunes that detector: its weights (checked against the record's SHA-256
             before any work), its tiling and bit depth, its slicing at prediction, and its unseen classes
             come from its ``detector.json`` (:func:`rfo_bench.detectors.shipped.read_detector_start`).
@@ -373,6 +374,13 @@ def _start(item: dict[str, Any], where: str, file: str, base: Path) -> DetectorS
     if value is None:
         return None
     _typed(value, str, f"{where}.start", file)
+    if value == "shipped":
+        from rfo_bench.detectors.bundled import require_bundled_detector
+
+        try:
+            return read_detector_start(require_bundled_detector(f"{where}.start"))
+        except UserInputError as err:
+            raise UserInputError(f"{err.message} ({err.file})", file=file, field=f"{where}.start") from None
     folder = Path(value).expanduser()
     folder = folder if folder.is_absolute() else base / folder
     if not folder.is_dir():

@@ -304,21 +304,24 @@ def test_build_commands_without_the_film_size_are_refused(tmp_path: Path, monkey
 
 
 def test_shipped_benchmark_config(tmp_path: Path, start_dir: Path, capsys, monkeypatch) -> None:
-    """configs/benchmark_shipped.yaml: a missing runs/shipped is one line naming the field (exit 2); with a
-    detector there, it parses into from-start and tiled from-scratch rows at clinical resolution."""
+    """configs/benchmark_shipped.yaml starts from the bundled detector (``start: shipped``): without one it is
+    one line naming the field (exit 2); with one, it parses into from-start and tiled from-scratch rows at
+    clinical resolution."""
+    import rfo_bench.detectors.bundled as bundled
+
     path = REPO / "configs" / "benchmark_shipped.yaml"
-    monkeypatch.chdir(tmp_path)  # no runs/shipped here
+    monkeypatch.setattr(bundled, "bundle_location", lambda: tmp_path / "no_bundle")
     assert main(["benchmark", "--config", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "models[0].start" in err[0] and "does not exist" in err[0]
+    assert len(err) == 1 and "models[0].start" in err[0] and "holds no shipped detector" in err[0]
     with pytest.raises(UserInputError):
         load_benchmark_config(path)
 
     data = yaml.safe_load(path.read_text())
-    assert data["models"][0]["start"] == "runs/shipped"
-    (tmp_path / "runs").mkdir()
-    shutil.copytree(start_dir, tmp_path / "runs" / "shipped")
+    assert data["models"][0]["start"] == "shipped"
+    monkeypatch.setattr(bundled, "bundle_location", lambda: start_dir)
     config = parse_benchmark_config(data, file=str(path))
+    assert config.models[0].start is not None and Path(config.models[0].start.run_dir) == start_dir
     assert len(config.seeds) >= 3
     assert {"real", "real+physics", "real+diffusion"} <= set(config.arms)
     starts = [m for m in config.models if m.start is not None]
