@@ -168,6 +168,10 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
             logger.info("the Ultralytics run in %s has finished; nothing to resume", out)  # its optimizer was stripped
             return _finished_run(out)
         partial = read_partial(weights_dir, int(checkpoint["epoch"]))
+        started_amp = (checkpoint.get("train_args") or {}).get("amp")
+        if started_amp is not None and bool(started_amp) != config.use_amp:  # the trainer keeps its own
+            logger.warning("the run started %s mixed precision and goes on so (the Ultralytics trainer keeps the "
+                           "setting it started with, whatever the device now)", "with" if started_amp else "without")
         start = weights_dir / PARTIAL_NAME if partial is not None else last
         if partial is not None:
             load_yolo_checkpoint(start)
