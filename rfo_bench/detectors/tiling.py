@@ -13,6 +13,13 @@ An object that is visible in the tile but below that fraction must not appear un
 object's visible part is painted with the tile's median (an ignore region realised in the pixels, since
 neither the torchvision heads nor Ultralytics take ignore boxes).
 
+The fraction is of the object's whole box, so an object whose box is more than about twice a tile's area
+(``min(w, T) * min(h, T) < fraction * w * h``) is never labelled in a native tile, and a tile that cuts it
+is rejected: such objects are learned at the coarse scale only (the whole-film tiles), as sliced inference
+finds them in its whole-film pass. In the shipped recipe's films (320-px tiles at 0.18 mm per pixel) that is
+82 % of clamps, 51 % of cottonoids, 39 % of zippers, 22 % of guidewires and 16 % of sponges; the
+recipe's checkpoint after epoch 5 found clamps at AP50 0.58 on validation films that way.
+
 Intensities: each film is windowed by its own percentiles (:func:`window_film`) before any cut, at
 training and at inference alike, so faint objects (sponges, cottonoids, guidewires) span many grey
 levels instead of a handful once a detector reads them (YOLO reads 8 bits).
