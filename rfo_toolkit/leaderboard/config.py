@@ -374,19 +374,16 @@ def _start(item: dict[str, Any], where: str, file: str, base: Path) -> DetectorS
     if value is None:
         return None
     _typed(value, str, f"{where}.start", file)
-    if value == "shipped":
-        from rfo_bench.detectors.bundled import require_bundled_detector
-
-        try:
-            return read_detector_start(require_bundled_detector(f"{where}.start"))
-        except UserInputError as err:
-            raise UserInputError(f"{err.message} ({err.file})", file=file, field=f"{where}.start") from None
     folder = Path(value).expanduser()
     folder = folder if folder.is_absolute() else base / folder
-    if not folder.is_dir():
-        raise UserInputError(f"start detector folder {folder} does not exist (train it with rfo-bench train "
-                             "--config RECIPE --out DIR)", file=file, field=f"{where}.start")
     try:
+        if value == "shipped":  # the detector bundled with the toolkit
+            from rfo_bench.detectors.bundled import require_bundled_detector
+
+            folder = require_bundled_detector(f"{where}.start")
+        elif not folder.is_dir():
+            raise UserInputError(f"start detector folder {folder} does not exist (train it with rfo-bench train "
+                                 "--config RECIPE --out DIR)")
         return read_detector_start(folder)
     except UserInputError as err:
         raise UserInputError(f"{err.message} ({err.file}: {err.field})" if err.field else err.message,
