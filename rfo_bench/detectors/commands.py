@@ -177,7 +177,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         model_dir = require_bundled_detector("--model-dir")
     # how the detector was evaluated (its record), with what the command line changes
     given = {"overlap": args.overlap, "merge": args.merge, "match_threshold": args.match_threshold,
-             "union_score_ratio": args.union_score_ratio, "coarse_pass": False if args.no_coarse_pass else None}
+             "union_score_ratio": args.union_score_ratio, "coarse_pass": False if args.no_coarse_pass else None,
+             "extent": args.extent}
     slicing = replace(recorded_slicing(model_dir), **{k: v for k, v in given.items() if v is not None})
     # the bundled detector loads only when its weights match its record
     detector = load_detector(model_dir, device=device, slicing=slicing, require_hash=shipped)
@@ -265,6 +266,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "of the best one (default: the record's, else 0.5; 0: every matched box)")
     cmd.add_argument("--no-coarse-pass", action="store_true",
                      help="skip the whole-film pass for objects larger than a tile")
+    cmd.add_argument("--extent", choices=("whole", "union"), default=None,
+                     help="a merged box spans the detections that saw the object whole (the coarse pass, tile "
+                          "boxes clear of their tile's inner edges), or the union of every member (SAHI's) "
+                          "(default: the record's, else whole)")
 
     cmd = add_command(subparsers, "bundle", _cmd_bundle,
                       "copy a finished recipe run (rfo-bench train --config) into this installation as its shipped "

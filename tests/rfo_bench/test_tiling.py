@@ -11,8 +11,10 @@ import pytest
 
 from rfo_bench.detectors.api import Detections
 from rfo_bench.detectors.sliced import (
+    CUT_EDGE_PX,
     SliceConfig,
     component_groups,
+    cut_views,
     greedy_groups,
     merge_detections,
     overlap_row,
@@ -187,6 +189,72 @@ def test_an_object_cut_by_a_tile_edge_merges_with_its_whole_view() -> None:
     np.testing.assert_allclose(found.boxes_xyxy[0], [40, 30, 62, 52], atol=ATOL)
 
 
+def tile_filling_detector(category_id: int = 4):
+    """A stand-in for a tile-trained YOLO on part of a large object: a bright region that runs off the tile
+    is answered with a box filling the whole tile (as objects that filled training tiles taught it); a
+    region inside the tile gets its exact box."""
+    exact = bright_box_detector(category_id)
+
+    def predict(tile: np.ndarray) -> Detections:
+        found = exact(tile)
+        height, width = tile.shape
+        off = ((found.boxes_xyxy[:, :2] <= 0).any(axis=1) | (found.boxes_xyxy[:, 2] >= width)
+               | (found.boxes_xyxy[:, 3] >= height))
+        boxes = found.boxes_xyxy.copy()
+        boxes[off] = [0, 0, width, height]
+        return Detections(boxes, found.scores, found.category_ids)
+
+    return predict
+
+
+def test_a_large_object_takes_its_box_from_the_views_that_saw_it_whole() -> None:
+    film = np.zeros((2 * HEIGHT, 2 * WIDTH), np.float32)
+    film[50:150, 70:230] = 1.0  # 160 x 100 px: no 64-px tile sees it whole, the coarse pass does
+    tiling = TileConfig(tile_size=64)
+    whole = predict_sliced(tile_filling_detector(), film, tiling, SliceConfig(overlap=0.25))
+    assert len(whole) == 1
+    np.testing.assert_allclose(whole.boxes_xyxy[0], [70, 50, 230, 150], atol=2 * WIDTH / 64)  # the coarse box
+    # SAHI's union of every member: the tiles' boxes, a box on the tile grid far larger than the object
+    union = predict_sliced(tile_filling_detector(), film, tiling, SliceConfig(overlap=0.25, extent="union"))
+    assert len(union) == 1
+    x0, y0, x1, y1 = union.boxes_xyxy[0]
+    assert (x1 - x0) * (y1 - y0) > 1.5 * 160 * 100
+    assert x0 % 48 == 0 and y0 % 48 == 0  # tile starts: a stride of 48 px (64-px tiles, overlap 0.25)
+    # with no view of it whole (no coarse pass), the cut views' union is all there is
+    cut_only = predict_sliced(tile_filling_detector(), film, tiling, SliceConfig(overlap=0.25, coarse_pass=False))
+    np.testing.assert_allclose(cut_only.boxes_xyxy, union.boxes_xyxy, atol=ATOL)
+
+
+def test_a_small_object_cut_by_one_tile_keeps_the_box_of_the_tile_that_saw_it_whole() -> None:
+    film = np.zeros((HEIGHT, WIDTH), np.float32)
+    film[30:52, 38:60] = 1.0  # 22 px, whole in the tile at (0, 0), cut by the tiles at x = 48 and at y = 46
+    found = predict_sliced(tile_filling_detector(), film, TileConfig(tile_size=64),
+                           SliceConfig(overlap=0.25, coarse_pass=False))
+    assert len(found) == 1
+    np.testing.assert_allclose(found.boxes_xyxy[0], [38, 30, 60, 52], atol=ATOL)
+
+
+def test_cut_views_are_boxes_at_a_tile_edge_inside_the_film() -> None:
+    window = (48, 48, 112, 112)  # a 64-px tile inside a 170 x 110 film: its bottom edge (y 112) lies past it
+    boxes = np.array([[48, 60, 70, 80],  # at the left edge: cut
+                      [48 + CUT_EDGE_PX + 0.5, 60, 70, 80],  # clear of it
+                      [60, 60, 112 - CUT_EDGE_PX, 80],  # within the tolerance of the right edge: cut
+                      [60, 80, 80, 112],  # at the bottom edge, which is past the film's: not cut
+                      [60, 48 + CUT_EDGE_PX - 0.5, 80, 70]], np.float32)  # within the tolerance of the top
+    assert cut_views(boxes, window, HEIGHT, WIDTH).tolist() == [True, False, True, False, True]
+    # the coarse pass's window is the whole film: nothing it finds is cut
+    assert not cut_views(boxes, (0, 0, WIDTH, HEIGHT), HEIGHT, WIDTH).any()
+    # merge_detections: a cut view joins the group but leaves its extent to the whole view
+    pair = np.array([[48, 60, 112, 80], [40, 60, 70, 80]], np.float32)
+    merged = merge_detections(pair, np.array([0.9, 0.8], np.float32), np.array([1, 1]), SliceConfig(),
+                              cut=np.array([True, False]))
+    np.testing.assert_allclose(merged[0], [[40, 60, 70, 80]], atol=ATOL)
+    assert merged[1].tolist() == pytest.approx([0.9])  # the keeper's score
+    union = merge_detections(pair, np.array([0.9, 0.8], np.float32), np.array([1, 1]), SliceConfig(extent="union"),
+                             cut=np.array([True, False]))
+    np.testing.assert_allclose(union[0], [[40, 60, 112, 80]], atol=ATOL)
+
+
 def test_neighbouring_objects_that_disagree_where_tiles_overlap_stay_apart() -> None:
     film = np.zeros((HEIGHT, WIDTH), np.float32)
     film[30:40, 30:47] = 1.0  # ends 1 px before the overlap zone of the first two tiles (x 48..64)
@@ -234,9 +302,9 @@ def test_weak_boxes_do_not_stretch_a_confident_box(merge: str) -> None:
     gated = predict_sliced(weak_halo_detector(), film, tiling, SliceConfig(coarse_pass=False, merge=merge))
     assert len(gated) == 1 and gated.scores[0] == pytest.approx(0.9)
     np.testing.assert_allclose(gated.boxes_xyxy[0], [30, 40, 42, 52], atol=ATOL)
-    # the plain union (SAHI's) lets 0.01-score boxes stretch it to several times the object
+    # the plain union of every member (SAHI's) lets 0.01-score boxes stretch it to several times the object
     union = predict_sliced(weak_halo_detector(), film, tiling, SliceConfig(coarse_pass=False, merge=merge,
-                                                                            union_score_ratio=0.0))
+                                                                            union_score_ratio=0.0, extent="union"))
     width, height = union.boxes_xyxy[0, 2:] - union.boxes_xyxy[0, :2]
     assert width > 2 * 12 and height > 2 * 12
 
@@ -294,3 +362,5 @@ def test_bad_tile_settings_are_user_errors() -> None:
         SliceConfig(overlap=1.0)
     with pytest.raises(UserInputError, match="union_score_ratio"):
         SliceConfig(union_score_ratio=1.5)
+    with pytest.raises(UserInputError, match="extent"):
+        SliceConfig(extent="intersection")
