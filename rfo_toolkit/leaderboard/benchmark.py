@@ -37,6 +37,7 @@ from rfo_toolkit.leaderboard.runs import (
     RunOutcome,
     outcome_to_json,
     read_replicates,
+    row_slicing,
     run_one,
     run_start_baseline,
     slug,
@@ -267,6 +268,8 @@ def run_benchmark(
                                "synthetic": synth_hashes, "bootstrap": config.bootstrap, "device": config.device}
                 if unseen:
                     fingerprint["unseen_classes"] = list(unseen)
+                if entry.start is None and entry.run_tiling is not None:  # a start's slicing is in its entry
+                    fingerprint["slicing"] = row_slicing(entry).to_dict()
                 logger.info("run %s | %s | seed %d", entry.display, arm, seed)
                 outcomes.append(run_one(entry, arm, seed, sets, test, config, run_dir, fingerprint,
                                          force=force, progress=progress, threads=threads))

@@ -297,7 +297,7 @@ def run_one(
     train_config = TrainConfig(model=entry.name, recipe=entry.train_recipe(), seed=seed, backbone=entry.backbone,
                                weights=weights, device=config.device, tiling=entry.run_tiling, threads=threads)
     trained = train_detector(train_config, train_sets, run_dir / "model", progress=progress)
-    detector = load_detector(trained.run_dir, slicing=entry.start.slicing if entry.start is not None else None)
+    detector = load_detector(trained.run_dir, slicing=row_slicing(entry))
     _predict(detector, test, run_dir, progress=progress)
     metrics = _evaluate_cell(run_dir, test, config, key)
     ledger = trained.record.get("compute") or {}
@@ -310,6 +310,17 @@ def run_one(
                          evaluation="whole images" if entry.run_tiling is None else "sliced")
     _write_result(run_dir, key, fingerprint, outcome)
     return outcome
+
+
+def row_slicing(entry: ModelEntry):
+    """The :class:`~rfo_bench.detectors.sliced.SliceConfig` a row's detectors predict with: a start's own (its
+    record's), the toolkit's default for a tiled from-scratch row; ``None`` for whole-image rows. It is part
+    of a cell's key, so a finished cell predicted with other slicing is not reused."""
+    from rfo_bench.detectors.sliced import SliceConfig
+
+    if entry.start is not None:
+        return entry.start.slicing
+    return SliceConfig() if entry.run_tiling is not None else None
 
 
 def start_fingerprint(entry: ModelEntry) -> dict[str, Any]:

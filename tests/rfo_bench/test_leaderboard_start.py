@@ -292,6 +292,15 @@ def test_build_renders_films_at_the_stated_resolution_on_held_out_cells(tmp_path
     assert [r["start"] for r in summary["rows"]] == [None, None]
     assert {r["evaluation"] for r in summary["runs"]} == {"sliced"}
     assert "| scratch |" in (tmp_path / "out" / "leaderboard.md").read_text()
+    # the slicing its detectors predicted with is part of each cell's key: a finished cell predicted with
+    # other slicing (another release's defaults) is run again, not reused
+    from rfo_bench.detectors.sliced import SliceConfig
+    from rfo_toolkit.leaderboard.runs import RESULT_FILE
+
+    results = sorted((tmp_path / "out" / "runs").glob(f"*/*/seed0/{RESULT_FILE}"))
+    assert len(results) == 2
+    for result in results:
+        assert json.loads(result.read_text())["fingerprint"]["slicing"] == SliceConfig().to_dict()
 
 
 def test_build_commands_without_the_film_size_are_refused(tmp_path: Path, monkeypatch, capsys) -> None:
