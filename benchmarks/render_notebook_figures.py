@@ -116,7 +116,10 @@ def shrink_png(data: bytes, max_width: int = MAX_WIDTH_PX, max_bytes: int = MAX_
         scaled = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS) \
             if width != image.width else image
         for colours in (None, 256, 128, 64):
-            candidate = scaled if colours is None else scaled.quantize(colours, dither=Image.Dither.NONE)
+            # octree quantisation keeps a figure's rare saturated colours (thin coloured boxes on grey
+            # radiographs), which the default median cut merges into the greys
+            candidate = scaled if colours is None else scaled.quantize(colours, method=Image.Quantize.FASTOCTREE,
+                                                                       dither=Image.Dither.NONE)
             buffer = io.BytesIO()
             candidate.save(buffer, format="PNG", optimize=True)
             if buffer.tell() <= max_bytes:
