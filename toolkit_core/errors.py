@@ -52,6 +52,14 @@ class UserInputError(ValueError):
         return " ".join(line.split())
 
 
+def expect_type(value: Any, kind: type | tuple[type, ...], field: str, file: str | PathLike[str] | None) -> Any:
+    """``value`` when it is a ``kind`` (a YAML ``true`` is not an ``int``), else one line naming ``file`` and ``field``."""
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise UserInputError(f"expected {names}", file=file, field=field, value=value)
+    return value
+
+
 def require(condition: bool, message: str, **where: Any) -> None:
     """Raise :class:`UserInputError` with ``message`` unless ``condition`` holds."""
     if not condition:

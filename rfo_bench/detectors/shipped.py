@@ -22,7 +22,7 @@ from rfo_bench.detectors.config import Recipe, TrainConfig, recipe_with_override
 from rfo_bench.detectors.registry import get_detector
 from rfo_bench.detectors.sliced import SliceConfig
 from rfo_bench.detectors.tiling import TileConfig
-from toolkit_core.errors import UserInputError, dataclass_from
+from toolkit_core.errors import UserInputError, dataclass_from, expect_type
 from toolkit_core.utils import atomic_write_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ def load_training_recipe(path: str | Path) -> TrainingRecipe:
     if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
         raise UserInputError("expected a list of commands", file=file, field="data.commands")
     seeds = source.get("seeds") or {}
-    if not isinstance(seeds, dict) or not all(_is_int(v, 0) for v in seeds.values()):
+    if not isinstance(seeds, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds.values()):
         raise UserInputError("expected a mapping of names to non-negative integer seeds", file=file,
                              field="data.seeds", value=seeds)
     return TrainingRecipe(
@@ -173,14 +174,10 @@ def load_training_recipe(path: str | Path) -> TrainingRecipe:
     )
 
 
-def _is_int(value: Any, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
 def _integer(data: dict[str, Any], name: str, file: Path, *, default: int, minimum: int) -> int:
     """``data[name]`` as an integer >= ``minimum`` (``default`` when absent); YAML ``1.7`` or ``zero`` refused."""
-    value = data.get(name, default)
-    if not _is_int(value, minimum):
+    value = expect_type(data.get(name, default), int, name, file)
+    if value < minimum:
         raise UserInputError(f"expected an integer >= {minimum}", file=file, field=name, value=value)
     return value
 
@@ -193,7 +190,7 @@ def _text(data: dict[str, Any], name: str, file: Path, *, default: Any = ..., ke
         if default is ...:
             raise UserInputError("missing entry", file=file, field=field)
         return default
-    if not isinstance(value, str) or not value.strip():
+    if not expect_type(value, str, field, file).strip():
         raise UserInputError("expected a non-empty string", file=file, field=field, value=value)
     return value
 

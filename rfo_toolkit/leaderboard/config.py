@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rfo_bench.detectors.shipped import DetectorStart
 from rfo_bench.detectors.tiling import TileConfig
 from rfo_bench.eval_config import BOOTSTRAP_UNITS
-from toolkit_core.errors import UserInputError
+from toolkit_core.errors import UserInputError, expect_type
 
 if TYPE_CHECKING:
     from rfo_bench.detectors.config import Recipe
@@ -221,13 +221,6 @@ class BenchmarkConfig:
         return data
 
 
-def _typed(value: Any, kind: type | tuple[type, ...], where: str, file: str) -> Any:
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise UserInputError(f"expected {names}", file=file, field=where, value=value)
-    return value
-
-
 def _known_keys(section: dict[str, Any], allowed: set[str], where: str, file: str) -> None:
     unknown = sorted(set(section) - allowed)
     if unknown:
@@ -251,16 +244,16 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
     _known_keys(data, {"name", "out", "seeds", "models", "arms", "data", "generators", "synthetic_only_from",
                        "bootstrap", "bootstrap_unit", "device"}, "<top level>", file)
     name = str(data.get("name", Path(file).stem))
-    seeds = tuple(_typed(s, int, "seeds", file) for s in _typed(data.get("seeds", [0]), list, "seeds", file))
+    seeds = tuple(expect_type(s, int, "seeds", file) for s in expect_type(data.get("seeds", [0]), list, "seeds", file))
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise UserInputError("seeds must be a non-empty list of distinct non-negative integers", file=file,
                              field="seeds", value=list(seeds))
     models = []
-    for index, item in enumerate(_typed(data.get("models"), list, "models", file)):
+    for index, item in enumerate(expect_type(data.get("models"), list, "models", file)):
         where = f"models[{index}]"
         if isinstance(item, str):
             item = {"name": item}
-        _typed(item, dict, where, file)
+        expect_type(item, dict, where, file)
         _known_keys(item, {"name", "recipe", "overrides", "backbone", "weights", "label", "tiling", "start"},
                     where, file)
         start = _start(item, where, file, base_dir or Path.cwd())
@@ -269,7 +262,7 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
             if start is not None:
                 raise UserInputError("a start entry takes its tiling from the detector's record; remove 'tiling'",
                                      file=file, field=f"{where}.tiling")
-            values = dict(_typed(item["tiling"], dict, f"{where}.tiling", file))
+            values = dict(expect_type(item["tiling"], dict, f"{where}.tiling", file))
             try:
                 tiling = TileConfig.from_dict(values)
             except UserInputError as err:
@@ -286,7 +279,7 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
                                  field=f"{where}.weights")
         entry = ModelEntry(
             name=name, recipe=str(item.get("recipe", "cpu-tiny")),
-            overrides=dict(_typed(item.get("overrides", {}) or {}, dict, f"{where}.overrides", file)),
+            overrides=dict(expect_type(item.get("overrides", {}) or {}, dict, f"{where}.overrides", file)),
             backbone=str(item.get("backbone", "resnet18")), weights=item.get("weights"),
             label=str(item.get("label", "")), tiling=tiling, start=start,
         )
@@ -306,11 +299,11 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
     if len(set(labels)) != len(labels):
         raise UserInputError("two models share a row label; give each a distinct 'label'", file=file,
                              field="models", value=labels)
-    arms = tuple(str(a) for a in _typed(data.get("arms", list(ARMS)), list, "arms", file))
+    arms = tuple(str(a) for a in expect_type(data.get("arms", list(ARMS)), list, "arms", file))
     for arm in arms:
         if arm not in ARMS:
             raise UserInputError("unknown arm; expected one of: " + ", ".join(ARMS), file=file, field="arms", value=arm)
-    data_section = _typed(data.get("data"), dict, "data", file)
+    data_section = expect_type(data.get("data"), dict, "data", file)
     _known_keys(data_section, {"train", "test", "build"}, "data", file)
     base = base_dir or Path.cwd()
 
@@ -324,7 +317,7 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
     train, test = _path("train"), _path("test")
     build = None
     if "build" in data_section:
-        section = _typed(data_section["build"] or {}, dict, "data.build", file)
+        section = expect_type(data_section["build"] or {}, dict, "data.build", file)
         _known_keys(section, set(BuildEntry.__dataclass_fields__), "data.build", file)
         try:
             build = BuildEntry(**section)
@@ -339,19 +332,19 @@ def parse_benchmark_config(data: Any, *, file: str = "<config>", base_dir: Path 
         raise UserInputError("a start detector is fine-tuned at clinical resolution: give data.build.pixel_mm "
                              "('native' or mm per pixel)", file=file, field="data.build.pixel_mm")
     generators = []
-    for gen_name, section in (_typed(data.get("generators", {}) or {}, dict, "generators", file)).items():
-        section = _typed(section or {}, dict, f"generators.{gen_name}", file)
+    for gen_name, section in (expect_type(data.get("generators", {}) or {}, dict, "generators", file)).items():
+        section = expect_type(section or {}, dict, f"generators.{gen_name}", file)
         _known_keys(section, {"n", "seed", "commands"}, f"generators.{gen_name}", file)
         commands = section.get("commands", ())
         if isinstance(commands, str):
             commands = [commands]
-        _typed(commands, (list, tuple), f"generators.{gen_name}.commands", file)
+        expect_type(commands, (list, tuple), f"generators.{gen_name}.commands", file)
         generators.append(GeneratorEntry(
-            name=str(gen_name), n=_typed(section.get("n", 32), int, f"generators.{gen_name}.n", file),
-            seed=_typed(section.get("seed", 1000), int, f"generators.{gen_name}.seed", file),
+            name=str(gen_name), n=expect_type(section.get("n", 32), int, f"generators.{gen_name}.n", file),
+            seed=expect_type(section.get("seed", 1000), int, f"generators.{gen_name}.seed", file),
             commands=tuple(str(c) for c in commands),
         ))
-    bootstrap = _typed(data.get("bootstrap", 200), int, "bootstrap", file)
+    bootstrap = expect_type(data.get("bootstrap", 200), int, "bootstrap", file)
     if bootstrap < 0:
         raise UserInputError("bootstrap replicates must be >= 0", file=file, field="bootstrap", value=bootstrap)
     bootstrap_unit = str(data.get("bootstrap_unit", "auto"))
@@ -373,7 +366,7 @@ def _start(item: dict[str, Any], where: str, file: str, base: Path) -> DetectorS
     value = item.get("start")
     if value is None:
         return None
-    _typed(value, str, f"{where}.start", file)
+    expect_type(value, str, f"{where}.start", file)
     folder = Path(value).expanduser()
     folder = folder if folder.is_absolute() else base / folder
     try:
