@@ -144,7 +144,7 @@ shipped-figures-unlearn: $(STAMP)
 
 shipped-demo: $(STAMP)
 	mkdir -p $(SHIPPED_FIGURES)
-	/usr/bin/time -v $(BIN)/vision-unlearn demo --out $(SHIPPED_FIGURES)/demo --rerun 2>&1 | tee $(SHIPPED_FIGURES)/demo.log
+	/usr/bin/time -v $(BIN)/vision-unlearn demo --detector shipped --out $(SHIPPED_FIGURES)/demo --rerun 2>&1 | tee $(SHIPPED_FIGURES)/demo.log
 	$(BIN)/python benchmarks/render_demo_figure.py --demo $(SHIPPED_FIGURES)/demo --out docs/demo_report.png
 
 clean:

@@ -48,6 +48,18 @@ def headline(stage: dict) -> str:
     return ", ".join(parts)
 
 
+def figure_title(stage: dict, config: dict) -> str:
+    """What the figure shows, in two lines: the demo's seed and detector (a recipe-trained one by its recipe
+    and weights hash, never a machine's path), then its held-out figures."""
+    detector = stage.get("detector") or {}
+    if detector:
+        name = f"{detector.get('recipe') or 'a recipe-trained detector'} @ {str(detector.get('weights_sha256'))[:12]}"
+    else:
+        name = "YOLOv8n trained from scratch"
+    return (f"vision-unlearn demo, seed {config.get('seed', '?')}, detector {name}\n"
+            f"{stage.get('n_test', '?')} held-out films: {headline(stage)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", required=True, type=Path, help="a finished demo's folder (vision-unlearn demo --out)")
@@ -66,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         right = (mpimg.imread(args.demo / RIGHT[0]), RIGHT[1])
     except (OSError, ValueError) as err:
         parser.exit(2, f"{parser.prog}: error: {args.demo}: not a finished demo ({err})\n")
-    detector = (stage.get("detector") or {}).get("dir") or "trained from scratch"
-    title = (f"vision-unlearn demo (seed {config.get('seed', '?')}, detector: {detector}); "
-             f"{stage.get('n_test', '?')} held-out films: {headline(stage)}")
+    title = figure_title(stage, config)
     # two columns: the evaluation figures (wide) stacked on the left, the before/after detections (tall) right
     left_width, right_width = 0.58, 0.42
     left_height = sum(left_width * image.shape[0] / image.shape[1] for image, _ in left)
@@ -79,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     figure.suptitle(title, fontsize=10)
     columns = figure.subfigures(1, 2, width_ratios=[left_width, right_width])
     axes = columns[0].subplots(len(left), 1, gridspec_kw={"height_ratios": [i.shape[0] / i.shape[1] for i, _ in left]})
-    for ax, (image, caption) in zip(axes, [*left]):
+    for ax, (image, caption) in zip(axes, left):
         ax.imshow(image)
         ax.set_axis_off()
         ax.set_title(caption, fontsize=9)

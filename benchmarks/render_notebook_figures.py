@@ -106,6 +106,15 @@ def png_outputs(nb, marker: str) -> list[bytes]:
     raise KeyError(f"no code cell contains {marker!r}")
 
 
+def fewer_colours(image, colours: int):
+    """``image`` (PIL, RGB) with at most ``colours`` colours. Octree quantisation keeps a figure's rare
+    saturated colours (thin coloured boxes on grey radiographs), which PIL's default median cut merges into
+    the greys."""
+    from PIL import Image
+
+    return image.quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+
+
 def shrink_png(data: bytes, max_width: int = MAX_WIDTH_PX, max_bytes: int = MAX_BYTES) -> bytes:
     """``data`` at most ``max_width`` wide and ``max_bytes`` long: fewer colours first, then smaller."""
     from PIL import Image
@@ -116,10 +125,7 @@ def shrink_png(data: bytes, max_width: int = MAX_WIDTH_PX, max_bytes: int = MAX_
         scaled = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS) \
             if width != image.width else image
         for colours in (None, 256, 128, 64):
-            # octree quantisation keeps a figure's rare saturated colours (thin coloured boxes on grey
-            # radiographs), which the default median cut merges into the greys
-            candidate = scaled if colours is None else scaled.quantize(colours, method=Image.Quantize.FASTOCTREE,
-                                                                       dither=Image.Dither.NONE)
+            candidate = scaled if colours is None else fewer_colours(scaled, colours)
             buffer = io.BytesIO()
             candidate.save(buffer, format="PNG", optimize=True)
             if buffer.tell() <= max_bytes:

@@ -52,10 +52,15 @@ class UserInputError(ValueError):
         return " ".join(line.split())
 
 
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+               dict: "a mapping"}
+
+
 def expect_type(value: Any, kind: type | tuple[type, ...], field: str, file: str | PathLike[str] | None) -> Any:
-    """``value`` when it is a ``kind`` (a YAML ``true`` is not an ``int``), else one line naming ``file`` and ``field``."""
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+    """``value`` when it is a ``kind`` (a YAML ``true`` is no ``int``), else one line naming ``file`` and ``field``."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join(_TYPE_WORDS.get(k, k.__name__) for k in kinds)
         raise UserInputError(f"expected {names}", file=file, field=field, value=value)
     return value
 

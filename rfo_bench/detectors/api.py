@@ -391,7 +391,9 @@ def load_detector(run_dir: str | Path, *, device: str | None = None, slicing=Non
 
 def recorded_slicing(run_dir: str | Path):
     """The :class:`~rfo_bench.detectors.sliced.SliceConfig` a detector's record states (its held-out evaluation's),
-    or the defaults for a record without one. A field the record leaves out takes its default.
+    or the defaults for a record without one. A field the record leaves out takes its default, except
+    ``extent``: a record written before merged boxes could span only the whole views states none, and its
+    detector was evaluated with the union of every member (``extent="union"``), so that is what it gets.
 
     Raises:
         UserInputError: naming ``detector.json`` and the field, for a ``slicing`` entry that is not a valid one.
@@ -406,7 +408,7 @@ def recorded_slicing(run_dir: str | Path):
         return SliceConfig()
     if not isinstance(stated, dict):
         raise UserInputError("corrupt detector record: expected a mapping", file=path, field="slicing", value=stated)
-    return dataclass_from(SliceConfig, stated, file=path, key="slicing")
+    return dataclass_from(SliceConfig, {"extent": "union", **stated}, file=path, key="slicing")
 
 
 def record_weights_path(run_dir: str | Path, record: dict[str, Any]) -> Path:

@@ -263,7 +263,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="overlap at which detections merge (default: the record's, else 0.5)")
     cmd.add_argument("--union-score-ratio", type=float, default=None,
                      help="a matched detection extends a merged box only when it scores at least this fraction "
-                          "of the best one (default: the record's, else 0.5; 0: every matched box)")
+                          "of the best one (default: the record's, else 0.5; 0: every matched box joins)")
     cmd.add_argument("--no-coarse-pass", action="store_true",
                      help="skip the whole-film pass for objects larger than a tile")
     cmd.add_argument("--extent", choices=("whole", "union"), default=None,

@@ -157,11 +157,10 @@ def load_training_recipe(path: str | Path) -> TrainingRecipe:
     commands = source.get("commands") or []
     if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
         raise UserInputError("expected a list of commands", file=file, field="data.commands")
-    seeds = source.get("seeds") or {}
-    if not isinstance(seeds, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds.values()):
-        raise UserInputError("expected a mapping of names to non-negative integer seeds", file=file,
-                             field="data.seeds", value=seeds)
+    seeds = expect_type(source.get("seeds") or {}, dict, "data.seeds", file)
+    for name, seed in seeds.items():
+        if expect_type(seed, int, f"data.seeds.{name}", file) < 0:
+            raise UserInputError("expected a seed >= 0", file=file, field=f"data.seeds.{name}", value=seed)
     return TrainingRecipe(
         name=_text(data, "name", file, default=file.stem), file=str(file), sha256=sha256_file(file),
         model=_text(data, "model", file), seed=_integer(data, "seed", file, default=0, minimum=0),

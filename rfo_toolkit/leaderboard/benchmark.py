@@ -268,7 +268,7 @@ def run_benchmark(
                                "synthetic": synth_hashes, "bootstrap": config.bootstrap, "device": config.device}
                 if unseen:
                     fingerprint["unseen_classes"] = list(unseen)
-                if entry.start is None and entry.run_tiling is not None:  # a start's slicing is in its entry
+                if entry.run_tiling is not None:  # how its detectors predict over whole films
                     fingerprint["slicing"] = row_slicing(entry).to_dict()
                 logger.info("run %s | %s | seed %d", entry.display, arm, seed)
                 outcomes.append(run_one(entry, arm, seed, sets, test, config, run_dir, fingerprint,

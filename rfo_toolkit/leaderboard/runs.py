@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from rfo_toolkit.leaderboard.config import METRICS, BenchmarkConfig, ModelEntry
 from toolkit_core.errors import UserInputError
 from toolkit_core.records import jsonable
 from toolkit_core.utils import atomic_write_bytes, sha256_text
+
+if TYPE_CHECKING:
+    from rfo_bench.detectors.sliced import SliceConfig
 
 logger = logging.getLogger(__name__)
 
@@ -312,14 +315,15 @@ def run_one(
     return outcome
 
 
-def row_slicing(entry: ModelEntry):
+def row_slicing(entry: ModelEntry) -> SliceConfig | None:
     """The :class:`~rfo_bench.detectors.sliced.SliceConfig` a row's detectors predict with: a start's own (its
-    record's), the toolkit's default for a tiled from-scratch row; ``None`` for whole-image rows. It is part
-    of a cell's key, so a finished cell predicted with other slicing is not reused."""
+    record's; the toolkit's defaults when the record states none), the defaults for a tiled from-scratch row;
+    ``None`` for whole-image rows. It is part of every tiled cell's key (and of a start's do-nothing row's),
+    so a finished cell predicted with other slicing is not reused."""
     from rfo_bench.detectors.sliced import SliceConfig
 
     if entry.start is not None:
-        return entry.start.slicing
+        return entry.start.slicing or SliceConfig()
     return SliceConfig() if entry.run_tiling is not None else None
 
 
@@ -330,7 +334,8 @@ def start_fingerprint(entry: ModelEntry) -> dict[str, Any]:
         raise ValueError(f"model {entry.display} has no start")
     start = asdict(entry.start)
     return {"arm": NO_FINE_TUNING, "model": entry.name,
-            "start": {k: v for k, v in start.items() if k not in ("run_dir", "weights", "compute")}}
+            "start": {k: v for k, v in start.items() if k not in ("run_dir", "weights", "compute")},
+            "slicing": row_slicing(entry).to_dict()}
 
 
 def run_start_baseline(
@@ -353,7 +358,7 @@ def run_start_baseline(
     if reused is not None:
         return reused
     meter = ComputeMeter(config.device)
-    detector = load_shipped_detector(entry.start.run_dir, device=config.device, slicing=entry.start.slicing)
+    detector = load_shipped_detector(entry.start.run_dir, device=config.device, slicing=row_slicing(entry))
     _predict(detector, test, run_dir, progress=progress)
     metrics = _evaluate_cell(run_dir, test, config, key)
     compute = {"train_cpu_seconds": 0.0, "train_accelerator_seconds": 0.0,

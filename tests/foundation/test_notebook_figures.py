@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,3 +56,16 @@ def test_shrink_png_keeps_width_and_size_limits() -> None:
     with Image.open(io.BytesIO(small)) as image:
         assert image.width <= 900 and image.height == round(700 * image.width / 1500)
     assert len(small) <= 150_000
+
+
+def test_fewer_colours_keep_a_thin_coloured_box_on_a_grey_picture() -> None:
+    """A detection box is a few saturated pixels on a radiograph: fewer colours must not turn it grey (PIL's
+    default median cut does, at 64 colours)."""
+    from PIL import Image
+
+    grey = np.random.default_rng(0).integers(0, 256, (300, 400), dtype=np.uint8)  # film grain
+    rgb = np.stack([grey] * 3, axis=-1)
+    rgb[100, 50:150] = rgb[200, 50:150] = rgb[100:201, 50] = rgb[100:201, 149] = (255, 128, 0)  # 1-px orange box
+    for colours in (256, 64):
+        out = np.asarray(SCRIPT.fewer_colours(Image.fromarray(rgb), colours).convert("RGB")).astype(int)
+        assert np.abs(out[100, 60:140] - [255, 128, 0]).max() <= 24

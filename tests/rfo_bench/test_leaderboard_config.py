@@ -55,7 +55,7 @@ def test_valid_config_is_typed_and_paths_resolved(tmp_path: Path) -> None:
         ({"data": {"train": "x", "test": "y", "build": {}}}, "data", "not both"),
         ({"data": {"build": {"tiles": 3}}}, "data.build", "unknown key"),
         ({"epochs": 3}, "<top level>", "unknown key"),
-        ({"generators": {"physics": {"n": "many"}}}, "generators.physics.n", "expected int"),
+        ({"generators": {"physics": {"n": "many"}}}, "generators.physics.n", "expected an integer"),
         ({"bootstrap_unit": "cell"}, "bootstrap_unit", "expected one of auto, image, patient"),
     ],
 )

@@ -301,6 +301,20 @@ def test_build_renders_films_at_the_stated_resolution_on_held_out_cells(tmp_path
     assert len(results) == 2
     for result in results:
         assert json.loads(result.read_text())["fingerprint"]["slicing"] == SliceConfig().to_dict()
+    # the same benchmark under other slicing (another release's defaults) runs its cells again
+    import rfo_bench.detectors.api as api_module
+    import rfo_toolkit.leaderboard.benchmark as benchmark_module
+    import rfo_toolkit.leaderboard.runs as runs_module
+
+    other = SliceConfig(extent="union")
+    monkeypatch.setattr(benchmark_module, "row_slicing", lambda entry: other)
+    monkeypatch.setattr(runs_module, "row_slicing", lambda entry: other)
+    trained, real_train = [], api_module.train_detector
+    monkeypatch.setattr(api_module, "train_detector", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    assert main(["benchmark", "--config", str(tmp_path / "bench.yaml"), "--no-progress"]) == 0
+    assert len(trained) == 2
+    for result in results:
+        assert json.loads(result.read_text())["fingerprint"]["slicing"] == other.to_dict()
 
 
 def test_build_commands_without_the_film_size_are_refused(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -170,7 +170,8 @@ def test_one_object_spanning_tiles_merges_into_one_box() -> None:
     assert len(found) == 1
     np.testing.assert_allclose(found.boxes_xyxy[0], [70, 50, 230, 150], atol=ATOL)
     assert found.category_ids.tolist() == [4]
-    # the coarse pass sees the same object shrunk (pixel-rounded) and merges with the tile boxes
+    # the coarse pass sees the same object whole, shrunk (pixel-rounded): the merged box is its box, not the
+    # union of the tile boxes (each cut by a tile edge)
     coarse = predict_sliced(bright_box_detector(), film, tiling, SliceConfig(overlap=0.25, coarse_pass=True))
     assert len(coarse) == 1
     np.testing.assert_allclose(coarse.boxes_xyxy[0], [70, 50, 230, 150], atol=2 * WIDTH / 64)
@@ -245,14 +246,23 @@ def test_cut_views_are_boxes_at_a_tile_edge_inside_the_film() -> None:
     # the coarse pass's window is the whole film: nothing it finds is cut
     assert not cut_views(boxes, (0, 0, WIDTH, HEIGHT), HEIGHT, WIDTH).any()
     # merge_detections: a cut view joins the group but leaves its extent to the whole view
-    pair = np.array([[48, 60, 112, 80], [40, 60, 70, 80]], np.float32)
-    merged = merge_detections(pair, np.array([0.9, 0.8], np.float32), np.array([1, 1]), SliceConfig(),
-                              cut=np.array([True, False]))
+
+    with pytest.raises(ValueError, match="one flag per box"):
+        merge_detections(boxes, np.ones(5, np.float32), np.ones(5), SliceConfig(), cut=np.array([True]))
+
+
+@pytest.mark.parametrize("merge", ["nmm", "greedy_nmm"])
+def test_a_cut_view_joins_a_group_but_leaves_its_box_to_the_whole_view(merge: str) -> None:
+    pair = np.array([[48, 60, 112, 80], [40, 60, 70, 80]], np.float32)  # a cut view and the whole view
+    scores, labels, cut = np.array([0.9, 0.8], np.float32), np.array([1, 1]), np.array([True, False])
+    merged = merge_detections(pair, scores, labels, SliceConfig(merge=merge), cut=cut)
     np.testing.assert_allclose(merged[0], [[40, 60, 70, 80]], atol=ATOL)
     assert merged[1].tolist() == pytest.approx([0.9])  # the keeper's score
-    union = merge_detections(pair, np.array([0.9, 0.8], np.float32), np.array([1, 1]), SliceConfig(extent="union"),
-                             cut=np.array([True, False]))
+    union = merge_detections(pair, scores, labels, SliceConfig(merge=merge, extent="union"), cut=cut)
     np.testing.assert_allclose(union[0], [[40, 60, 112, 80]], atol=ATOL)
+    # no whole view in the group: the union of its cut views is all there is
+    only_cut = merge_detections(pair, scores, labels, SliceConfig(merge=merge), cut=np.array([True, True]))
+    np.testing.assert_allclose(only_cut[0], union[0], atol=ATOL)
 
 
 def test_neighbouring_objects_that_disagree_where_tiles_overlap_stay_apart() -> None:
@@ -303,6 +313,7 @@ def test_weak_boxes_do_not_stretch_a_confident_box(merge: str) -> None:
     assert len(gated) == 1 and gated.scores[0] == pytest.approx(0.9)
     np.testing.assert_allclose(gated.boxes_xyxy[0], [30, 40, 42, 52], atol=ATOL)
     # the plain union of every member (SAHI's) lets 0.01-score boxes stretch it to several times the object
+    # (extent "union": this stand-in's halo boxes run past the tile's edges, which makes them cut views)
     union = predict_sliced(weak_halo_detector(), film, tiling, SliceConfig(coarse_pass=False, merge=merge,
                                                                             union_score_ratio=0.0, extent="union"))
     width, height = union.boxes_xyxy[0, 2:] - union.boxes_xyxy[0, :2]

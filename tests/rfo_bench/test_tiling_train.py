@@ -66,16 +66,24 @@ def test_a_tiled_detector_predicts_with_its_records_slicing_unless_told_otherwis
     record_file = tmp_path / "run" / "detector.json"
     record = json.loads(record_file.read_text())
     assert load_detector(tmp_path / "run").config == SliceConfig()  # a record that states none: the defaults
-    record["slicing"] = {"merge": "greedy_nmm", "union_score_ratio": 0.3}  # how it was evaluated
+    record["slicing"] = {"merge": "greedy_nmm", "union_score_ratio": 0.3, "extent": "whole"}  # how it was evaluated
     record_file.write_text(json.dumps(record))
     assert load_detector(tmp_path / "run").config == SliceConfig(merge="greedy_nmm", union_score_ratio=0.3)
+    # a record from before merged boxes could span only the whole views was evaluated with the plain union
+    record["slicing"] = {"merge": "greedy_nmm", "union_score_ratio": 0.3}
+    record_file.write_text(json.dumps(record))
+    assert load_detector(tmp_path / "run").config == SliceConfig(merge="greedy_nmm", union_score_ratio=0.3,
+                                                                 extent="union")
     # rfo-bench predict starts from the record's slicing and changes only what its flags say
     used = []
     real = api.load_detector
     monkeypatch.setattr(api, "load_detector", lambda *a, **k: used.append(k["slicing"]) or real(*a, **k))
     assert main(["predict", "--model-dir", str(tmp_path / "run"), "--data", str(dataset.source), "--out",
                  str(tmp_path / "p"), "--union-score-ratio", "0", "--no-progress"]) == 0
-    assert used == [SliceConfig(merge="greedy_nmm", union_score_ratio=0.0)]
+    assert used == [SliceConfig(merge="greedy_nmm", union_score_ratio=0.0, extent="union")]
+    assert main(["predict", "--model-dir", str(tmp_path / "run"), "--data", str(dataset.source), "--out",
+                 str(tmp_path / "p2"), "--extent", "whole", "--no-progress"]) == 0
+    assert used[-1] == SliceConfig(merge="greedy_nmm", union_score_ratio=0.3, extent="whole")
     # a slicing entry that is not a valid one is one line naming the record and the field
     for bad, field in (({"overlap": 2}, "slicing.overlap"), ({"tiles": 3}, "slicing.tiles"),
                        ({"overlap": "wide"}, "slicing")):
@@ -225,14 +233,19 @@ def test_a_recipe_file_refuses_the_flags_it_states_itself(tmp_path: Path, capsys
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize(("entry", "field"), [
-    ({"seed": "zero"}, "seed"), ({"seed": 1.7}, "seed"), ({"seed": True}, "seed"),
-    ({"checkpoint_every": -5}, "checkpoint_every"), ({"bootstrap": -1}, "bootstrap"),
-    ({"weights": 3}, "weights"), ({"model": ["yolov8n"]}, "model"),
-    ({"data": {"train": "x", "test": 7}}, "data.test"), ({"data": {"train": "x", "commands": "render"}}, "data.commands"),
-    ({"data": {"train": "x", "seeds": {"train": -1}}}, "data.seeds"),
+@pytest.mark.parametrize(("entry", "field", "message"), [
+    ({"seed": "zero"}, "seed", "expected an integer"), ({"seed": 1.7}, "seed", "expected an integer"),
+    ({"seed": True}, "seed", "expected an integer"),
+    ({"checkpoint_every": -5}, "checkpoint_every", "expected an integer >= 0"),
+    ({"bootstrap": -1}, "bootstrap", "expected an integer >= 0"),
+    ({"weights": 3}, "weights", "expected a string"), ({"model": ["yolov8n"]}, "model", "expected a string"),
+    ({"data": {"train": "x", "test": 7}}, "data.test", "expected a string"),
+    ({"data": {"train": "x", "commands": "render"}}, "data.commands", "expected a list of commands"),
+    ({"data": {"train": "x", "seeds": {"train": -1}}}, "data.seeds.train", "expected a seed >= 0"),
+    ({"data": {"train": "x", "seeds": [1701]}}, "data.seeds", "expected a mapping"),
 ])
-def test_a_recipe_entry_of_the_wrong_type_is_refused_naming_it(tmp_path: Path, entry: dict, field: str) -> None:
+def test_a_recipe_entry_of_the_wrong_type_is_refused_naming_it(tmp_path: Path, entry: dict, field: str,
+                                                                 message: str) -> None:
     """A recipe is a user's file: 1.7 is not silently seed 1, a number is not a path."""
     from rfo_bench.detectors.shipped import load_training_recipe
 
@@ -241,7 +254,7 @@ def test_a_recipe_entry_of_the_wrong_type_is_refused_naming_it(tmp_path: Path, e
                                    "recipe": {"epochs": 1}, "tiling": {"tile_size": 64}, **entry}))
     with pytest.raises(UserInputError) as info:
         load_training_recipe(bad)
-    assert str(info.value).startswith(f"{bad}: {field}:")
+    assert str(info.value).startswith(f"{bad}: {field}: {message}")
 
 
 def test_unseen_classes_lose_their_boxes_but_keep_their_slot(tmp_path: Path, capsys) -> None:
