@@ -182,6 +182,7 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
             logger.info("resuming the Ultralytics run from %s", last)
         model = YOLO(str(start))
         _keep_threads(model, config.threads)
+        _validate_only_on(model, "val" in sources)
         with _progress_callbacks(model, progress, partial.batches_done if partial else 0), \
                 mid_epoch_checkpoints(model, weights_dir, config.checkpoint_every, partial):
             # Into this folder: the checkpoint names the folder it was written in, which a run carried to
@@ -197,6 +198,7 @@ def _train_on_layout(builder, config: TrainConfig, sources: dict[str, Sequence[D
     batches = max(1, math.ceil(sum(len(d) for d in train_sets) / recipe.batch_size))
     warmup_epochs = recipe.warmup_iters / batches if recipe.warmup_iters >= 100 else 0.0
     _keep_threads(model, config.threads)
+    _validate_only_on(model, "val" in sources)
     with _progress_callbacks(model, progress), \
             mid_epoch_checkpoints(model, weights_dir, config.checkpoint_every):
         _train_fresh(model, config, data_yaml, warmup_epochs, out, validate="val" in sources)
@@ -237,6 +239,39 @@ def _keep_threads(model, threads: int | None) -> None:
 
     for event in ("on_pretrain_routine_start", "on_val_start", "on_train_end"):
         model.add_callback(event, set_threads)
+
+
+def _validate_only_on(model, has_val_set: bool) -> None:
+    """Without a validation set, skip the trainer's validation passes (they would score the training images).
+
+    With ``val=False`` the Ultralytics trainer still validates after its last epoch and once more with
+    ``best.pt`` (``final_eval``), on the layout's ``val`` split, which without a validation set is the
+    training split: on the shipped recipe, 23 275 training tiles twice at the end of a CPU run, for
+    figures no one reads (a recipe's held-out evaluation is its own step). The validator is replaced by
+    one that returns the trainer's zero metrics, so the results table keeps its columns and ``best.pt``
+    is the last epoch's weights, as before.
+    """
+    if has_val_set:
+        return
+
+    def on_train_start(trainer) -> None:  # the trainer builds its validator just before this event
+        trainer.validator = _NoValidation(trainer.validator, trainer.metrics)
+
+    model.add_callback("on_train_start", on_train_start)
+
+
+class _NoValidation:
+    """Stands in for the trainer's validator: no pass over any data, the trainer's zero metrics."""
+
+    def __init__(self, validator: Any, zeros: dict[str, Any] | None) -> None:
+        self.args, self.metrics = validator.args, validator.metrics  # the trainer sets options on them
+        self.dataloader = getattr(validator, "dataloader", None)
+        self._zeros = dict(zeros or {})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # a fitness of its own: without one the trainer ranks by its loss, a numpy scalar that it writes into
+        # the checkpoint, where the restricted loader rightly refuses it
+        return {**self._zeros, "fitness": 0.0}
 
 
 def _mean_loss(tloss: Any) -> float | None:

@@ -243,3 +243,22 @@ def test_resume_refuses_settings_other_than_the_run_started_with(tmp_path: Path)
     # where and how fast it runs is not a setting: the same run on more threads is the finished run
     again = TrainConfig(**{**config.__dict__, "threads": 1, "checkpoint_every": 5})
     assert train_detector(again, [dataset], tmp_path / "run", progress=False, resume=True).record == first.record
+
+
+def test_yolo_without_a_validation_set_never_validates_on_its_training_images(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer's end-of-run passes (last epoch, best.pt) would score the training split: they are skipped."""
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("validated without a validation set")
+
+    monkeypatch.setattr(DetectionValidator, "__call__", refuse)
+    dataset = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=44, width=68))
+    config = TrainConfig(model="yolov8n", recipe=recipe_with_overrides("cpu-tiny", {**TINY, "epochs": 2}), seed=0)
+    result = train_detector(config, [dataset], tmp_path / "run", progress=False)
+    weights = tmp_path / "run" / result.record["weights"]
+    assert weights.name == "best.pt" and weights.is_file()
+    assert [row["epoch"] for row in result.record["history"]] == [1, 2]  # one row an epoch, as with validation
+    header = (tmp_path / "run" / "ultralytics" / "results.csv").read_text().splitlines()[0]
+    assert "metrics/mAP50(B)" in header  # the table keeps its columns (zeros)
