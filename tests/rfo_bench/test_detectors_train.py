@@ -158,6 +158,9 @@ def test_yolo_trainer_receives_the_whole_recipe(tmp_path: Path, monkeypatch, opt
         def __init__(self, source: str) -> None:
             seen["source"] = source
 
+        def add_callback(self, event: str, callback) -> None:
+            seen.setdefault("callbacks", []).append(event)
+
         def train(self, **kwargs) -> None:
             seen.update(kwargs)
             raise _StopTraining
