@@ -55,7 +55,8 @@ class TrainResult:
 
     Attributes:
         run_dir: the trained detector's directory (pass to :func:`load_detector`).
-        train_seconds: wall-clock seconds spent training (data preparation included).
+        train_seconds: wall-clock seconds spent training (data preparation included), over every segment of a
+            resumed run.
         record: the content of ``detector.json``.
     """
 
@@ -155,7 +156,9 @@ def train_detector(
         finally:
             if not finished:  # an interrupted segment: its compute is added when the run is resumed
                 _write_ledger(out, meter.report(earlier))
-    seconds = time.perf_counter() - start
+    compute = meter.report(earlier)
+    # every segment's wall time: a resumed run's last segment alone may be seconds (it found the run finished)
+    seconds = time.perf_counter() - start + float(earlier.get("wall_seconds", 0.0))
     from toolkit_core.utils import sha256_file
 
     record = {
@@ -167,7 +170,7 @@ def train_detector(
         "weights": weights,
         "weights_sha256": sha256_file(out / weights),
         "train_seconds": seconds,
-        "compute": meter.report(earlier),
+        "compute": compute,
         "command": command,
         "data_sha256": data_sha256,
         "train_sources": [d.source for d in train_sets],

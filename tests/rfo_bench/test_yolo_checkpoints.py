@@ -94,6 +94,8 @@ def test_a_yolo_run_stopped_inside_an_epoch_resumes_there(tmp_path: Path, monkey
     assert len(compute["segments"]) == 2 and compute["accelerator_seconds"] == 0
     assert compute["cpu_seconds"] == pytest.approx(sum(s["cpu_seconds"] for s in compute["segments"]), abs=0.05)
     assert [s["data_sha256"] for s in compute["segments"]] == [result.record["data_sha256"]] * 2
+    # the run's training time spans both segments, not the resumed one alone
+    assert result.train_seconds == result.record["train_seconds"] > compute["segments"][0]["wall_seconds"]
 
 
 def test_a_stale_or_damaged_partial_checkpoint_is_ignored(tmp_path: Path) -> None:
