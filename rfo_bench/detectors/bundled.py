@@ -2,7 +2,7 @@
 
 The shipped recipe (``configs/shipped_detector.yaml``, ``make shipped-detector``) trains a detector into a
 run folder. :func:`bundle_detector` copies what a user needs from a *finished* run into the package's
-``rfo_bench/assets/shipped_detector/` (``rfo-bench bundle --model-dir RUN``)`: its record (``detector.json``: command, seeds, data hash, compute,
+``rfo_bench/assets/shipped_detector/`` (``rfo-bench bundle --model-dir RUN``): its record (``detector.json``: command, seeds, data hash, compute,
 held-out metrics) and the weights file the record names, byte for byte. Nothing else is accepted: the
 record must be complete and the weights must match its SHA-256, so the bundle holds only weights the
 recorded command produced. :func:`bundled_detector` finds that folder (``None`` in an installation without

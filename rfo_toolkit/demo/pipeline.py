@@ -395,7 +395,8 @@ def _section_unlearn(summary: dict[str, Any], stage_dir: Path) -> Section:
 STAGES: list[Stage] = [
     Stage("data", "Read the real backgrounds", _stage_data, _section_data),
     Stage("synth", "Synthesise radiographs with RFOs (physics)", _stage_synth, _section_synth),
-    Stage("detector", "Train a YOLO detector and evaluate it", _stage_detector, _section_detector),
+    Stage("detector", "Evaluate the YOLO detector on held-out films and fine-tune it (or train one from scratch)",
+          _stage_detector, _section_detector),
     Stage("classifier", "Train a timm patch classifier", _stage_classifier, _section_classifier),
     Stage("unlearn", "Answer deletion requests by unlearning", _stage_unlearn, _section_unlearn),
 ]
@@ -442,15 +443,28 @@ def demo_command(config: dict[str, Any]) -> str:
 
     words = [*DEMO_TOOL.split(), "--out", str(config.get("out_dir", "runs/demo"))]
     words += ["--fast"] if config.get("fast") else []
-    words += ["--force"] if config.get("force") else []
+    words += ["--rerun"] if config.get("force") else []
     words += ["--seed", str(config["seed"])] if config.get("seed") not in (None, 0) else []
-    for flag in ("radiograph", "ct", "detector"):
+    for flag in ("radiograph", "ct"):
         words += [f"--{flag}", str(config[flag])] if config.get(flag) else []
+    if config.get("detector"):
+        words += ["--detector", _detector_word(str(config["detector"]))]
     if "detector" in config and not config["detector"]:  # --detector auto would take a bundled detector today
         words += ["--detector", "scratch"]
     words += ["--device", str(config["device"])] if config.get("device") not in (None, "cpu") else []
     words += ["--threads", str(config["threads"])] if config.get("threads") else []
     return shlex.join(words)
+
+
+def _detector_word(folder: str) -> str:
+    """``shipped`` for the detector bundled with this installation (its path differs between machines), else
+    the folder."""
+    from rfo_bench.detectors.bundled import bundle_location
+
+    try:
+        return "shipped" if Path(folder).resolve() == bundle_location() else folder
+    except OSError:
+        return folder
 
 
 def report_header(out_dir: Path) -> list[tuple[str, str]]:

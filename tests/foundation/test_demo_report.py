@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rfo_bench.detectors.bundled import bundle_location
 from rfo_bench.io.images import write_png8
 from rfo_toolkit.demo import pipeline as demo_module
 from rfo_toolkit.demo.pipeline import DemoConfig, Stage, build_report, demo_command, run_demo
@@ -159,12 +160,15 @@ def test_demo_command_leaves_defaults_out() -> None:
     assert demo_command({"out_dir": "runs/demo", "fast": False, "force": False, "seed": 0, "radiograph": None,
                          "ct": None}) == "vision-unlearn demo --out runs/demo"
     assert demo_command({"out_dir": "my runs/x", "force": True, "seed": 3, "ct": "ct.nii.gz"}) == (
-        "vision-unlearn demo --out 'my runs/x' --force --seed 3 --ct ct.nii.gz")
+        "vision-unlearn demo --out 'my runs/x' --rerun --seed 3 --ct ct.nii.gz")
     # a run from scratch says so (the default, auto, takes a bundled detector where one exists)
     assert demo_command({"out_dir": "runs/demo", "detector": None, "device": "cuda", "threads": 1}) == (
         "vision-unlearn demo --out runs/demo --detector scratch --device cuda --threads 1")
     assert demo_command({"out_dir": "runs/demo", "detector": "runs/shipped", "device": "cpu"}) == (
         "vision-unlearn demo --out runs/demo --detector runs/shipped")
+    # the bundled detector by its name, not by where this installation keeps it
+    assert demo_command({"out_dir": "runs/demo", "detector": str(bundle_location())}) == (
+        "vision-unlearn demo --out runs/demo --detector shipped")
 
 
 def test_unwritable_or_full_output_gives_clear_error(tmp_path: Path, monkeypatch) -> None:
