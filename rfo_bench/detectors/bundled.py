@@ -34,6 +34,16 @@ def bundle_location() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / BUNDLE_NAME
 
 
+def detector_name(folder: str | Path) -> str:
+    """How commands and reports name a detector folder: ``shipped`` for the bundled one (where an installation
+    keeps it differs between machines; ``shipped`` is what ``--detector``/``--model-dir``/``start:`` accept),
+    else the folder as given."""
+    try:
+        return "shipped" if Path(folder).resolve() == bundle_location() else str(folder)
+    except (OSError, RuntimeError):
+        return str(folder)
+
+
 def bundled_detector(location: str | Path | None = None) -> Path | None:
     """The bundled detector's folder when this installation holds one (record and weights), else ``None``.
 

@@ -448,23 +448,14 @@ def demo_command(config: dict[str, Any]) -> str:
     for flag in ("radiograph", "ct"):
         words += [f"--{flag}", str(config[flag])] if config.get(flag) else []
     if config.get("detector"):
-        words += ["--detector", _detector_word(str(config["detector"]))]
+        from rfo_bench.detectors.bundled import detector_name
+
+        words += ["--detector", detector_name(str(config["detector"]))]
     if "detector" in config and not config["detector"]:  # --detector auto would take a bundled detector today
         words += ["--detector", "scratch"]
     words += ["--device", str(config["device"])] if config.get("device") not in (None, "cpu") else []
     words += ["--threads", str(config["threads"])] if config.get("threads") else []
     return shlex.join(words)
-
-
-def _detector_word(folder: str) -> str:
-    """``shipped`` for the detector bundled with this installation (its path differs between machines), else
-    the folder."""
-    from rfo_bench.detectors.bundled import bundle_location
-
-    try:
-        return "shipped" if Path(folder).resolve() == bundle_location() else folder
-    except OSError:
-        return folder
 
 
 def report_header(out_dir: Path) -> list[tuple[str, str]]:

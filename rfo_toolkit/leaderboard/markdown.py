@@ -104,9 +104,11 @@ def _start_cell(start: dict[str, Any] | None) -> str:
 
 
 def _start_note(start: dict[str, Any]) -> str:
+    from rfo_bench.detectors.bundled import detector_name
+
     compute = start.get("compute") or {}
     unseen = start.get("unseen_classes") or []
-    return (f"`{start.get('model')}` starts from `{start.get('detector')}`: recipe `{start.get('recipe')}` "
+    return (f"`{start.get('model')}` starts from `{detector_name(start.get('detector') or '')}`: recipe `{start.get('recipe')}` "
             f"(sha256 {str(start.get('recipe_sha256'))[:12]}), weights sha256 {start.get('weights_sha256')}, "
             f"films of {start.get('film_px')} px; its own training took {_seconds(compute.get('cpu_seconds'))} CPU-s "
             f"and {_seconds(compute.get('accelerator_seconds'))} accelerator-s"

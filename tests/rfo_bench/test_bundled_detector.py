@@ -140,3 +140,10 @@ def test_the_bundled_weights_match_their_record() -> None:
     assert record["command"].startswith(f"rfo-bench train --config configs/{recipe.name} ")
     held_out = record["held_out_metrics"]
     assert held_out["images"] >= 200 and held_out["AP50"] >= 0.5 and held_out["FROC"] >= 0.8  # its stated targets
+
+
+def test_reports_name_the_bundled_detector_shipped_and_any_other_by_its_folder(tmp_path: Path) -> None:
+    # where an installation keeps the bundle differs between machines; `shipped` is what the commands accept
+    assert bundled.detector_name(bundled.bundle_location()) == "shipped"
+    assert bundled.detector_name(str(bundled.bundle_location() / ".." / bundled.BUNDLE_NAME)) == "shipped"
+    assert bundled.detector_name(tmp_path / "runs" / "shipped") == str(tmp_path / "runs" / "shipped")
