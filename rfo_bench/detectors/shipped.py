@@ -211,6 +211,27 @@ def without_classes(dataset, names: tuple[str, ...]):
                                for record in dataset.images)
 
 
+def with_detector_classes(dataset, categories):
+    """``dataset`` with every class of the detector (a :class:`~rfo_bench.detectors.data.CategoryMap`) among its
+    categories; those it lacks are added without boxes. A detection of a class the films do not hold is then a
+    false positive of the class-agnostic FROC instead of being left out of the evaluation, and that class's own AP
+    is undefined (no objects), as COCO leaves it, so AP and AP50 do not change.
+
+    Raises:
+        UserInputError: one category id names another class in ``dataset`` than in the detector.
+    """
+    known = {c.id: c for c in dataset.categories}
+    added = []
+    for category in categories.categories:
+        have = known.get(category.id)
+        if have is None:
+            added.append(category)
+        elif have.name != category.name:
+            raise UserInputError(f"category id {category.id} is {have.name!r} here but {category.name!r} for the "
+                                 "detector", file=dataset.source or None, field="categories", value=have.name)
+    return replace(dataset, categories=(*dataset.categories, *added)) if added else dataset
+
+
 def film_px(dataset) -> int:
     """The median longer side of the films of ``dataset``: new films for the detector are rendered at it."""
     from rfo_bench.io.formats import fill_image_sizes
@@ -292,6 +313,9 @@ def evaluate_held_out(detector, test, out: Path, *, bootstrap: int, seed: int, p
 def predict_and_evaluate(detector, test, out: Path, config, *, progress: bool = True):
     """Predict on ``test`` (sliced where the detector is), write the predictions under ``out``, evaluate them.
 
+    ``test`` should hold every class of the detector (:func:`with_detector_classes`, applied here too): a
+    detection of a class missing from it would otherwise be left out rather than counted as a false positive.
+
     Returns:
         ``(evaluation, parsed predictions)`` of :func:`rfo_bench.evaluate.evaluate_detailed` with ``config``.
     """
@@ -304,6 +328,7 @@ def predict_and_evaluate(detector, test, out: Path, config, *, progress: bool = 
     from rfo_bench.evaluate import evaluate_detailed
     from rfo_bench.predictions import read_predictions
 
+    test = with_detector_classes(test, detector.categories)
     predictions = predict_dataset(detector, test, progress=progress)
     write_predictions(predictions, detector.categories, out, coco_category_ids={c.id for c in test.categories})
     parsed = read_predictions(out / PREDICTIONS_JSON, test, classification=out / CLASSIFICATION_CSV)

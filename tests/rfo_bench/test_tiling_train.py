@@ -275,6 +275,47 @@ def test_unseen_classes_lose_their_boxes_but_keep_their_slot(tmp_path: Path, cap
     assert "unseen_classes" in err and len(err.splitlines()) == 1
 
 
+def test_a_detection_of_a_class_the_films_lack_is_a_false_positive_not_left_out(tmp_path: Path) -> None:
+    """Films that hold fewer classes than the detector (the demo's four of ten): its detections of the others
+    count against FROC; AP50, scored per class the films hold, does not change."""
+    from rfo_bench.detectors.data import CategoryMap
+    from rfo_bench.detectors.detections import Detections
+    from rfo_bench.detectors.shipped import predict_and_evaluate, with_detector_classes
+    from rfo_bench.eval_config import EvalConfig
+    from rfo_bench.io.records import Category
+
+    test = read_coco(write_tiny_coco(tmp_path / "d", n=4, height=HEIGHT, width=WIDTH))  # needle (3) only
+    needle = test.categories[0]
+    categories = CategoryMap((needle, Category(5, "clamp", True)))
+    truth = {r.image_id: r.objects[0].bbox_xyxy for r in test.images if r.objects}
+
+    class Detector:  # the needle exactly (0.9); clamps where the films hold nothing, confident on three films
+        def __init__(self) -> None:
+            self.categories, self.calls = categories, 0
+
+        def predict(self, pixels) -> Detections:
+            self.calls += 1
+            record = test.images[self.calls - 1]
+            boxes, scores = [[120.0, 60.0, 160.0, 100.0]], [0.5]
+            if self.calls <= 3:
+                boxes, scores = [*boxes, [2.0, 2.0, 30.0, 30.0]], [*scores, 0.95]
+            ids = [5] * len(boxes)
+            if record.image_id in truth:
+                boxes, scores, ids = [*boxes, list(truth[record.image_id])], [*scores, 0.9], [*ids, 3]
+            return Detections(np.array(boxes, np.float32), np.array(scores, np.float32), np.array(ids, np.int64))
+
+    assert with_detector_classes(test, categories).categories == (needle, Category(5, "clamp", True))
+    report = predict_and_evaluate(Detector(), test, tmp_path / "p", EvalConfig(bootstrap=0), progress=False)[0].report
+    # every needle is found, after 0.75 false positives per film (the confident clamps; the 0.5 ones come after):
+    # none found at 0.125, 0.25 and 0.5 FP per film, all from 1 on (4 of the 7 points). Left out, the clamps would
+    # give 1.0. AP50 is scored per class the films hold: the needles alone, found exactly.
+    assert report["coco"]["AP50"] == pytest.approx(1.0, abs=1e-6)
+    assert report["froc"]["score"] == pytest.approx(4 / 7, abs=1e-6)
+    clash = CategoryMap((Category(3, "blade", True),))
+    with pytest.raises(UserInputError, match="category id 3"):
+        with_detector_classes(test, clash)
+
+
 def test_an_interrupted_run_keeps_its_tiles_and_the_resumed_run_does_not_cut_them_again(tmp_path: Path,
                                                                                        monkeypatch) -> None:
     import rfo_bench.detectors.api as api
