@@ -226,28 +226,35 @@ def _groups_text(groups: list[str] | None) -> str:
 
 
 def _section_trained_detector(summary: dict[str, Any], stage_dir: Path) -> Section:
+    from rfo_bench.detectors.bundled import detector_name
     from rfo_toolkit.eval_sections import eval_figures, headline_table, per_category_table
 
     detector, finetune = summary["detector"], summary["finetune"]
     compute = detector.get("compute") or {}
-    unseen = ", ".join(detector.get("unseen_classes") or []) or "none"
+    unseen_classes = detector.get("unseen_classes") or []
+    unseen = ", ".join(unseen_classes) or "none"
+    name = detector_name(detector["dir"])
     text = (
-        f"The detector of {detector['dir']} (recipe {detector.get('recipe')}, weights SHA-256 "
+        f"The detector {'bundled with the toolkit' if name == 'shipped' else 'of ' + name} (recipe {detector.get('recipe')}, weights SHA-256 "
         f"{str(detector.get('weights_sha256'))[:12]}…, checked before loading; trained with "
         f"{(compute.get('cpu_seconds') or 0) / 3600:.1f} CPU-hours and {(compute.get('accelerator_seconds') or 0) / 3600:.2f} "
         f"accelerator-hours; classes it never saw: {unseen}) was evaluated sliced over {summary['n_test']} held-out "
         f"films of {summary['film_px']} px ({summary['image_size']} px tiles with overlap plus a whole-film pass, "
         "detections merged into film coordinates) with rfo-bench eval: COCO stats, FROC as in the object-CXR "
         "protocol, image-level AUROC, 95% bootstrap intervals over patients. Boxes of classes it never saw are "
-        "left out of this evaluation, as in its own held-out test. It was then fine-tuned on the "
+        "left out of this evaluation, as in its own held-out test. Its detections of classes the films do not "
+        "hold count as false positives; FROC is class-agnostic (any detection inside an object finds it). The "
+        "per-class table lists the classes the films hold. It was then fine-tuned on the "
         f"{finetune['n_tiles']} training tiles ({_groups_text(finetune.get('groups'))}; "
         f"{finetune['epochs']} epoch{'s' if finetune['epochs'] != 1 else ''}, {finetune['seconds']:.0f} s): "
         "the original detector of the deletion requests below."
     )
+    held = {k: v for k, v in (summary.get("per_category") or {}).items()
+            if (v or {}).get("num_objects", 1) or k in unseen_classes}  # the films' classes, not all the detector's
     return Section(
         "Detector and its evaluation", paragraphs=[text],
         tables=[headline_table(summary, caption="Held-out films, sliced inference"),
-                per_category_table(summary, caption="Per class")],
+                per_category_table({"per_category": held}, caption="Per class")],
         figures=eval_figures([stage_dir / name for name in summary["figures"]], _eval_record(stage_dir)),
     )
 

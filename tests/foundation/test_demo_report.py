@@ -209,3 +209,18 @@ def test_the_demo_command_passes_device_and_threads_to_every_stage(tmp_path: Pat
     if not torch.cuda.is_available():  # a GPU named where torch sees none: one line, exit 2, before any stage
         assert vision_unlearn_main(["demo", "--out", str(tmp_path / "e"), "--device", "cuda"]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1 and len(seen) == 1
+
+
+def test_the_trained_detector_s_section_names_the_bundle_and_lists_the_classes_the_films_hold(tmp_path: Path) -> None:
+    summary = {"detector": {"dir": str(bundle_location()), "recipe": "r", "weights_sha256": "ab" * 32,
+                            "compute": {"cpu_seconds": 3600}, "unseen_classes": ["chain"]},
+               "finetune": {"n_tiles": 10, "groups": ["neck", "head"], "epochs": 5, "seconds": 60.0},
+               "n_test": 4, "film_px": 2048, "image_size": 320, "figures": [],
+               "coco": {"AP50": 0.7}, "froc": {"score": 0.9}, "auroc": 0.95,
+               "per_category": {"blade": {"AP50": 1.0, "AP": 0.8, "num_objects": 3},
+                                "chain": {"AP50": None, "AP": None, "num_objects": 0},  # never seen: left out
+                                "needle": {"AP50": None, "AP": None, "num_objects": 0}}}  # not in the films
+    section = demo_module._section_trained_detector(summary, tmp_path)
+    assert "bundled with the toolkit" in section.paragraphs[0] and str(bundle_location()) not in section.paragraphs[0]
+    assert "count as false positives" in section.paragraphs[0]
+    assert [row[0] for row in section.tables[1].rows] == ["blade", "chain"]
