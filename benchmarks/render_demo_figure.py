@@ -19,6 +19,7 @@ import argparse
 import io
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 WIDTH_PX = 1200
@@ -80,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {args.demo}: not a finished demo ({err})\n")
     title = figure_title(stage, config)
     # two columns: the evaluation figures (wide) stacked on the left, the before/after detections (tall) right
-    left_width, right_width = 0.58, 0.42
+    # widths chosen so that both columns are about as tall (no empty space under the shorter), within 50-70 %
+    left_ratio = sum(image.shape[0] / image.shape[1] for image, _ in left)
+    right_ratio = right[0].shape[0] / right[0].shape[1]
+    left_width = min(0.7, max(0.5, right_ratio / (left_ratio + right_ratio)))
+    right_width = 1.0 - left_width
     left_height = sum(left_width * image.shape[0] / image.shape[1] for image, _ in left)
     right_height = right_width * right[0].shape[0] / right[0].shape[1]
     width_in = WIDTH_PX / 100
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ax = columns[1].subplots()
     ax.imshow(right[0])
     ax.set_axis_off()
-    ax.set_title(right[1], fontsize=9)
+    ax.set_title(textwrap.fill(right[1], width=int(right_width * WIDTH_PX / 7)), fontsize=9)  # ~7 px a character
     from render_notebook_figures import shrink_png  # this script's folder: the one road to a small PNG
 
     buffer = io.BytesIO()
