@@ -310,11 +310,13 @@ def evaluate_held_out(detector, test, out: Path, *, bootstrap: int, seed: int, p
             "ci95": report.get("ci95")}
 
 
-def predict_and_evaluate(detector, test, out: Path, config, *, progress: bool = True):
-    """Predict on ``test`` (sliced where the detector is), write the predictions under ``out``, evaluate them.
+def predict_and_evaluate(detector, test, out: Path, config, *, progress: bool = True, report_dir: Path | None = None):
+    """Predict on ``test`` (sliced where the detector is), write the predictions under ``out``, evaluate them
+    against ``test`` with every class of the detector among its categories (:func:`with_detector_classes`: a
+    detection of a class the films do not hold counts as a false positive, it is not left out).
 
-    ``test`` should hold every class of the detector (:func:`with_detector_classes`, applied here too): a
-    detection of a class missing from it would otherwise be left out rather than counted as a false positive.
+    ``report_dir``: where to write the evaluation's report and figures (:func:`rfo_bench.evaluate.write_report`),
+    against that same ground truth; ``None``: none.
 
     Returns:
         ``(evaluation, parsed predictions)`` of :func:`rfo_bench.evaluate.evaluate_detailed` with ``config``.
@@ -325,14 +327,17 @@ def predict_and_evaluate(detector, test, out: Path, config, *, progress: bool = 
         predict_dataset,
         write_predictions,
     )
-    from rfo_bench.evaluate import evaluate_detailed
+    from rfo_bench.evaluate import evaluate_detailed, write_report
     from rfo_bench.predictions import read_predictions
 
     test = with_detector_classes(test, detector.categories)
     predictions = predict_dataset(detector, test, progress=progress)
     write_predictions(predictions, detector.categories, out, coco_category_ids={c.id for c in test.categories})
     parsed = read_predictions(out / PREDICTIONS_JSON, test, classification=out / CLASSIFICATION_CSV)
-    return evaluate_detailed(test, parsed, config), parsed
+    evaluation = evaluate_detailed(test, parsed, config)
+    if report_dir is not None:
+        write_report(evaluation, report_dir, test, parsed)
+    return evaluation, parsed
 
 
 def evaluate_checkpoint(recipe_file: str | Path, checkpoint: str | Path, data: str | Path, out: str | Path, *,

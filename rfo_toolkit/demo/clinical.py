@@ -173,26 +173,19 @@ def rendered_seed(root: str | Path, detector_dir: str | Path, plan: ClinicalPlan
 def evaluate_and_finetune(stage_dir: Path, detector_dir: str | Path, clinical_dir: Path, plan: ClinicalPlan,
                           seed: int, device: str = "cpu") -> dict[str, Any]:
     """Evaluate the detector sliced on the held-out films; fine-tune it on the training tiles (the original)."""
-    from rfo_bench.detectors.shipped import (
-        load_shipped_detector,
-        predict_and_evaluate,
-        with_detector_classes,
-        without_classes,
-    )
-    from rfo_bench.evaluate import EvalConfig, write_report
+    from rfo_bench.detectors.shipped import load_shipped_detector, predict_and_evaluate, without_classes
+    from rfo_bench.evaluate import EvalConfig
     from rfo_bench.io.coco import read_coco
     from rfo_toolkit.demo.models import load_split, train_original
 
     record = detector_record(detector_dir)
     detector = load_shipped_detector(detector_dir, device=device)  # refuses weights whose SHA-256 differs from the record
     unseen = tuple(record.get("unseen_classes") or ())
-    # as its own held-out test: boxes of the classes it never saw left out; every class it has is a category (the
-    # demo's films hold four), so its detections of the others count as false positives
-    test = with_detector_classes(without_classes(read_coco(clinical_dir / "films" / "all" / "test.json"), unseen),
-                                 detector.categories)
-    evaluation, predictions = predict_and_evaluate(detector, test, stage_dir / "predictions",
-                                                   EvalConfig(bootstrap=plan.bootstrap, seed=seed))
-    write_report(evaluation, stage_dir / "eval", test, predictions)
+    # as its own held-out test: boxes of the classes it never saw left out (its detections of the classes the demo's
+    # films do not hold count as false positives: predict_and_evaluate)
+    test = without_classes(read_coco(clinical_dir / "films" / "all" / "test.json"), unseen)
+    predict_and_evaluate(detector, test, stage_dir / "predictions", EvalConfig(bootstrap=plan.bootstrap, seed=seed),
+                         report_dir=stage_dir / "eval")
     report = json.loads((stage_dir / "eval" / "report.json").read_text(encoding="utf-8"))
 
     tile = int(record["config"]["tiling"]["tile_size"])
